@@ -1,0 +1,40 @@
+import type { BlockDevice } from '../block/types.ts';
+
+/**
+ * A storage function: one module exporting one descriptor (after nbdkit's
+ * `struct nbdkit_plugin`). The same descriptor runs in every deployment:
+ * `integrated` (inside the controller, on a controller volume), `guest` (in a
+ * worker over the shared-memory queue) and `gateway` (a separate process over
+ * NBD). The function never knows which: it only sees a BlockDevice.
+ *
+ * Fields are only ever appended; `apiVersion` is bumped when one is.
+ */
+export interface StorageFunction<Options = Record<string, unknown>> {
+  readonly name: string;
+  readonly apiVersion: 1;
+  /** One line for `storvisor functions` and logs. */
+  readonly description: string;
+  /** Validate options from config; throw a ConfigError-style message naming the field. */
+  parseOptions?(raw: Record<string, unknown>): Options;
+  start(ctx: FunctionContext<Options>): Promise<RunningFunction>;
+}
+
+export interface FunctionContext<Options = Record<string, unknown>> {
+  /** The block device the function stores its data on. */
+  device: BlockDevice;
+  /** Where to listen for clients; port 0 picks a free port. */
+  listen: { host: string; port: number };
+  options: Options;
+  /** A name for logs (the guest or deployment name). */
+  instance: string;
+  log: (msg: string) => void;
+}
+
+export interface RunningFunction {
+  /** The address clients connect to (resolved port). */
+  readonly address: { host: string; port: number };
+  /** Stop accepting clients, finish in-flight work, make data durable. */
+  stop(): Promise<void>;
+  /** Counters for the management API (flat, numeric). */
+  stats(): Record<string, number>;
+}
