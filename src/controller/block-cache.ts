@@ -1,0 +1,125 @@
+/**
+ * The controller's read cache: fixed 4 KiB slots in one slab, shared by every
+ * volume, CLOCK replacement (one reference bit per slot; no list surgery on the
+ * hit path). Keys are (volume id, block number) packed into one double.
+ *
+ * The cache only holds data that is on disk (the write path is write-through),
+ * so eviction never writes and a crash never loses anything held here.
+ * Consistency with in-flight writes is the volume's job (see volume.ts).
+ */
+export const BLOCK = 4096;
+const BLOCK_KEY_BITS = 2 ** 36; // 2^36 blocks = 256 TiB per volume
+
+export const cacheKey = (volumeId: number, block: number): number => volumeId * BLOCK_KEY_BITS + block;
+
+export interface CacheStats {
+  capacityBlocks: number;
+  usedBlocks: number;
+  hits: number;
+  misses: number;
+  inserts: number;
+  evictions: number;
+}
+
+export class BlockCache {
+  private readonly slab: Buffer;
+  private readonly slotKey: Float64Array;
+  private readonly referenced: Uint8Array;
+  private readonly index = new Map<number, number>();
+  private hand = 0;
+  private used = 0;
+  readonly capacity: number;
+  readonly counters = { hits: 0, misses: 0, inserts: 0, evictions: 0 };
+
+  constructor(capacityBytes: number) {
+    this.capacity = Math.max(0, Math.floor(capacityBytes / BLOCK));
+    this.slab = Buffer.alloc(this.capacity * BLOCK);
+    this.slotKey = new Float64Array(this.capacity).fill(-1);
+    this.referenced = new Uint8Array(this.capacity);
+  }
+
+  /** The cached bytes of a block (a view valid until the next insert), or undefined. */
+  get(key: number): Buffer | undefined {
+    const slot = this.index.get(key);
+    if (slot === undefined) {
+      this.counters.misses++;
+      return undefined;
+    }
+    this.counters.hits++;
+    this.referenced[slot] = 1;
+    return this.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK);
+  }
+
+  has(key: number): boolean {
+    return this.index.has(key);
+  }
+
+  /** Store a copy of one block (4096 bytes of `src` at `srcOffset`). */
+  put(key: number, src: Uint8Array, srcOffset = 0): void {
+    if (this.capacity === 0) return;
+    let slot = this.index.get(key);
+    if (slot === undefined) {
+      slot = this.victim();
+      this.slotKey[slot] = key;
+      this.index.set(key, slot);
+      this.counters.inserts++;
+    }
+    this.referenced[slot] = 1;
+    this.slab.set(src.subarray(srcOffset, srcOffset + BLOCK), slot * BLOCK);
+  }
+
+  /** Overwrite a block only if it is cached (writes do not pollute the cache with cold data). */
+  update(key: number, src: Uint8Array, srcOffset = 0): void {
+    const slot = this.index.get(key);
+    if (slot !== undefined) this.slab.set(src.subarray(srcOffset, srcOffset + BLOCK), slot * BLOCK);
+  }
+
+  invalidate(key: number): void {
+    const slot = this.index.get(key);
+    if (slot === undefined) return;
+    this.index.delete(key);
+    this.slotKey[slot] = -1;
+    this.referenced[slot] = 0;
+    this.used--;
+  }
+
+  /** Drop every block of a volume in [first, first+count), cheaply for large ranges. */
+  invalidateRange(volumeId: number, first: number, count: number): void {
+    if (count <= this.index.size) {
+      for (let b = first; b < first + count; b++) this.invalidate(cacheKey(volumeId, b));
+      return;
+    }
+    const lo = cacheKey(volumeId, first);
+    const hi = cacheKey(volumeId, first + count);
+    for (const key of [...this.index.keys()]) if (key >= lo && key < hi) this.invalidate(key);
+  }
+
+  private victim(): number {
+    if (this.used < this.capacity) {
+      // Fill free slots first; the hand also finds slots freed by invalidate.
+      for (;;) {
+        const s = this.hand;
+        this.hand = (this.hand + 1) % this.capacity;
+        if (this.slotKey[s] === -1) {
+          this.used++;
+          return s;
+        }
+      }
+    }
+    for (;;) {
+      const s = this.hand;
+      this.hand = (this.hand + 1) % this.capacity;
+      if (this.referenced[s]) {
+        this.referenced[s] = 0;
+        continue;
+      }
+      this.index.delete(this.slotKey[s]!);
+      this.counters.evictions++;
+      return s;
+    }
+  }
+
+  stats(): CacheStats {
+    return { capacityBlocks: this.capacity, usedBlocks: this.used, ...this.counters };
+  }
+}

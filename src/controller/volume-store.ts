@@ -1,0 +1,183 @@
+import { mkdirSync, openSync, closeSync, fsyncSync, ftruncateSync, writeFileSync, renameSync, readFileSync, readdirSync, unlinkSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { FileBackend } from './backend.ts';
+import { BlockCache, BLOCK } from './block-cache.ts';
+import { Volume } from './volume.ts';
+import { alreadyExists, invalidArgument, notFound, StorvisorError } from '../util/errors.ts';
+
+/**
+ * The volumes of one data directory: `<data>/volumes/<name>.img` is the thin
+ * (sparse) image, `<name>.json` its manifest. Manifests are replaced atomically
+ * (write, fsync, rename, fsync the directory), so a crash leaves either the old
+ * or the new one. Open volumes share the controller's one BlockCache.
+ */
+export interface VolumeManifest {
+  name: string;
+  uuid: string;
+  size: number;
+  createdAt: string;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export class VolumeStore {
+  readonly dir: string;
+  private readonly open = new Map<string, Volume>();
+  private nextId = 1;
+
+  constructor(
+    dataDir: string,
+    readonly cache: BlockCache,
+    private readonly log: (m: string) => void = () => {},
+    private readonly direct = true,
+  ) {
+    this.dir = join(dataDir, 'volumes');
+    mkdirSync(this.dir, { recursive: true });
+  }
+
+  static checkName(name: string): void {
+    if (!NAME.test(name)) {
+      throw invalidArgument(`volume name '${name}' must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    }
+  }
+
+  static checkSize(size: number): void {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % BLOCK !== 0) {
+      throw invalidArgument(`volume size ${size} must be a positive multiple of ${BLOCK} bytes`);
+    }
+  }
+
+  list(): VolumeManifest[] {
+    return readdirSync(this.dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => this.manifest(f.slice(0, -5)))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  exists(name: string): boolean {
+    return existsSync(this.manifestPath(name));
+  }
+
+  manifest(name: string): VolumeManifest {
+    VolumeStore.checkName(name);
+    let text: string;
+    try {
+      text = readFileSync(this.manifestPath(name), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`volume '${name}'`);
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as VolumeManifest;
+    } catch (err) {
+      throw new StorvisorError('SV_ERR_BAD_MANIFEST', 'EIO', `volume '${name}': manifest ${this.manifestPath(name)} is not valid JSON`, { cause: err });
+    }
+  }
+
+  /** Create a thin volume: a sparse file of `size` bytes, then its manifest. */
+  create(name: string, size: number): VolumeManifest {
+    VolumeStore.checkName(name);
+    VolumeStore.checkSize(size);
+    if (this.exists(name)) throw alreadyExists(`volume '${name}'`);
+    const fd = openSync(this.imagePath(name), 'w');
+    try {
+      ftruncateSync(fd, size);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const manifest: VolumeManifest = { name, uuid: randomUUID(), size, createdAt: new Date().toISOString() };
+    this.writeManifest(manifest);
+    this.log(`volume ${name}: created, ${size} bytes (thin)`);
+    return manifest;
+  }
+
+  /** The open Volume (one instance per name, shared by everyone who opens it). */
+  openVolume(name: string): Volume {
+    const existing = this.open.get(name);
+    if (existing) return existing;
+    const manifest = this.manifest(name);
+    const backend = FileBackend.open(this.imagePath(name), { direct: this.direct, log: this.log });
+    const volume = new Volume({ id: this.nextId++, name, size: manifest.size }, backend, this.cache);
+    this.open.set(name, volume);
+    return volume;
+  }
+
+  async resize(name: string, size: number, opts: { allowShrink?: boolean } = {}): Promise<VolumeManifest> {
+    VolumeStore.checkSize(size);
+    const manifest = this.manifest(name);
+    if (size < manifest.size && !opts.allowShrink) {
+      throw invalidArgument(`volume '${name}': shrinking from ${manifest.size} to ${size} bytes destroys data; pass allowShrink`);
+    }
+    const volume = this.open.get(name);
+    if (volume) await volume.resize(size);
+    else {
+      const fd = openSync(this.imagePath(name), 'r+');
+      try {
+        ftruncateSync(fd, size);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const next = { ...manifest, size };
+    this.writeManifest(next);
+    this.log(`volume ${name}: resized to ${size} bytes`);
+    return next;
+  }
+
+  async delete(name: string): Promise<void> {
+    this.manifest(name);
+    if (this.open.has(name)) throw invalidArgument(`volume '${name}' is in use; stop what uses it first`);
+    unlinkSync(this.manifestPath(name));
+    unlinkSync(this.imagePath(name));
+    this.syncDir();
+    this.log(`volume ${name}: deleted`);
+  }
+
+  async closeVolume(name: string): Promise<void> {
+    const volume = this.open.get(name);
+    if (!volume) return;
+    this.open.delete(name);
+    await volume.close();
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.open.keys()].map((n) => this.closeVolume(n)));
+  }
+
+  openVolumes(): Volume[] {
+    return [...this.open.values()];
+  }
+
+  imagePath(name: string): string {
+    return join(this.dir, `${name}.img`);
+  }
+
+  private manifestPath(name: string): string {
+    return join(this.dir, `${name}.json`);
+  }
+
+  private writeManifest(m: VolumeManifest): void {
+    const tmp = `${this.manifestPath(m.name)}.tmp`;
+    writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
+    const fd = openSync(tmp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.manifestPath(m.name));
+    this.syncDir();
+  }
+
+  private syncDir(): void {
+    const fd = openSync(this.dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
