@@ -1,0 +1,138 @@
+import { parseArgs } from 'node:util';
+import { loadConfig, ConfigError } from './config/config.ts';
+import { Controller } from './controller/controller.ts';
+import { startApi } from './api/server.ts';
+import { VolumeStore } from './controller/volume-store.ts';
+import { BlockCache } from './controller/block-cache.ts';
+import { lockDataDir } from './controller/data-dir-lock.ts';
+import { functionNames } from './functions/registry.ts';
+import { parseSize, formatBytes } from './util/size.ts';
+import { StorvisorError } from './util/errors.ts';
+
+const USAGE = `storvisor — a storage controller that runs storage functions in low-overhead guests
+
+usage:
+  storvisor start [--config FILE]            run the controller (default config when no file)
+  storvisor status [--api URL]               what a running controller is doing
+  storvisor volume list [--config FILE]
+  storvisor volume create NAME SIZE [--config FILE]     SIZE like 1G, 512M, 4096
+  storvisor volume resize NAME SIZE [--allow-shrink] [--config FILE]
+  storvisor volume delete NAME [--config FILE]
+  storvisor functions                        the function modules this build knows
+
+environment: STORVISOR_DATA overrides the data directory; UV_THREADPOOL_SIZE the I/O threads (default 64).
+`;
+
+const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      api: { type: 'string' },
+      'allow-shrink': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || !command) {
+    process.stdout.write(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  switch (command) {
+    case 'start':
+      return start(values.config);
+    case 'status':
+      return status(values.api ?? 'http://127.0.0.1:10880');
+    case 'volume':
+      return volume(rest, values.config, values['allow-shrink'] ?? false);
+    case 'functions':
+      for (const n of functionNames()) console.log(n);
+      return 0;
+    default:
+      process.stderr.write(`unknown command '${command}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+async function start(configFile: string | undefined): Promise<number> {
+  const config = loadConfig(configFile);
+  log(`storvisor: data directory ${config.dataDir}, read cache ${formatBytes(config.cacheBytes)}, ${process.env.UV_THREADPOOL_SIZE ?? 4} I/O threads`);
+  const controller = await Controller.start(config, log);
+  const api = config.api ? await startApi(controller, config.api.host, config.api.port) : undefined;
+  console.log('\nendpoints:');
+  if (api) console.log(`  management API     http://${api.address.host}:${api.address.port}/status  (also /metrics)`);
+  for (const e of controller.endpoints()) console.log(`  ${e.kind.padEnd(18)} ${e.url}`);
+  for (const f of (await controller.status()).functions) {
+    const a = f.address;
+    const scheme = f.function === 'nbd-export' ? 'nbd' : f.function === 'database' ? 'redis' : f.function === 'fileserver' ? 'nfs' : 'tcp';
+    console.log(`  ${`${f.function} (${f.deploy}${f.notify ? `/${f.notify}` : ''})`.padEnd(18)} ${scheme}://${a?.host}:${a?.port}/  [${f.name} on volume ${f.volume}]`);
+  }
+  console.log('\nCtrl-C stops the controller cleanly.\n');
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string) => {
+      log(`${sig}: stopping (finishing in-flight I/O, syncing volumes)`);
+      resolve();
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  });
+  const forced = setTimeout(() => {
+    log('shutdown is taking longer than 30 s; exiting');
+    process.exit(1);
+  }, 30_000);
+  forced.unref();
+  await new Promise<void>((r) => (api ? api.server.close(() => r()) : r()));
+  await controller.stop();
+  log('stopped');
+  return 0;
+}
+
+async function status(api: string): Promise<number> {
+  const res = await fetch(new URL('/status', api));
+  process.stdout.write(await res.text());
+  return res.ok ? 0 : 1;
+}
+
+async function volume(args: string[], configFile: string | undefined, allowShrink: boolean): Promise<number> {
+  const config = loadConfig(configFile);
+  const unlock = lockDataDir(config.dataDir);
+  try {
+    const store = new VolumeStore(config.dataDir, new BlockCache(0), log, config.direct);
+    const [verb, name, size] = args;
+    switch (verb) {
+      case 'list':
+        for (const v of store.list()) console.log(`${v.name.padEnd(24)} ${formatBytes(v.size).padStart(10)}  ${v.uuid}`);
+        return 0;
+      case 'create':
+        if (!name || !size) throw new Error('usage: storvisor volume create NAME SIZE');
+        store.create(name, parseSize(size));
+        return 0;
+      case 'resize':
+        if (!name || !size) throw new Error('usage: storvisor volume resize NAME SIZE');
+        await store.resize(name, parseSize(size), { allowShrink });
+        return 0;
+      case 'delete':
+        if (!name) throw new Error('usage: storvisor volume delete NAME');
+        await store.delete(name);
+        return 0;
+      default:
+        throw new Error(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
+    }
+  } finally {
+    unlock();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    if (err instanceof ConfigError) process.stderr.write(`storvisor: config error: ${err.message}\n`);
+    else if (err instanceof StorvisorError) process.stderr.write(`storvisor: ${err.message} (${err.code})\n`);
+    else process.stderr.write(`storvisor: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,256 @@
+import { readFileSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+
+/**
+ * The controller's configuration: a JSON file (or the built-in default), checked
+ * field by field so that every mistake is reported with the path of the bad
+ * field ("functions[1].notify: must be one of ...") before anything starts.
+ */
+export type NotifyMode = 'poll' | 'notify' | 'adaptive';
+export type DeployKind = 'integrated' | 'guest' | 'gateway';
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export interface VolumeConfig {
+  name: string;
+  /** Size in bytes (config files may say sizeMiB or sizeGiB). */
+  size: number;
+}
+
+export interface FunctionConfig {
+  /** Instance name: used in logs, the API and metrics. */
+  name: string;
+  /** Function module (see src/functions/registry.ts). */
+  function: string;
+  volume: string;
+  deploy: DeployKind;
+  /** Guest only: how the queue is serviced. */
+  notify: NotifyMode;
+  /** Guest only: shared region size for data buffers, bytes. */
+  memory: number;
+  /** Guest only: V8 heap limit of the worker, MiB. */
+  heapMiB: number;
+  /** Queue size (descriptors), a power of two. */
+  queueSize: number;
+  listen: Endpoint;
+  restart: RestartPolicy;
+  options: Record<string, unknown>;
+}
+
+export interface Config {
+  dataDir: string;
+  cacheBytes: number;
+  /** Use O_DIRECT where the filesystem allows it. */
+  direct: boolean;
+  nbd: Endpoint | null;
+  api: Endpoint | null;
+  /** Adaptive polling: how long the controller poller spins after the last request before it sleeps. */
+  spinBudgetUs: number;
+  volumes: VolumeConfig[];
+  functions: FunctionConfig[];
+}
+
+export class ConfigError extends Error {
+  readonly code = 'SV_ERR_CONFIG';
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(`${path}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const MiB = 1024 * 1024;
+
+export const DEFAULT_CONFIG = {
+  dataDir: './data',
+  cacheMiB: 256,
+  nbd: { host: '127.0.0.1', port: 10809 },
+  api: { host: '127.0.0.1', port: 10880 },
+  volumes: [
+    { name: 'vol0', sizeMiB: 1024 },
+    { name: 'nbd-guest', sizeMiB: 1024 },
+  ],
+  functions: [
+    {
+      name: 'nbd0',
+      function: 'nbd-export',
+      volume: 'nbd-guest',
+      deploy: 'guest',
+      listen: { port: 10810 },
+    },
+  ],
+};
+
+type Raw = Record<string, unknown>;
+
+function obj(v: unknown, path: string): Raw {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(path, `must be an object (got ${show(v)})`);
+  return v as Raw;
+}
+
+function show(v: unknown): string {
+  return v === undefined ? 'nothing' : JSON.stringify(v);
+}
+
+function onlyKeys(o: Raw, path: string, allowed: string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw new ConfigError(`${path}.${k}`.replace(/^\./, ''), `unknown field (known: ${allowed.join(', ')})`);
+  }
+}
+
+function str(o: Raw, key: string, path: string, dflt?: string): string {
+  const v = o[key] ?? dflt;
+  if (typeof v !== 'string' || v === '') throw new ConfigError(join(path, key), `must be a non-empty string (got ${show(o[key])})`);
+  return v;
+}
+
+function num(o: Raw, key: string, path: string, dflt: number | undefined, min: number, max: number): number {
+  const v = o[key] ?? dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+    throw new ConfigError(join(path, key), `must be a number from ${min} to ${max} (got ${show(o[key])})`);
+  }
+  return v;
+}
+
+function int(o: Raw, key: string, path: string, dflt: number | undefined, min: number, max: number): number {
+  const v = num(o, key, path, dflt, min, max);
+  if (!Number.isInteger(v)) throw new ConfigError(join(path, key), `must be a whole number (got ${show(o[key])})`);
+  return v;
+}
+
+function oneOf<T extends string>(o: Raw, key: string, path: string, dflt: T, allowed: readonly T[]): T {
+  const v = o[key] ?? dflt;
+  if (!allowed.includes(v as T)) throw new ConfigError(join(path, key), `must be one of ${allowed.join(', ')} (got ${show(o[key])})`);
+  return v as T;
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+function endpoint(v: unknown, path: string, dflt: { host?: string; port?: number } | null): Endpoint | null {
+  if (v === null || v === false) return null;
+  const o = obj(v ?? dflt ?? {}, path);
+  onlyKeys(o, path, ['host', 'port']);
+  return { host: str(o, 'host', path, dflt?.host ?? '127.0.0.1'), port: int(o, 'port', path, dflt?.port, 0, 65535) };
+}
+
+/** Bytes from `size` (bytes), `sizeMiB` or `sizeGiB`: exactly one. */
+function size(o: Raw, path: string, base: string, dflt?: number): number {
+  const given = [base, `${base}MiB`, `${base}GiB`].filter((k) => o[k] !== undefined);
+  if (given.length > 1) throw new ConfigError(join(path, given[1]!), `give only one of ${given.join(', ')}`);
+  if (given.length === 0) {
+    if (dflt === undefined) throw new ConfigError(join(path, `${base}MiB`), 'is required');
+    return dflt;
+  }
+  const k = given[0]!;
+  const scale = k.endsWith('GiB') ? 1024 * MiB : k.endsWith('MiB') ? MiB : 1;
+  const v = num(o, k, path, undefined, 0, 2 ** 50 / scale) * scale;
+  if (!Number.isSafeInteger(v)) throw new ConfigError(join(path, k), 'must be a whole number of bytes');
+  return v;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function name(o: Raw, path: string): string {
+  const n = str(o, 'name', path);
+  if (!NAME.test(n)) throw new ConfigError(join(path, 'name'), `'${n}' must be 1-64 letters, digits, '.', '_' or '-'`);
+  return n;
+}
+
+/**
+ * Validate a parsed config object. `baseDir` resolves a relative dataDir
+ * (the config file's directory, or the working directory).
+ */
+export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const o = obj(raw, 'config');
+  onlyKeys(o, '', ['dataDir', 'cacheMiB', 'cache', 'direct', 'nbd', 'api', 'spinBudgetUs', 'volumes', 'functions', '$comment']);
+  const dataDir = resolve(baseDir, env.STORVISOR_DATA ?? str(o, 'dataDir', '', DEFAULT_CONFIG.dataDir));
+  const cacheBytes = size(o, '', 'cache', DEFAULT_CONFIG.cacheMiB * MiB);
+  const direct = o.direct ?? true;
+  if (typeof direct !== 'boolean') throw new ConfigError('direct', `must be true or false (got ${show(direct)})`);
+
+  const volumesRaw = o.volumes ?? [];
+  if (!Array.isArray(volumesRaw)) throw new ConfigError('volumes', 'must be a list');
+  const volumes = volumesRaw.map((v, i): VolumeConfig => {
+    const path = `volumes[${i}]`;
+    const vo = obj(v, path);
+    onlyKeys(vo, path, ['name', 'size', 'sizeMiB', 'sizeGiB']);
+    const bytes = size(vo, path, 'size');
+    if (bytes <= 0 || bytes % 4096) throw new ConfigError(join(path, 'size'), `must be a positive multiple of 4096 bytes (got ${bytes})`);
+    return { name: name(vo, path), size: bytes };
+  });
+  unique(volumes.map((v) => v.name), 'volumes');
+
+  const functionsRaw = o.functions ?? [];
+  if (!Array.isArray(functionsRaw)) throw new ConfigError('functions', 'must be a list');
+  const functions = functionsRaw.map((f, i): FunctionConfig => {
+    const path = `functions[${i}]`;
+    const fo = obj(f, path);
+    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'options']);
+    const volume = str(fo, 'volume', path);
+    if (!volumes.some((v) => v.name === volume)) {
+      throw new ConfigError(join(path, 'volume'), `no volume named '${volume}' in volumes (have: ${volumes.map((v) => v.name).join(', ') || 'none'})`);
+    }
+    const queueSize = int(fo, 'queueSize', path, 256, 2, 32768);
+    if (queueSize & (queueSize - 1)) throw new ConfigError(join(path, 'queueSize'), `must be a power of two (got ${queueSize})`);
+    const options = fo.options === undefined ? {} : obj(fo.options, join(path, 'options'));
+    return {
+      name: name(fo, path),
+      function: str(fo, 'function', path),
+      volume,
+      deploy: oneOf(fo, 'deploy', path, 'guest', ['integrated', 'guest', 'gateway'] as const),
+      notify: oneOf(fo, 'notify', path, 'adaptive', ['poll', 'notify', 'adaptive'] as const),
+      memory: size(fo, path, 'memory', 64 * MiB),
+      heapMiB: int(fo, 'heapMiB', path, 256, 16, 65536),
+      queueSize,
+      listen: endpoint(fo.listen, join(path, 'listen'), { host: '127.0.0.1', port: 0 })!,
+      restart: oneOf(fo, 'restart', path, 'on-failure', ['always', 'on-failure', 'never'] as const),
+      options,
+    };
+  });
+  unique(functions.map((f) => f.name), 'functions');
+
+  return {
+    dataDir,
+    cacheBytes,
+    direct,
+    nbd: endpoint(o.nbd, 'nbd', DEFAULT_CONFIG.nbd),
+    api: endpoint(o.api, 'api', DEFAULT_CONFIG.api),
+    spinBudgetUs: num(o, 'spinBudgetUs', '', 200, 0, 1e7),
+    volumes,
+    functions,
+  };
+}
+
+function unique(names: string[], path: string): void {
+  const seen = new Set<string>();
+  for (const [i, n] of names.entries()) {
+    if (seen.has(n)) throw new ConfigError(`${path}[${i}].name`, `'${n}' is used twice`);
+    seen.add(n);
+  }
+}
+
+/** Load a config file, or the built-in default when `file` is undefined. */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
+  if (file === undefined) return parseConfig(DEFAULT_CONFIG, process.cwd(), env);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, `cannot read: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(file, `is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(raw, dirname(resolve(file)), env);
+}

@@ -1,0 +1,133 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { FunctionConfig } from '../config/config.ts';
+import { tsxExecArgv } from '../util/runtime.ts';
+import { Restarter } from '../guest/restart-policy.ts';
+import type { Deployment, DeploymentState, DeploymentStatus } from './types.ts';
+
+/**
+ * The controller's handle on a gateway process (see gateway-main.ts): it forks
+ * it, points it at the controller's NBD export of the volume, restarts it per
+ * policy, and relays its stats.
+ */
+const STOP_TIMEOUT_MS = 5000;
+
+export class GatewayDeployment implements Deployment {
+  private child: ChildProcess | undefined;
+  private state: DeploymentState = 'stopped';
+  private address: { host: string; port: number } | null = null;
+  private restarts = 0;
+  private lastError: string | null = null;
+  private readonly restarter: Restarter;
+  private exited: Promise<void> = Promise.resolve();
+  private statsSeq = 0;
+  private readonly statsWaiters = new Map<number, (s: Record<string, number>) => void>();
+
+  constructor(
+    private readonly cfg: FunctionConfig,
+    private readonly nbd: () => { host: string; port: number },
+    private readonly log: (m: string) => void,
+  ) {
+    this.restarter = new Restarter(cfg.restart);
+  }
+
+  get name(): string {
+    return this.cfg.name;
+  }
+
+  start(): Promise<{ host: string; port: number }> {
+    this.state = 'starting';
+    const child = fork(fileURLToPath(new URL('./gateway-main.ts', import.meta.url)), [], {
+      execArgv: tsxExecArgv(),
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child = child;
+    let exitDone!: () => void;
+    this.exited = new Promise((r) => (exitDone = r));
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      child.on('message', (m: any) => {
+        if (m.type === 'ready') {
+          ready = true;
+          this.address = m.address;
+          this.state = 'running';
+          resolve(m.address);
+        } else if (m.type === 'log') this.log(`gateway ${this.cfg.name}: ${m.msg}`);
+        else if (m.type === 'fatal') this.lastError = m.error;
+        else if (m.type === 'stats') {
+          this.statsWaiters.get(m.id)?.(m.stats);
+          this.statsWaiters.delete(m.id);
+        }
+      });
+      child.once('exit', (code, signal) => {
+        this.child = undefined;
+        for (const w of this.statsWaiters.values()) w({});
+        this.statsWaiters.clear();
+        exitDone();
+        if (!ready) {
+          this.state = 'crashed';
+          reject(new Error(`gateway ${this.cfg.name} failed to start: ${this.lastError ?? `exit ${code ?? signal}`}`));
+          return;
+        }
+        if (this.state === 'stopping') {
+          this.state = 'stopped';
+          return;
+        }
+        this.state = 'crashed';
+        this.log(`gateway ${this.cfg.name}: exited unexpectedly (${code ?? signal})`);
+        const delay = this.restarter.next(true);
+        if (delay === null) return;
+        this.state = 'restarting';
+        setTimeout(() => {
+          this.restarts++;
+          this.start().catch((err) => this.log(`gateway ${this.cfg.name}: restart failed: ${(err as Error).message}`));
+        }, delay);
+      });
+      child.send({
+        nbd: this.nbd(),
+        exportName: this.cfg.volume,
+        functionName: this.cfg.function,
+        name: this.cfg.name,
+        listen: this.address ?? this.cfg.listen,
+        options: this.cfg.options,
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.state = 'stopping';
+    child.send({ type: 'stop' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  async status(): Promise<DeploymentStatus> {
+    let stats: Record<string, number> = {};
+    const child = this.child;
+    if (child && this.state === 'running') {
+      const id = ++this.statsSeq;
+      stats = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve({}), 1000);
+        this.statsWaiters.set(id, (s) => {
+          clearTimeout(timer);
+          resolve(Object.fromEntries(Object.entries(s).map(([k, v]) => [`fn_${k}`, v])));
+        });
+        child.send({ type: 'stats', id });
+      });
+    }
+    return {
+      name: this.cfg.name,
+      function: this.cfg.function,
+      volume: this.cfg.volume,
+      deploy: 'gateway',
+      state: this.state,
+      address: this.address,
+      restarts: this.restarts,
+      lastError: this.lastError,
+      stats,
+    };
+  }
+}

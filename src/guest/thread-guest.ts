@@ -1,0 +1,226 @@
+import { Worker } from 'node:worker_threads';
+import type { FunctionConfig } from '../config/config.ts';
+import type { BlockDevice } from '../block/types.ts';
+import type { Poller } from '../controller/poller.ts';
+import { createRegion } from '../queue/layout.ts';
+import { VirtioBlkDevice } from '../queue/blk-device.ts';
+import { tsxExecArgv } from '../util/runtime.ts';
+import { Restarter } from './restart-policy.ts';
+import type { Deployment, DeploymentState, DeploymentStatus } from '../deploy/types.ts';
+import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
+
+/**
+ * A thread guest, seen from the controller: a worker thread with its own V8 heap
+ * (bounded by resourceLimits) and a statically sized shared region holding its
+ * virtqueue and data buffers. The device side of the queue runs here, in the
+ * controller's poller, against the guest's volume.
+ *
+ * Containment: an exception, an out-of-memory or a terminate ends only the
+ * worker. Requests the device had already taken are finished against the volume
+ * (drain) before anything else may use it; requests still in the ring die with
+ * the region and were never acknowledged. A fresh region is made for every
+ * start, so a restarted guest never sees its predecessor's queue.
+ */
+const STOP_TIMEOUT_MS = 5000;
+const STATS_TIMEOUT_MS = 1000;
+
+export class ThreadGuest implements Deployment {
+  private worker: Worker | undefined;
+  private device: VirtioBlkDevice | undefined;
+  private state: DeploymentState = 'stopped';
+  private address: { host: string; port: number } | null = null;
+  private restarts = 0;
+  private lastError: string | null = null;
+  private readonly restarter: Restarter;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private statsSeq = 0;
+  private readonly statsWaiters = new Map<number, (s: Record<string, number>) => void>();
+  private exited: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly cfg: FunctionConfig,
+    private readonly volume: BlockDevice,
+    private readonly poller: Poller,
+    private readonly spinBudgetUs: number,
+    private readonly log: (m: string) => void,
+  ) {
+    this.restarter = new Restarter(cfg.restart);
+  }
+
+  get name(): string {
+    return this.cfg.name;
+  }
+
+  async start(): Promise<{ host: string; port: number }> {
+    this.state = 'starting';
+    return this.launch();
+  }
+
+  private launch(): Promise<{ host: string; port: number }> {
+    const cfg = this.cfg;
+    const region = createRegion({
+      queueSize: cfg.queueSize,
+      dataBytes: cfg.memory,
+      mode: cfg.notify,
+      capacityBytes: this.volume.size,
+    });
+    const device = new VirtioBlkDevice({
+      region,
+      backend: this.volume,
+      name: cfg.name,
+      onBroken: (reason) => {
+        this.lastError = `queue broken: ${reason}`;
+        this.log(`guest ${cfg.name}: misbehaving driver, queue stopped: ${reason}; restarting the guest`);
+        void this.worker?.terminate();
+      },
+    });
+    this.device = device;
+    this.poller.add(device, cfg.notify);
+    const data: GuestWorkerData = {
+      name: cfg.name,
+      functionName: cfg.function,
+      region,
+      notify: cfg.notify,
+      spinBudgetUs: this.spinBudgetUs,
+      // A restarted guest comes back on the port its clients know.
+      listen: this.address ?? cfg.listen,
+      options: cfg.options,
+    };
+    const worker = new Worker(new URL('./worker-main.ts', import.meta.url), {
+      workerData: data,
+      execArgv: tsxExecArgv(),
+      name: `guest:${cfg.name}`,
+      resourceLimits: {
+        maxOldGenerationSizeMb: cfg.heapMiB,
+        maxYoungGenerationSizeMb: Math.max(4, Math.min(64, cfg.heapMiB / 8)),
+      },
+    });
+    this.worker = worker;
+
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      worker.on('message', (m: FromGuest) => {
+        switch (m.type) {
+          case 'ready':
+            ready = true;
+            this.address = m.address;
+            this.state = 'running';
+            resolve(m.address);
+            break;
+          case 'log':
+            this.log(`guest ${cfg.name}: ${m.msg}`);
+            break;
+          case 'stats':
+            this.statsWaiters.get(m.id)?.(m.stats);
+            this.statsWaiters.delete(m.id);
+            break;
+          case 'fatal':
+            this.lastError = m.error;
+            break;
+          case 'stopped':
+            break;
+        }
+      });
+      worker.on('error', (err) => {
+        // An uncaught exception or OOM inside the guest: contained here.
+        this.lastError = err.stack ?? String(err);
+      });
+      let exitDone!: () => void;
+      this.exited = new Promise((r) => (exitDone = r));
+      worker.once('exit', (code) => {
+        void this.onExit(device, code, ready).finally(exitDone);
+        if (!ready) reject(new Error(`guest ${cfg.name} failed to start: ${this.lastError ?? `exit code ${code}`}`));
+      });
+    });
+  }
+
+  private async onExit(device: VirtioBlkDevice, code: number, wasReady: boolean): Promise<void> {
+    this.worker = undefined;
+    this.poller.remove(device);
+    await device.drain(); // finish what the device took before the volume changes hands
+    for (const resolve of this.statsWaiters.values()) resolve({});
+    this.statsWaiters.clear();
+    if (this.state === 'stopping') {
+      this.state = 'stopped';
+      return;
+    }
+    const why = this.lastError?.split('\n')[0] ?? `exit code ${code}`;
+    this.state = 'crashed';
+    this.log(`guest ${this.cfg.name}: stopped unexpectedly (${why})`);
+    if (!wasReady) return; // a guest that cannot start is not restarted in a loop
+    const delay = this.restarter.next(true);
+    if (delay === null) {
+      this.log(`guest ${this.cfg.name}: not restarting (policy '${this.cfg.restart}' or too many crashes)`);
+      return;
+    }
+    this.state = 'restarting';
+    this.restartTimer = setTimeout(() => {
+      this.restarts++;
+      this.launch().then(
+        (a) => this.log(`guest ${this.cfg.name}: restarted on ${a.host}:${a.port}`),
+        (err) => this.log(`guest ${this.cfg.name}: restart failed: ${(err as Error).message}`),
+      );
+    }, delay);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.restartTimer);
+    const worker = this.worker;
+    if (!worker) {
+      this.state = 'stopped';
+      return;
+    }
+    this.state = 'stopping';
+    worker.postMessage({ type: 'stop' } satisfies ToGuest);
+    const timer = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** Kill the guest as a crash would (for tests and `storvisor guest kill`). */
+  async kill(): Promise<void> {
+    this.lastError = 'killed';
+    await this.worker?.terminate();
+  }
+
+  /** Resolves after the current worker has exited and its in-flight requests are drained. */
+  whenExited(): Promise<void> {
+    return this.exited;
+  }
+
+  async status(): Promise<DeploymentStatus> {
+    const stats: Record<string, number> = {};
+    const worker = this.worker;
+    if (worker && this.state === 'running') {
+      const id = ++this.statsSeq;
+      const fromGuest = await new Promise<Record<string, number>>((resolve) => {
+        const timer = setTimeout(() => {
+          this.statsWaiters.delete(id);
+          resolve({});
+        }, STATS_TIMEOUT_MS);
+        this.statsWaiters.set(id, (s) => {
+          clearTimeout(timer);
+          resolve(s);
+        });
+        worker.postMessage({ type: 'stats', id } satisfies ToGuest);
+      });
+      Object.assign(stats, fromGuest);
+    }
+    const q = this.device?.stats();
+    if (q) {
+      for (const [k, v] of Object.entries(q)) if (typeof v === 'number') stats[`queue_${k}`] = v;
+    }
+    return {
+      name: this.cfg.name,
+      function: this.cfg.function,
+      volume: this.cfg.volume,
+      deploy: 'guest',
+      notify: this.cfg.notify,
+      state: this.state,
+      address: this.address,
+      restarts: this.restarts,
+      lastError: this.lastError,
+      stats,
+    };
+  }
+}

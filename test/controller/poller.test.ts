@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Poller, type PolledQueue } from '../../src/controller/poller.ts';
+
+/** A queue whose requests are injected by the test and whose doorbell is a promise. */
+class FakeQueue implements PolledQueue {
+  pending = 0;
+  taken = 0;
+  kickEnabled = false;
+  broken = false;
+  private kick: (() => void) | undefined;
+  polls = 0;
+  poll(): number {
+    this.polls++;
+    const n = this.pending;
+    this.taken += n;
+    this.pending = 0;
+    return n;
+  }
+  enableKick(): boolean {
+    this.kickEnabled = true;
+    return this.pending === 0;
+  }
+  disableKick(): void {
+    this.kickEnabled = false;
+  }
+  waitKick(): Promise<'kick' | 'timeout'> {
+    return new Promise((resolve) => (this.kick = () => resolve('kick')));
+  }
+  submit(n: number): void {
+    this.pending += n;
+    if (this.kickEnabled) {
+      const k = this.kick;
+      this.kick = undefined;
+      k?.();
+    }
+  }
+}
+
+const until = async (cond: () => boolean) => {
+  while (!cond()) await new Promise((r) => setImmediate(r));
+};
+
+test('poll mode keeps spinning with the kick disabled', async () => {
+  const p = new Poller(50);
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  await until(() => q.polls > 100);
+  assert.equal(q.kickEnabled, false);
+  assert.equal(p.spinningCount(), 1);
+  q.submit(3);
+  await until(() => q.taken === 3);
+  p.stop();
+});
+
+test('adaptive mode sleeps after its budget and wakes on a kick', async () => {
+  const p = new Poller(0);
+  const q = new FakeQueue();
+  p.add(q, 'adaptive');
+  await until(() => p.counters.sleeps === 1);
+  assert.equal(q.kickEnabled, true);
+  assert.equal(p.spinningCount(), 0);
+  q.submit(2);
+  await until(() => q.taken === 2);
+  assert.equal(p.counters.wakeups, 1);
+  p.stop();
+});
+
+test('notify mode never spins: each kick drains the queue and re-arms', async () => {
+  const p = new Poller(1000);
+  const q = new FakeQueue();
+  p.add(q, 'notify');
+  assert.equal(p.spinningCount(), 0);
+  for (let i = 1; i <= 5; i++) {
+    q.submit(1);
+    await until(() => q.taken === i);
+  }
+  assert.equal(p.counters.iterations, 0);
+  assert.equal(q.kickEnabled, true);
+  p.stop();
+});
+
+test('a broken queue is dropped from the loop', async () => {
+  const p = new Poller(50);
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  q.broken = true;
+  await until(() => p.spinningCount() === 0);
+  const polls = q.polls;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(q.polls, polls);
+  p.stop();
+});
