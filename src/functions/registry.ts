@@ -1,8 +1,12 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { StorageFunction } from './types.ts';
 
 /**
  * The functions storvisor knows, by the name config files use. Modules load
- * lazily: a guest worker imports only its own function.
+ * lazily: a guest worker imports only its own function. A name that is a path
+ * (contains '/') loads a user's own function module from that file.
  */
 const loaders: Record<string, () => Promise<{ default: StorageFunction<any> }>> = {
   'nbd-export': () => import('./nbd-export.ts'),
@@ -12,13 +16,15 @@ export function functionNames(): string[] {
   return Object.keys(loaders).sort();
 }
 
+const isPath = (name: string) => name.includes('/');
+
 export function hasFunction(name: string): boolean {
-  return Object.hasOwn(loaders, name);
+  return isPath(name) ? existsSync(resolve(name)) : Object.hasOwn(loaders, name);
 }
 
 export async function loadFunction(name: string): Promise<StorageFunction<any>> {
-  const load = loaders[name];
-  if (!load) throw new Error(`unknown function '${name}' (known: ${functionNames().join(', ')})`);
+  const load = isPath(name) ? () => import(pathToFileURL(resolve(name)).href) : loaders[name];
+  if (!load) throw new Error(`unknown function '${name}' (known: ${functionNames().join(', ')}, or a module path)`);
   const mod = await load();
   if (mod.default?.apiVersion !== 1) throw new Error(`function module '${name}' does not export a StorageFunction with apiVersion 1`);
   return mod.default;

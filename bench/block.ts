@@ -1,0 +1,195 @@
+import { mkdirSync, openSync, writeSync, closeSync, fsyncSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomFillSync } from 'node:crypto';
+import { parseConfig, type FunctionConfig, type NotifyMode } from '../src/config/config.ts';
+import { Controller } from '../src/controller/controller.ts';
+import { runFio, median, type FioResult } from './lib/fio.ts';
+import { barChart } from './lib/chart.ts';
+
+/**
+ * The block-level comparison of issue #2: the nbd-export function in every
+ * deployment, driven by fio's nbd engine, beside fio on a raw file (the
+ * physical limit) and the controller's own NBD export, all in one run.
+ *
+ *   npm run bench -- block            (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
+ */
+const MiB = 2 ** 20;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const DATA = Number(process.env.BENCH_DATA_MIB ?? 1024) * MiB; // the cache-miss working set
+const CACHE = 32 * MiB;
+const HOT = 8 * MiB; // the cache-hit working set
+
+interface Workload {
+  name: string;
+  rw: 'randread' | 'randwrite';
+  qd: number;
+  region: number;
+  warm?: boolean;
+}
+const WORKLOADS: Workload[] = [
+  { name: 'read hit QD1', rw: 'randread', qd: 1, region: HOT, warm: true },
+  { name: 'read hit QD32', rw: 'randread', qd: 32, region: HOT, warm: true },
+  { name: 'read miss QD1', rw: 'randread', qd: 1, region: DATA },
+  { name: 'read miss QD32', rw: 'randread', qd: 32, region: DATA },
+  { name: 'sync write QD1', rw: 'randwrite', qd: 1, region: DATA },
+  { name: 'sync write QD32', rw: 'randwrite', qd: 32, region: DATA },
+];
+
+interface Target {
+  name: string;
+  /** Start it; returns the fio arguments that reach it. */
+  setup(c: Controller): Promise<string[]>;
+  teardown(c: Controller): Promise<void>;
+}
+
+const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode): FunctionConfig => ({
+  name,
+  function: 'nbd-export',
+  volume: 'bench',
+  deploy,
+  notify,
+  memory: 64 * MiB,
+  heapMiB: 256,
+  queueSize: 256,
+  listen: { host: '127.0.0.1', port: 0 },
+  restart: 'never',
+  options: { exportName: 'bench' },
+});
+
+function deployed(name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode = 'adaptive'): Target {
+  return {
+    name,
+    async setup(c) {
+      const a = await c.deploy(fn(name.replace(/\W/g, '-'), deploy, notify));
+      return ['--ioengine=nbd', `--uri=nbd://${a.host}:${a.port}/bench`];
+    },
+    teardown: (c) => c.undeploy(name.replace(/\W/g, '-')),
+  };
+}
+
+function prefill(path: string, size: number): void {
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4 * MiB);
+  for (let off = 0; off < size; off += chunk.length) {
+    randomFillSync(chunk);
+    writeSync(fd, chunk, 0, chunk.length, off);
+  }
+  fsyncSync(fd);
+  closeSync(fd);
+}
+
+export async function blockBench(resultsDir: string): Promise<void> {
+  const progress = (m: string) => process.stderr.write(`[block] ${m}\n`);
+  const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-bench-'));
+  try {
+    const rawFile = join(dir, 'raw.img');
+    progress(`preparing ${DATA / MiB} MiB of data twice (volume and raw file) in ${dir}`);
+    prefill(rawFile, DATA);
+    mkdirSync(join(dir, 'data', 'volumes'), { recursive: true });
+    prefill(join(dir, 'data', 'volumes', 'bench.img'), DATA);
+    writeFileSync(join(dir, 'data', 'volumes', 'bench.json'), JSON.stringify({ name: 'bench', uuid: 'bench', size: DATA, createdAt: new Date().toISOString() }));
+    const config = parseConfig({ dataDir: join(dir, 'data'), cacheMiB: CACHE / MiB, api: null, nbd: { port: 0 }, volumes: [{ name: 'bench', size: DATA }] }, dir, {});
+    const controller = await Controller.start(config);
+
+    const targets: Target[] = [
+      {
+        name: 'fio raw file',
+        setup: async () => [`--filename=${rawFile}`, '--direct=1'],
+        teardown: async () => {},
+      },
+      {
+        name: 'controller export',
+        setup: async (c) => ['--ioengine=nbd', `--uri=nbd://${c.nbdEndpoint().host}:${c.nbdEndpoint().port}/bench`],
+        teardown: async () => {},
+      },
+      deployed('integrated', 'integrated'),
+      deployed('guest/poll', 'guest', 'poll'),
+      deployed('guest/adaptive', 'guest', 'adaptive'),
+      deployed('guest/notify', 'guest', 'notify'),
+      deployed('gateway/NBD', 'gateway'),
+    ];
+    const samples = new Map<string, FioResult[]>();
+    const total = REPEATS * targets.length * WORKLOADS.length;
+    let done = 0;
+    const t0 = Date.now();
+    for (let r = 0; r < REPEATS; r++) {
+      for (const target of targets) {
+        const reach = await target.setup(controller);
+        for (const w of WORKLOADS) {
+          const raw = target.name === 'fio raw file';
+          const engine = raw ? [w.qd === 1 ? '--ioengine=psync' : '--ioengine=libaio'] : [];
+          const sync = raw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
+          const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach];
+          if (w.warm) await runFio([...common, '--rw=read', '--iodepth=16']);
+          const res = await runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]);
+          const key = `${target.name}|${w.name}`;
+          samples.set(key, [...(samples.get(key) ?? []), res]);
+          done++;
+          const eta = ((Date.now() - t0) / done) * (total - done);
+          progress(`${done}/${total} ${target.name.padEnd(17)} ${w.name.padEnd(16)} ${Math.round(res.iops).toString().padStart(7)} IOPS  p50 ${res.p50Us.toFixed(0)} µs  (eta ${Math.round(eta / 1000)} s)`);
+        }
+        await target.teardown(controller);
+      }
+    }
+    await controller.stop();
+
+    const rows = targets.map((t) => ({
+      deployment: t.name,
+      workloads: Object.fromEntries(
+        WORKLOADS.map((w) => {
+          const s = samples.get(`${t.name}|${w.name}`) ?? [];
+          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), runs: s.map((x) => Math.round(x.iops)) }];
+        }),
+      ),
+    }));
+    const at = (d: string, w: string) => rows.find((r) => r.deployment === d)!.workloads[w]!;
+    const lines: string[] = [];
+    lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
+    for (const w of WORKLOADS) {
+      lines.push(`\n## ${w.name}\n`);
+      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated |');
+      lines.push('|---|---:|---:|---:|---:|');
+      const base = at('integrated', w.name).iops;
+      for (const r of rows) {
+        const x = r.workloads[w.name]!;
+        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} |`);
+      }
+    }
+    const ratio = (a: string, b: string, w: string) => at(a, w).iops / at(b, w).iops;
+    const checks = [
+      ['guest/poll / integrated, read miss QD1 (target >= 0.95)', ratio('guest/poll', 'integrated', 'read miss QD1')],
+      ['guest/poll / integrated, read miss QD32 (target >= 0.95)', ratio('guest/poll', 'integrated', 'read miss QD32')],
+      ['guest/poll / integrated, read hit QD1 (target >= 0.80)', ratio('guest/poll', 'integrated', 'read hit QD1')],
+      ['guest/poll / integrated, read hit QD32 (target >= 0.80)', ratio('guest/poll', 'integrated', 'read hit QD32')],
+      ['guest/poll / guest/notify, read hit QD1 (target >= 5)', ratio('guest/poll', 'guest/notify', 'read hit QD1')],
+      ['guest/poll / guest/notify, read miss QD1 (target >= 5)', ratio('guest/poll', 'guest/notify', 'read miss QD1')],
+      ['controller export / fio raw, read miss QD32 (target >= 0.80)', ratio('controller export', 'fio raw file', 'read miss QD32')],
+      ['guest/adaptive / integrated, read miss QD1', ratio('guest/adaptive', 'integrated', 'read miss QD1')],
+      ['gateway / integrated, read miss QD1', ratio('gateway/NBD', 'integrated', 'read miss QD1')],
+    ] as const;
+    lines.push('\n## ratios (same run)\n');
+    for (const [name, v] of checks) lines.push(`- ${name}: ${v.toFixed(2)}`);
+    const text = lines.join('\n') + '\n';
+    process.stdout.write(text);
+
+    mkdirSync(resultsDir, { recursive: true });
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const base = join(resultsDir, `block-${stamp}`);
+    writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, cacheBytes: CACHE, dataBytes: DATA, rows, ratios: Object.fromEntries(checks) }, null, 2));
+    writeFileSync(`${base}.md`, text);
+    writeFileSync(
+      `${base}.svg`,
+      barChart({
+        title: `4 KiB IOPS by deployment (median of ${REPEATS})`,
+        unit: 'IOPS',
+        groups: WORKLOADS.map((w) => w.name),
+        series: rows.map((r) => ({ label: r.deployment, values: WORKLOADS.map((w) => r.workloads[w.name]!.iops) })),
+      }),
+    );
+    progress(`wrote ${base}.json, .md and .svg`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,37 @@
+import { spawn } from 'node:child_process';
+
+/** One fio measurement: IOPS and completion-latency percentiles (µs). */
+export interface FioResult {
+  iops: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+export function runFio(args: string[]): Promise<FioResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('fio', [...args, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`fio ${args.join(' ')} failed (${code}): ${err}`));
+      try {
+        const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+        if (job.error) return reject(new Error(`fio job error ${job.error}`));
+        const side = job.read.total_ios > 0 ? job.read : job.write;
+        const pct = side.clat_ns.percentile ?? {};
+        resolve({ iops: side.iops, p50Us: (pct['50.000000'] ?? NaN) / 1000, p99Us: (pct['99.000000'] ?? NaN) / 1000 });
+      } catch (e) {
+        reject(new Error(`cannot parse fio output: ${(e as Error).message}\n${out.slice(0, 500)}`));
+      }
+    });
+  });
+}
+
+export function median(xs: number[]): number {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

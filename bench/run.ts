@@ -1,0 +1,23 @@
+import { resolve } from 'node:path';
+import { blockBench } from './block.ts';
+
+/**
+ * `npm run bench [-- SUITE...]`: runs the named suites (default: all) and writes
+ * tables, JSON and SVG charts under results/. Benchmarks, not tests: numbers are
+ * reported as ratios measured in the same run.
+ */
+const suites: Record<string, (resultsDir: string) => Promise<void>> = {
+  block: blockBench,
+};
+
+const wanted = process.argv.slice(2);
+const names = wanted.length ? wanted : Object.keys(suites);
+const resultsDir = resolve(process.env.BENCH_RESULTS ?? 'results');
+for (const name of names) {
+  const suite = suites[name];
+  if (!suite) {
+    process.stderr.write(`unknown suite '${name}' (have: ${Object.keys(suites).join(', ')})\n`);
+    process.exit(2);
+  }
+  await suite(resultsDir);
+}
