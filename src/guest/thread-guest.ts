@@ -4,7 +4,6 @@ import type { BlockDevice } from '../block/types.ts';
 import type { Poller } from '../controller/poller.ts';
 import { createRegion } from '../queue/layout.ts';
 import { VirtioBlkDevice } from '../queue/blk-device.ts';
-import { tsxExecArgv } from '../util/runtime.ts';
 import { Restarter } from './restart-policy.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../deploy/types.ts';
 import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
@@ -86,9 +85,8 @@ export class ThreadGuest implements Deployment {
       listen: this.address ?? cfg.listen,
       options: cfg.options,
     };
-    const worker = new Worker(new URL('./worker-main.ts', import.meta.url), {
+    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
       workerData: data,
-      execArgv: tsxExecArgv(),
       name: `guest:${cfg.name}`,
       resourceLimits: {
         maxOldGenerationSizeMb: cfg.heapMiB,

@@ -51,6 +51,7 @@ export async function fioVerify(uri: string, rw: string, extra: string[] = []): 
     '--iodepth=16',
     '--verify=crc32c',
     '--verify_fatal=1',
+    '--verify_state_save=0',
     '--output-format=json',
     ...extra,
   ]);
