@@ -1,0 +1,85 @@
+/** Pieces every NFSv3 procedure shares: server state, handle and name checks, best-effort attributes. */
+import type { Attr, FileSystem } from '../fs/types.ts';
+import type { Procedure } from '../rpc/server.ts';
+import type { XdrDecoder, XdrEncoder } from '../rpc/xdr.ts';
+import { NAME_MAX, NFS3_FHSIZE, NfsStat3, PATH_MAX } from './constants.ts';
+import { NfsError, nfsStatusOf } from './errors.ts';
+import { decodeHandle, encodeHandle, type HandleRef } from './handle.ts';
+import { encodePostOpAttr, encodeWcc, type Wcc } from './attrs.ts';
+
+export interface NfsServerState {
+  fs: FileSystem;
+  /** Changes every server boot so clients resend UNSTABLE writes they have not seen committed. */
+  writeVerifier: Buffer;
+  rtmax: number;
+  wtmax: number;
+  now: () => number;
+  stats: { reads: number; writes: number; readBytes: number; writeBytes: number; errors: number };
+  log: (msg: string) => void;
+}
+
+export const decodeFh = (dec: XdrDecoder) => dec.opaque(NFS3_FHSIZE);
+/** Names are bounded generously on the wire; the NAME_MAX check gives NAMETOOLONG, not garbage. */
+export const decodeName = (dec: XdrDecoder) => dec.string(PATH_MAX);
+
+export const decodeDirop = (dec: XdrDecoder) => ({ dir: decodeFh(dec), name: decodeName(dec) });
+
+export function proc<A, R>(name: string, p: Omit<Procedure<A, R>, 'name'>): Procedure<A, R> {
+  return { name, ...p };
+}
+
+export function resolve(st: NfsServerState, fh: Buffer): HandleRef {
+  return decodeHandle(fh, st.fs.fsid);
+}
+
+export function checkName(name: string): void {
+  if (Buffer.byteLength(name, 'utf8') > NAME_MAX) throw new NfsError(NfsStat3.NAMETOOLONG, 'name too long');
+  if (name.includes('/') || name.includes('\0')) throw new NfsError(NfsStat3.INVAL, 'name contains / or NUL');
+}
+
+/** Attributes for post_op_attr / pre_op_attr: best effort, absent on any error. */
+export async function attrsOf(st: NfsServerState, ref: HandleRef | undefined): Promise<Attr | undefined> {
+  if (!ref) return undefined;
+  try {
+    return await st.fs.getattr(ref.ino, ref.gen);
+  } catch {
+    return undefined;
+  }
+}
+
+export function tryResolve(st: NfsServerState, fh: Buffer): HandleRef | undefined {
+  try {
+    return resolve(st, fh);
+  } catch {
+    return undefined;
+  }
+}
+
+export function fail(st: NfsServerState, err: unknown): NfsStat3 {
+  st.stats.errors++;
+  const status = nfsStatusOf(err);
+  // Expected failures are the client's business; a fault is ours and goes to the log.
+  if (status === NfsStat3.SERVERFAULT || status === NfsStat3.IO) st.log(`nfs: ${(err as Error)?.stack ?? String(err)}`);
+  return status === NfsStat3.OK ? NfsStat3.SERVERFAULT : status;
+}
+
+/** Encoders bound to this filesystem's fsid, and the wcc bracket every directory-changing call uses. */
+export function procKit(st: NfsServerState) {
+  const fsid = st.fs.fsid;
+  return {
+    postOp: (enc: XdrEncoder, a: Attr | undefined) => encodePostOpAttr(enc, a, fsid),
+    wcc: (enc: XdrEncoder, w: Wcc) => encodeWcc(enc, w, fsid),
+    postOpFh: (enc: XdrEncoder, a: Attr) => enc.bool(true).opaque(encodeHandle(fsid, a.ino, a.generation)),
+    /** Directory-changing calls: pre attrs, the operation, post attrs; wcc filled on failure too. */
+    async dirOp<T>(dirFh: Buffer, op: (dir: HandleRef) => Promise<T>): Promise<{ status: NfsStat3; wcc: Wcc; value?: T }> {
+      const dir = tryResolve(st, dirFh);
+      const before = await attrsOf(st, dir);
+      try {
+        const value = await op(resolve(st, dirFh));
+        return { status: NfsStat3.OK, wcc: { before, after: await attrsOf(st, dir) }, value };
+      } catch (err) {
+        return { status: fail(st, err), wcc: { before, after: await attrsOf(st, dir) } };
+      }
+    },
+  };
+}

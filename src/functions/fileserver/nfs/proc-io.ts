@@ -1,0 +1,99 @@
+/**
+ * READ (clamped to rtmax), WRITE (wtmax enforced, stable levels, the boot verifier) and COMMIT.
+ */
+import type { Attr } from '../fs/types.ts';
+import type { XdrDecoder } from '../rpc/xdr.ts';
+import { NfsStat3, StableHow } from './constants.ts';
+import { NfsError } from './errors.ts';
+import { attrsOf, decodeFh, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
+import type { Wcc } from './attrs.ts';
+
+export function ioProcedures(st: NfsServerState) {
+  const { postOp, wcc } = procKit(st);
+
+  const READ = proc('NFSPROC3_READ', {
+    decode: (dec: XdrDecoder) => ({ fh: decodeFh(dec), offset: dec.u64(), count: dec.u32() }),
+    async handle(a): Promise<{ status: NfsStat3; attr?: Attr; data?: Uint8Array; eof?: boolean }> {
+      const ref = tryResolve(st, a.fh);
+      try {
+        const r = resolve(st, a.fh);
+        // RFC 1813: the server may return fewer bytes than asked; we clamp to rtmax.
+        const count = Math.min(a.count, st.rtmax);
+        if (a.offset > BigInt(Number.MAX_SAFE_INTEGER - st.rtmax)) {
+          const attr = await st.fs.getattr(r.ino, r.gen);
+          if (attr.type !== 'file') throw new NfsError(attr.type === 'dir' ? NfsStat3.ISDIR : NfsStat3.INVAL, 'not a file');
+          return { status: NfsStat3.OK, attr, data: new Uint8Array(0), eof: true };
+        }
+        const [res, attr] = await Promise.all([st.fs.read(r.ino, r.gen, Number(a.offset), count), st.fs.getattr(r.ino, r.gen)]);
+        st.stats.reads++;
+        st.stats.readBytes += res.data.byteLength;
+        return { status: NfsStat3.OK, attr, data: res.data, eof: res.eof };
+      } catch (err) {
+        return { status: fail(st, err), attr: await attrsOf(st, ref) };
+      }
+    },
+    encode(enc, r) {
+      enc.u32(r.status);
+      postOp(enc, r.attr);
+      if (r.status !== NfsStat3.OK) return;
+      enc.u32(r.data!.byteLength).bool(r.eof!).opaque(r.data!);
+    },
+  });
+
+  const WRITE = proc('NFSPROC3_WRITE', {
+    decode: (dec: XdrDecoder) => ({
+      fh: decodeFh(dec),
+      offset: dec.u64(),
+      count: dec.u32(),
+      stable: dec.enumOf([StableHow.UNSTABLE, StableHow.DATA_SYNC, StableHow.FILE_SYNC]),
+      // Bounded only by the record size: an oversized WRITE must reach handle() to get INVAL.
+      data: dec.opaque(0x7fffffff),
+    }),
+    async handle(a): Promise<{ status: NfsStat3; wcc: Wcc; count?: number; committed?: StableHow }> {
+      const ref = tryResolve(st, a.fh);
+      const before = await attrsOf(st, ref);
+      try {
+        const r = resolve(st, a.fh);
+        if (a.count > st.wtmax) throw new NfsError(NfsStat3.INVAL, `WRITE of ${a.count} bytes exceeds wtmax ${st.wtmax}`);
+        if (a.data.byteLength < a.count) throw new NfsError(NfsStat3.INVAL, 'WRITE count exceeds the data sent');
+        if (a.offset + BigInt(a.count) > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(NfsStat3.FBIG, 'offset too large');
+        const stable = a.stable !== StableHow.UNSTABLE;
+        const after = await st.fs.write(r.ino, r.gen, Number(a.offset), a.data.subarray(0, a.count), stable);
+        st.stats.writes++;
+        st.stats.writeBytes += a.count;
+        // DATA_SYNC is served as FILE_SYNC: the filesystem makes data and size durable together.
+        return { status: NfsStat3.OK, wcc: { before, after }, count: a.count, committed: stable ? StableHow.FILE_SYNC : StableHow.UNSTABLE };
+      } catch (err) {
+        return { status: fail(st, err), wcc: { before, after: await attrsOf(st, ref) } };
+      }
+    },
+    encode(enc, r) {
+      enc.u32(r.status);
+      wcc(enc, r.wcc);
+      if (r.status === NfsStat3.OK) enc.u32(r.count!).u32(r.committed!).fixed(st.writeVerifier);
+    },
+  });
+
+  const COMMIT = proc('NFSPROC3_COMMIT', {
+    decode: (dec: XdrDecoder) => ({ fh: decodeFh(dec), offset: dec.u64(), count: dec.u32() }),
+    async handle(a): Promise<{ status: NfsStat3; wcc: Wcc }> {
+      const ref = tryResolve(st, a.fh);
+      const before = await attrsOf(st, ref);
+      try {
+        const r = resolve(st, a.fh);
+        // Offset/count are hints; committing the whole file is always correct.
+        await st.fs.commit(r.ino, r.gen);
+        return { status: NfsStat3.OK, wcc: { before, after: await attrsOf(st, ref) } };
+      } catch (err) {
+        return { status: fail(st, err), wcc: { before, after: await attrsOf(st, ref) } };
+      }
+    },
+    encode(enc, r) {
+      enc.u32(r.status);
+      wcc(enc, r.wcc);
+      if (r.status === NfsStat3.OK) enc.fixed(st.writeVerifier);
+    },
+  });
+
+  return { READ, WRITE, COMMIT };
+}
