@@ -1,0 +1,96 @@
+import type { BlockDevice } from '../block/types.ts';
+import { nbdErrorOf } from './error-map.ts';
+import type { NbdRequest } from './request-parser.ts';
+import { simpleReadReply, simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
+import type { NbdStats } from './stats.ts';
+import { validateRequest, type ExportLimits } from './validate.ts';
+import {
+  NBD_CMD_CACHE,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_TRIM,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+} from './protocol.ts';
+
+const COMMAND_NAMES: Record<number, string> = {
+  [NBD_CMD_READ]: 'read',
+  [NBD_CMD_WRITE]: 'write',
+  [NBD_CMD_FLUSH]: 'flush',
+  [NBD_CMD_TRIM]: 'trim',
+  [NBD_CMD_CACHE]: 'cache',
+  [NBD_CMD_WRITE_ZEROES]: 'write-zeroes',
+};
+
+/**
+ * Executes transmission requests against one export's device and builds the
+ * reply bytes. It knows nothing about sockets: the connection decides when
+ * to read, and sends whatever `handle` resolves to.
+ */
+export class Transmission {
+  private readonly limits: ExportLimits;
+
+  constructor(
+    private readonly device: BlockDevice,
+    structuredReplies: boolean,
+    private readonly stats: NbdStats,
+  ) {
+    this.limits = { size: device.size, readOnly: device.readOnly, structuredReplies };
+  }
+
+  /** Resolve to the complete reply for `req`; never rejects. */
+  async handle(req: NbdRequest): Promise<Buffer> {
+    this.stats.requests++;
+    const verdict = validateRequest(req, this.limits);
+    if (verdict !== 0) return this.errorReply(req, verdict, `invalid ${COMMAND_NAMES[req.type] ?? `command ${req.type}`} request`);
+    try {
+      return await this.execute(req);
+    } catch (err) {
+      return this.errorReply(req, nbdErrorOf(err), err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private async execute(req: NbdRequest): Promise<Buffer> {
+    const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
+    switch (req.type) {
+      case NBD_CMD_READ: {
+        const reply = this.limits.structuredReplies
+          ? structuredReadReply(req, req.offset, req.length)
+          : simpleReadReply(req, req.length);
+        await this.device.pread(reply.data, req.offset);
+        this.stats.reads++;
+        this.stats.bytesRead += req.length;
+        return reply.bytes;
+      }
+      case NBD_CMD_WRITE:
+        await this.device.pwrite(req.payload!, req.offset, { fua });
+        this.stats.writes++;
+        this.stats.bytesWritten += req.length;
+        break;
+      case NBD_CMD_FLUSH:
+        await this.device.flush();
+        break;
+      case NBD_CMD_TRIM:
+        await this.device.trim(req.offset, req.length);
+        if (fua) await this.device.flush();
+        break;
+      case NBD_CMD_WRITE_ZEROES:
+        // zero() guarantees zeroes, so NO_HOLE needs nothing more from us.
+        await this.device.zero(req.offset, req.length);
+        if (fua) await this.device.flush();
+        break;
+      case NBD_CMD_CACHE:
+        break; // a prefetch hint: nothing to warm on our devices
+    }
+    return simpleReply(req, 0);
+  }
+
+  private errorReply(req: NbdRequest, error: number, message: string): Buffer {
+    this.stats.errors++;
+    // Structured replies forbid a simple reply to READ, and let errors carry a message.
+    return this.limits.structuredReplies
+      ? structuredErrorReply(req, error, message)
+      : simpleReply(req, error);
+  }
+}
