@@ -11,6 +11,7 @@ import type { StorageFunction } from './types.ts';
 const loaders: Record<string, () => Promise<{ default: StorageFunction<any> }>> = {
   'nbd-export': () => import('./nbd-export.ts'),
   fileserver: () => import('./fileserver/index.ts'),
+  dedup: () => import('./dedup/index.ts'),
 };
 
 export function functionNames(): string[] {

@@ -1,0 +1,130 @@
+/**
+ * Compression of 4 KiB blocks into fragments, and the packed block that holds several
+ * fragments (after dm-vdo's compressed blocks). A packed block is immutable once
+ * written; the slot table grows from the front and fragment bytes from the back:
+ *
+ *   magic u32 "SVPK" | count u16 | reserved u16 | count x (offset u16, length u16, crc32 u32) | ... | fragments
+ */
+import { crc32, deflateRawSync, inflateRawSync, constants as zc } from 'node:zlib';
+import { BLOCK, MAX_SLOTS, viewOf, type Compression } from './format.ts';
+import { lz4Compress, lz4Decompress } from './lz4.ts';
+
+const PACK_MAGIC = 0x4b505653; // "SVPK"
+const PACK_HEADER = 8;
+const SLOT = 8;
+/** A fragment is worth packing only if at least two fit in one block. */
+export const MAX_FRAGMENT = Math.floor((BLOCK - PACK_HEADER - 2 * SLOT) / 2);
+
+export interface Codec {
+  /** The compressed form if it is at most MAX_FRAGMENT bytes, else null (store raw). */
+  compress(block: Uint8Array): Uint8Array | null;
+  /** Decompress exactly one 4 KiB block into `out`; false when the fragment is malformed. */
+  decompress(fragment: Uint8Array, out: Uint8Array): boolean;
+}
+
+const scratch = new Uint8Array(MAX_FRAGMENT);
+
+const lz4: Codec = {
+  compress(block) {
+    const n = lz4Compress(block, scratch);
+    return n === 0 ? null : scratch.slice(0, n);
+  },
+  decompress: (fragment, out) => lz4Decompress(fragment, out) === out.length,
+};
+
+const deflate: Codec = {
+  compress(block) {
+    const c = deflateRawSync(block, { level: 1, strategy: zc.Z_DEFAULT_STRATEGY });
+    return c.length <= MAX_FRAGMENT ? new Uint8Array(c.buffer, c.byteOffset, c.length) : null;
+  },
+  decompress(fragment, out) {
+    try {
+      const d = inflateRawSync(fragment, { maxOutputLength: out.length });
+      if (d.length !== out.length) return false;
+      out.set(d);
+      return true;
+    } catch {
+      return false; // corrupt stream or longer than one block
+    }
+  },
+};
+
+export function codecFor(c: Compression): Codec | null {
+  return c === 'lz4' ? lz4 : c === 'deflate' ? deflate : null;
+}
+
+/** An open packed block being filled in memory; sealed (written) when full or at commit. */
+export class Packer {
+  readonly buf = new Uint8Array(BLOCK);
+  count = 0;
+  private low = PACK_HEADER;
+  private high = BLOCK;
+
+  constructor(readonly pba: number) {
+    const v = viewOf(this.buf);
+    v.setUint32(0, PACK_MAGIC, true);
+  }
+
+  /** Slots used and bytes left, for space planning before a write commits to anything. */
+  space(): { count: number; free: number } {
+    return { count: this.count, free: this.high - this.low };
+  }
+
+  fits(len: number): boolean {
+    return this.count < MAX_SLOTS && this.low + SLOT + len <= this.high;
+  }
+
+  /** Add a fragment; returns its slot. The caller checked `fits`. */
+  add(fragment: Uint8Array): number {
+    const slot = this.count++;
+    this.high -= fragment.length;
+    this.buf.set(fragment, this.high);
+    const v = viewOf(this.buf);
+    v.setUint16(4, this.count, true);
+    v.setUint16(this.low, this.high, true);
+    v.setUint16(this.low + 2, fragment.length, true);
+    v.setUint32(this.low + 4, crc32(fragment), true);
+    this.low += SLOT;
+    return slot;
+  }
+}
+
+/** How many fragments a sequence of fragment lengths adds up to in packed blocks, given an open packer. */
+export function packedBlocksNeeded(lengths: number[], open: { count: number; free: number } | null): number {
+  let blocks = 0;
+  let count = open?.count ?? MAX_SLOTS;
+  let free = open?.free ?? 0;
+  for (const len of lengths) {
+    if (count >= MAX_SLOTS || free < SLOT + len) {
+      blocks++;
+      count = 0;
+      free = BLOCK - PACK_HEADER;
+    }
+    count++;
+    free -= SLOT + len;
+  }
+  return blocks;
+}
+
+
+/** The fragment in `slot` of a packed block, or a reason it cannot be read. */
+export function fragmentOf(block: Uint8Array, slot: number): Uint8Array | string {
+  const v = viewOf(block);
+  if (v.getUint32(0, true) !== PACK_MAGIC) return 'packed block has a bad magic';
+  const count = v.getUint16(4, true);
+  if (count > MAX_SLOTS || slot >= count) return `slot ${slot} is not in the packed block (${count} slots)`;
+  const at = PACK_HEADER + slot * SLOT;
+  const off = v.getUint16(at, true);
+  const len = v.getUint16(at + 2, true);
+  if (off < PACK_HEADER + count * SLOT || off + len > BLOCK) return `slot ${slot} points outside the block`;
+  const frag = block.subarray(off, off + len);
+  if (crc32(frag) !== v.getUint32(at + 4, true)) return `slot ${slot} fragment checksum mismatch`;
+  return frag;
+}
+
+/** Slots in a packed block (for the checker), or -1 when it is not a packed block. */
+export function packedCount(block: Uint8Array): number {
+  const v = viewOf(block);
+  return v.getUint32(0, true) === PACK_MAGIC ? v.getUint16(4, true) : -1;
+}
+

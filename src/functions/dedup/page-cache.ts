@@ -1,0 +1,140 @@
+/**
+ * LRU cache of 4 KiB metadata pages read from the backing volume (map, refcount and
+ * index pages), bounded by a page count, as dm-vdo's block map cache is. Page states:
+ *   clean      identical to the page on disk
+ *   dirty      changed since the last journal commit: must not reach its home location
+ *              before it is committed (write-ahead rule), so it is never evicted
+ *   unwritten  committed to the journal (or an index page, which is advisory and not
+ *              journaled) but not yet written home: written on eviction or checkpoint
+ */
+import type { BlockDevice } from '../../block/types.ts';
+import { BLOCK, PageType, pageProblem, initPage, sealPage, viewOf } from './format.ts';
+import { corruptMetadata } from './errors.ts';
+
+export type PageState = 'clean' | 'dirty' | 'unwritten';
+
+export interface Page {
+  readonly no: number;
+  readonly type: PageType;
+  readonly buf: Uint8Array;
+  readonly view: DataView;
+  state: PageState;
+  /** Used since it last reached the cold end of the LRU (second-chance bit: hits cost no Map update). */
+  hot: boolean;
+}
+
+const TYPE_NAME: Record<PageType, string> = {
+  [PageType.Map]: 'map page',
+  [PageType.Refcount]: 'refcount page',
+  [PageType.Index]: 'index page',
+};
+
+export class PageCache {
+  private readonly pages = new Map<number, Page>(); // insertion order = LRU order
+  private dirty = new Set<Page>();
+  hits = 0;
+  misses = 0;
+
+  constructor(
+    private readonly dev: BlockDevice,
+    readonly capacity: number,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  get size(): number {
+    return this.pages.size;
+  }
+  get dirtyCount(): number {
+    return this.dirty.size;
+  }
+
+  async get(no: number, type: PageType): Promise<Page> {
+    const hit = this.pages.get(no);
+    if (hit) {
+      this.hits++;
+      hit.hot = true;
+      return hit;
+    }
+    this.misses++;
+    const buf = new Uint8Array(BLOCK);
+    await this.dev.pread(buf, no * BLOCK);
+    const page: Page = { no, type, buf, view: viewOf(buf), state: 'clean', hot: false };
+    const problem = pageProblem(buf, type, no);
+    if (problem) {
+      if (type !== PageType.Index) {
+        const err = corruptMetadata(TYPE_NAME[type], no, problem);
+        this.log(err.message);
+        throw err;
+      }
+      // The index only gives hints that are byte-verified before use: losing a page
+      // costs some deduplication, never data, so it is reset (and said so).
+      this.log(`dedup: index page at backing block ${no} is corrupt (${problem}); resetting it`);
+      initPage(buf, type, no);
+      page.state = 'unwritten';
+    }
+    this.pages.set(no, page);
+    return page;
+  }
+
+  markDirty(page: Page): void {
+    if (page.type === PageType.Index) {
+      if (page.state === 'clean') page.state = 'unwritten';
+      return;
+    }
+    page.state = 'dirty';
+    this.dirty.add(page);
+  }
+
+  /** The pages the next journal commit must carry. */
+  dirtyPages(): Page[] {
+    return [...this.dirty];
+  }
+
+  /** After the journal commit is durable, the pages may go home whenever convenient. */
+  markCommitted(pages: Page[]): void {
+    for (const p of pages) {
+      p.state = 'unwritten';
+      this.dirty.delete(p);
+    }
+  }
+
+  /** Write every committed-but-not-home page home (the caller flushes). */
+  async writeBack(): Promise<void> {
+    for (const p of this.pages.values()) if (p.state === 'unwritten') await this.writeHome(p);
+  }
+
+  /**
+   * Evict until the cache is within capacity, oldest first; a page used since it was
+   * last looked at gets a second chance (moves to the young end); dirty pages stay.
+   */
+  async trim(): Promise<void> {
+    if (this.pages.size <= this.capacity) return;
+    for (let pass = 0; pass < 2 && this.pages.size > this.capacity; pass++) {
+      for (const p of [...this.pages.values()]) {
+        if (this.pages.size <= this.capacity) break;
+        if (p.state === 'dirty') continue;
+        if (p.hot) {
+          p.hot = false;
+          this.pages.delete(p.no);
+          this.pages.set(p.no, p);
+          continue;
+        }
+        if (p.state === 'unwritten') await this.writeHome(p);
+        // Another reader may have reloaded the page meanwhile; only drop this copy.
+        if (this.pages.get(p.no) === p) this.pages.delete(p.no);
+      }
+    }
+  }
+
+  /** Forget everything (after a failure, so nothing unsafe is written later). */
+  drop(): void {
+    this.pages.clear();
+    this.dirty.clear();
+  }
+
+  private async writeHome(p: Page): Promise<void> {
+    sealPage(p.buf);
+    await this.dev.pwrite(p.buf, p.no * BLOCK);
+    p.state = 'clean';
+  }
+}
