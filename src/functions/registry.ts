@@ -12,6 +12,7 @@ const loaders: Record<string, () => Promise<{ default: StorageFunction<any> }>> 
   'nbd-export': () => import('./nbd-export.ts'),
   fileserver: () => import('./fileserver/index.ts'),
   dedup: () => import('./dedup/index.ts'),
+  database: () => import('./database/index.ts'),
 };
 
 export function functionNames(): string[] {

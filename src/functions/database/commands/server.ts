@@ -1,0 +1,121 @@
+import { globMatch } from '../store/glob.ts';
+import { ErrorReply, OK, PONG, SimpleString, type Reply } from '../resp/writer.ts';
+import { lower, parseInt64 } from './args.ts';
+import { NOT_INTEGER, arityError, cmd, type CommandContext, type CommandSpec } from './types.ts';
+
+function ping(_ctx: CommandContext, a: Buffer[]): Reply {
+  if (a.length > 2) return arityError('ping');
+  return a.length === 2 ? a[1] : PONG;
+}
+
+function select(_ctx: CommandContext, a: Buffer[]): Reply {
+  const index = parseInt64(a[1]);
+  if (index === null) return NOT_INTEGER;
+  // One data set per volume: only database 0 exists.
+  return index === 0n ? OK : new ErrorReply('ERR DB index is out of range');
+}
+
+function info(ctx: CommandContext, a: Buffer[]): Reply {
+  const { server, db } = ctx;
+  const stats = server.stats();
+  let keysWithExpiry = 0;
+  for (const [, e] of db.ks.entries()) if (e.expireAt !== 0) keysWithExpiry++;
+  const sections: Record<string, [string, string | number][]> = {
+    server: [
+      ['redis_version', '7.0.0'],
+      ['storvisor_function', 'database'],
+      ['redis_mode', 'standalone'],
+      ['process_id', process.pid],
+      ['tcp_port', server.port],
+      ['uptime_in_seconds', Math.floor((Date.now() - server.startedAt) / 1000)],
+    ],
+    clients: [['connected_clients', server.connectedClients()]],
+    persistence: [
+      ['loading', 0],
+      ['aof_enabled', 1],
+      ['appendfsync', server.appendfsync],
+      ['log_used_bytes', db.writer.usedBytes],
+      ['log_region_bytes', db.writer.regionSize],
+      ['log_compactions', db.writer.counters.compactions],
+      ['log_failed', db.writer.failed ? 1 : 0],
+    ],
+    stats: Object.entries(stats),
+    keyspace: db.ks.size > 0 ? [['db0', `keys=${db.ks.size},expires=${keysWithExpiry},avg_ttl=0`]] : [],
+  };
+  const wanted = a.slice(1).map(lower);
+  const all = wanted.length === 0 || wanted.includes('all') || wanted.includes('everything') || wanted.includes('default');
+  let text = '';
+  for (const [name, fields] of Object.entries(sections)) {
+    if (!all && !wanted.includes(name)) continue;
+    if (text) text += '\r\n';
+    text += `# ${name[0].toUpperCase()}${name.slice(1)}\r\n`;
+    for (const [k, v] of fields) text += `${k}:${v}\r\n`;
+  }
+  return Buffer.from(text, 'latin1');
+}
+
+/** The configuration parameters CONFIG GET reports (clients such as redis-benchmark ask for some). */
+function configTable(ctx: CommandContext): [string, string][] {
+  return [
+    ['save', ''],
+    ['appendonly', 'yes'],
+    ['appendfsync', ctx.server.appendfsync],
+    ['databases', '1'],
+    ['maxmemory', '0'],
+    ['port', String(ctx.server.port)],
+    ['proto-max-bulk-len', String(512 * 1024 * 1024)],
+  ];
+}
+
+function config(ctx: CommandContext, a: Buffer[]): Reply {
+  const sub = lower(a[1]);
+  if (sub === 'get') {
+    if (a.length < 3) return arityError('config|get');
+    const out: Reply[] = [];
+    for (const [name, value] of configTable(ctx)) {
+      if (a.slice(2).some((p) => globMatch(lower(p), name, true))) out.push(Buffer.from(name), Buffer.from(value));
+    }
+    return out;
+  }
+  if (sub === 'resetstat') return a.length === 2 ? OK : arityError('config|resetstat');
+  if (sub === 'set') return new ErrorReply('ERR CONFIG SET is not supported: the database is configured by storvisor');
+  return new ErrorReply(`ERR unknown subcommand '${a[1].toString('latin1')}'. Try CONFIG HELP.`);
+}
+
+function command(ctx: CommandContext, a: Buffer[], table: () => Map<string, CommandSpec>): Reply {
+  const describe = (c: CommandSpec): Reply => [
+    Buffer.from(c.name),
+    c.arity,
+    c.flags.map((f) => new SimpleString(f)),
+    c.firstKey,
+    c.lastKey,
+    c.step,
+  ];
+  if (a.length === 1) return [...table().values()].map(describe);
+  const sub = lower(a[1]);
+  if (sub === 'count') return table().size;
+  if (sub === 'docs') return []; // redis-cli asks for hints; none is a valid answer
+  if (sub === 'info') return a.slice(2).map((n) => {
+    const c = table().get(lower(n));
+    return c ? describe(c) : null;
+  });
+  void ctx;
+  return new ErrorReply(`ERR unknown subcommand '${a[1].toString('latin1')}'. Try COMMAND HELP.`);
+}
+
+function quit(ctx: CommandContext): Reply {
+  ctx.client.closeAfterReply = true;
+  return OK;
+}
+
+export function serverCommands(table: () => Map<string, CommandSpec>): CommandSpec[] {
+  return [
+    cmd('ping', -1, 'fast', [0, 0, 0], ping),
+    cmd('echo', 2, 'fast', [0, 0, 0], (_ctx, a) => a[1]),
+    cmd('select', 2, 'loading stale fast', [0, 0, 0], select),
+    cmd('info', -1, 'loading stale', [0, 0, 0], info),
+    cmd('config', -2, 'admin noscript loading stale', [0, 0, 0], config),
+    cmd('command', -1, 'loading stale', [0, 0, 0], (ctx, a) => command(ctx, a, table)),
+    cmd('quit', -1, 'allow_busy', [0, 0, 0], quit),
+  ];
+}

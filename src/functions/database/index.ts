@@ -1,0 +1,85 @@
+import type { FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
+import { Database } from './database.ts';
+import { BULK_MAX_DEFAULT } from './resp/parser.ts';
+import { RespServer } from './server.ts';
+
+export interface DatabaseFunctionOptions {
+  /** `always`: reply only after the write is durable (group commit). `everysec`: flush once a second. */
+  appendfsync: 'always' | 'everysec';
+  /** Largest accepted bulk string (Redis proto-max-bulk-len), at most 512 MB. */
+  maxBulkLength: number;
+}
+
+const ACTIVE_EXPIRE_MS = 100;
+const ACTIVE_EXPIRE_BUDGET = 20;
+
+function parseOptions(raw: Record<string, unknown>): DatabaseFunctionOptions {
+  const appendfsync = raw.appendfsync ?? 'always';
+  if (appendfsync !== 'always' && appendfsync !== 'everysec') {
+    throw new Error(`database option appendfsync must be 'always' or 'everysec', got ${JSON.stringify(appendfsync)}`);
+  }
+  const maxBulkLength = raw.maxBulkLength ?? BULK_MAX_DEFAULT;
+  if (typeof maxBulkLength !== 'number' || !Number.isInteger(maxBulkLength) || maxBulkLength < 1 || maxBulkLength > BULK_MAX_DEFAULT) {
+    throw new Error(`database option maxBulkLength must be an integer in [1, ${BULK_MAX_DEFAULT}]`);
+  }
+  for (const k of Object.keys(raw)) {
+    if (k !== 'appendfsync' && k !== 'maxBulkLength') throw new Error(`database option ${k} is unknown`);
+  }
+  return { appendfsync, maxBulkLength };
+}
+
+async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<RunningFunction> {
+  const options = parseOptions(ctx.options as unknown as Record<string, unknown>);
+  let server: RespServer | null = null;
+  const db = await Database.open(ctx.device, {
+    appendfsync: options.appendfsync,
+    log: ctx.log,
+    onDurable: (seq) => server?.durable(seq),
+    onFailure: (err) => server?.durable(db.writer.durableSeq, err),
+  });
+  ctx.log(
+    db.recovered.formatted
+      ? `database: formatted a new log on the volume`
+      : `database: recovered ${db.recovered.replayed} records, ${db.ks.size} keys`,
+  );
+  server = new RespServer(db, { db, appendfsync: options.appendfsync, maxBulkLength: options.maxBulkLength, log: ctx.log });
+  const address = await server.listen(ctx.listen.host, ctx.listen.port);
+  const expirer = setInterval(() => db.ks.expireSome(ACTIVE_EXPIRE_BUDGET), ACTIVE_EXPIRE_MS);
+  expirer.unref();
+  const srv = server;
+  return {
+    address,
+    async stop() {
+      clearInterval(expirer);
+      await srv.close();
+      await db.close();
+    },
+    stats() {
+      const w = db.writer.counters;
+      return {
+        keys: db.ks.size,
+        connections: srv.counters.connections,
+        commands: srv.counters.commands,
+        protocolErrors: srv.counters.protocolErrors,
+        logBatches: w.batches,
+        logRecords: w.records,
+        logBytesWritten: w.bytesWritten,
+        logUsedBytes: db.writer.usedBytes,
+        logRegionBytes: db.writer.regionSize,
+        logCompactions: w.compactions,
+        logFlushes: w.flushes,
+        logFailed: db.writer.failed ? 1 : 0,
+      };
+    },
+  };
+}
+
+const database: StorageFunction<DatabaseFunctionOptions> = {
+  name: 'database',
+  apiVersion: 1,
+  description: 'A Redis-protocol (RESP2) key-value store whose log lives on the volume',
+  parseOptions,
+  start,
+};
+
+export default database;

@@ -1,0 +1,338 @@
+import type { BlockDevice } from '../../../block/types.ts';
+import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
+
+/** Mutations that can only make the data set smaller. */
+const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
+import { readTailBlock } from './recovery.ts';
+import { chainSeed, encodeRecord, encodeSuperblock, recordSize, regionOffset, type Superblock } from './format.ts';
+
+export type AppendFsync = 'always' | 'everysec';
+
+/** Where appending resumes: what recovery found (or a fresh format). */
+export interface LogPosition {
+  sb: Superblock;
+  /** Bytes of valid records in the active region. */
+  tail: number;
+  /** Crc of the last valid record (the chain seed of the next). */
+  lastCrc: number;
+  /** The active region's bytes of the block that holds `tail`, [blockStart, tail). */
+  tailBlock: Buffer;
+}
+
+export interface LogWriterOptions {
+  appendfsync: AppendFsync;
+  /** Produces the mutations that rebuild the whole data set (for compaction). */
+  snapshot: () => Iterable<Mutation>;
+  /** Called when records up to `seq` are durable (always mode) or written (everysec). */
+  onDurable: (seq: number) => void;
+  /** Called once if a write fails; the log is then failed for good. */
+  onFailure: (err: Error) => void;
+  log?: (msg: string) => void;
+}
+
+/**
+ * Appends mutation records to the active region with group commit: every
+ * mutation appended while a write is in flight joins the next batch, and one
+ * batch is one block-aligned pwrite (FUA in `always` mode). The partial last
+ * block is rewritten with identical leading bytes, so a torn write cannot
+ * damage records that were already acknowledged.
+ *
+ * Compaction runs in the same loop, between batches: it serialises the
+ * current in-memory data set (which already contains every queued mutation,
+ * so the queue is dropped rather than written twice), writes it to the other
+ * region, makes it durable, then flips the superblock.
+ */
+export class LogWriter {
+  private sb: Superblock;
+  private tail: number;
+  private lastCrc: number;
+  private tailBlock: Buffer;
+  private queue: Mutation[] = [];
+  private queueBytes = 0;
+  private queueShrinks = false;
+  /** A write was refused for room since the last snapshot: compact as soon as something shrinks. */
+  private refusedSinceSnapshot = false;
+  private appended = 0;
+  private written = 0;
+  private running = false;
+  private idleWaiters: (() => void)[] = [];
+  private compactRequested = false;
+  private failure: Error | null = null;
+  /** Size of the snapshot at the start of the active region (live data then). */
+  private snapshotBytes: number;
+  private dirtySince = 0;
+  private everysecTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0 };
+
+  constructor(
+    private readonly device: BlockDevice,
+    pos: LogPosition,
+    private readonly options: LogWriterOptions,
+  ) {
+    this.sb = pos.sb;
+    this.tail = pos.tail;
+    this.lastCrc = pos.lastCrc;
+    this.tailBlock = pos.tailBlock;
+    this.snapshotBytes = pos.tail; // unknown after recovery: assume it is all live
+    if (options.appendfsync === 'everysec') {
+      this.everysecTimer = setInterval(() => void this.flushIfDirty(), 1000);
+      this.everysecTimer.unref();
+    }
+  }
+
+  get regionSize(): number {
+    return this.sb.regionSize;
+  }
+
+  /** Bytes kept free for commands that only shrink the data set (DEL, pops, expiry). */
+  get reserve(): number {
+    return Math.min(Math.max(this.sb.regionSize >> 5, 64 * 1024), this.sb.regionSize >> 2);
+  }
+
+  /** Upper bound on the size a snapshot taken now would have. */
+  get liveBound(): number {
+    return this.tail + this.queueBytes;
+  }
+
+  get failed(): Error | null {
+    return this.failure;
+  }
+
+  get durableSeq(): number {
+    return this.written;
+  }
+
+  get usedBytes(): number {
+    return this.tail;
+  }
+
+  /**
+   * May a command that grows the data set by about `bytes` be accepted? When
+   * the answer is no but compaction could free room, one is started.
+   */
+  hasRoomFor(bytes: number): boolean {
+    if (this.liveBound + bytes <= this.sb.regionSize - this.reserve) return true;
+    this.refusedSinceSnapshot = true;
+    if (this.tail - this.snapshotBytes >= this.reserve / 2) {
+      this.compactRequested = true;
+      this.kick();
+    }
+    return false;
+  }
+
+  /** Compact at the next chance, and resolve once it (and all queued work) is done. */
+  async compactNow(): Promise<void> {
+    this.compactRequested = true;
+    this.kick();
+    await this.idle();
+  }
+
+  /** Queue one mutation; returns its sequence number. */
+  append(m: Mutation): number {
+    this.queue.push(m);
+    this.queueBytes += recordSize(m);
+    if (SHRINKING.has(m.op)) this.queueShrinks = true;
+    this.appended++;
+    this.kick();
+    return this.appended;
+  }
+
+  /** Resolve when everything appended so far is durable. */
+  async sync(): Promise<void> {
+    await this.idle();
+    await this.flushIfDirty();
+  }
+
+  async close(): Promise<void> {
+    if (this.everysecTimer) clearInterval(this.everysecTimer);
+    this.everysecTimer = null;
+    await this.sync();
+  }
+
+  private idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private kick(): void {
+    if (this.running || this.failure) return;
+    this.running = true;
+    // setImmediate, not a microtask: commands parsed from every socket in this
+    // event loop turn join the first batch.
+    setImmediate(() => void this.run());
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (!this.failure && (this.queue.length > 0 || this.compactRequested)) {
+        const batch = this.queue;
+        const batchBytes = this.queueBytes;
+        const batchShrinks = this.queueShrinks;
+        const lastSeq = this.appended;
+        this.queue = [];
+        this.queueBytes = 0;
+        this.queueShrinks = false;
+        if (this.compactRequested || this.shouldCompact(batchBytes, batchShrinks)) {
+          this.compactRequested = false;
+          await this.compact();
+        } else {
+          await this.writeBatch(batch, batchBytes);
+        }
+        this.written = lastSeq;
+        this.options.onDurable(lastSeq);
+      }
+    } catch (err) {
+      this.failure = err instanceof Error ? err : new Error(String(err));
+      this.options.log?.(`database log failed: ${this.failure.message}`);
+      this.options.onFailure(this.failure);
+    } finally {
+      this.running = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private shouldCompact(batchBytes: number, batchShrinks: boolean): boolean {
+    const r = this.sb.regionSize;
+    if (this.tail + batchBytes > r) return true; // it does not fit: must
+    // Writes are being refused and this batch frees data: compact now, so room shows at once.
+    if (this.refusedSinceSnapshot && batchShrinks) return true;
+    const grown = this.tail - this.snapshotBytes;
+    // Like Redis's auto-aof-rewrite: once the log is twice the last snapshot.
+    if (this.tail >= r >> 3 && this.tail >= 2 * this.snapshotBytes) return true;
+    // Near the admission limit, reclaim dead records before refusing writes.
+    return this.tail + batchBytes > r - 2 * this.reserve && grown >= this.reserve / 2;
+  }
+
+  private async writeBatch(batch: Mutation[], batchBytes: number): Promise<void> {
+    const bs = this.sb.blockSize;
+    const blockStart = this.tail - this.tailBlock.length;
+    const used = this.tailBlock.length + batchBytes;
+    const buf = Buffer.alloc(Math.ceil(used / bs) * bs);
+    this.tailBlock.copy(buf, 0);
+    let pos = this.tailBlock.length;
+    let crc = this.lastCrc;
+    for (const m of batch) {
+      crc = encodeRecord(m, buf, pos, crc);
+      pos += recordSize(m);
+    }
+    const always = this.options.appendfsync === 'always';
+    await this.device.pwrite(buf, regionOffset(this.sb, this.sb.activeRegion) + blockStart, {
+      fua: always && !this.device.writeThrough,
+    });
+    this.tail += batchBytes;
+    this.lastCrc = crc;
+    const lastBlock = Math.floor(used / bs) * bs;
+    this.tailBlock = Buffer.from(buf.subarray(lastBlock, used));
+    if (!always) this.dirtySince ||= Date.now();
+    this.counters.batches++;
+    this.counters.records += batch.length;
+    this.counters.bytesWritten += buf.length;
+  }
+
+  private async compact(): Promise<void> {
+    const next: Superblock = {
+      ...this.sb,
+      activeRegion: this.sb.activeRegion === 0 ? 1 : 0,
+      generation: this.sb.generation + 1,
+    };
+    // Serialise synchronously: the snapshot is one consistent point in time.
+    const bs = this.sb.blockSize;
+    const image = new ChunkedImage(SNAPSHOT_CHUNK);
+    let crc = chainSeed(next.generation);
+    for (const m of this.options.snapshot()) {
+      if (image.length + recordSize(m) > next.regionSize) {
+        throw new Error(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
+      }
+      crc = image.appendRecord(m, crc);
+    }
+    const total = image.length;
+    // Every chunk but the last is a whole number of blocks; the last is zero padded to one.
+    let offset = regionOffset(next, next.activeRegion);
+    for (const c of image.chunks(bs)) {
+      await this.device.pwrite(c, offset);
+      offset += c.length;
+    }
+    await this.device.flush();
+    // The new region is durable; now make it the active one.
+    await this.device.pwrite(encodeSuperblock(next), (next.generation % 2) * bs, { fua: true });
+    if (!this.device.writeThrough) await this.device.flush();
+    this.sb = next;
+    this.tail = total;
+    this.lastCrc = crc;
+    this.tailBlock = await readTailBlock(this.device, next, total);
+    this.snapshotBytes = total;
+    this.refusedSinceSnapshot = false;
+    this.dirtySince = 0;
+    this.counters.compactions++;
+    this.counters.compactedBytes += total;
+    this.options.log?.(`database log compacted: ${total} live bytes in region ${next.activeRegion}`);
+  }
+
+  private async flushIfDirty(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    if (!this.dirtySince || this.failure) return;
+    this.dirtySince = 0;
+    this.flushing = this.device
+      .flush()
+      .then(() => {
+        this.counters.flushes++;
+      })
+      .catch((err: unknown) => {
+        this.failure = err instanceof Error ? err : new Error(String(err));
+        this.options.onFailure(this.failure);
+      })
+      .finally(() => {
+        this.flushing = null;
+      });
+    return this.flushing;
+  }
+}
+
+/** Snapshot chunks are this big: a multiple of every block size in use. */
+const SNAPSHOT_CHUNK = 1 << 20;
+
+/**
+ * Records laid out back to back in fixed-size chunks (a record may straddle
+ * two), so the snapshot is written with block-aligned writes only.
+ */
+class ChunkedImage {
+  private readonly full: Buffer[] = [];
+  private current: Buffer;
+  private used = 0;
+  length = 0;
+
+  constructor(private readonly chunkSize: number) {
+    this.current = Buffer.alloc(chunkSize);
+  }
+
+  /** Append one encoded record; returns its crc (the next record's seed). */
+  appendRecord(m: Mutation, prevCrc: number): number {
+    const size = recordSize(m);
+    if (this.used + size <= this.chunkSize) {
+      const crc = encodeRecord(m, this.current, this.used, prevCrc);
+      this.used += size;
+      this.length += size;
+      return crc;
+    }
+    const temp = Buffer.alloc(size);
+    const crc = encodeRecord(m, temp, 0, prevCrc);
+    for (let done = 0; done < size; ) {
+      if (this.used === this.chunkSize) {
+        this.full.push(this.current);
+        this.current = Buffer.alloc(this.chunkSize);
+        this.used = 0;
+      }
+      const n = temp.copy(this.current, this.used, done);
+      this.used += n;
+      done += n;
+    }
+    this.length += size;
+    return crc;
+  }
+
+  *chunks(blockSize: number): Generator<Buffer> {
+    yield* this.full;
+    if (this.used > 0) yield this.current.subarray(0, Math.ceil(this.used / blockSize) * blockSize);
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * Incremental RESP2 request parser (multibulk and inline), after Redis's
+ * processMultibulkBuffer / processInlineBuffer. Bytes arrive in chunks; the
+ * parser keeps its state between chunks and never re-parses what it has
+ * already consumed. Limits are checked as bytes arrive, so a client cannot
+ * make the server buffer more than one bounded line or one bounded bulk.
+ *
+ * Failure goes through one path: `onError(message)` with the exact text Redis
+ * sends (without the "-ERR " prefix), after which the parser is dead and the
+ * connection is expected to reply and close.
+ */
+
+/** Redis PROTO_INLINE_MAX_SIZE: the longest inline command or count line. */
+export const INLINE_MAX = 64 * 1024;
+/** Redis's limit on the element count of one multibulk request. */
+export const MULTIBULK_MAX = 1024 * 1024;
+/** Redis proto-max-bulk-len default. */
+export const BULK_MAX_DEFAULT = 512 * 1024 * 1024;
+
+export interface ParserOptions {
+  /** Largest accepted bulk string, in bytes (at most 512 MB). */
+  maxBulkLength?: number;
+}
+
+export interface ParserEvents {
+  onCommand(args: Buffer[]): void;
+  onError(message: string): void;
+}
+
+const CR = 13;
+const LF = 10;
+
+type State =
+  | 'start' // waiting for the first byte of a request
+  | 'inline' // collecting an inline line
+  | 'count' // collecting "*<n>\r\n"
+  | 'bulkHeader' // collecting "$<n>\r\n"
+  | 'bulkData'; // collecting <n> bytes plus CRLF
+
+export class RespParser {
+  private state: State = 'start';
+  private readonly maxBulk: number;
+  /** Bytes of a line that is not complete yet (bounded by INLINE_MAX). */
+  private line: Buffer[] = [];
+  private lineLength = 0;
+  /** Arguments of the multibulk request being collected. */
+  private args: Buffer[] = [];
+  private remainingArgs = 0;
+  /** The bulk being collected: its parts, and how many bytes (with CRLF) are still due. */
+  private bulkParts: Buffer[] = [];
+  private bulkLength = 0;
+  private bulkDue = 0;
+  private dead = false;
+
+  constructor(
+    private readonly events: ParserEvents,
+    options: ParserOptions = {},
+  ) {
+    this.maxBulk = Math.min(options.maxBulkLength ?? BULK_MAX_DEFAULT, BULK_MAX_DEFAULT);
+  }
+
+  get failed(): boolean {
+    return this.dead;
+  }
+
+  /** True while part of a request has been received but not all of it. */
+  get midRequest(): boolean {
+    return this.state !== 'start';
+  }
+
+  /** Feed one chunk. Commands and errors are delivered through the events, in order. */
+  feed(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length && !this.dead) {
+      switch (this.state) {
+        case 'start': {
+          const b = chunk[pos];
+          if (b === 0x2a /* '*' */) {
+            this.state = 'count';
+            pos++;
+          } else {
+            this.state = 'inline';
+          }
+          break;
+        }
+        case 'inline':
+        case 'count':
+        case 'bulkHeader': {
+          const end = this.collectLine(chunk, pos);
+          if (end < 0) return; // line continues in the next chunk (or the limit failed)
+          pos = end;
+          const line = this.takeLine();
+          if (this.state === 'inline') this.handleInline(line);
+          else if (this.state === 'count') this.handleCount(line);
+          else this.handleBulkHeader(line);
+          break;
+        }
+        case 'bulkData':
+          pos = this.collectBulk(chunk, pos);
+          break;
+      }
+    }
+  }
+
+  /**
+   * Append bytes up to and including the next LF to the current line.
+   * Returns the position after the LF, or -1 when the chunk ended first.
+   */
+  private collectLine(chunk: Buffer, pos: number): number {
+    const lf = chunk.indexOf(LF, pos);
+    const end = lf < 0 ? chunk.length : lf + 1;
+    this.lineLength += end - pos;
+    if (this.lineLength > INLINE_MAX + 2 || (lf < 0 && this.lineLength > INLINE_MAX)) {
+      this.fail(
+        this.state === 'inline'
+          ? 'Protocol error: too big inline request'
+          : this.state === 'count'
+            ? 'Protocol error: too big mbulk count string'
+            : 'Protocol error: too big bulk count string',
+      );
+      return -1;
+    }
+    this.line.push(chunk.subarray(pos, end));
+    return lf < 0 ? -1 : end;
+  }
+
+  /** The completed line without its LF (and without CR for count lines). */
+  private takeLine(): Buffer {
+    const whole = this.line.length === 1 ? this.line[0] : Buffer.concat(this.line);
+    this.line = [];
+    this.lineLength = 0;
+    return whole.subarray(0, whole.length - 1); // drop LF
+  }
+
+  private handleInline(line: Buffer): void {
+    this.state = 'start';
+    // Redis accepts a bare LF as the terminator of an inline command.
+    const text = line.length > 0 && line[line.length - 1] === CR ? line.subarray(0, line.length - 1) : line;
+    const args = splitInlineArgs(text);
+    if (args === null) return this.fail('Protocol error: unbalanced quotes in request');
+    if (args.length > 0) this.events.onCommand(args);
+  }
+
+  private handleCount(line: Buffer): void {
+    const n = parseCountLine(line);
+    if (n === null || n > MULTIBULK_MAX) return this.fail('Protocol error: invalid multibulk length');
+    if (n <= 0) {
+      this.state = 'start'; // "*0" and "*-1" are empty requests: skipped, as Redis does
+      return;
+    }
+    this.remainingArgs = n;
+    this.args = [];
+    this.state = 'bulkHeader';
+  }
+
+  private handleBulkHeader(line: Buffer): void {
+    if (line[0] !== 0x24 /* '$' */) {
+      const got = line.length > 0 ? String.fromCharCode(line[0]) : '\r';
+      return this.fail(`Protocol error: expected '$', got '${got}'`);
+    }
+    const n = parseCountLine(line.subarray(1));
+    if (n === null || n < 0 || n > this.maxBulk) return this.fail('Protocol error: invalid bulk length');
+    this.bulkLength = n;
+    this.bulkDue = n + 2;
+    this.bulkParts = [];
+    this.state = 'bulkData';
+  }
+
+  private collectBulk(chunk: Buffer, pos: number): number {
+    const take = Math.min(this.bulkDue, chunk.length - pos);
+    this.bulkParts.push(chunk.subarray(pos, pos + take));
+    this.bulkDue -= take;
+    if (this.bulkDue > 0) return pos + take;
+    const whole = this.bulkParts.length === 1 ? this.bulkParts[0] : Buffer.concat(this.bulkParts);
+    this.bulkParts = [];
+    // Redis does not check the CRLF after a bulk; it just skips two bytes.
+    this.args.push(whole.subarray(0, this.bulkLength));
+    if (--this.remainingArgs === 0) {
+      const args = this.args;
+      this.args = [];
+      this.state = 'start';
+      this.events.onCommand(args);
+    } else {
+      this.state = 'bulkHeader';
+    }
+    return pos + take;
+  }
+
+  private fail(message: string): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.line = [];
+    this.bulkParts = [];
+    this.args = [];
+    this.events.onError(message);
+  }
+}
+
+/** Parse "<digits>\r" (or "-1\r") as Redis's string2ll does; null if malformed. */
+function parseCountLine(line: Buffer): number | null {
+  let end = line.length;
+  if (end > 0 && line[end - 1] === CR) end--;
+  else return null; // count lines must end in CRLF
+  if (end === 0 || end > 20) return null;
+  let i = 0;
+  let negative = false;
+  if (line[0] === 0x2d /* '-' */) {
+    negative = true;
+    i = 1;
+    if (end === 1) return null;
+  }
+  let value = 0;
+  for (; i < end; i++) {
+    const d = line[i] - 0x30;
+    if (d < 0 || d > 9) return null;
+    value = value * 10 + d;
+  }
+  if (line[negative ? 1 : 0] === 0x30 && end > (negative ? 2 : 1)) return null; // no leading zeros
+  if (!Number.isSafeInteger(value)) return null;
+  return negative ? -value : value;
+}
+
+/**
+ * Split an inline command line like Redis's sdssplitargs: whitespace
+ * separated, with "double quotes" (supporting \n \r \t \b \a \\ \" and \xHH)
+ * and 'single quotes' (supporting \'). Returns null for unbalanced quotes.
+ */
+export function splitInlineArgs(line: Buffer): Buffer[] | null {
+  const args: Buffer[] = [];
+  let i = 0;
+  const n = line.length;
+  const isSpace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d || c === 0x0b || c === 0x0c;
+  while (true) {
+    while (i < n && isSpace(line[i])) i++;
+    if (i >= n) return args;
+    const cur: number[] = [];
+    let inDouble = false;
+    let inSingle = false;
+    for (;;) {
+      if (inDouble) {
+        if (i >= n) return null;
+        const c = line[i];
+        if (c === 0x5c /* \ */ && i + 3 < n && line[i + 1] === 0x78 /* x */ && isHex(line[i + 2]) && isHex(line[i + 3])) {
+          cur.push(hexValue(line[i + 2]) * 16 + hexValue(line[i + 3]));
+          i += 3;
+        } else if (c === 0x5c && i + 1 < n) {
+          i++;
+          const e = line[i];
+          cur.push(e === 0x6e ? 10 : e === 0x72 ? 13 : e === 0x74 ? 9 : e === 0x62 ? 8 : e === 0x61 ? 7 : e);
+        } else if (c === 0x22 /* " */) {
+          // A closing quote must be followed by a space or the end.
+          if (i + 1 < n && !isSpace(line[i + 1])) return null;
+          i++;
+          break;
+        } else {
+          cur.push(c);
+        }
+        i++;
+      } else if (inSingle) {
+        if (i >= n) return null;
+        const c = line[i];
+        if (c === 0x5c && i + 1 < n && line[i + 1] === 0x27) {
+          i++;
+          cur.push(0x27);
+        } else if (c === 0x27) {
+          if (i + 1 < n && !isSpace(line[i + 1])) return null;
+          i++;
+          break;
+        } else {
+          cur.push(c);
+        }
+        i++;
+      } else {
+        if (i >= n) break;
+        const c = line[i];
+        if (isSpace(c)) break;
+        if (c === 0x22) inDouble = true;
+        else if (c === 0x27) inSingle = true;
+        else cur.push(c);
+        i++;
+      }
+    }
+    args.push(Buffer.from(cur));
+  }
+}
+
+function isHex(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+}
+
+function hexValue(c: number): number {
+  return c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x61 + 10;
+}

@@ -1,0 +1,166 @@
+import { Deque } from './deque.ts';
+import { IndexedSet } from './indexed-set.ts';
+import { SortedSet } from './sorted-set.ts';
+
+/**
+ * The in-memory data set: keys (binary-safe, held as latin1 strings so each
+ * char is one byte) to typed values with an optional absolute expiry time.
+ * Expired keys are removed lazily when touched and by a periodic sampler, as
+ * Redis does; removal of an expired key is not logged, because the expiry
+ * time itself is in the log and replay drops keys whose time has passed.
+ */
+export type Value =
+  | { type: 'string'; data: Buffer }
+  | { type: 'list'; data: Deque<Buffer> }
+  | { type: 'hash'; data: Map<string, Buffer> }
+  | { type: 'set'; data: IndexedSet }
+  | { type: 'zset'; data: SortedSet };
+
+export type ValueType = Value['type'];
+
+export type Entry = Value & {
+  /** Absolute expiry in ms since the epoch; 0 = none. */
+  expireAt: number;
+  /** Creation sequence number: SCAN cursors are built from it. */
+  id: number;
+};
+
+export class Keyspace {
+  private readonly map = new Map<string, Entry>();
+  /** Keys that have an expiry, for the active expire sampler. */
+  private readonly volatile = new Set<string>();
+  private volatileCursor: Iterator<string> | null = null;
+  /** Keys in creation order (may hold stale names), for SCAN. */
+  private scanOrder: { id: number; key: string }[] = [];
+  private staleInScanOrder = 0;
+  private nextId = 1;
+
+  /** Current time source; replaced by tests. */
+  now: () => number = Date.now;
+
+  /** The live entry for key, removing it first if it has expired. */
+  get(key: string): Entry | undefined {
+    const e = this.map.get(key);
+    if (e === undefined) return undefined;
+    if (e.expireAt !== 0 && e.expireAt <= this.now()) {
+      this.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  /** Store a value under key, replacing whatever was there (expiry given explicitly). */
+  put(key: string, value: Value, expireAt: number): Entry {
+    const old = this.map.get(key);
+    // One object shape for every entry keeps property access monomorphic on the hot path.
+    const entry = { type: value.type, data: value.data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
+    this.map.set(key, entry);
+    if (old === undefined) this.scanOrder.push({ id: entry.id, key });
+    if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
+    return entry;
+  }
+
+  setExpire(entry: Entry, key: string, expireAt: number): void {
+    entry.expireAt = expireAt;
+    if (expireAt !== 0) this.volatile.add(key);
+    else this.volatile.delete(key);
+  }
+
+  delete(key: string): boolean {
+    if (!this.map.delete(key)) return false;
+    this.volatile.delete(key);
+    this.staleInScanOrder++;
+    if (this.staleInScanOrder > 1024 && this.staleInScanOrder > this.scanOrder.length / 2) this.rebuildScanOrder();
+    return true;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.volatile.clear();
+    this.volatileCursor = null;
+    this.scanOrder = [];
+    this.staleInScanOrder = 0;
+  }
+
+  /** Number of keys, including expired ones not yet reclaimed (as Redis's DBSIZE). */
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** All entries (expired ones included: callers filter). */
+  entries(): IterableIterator<[string, Entry]> {
+    return this.map.entries();
+  }
+
+  isLive(e: Entry): boolean {
+    return e.expireAt === 0 || e.expireAt > this.now();
+  }
+
+  /**
+   * One SCAN step: keys created at or after `cursor` (a creation id), at most
+   * `count` visited. Keys present for the whole iteration keep their id and
+   * position, so each is returned; returns the next cursor (0 when done).
+   */
+  scan(cursor: number, count: number, visit: (key: string, e: Entry) => void): number {
+    const order = this.scanOrder;
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (order[mid].id < cursor) lo = mid + 1;
+      else hi = mid;
+    }
+    let visited = 0;
+    let i = lo;
+    for (; i < order.length && visited < count; i++) {
+      const { id, key } = order[i];
+      const e = this.map.get(key);
+      if (e === undefined || e.id !== id) continue; // deleted, or re-created later in the order
+      visited++;
+      if (this.isLive(e)) visit(key, e);
+    }
+    return i < order.length ? order[i].id : 0;
+  }
+
+  /** Remove up to `budget` expired keys found by a rolling walk over the volatile keys. */
+  expireSome(budget: number): number {
+    let removed = 0;
+    const now = this.now();
+    for (let n = 0; n < budget; n++) {
+      if (this.volatileCursor === null) this.volatileCursor = this.volatile.values();
+      const next = this.volatileCursor.next();
+      if (next.done) {
+        this.volatileCursor = null;
+        break;
+      }
+      const e = this.map.get(next.value);
+      if (e !== undefined && e.expireAt !== 0 && e.expireAt <= now) {
+        this.delete(next.value);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  private rebuildScanOrder(): void {
+    // Map iteration order is creation order, which is id order.
+    this.scanOrder = [];
+    for (const [key, e] of this.map) this.scanOrder.push({ id: e.id, key });
+    this.staleInScanOrder = 0;
+  }
+}
+
+export function emptyValue(type: ValueType): Value {
+  switch (type) {
+    case 'string':
+      return { type, data: Buffer.alloc(0) };
+    case 'list':
+      return { type, data: new Deque<Buffer>() };
+    case 'hash':
+      return { type, data: new Map() };
+    case 'set':
+      return { type, data: new IndexedSet() };
+    case 'zset':
+      return { type, data: new SortedSet() };
+  }
+}

@@ -1,0 +1,232 @@
+import { Keyspace, emptyValue, type Entry, type ValueType } from './keyspace.ts';
+import type { ScoredMember } from './sorted-set.ts';
+
+/**
+ * Every change to the data set is one mutation: an op code plus binary
+ * arguments (key first). Commands validate and decide, then apply a mutation;
+ * the same mutation is appended to the log, and recovery applies the logged
+ * mutations with this same code, so replay cannot drift from live behaviour.
+ * Mutations are deterministic: randomness (SPOP) and time (EXPIRE, SET EX)
+ * are resolved by the command into explicit members and absolute times.
+ */
+export const Op = {
+  Set: 1, // key value expireAtMs   (expireAt 0 = no expiry)
+  SetKeepTtl: 2, // key value
+  Del: 3, // key...
+  PExpireAt: 4, // key ms
+  Persist: 5, // key
+  Rename: 6, // src dst
+  Append: 7, // key suffix
+  LPush: 8, // key elem...
+  RPush: 9, // key elem...
+  LPop: 10, // key count
+  RPop: 11, // key count
+  HSet: 12, // key field value ...
+  HDel: 13, // key field...
+  SAdd: 14, // key member...
+  SRem: 15, // key member...
+  ZAdd: 16, // key score(f64 LE) member ...
+  ZRem: 17, // key member...
+  ZPopMin: 18, // key count
+  FlushDb: 19, // (none)
+  MSet: 20, // key value key value ... (clears expiry, like SET)
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+
+export interface Mutation {
+  op: OpCode;
+  args: Buffer[];
+}
+
+/** Thrown when a mutation does not fit the data (only possible for a corrupt log). */
+export class MutationError extends Error {}
+
+export const num = (n: number) => Buffer.from(String(n), 'latin1');
+export const f64 = (x: number) => {
+  const b = Buffer.allocUnsafe(8);
+  b.writeDoubleLE(x);
+  return b;
+};
+const readNum = (b: Buffer) => Number(b.toString('latin1'));
+const key = (b: Buffer) => b.toString('latin1');
+/** Stored values are copied: incoming buffers are views of large socket or log chunks. */
+const own = (b: Buffer) => Buffer.from(b);
+
+function existingOf(ks: Keyspace, k: string, type: ValueType): Entry | undefined {
+  const e = ks.get(k);
+  if (e !== undefined && e.type !== type) throw new MutationError(`${type} op on a ${e.type} key`);
+  return e;
+}
+
+function collectionOf(ks: Keyspace, k: string, type: ValueType): Entry {
+  return existingOf(ks, k, type) ?? ks.put(k, emptyValue(type), 0);
+}
+
+/** Apply one mutation to the keyspace; returns the op's natural result (count, length, popped items). */
+export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | ScoredMember[] {
+  const a = m.args;
+  switch (m.op) {
+    case Op.Set: {
+      const at = readNum(a[2]);
+      ks.put(key(a[0]), { type: 'string', data: own(a[1]) }, at);
+      return 1;
+    }
+    case Op.MSet: {
+      for (let i = 0; i + 1 < a.length; i += 2) ks.put(key(a[i]), { type: 'string', data: own(a[i + 1]) }, 0);
+      return 1;
+    }
+    case Op.SetKeepTtl: {
+      const k = key(a[0]);
+      const old = ks.get(k);
+      ks.put(k, { type: 'string', data: own(a[1]) }, old?.expireAt ?? 0);
+      return 1;
+    }
+    case Op.Del: {
+      let n = 0;
+      for (const k of a) if (ks.get(key(k)) !== undefined && ks.delete(key(k))) n++;
+      return n;
+    }
+    case Op.PExpireAt: {
+      const k = key(a[0]);
+      const e = ks.get(k);
+      if (e === undefined) return 0;
+      const at = readNum(a[1]);
+      if (at <= ks.now()) ks.delete(k);
+      else ks.setExpire(e, k, at);
+      return 1;
+    }
+    case Op.Persist: {
+      const k = key(a[0]);
+      const e = ks.get(k);
+      if (e === undefined || e.expireAt === 0) return 0;
+      ks.setExpire(e, k, 0);
+      return 1;
+    }
+    case Op.Rename: {
+      const src = key(a[0]);
+      const dst = key(a[1]);
+      const e = ks.get(src);
+      if (e === undefined) throw new MutationError('rename of a missing key');
+      if (src === dst) return 1;
+      ks.delete(src);
+      ks.delete(dst);
+      ks.put(dst, e, e.expireAt);
+      return 1;
+    }
+    case Op.Append: {
+      const k = key(a[0]);
+      const e = existingOf(ks, k, 'string');
+      const data = e === undefined ? own(a[1]) : Buffer.concat([e.data as Buffer, a[1]]);
+      ks.put(k, { type: 'string', data }, e?.expireAt ?? 0);
+      return data.length;
+    }
+    case Op.LPush:
+    case Op.RPush: {
+      const e = collectionOf(ks, key(a[0]), 'list');
+      if (e.type !== 'list') throw new MutationError('unreachable');
+      for (let i = 1; i < a.length; i++) {
+        if (m.op === Op.LPush) e.data.pushFront(own(a[i]));
+        else e.data.pushBack(own(a[i]));
+      }
+      return e.data.length;
+    }
+    case Op.LPop:
+    case Op.RPop: {
+      const k = key(a[0]);
+      const e = existingOf(ks, k, 'list');
+      if (e === undefined || e.type !== 'list') return [];
+      const out: Buffer[] = [];
+      for (let n = readNum(a[1]); n > 0 && e.data.length > 0; n--) {
+        out.push((m.op === Op.LPop ? e.data.popFront() : e.data.popBack()) as Buffer);
+      }
+      if (e.data.length === 0) ks.delete(k);
+      return out;
+    }
+    case Op.HSet: {
+      const e = collectionOf(ks, key(a[0]), 'hash');
+      if (e.type !== 'hash') throw new MutationError('unreachable');
+      let added = 0;
+      for (let i = 1; i + 1 < a.length; i += 2) {
+        const f = key(a[i]);
+        if (!e.data.has(f)) added++;
+        e.data.set(f, own(a[i + 1]));
+      }
+      return added;
+    }
+    case Op.HDel:
+    case Op.SRem:
+    case Op.ZRem: {
+      const k = key(a[0]);
+      const type = m.op === Op.HDel ? 'hash' : m.op === Op.SRem ? 'set' : 'zset';
+      const e = existingOf(ks, k, type);
+      if (e === undefined) return 0;
+      let n = 0;
+      for (let i = 1; i < a.length; i++) if ((e.data as { delete(x: string): boolean }).delete(key(a[i]))) n++;
+      if ((e.data as { size: number }).size === 0) ks.delete(k);
+      return n;
+    }
+    case Op.SAdd: {
+      const e = collectionOf(ks, key(a[0]), 'set');
+      if (e.type !== 'set') throw new MutationError('unreachable');
+      let n = 0;
+      for (let i = 1; i < a.length; i++) if (e.data.add(key(a[i]))) n++;
+      return n;
+    }
+    case Op.ZAdd: {
+      const e = collectionOf(ks, key(a[0]), 'zset');
+      if (e.type !== 'zset') throw new MutationError('unreachable');
+      let n = 0;
+      for (let i = 1; i + 1 < a.length; i += 2) {
+        if (a[i].length !== 8) throw new MutationError('bad score encoding');
+        if (e.data.set(key(a[i + 1]), a[i].readDoubleLE(0))) n++;
+      }
+      return n;
+    }
+    case Op.ZPopMin: {
+      const k = key(a[0]);
+      const e = existingOf(ks, k, 'zset');
+      if (e === undefined || e.type !== 'zset') return [];
+      const out = e.data.popMin(readNum(a[1]));
+      if (e.data.size === 0) ks.delete(k);
+      return out;
+    }
+    case Op.FlushDb:
+      ks.clear();
+      return 1;
+    default:
+      throw new MutationError(`unknown op ${m.op as number}`);
+  }
+}
+
+/**
+ * The mutations that rebuild one key from nothing (compaction writes these).
+ * Large collections are split so each mutation stays around `chunkBytes`.
+ */
+export function* mutationsForKey(k: string, e: Entry, chunkBytes = 256 * 1024): Generator<Mutation> {
+  const kb = Buffer.from(k, 'latin1');
+  if (e.type === 'string') {
+    yield { op: Op.Set, args: [kb, e.data, num(e.expireAt)] };
+    return;
+  }
+  let args: Buffer[] = [kb];
+  let bytes = 0;
+  const op = e.type === 'list' ? Op.RPush : e.type === 'hash' ? Op.HSet : e.type === 'set' ? Op.SAdd : Op.ZAdd;
+  const add = (...parts: Buffer[]): Mutation | null => {
+    args.push(...parts);
+    for (const p of parts) bytes += p.length + 4;
+    if (bytes < chunkBytes) return null;
+    const full: Mutation = { op, args };
+    args = [kb];
+    bytes = 0;
+    return full;
+  };
+  const flushIf = function* (m: Mutation | null) {
+    if (m) yield m;
+  };
+  if (e.type === 'list') for (let i = 0; i < e.data.length; i++) yield* flushIf(add(e.data.at(i)));
+  else if (e.type === 'hash') for (const [f, v] of e.data) yield* flushIf(add(Buffer.from(f, 'latin1'), v));
+  else if (e.type === 'set') for (const m of e.data.values()) yield* flushIf(add(Buffer.from(m, 'latin1')));
+  else for (const s of e.data.entries()) yield* flushIf(add(f64(s.score), Buffer.from(s.member, 'latin1')));
+  if (args.length > 1) yield { op, args };
+  if (e.expireAt !== 0) yield { op: Op.PExpireAt, args: [kb, num(e.expireAt)] };
+}

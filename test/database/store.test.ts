@@ -1,0 +1,80 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
+import { Database } from '../../src/functions/database/database.ts';
+import { globMatch } from '../../src/functions/database/store/glob.ts';
+import { Keyspace } from '../../src/functions/database/store/keyspace.ts';
+import { Op, num } from '../../src/functions/database/store/mutations.ts';
+import { formatDouble } from '../../src/functions/database/commands/args.ts';
+
+const str = (s: string) => ({ type: 'string' as const, data: Buffer.from(s) });
+const noop = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+
+test('a full SCAN returns every key that exists throughout, while others come and go', () => {
+  const ks = new Keyspace();
+  for (let i = 0; i < 100; i++) ks.put(`stay${i}`, str('v'), 0);
+  for (let i = 0; i < 2000; i++) ks.put(`churn${i}`, str('v'), 0);
+  const seen = new Set<string>();
+  let cursor = 0;
+  let round = 0;
+  do {
+    cursor = ks.scan(cursor, 7, (k) => seen.add(k));
+    // Mid-iteration: delete a batch of churn keys and add new ones.
+    for (let i = 0; i < 30; i++) ks.delete(`churn${round * 30 + i}`);
+    ks.put(`late${round}`, str('v'), 0);
+    round++;
+  } while (cursor !== 0);
+  for (let i = 0; i < 100; i++) assert.ok(seen.has(`stay${i}`), `stay${i} missing`);
+});
+
+test('an expired key is gone on access and is not brought back by recovery', async () => {
+  const device = new MemoryBlockDevice(1024 * 1024);
+  const db = await Database.open(device, noop);
+  let now = 1_000_000;
+  db.ks.now = () => now;
+  db.mutate({ op: Op.Set, args: [Buffer.from('short'), Buffer.from('v'), num(now + 100)] });
+  db.mutate({ op: Op.Set, args: [Buffer.from('long'), Buffer.from('v'), num(0)] });
+  assert.ok(db.ks.get('short'));
+  now += 100;
+  assert.equal(db.ks.get('short'), undefined);
+  await db.close();
+  const reopened = await Database.open(device, noop); // real clock: far past the expiry
+  assert.equal(reopened.ks.get('short'), undefined);
+  assert.ok(reopened.ks.get('long'));
+  await reopened.close();
+});
+
+test('the active expirer removes expired keys without them being touched', () => {
+  const ks = new Keyspace();
+  let now = 0;
+  ks.now = () => now;
+  for (let i = 0; i < 50; i++) ks.put(`k${i}`, str('v'), 10);
+  ks.put('forever', str('v'), 0);
+  now = 11;
+  let removed = 0;
+  for (let i = 0; i < 5; i++) removed += ks.expireSome(20);
+  assert.equal(removed, 50);
+  assert.equal(ks.size, 1);
+});
+
+test('glob patterns follow Redis rules for *, ?, classes, ranges and escapes', () => {
+  assert.equal(globMatch('h?llo', 'hello'), true);
+  assert.equal(globMatch('h*llo', 'heeeello'), true);
+  assert.equal(globMatch('h[ae]llo', 'hallo'), true);
+  assert.equal(globMatch('h[^e]llo', 'hello'), false);
+  assert.equal(globMatch('h[a-b]llo', 'hbllo'), true);
+  assert.equal(globMatch('h\\*llo', 'h*llo'), true);
+  assert.equal(globMatch('h\\*llo', 'hello'), false);
+  assert.equal(globMatch('*', ''), true);
+  assert.equal(globMatch('SAVE', 'save', true), true);
+});
+
+test('scores are formatted as Redis 7.0 formats doubles (%.17g)', () => {
+  assert.equal(formatDouble(1.1), '1.1000000000000001');
+  assert.equal(formatDouble(2), '2');
+  assert.equal(formatDouble(-0.5), '-0.5');
+  assert.equal(formatDouble(1e-7), '9.9999999999999995e-08');
+  assert.equal(formatDouble(123456789012345678), '1.2345678901234568e+17');
+  assert.equal(formatDouble(1e20), '1e+20');
+  assert.equal(formatDouble(-Infinity), '-inf');
+});
