@@ -63,13 +63,8 @@ async function start(configFile: string | undefined): Promise<number> {
   const controller = await Controller.start(config, log);
   const api = config.api ? await startApi(controller, config.api.host, config.api.port) : undefined;
   console.log('\nendpoints:');
-  if (api) console.log(`  management API     http://${api.address.host}:${api.address.port}/status  (also /metrics)`);
-  for (const e of controller.endpoints()) console.log(`  ${e.kind.padEnd(18)} ${e.url}`);
-  for (const f of (await controller.status()).functions) {
-    const a = f.address;
-    const scheme = f.function === 'nbd-export' ? 'nbd' : f.function === 'database' ? 'redis' : f.function === 'fileserver' ? 'nfs' : 'tcp';
-    console.log(`  ${`${f.function} (${f.deploy}${f.notify ? `/${f.notify}` : ''})`.padEnd(18)} ${scheme}://${a?.host}:${a?.port}/  [${f.name} on volume ${f.volume}]`);
-  }
+  if (api) console.log(`  ${'management API (/status, /metrics)'.padEnd(40)} http://${api.address.host}:${api.address.port}/status`);
+  for (const e of await controller.endpoints()) console.log(`  ${e.kind.padEnd(40)} ${e.url}`);
   console.log('\nCtrl-C stops the controller cleanly.\n');
 
   await new Promise<void>((resolve) => {

@@ -67,22 +67,32 @@ export class ConfigError extends Error {
 
 const MiB = 1024 * 1024;
 
+/**
+ * What `npm start` runs with no config file: one of each function, each in a
+ * thread guest on its own thin volume, plus the controller's own NBD export.
+ */
 export const DEFAULT_CONFIG = {
   dataDir: './data',
   cacheMiB: 256,
   nbd: { host: '127.0.0.1', port: 10809 },
   api: { host: '127.0.0.1', port: 10880 },
   volumes: [
-    { name: 'vol0', sizeMiB: 1024 },
-    { name: 'nbd-guest', sizeMiB: 1024 },
+    { name: 'vol0', sizeGiB: 1 },
+    { name: 'nbd-guest', sizeGiB: 1 },
+    { name: 'files', sizeGiB: 2 },
+    { name: 'db', sizeGiB: 1 },
+    { name: 'dedup-backing', sizeGiB: 1 },
   ],
   functions: [
+    { name: 'nbd0', function: 'nbd-export', volume: 'nbd-guest', listen: { port: 10810 }, options: { exportName: 'export' } },
+    { name: 'nfs0', function: 'fileserver', volume: 'files', listen: { port: 12049 }, options: { exportPath: '/export' } },
+    { name: 'redis0', function: 'database', volume: 'db', listen: { port: 16379 }, options: { appendfsync: 'always' } },
     {
-      name: 'nbd0',
-      function: 'nbd-export',
-      volume: 'nbd-guest',
-      deploy: 'guest',
-      listen: { port: 10810 },
+      name: 'dedup0',
+      function: 'dedup',
+      volume: 'dedup-backing',
+      listen: { port: 10811 },
+      options: { logicalSize: 4 * 1024 * MiB, compression: 'lz4', dedup: true, exportName: 'dedup' },
     },
   ],
 };

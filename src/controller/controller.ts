@@ -8,7 +8,7 @@ import { ThreadGuest } from '../guest/thread-guest.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
-import { hasFunction, functionNames } from '../functions/registry.ts';
+import { hasFunction, functionNames, clientUrl } from '../functions/registry.ts';
 import { ConfigError } from '../config/config.ts';
 
 /**
@@ -30,6 +30,7 @@ export class Controller {
   private nbd: NbdServer | undefined;
   private nbdAddress: { host: string; port: number } | undefined;
   private readonly deployments = new Map<string, Deployment>();
+  private readonly deployed = new Map<string, FunctionConfig>();
   private readonly unlock: () => void;
   private stopping: Promise<void> | undefined;
 
@@ -73,11 +74,23 @@ export class Controller {
 
   private async startNbd(at: { host: string; port: number }): Promise<void> {
     this.nbd = new NbdServer({
-      exports: (name) => (this.store.exists(name) ? { name, device: this.store.openVolume(name) } : undefined),
-      defaultExport: this.config.volumes[0]?.name,
+      exports: (name) => (this.exportable(name) ? { name, device: this.store.openVolume(name) } : undefined),
+      defaultExport: this.config.volumes.find((v) => !this.config.functions.some((f) => f.volume === v.name && f.deploy !== 'gateway'))?.name,
       log: (m) => this.log(`nbd: ${m}`),
     });
     this.nbdAddress = await this.nbd.listen(at.port, at.host);
+  }
+
+  /**
+   * A volume is on the controller's NBD export unless a function inside the
+   * controller (integrated or guest) owns it: a second writer underneath a
+   * filesystem or a database would corrupt it. A gateway's volume is exported,
+   * since that is how the gateway reaches it.
+   */
+  private exportable(name: string): boolean {
+    if (!this.store.exists(name)) return false;
+    for (const f of this.deployed.values()) if (f.volume === name && f.deploy !== 'gateway') return false;
+    return true;
   }
 
   /** The controller's NBD endpoint (gateways connect here). */
@@ -102,6 +115,7 @@ export class Controller {
         break;
     }
     this.deployments.set(f.name, d);
+    this.deployed.set(f.name, f);
     return d.start();
   }
 
@@ -114,13 +128,23 @@ export class Controller {
     if (!d) return;
     this.deployments.delete(name);
     await d.stop();
+    this.deployed.delete(name);
   }
 
-  endpoints(): Endpoint[] {
+  /** Every client-facing endpoint: the controller's NBD export of each volume, then each function. */
+  async endpoints(): Promise<Endpoint[]> {
     const out: Endpoint[] = [];
     if (this.nbdAddress) {
       const { host, port } = this.nbdAddress;
-      for (const v of this.store.list()) out.push({ name: v.name, kind: 'nbd (controller export)', url: `nbd://${host}:${port}/${v.name}` });
+      for (const v of this.store.list()) {
+        if (this.exportable(v.name)) out.push({ name: v.name, kind: 'controller NBD export', url: `nbd://${host}:${port}/${v.name}` });
+      }
+    }
+    for (const f of this.config.functions) {
+      const s = await this.deployments.get(f.name)?.status();
+      if (!s?.address) continue;
+      const how = f.deploy === 'guest' ? `guest/${f.notify}` : f.deploy;
+      out.push({ name: f.name, kind: `${f.function} (${how}) on ${f.volume}`, url: clientUrl(f.function, s.address, f.options) });
     }
     return out;
   }
@@ -141,6 +165,7 @@ export class Controller {
     this.stopping ??= (async () => {
       await Promise.allSettled([...this.deployments.values()].map((d) => d.stop()));
       this.deployments.clear();
+      this.deployed.clear();
       await this.nbd?.close();
       this.poller.stop();
       await this.store.closeAll();

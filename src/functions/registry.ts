@@ -32,3 +32,19 @@ export async function loadFunction(name: string): Promise<StorageFunction<any>> 
   if (mod.default?.apiVersion !== 1) throw new Error(`function module '${name}' does not export a StorageFunction with apiVersion 1`);
   return mod.default;
 }
+
+/** The URL a real client uses to reach a running function (printed by `storvisor start`). */
+export function clientUrl(name: string, a: { host: string; port: number }, options: Record<string, unknown>): string {
+  switch (name) {
+    case 'nbd-export':
+      return `nbd://${a.host}:${a.port}/${String(options.exportName ?? 'export')}`;
+    case 'dedup':
+      return `nbd://${a.host}:${a.port}/${String(options.exportName ?? 'dedup')}`;
+    case 'fileserver':
+      return `nfs://${a.host}${String(options.exportPath ?? '/export')}?nfsport=${a.port}&mountport=${a.port}&version=3`;
+    case 'database':
+      return `redis://${a.host}:${a.port}`;
+    default:
+      return `tcp://${a.host}:${a.port}`;
+  }
+}
