@@ -3,7 +3,10 @@
  * threads (guest worker ↔ controller main thread), per notification mode,
  * against an in-thread call on the same MemoryBlockDevice as the baseline.
  *
- *   node --import tsx bench/queue-roundtrip.ts [runs=5] [readsPerRun=2000]
+ *   node --import tsx bench/queue-roundtrip.ts [runs=5] [readsPerRun=2000] [spinBudgetUs=50] [maxSpinBudgetUs=1000]
+ *
+ * "adaptive" uses the fixed budget; "adaptive, growing" lets both sides grow it
+ * up to maxSpinBudgetUs when sleeps turn out short (SpinBudget).
  *
  * One file, two roles: the main thread runs the device; a worker started on
  * this same file runs the driver and times each read.
@@ -40,18 +43,20 @@ async function timeReads(dev: BlockDevice, runs: number, reads: number): Promise
 }
 
 async function guest(): Promise<void> {
-  const { region, runs, reads } = workerData as { region: SharedArrayBuffer; runs: number; reads: number };
-  const driver = new VirtioBlkDriver({ region });
+  const { region, runs, reads, spinBudgetUs, maxSpinBudgetUs } = workerData as {
+    region: SharedArrayBuffer; runs: number; reads: number; spinBudgetUs: number; maxSpinBudgetUs: number;
+  };
+  const driver = new VirtioBlkDriver({ region, spinBudgetUs, maxSpinBudgetUs });
   const medians = await timeReads(driver, runs, reads);
   parentPort!.postMessage({ medians, stats: driver.stats() });
   driver.close();
 }
 
-async function measureMode(mode: QueueModeName, runs: number, reads: number) {
+async function measureMode(mode: QueueModeName, runs: number, reads: number, spinBudgetUs: number, maxSpinBudgetUs: number) {
   const region = createRegion({ mode, queueSize: 256, dataBytes: 1024 * 1024, capacityBytes: CAPACITY });
   const device = new VirtioBlkDevice({ region, backend: new MemoryBlockDevice(CAPACITY), name: `bench-${mode}` });
-  const loop = runDeviceLoop(device, { mode });
-  const worker = spawnTsWorker(new URL(import.meta.url), { region, runs, reads });
+  const loop = runDeviceLoop(device, { mode, spinBudgetUs, maxSpinBudgetUs });
+  const worker = spawnTsWorker(new URL(import.meta.url), { region, runs, reads, spinBudgetUs, maxSpinBudgetUs });
   try {
     const reply = await firstMessage<{ medians: number[]; stats: Record<string, number> }>(worker);
     return { ...reply, loop: loop.stats() };
@@ -64,14 +69,22 @@ async function measureMode(mode: QueueModeName, runs: number, reads: number) {
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 5);
   const reads = Number(process.argv[3] ?? 2000);
+  const spinBudgetUs = Number(process.argv[4] ?? 50);
+  const maxSpinBudgetUs = Number(process.argv[5] ?? 1000);
   const started = performance.now();
   const rows: Array<[string, number[], string]> = [];
   rows.push(['in-thread call (baseline)', await timeReads(new MemoryBlockDevice(CAPACITY), runs, reads), '']);
-  for (const mode of ['poll', 'notify', 'adaptive'] as const) {
-    const r = await measureMode(mode, runs, reads);
-    rows.push([`queue, ${mode}`, r.medians, `kicks ${r.stats.kicks}, driver sleeps ${r.stats.interruptsWaited}, device sleeps ${r.loop.sleeps}`]);
+  const variants = [
+    { name: 'queue, poll', mode: 'poll', max: spinBudgetUs },
+    { name: 'queue, notify', mode: 'notify', max: spinBudgetUs },
+    { name: 'queue, adaptive', mode: 'adaptive', max: spinBudgetUs },
+    { name: 'queue, adaptive, growing', mode: 'adaptive', max: maxSpinBudgetUs },
+  ] as const;
+  for (const v of variants) {
+    const r = await measureMode(v.mode, runs, reads, spinBudgetUs, v.max);
+    rows.push([v.name, r.medians, `kicks ${r.stats.kicks}, driver sleeps ${r.stats.interruptsWaited}, device sleeps ${r.loop.sleeps}`]);
   }
-  console.log(`4 KiB read round trip, ${runs} runs x ${reads} sequential reads (QD1); median of per-run medians`);
+  console.log(`4 KiB read round trip, ${runs} runs x ${reads} sequential reads (QD1); median of per-run medians; spin budget ${spinBudgetUs} µs (growing: up to ${maxSpinBudgetUs} µs)`);
   console.log('path                        median µs   runs (µs)                          notes');
   for (const [name, medians, notes] of rows) {
     const list = medians.map((m) => m.toFixed(1)).join(' ');

@@ -1,0 +1,448 @@
+/**
+ * virtio-blk request processor (device side, runs in the controller).
+ * Validate, then handle: every request is checked against its shape and the
+ * capacity before the backend sees it; a bad request is answered with
+ * IOERR/UNSUPP in its status byte and never reaches the backend.
+ */
+import type { BlockDevice } from '../block/types.ts';
+import { invalidArgument } from '../util/errors.ts';
+import {
+  BLK_DISCARD_SEGMENT_BYTES,
+  BLK_HEADER_BYTES,
+  Ctl,
+  RegionViews,
+  SECTOR_BYTES,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+  regionLayout,
+  type RegionLayout,
+  waitDoorbell,
+} from './layout.ts';
+import { MapFailure, VirtqDevice, type VirtqElement } from './virtq-device.ts';
+import { LatencyHistogram } from './histogram.ts';
+
+export interface VirtioBlkDeviceOptions {
+  region: SharedArrayBuffer | ArrayBuffer;
+  backend: BlockDevice;
+  name: string;
+  onBroken?: (reason: string) => void;
+}
+
+export interface VirtioBlkDeviceStats {
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  writeZeroes: number;
+  getIds: number;
+  errors: number;
+  unsupported: number;
+  bytesRead: number;
+  bytesWritten: number;
+  inFlight: number;
+  maxInFlight: number;
+  /** Request latency (pop → completion) in µs: bucket i counts latencies < 2^i µs (last bucket: the rest). */
+  latencyUs: number[];
+}
+
+/** A validated request: what the backend will be asked to do. */
+type Request =
+  | { type: 'read'; offset: number; data: Uint8Array[]; bytes: number }
+  | { type: 'write'; offset: number; data: Uint8Array[]; bytes: number }
+  | { type: 'flush' }
+  | { type: 'get-id'; data: Uint8Array[] }
+  | { type: 'discard' | 'write-zeroes'; ranges: Array<{ offset: number; length: number }> };
+
+/** Validation outcome: a request, or the status to answer with. */
+type Validated = { ok: true; request: Request } | { ok: false; status: number; reason: string };
+
+const fail = (status: number, reason: string): Validated => ({ ok: false, status, reason });
+
+export class VirtioBlkDevice {
+  readonly name: string;
+  private readonly queue: VirtqDevice;
+  private readonly backend: BlockDevice;
+  private readonly capacity: number;
+  private readonly layout: RegionLayout;
+  private readonly views: RegionViews;
+  private readonly id: Uint8Array;
+  private inFlightCount = 0;
+  private draining = false;
+  private drainWaiters: Array<() => void> = [];
+  private flushScheduled = false;
+  /** Writes dispatched and not yet completed: a FLUSH waits for these first. */
+  private readonly inFlightWrites = new Set<Promise<unknown>>();
+  private kickSeen = 0;
+  private readonly histogram = new LatencyHistogram();
+  private readonly counters = {
+    requests: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0,
+    errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, maxInFlight: 0,
+  };
+
+  constructor(options: VirtioBlkDeviceOptions) {
+    this.layout = regionLayout(options.region);
+    if (this.layout.capacityBytes > options.backend.size) {
+      throw invalidArgument(`region capacity ${this.layout.capacityBytes} exceeds backend size ${options.backend.size}`);
+    }
+    this.name = options.name;
+    this.backend = options.backend;
+    this.capacity = this.layout.capacityBytes;
+    const onBroken = options.onBroken ?? (() => {});
+    this.queue = new VirtqDevice(options.region, this.layout, onBroken);
+    this.views = this.queue.views;
+    this.id = new Uint8Array(VIRTIO_BLK_ID_BYTES);
+    this.id.set(new TextEncoder().encode(options.name).subarray(0, VIRTIO_BLK_ID_BYTES));
+    this.kickSeen = Atomics.load(this.views.ctl, Ctl.kick);
+  }
+
+  get broken(): boolean {
+    return this.queue.broken;
+  }
+
+  /** Why the queue broke, or null. */
+  get brokenReason(): string | null {
+    return this.queue.brokenWhy;
+  }
+
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+
+  /** Requests the driver has made available and poll() has not taken yet (a cheap emptiness test). */
+  get pending(): number {
+    return this.queue.broken || this.draining ? 0 : this.queue.pending();
+  }
+
+  /** Pop every available request, validate it and dispatch it. Returns how many were taken. Never throws. */
+  poll(): number {
+    if (this.queue.broken || this.draining) return 0;
+    let taken = 0;
+    try {
+      for (;;) {
+        const popped = this.queue.pop();
+        if (popped.kind === 'empty' || popped.kind === MapFailure.BrokenRing) break;
+        taken++;
+        this.counters.requests++;
+        if (popped.kind === MapFailure.BadChain) {
+          this.counters.errors++;
+          if (popped.status !== null) popped.status[0] = VIRTIO_BLK_S_IOERR;
+          this.queue.push(popped.head, popped.status !== null ? 1 : 0);
+          continue;
+        }
+        this.handle(popped.element);
+      }
+    } catch (err) {
+      // Only a bug in this file can get here; contain it as a broken queue.
+      this.queue.markBroken(`internal error: ${(err as Error)?.message ?? String(err)}`);
+    }
+    this.queue.flush();
+    return taken;
+  }
+
+  /** Ask the driver to kick again, then re-check the ring. True = empty and armed: safe to sleep in waitKick. */
+  enableKick(): boolean {
+    this.kickSeen = this.queue.armKick();
+    return this.pending === 0;
+  }
+
+  /** The device is spinning: the driver need not kick. */
+  disableKick(): void {
+    this.queue.disarmKick();
+  }
+
+  /** Sleep until the driver kicks (or timeoutMs passes). Call after enableKick() returned true. */
+  async waitKick(timeoutMs: number): Promise<'kick' | 'timeout'> {
+    if (this.queue.broken) return 'timeout';
+    const kicked = await waitDoorbell(this.views, Ctl.kick, this.kickSeen, timeoutMs);
+    this.kickSeen = Atomics.load(this.views.ctl, Ctl.kick);
+    return kicked ? 'kick' : 'timeout';
+  }
+
+  /** Wake a waitKick() in progress without a kick (so a poller can shut down promptly). */
+  wake(): void {
+    if (this.views.shared) Atomics.notify(this.views.ctl, Ctl.kick);
+  }
+
+  /** Stop taking requests; resolves once every in-flight backend operation has completed and been published. */
+  drain(): Promise<void> {
+    this.draining = true;
+    if (this.inFlightCount === 0) {
+      this.queue.flush();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  stats(): VirtioBlkDeviceStats {
+    return { ...this.counters, inFlight: this.inFlightCount, latencyUs: this.histogram.buckets() };
+  }
+
+  private handle(element: VirtqElement): void {
+    const started = performance.now();
+    const status = statusByte(element);
+    if (status === null) {
+      // No writable byte to answer in: complete with nothing written.
+      this.counters.errors++;
+      this.queue.push(element.head, 0);
+      return;
+    }
+    const checked = this.validate(element);
+    if (!checked.ok) {
+      if (checked.status === VIRTIO_BLK_S_UNSUPP) this.counters.unsupported++;
+      else this.counters.errors++;
+      status[0] = checked.status;
+      this.queue.push(element.head, 1);
+      return;
+    }
+    const { request } = checked;
+    if (request.type === 'get-id') {
+      this.counters.getIds++;
+      const written = copyInto(request.data, this.id);
+      status[0] = VIRTIO_BLK_S_OK;
+      this.queue.push(element.head, written + 1);
+      return;
+    }
+    this.inFlightCount++;
+    if (this.inFlightCount > this.counters.maxInFlight) this.counters.maxInFlight = this.inFlightCount;
+    const op = this.dispatch(request);
+    if (request.type === 'write') {
+      this.inFlightWrites.add(op);
+      const forget = () => this.inFlightWrites.delete(op);
+      op.then(forget, forget);
+    }
+    const finish = (code: number, usedLen: number, done: Request | null) => {
+      try {
+        this.complete(element.head, status, code, usedLen, started, done);
+      } catch (err) {
+        // A bug here must not become an unhandled rejection that kills the controller.
+        this.queue.markBroken(`internal error: ${(err as Error)?.message ?? String(err)}`);
+      }
+    };
+    op.then(
+      () => finish(VIRTIO_BLK_S_OK, writableBytes(request) + 1, request),
+      () => finish(VIRTIO_BLK_S_IOERR, 1, null),
+    );
+  }
+
+  /**
+   * Check the request's shape and range; trusts nothing in the guest's buffers.
+   * Header and segment fields are read exactly once into the returned request,
+   * so a guest rewriting them after validation cannot change what executes.
+   */
+  private validate(element: VirtqElement): Validated {
+    const header = gather(element.out, BLK_HEADER_BYTES);
+    if (header === null) return fail(VIRTIO_BLK_S_IOERR, 'request header shorter than 16 bytes');
+    const hv = new DataView(header.buffer, header.byteOffset, BLK_HEADER_BYTES);
+    const type = hv.getUint32(0, true);
+    const sectorLo = hv.getUint32(8, true);
+    const sectorHi = hv.getUint32(12, true);
+    const outData = sliceAfter(element.out, BLK_HEADER_BYTES);
+    const inData = withoutLastByte(element.in);
+    const outBytes = totalBytes(outData);
+    const inBytes = totalBytes(inData);
+    switch (type) {
+      case VIRTIO_BLK_T_IN:
+      case VIRTIO_BLK_T_OUT: {
+        const isRead = type === VIRTIO_BLK_T_IN;
+        if (isRead ? outBytes !== 0 : inBytes !== 0) return fail(VIRTIO_BLK_S_IOERR, 'data in the wrong direction');
+        const bytes = isRead ? inBytes : outBytes;
+        if (bytes % SECTOR_BYTES !== 0) return fail(VIRTIO_BLK_S_IOERR, 'data length not a multiple of 512');
+        const offset = this.rangeStart(sectorLo, sectorHi, bytes);
+        if (offset === null) return fail(VIRTIO_BLK_S_IOERR, 'sector range past capacity');
+        return { ok: true, request: { type: isRead ? 'read' : 'write', offset, data: isRead ? inData : outData, bytes } };
+      }
+      case VIRTIO_BLK_T_FLUSH:
+        if (outBytes !== 0 || inBytes !== 0) return fail(VIRTIO_BLK_S_IOERR, 'flush carries data');
+        return { ok: true, request: { type: 'flush' } };
+      case VIRTIO_BLK_T_GET_ID:
+        if (outBytes !== 0 || inBytes === 0) return fail(VIRTIO_BLK_S_IOERR, 'get-id needs a writable id buffer');
+        return { ok: true, request: { type: 'get-id', data: inData } };
+      case VIRTIO_BLK_T_DISCARD:
+      case VIRTIO_BLK_T_WRITE_ZEROES:
+        return this.validateRanges(type, outData, outBytes, inBytes);
+      default:
+        return fail(VIRTIO_BLK_S_UNSUPP, `unknown request type ${type}`);
+    }
+  }
+
+  private validateRanges(type: number, outData: Uint8Array[], outBytes: number, inBytes: number): Validated {
+    const isDiscard = type === VIRTIO_BLK_T_DISCARD;
+    if (inBytes !== 0 || outBytes === 0 || outBytes % BLK_DISCARD_SEGMENT_BYTES !== 0) {
+      return fail(VIRTIO_BLK_S_IOERR, 'discard/write-zeroes segments malformed');
+    }
+    const segments = gather(outData, outBytes)!;
+    const view = new DataView(segments.buffer, segments.byteOffset, outBytes);
+    const limit = isDiscard ? this.layout.maxDiscardSectors : this.layout.maxWriteZeroesSectors;
+    const ranges: Array<{ offset: number; length: number }> = [];
+    for (let at = 0; at < outBytes; at += BLK_DISCARD_SEGMENT_BYTES) {
+      const sectors = view.getUint32(at + 8, true);
+      const flags = view.getUint32(at + 12, true);
+      // §5.2.6.2: unmap is meaningless for discard; other flag bits are reserved.
+      if (isDiscard ? flags !== 0 : (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0) {
+        return fail(VIRTIO_BLK_S_UNSUPP, 'unsupported discard/write-zeroes flags');
+      }
+      if (sectors > limit) return fail(VIRTIO_BLK_S_IOERR, 'discard/write-zeroes segment too large');
+      const offset = this.rangeStart(view.getUint32(at, true), view.getUint32(at + 4, true), sectors * SECTOR_BYTES);
+      if (offset === null) return fail(VIRTIO_BLK_S_IOERR, 'sector range past capacity');
+      ranges.push({ offset, length: sectors * SECTOR_BYTES });
+    }
+    return { ok: true, request: { type: isDiscard ? 'discard' : 'write-zeroes', ranges } };
+  }
+
+  /** Byte offset of a sector if [sector*512, +bytes) fits the capacity, else null. */
+  private rangeStart(sectorLo: number, sectorHi: number, bytes: number): number | null {
+    if (sectorHi !== 0) return null;
+    const offset = sectorLo * SECTOR_BYTES; // < 2^41: exact
+    return offset + bytes <= this.capacity ? offset : null;
+  }
+
+  private async dispatch(request: Exclude<Request, { type: 'get-id' }>): Promise<void> {
+    switch (request.type) {
+      case 'read':
+      case 'write': {
+        if (request.data.length === 1) {
+          // The common case: one guest buffer, handed to the backend as is (no copy).
+          const seg = request.data[0]!;
+          return request.type === 'read' ? this.backend.pread(seg, request.offset) : this.backend.pwrite(seg, request.offset);
+        }
+        // One backend call per guest segment, at sequential offsets; the
+        // common single-segment case reads/writes the shared buffer directly.
+        const ops: Promise<void>[] = [];
+        let offset = request.offset;
+        for (const seg of request.data) {
+          ops.push(request.type === 'read' ? this.backend.pread(seg, offset) : this.backend.pwrite(seg, offset));
+          offset += seg.byteLength;
+        }
+        await settleAll(ops);
+        return;
+      }
+      case 'flush':
+        // Cover every write dispatched before this flush, then make them durable.
+        await Promise.allSettled([...this.inFlightWrites]);
+        await this.backend.flush();
+        return;
+      case 'discard':
+      case 'write-zeroes':
+        await settleAll(request.ranges.map((r) =>
+          request.type === 'discard' ? this.backend.trim(r.offset, r.length) : this.backend.zero(r.offset, r.length)));
+        return;
+    }
+  }
+
+  private complete(head: number, status: Uint8Array, code: number, usedLen: number, started: number, done: Request | null): void {
+    this.inFlightCount--;
+    if (code !== VIRTIO_BLK_S_OK) this.counters.errors++;
+    else if (done !== null) this.count(done);
+    this.histogram.record((performance.now() - started) * 1000);
+    if (!this.queue.broken) {
+      status[0] = code;
+      this.queue.push(head, usedLen);
+    }
+    // Completions that land in the same tick share one used.idx store and one call.
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => {
+        this.flushScheduled = false;
+        this.queue.flush();
+        if (this.inFlightCount === 0 && this.drainWaiters.length > 0) {
+          for (const resolve of this.drainWaiters.splice(0)) resolve();
+        }
+      });
+    }
+  }
+
+  private count(done: Request): void {
+    switch (done.type) {
+      case 'read': this.counters.reads++; this.counters.bytesRead += done.bytes; break;
+      case 'write': this.counters.writes++; this.counters.bytesWritten += done.bytes; break;
+      case 'flush': this.counters.flushes++; break;
+      case 'discard': this.counters.discards++; break;
+      case 'write-zeroes': this.counters.writeZeroes++; break;
+      case 'get-id': break;
+    }
+  }
+}
+
+/** Wait for all, then fail if any failed (so no op is still touching guest memory when we complete). */
+async function settleAll(ops: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(ops);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+function writableBytes(request: Request): number {
+  return request.type === 'read' ? request.bytes : 0;
+}
+
+/** The status byte: the last byte of the last writable buffer. */
+function statusByte(element: VirtqElement): Uint8Array | null {
+  const last = element.in[element.in.length - 1];
+  return last === undefined ? null : last.subarray(last.byteLength - 1);
+}
+
+function totalBytes(views: Uint8Array[]): number {
+  let n = 0;
+  for (const v of views) n += v.byteLength;
+  return n;
+}
+
+/** The first `n` bytes of the buffers, contiguous (a view when one buffer holds them, else a copy); null if shorter. */
+function gather(views: Uint8Array[], n: number): Uint8Array | null {
+  const first = views[0];
+  if (first !== undefined && first.byteLength >= n) return first.subarray(0, n);
+  if (totalBytes(views) < n) return null;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const v of views) {
+    if (at === n) break;
+    const take = Math.min(v.byteLength, n - at);
+    out.set(v.subarray(0, take), at);
+    at += take;
+  }
+  return out;
+}
+
+/** The buffers with their first `n` bytes removed. */
+function sliceAfter(views: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = n;
+  for (const v of views) {
+    if (skip >= v.byteLength) {
+      skip -= v.byteLength;
+      continue;
+    }
+    out.push(skip > 0 ? v.subarray(skip) : v);
+    skip = 0;
+  }
+  return out;
+}
+
+/** The writable buffers minus the trailing status byte. */
+function withoutLastByte(views: Uint8Array[]): Uint8Array[] {
+  if (views.length === 0) return [];
+  const out = views.slice(0, -1);
+  const last = views[views.length - 1]!;
+  if (last.byteLength > 1) out.push(last.subarray(0, last.byteLength - 1));
+  return out;
+}
+
+function copyInto(targets: Uint8Array[], source: Uint8Array): number {
+  let at = 0;
+  for (const t of targets) {
+    if (at >= source.byteLength) break;
+    const take = Math.min(t.byteLength, source.byteLength - at);
+    t.set(source.subarray(at, at + take));
+    at += take;
+  }
+  return at;
+}

@@ -1,0 +1,500 @@
+/**
+ * Driver side of the virtio-blk queue (runs in the guest): a BlockDevice whose
+ * requests travel through the shared region to the controller's VirtioBlkDevice.
+ *
+ * Each request uses a fixed 64-byte control slot per head descriptor (header,
+ * discard/zero segment, status byte) plus, for reads and writes, one data
+ * buffer from a first-fit pool. Requests that find no free descriptors or
+ * buffer space wait in a FIFO. Completions are reaped by a loop whose shape
+ * depends on the queue's notification mode (poll, notify, adaptive).
+ */
+import type { BlockDevice, WriteFlags } from '../block/types.ts';
+import { StorvisorError, invalidArgument, ioError, notSupported, outOfRange, shutDown } from '../util/errors.ts';
+import { BufferPool } from './buffer-pool.ts';
+import { SpinBudget } from './spin-budget.ts';
+import {
+  BLK_HEADER_BYTES,
+  Ctl,
+  RegionViews,
+  SECTOR_BYTES,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+  regionLayout,
+  ringDoorbell,
+  waitDoorbell,
+  type QueueModeName,
+  type RegionLayout,
+} from './layout.ts';
+
+export interface VirtioBlkDriverOptions {
+  region: SharedArrayBuffer | ArrayBuffer;
+  /** Adaptive mode: how long to keep spinning after the last submission/completion. Default 50 µs. */
+  spinBudgetUs?: number;
+  /**
+   * Adaptive mode: let the budget grow up to this when sleeps turn out short
+   * (see SpinBudget). Default = spinBudgetUs, i.e. a fixed budget.
+   */
+  maxSpinBudgetUs?: number;
+}
+
+export interface VirtioBlkDriverStats {
+  submitted: number;
+  completed: number;
+  kicks: number;
+  interruptsWaited: number;
+  spins: number;
+  /** Doorbell waits that ended by the safety timeout with requests outstanding: each one is a lost wake-up. */
+  waitTimeouts: number;
+}
+
+/** Per-head control slot: header at +0, discard/zero segment at +16, status at +32. */
+const SLOT_BYTES = 64;
+const SLOT_SEGMENT = 16;
+const SLOT_STATUS = 32;
+/** Safety net for doorbell waits: a lost wake-up costs at most this, never a hang. */
+const WAIT_TIMEOUT_MS = 1000;
+
+interface Job {
+  type: number;
+  sector: number;
+  /** Data bytes (reads and writes only). */
+  dataBytes: number;
+  /** Discard/write-zeroes segment. */
+  segment?: { sector: number; sectors: number; flags: number };
+  fill?: (view: Uint8Array) => void;
+  extract?: (view: Uint8Array) => void;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  // Set on submission:
+  descs: number[];
+  buffer: number;
+}
+
+export class VirtioBlkDriver implements BlockDevice {
+  readonly size: number;
+  readonly blockSize = 4096;
+  readonly readOnly = false;
+  readonly writeThrough = true;
+  readonly mode: QueueModeName;
+  private readonly layout: RegionLayout;
+  private readonly views: RegionViews;
+  private readonly n: number;
+  private readonly pool: BufferPool;
+  private readonly slotBase: number;
+  /** Largest data buffer of one request: size_max, capped by the pool. */
+  private readonly chunkBytes: number;
+  private readonly spinBudget: SpinBudget;
+  private readonly freeDescs: number[] = [];
+  private readonly inflight: Array<Job | undefined>;
+  private inflightCount = 0;
+  private readonly waiting: Job[] = [];
+  /** Shadow of avail.idx (what we have published or are about to). */
+  private availIdx: number;
+  /** Shadow of used.idx: how far we have reaped. */
+  private lastUsedIdx: number;
+  private loopRunning = false;
+  private pumpScheduled = false;
+  private lastActivity = 0;
+  private closed = false;
+  /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
+  private refusal: StorvisorError = shutDown('queue driver');
+  /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
+  private rmwTail: Promise<void> = Promise.resolve();
+  private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0 };
+
+  constructor(options: VirtioBlkDriverOptions) {
+    this.layout = regionLayout(options.region);
+    this.views = new RegionViews(options.region, this.layout);
+    this.n = this.layout.queueSize;
+    // A read or write needs three descriptors (header, data, status).
+    if (this.n < 4) throw invalidArgument(`queue size ${this.n} too small for the virtio-blk driver (minimum 4)`);
+    this.mode = this.layout.mode;
+    this.size = this.layout.capacityBytes;
+    const baseUs = options.spinBudgetUs ?? 50;
+    this.spinBudget = new SpinBudget(baseUs, options.maxSpinBudgetUs ?? baseUs);
+    this.slotBase = this.layout.dataOffset;
+    const poolStart = Math.ceil((this.slotBase + this.n * SLOT_BYTES) / 4096) * 4096;
+    this.pool = new BufferPool(poolStart, this.layout.dataOffset + this.layout.dataBytes);
+    this.chunkBytes = Math.floor(Math.min(this.layout.sizeMax, this.pool.capacity) / SECTOR_BYTES) * SECTOR_BYTES;
+    if (this.chunkBytes < SECTOR_BYTES) throw invalidArgument('region data area too small for the queue driver');
+    this.inflight = new Array<Job | undefined>(this.n);
+    for (let i = this.n - 1; i >= 0; i--) this.freeDescs.push(i);
+    this.availIdx = Atomics.load(this.views.u16, this.views.availIdx);
+    this.lastUsedIdx = Atomics.load(this.views.u16, this.views.usedIdx);
+    // poll/adaptive: we spin on the used ring, so tell the device not to call us.
+    // notify: never set it (every completion is signalled).
+    Atomics.store(this.views.u16, this.views.availFlags, this.mode === 'notify' ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
+  }
+
+  stats(): VirtioBlkDriverStats {
+    return { ...this.counters };
+  }
+
+  async pread(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkRange(offset, buf.byteLength);
+    if (buf.byteLength === 0) return;
+    const start = alignDown(offset);
+    const end = alignUp(offset + buf.byteLength);
+    await this.transfer(VIRTIO_BLK_T_IN, start, end, (at, view) => {
+      // Copy the part of this chunk [at, at+len) that the caller asked for.
+      const from = Math.max(at, offset);
+      const to = Math.min(at + view.byteLength, offset + buf.byteLength);
+      buf.set(view.subarray(from - at, to - at), from - offset);
+    });
+  }
+
+  async pwrite(buf: Uint8Array, offset: number, _flags?: WriteFlags): Promise<void> {
+    this.checkRange(offset, buf.byteLength);
+    if (buf.byteLength === 0) return;
+    // The device is write-through: an acknowledged write is durable, so FUA needs nothing extra.
+    const end = offset + buf.byteLength;
+    if (offset % SECTOR_BYTES === 0 && end % SECTOR_BYTES === 0) {
+      await this.transfer(VIRTIO_BLK_T_OUT, offset, end, (at, view) => view.set(buf.subarray(at - offset, at - offset + view.byteLength)));
+      return;
+    }
+    await this.withRmwLock(() => this.writeUnaligned(buf, offset));
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.enqueue({ type: VIRTIO_BLK_T_FLUSH, sector: 0, dataBytes: 0 });
+  }
+
+  /** Discard the whole sectors inside the range (trim may leave partial sectors as they are). */
+  async trim(offset: number, length: number): Promise<void> {
+    this.checkRange(offset, length);
+    await this.ranged(VIRTIO_BLK_T_DISCARD, alignUp(offset), alignDown(offset + length), this.layout.maxDiscardSectors);
+  }
+
+  /** Zero whole sectors with WRITE_ZEROES and partial edge sectors by read-modify-write. */
+  async zero(offset: number, length: number): Promise<void> {
+    this.checkRange(offset, length);
+    const end = offset + length;
+    const innerStart = alignUp(offset);
+    const innerEnd = alignDown(end);
+    if (innerStart >= innerEnd) {
+      if (length > 0) await this.pwrite(new Uint8Array(length), offset);
+      return;
+    }
+    const ops = [this.ranged(VIRTIO_BLK_T_WRITE_ZEROES, innerStart, innerEnd, this.layout.maxWriteZeroesSectors)];
+    if (offset < innerStart) ops.push(this.pwrite(new Uint8Array(innerStart - offset), offset));
+    if (innerEnd < end) ops.push(this.pwrite(new Uint8Array(end - innerEnd), innerEnd));
+    await allOrFirstError(ops);
+  }
+
+  /** Stop the completion loop; every pending or waiting request rejects with ESHUTDOWN. */
+  close(): void {
+    if (this.closed) return;
+    this.failAll(shutDown('queue driver'));
+    // Wake our own doorbell wait so the loop sees `closed` and exits now.
+    if (this.views.shared) Atomics.notify(this.views.ctl, Ctl.call);
+  }
+
+  // ---- request building ----
+
+  private checkOpen(): void {
+    if (this.closed) throw this.refusal;
+  }
+
+  private checkRange(offset: number, length: number): void {
+    this.checkOpen();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw outOfRange(offset, length, this.size);
+    }
+  }
+
+  /** Move the sector-aligned range [start, end) in chunks of at most size_max, all queued at once. */
+  private transfer(type: number, start: number, end: number, copy: (at: number, view: Uint8Array) => void): Promise<void> {
+    const ops: Promise<void>[] = [];
+    for (let at = start; at < end; at += this.chunkBytes) {
+      const bytes = Math.min(this.chunkBytes, end - at);
+      const chunkAt = at;
+      const bind = (view: Uint8Array) => copy(chunkAt, view);
+      ops.push(this.enqueue({ type, sector: at / SECTOR_BYTES, dataBytes: bytes, ...(type === VIRTIO_BLK_T_IN ? { extract: bind } : { fill: bind }) }));
+    }
+    return allOrFirstError(ops);
+  }
+
+  private ranged(type: number, start: number, end: number, maxSectors: number): Promise<void> {
+    const ops: Promise<void>[] = [];
+    const step = maxSectors * SECTOR_BYTES;
+    for (let at = start; at < end; at += step) {
+      const sectors = Math.min(step, end - at) / SECTOR_BYTES;
+      ops.push(this.enqueue({ type, sector: 0, dataBytes: 0, segment: { sector: at / SECTOR_BYTES, sectors, flags: 0 } }));
+    }
+    return allOrFirstError(ops);
+  }
+
+  private async writeUnaligned(buf: Uint8Array, offset: number): Promise<void> {
+    const end = offset + buf.byteLength;
+    const start = alignDown(offset);
+    const alignedEnd = alignUp(end);
+    // Read the partial edge sectors; when the write lies within one sector,
+    // `head` is that whole sector and already holds the tail bytes.
+    const head = offset % SECTOR_BYTES !== 0 ? new Uint8Array(SECTOR_BYTES) : null;
+    const tail = end % SECTOR_BYTES !== 0 && (head === null || alignedEnd - start > SECTOR_BYTES) ? new Uint8Array(SECTOR_BYTES) : null;
+    const reads: Promise<void>[] = [];
+    if (head) reads.push(this.pread(head, start));
+    if (tail) reads.push(this.pread(tail, alignedEnd - SECTOR_BYTES));
+    await allOrFirstError(reads);
+    await this.transfer(VIRTIO_BLK_T_OUT, start, alignedEnd, (at, view) => {
+      const chunkEnd = at + view.byteLength;
+      if (head && at === start) view.set(head.subarray(0, Math.min(SECTOR_BYTES, view.byteLength)));
+      if (tail && chunkEnd === alignedEnd) view.set(tail, view.byteLength - SECTOR_BYTES);
+      const from = Math.max(at, offset);
+      const to = Math.min(chunkEnd, end);
+      view.set(buf.subarray(from - offset, to - offset), from - at);
+    });
+  }
+
+  private withRmwLock(fn: () => Promise<void>): Promise<void> {
+    const run = this.rmwTail.then(fn);
+    this.rmwTail = run.catch(() => {});
+    return run;
+  }
+
+  private enqueue(spec: Omit<Job, 'resolve' | 'reject' | 'descs' | 'buffer'>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) return reject(this.refusal);
+      if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) {
+        this.failAll(ioError('queue is broken'));
+        return reject(this.refusal);
+      }
+      this.waiting.push({ ...spec, resolve, reject, descs: [], buffer: -1 });
+      // Requests made in the same tick (chunks of one large I/O, concurrent
+      // callers) are published with one avail.idx store and at most one kick.
+      if (!this.pumpScheduled) {
+        this.pumpScheduled = true;
+        queueMicrotask(() => {
+          this.pumpScheduled = false;
+          if (!this.closed) this.pump();
+        });
+      }
+    });
+  }
+
+  /** Submit waiting jobs in FIFO order while descriptors and buffer space last; publish and kick once. */
+  private pump(): void {
+    let submitted = 0;
+    while (this.waiting.length > 0) {
+      const job = this.waiting[0]!;
+      const need = job.dataBytes > 0 ? 3 : 2;
+      if (this.freeDescs.length < need) break;
+      let buffer = -1;
+      if (job.dataBytes > 0) {
+        const at = this.pool.alloc(job.dataBytes);
+        if (at === null) break;
+        buffer = at;
+      }
+      this.waiting.shift();
+      job.buffer = buffer;
+      for (let i = 0; i < need; i++) job.descs.push(this.freeDescs.pop()!);
+      this.writeChain(job);
+      this.inflight[job.descs[0]!] = job;
+      this.inflightCount++;
+      // Plain store of the ring entry; made visible by the idx store below.
+      this.views.u16[this.views.availRing(this.availIdx & (this.n - 1))] = job.descs[0]!;
+      this.availIdx = (this.availIdx + 1) & 0xffff;
+      submitted++;
+    }
+    if (submitted === 0) return;
+    this.counters.submitted += submitted;
+    this.lastActivity = performance.now();
+    // Release: descriptors, header and data (plain stores) are ordered before
+    // the device can observe the new idx.
+    Atomics.store(this.views.u16, this.views.availIdx, this.availIdx);
+    // Seq-cst load after the idx store: if the device armed kicks (cleared
+    // NO_NOTIFY) and then re-checked avail, either it saw our entries or we see the flag clear.
+    if (this.mode === 'notify' || !(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY)) {
+      this.counters.kicks++;
+      ringDoorbell(this.views, Ctl.kick);
+    }
+    this.startLoop();
+  }
+
+  private writeChain(job: Job): void {
+    const { u8, u32 } = this.views;
+    const head = job.descs[0]!;
+    const slot = this.slotBase + head * SLOT_BYTES;
+    // The slot is 64-byte aligned inside the region: write the header as u32 words (LE host).
+    const w = slot >>> 2;
+    u32[w] = job.type;
+    u32[w + 1] = 0;
+    u32[w + 2] = job.sector >>> 0;
+    u32[w + 3] = Math.floor(job.sector / 2 ** 32);
+    let headerLen = BLK_HEADER_BYTES;
+    if (job.segment) {
+      // The segment follows the header in one readable buffer; the device gathers both.
+      u32[w + 4] = job.segment.sector >>> 0;
+      u32[w + 5] = Math.floor(job.segment.sector / 2 ** 32);
+      u32[w + 6] = job.segment.sectors;
+      u32[w + 7] = job.segment.flags;
+      headerLen += SLOT_SEGMENT;
+    }
+    u8[slot + SLOT_STATUS] = 0xff; // not a valid status: a device that skips it is detected
+    const [d0, d1, d2] = job.descs as [number, number, number | undefined];
+    if (job.dataBytes > 0) {
+      if (job.fill) job.fill(u8.subarray(job.buffer, job.buffer + job.dataBytes));
+      this.writeDesc(d0, slot, headerLen, VIRTQ_DESC_F_NEXT, d1);
+      this.writeDesc(d1, job.buffer, job.dataBytes, VIRTQ_DESC_F_NEXT | (job.type === VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), d2!);
+      this.writeDesc(d2!, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    } else {
+      this.writeDesc(d0, slot, headerLen, VIRTQ_DESC_F_NEXT, d1);
+      this.writeDesc(d1, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+    }
+  }
+
+  /** Plain stores: published by the avail.idx store in pump(). */
+  private writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
+    const i32 = this.views.desc32(i);
+    const i16 = this.views.desc16(i);
+    this.views.u32[i32] = addr;
+    this.views.u32[i32 + 1] = 0;
+    this.views.u32[i32 + 2] = len;
+    this.views.u16[i16 + 6] = flags;
+    this.views.u16[i16 + 7] = next;
+  }
+
+  // ---- completions ----
+
+  /** Reap every published used entry. Returns how many completed. */
+  private reap(): number {
+    if (this.closed) return 0;
+    // Acquire: entries, status bytes and read data written by the device are
+    // visible once we observe its used.idx store.
+    const usedIdx = Atomics.load(this.views.u16, this.views.usedIdx);
+    let done = 0;
+    while (this.lastUsedIdx !== usedIdx) {
+      const elem = this.views.usedElem(this.lastUsedIdx & (this.n - 1));
+      const id = this.views.u32[elem]!;
+      this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+      const job = id < this.n ? this.inflight[id] : undefined;
+      if (job === undefined) continue; // the device completed something we never sent: ignore it
+      this.inflight[id] = undefined;
+      this.inflightCount--;
+      done++;
+      this.finish(job);
+    }
+    if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) this.failAll(ioError('queue is broken'));
+    if (done > 0) {
+      this.counters.completed += done;
+      this.lastActivity = performance.now();
+      this.pump();
+    }
+    return done;
+  }
+
+  private finish(job: Job): void {
+    const status = this.views.u8[this.slotBase + job.descs[0]! * SLOT_BYTES + SLOT_STATUS]!;
+    let error: Error | null = null;
+    if (status === VIRTIO_BLK_S_OK) {
+      if (job.extract) {
+        try {
+          job.extract(this.views.u8.subarray(job.buffer, job.buffer + job.dataBytes));
+        } catch (err) {
+          error = err as Error;
+        }
+      }
+    } else if (status === VIRTIO_BLK_S_UNSUPP) error = notSupported(`virtio-blk request type ${job.type} unsupported by the device`);
+    else error = ioError(`virtio-blk request type ${job.type} at sector ${job.sector} failed (status ${status})`);
+    if (job.buffer >= 0) this.pool.release(job.buffer, job.dataBytes);
+    for (const d of job.descs) this.freeDescs.push(d);
+    if (error) job.reject(error);
+    else job.resolve();
+  }
+
+  private failAll(err: StorvisorError): void {
+    // In-flight buffers stay allocated: the device may still write into them.
+    for (let i = 0; i < this.n; i++) {
+      const job = this.inflight[i];
+      if (job === undefined) continue;
+      this.inflight[i] = undefined;
+      job.reject(err);
+    }
+    this.inflightCount = 0;
+    for (const job of this.waiting.splice(0)) job.reject(err);
+    if (!this.closed) {
+      this.closed = true;
+      this.refusal = err;
+    }
+  }
+
+  private startLoop(): void {
+    if (this.loopRunning || this.closed) return;
+    this.loopRunning = true;
+    const loop = this.mode === 'poll' ? this.pollLoop() : this.mode === 'notify' ? this.notifyLoop() : this.adaptiveLoop();
+    loop.finally(() => {
+      this.loopRunning = false;
+      // A submission that raced with the loop's exit must still be reaped.
+      if (this.inflightCount > 0 && !this.closed) this.startLoop();
+    });
+  }
+
+  /** poll: spin on the used ring through setImmediate (the worker's sockets keep being served); stop when idle. */
+  private async pollLoop(): Promise<void> {
+    while (this.inflightCount > 0 && !this.closed) {
+      if (this.reap() === 0) {
+        this.counters.spins++;
+        await nextTurn();
+      }
+    }
+  }
+
+  /** notify: sleep on the call doorbell between completions. */
+  private async notifyLoop(): Promise<void> {
+    while (this.inflightCount > 0 && !this.closed) {
+      // Snapshot the doorbell before re-checking used.idx: a call after the check changes it.
+      const seen = Atomics.load(this.views.ctl, Ctl.call);
+      if (this.reap() > 0) continue;
+      this.counters.interruptsWaited++;
+      if (!(await waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS)) && !this.closed) this.counters.waitTimeouts++;
+    }
+  }
+
+  /** adaptive: spin for the budget after the last activity, then arm the call doorbell and sleep. */
+  private async adaptiveLoop(): Promise<void> {
+    const { u16 } = this.views;
+    while (this.inflightCount > 0 && !this.closed) {
+      if (this.reap() > 0) continue;
+      if (performance.now() - this.lastActivity < this.spinBudget.ms) {
+        this.counters.spins++;
+        await nextTurn();
+        continue;
+      }
+      // Arm: clear NO_INTERRUPT, snapshot the doorbell, then re-check the used
+      // ring. The device stores used.idx before loading avail.flags, so either
+      // this re-check sees its completion or it sees the flag clear and calls.
+      Atomics.store(u16, this.views.availFlags, 0);
+      const seen = Atomics.load(this.views.ctl, Ctl.call);
+      if (this.reap() === 0 && this.inflightCount > 0) {
+        this.counters.interruptsWaited++;
+        const sleptAt = performance.now();
+        if (!(await waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS)) && !this.closed) this.counters.waitTimeouts++;
+        this.spinBudget.slept((performance.now() - sleptAt) * 1000);
+      }
+      Atomics.store(u16, this.views.availFlags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+      this.lastActivity = performance.now();
+    }
+  }
+}
+
+const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
+const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Wait for every op (none may still be copying into a caller's buffer), then reject with the first error. */
+async function allOrFirstError(ops: Promise<void>[]): Promise<void> {
+  if (ops.length === 1) return ops[0];
+  const results = await Promise.allSettled(ops);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
