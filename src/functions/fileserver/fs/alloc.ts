@@ -1,0 +1,143 @@
+import type { MetaCache } from './cache.ts';
+import type { Handle } from './journal.ts';
+import { BITS_PER_BLOCK } from './superblock.ts';
+import { FsError } from './types.ts';
+
+/** Count set bits of one bitmap block, ignoring bits past `limit`. */
+function countSet(buf: Uint8Array, limit: number): number {
+  let n = 0;
+  const bytes = Math.ceil(limit / 8);
+  for (let i = 0; i < bytes; i++) {
+    let x = buf[i];
+    if (i === bytes - 1 && limit % 8 !== 0) x &= (1 << limit % 8) - 1;
+    while (x) {
+      x &= x - 1;
+      n++;
+    }
+  }
+  return n;
+}
+
+/**
+ * A bitmap of `count` items stored in consecutive metadata blocks, changed only
+ * through journal handles. Keeps the free count in memory (counted at mount).
+ */
+export class Bitmap {
+  free = 0;
+  private hint = 0;
+
+  constructor(
+    private readonly cache: MetaCache,
+    private readonly start: number,
+    readonly count: number,
+  ) {}
+
+  private blocks(): number {
+    return Math.ceil(this.count / BITS_PER_BLOCK);
+  }
+
+  async countFree(): Promise<void> {
+    let used = 0;
+    for (let i = 0; i < this.blocks(); i++) {
+      const e = await this.cache.load(this.start + i);
+      used += countSet(e.buf, Math.min(BITS_PER_BLOCK, this.count - i * BITS_PER_BLOCK));
+    }
+    this.free = this.count - used;
+  }
+
+  /**
+   * Find and set a clear bit at or after the hint, skipping items `skip` rejects.
+   * Returns -1 when none is free.
+   */
+  async allocate(h: Handle, skip?: (item: number) => boolean): Promise<number> {
+    const nb = this.blocks();
+    const first = Math.floor(this.hint / BITS_PER_BLOCK);
+    for (let k = 0; k <= nb; k++) {
+      const bi = (first + k) % nb;
+      const buf = await h.get(this.start + bi);
+      const base = bi * BITS_PER_BLOCK;
+      const limit = Math.min(BITS_PER_BLOCK, this.count - base);
+      const startBit = k === 0 ? this.hint % BITS_PER_BLOCK : 0;
+      for (let byte = startBit >> 3; byte * 8 < limit; byte++) {
+        if (buf[byte] === 0xff) continue;
+        for (let bit = 0; bit < 8; bit++) {
+          const idx = byte * 8 + bit;
+          if (idx >= limit) break;
+          if (buf[byte] & (1 << bit)) continue;
+          const item = base + idx;
+          if (skip?.(item)) continue;
+          buf[byte] |= 1 << bit;
+          h.dirty(this.start + bi);
+          this.free--;
+          this.hint = item + 1 >= this.count ? 0 : item + 1;
+          return item;
+        }
+      }
+    }
+    return -1;
+  }
+
+  async clear(h: Handle, item: number): Promise<void> {
+    const bi = Math.floor(item / BITS_PER_BLOCK);
+    const buf = await h.get(this.start + bi);
+    const bit = item % BITS_PER_BLOCK;
+    if (!(buf[bit >> 3] & (1 << (bit & 7)))) throw new FsError('IO', `freeing item ${item} that is not allocated`);
+    buf[bit >> 3] &= ~(1 << (bit & 7));
+    h.dirty(this.start + bi);
+  }
+}
+
+/**
+ * Data-block allocation with reservations and a quarantine: a block freed by
+ * transaction T stays unusable until a checkpoint covers T (see journal.ts).
+ */
+export class BlockAllocator {
+  /** Blocks promised to operations in flight (checked before they touch anything). */
+  reserved = 0;
+  private readonly quarantine = new Map<number, number>();
+
+  constructor(readonly bitmap: Bitmap) {}
+
+  /** Blocks an operation may still claim. */
+  get available(): number {
+    return this.bitmap.free - this.reserved;
+  }
+
+  get quarantined(): number {
+    return this.quarantine.size;
+  }
+
+  tryReserve(n: number): boolean {
+    if (n > this.available) return false;
+    this.reserved += n;
+    return true;
+  }
+
+  unreserve(n: number): void {
+    this.reserved -= n;
+  }
+
+  /** Allocate one block out of the caller's reservation. */
+  async allocate(h: Handle): Promise<number> {
+    const b = await this.bitmap.allocate(h, (item) => this.quarantine.has(item));
+    if (b < 0) throw new FsError('NOSPC', 'no free block (reservation accounting is off)');
+    this.reserved--;
+    h.allocated++;
+    return b;
+  }
+
+  async free(h: Handle, block: number): Promise<void> {
+    await this.bitmap.clear(h, block);
+    this.quarantine.set(block, h.seq);
+  }
+
+  /** A checkpoint covered every transaction up to `seq`: their frees become allocatable. */
+  release(seq: number): void {
+    for (const [b, s] of this.quarantine) {
+      if (s <= seq) {
+        this.quarantine.delete(b);
+        this.bitmap.free++;
+      }
+    }
+  }
+}

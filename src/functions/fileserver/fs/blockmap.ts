@@ -1,0 +1,179 @@
+import type { BlockAllocator } from './alloc.ts';
+import { viewOf } from './checksum.ts';
+import { DIRECT_BLOCKS, type Inode } from './inode.ts';
+import type { Handle } from './journal.ts';
+import { BLOCK_SIZE } from './superblock.ts';
+
+/**
+ * Logical-to-physical block map of a file: 12 direct pointers, then single,
+ * double and triple indirect blocks of 1024 u32 pointers each (ext2's scheme:
+ * cheap random access, holes are zero pointers, so sparse files cost nothing).
+ */
+export const PTRS_PER_BLOCK = BLOCK_SIZE / 4;
+const SPANS = [PTRS_PER_BLOCK, PTRS_PER_BLOCK ** 2, PTRS_PER_BLOCK ** 3];
+export const MAX_FILE_BLOCKS = DIRECT_BLOCKS + SPANS[0] + SPANS[1] + SPANS[2];
+
+/** Reads a metadata block (through the cache, or fsck's overlay). */
+export type BlockReader = (block: number) => Uint8Array | Promise<Uint8Array>;
+
+/** Which tree (depth 1..3) holds logical block `fb`, and its index inside that tree. */
+function locate(fb: number): { depth: number; rel: number } {
+  let rel = fb - DIRECT_BLOCKS;
+  for (let d = 1; d <= 3; d++) {
+    if (rel < SPANS[d - 1]) return { depth: d, rel };
+    rel -= SPANS[d - 1];
+  }
+  throw new RangeError(`logical block ${fb} beyond the largest file`);
+}
+
+/** Physical block of logical block `fb`, or 0 for a hole. */
+export async function lookupBlock(read: BlockReader, ino: Inode, fb: number): Promise<number> {
+  if (fb < DIRECT_BLOCKS) return ino.direct[fb];
+  const { depth, rel: r0 } = locate(fb);
+  let rel = r0;
+  let ptr = ino.indirect[depth - 1];
+  for (let d = depth; d >= 1 && ptr !== 0; d--) {
+    const span = PTRS_PER_BLOCK ** (d - 1);
+    ptr = viewOf(await read(ptr)).getUint32(Math.floor(rel / span) * 4, true);
+    rel %= span;
+  }
+  return ptr;
+}
+
+/** Upper bound of blocks (data + indirect) needed to map `n` more data blocks. */
+export function worstCaseBlocks(n: number): number {
+  if (n === 0) return 0;
+  return n + Math.ceil(n / SPANS[0]) + Math.ceil(n / SPANS[1]) + 6;
+}
+
+/**
+ * Map logical block `fb`, allocating it and any missing indirect blocks out of
+ * the caller's reservation. Updates `ino` (caller writes it back). Returns the
+ * physical block and whether it is newly allocated (its old content is garbage).
+ */
+export async function ensureBlock(
+  h: Handle,
+  alloc: BlockAllocator,
+  ino: Inode,
+  fb: number,
+): Promise<{ block: number; fresh: boolean }> {
+  if (fb < DIRECT_BLOCKS) {
+    if (ino.direct[fb]) return { block: ino.direct[fb], fresh: false };
+    ino.direct[fb] = await alloc.allocate(h);
+    ino.blocks++;
+    return { block: ino.direct[fb], fresh: true };
+  }
+  const { depth, rel: r0 } = locate(fb);
+  let rel = r0;
+  if (!ino.indirect[depth - 1]) {
+    const b = await alloc.allocate(h);
+    h.create(b);
+    ino.indirect[depth - 1] = b;
+    ino.blocks++;
+  }
+  let ptr = ino.indirect[depth - 1];
+  for (let d = depth; d >= 1; d--) {
+    const span = PTRS_PER_BLOCK ** (d - 1);
+    const slot = Math.floor(rel / span) * 4;
+    rel %= span;
+    const v = viewOf(await h.get(ptr));
+    let child = v.getUint32(slot, true);
+    if (!child) {
+      child = await alloc.allocate(h);
+      if (d > 1) h.create(child);
+      v.setUint32(slot, child, true);
+      h.dirty(ptr);
+      ino.blocks++;
+      if (d === 1) return { block: child, fresh: true };
+    }
+    ptr = child;
+  }
+  return { block: ptr, fresh: false };
+}
+
+/** Free every block of the subtree at `ptr` (depth levels of pointers) from index `from` on. */
+async function truncateTree(
+  h: Handle,
+  alloc: BlockAllocator,
+  ino: Inode,
+  ptr: number,
+  depth: number,
+  from: number,
+): Promise<boolean> {
+  const v = viewOf(await h.get(ptr));
+  const span = PTRS_PER_BLOCK ** (depth - 1);
+  const firstChild = Math.floor(from / span);
+  let changed = false;
+  for (let i = firstChild; i < PTRS_PER_BLOCK; i++) {
+    const child = v.getUint32(i * 4, true);
+    if (!child) continue;
+    let childFreed = true;
+    if (depth === 1) {
+      await alloc.free(h, child);
+      ino.blocks--;
+    } else {
+      childFreed = await truncateTree(h, alloc, ino, child, depth - 1, i === firstChild ? from % span : 0);
+    }
+    // A block freed entirely needs no pointer updates: nobody will read it again.
+    if (childFreed && from !== 0) {
+      v.setUint32(i * 4, 0, true);
+      changed = true;
+    }
+  }
+  if (from === 0) {
+    await alloc.free(h, ptr);
+    ino.blocks--;
+    return true;
+  }
+  if (changed) h.dirty(ptr);
+  return false;
+}
+
+/** Free every block at logical index >= `keep` (truncate). Updates `ino`. */
+export async function truncateBlocks(h: Handle, alloc: BlockAllocator, ino: Inode, keep: number): Promise<void> {
+  for (let i = keep; i < DIRECT_BLOCKS; i++) {
+    if (ino.direct[i]) {
+      await alloc.free(h, ino.direct[i]);
+      ino.direct[i] = 0;
+      ino.blocks--;
+    }
+  }
+  let base = DIRECT_BLOCKS;
+  for (let d = 1; d <= 3; d++) {
+    const from = Math.max(0, keep - base);
+    if (from < SPANS[d - 1] && ino.indirect[d - 1]) {
+      if (await truncateTree(h, alloc, ino, ino.indirect[d - 1], d, from)) ino.indirect[d - 1] = 0;
+    }
+    base += SPANS[d - 1];
+  }
+}
+
+/**
+ * Visit every block a file owns: `onBlock(physical, logicalOrMinusOne)`, where
+ * indirect blocks get -1. For fsck.
+ */
+export async function walkBlocks(
+  read: BlockReader,
+  ino: Inode,
+  onBlock: (block: number, logical: number) => void,
+  isValid: (block: number) => boolean,
+): Promise<void> {
+  ino.direct.forEach((b, i) => b && onBlock(b, i));
+  let base = DIRECT_BLOCKS;
+  const visit = async (ptr: number, depth: number, start: number): Promise<void> => {
+    onBlock(ptr, -1);
+    if (!isValid(ptr)) return;
+    const v = viewOf(await read(ptr));
+    const span = PTRS_PER_BLOCK ** (depth - 1);
+    for (let i = 0; i < PTRS_PER_BLOCK; i++) {
+      const c = v.getUint32(i * 4, true);
+      if (!c) continue;
+      if (depth === 1) onBlock(c, start + i);
+      else await visit(c, depth - 1, start + i * span);
+    }
+  };
+  for (let d = 1; d <= 3; d++) {
+    if (ino.indirect[d - 1]) await visit(ino.indirect[d - 1], d, base);
+    base += SPANS[d - 1];
+  }
+}

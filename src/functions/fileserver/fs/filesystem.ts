@@ -1,0 +1,730 @@
+import type { BlockDevice } from '../../../block/types.ts';
+import { BlockAllocator, Bitmap } from './alloc.ts';
+import { MAX_FILE_BLOCKS, truncateBlocks } from './blockmap.ts';
+import { FileData } from './file-data.ts';
+import { MetaCache } from './cache.ts';
+import { dirBlocks, dirCreate, dirInsert, dirList, dirLookup, dirProbe, dirRemove, INSERT_RESERVE } from './directory.ts';
+import { decodeInode, emptyInode, encodeInode, fileTypeOf, InodeType, verifyInodeBlock, type Inode, type InodeTypeCode } from './inode.ts';
+import { Journal, type Handle, type JournalHeader } from './journal.ts';
+import { InodeLocks } from './locks.ts';
+import { PATH_MAX, validateName } from './names.ts';
+import { BLOCK_SIZE, INODE_SIZE, INODES_PER_BLOCK, type Superblock } from './superblock.ts';
+import {
+  FsError,
+  type Attr,
+  type CreateOptions,
+  type DirEntry,
+  type FileSystem,
+  type FsStat,
+  type SetAttr,
+} from './types.ts';
+
+export interface MountOptions {
+  log?: (m: string) => void;
+  /** Metadata cache bound, in 4 KiB blocks (default 8192 = 32 MiB). */
+  cacheBlocks?: number;
+  /** Unstable-write data held in memory before it is written back (default 64 MiB). */
+  maxDirtyBytes?: number;
+  /** Time source for inode times (tests and golden fixtures fix it). */
+  clock?: () => number;
+}
+
+const MAX_READ = 64 << 20;
+const MAX_NLINK = 65000;
+const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+
+/**
+ * The filesystem on a volume: see superblock.ts for the layout, journal.ts for
+ * crash safety, directory.ts for directories, blockmap.ts and file-data.ts for file data.
+ *
+ * Every operation validates first (under its inode locks), then changes
+ * metadata inside one journal handle, releases its locks and waits for the
+ * transaction to be durable. File data never goes through the journal: blocks
+ * are written in place before the transaction that maps them commits.
+ */
+export class VolumeFileSystem implements FileSystem {
+  readonly fsid: bigint;
+  readonly rootIno: number;
+  readonly blockSize = BLOCK_SIZE;
+  private readonly cache: MetaCache;
+  private readonly journal: Journal;
+  private readonly alloc: BlockAllocator;
+  private readonly inodeMap: Bitmap;
+  private readonly locks = new InodeLocks();
+  /** Serializes renames that move a directory to another parent (loop check needs a stable tree). */
+  private readonly renameLocks = new InodeLocks();
+  private readonly data: FileData;
+  private readonly now: () => number;
+  private readonly log: (m: string) => void;
+  private closed = false;
+  readonly counters = { ops: 0, writes: 0, reads: 0, writebacks: 0 };
+
+  private constructor(
+    private readonly device: BlockDevice,
+    readonly sb: Superblock,
+    header: JournalHeader,
+    opts: MountOptions,
+  ) {
+    this.fsid = new DataView(sb.uuid.buffer, sb.uuid.byteOffset, 16).getBigUint64(0, true);
+    this.rootIno = sb.rootIno;
+    this.cache = new MetaCache(device, Math.max(256, opts.cacheBlocks ?? 8192));
+    this.journal = new Journal(device, sb, this.cache, header);
+    this.alloc = new BlockAllocator(new Bitmap(this.cache, sb.blockBitmapStart, sb.totalBlocks));
+    this.inodeMap = new Bitmap(this.cache, sb.inodeBitmapStart, sb.inodeCount);
+    this.journal.onCheckpoint = (seq) => this.alloc.release(seq);
+    this.now = opts.clock ?? Date.now;
+    this.data = new FileData(device, this.readMeta, this.alloc, (n) => this.reserve(n), this.now, opts.maxDirtyBytes ?? 64 << 20);
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** Mount a volume whose journal has been replayed (see index.ts). */
+  static async mount(device: BlockDevice, sb: Superblock, header: JournalHeader, opts: MountOptions = {}): Promise<VolumeFileSystem> {
+    const fs = new VolumeFileSystem(device, sb, header, opts);
+    await fs.alloc.bitmap.countFree();
+    await fs.inodeMap.countFree();
+    const root = await fs.readInode(sb.rootIno);
+    if (root.type !== InodeType.dir) throw new FsError('IO', 'root inode is not a directory');
+    return fs;
+  }
+
+  stats(): Record<string, number> {
+    return {
+      ...this.counters,
+      ...this.journal.stats,
+      cacheBlocks: this.cache.size,
+      cacheHits: this.cache.hits,
+      cacheMisses: this.cache.misses,
+      dirtyBytes: this.data.dirtyBytes,
+      freeBlocks: this.alloc.bitmap.free,
+      freeInodes: this.inodeMap.free,
+    };
+  }
+
+  // ---- inode records -------------------------------------------------------
+
+  private inodeBlock(ino: number): number {
+    return this.sb.inodeTableStart + Math.floor(ino / INODES_PER_BLOCK);
+  }
+
+  private async readInode(ino: number): Promise<Inode> {
+    const l = this.cache.load(this.inodeBlock(ino));
+    const e = l instanceof Promise ? await l : l;
+    // Records are checked once per loaded buffer; records we encode are sealed as written.
+    if (!this.verifiedInodeBlocks.has(e.buf)) {
+      const bad = verifyInodeBlock(e.buf);
+      if (bad >= 0) {
+        const badIno = Math.floor(ino / INODES_PER_BLOCK) * INODES_PER_BLOCK + bad;
+        if (badIno === ino) throw new FsError('IO', `inode ${ino}: record checksum mismatch`);
+      } else this.verifiedInodeBlocks.add(e.buf);
+      if (bad >= 0) return decodeInode(e.buf, (ino % INODES_PER_BLOCK) * INODE_SIZE);
+    }
+    return decodeInode(e.buf, (ino % INODES_PER_BLOCK) * INODE_SIZE, true);
+  }
+  private readonly verifiedInodeBlocks = new WeakSet<Uint8Array>();
+
+  private async putInode(h: Handle, ino: number, inode: Inode): Promise<void> {
+    const block = this.inodeBlock(ino);
+    encodeInode(inode, await h.get(block), (ino % INODES_PER_BLOCK) * INODE_SIZE);
+    h.dirty(block);
+  }
+
+  private checkIno(ino: unknown): asserts ino is number {
+    if (!Number.isSafeInteger(ino) || (ino as number) < 1 || (ino as number) >= this.sb.inodeCount) {
+      throw new FsError('BADHANDLE', `inode number ${String(ino)} is out of range`);
+    }
+  }
+
+  /** The inode behind a handle, or STALE if it was freed or reused since. */
+  private async live(ino: number, gen: number): Promise<Inode> {
+    this.checkIno(ino);
+    const inode = await this.readInode(ino);
+    if (inode.type === InodeType.free || inode.generation !== gen) {
+      throw new FsError('STALE', `inode ${ino} generation ${gen} no longer exists`);
+    }
+    return inode;
+  }
+
+  private async liveDir(ino: number, gen: number): Promise<Inode> {
+    const d = await this.live(ino, gen);
+    if (d.type !== InodeType.dir) throw new FsError('NOTDIR', `inode ${ino} is not a directory`);
+    return d;
+  }
+
+  private attrOf(ino: number, inode: Inode): Attr {
+    const d = this.data.pending(ino);
+    return {
+      ino,
+      generation: inode.generation,
+      type: fileTypeOf(inode.type),
+      mode: inode.mode & 0o7777,
+      nlink: inode.nlink,
+      uid: inode.uid,
+      gid: inode.gid,
+      size: d ? d.size : inode.size,
+      used: (inode.blocks + (d ? d.unmapped : 0)) * BLOCK_SIZE,
+      atimeMs: inode.atimeMs,
+      mtimeMs: d ? d.mtimeMs : inode.mtimeMs,
+      ctimeMs: inode.ctimeMs,
+    };
+  }
+
+  private readMeta = (b: number): Uint8Array | Promise<Uint8Array> => {
+    const e = this.cache.load(b);
+    return e instanceof Promise ? e.then((x) => x.buf) : e.buf;
+  };
+
+  // ---- transactions --------------------------------------------------------
+
+  private assertOpen(): void {
+    if (this.closed) throw new FsError('IO', 'filesystem is closed');
+    this.counters.ops++;
+  }
+
+  /** Reserve `n` blocks, first letting a checkpoint release quarantined frees if that helps. */
+  private async reserve(n: number): Promise<void> {
+    if (n === 0 || this.alloc.tryReserve(n)) return;
+    if (this.alloc.quarantined > 0) {
+      await this.journal.checkpointNow();
+      if (this.alloc.tryReserve(n)) return;
+    }
+    throw new FsError('NOSPC', `no space: need ${n} blocks, ${Math.max(0, this.alloc.available)} available`);
+  }
+
+  /** Run `fn` in a journal handle with `reserve` blocks; returns its value and transaction. */
+  private async inTx<T>(reserve: number, fn: (h: Handle) => Promise<T>): Promise<{ value: T; seq: number }> {
+    await this.reserve(reserve);
+    let h: Handle | null = null;
+    try {
+      h = await this.journal.begin();
+      const value = await fn(h);
+      return { value, seq: h.end() };
+    } finally {
+      h?.end();
+      // Give back what was reserved but not allocated (each allocation consumed one).
+      // A writeback reserves 0 here: its allocations came out of the dirty file's
+      // reservation, which dropDirty then returns whole.
+      this.alloc.unreserve(reserve - (h?.allocated ?? 0));
+    }
+  }
+
+  private async locked<T>(inos: number[], fn: () => Promise<T>): Promise<T> {
+    const unlock = await this.locks.lock(...inos);
+    try {
+      return await fn();
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Lock, run, unlock, then wait for durability of the transaction `fn` returned. */
+  private async mutate<T>(inos: number[], fn: () => Promise<{ value: T; seq: number }>): Promise<T> {
+    const r = await this.locked(inos, fn);
+    await this.journal.waitDurable(r.seq);
+    return r.value;
+  }
+
+  private async newInode(h: Handle, type: InodeTypeCode, opts: CreateOptions, now: number): Promise<{ ino: number; inode: Inode }> {
+    const ino = await this.inodeMap.allocate(h);
+    if (ino < 0) throw new FsError('NOSPC', 'no free inode');
+    const old = await this.readInode(ino);
+    const inode = emptyInode(((old.generation + 1) >>> 0) || 1);
+    Object.assign(inode, {
+      type,
+      mode: opts.mode & 0o7777,
+      nlink: 1,
+      uid: opts.uid >>> 0,
+      gid: opts.gid >>> 0,
+      atimeMs: now,
+      mtimeMs: now,
+      ctimeMs: now,
+    });
+    return { ino, inode };
+  }
+
+  /** Free an inode whose last link went away, with all its blocks. */
+  private async freeInode(h: Handle, ino: number, inode: Inode): Promise<void> {
+    if (inode.type === InodeType.dir) {
+      for (const b of await dirBlocks(h.read, inode.dirRoot)) await this.alloc.free(h, b);
+    } else {
+      await truncateBlocks(h, this.alloc, inode, 0);
+    }
+    this.data.drop(ino);
+    await this.putInode(h, ino, emptyInode(inode.generation));
+    await this.inodeMap.clear(h, ino);
+    this.inodeMap.free++;
+  }
+
+  private touch(inode: Inode, now: number): void {
+    inode.mtimeMs = now;
+    inode.ctimeMs = now;
+    if (inode.type === InodeType.dir) inode.size = inode.blocks * BLOCK_SIZE;
+  }
+
+  // ---- FileSystem: attributes and names -------------------------------------
+
+  async getattr(ino: number, gen: number): Promise<Attr> {
+    this.assertOpen();
+    return this.attrOf(ino, await this.live(ino, gen));
+  }
+
+  async setattr(ino: number, gen: number, attrs: SetAttr): Promise<Attr> {
+    this.assertOpen();
+    for (const k of ['mode', 'uid', 'gid', 'size'] as const) {
+      if (attrs[k] !== undefined && !isCount(attrs[k])) throw new FsError('INVAL', `setattr: ${k} must be a non-negative integer`);
+    }
+    for (const k of ['atimeMs', 'mtimeMs'] as const) {
+      if (attrs[k] !== undefined && !Number.isFinite(attrs[k])) throw new FsError('INVAL', `setattr: ${k} must be a finite number`);
+    }
+    if (attrs.size !== undefined && attrs.size > MAX_FILE_BLOCKS * BLOCK_SIZE) throw new FsError('FBIG', 'setattr: size too large');
+    this.checkIno(ino);
+    return this.mutate([ino], async () => {
+      const cur = await this.live(ino, gen);
+      if (attrs.size !== undefined) {
+        if (cur.type === InodeType.dir) throw new FsError('ISDIR', 'setattr: cannot set the size of a directory');
+        if (cur.type === InodeType.symlink) throw new FsError('INVAL', 'setattr: cannot set the size of a symlink');
+        await this.writeback(ino);
+      }
+      return this.inTx(0, async (h) => {
+        const inode = await this.readInode(ino);
+        const now = this.now();
+        if (attrs.size !== undefined && attrs.size !== inode.size) {
+          if (attrs.size < inode.size) await truncateBlocks(h, this.alloc, inode, Math.ceil(attrs.size / BLOCK_SIZE));
+          else await this.data.zeroTailPastEof(inode);
+          inode.size = attrs.size;
+          inode.mtimeMs = now;
+        }
+        if (attrs.mode !== undefined) inode.mode = attrs.mode & 0o7777;
+        if (attrs.uid !== undefined) inode.uid = attrs.uid >>> 0;
+        if (attrs.gid !== undefined) inode.gid = attrs.gid >>> 0;
+        if (attrs.atimeMs !== undefined) inode.atimeMs = attrs.atimeMs;
+        if (attrs.mtimeMs !== undefined) inode.mtimeMs = attrs.mtimeMs;
+        inode.ctimeMs = now;
+        await this.putInode(h, ino, inode);
+        return this.attrOf(ino, inode);
+      });
+    });
+  }
+
+  async lookup(dir: number, dirGen: number, name: string): Promise<Attr> {
+    this.assertOpen();
+    const bytes = name === '.' || name === '..' ? null : validateName(name);
+    this.checkIno(dir);
+    const unlock = await this.locks.lockShared(dir);
+    try {
+      const d = await this.liveDir(dir, dirGen);
+      if (bytes === null) {
+        const target = name === '.' ? dir : d.parent;
+        return this.attrOf(target, await this.readInode(target));
+      }
+      const e = await dirLookup(this.readMeta, d.dirRoot, bytes, name);
+      if (!e) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+      return this.attrOf(e.ino, await this.readInode(e.ino));
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Validate a new entry's parent and name under the parent's lock; returns the parent and the entry's key. */
+  private async checkNewEntry(dir: number, dirGen: number, bytes: Uint8Array, name: string): Promise<{ parent: Inode; key: number }> {
+    const parent = await this.liveDir(dir, dirGen);
+    const probe = await dirProbe(this.readMeta, parent.dirRoot, bytes, name);
+    if (probe.existing) throw new FsError('EXIST', `'${name}' already exists`);
+    return { parent, key: probe.key };
+  }
+
+  private checkCreateOptions(opts: CreateOptions): void {
+    if (!opts || !isCount(opts.mode) || !isCount(opts.uid) || !isCount(opts.gid)) {
+      throw new FsError('INVAL', 'create options need non-negative integer mode, uid and gid');
+    }
+  }
+
+  /** Insert a new inode under `dir` and persist both (shared tail of create/mkdir/symlink). */
+  private async addEntry(h: Handle, dir: number, bytes: Uint8Array, name: string, key: number, ino: number, inode: Inode, now: number): Promise<Attr> {
+    const d = await this.readInode(dir);
+    await dirInsert(h, this.alloc, dir, d, bytes, name, ino, inode.type, key);
+    d.entries++;
+    if (inode.type === InodeType.dir) d.nlink++;
+    this.touch(d, now);
+    await this.putInode(h, ino, inode);
+    await this.putInode(h, dir, d);
+    return this.attrOf(ino, inode);
+  }
+
+  async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean }): Promise<Attr> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkCreateOptions(opts);
+    this.checkIno(dir);
+    return this.mutate([dir], async () => {
+      const d = await this.liveDir(dir, dirGen);
+      const { existing: e, key } = await dirProbe(this.readMeta, d.dirRoot, bytes, name);
+      if (e) {
+        if (opts.exclusive) throw new FsError('EXIST', `'${name}' already exists`);
+        if (e.type === InodeType.dir) throw new FsError('ISDIR', `'${name}' is a directory`);
+        if (e.type !== InodeType.file) throw new FsError('EXIST', `'${name}' exists and is not a regular file`);
+        return { value: this.attrOf(e.ino, await this.readInode(e.ino)), seq: 0 };
+      }
+      return this.inTx(INSERT_RESERVE, async (h) => {
+        const now = this.now();
+        const { ino, inode } = await this.newInode(h, InodeType.file, opts, now);
+        return this.addEntry(h, dir, bytes, name, key, ino, inode, now);
+      });
+    });
+  }
+
+  async mkdir(dir: number, dirGen: number, name: string, opts: CreateOptions): Promise<Attr> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkCreateOptions(opts);
+    this.checkIno(dir);
+    return this.mutate([dir], async () => {
+      const { parent, key } = await this.checkNewEntry(dir, dirGen, bytes, name);
+      if (parent.nlink >= MAX_NLINK) throw new FsError('MLINK', 'too many subdirectories');
+      return this.inTx(INSERT_RESERVE + 1, async (h) => {
+        const now = this.now();
+        const { ino, inode } = await this.newInode(h, InodeType.dir, opts, now);
+        inode.nlink = 2;
+        inode.parent = dir;
+        inode.dirRoot = await dirCreate(h, this.alloc, ino);
+        inode.blocks = 1;
+        inode.size = BLOCK_SIZE;
+        return this.addEntry(h, dir, bytes, name, key, ino, inode, now);
+      });
+    });
+  }
+
+  async symlink(dir: number, dirGen: number, name: string, target: string, opts: CreateOptions): Promise<Attr> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkCreateOptions(opts);
+    if (typeof target !== 'string' || target.length === 0) throw new FsError('INVAL', 'empty symlink target');
+    if (target.includes('\0')) throw new FsError('INVAL', 'symlink target contains NUL');
+    const tbytes = new TextEncoder().encode(target);
+    if (tbytes.byteLength > PATH_MAX) throw new FsError('NAMETOOLONG', `symlink target is ${tbytes.byteLength} bytes (max ${PATH_MAX})`);
+    this.checkIno(dir);
+    return this.mutate([dir], async () => {
+      const { key } = await this.checkNewEntry(dir, dirGen, bytes, name);
+      return this.inTx(INSERT_RESERVE + 1, async (h) => {
+        const now = this.now();
+        const { ino, inode } = await this.newInode(h, InodeType.symlink, { ...opts, mode: 0o777 }, now);
+        const block = await this.alloc.allocate(h);
+        const data = new Uint8Array(BLOCK_SIZE);
+        data.set(tbytes);
+        await this.device.pwrite(data, block * BLOCK_SIZE);
+        inode.direct[0] = block;
+        inode.blocks = 1;
+        inode.size = tbytes.byteLength;
+        return this.addEntry(h, dir, bytes, name, key, ino, inode, now);
+      });
+    });
+  }
+
+  async readlink(ino: number, gen: number): Promise<string> {
+    this.assertOpen();
+    const inode = await this.live(ino, gen);
+    if (inode.type !== InodeType.symlink) throw new FsError('INVAL', `inode ${ino} is not a symlink`);
+    const buf = new Uint8Array(BLOCK_SIZE);
+    await this.device.pread(buf, inode.direct[0] * BLOCK_SIZE);
+    return new TextDecoder().decode(buf.subarray(0, inode.size));
+  }
+
+  /**
+   * Look `name` up, then lock the directory and the child together (ascending
+   * order) and check the entry did not change in between; retries if it did.
+   */
+  private async withEntryLocked<T>(
+    dir: number,
+    dirGen: number,
+    bytes: Uint8Array,
+    name: string,
+    fn: (d: Inode, child: number, c: Inode) => Promise<{ value: T; seq: number }>,
+  ): Promise<T> {
+    for (;;) {
+      const d0 = await this.liveDir(dir, dirGen);
+      const e0 = await dirLookup(this.readMeta, d0.dirRoot, bytes, name);
+      if (!e0) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+      const unlock = await this.locks.lock(dir, e0.ino);
+      let r: { value: T; seq: number } | undefined;
+      try {
+        const d = await this.liveDir(dir, dirGen);
+        const e = await dirLookup(this.readMeta, d.dirRoot, bytes, name);
+        if (!e) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+        if (e.ino === e0.ino) r = await fn(d, e.ino, await this.readInode(e.ino));
+      } finally {
+        unlock();
+      }
+      if (r) {
+        await this.journal.waitDurable(r.seq);
+        return r.value;
+      }
+    }
+  }
+
+  async remove(dir: number, dirGen: number, name: string): Promise<void> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkIno(dir);
+    await this.withEntryLocked(dir, dirGen, bytes, name, async (_d, child, c) => {
+      if (c.type === InodeType.dir) throw new FsError('ISDIR', `'${name}' is a directory`);
+      return this.inTx(0, async (h) => {
+        const now = this.now();
+        await this.unlinkEntry(h, dir, bytes, name, now);
+        await this.dropLink(h, child, now);
+      });
+    });
+  }
+
+  async rmdir(dir: number, dirGen: number, name: string): Promise<void> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkIno(dir);
+    await this.withEntryLocked(dir, dirGen, bytes, name, async (_d, child, c) => {
+      if (c.type !== InodeType.dir) throw new FsError('NOTDIR', `'${name}' is not a directory`);
+      if (c.entries > 0) throw new FsError('NOTEMPTY', `directory '${name}' is not empty`);
+      return this.inTx(0, async (h) => {
+        const now = this.now();
+        await this.unlinkEntry(h, dir, bytes, name, now);
+        await this.dropLink(h, child, now);
+      });
+    });
+  }
+
+  /** Remove a name from a directory (and the directory's link from a subdirectory's '..'). */
+  private async unlinkEntry(h: Handle, dir: number, bytes: Uint8Array, name: string, now: number): Promise<void> {
+    const d = await this.readInode(dir);
+    const e = await dirRemove(h, dir, d, bytes, name);
+    if (!e) throw new FsError('IO', `entry '${name}' vanished from directory ${dir} under its lock`);
+    d.entries--;
+    if (e.type === InodeType.dir) d.nlink--;
+    this.touch(d, now);
+    await this.putInode(h, dir, d);
+  }
+
+  /** One name of `ino` went away: drop a link, free the inode with its last name. */
+  private async dropLink(h: Handle, ino: number, now: number): Promise<void> {
+    const c = await this.readInode(ino);
+    if (c.type === InodeType.dir) {
+      await this.freeInode(h, ino, c);
+      return;
+    }
+    c.nlink--;
+    c.ctimeMs = now;
+    if (c.nlink === 0) await this.freeInode(h, ino, c);
+    else await this.putInode(h, ino, c);
+  }
+
+  async rename(fromDir: number, fromGen: number, fromName: string, toDir: number, toGen: number, toName: string): Promise<void> {
+    this.assertOpen();
+    const fromBytes = validateName(fromName);
+    const toBytes = validateName(toName);
+    this.checkIno(fromDir);
+    this.checkIno(toDir);
+    for (;;) {
+      const fd0 = await this.liveDir(fromDir, fromGen);
+      const td0 = await this.liveDir(toDir, toGen);
+      const src0 = await dirLookup(this.readMeta, fd0.dirRoot, fromBytes, fromName);
+      if (!src0) throw new FsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
+      const dst0 = await dirLookup(this.readMeta, td0.dirRoot, toBytes, toName);
+      const movesDir = src0.type === InodeType.dir && fromDir !== toDir;
+      const unlockRename = movesDir ? await this.renameLocks.lock(0) : null;
+      const unlock = await this.locks.lock(fromDir, toDir, src0.ino, ...(dst0 ? [dst0.ino] : []));
+      let r: { value: void; seq: number } | null = null;
+      try {
+        const fd = await this.liveDir(fromDir, fromGen);
+        const td = await this.liveDir(toDir, toGen);
+        const src = await dirLookup(this.readMeta, fd.dirRoot, fromBytes, fromName);
+        if (!src) throw new FsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
+        const dst = await dirLookup(this.readMeta, td.dirRoot, toBytes, toName);
+        if (src.ino === src0.ino && (dst?.ino ?? 0) === (dst0?.ino ?? 0)) {
+          r = await this.renameLocked(fromDir, fromBytes, fromName, toDir, toBytes, toName, src.ino, dst?.ino ?? 0);
+        }
+      } finally {
+        unlock();
+        unlockRename?.();
+      }
+      if (r) {
+        await this.journal.waitDurable(r.seq);
+        return;
+      }
+    }
+  }
+
+  private async renameLocked(
+    fromDir: number,
+    fromBytes: Uint8Array,
+    fromName: string,
+    toDir: number,
+    toBytes: Uint8Array,
+    toName: string,
+    srcIno: number,
+    dstIno: number,
+  ): Promise<{ value: void; seq: number }> {
+    const src = await this.readInode(srcIno);
+    if (dstIno === srcIno) return { value: undefined, seq: 0 }; // same file: POSIX says do nothing
+    if (dstIno) {
+      const dst = await this.readInode(dstIno);
+      if (src.type === InodeType.dir && dst.type !== InodeType.dir) throw new FsError('NOTDIR', `'${toName}' is not a directory`);
+      if (src.type !== InodeType.dir && dst.type === InodeType.dir) throw new FsError('ISDIR', `'${toName}' is a directory`);
+      if (dst.type === InodeType.dir && dst.entries > 0) throw new FsError('NOTEMPTY', `directory '${toName}' is not empty`);
+    }
+    if (src.type === InodeType.dir && fromDir !== toDir) {
+      // Moving a directory under itself would detach a loop from the tree.
+      for (let p = toDir; ; ) {
+        if (p === srcIno) throw new FsError('INVAL', `cannot move directory '${fromName}' into itself`);
+        if (p === this.rootIno) break;
+        p = (await this.readInode(p)).parent;
+      }
+    }
+    return this.inTx(INSERT_RESERVE, async (h) => {
+      const now = this.now();
+      if (dstIno) {
+        await this.unlinkEntry(h, toDir, toBytes, toName, now);
+        await this.dropLink(h, dstIno, now);
+      }
+      await this.unlinkEntry(h, fromDir, fromBytes, fromName, now);
+      const moved = await this.readInode(srcIno);
+      moved.ctimeMs = now;
+      if (moved.type === InodeType.dir) moved.parent = toDir;
+      await this.putInode(h, srcIno, moved);
+      const td = await this.readInode(toDir);
+      await dirInsert(h, this.alloc, toDir, td, toBytes, toName, srcIno, moved.type);
+      td.entries++;
+      if (moved.type === InodeType.dir) td.nlink++;
+      this.touch(td, now);
+      await this.putInode(h, toDir, td);
+    });
+  }
+
+  async link(ino: number, gen: number, dir: number, dirGen: number, name: string): Promise<Attr> {
+    this.assertOpen();
+    const bytes = validateName(name);
+    this.checkIno(ino);
+    this.checkIno(dir);
+    return this.mutate([ino, dir], async () => {
+      const target = await this.live(ino, gen);
+      if (target.type === InodeType.dir) throw new FsError('ISDIR', 'cannot hard-link a directory');
+      if (target.nlink >= MAX_NLINK) throw new FsError('MLINK', `inode ${ino} has too many links`);
+      const { key } = await this.checkNewEntry(dir, dirGen, bytes, name);
+      return this.inTx(INSERT_RESERVE, async (h) => {
+        const now = this.now();
+        const d = await this.readInode(dir);
+        await dirInsert(h, this.alloc, dir, d, bytes, name, ino, target.type, key);
+        d.entries++;
+        this.touch(d, now);
+        await this.putInode(h, dir, d);
+        const t = await this.readInode(ino);
+        t.nlink++;
+        t.ctimeMs = now;
+        await this.putInode(h, ino, t);
+        return this.attrOf(ino, t);
+      });
+    });
+  }
+
+  async readdir(dir: number, dirGen: number, cookie: number, maxEntries: number): Promise<{ entries: DirEntry[]; eof: boolean }> {
+    this.assertOpen();
+    if (!isCount(cookie)) throw new FsError('INVAL', 'readdir: cookie must be a non-negative integer');
+    if (!isCount(maxEntries) || maxEntries < 1) throw new FsError('INVAL', 'readdir: maxEntries must be a positive integer');
+    this.checkIno(dir);
+    const unlock = await this.locks.lockShared(dir);
+    try {
+      const d = await this.liveDir(dir, dirGen);
+      const r = await dirList(this.readMeta, d.dirRoot, cookie, maxEntries);
+      return { entries: r.entries.map((e) => ({ name: e.name, ino: e.ino, cookie: e.key })), eof: r.eof };
+    } finally {
+      unlock();
+    }
+  }
+
+  // ---- FileSystem: data ----------------------------------------------------
+
+  async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }> {
+    this.assertOpen();
+    if (!isCount(offset) || !isCount(length)) throw new FsError('INVAL', 'read: offset and length must be non-negative integers');
+    if (length > MAX_READ) throw new FsError('INVAL', `read: length ${length} exceeds ${MAX_READ}`);
+    this.checkIno(ino);
+    const unlock = await this.locks.lockShared(ino);
+    try {
+      const inode = await this.live(ino, gen);
+      if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
+      if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
+      this.counters.reads++;
+      return await this.data.read(ino, inode, offset, length);
+    } finally {
+      unlock();
+    }
+  }
+
+  async write(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr> {
+    this.assertOpen();
+    if (!isCount(offset)) throw new FsError('INVAL', 'write: offset must be a non-negative integer');
+    if (!(data instanceof Uint8Array)) throw new FsError('INVAL', 'write: data must be bytes');
+    if (offset + data.byteLength > MAX_FILE_BLOCKS * BLOCK_SIZE) throw new FsError('FBIG', 'write: beyond the largest file size');
+    this.checkIno(ino);
+    this.counters.writes++;
+    let seq = 0;
+    const attr = await this.locked([ino], async () => {
+      const inode = await this.live(ino, gen);
+      if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
+      if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
+      if (data.byteLength > 0) await this.data.buffer(ino, inode, offset, data);
+      if (stable || this.data.overLimit) seq = await this.writeback(ino);
+      return this.attrOf(ino, await this.readInode(ino));
+    });
+    if (stable) await this.journal.waitDurable(seq);
+    return attr;
+  }
+
+  /**
+   * Write a file's dirty pages back and journal its new map, size and mtime.
+   * Caller holds the inode lock. Returns the transaction to wait for (0 if
+   * there was nothing to write).
+   */
+  private async writeback(ino: number): Promise<number> {
+    if (!this.data.pending(ino)) return 0;
+    this.counters.writebacks++;
+    // Reserves 0: the pages' own reservation pays for their blocks (see inTx).
+    const { seq } = await this.inTx(0, async (h) => {
+      const inode = await this.readInode(ino);
+      await this.data.writePages(h, ino, inode);
+      inode.ctimeMs = this.now();
+      await this.putInode(h, ino, inode);
+    });
+    this.data.drop(ino);
+    return seq;
+  }
+
+  async commit(ino?: number, gen?: number): Promise<void> {
+    this.assertOpen();
+    if (ino !== undefined) {
+      this.checkIno(ino);
+      if (gen !== undefined) await this.live(ino, gen);
+      await this.locked([ino], () => this.writeback(ino));
+    } else {
+      for (const i of this.data.dirtyInodes()) await this.locked([i], () => this.writeback(i));
+    }
+    await this.journal.sync();
+  }
+
+  async statfs(): Promise<FsStat> {
+    this.assertOpen();
+    const free = Math.max(0, this.alloc.bitmap.free + this.alloc.quarantined - this.alloc.reserved);
+    return {
+      totalBytes: this.sb.totalBlocks * BLOCK_SIZE,
+      freeBytes: free * BLOCK_SIZE,
+      totalFiles: this.sb.inodeCount - 1,
+      freeFiles: this.inodeMap.free,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.commit();
+    this.closed = true;
+    await this.journal.checkpointNow();
+    await this.journal.drain();
+    await this.device.flush();
+    this.log(`filesystem ${this.fsid.toString(16)} closed`);
+  }
+}
+

@@ -1,0 +1,77 @@
+/**
+ * Per-inode async reader/writer locks. An operation takes every inode it will
+ * change at once, in ascending order, so two operations never wait on each
+ * other in a cycle. Readers (read, readdir, lookup) share; changes exclude.
+ */
+interface LockState {
+  readers: number;
+  writer: boolean;
+  waiters: Array<{ shared: boolean; wake: () => void }>;
+}
+
+export type Unlock = () => void;
+
+function ascending(a: number, b: number): number {
+  return a - b;
+}
+
+export class InodeLocks {
+  private readonly states = new Map<number, LockState>();
+
+  private acquire(ino: number, shared: boolean): Promise<void> {
+    let s = this.states.get(ino);
+    if (!s) {
+      s = { readers: 0, writer: false, waiters: [] };
+      this.states.set(ino, s);
+    }
+    const free = shared ? !s.writer && s.waiters.length === 0 : !s.writer && s.readers === 0;
+    if (free) {
+      if (shared) s.readers++;
+      else s.writer = true;
+      return Promise.resolve();
+    }
+    return new Promise((wake) => s.waiters.push({ shared, wake }));
+  }
+
+  private release(ino: number, shared: boolean): void {
+    const s = this.states.get(ino)!;
+    if (shared) s.readers--;
+    else s.writer = false;
+    // Wake the next writer alone, or every reader queued before the next writer.
+    while (s.waiters.length > 0 && !s.writer) {
+      const next = s.waiters[0];
+      if (!next.shared && s.readers > 0) break;
+      s.waiters.shift();
+      if (next.shared) s.readers++;
+      else s.writer = true;
+      next.wake();
+      if (!next.shared) break;
+    }
+    if (!s.writer && s.readers === 0 && s.waiters.length === 0) this.states.delete(ino);
+  }
+
+  /** Lock the given inodes exclusively (duplicates allowed); resolves to the unlock function. */
+  lock(...inos: number[]): Promise<Unlock> {
+    return this.lockMany(inos, false);
+  }
+
+  /** Lock one inode shared. */
+  lockShared(ino: number): Promise<Unlock> {
+    return this.lockMany([ino], true);
+  }
+
+  private async lockMany(inos: number[], shared: boolean): Promise<Unlock> {
+    const sorted = inos.length === 1 ? inos : [...new Set(inos)].sort(ascending);
+    for (const ino of sorted) await this.acquire(ino, shared);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const ino of sorted) this.release(ino, shared);
+    };
+  }
+
+  get held(): number {
+    return this.states.size;
+  }
+}
