@@ -110,14 +110,19 @@ export async function blockBench(resultsDir: string): Promise<void> {
       deployed('guest/notify', 'guest', 'notify'),
       deployed('gateway/NBD', 'gateway'),
     ];
+    // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings) narrow a run while tuning.
+    const pick = <T extends { name: string }>(all: T[], env: string | undefined) =>
+      env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
+    targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
+    const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
     const samples = new Map<string, FioResult[]>();
-    const total = REPEATS * targets.length * WORKLOADS.length;
+    const total = REPEATS * targets.length * workloads.length;
     let done = 0;
     const t0 = Date.now();
     for (let r = 0; r < REPEATS; r++) {
       for (const target of targets) {
         const reach = await target.setup(controller);
-        for (const w of WORKLOADS) {
+        for (const w of workloads) {
           const raw = target.name === 'fio raw file';
           const engine = raw ? [w.qd === 1 ? '--ioengine=psync' : '--ioengine=libaio'] : [];
           const sync = raw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
@@ -138,16 +143,17 @@ export async function blockBench(resultsDir: string): Promise<void> {
     const rows = targets.map((t) => ({
       deployment: t.name,
       workloads: Object.fromEntries(
-        WORKLOADS.map((w) => {
+        workloads.map((w) => {
           const s = samples.get(`${t.name}|${w.name}`) ?? [];
           return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), runs: s.map((x) => Math.round(x.iops)) }];
         }),
       ),
     }));
-    const at = (d: string, w: string) => rows.find((r) => r.deployment === d)!.workloads[w]!;
+    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, runs: [] as number[] };
+    const at = (d: string, w: string) => rows.find((r) => r.deployment === d)?.workloads[w] ?? missing;
     const lines: string[] = [];
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
-    for (const w of WORKLOADS) {
+    for (const w of workloads) {
       lines.push(`\n## ${w.name}\n`);
       lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated |');
       lines.push('|---|---:|---:|---:|---:|');
@@ -184,8 +190,8 @@ export async function blockBench(resultsDir: string): Promise<void> {
       barChart({
         title: `4 KiB IOPS by deployment (median of ${REPEATS})`,
         unit: 'IOPS',
-        groups: WORKLOADS.map((w) => w.name),
-        series: rows.map((r) => ({ label: r.deployment, values: WORKLOADS.map((w) => r.workloads[w.name]!.iops) })),
+        groups: workloads.map((w) => w.name),
+        series: rows.map((r) => ({ label: r.deployment, values: workloads.map((w) => r.workloads[w.name]!.iops) })),
       }),
     );
     progress(`wrote ${base}.json, .md and .svg`);

@@ -9,6 +9,7 @@
  *   --file-mib 64   --cache-mib 8   --seconds 4   --depth 32   --connections 4
  *   --target HOST:NFSPORT[:MOUNTPORT] --export /path   drive an already running NFSv3
  *     server instead (a peer such as nfs-ganesha or unfs3) with the same load
+ *   --json   print one JSON line instead of a table (bench/functions.ts uses it)
  * Run: node --import tsx bench/fileserver.ts [options]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '4' },
     target: { type: 'string' },
     export: { type: 'string', default: '/export' },
+    json: { type: 'boolean', default: false },
   },
 });
 const fileBytes = Number(values['file-mib']) << 20;
@@ -144,6 +146,10 @@ async function run(target: Target): Promise<void> {
     ];
     await clients[0]!.remove(root, name);
 
+    if (values.json) {
+      console.log(JSON.stringify({ label: target.label, fileBytes, depth, connections, seconds, results }));
+      return;
+    }
     console.log(
       `${target.label}: file ${fileBytes >> 20} MiB (filled at ${((fileBytes >> 20) / fillSecs).toFixed(0)} MiB/s), ` +
         `${depth} in flight over ${connections} connections, ${seconds} s per workload`,

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { blockBench } from './block.ts';
+import { nfsBench, databaseBench } from './functions.ts';
 
 /**
  * `npm run bench [-- SUITE...]`: runs the named suites (default: all) and writes
@@ -8,6 +9,8 @@ import { blockBench } from './block.ts';
  */
 const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   block: blockBench,
+  nfs: nfsBench,
+  database: databaseBench,
 };
 
 const wanted = process.argv.slice(2);

@@ -1,4 +1,5 @@
 import type { NotifyMode } from '../config/config.ts';
+import { yieldCpu } from '../native/libc.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue (the
@@ -20,6 +21,8 @@ import type { NotifyMode } from '../config/config.ts';
 export interface PolledQueue {
   /** Take and dispatch every available request; how many were taken. Never throws. */
   poll(): number;
+  /** Requests waiting to be taken (a cheap test that reads only the ring index). */
+  readonly pending: number;
   /** Ask the driver to kick; true when the ring is empty and armed (safe to sleep). */
   enableKick(): boolean;
   /** Tell the driver not to kick (we are spinning). */
@@ -35,6 +38,9 @@ interface Entry {
   lastWork: number;
   removed: boolean;
 }
+
+/** How long a spinning poller watches the rings without leaving its macrotask. */
+const TIGHT_SPIN_US = 20;
 
 /** How long a sleeping queue waits before re-checking by itself (a safety net, not a mechanism). */
 const SLEEP_RECHECK_MS = 1000;
@@ -90,10 +96,12 @@ export class Poller {
     this.counters.iterations++;
     const now = performance.now();
     let anySpinning = false;
+    let anyWork = false;
     for (const entry of this.entries.values()) {
       if (!entry.spinning) continue;
       const n = entry.queue.poll();
       if (n > 0) {
+        anyWork = true;
         this.counters.requests += n;
         entry.lastWork = now;
       } else if (entry.queue.broken) {
@@ -105,8 +113,24 @@ export class Poller {
       }
       anySpinning = true;
     }
-    if (anySpinning) this.schedule();
+    if (!anySpinning) return;
+    if (!anyWork && !this.spinForRequest()) yieldCpu();
+    this.schedule();
   };
+
+  /**
+   * Watch the spinning queues' rings for up to TIGHT_SPIN_US before going round
+   * the event loop: a trip around it (epoll, timers, immediates) costs more than
+   * a request takes to arrive under load, and backend completions, which need
+   * the event loop, wait at most this long.
+   */
+  private spinForRequest(): boolean {
+    const end = performance.now() + TIGHT_SPIN_US / 1000;
+    for (let i = 0; ; i++) {
+      for (const entry of this.entries.values()) if (entry.spinning && entry.queue.pending > 0) return true;
+      if ((i & 15) === 15 && performance.now() >= end) return false;
+    }
+  }
 
   /** Arm the doorbell and wait on it; if work slipped in while arming, keep going instead. */
   private sleep(entry: Entry): void {

@@ -6,23 +6,32 @@ import { createRequire } from 'node:module';
  * the library cannot load, and callers fall back to portable code.
  */
 type Fallocate = (fd: number, mode: number, offset: number, length: number) => number;
+type SchedYield = () => number;
 
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 
-let fallocateFn: Fallocate | null | undefined;
+interface Libc {
+  fallocate: Fallocate;
+  sched_yield: SchedYield;
+}
 
-function loadFallocate(): Fallocate | null {
-  if (fallocateFn !== undefined) return fallocateFn;
+let libc: Libc | null | undefined;
+
+function load(): Libc | null {
+  if (libc !== undefined) return libc;
   try {
     const require = createRequire(import.meta.url);
     const koffi = require('koffi');
-    const libc = koffi.load('libc.so.6');
-    fallocateFn = libc.func('int fallocate(int, int, int64_t, int64_t)') as Fallocate;
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      fallocate: lib.func('int fallocate(int, int, int64_t, int64_t)') as Fallocate,
+      sched_yield: lib.func('int sched_yield(void)') as SchedYield,
+    };
   } catch {
-    fallocateFn = null;
+    libc = null;
   }
-  return fallocateFn;
+  return libc;
 }
 
 /**
@@ -32,7 +41,19 @@ function loadFallocate(): Fallocate | null {
  * Synchronous: punching a hole is a metadata-only operation.
  */
 export function punchHole(fd: number, offset: number, length: number): boolean {
-  const fallocate = loadFallocate();
-  if (!fallocate) return false;
-  return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) === 0;
+  const c = load();
+  if (!c) return false;
+  return c.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) === 0;
+}
+
+/**
+ * Give this core to any other runnable thread, then come back. A polling loop
+ * that found nothing calls it: when cores are shared (fewer cores than spinning
+ * threads plus the threads doing real work), a spinner that does not yield
+ * holds the core for a whole scheduler slice (milliseconds) while the thread
+ * that would produce its next request waits. With a dedicated core it returns
+ * at once. No-op where koffi is unavailable.
+ */
+export function yieldCpu(): void {
+  load()?.sched_yield();
 }

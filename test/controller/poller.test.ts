@@ -4,22 +4,25 @@ import { Poller, type PolledQueue } from '../../src/controller/poller.ts';
 
 /** A queue whose requests are injected by the test and whose doorbell is a promise. */
 class FakeQueue implements PolledQueue {
-  pending = 0;
+  pending_ = 0;
   taken = 0;
   kickEnabled = false;
   broken = false;
   private kick: (() => void) | undefined;
   polls = 0;
+  get pending(): number {
+    return this.pending_;
+  }
   poll(): number {
     this.polls++;
-    const n = this.pending;
+    const n = this.pending_;
     this.taken += n;
-    this.pending = 0;
+    this.pending_ = 0;
     return n;
   }
   enableKick(): boolean {
     this.kickEnabled = true;
-    return this.pending === 0;
+    return this.pending_ === 0;
   }
   disableKick(): void {
     this.kickEnabled = false;
@@ -28,7 +31,7 @@ class FakeQueue implements PolledQueue {
     return new Promise((resolve) => (this.kick = () => resolve('kick')));
   }
   submit(n: number): void {
-    this.pending += n;
+    this.pending_ += n;
     if (this.kickEnabled) {
       const k = this.kick;
       this.kick = undefined;

@@ -1,0 +1,51 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { parseConfig, type DeployKind, type NotifyMode } from '../../src/config/config.ts';
+import { Controller } from '../../src/controller/controller.ts';
+
+/**
+ * One function in one deployment on a fresh controller and volume, for the
+ * function benchmarks: each deployment starts from the same empty state.
+ */
+export interface DeploymentUnderTest {
+  label: string;
+  deploy: DeployKind;
+  notify?: NotifyMode;
+}
+
+export const DEPLOYMENTS: DeploymentUnderTest[] = [
+  { label: 'integrated', deploy: 'integrated' },
+  { label: 'guest/poll', deploy: 'guest', notify: 'poll' },
+  { label: 'guest/adaptive', deploy: 'guest', notify: 'adaptive' },
+  { label: 'guest/notify', deploy: 'guest', notify: 'notify' },
+  { label: 'gateway', deploy: 'gateway' },
+];
+
+export async function startDeployment(
+  d: DeploymentUnderTest,
+  fn: { function: string; options: Record<string, unknown>; volumeMiB: number; cacheMiB: number },
+): Promise<{ host: string; port: number; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-fbench-'));
+  const config = parseConfig(
+    {
+      dataDir: dir,
+      cacheMiB: fn.cacheMiB,
+      api: null,
+      nbd: { port: 0 },
+      volumes: [{ name: 'vol', sizeMiB: fn.volumeMiB }],
+      functions: [{ name: 'fn', function: fn.function, volume: 'vol', deploy: d.deploy, notify: d.notify ?? 'adaptive', restart: 'never', options: fn.options }],
+    },
+    dir,
+    {},
+  );
+  const controller = await Controller.start(config);
+  const address = (await controller.status()).functions[0]!.address!;
+  return {
+    ...address,
+    async stop() {
+      await controller.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
