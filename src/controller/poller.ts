@@ -39,9 +39,6 @@ interface Entry {
   removed: boolean;
 }
 
-/** How long a spinning poller watches the rings without leaving its macrotask. */
-const TIGHT_SPIN_US = 20;
-
 /** How long a sleeping queue waits before re-checking by itself (a safety net, not a mechanism). */
 const SLEEP_RECHECK_MS = 1000;
 
@@ -114,23 +111,9 @@ export class Poller {
       anySpinning = true;
     }
     if (!anySpinning) return;
-    if (!anyWork && !this.spinForRequest()) yieldCpu();
+    if (!anyWork) yieldCpu();
     this.schedule();
   };
-
-  /**
-   * Watch the spinning queues' rings for up to TIGHT_SPIN_US before going round
-   * the event loop: a trip around it (epoll, timers, immediates) costs more than
-   * a request takes to arrive under load, and backend completions, which need
-   * the event loop, wait at most this long.
-   */
-  private spinForRequest(): boolean {
-    const end = performance.now() + TIGHT_SPIN_US / 1000;
-    for (let i = 0; ; i++) {
-      for (const entry of this.entries.values()) if (entry.spinning && entry.queue.pending > 0) return true;
-      if ((i & 15) === 15 && performance.now() >= end) return false;
-    }
-  }
 
   /** Arm the doorbell and wait on it; if work slipped in while arming, keep going instead. */
   private sleep(entry: Entry): void {

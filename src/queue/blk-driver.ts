@@ -443,26 +443,11 @@ export class VirtioBlkDriver implements BlockDevice {
   /** poll: spin on the used ring through setImmediate (the worker's sockets keep being served); stop when idle. */
   private async pollLoop(): Promise<void> {
     while (this.inflightCount > 0 && !this.closed) {
-      if (this.reap() === 0 && !this.spinForCompletion()) {
+      if (this.reap() === 0) {
         this.counters.spins++;
         yieldCpu();
         await nextTurn();
       }
-    }
-  }
-
-  /**
-   * Watch the used index for up to TIGHT_SPIN_US without leaving this macrotask.
-   * A spinning controller completes a cache hit within microseconds, and one
-   * trip around the event loop (epoll, timers, a promise) costs more than that;
-   * the bound keeps this worker's sockets from waiting longer than a few µs.
-   */
-  private spinForCompletion(): boolean {
-    const { u16, usedIdx } = this.views;
-    const end = performance.now() + TIGHT_SPIN_US / 1000;
-    for (let i = 0; ; i++) {
-      if (Atomics.load(u16, usedIdx) !== this.lastUsedIdx) return true;
-      if ((i & 63) === 63 && performance.now() >= end) return false;
     }
   }
 
@@ -507,8 +492,6 @@ export class VirtioBlkDriver implements BlockDevice {
 const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
 const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-/** How long a polling driver watches the used ring before going round the event loop. */
-const TIGHT_SPIN_US = 20;
 
 /** Wait for every op (none may still be copying into a caller's buffer), then reject with the first error. */
 async function allOrFirstError(ops: Promise<void>[]): Promise<void> {
