@@ -1,0 +1,60 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { NfsClient } from '../../test/fileserver/nfs/helpers/nfs-client.ts';
+
+/**
+ * nfs-ganesha (VFS FSAL on a local directory) as the NFS peer for the benchmark,
+ * when it is installed (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind).
+ * It needs rpcbind running; it exports the directory by its path for NFSv3.
+ */
+export const hasGanesha = () => ['ganesha.nfsd', 'rpcbind'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
+
+async function freePort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export async function startGanesha(): Promise<{ host: string; nfsPort: number; mountPort: number; exportPath: string; stop(): Promise<void> }> {
+  if (spawnSync('sh', ['-c', 'pgrep -x rpcbind']).status !== 0) spawnSync('rpcbind', ['-w']);
+  const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-ganesha-'));
+  const exportPath = join(dir, 'export');
+  mkdirSync(exportPath);
+  const [nfsPort, mountPort] = [await freePort(), await freePort()];
+  const conf = join(dir, 'ganesha.conf');
+  writeFileSync(
+    conf,
+    `NFS_CORE_PARAM { NFS_Port = ${nfsPort}; MNT_Port = ${mountPort}; Protocols = 3; Enable_NLM = false; Enable_RQUOTA = false; }
+EXPORT { Export_Id = 1; Path = ${exportPath}; Pseudo = /export; Access_Type = RW; Squash = No_Root_Squash; SecType = sys; FSAL { Name = VFS; } }
+LOG { Default_Log_Level = WARN; }
+`,
+  );
+  const child = spawn('ganesha.nfsd', ['-F', '-f', conf, '-L', join(dir, 'log'), '-p', join(dir, 'pid')], { stdio: 'ignore' });
+  const stop = async () => {
+    child.kill('SIGTERM');
+    if (child.exitCode === null) await once(child, 'exit');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // Ganesha takes a few seconds (grace period setup) before MOUNT answers.
+  for (let attempt = 0; attempt < 60; attempt++) {
+    try {
+      const c = await NfsClient.connect(mountPort, '127.0.0.1');
+      try {
+        await c.root(exportPath);
+        return { host: '127.0.0.1', nfsPort, mountPort, exportPath, stop };
+      } finally {
+        await c.close();
+      }
+    } catch {
+      await new Promise((r) => setTimeout(r, 500)); // waiting for an external daemon to come up
+    }
+  }
+  await stop();
+  throw new Error('nfs-ganesha did not start serving MOUNT within 30 s');
+}
