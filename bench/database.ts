@@ -9,9 +9,9 @@
  * Targets are a list: a deployment (guest, gateway) is one more entry whose
  * start() returns the port it serves on.
  */
+import { freePort } from './lib/net.ts';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -77,14 +77,6 @@ export function redisTarget(appendfsync: 'always' | 'everysec'): BenchTarget {
       };
     },
   };
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface Row {

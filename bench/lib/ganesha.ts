@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { freePort } from './net.ts';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -12,14 +12,6 @@ import { NfsClient } from '../../test/fileserver/nfs/helpers/nfs-client.ts';
  * It needs rpcbind running; it exports the directory by its path for NFSv3.
  */
 export const hasGanesha = () => ['ganesha.nfsd', 'rpcbind'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
-
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 export async function startGanesha(): Promise<{ host: string; nfsPort: number; mountPort: number; exportPath: string; stop(): Promise<void> }> {
   if (spawnSync('sh', ['-c', 'pgrep -x rpcbind']).status !== 0) spawnSync('rpcbind', ['-w']);

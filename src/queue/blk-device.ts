@@ -28,7 +28,7 @@ import {
   waitDoorbell,
 } from './layout.ts';
 import { MapFailure, VirtqDevice, type VirtqElement } from './virtq-device.ts';
-import { LatencyHistogram } from './histogram.ts';
+import { Histogram } from '../util/histogram.ts';
 
 export interface VirtioBlkDeviceOptions {
   region: SharedArrayBuffer | ArrayBuffer;
@@ -51,8 +51,10 @@ export interface VirtioBlkDeviceStats {
   bytesWritten: number;
   inFlight: number;
   maxInFlight: number;
-  /** Request latency (pop → completion) in µs: bucket i counts latencies < 2^i µs (last bucket: the rest). */
+  /** Request latency (pop → completion) in µs: bucket i counts latencies in [2^(i-1), 2^i) µs (see util/histogram.ts). */
   latencyUs: number[];
+  latencyP50Us: number;
+  latencyP99Us: number;
 }
 
 /** A validated request: what the backend will be asked to do. */
@@ -83,7 +85,7 @@ export class VirtioBlkDevice {
   /** Writes dispatched and not yet completed: a FLUSH waits for these first. */
   private readonly inFlightWrites = new Set<Promise<unknown>>();
   private kickSeen = 0;
-  private readonly histogram = new LatencyHistogram();
+  private readonly histogram = new Histogram();
   private readonly counters = {
     requests: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0,
     errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, maxInFlight: 0,
@@ -184,7 +186,7 @@ export class VirtioBlkDevice {
   }
 
   stats(): VirtioBlkDeviceStats {
-    return { ...this.counters, inFlight: this.inFlightCount, latencyUs: this.histogram.buckets() };
+    return { ...this.counters, inFlight: this.inFlightCount, latencyUs: [...this.histogram.buckets], latencyP50Us: this.histogram.quantile(0.5), latencyP99Us: this.histogram.quantile(0.99) };
   }
 
   private handle(element: VirtqElement): void {

@@ -1,19 +1,11 @@
 /** Deterministic test data: seeded PRNG blocks of known compressibility, and a simulated workload. */
 import { createHash } from 'node:crypto';
+import { rng } from '../helpers/tmp.ts';
 
 export const BLOCK = 4096;
 
-/** mulberry32: tiny, fast, good enough for test data. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, shared with the other tests. */
+export const prng = rng;
 
 export function randomBytes(seed: number, n: number): Uint8Array {
   const r = prng(seed);
