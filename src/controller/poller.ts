@@ -21,8 +21,6 @@ import { yieldCpu } from '../native/libc.ts';
 export interface PolledQueue {
   /** Take and dispatch every available request; how many were taken. Never throws. */
   poll(): number;
-  /** Requests waiting to be taken (a cheap test that reads only the ring index). */
-  readonly pending: number;
   /** Ask the driver to kick; true when the ring is empty and armed (safe to sleep). */
   enableKick(): boolean;
   /** Tell the driver not to kick (we are spinning). */

@@ -10,9 +10,6 @@ class FakeQueue implements PolledQueue {
   broken = false;
   private kick: (() => void) | undefined;
   polls = 0;
-  get pending(): number {
-    return this.pending_;
-  }
   poll(): number {
     this.polls++;
     const n = this.pending_;
