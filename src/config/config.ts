@@ -17,8 +17,14 @@ export interface Endpoint {
 
 export interface VolumeConfig {
   name: string;
-  /** Size in bytes (config files may say sizeMiB or sizeGiB). */
+  /** Size in bytes (config files may say sizeMiB or sizeGiB); 0 for a virtual volume (its provider decides). */
   size: number;
+  /**
+   * A virtual volume: the block device a data-path function (dedup, or any
+   * NBD-exporting function) exports, consumed by the controller and handed to
+   * other functions like any volume. Names the providing function instance.
+   */
+  provider?: string;
 }
 
 export interface FunctionConfig {
@@ -191,7 +197,11 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const volumes = volumesRaw.map((v, i): VolumeConfig => {
     const path = `volumes[${i}]`;
     const vo = obj(v, path);
-    onlyKeys(vo, path, ['name', 'size', 'sizeMiB', 'sizeGiB']);
+    onlyKeys(vo, path, ['name', 'size', 'sizeMiB', 'sizeGiB', 'provider']);
+    if (vo.provider !== undefined) {
+      if (['size', 'sizeMiB', 'sizeGiB'].some((k) => vo[k] !== undefined)) throw new ConfigError(join(path, 'provider'), 'a virtual volume takes its size from its provider: give no size');
+      return { name: name(vo, path), size: 0, provider: str(vo, 'provider', path) };
+    }
     const bytes = size(vo, path, 'size');
     if (bytes <= 0 || bytes % 4096) throw new ConfigError(join(path, 'size'), `must be a positive multiple of 4096 bytes (got ${bytes})`);
     return { name: name(vo, path), size: bytes };
@@ -226,6 +236,14 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     };
   });
   unique(functions.map((f) => f.name), 'functions');
+  for (const [i, v] of volumes.entries()) {
+    if (v.provider === undefined) continue;
+    const at = functions.findIndex((f) => f.name === v.provider);
+    if (at < 0) throw new ConfigError(`volumes[${i}].provider`, `no function named '${v.provider}' in functions`);
+    if (functions[at]!.volume === v.name) throw new ConfigError(`volumes[${i}].provider`, `'${v.provider}' cannot sit on the volume it provides`);
+    const early = functions.findIndex((f, j) => j < at && f.volume === v.name);
+    if (early >= 0) throw new ConfigError(`functions[${early}].volume`, `'${v.name}' is provided by '${v.provider}', which must come first in functions`);
+  }
 
   return {
     dataDir,

@@ -8,7 +8,9 @@ import { ThreadGuest } from '../guest/thread-guest.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
-import { hasFunction, functionNames, clientUrl } from '../functions/registry.ts';
+import { hasFunction, functionNames, clientUrl, defaultExportName } from '../functions/registry.ts';
+import { VirtualVolume } from './virtual-volume.ts';
+import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
 
 /**
@@ -31,6 +33,7 @@ export class Controller {
   private nbdAddress: { host: string; port: number } | undefined;
   private readonly deployments = new Map<string, Deployment>();
   private readonly deployed = new Map<string, FunctionConfig>();
+  private readonly virtual = new Map<string, VirtualVolume>();
   private readonly unlock: () => void;
   private stopping: Promise<void> | undefined;
 
@@ -64,6 +67,7 @@ export class Controller {
 
   private ensureVolumes(): void {
     for (const v of this.config.volumes) {
+      if (v.provider !== undefined) continue; // virtual: exists once its provider runs
       if (!this.store.exists(v.name)) this.store.create(v.name, v.size);
       else {
         const m = this.store.manifest(v.name);
@@ -74,7 +78,7 @@ export class Controller {
 
   private async startNbd(at: { host: string; port: number }): Promise<void> {
     this.nbd = new NbdServer({
-      exports: (name) => (this.exportable(name) ? { name, device: this.store.openVolume(name) } : undefined),
+      exports: (name) => (this.exportable(name) ? { name, device: this.device(name) } : undefined),
       defaultExport: this.config.volumes.find((v) => !this.config.functions.some((f) => f.volume === v.name && f.deploy !== 'gateway'))?.name,
       log: (m) => this.log(`nbd: ${m}`),
     });
@@ -88,7 +92,7 @@ export class Controller {
    * since that is how the gateway reaches it.
    */
   private exportable(name: string): boolean {
-    if (!this.store.exists(name)) return false;
+    if (!this.virtual.has(name) && !this.store.exists(name)) return false;
     for (const f of this.deployed.values()) if (f.volume === name && f.deploy !== 'gateway') return false;
     return true;
   }
@@ -99,9 +103,19 @@ export class Controller {
     return this.nbdAddress;
   }
 
+  /** The block device behind a volume name: a virtual volume, or a controller volume. */
+  private device(name: string): BlockDevice {
+    const v = this.virtual.get(name);
+    if (v) return v;
+    if (this.config.volumes.some((c) => c.name === name && c.provider !== undefined)) {
+      throw new Error(`virtual volume '${name}' is not available: its provider is not running`);
+    }
+    return this.store.openVolume(name);
+  }
+
   async deploy(f: FunctionConfig): Promise<{ host: string; port: number }> {
     if (this.deployments.has(f.name)) throw new Error(`a function named '${f.name}' is already deployed`);
-    const volume = this.store.openVolume(f.volume);
+    const volume = this.device(f.volume);
     let d: Deployment;
     switch (f.deploy) {
       case 'integrated':
@@ -116,7 +130,24 @@ export class Controller {
     }
     this.deployments.set(f.name, d);
     this.deployed.set(f.name, f);
-    return d.start();
+    const address = await d.start();
+    for (const v of this.config.volumes) {
+      if (v.provider !== f.name) continue;
+      const exportName = String(f.options.exportName ?? defaultExportName(f.function));
+      this.virtual.set(v.name, await VirtualVolume.connect(v.name, { ...address, exportName }));
+      this.log(`volume ${v.name}: virtual, provided by ${f.name} (${f.function}), ${this.virtual.get(v.name)!.size} bytes`);
+    }
+    return address;
+  }
+
+  /** Stop one deployment, first closing the virtual volumes it provides. */
+  private async stopDeployment(name: string, d: Deployment): Promise<void> {
+    for (const v of this.config.volumes) {
+      if (v.provider !== name) continue;
+      await this.virtual.get(v.name)?.close();
+      this.virtual.delete(v.name);
+    }
+    await d.stop();
   }
 
   deployment(name: string): Deployment | undefined {
@@ -127,7 +158,7 @@ export class Controller {
     const d = this.deployments.get(name);
     if (!d) return;
     this.deployments.delete(name);
-    await d.stop();
+    await this.stopDeployment(name, d);
     this.deployed.delete(name);
   }
 
@@ -136,7 +167,7 @@ export class Controller {
     const out: Endpoint[] = [];
     if (this.nbdAddress) {
       const { host, port } = this.nbdAddress;
-      for (const v of this.store.list()) {
+      for (const v of [...this.store.list(), ...this.virtual.values()]) {
         if (this.exportable(v.name)) out.push({ name: v.name, kind: 'controller NBD export', url: `nbd://${host}:${port}/${v.name}` });
       }
     }
@@ -152,7 +183,10 @@ export class Controller {
   async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; nbd: unknown }> {
     const open = new Map(this.store.openVolumes().map((v) => [v.name, v]));
     return {
-      volumes: this.store.list().map((m) => ({ ...m, open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats() })),
+      volumes: [
+        ...this.store.list().map((m) => ({ ...m, open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats() })),
+        ...[...this.virtual.values()].map((v) => ({ name: v.name, size: v.size, virtual: true, provider: this.config.volumes.find((c) => c.name === v.name)?.provider })),
+      ],
       functions: await Promise.all([...this.deployments.values()].map((d) => d.status())),
       cache: this.cache.stats(),
       poller: { ...this.poller.counters, spinning: this.poller.spinningCount() },
@@ -163,7 +197,8 @@ export class Controller {
   /** Stop clients' traffic, finish in-flight I/O, sync and close volumes. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      await Promise.allSettled([...this.deployments.values()].map((d) => d.stop()));
+      // Consumers before providers: a function on a virtual volume flushes through it.
+      for (const [name, d] of [...this.deployments].reverse()) await this.stopDeployment(name, d).catch(() => {});
       this.deployments.clear();
       this.deployed.clear();
       await this.nbd?.close();

@@ -33,13 +33,17 @@ export async function loadFunction(name: string): Promise<StorageFunction<any>> 
   return mod.default;
 }
 
+/** The NBD export name a block-exporting function uses when its options name none. */
+export function defaultExportName(name: string): string {
+  return name === 'dedup' ? 'dedup' : 'export';
+}
+
 /** The URL a real client uses to reach a running function (printed by `storvisor start`). */
 export function clientUrl(name: string, a: { host: string; port: number }, options: Record<string, unknown>): string {
   switch (name) {
     case 'nbd-export':
-      return `nbd://${a.host}:${a.port}/${String(options.exportName ?? 'export')}`;
     case 'dedup':
-      return `nbd://${a.host}:${a.port}/${String(options.exportName ?? 'dedup')}`;
+      return `nbd://${a.host}:${a.port}/${String(options.exportName ?? defaultExportName(name))}`;
     case 'fileserver':
       return `nfs://${a.host}${String(options.exportPath ?? '/export')}?nfsport=${a.port}&mountport=${a.port}&version=3`;
     case 'database':

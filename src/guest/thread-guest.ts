@@ -62,6 +62,8 @@ export class ThreadGuest implements Deployment {
       dataBytes: cfg.memory,
       mode: cfg.notify,
       capacityBytes: this.volume.size,
+      // A virtual volume (another function's export) may cache writes: the guest must then flush.
+      writeback: !this.volume.writeThrough,
     });
     const device = new VirtioBlkDevice({
       region,

@@ -84,7 +84,8 @@ export class VirtioBlkDriver implements BlockDevice {
   readonly size: number;
   readonly blockSize = 4096;
   readonly readOnly = false;
-  readonly writeThrough = true;
+  /** From the device's config (virtio-blk writeback): false means FLUSH/FUA are needed for durability. */
+  readonly writeThrough: boolean;
   readonly mode: QueueModeName;
   private readonly layout: RegionLayout;
   private readonly views: RegionViews;
@@ -120,6 +121,7 @@ export class VirtioBlkDriver implements BlockDevice {
     if (this.n < 4) throw invalidArgument(`queue size ${this.n} too small for the virtio-blk driver (minimum 4)`);
     this.mode = this.layout.mode;
     this.size = this.layout.capacityBytes;
+    this.writeThrough = !this.layout.writeback;
     const baseUs = options.spinBudgetUs ?? 50;
     this.spinBudget = new SpinBudget(baseUs, options.maxSpinBudgetUs ?? baseUs);
     this.slotBase = this.layout.dataOffset;
@@ -153,16 +155,18 @@ export class VirtioBlkDriver implements BlockDevice {
     });
   }
 
-  async pwrite(buf: Uint8Array, offset: number, _flags?: WriteFlags): Promise<void> {
+  async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.checkRange(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
-    // The device is write-through: an acknowledged write is durable, so FUA needs nothing extra.
     const end = offset + buf.byteLength;
     if (offset % SECTOR_BYTES === 0 && end % SECTOR_BYTES === 0) {
       await this.transfer(VIRTIO_BLK_T_OUT, offset, end, (at, view) => view.set(buf.subarray(at - offset, at - offset + view.byteLength)));
-      return;
+    } else {
+      await this.withRmwLock(() => this.writeUnaligned(buf, offset));
     }
-    await this.withRmwLock(() => this.writeUnaligned(buf, offset));
+    // virtio-blk has no FUA: on a write-back device, FUA is a write then a FLUSH.
+    // On a write-through device an acknowledged write is already durable.
+    if (flags?.fua && !this.writeThrough) await this.flush();
   }
 
   async flush(): Promise<void> {

@@ -55,6 +55,12 @@ export const Ctl = {
   /** Byte offset and length of the data area (redundant, checked on attach). */
   dataOffset: 12,
   dataBytes: 13,
+  /**
+   * virtio-blk `writeback` (§5.2.4, CONFIG_WCE): 1 when the device acknowledges
+   * writes before they are durable, so the driver must send FLUSH (or FUA) for
+   * durability; 0 when every completed write is already durable.
+   */
+  writeback: 14,
   /** driver → device counter: Atomics.add + Atomics.notify. */
   kick: 16,
   /** device → driver counter: Atomics.add + Atomics.notify. */
@@ -102,6 +108,7 @@ export interface RegionLayout {
   sizeMax: number;
   maxDiscardSectors: number;
   maxWriteZeroesSectors: number;
+  writeback: boolean;
 }
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
@@ -130,6 +137,8 @@ export interface CreateRegionOptions {
   segMax?: number;
   /** Use an ArrayBuffer instead of a SharedArrayBuffer (single-thread tests). */
   shared?: boolean;
+  /** The backend acknowledges writes before they are durable (see Ctl.writeback). Default false. */
+  writeback?: boolean;
 }
 
 /** Create and initialise a region (controller side). Throws EINVAL on bad options. */
@@ -172,6 +181,7 @@ export function createRegion(options: CreateRegionOptions): SharedArrayBuffer {
   ctl[Ctl.maxWriteZeroesSectors] = (1 << 30) / SECTOR_BYTES;
   ctl[Ctl.dataOffset] = dataOffset;
   ctl[Ctl.dataBytes] = dataBytes;
+  ctl[Ctl.writeback] = options.writeback ? 1 : 0;
   // Magic last and with a seq-cst store: a guest that attaches concurrently sees
   // either no magic or a fully initialised block.
   Atomics.store(ctl, Ctl.magic, REGION_MAGIC);
@@ -207,6 +217,7 @@ export function regionLayout(buffer: SharedArrayBuffer | ArrayBuffer): RegionLay
     sizeMax: ctl[Ctl.sizeMax]!,
     maxDiscardSectors: ctl[Ctl.maxDiscardSectors]!,
     maxWriteZeroesSectors: ctl[Ctl.maxWriteZeroesSectors]!,
+    writeback: ctl[Ctl.writeback] === 1,
   };
 }
 

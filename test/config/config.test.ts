@@ -34,6 +34,16 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['a queue size that is not a power of two', { ...base, functions: [{ ...base.functions[0], queueSize: 100 }] }, /^functions\[0\]\.queueSize: must be a power of two \(got 100\)$/],
   ['a duplicate name', { volumes: [{ name: 'v', sizeMiB: 1 }, { name: 'v', sizeMiB: 1 }] }, /^volumes\[1\]\.name: 'v' is used twice$/],
   ['a bad name', { volumes: [{ name: '../etc', sizeMiB: 1 }] }, /^volumes\[0\]\.name: '\.\.\/etc' must be/],
+  ['a virtual volume with a size', { volumes: [{ name: 'd', provider: 'p', sizeMiB: 1 }] }, /^volumes\[0\]\.provider: a virtual volume takes its size from its provider: give no size$/],
+  ['a virtual volume whose provider is missing', { volumes: [{ name: 'd', provider: 'nope' }] }, /^volumes\[0\]\.provider: no function named 'nope' in functions$/],
+  [
+    'a consumer listed before its provider',
+    {
+      volumes: [{ name: 'b', sizeMiB: 64 }, { name: 'd', provider: 'p' }],
+      functions: [{ name: 'c', function: 'nbd-export', volume: 'd' }, { name: 'p', function: 'dedup', volume: 'b' }],
+    },
+    /^functions\[0\]\.volume: 'd' is provided by 'p', which must come first in functions$/,
+  ],
 ];
 for (const [what, raw, message] of bad) {
   test(`config with ${what} is refused, naming the field`, () => {
