@@ -1,4 +1,8 @@
-import { resolve } from 'node:path';
+import { resolve, join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { blockBench } from './block.ts';
 import { nfsBench, databaseBench } from './functions.ts';
 
@@ -11,6 +15,13 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   block: blockBench,
   nfs: nfsBench,
   database: databaseBench,
+  // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
+  dedup: async (resultsDir) => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);
+    process.stdout.write(stdout);
+    mkdirSync(resultsDir, { recursive: true });
+    writeFileSync(join(resultsDir, `dedup-${new Date().toISOString().replace(/[:.]/g, '-')}.txt`), stdout);
+  },
 };
 
 const wanted = process.argv.slice(2);
