@@ -20,6 +20,7 @@ export class GatewayDeployment implements Deployment {
   private lastError: string | null = null;
   private readonly restarter: Restarter;
   private exited: Promise<void> = Promise.resolve();
+  private restartTimer: NodeJS.Timeout | undefined;
   private statsSeq = 0;
   private readonly statsWaiters = new Map<number, (s: Record<string, number>) => void>();
 
@@ -78,7 +79,7 @@ export class GatewayDeployment implements Deployment {
         const delay = this.restarter.next(true);
         if (delay === null) return;
         this.state = 'restarting';
-        setTimeout(() => {
+        this.restartTimer = setTimeout(() => {
           this.restarts++;
           this.start().catch((err) => this.log(`gateway ${this.cfg.name}: restart failed: ${(err as Error).message}`));
         }, delay);
@@ -95,8 +96,12 @@ export class GatewayDeployment implements Deployment {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.restartTimer);
     const child = this.child;
-    if (!child) return;
+    if (!child) {
+      this.state = 'stopped';
+      return;
+    }
     this.state = 'stopping';
     child.send({ type: 'stop' });
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
