@@ -73,3 +73,19 @@ describe('real NBD clients', { skip }, () => {
     }
   });
 });
+
+describe('the gateway deployment', { skip }, () => {
+  test('fio verifies random writes through nbd-export in a gateway process that reaches its volume over NBD', async (t) => {
+    const c: Controller = await startController(t, {
+      volumes: [{ name: 'gwvol', size: SIZE }],
+      functions: [{ name: 'gw', function: 'nbd-export', volume: 'gwvol', deploy: 'gateway', options: { exportName: 'gw' } }],
+    });
+    const s = (await c.status()).functions[0]!;
+    assert.equal(s.deploy, 'gateway');
+    const r = await fioVerify(nbdUri(s.address!, 'gw'), 'randwrite');
+    assert.equal(r.error, 0);
+    assert.ok(r.writeIos >= 4096 && r.readIos >= 4096);
+    const after = (await c.status()).volumes.find((v: any) => v.name === 'gwvol') as { stats?: Record<string, number> };
+    assert.ok((after.stats?.writes ?? 0) >= 4096, 'the writes reached the controller volume');
+  });
+});
