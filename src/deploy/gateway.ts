@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { FunctionConfig } from '../config/config.ts';
 import { tsxExecArgv } from '../util/runtime.ts';
 import { Restarter } from '../guest/restart-policy.ts';
+import { StatsRequests } from './stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from './types.ts';
 
 /**
@@ -21,8 +22,7 @@ export class GatewayDeployment implements Deployment {
   private readonly restarter: Restarter;
   private exited: Promise<void> = Promise.resolve();
   private restartTimer: NodeJS.Timeout | undefined;
-  private statsSeq = 0;
-  private readonly statsWaiters = new Map<number, (s: Record<string, number>) => void>();
+  private readonly statsRequests = new StatsRequests();
 
   constructor(
     private readonly cfg: FunctionConfig,
@@ -56,14 +56,12 @@ export class GatewayDeployment implements Deployment {
         } else if (m.type === 'log') this.log(`gateway ${this.cfg.name}: ${m.msg}`);
         else if (m.type === 'fatal') this.lastError = m.error;
         else if (m.type === 'stats') {
-          this.statsWaiters.get(m.id)?.(m.stats);
-          this.statsWaiters.delete(m.id);
+          this.statsRequests.answer(m.id, m.stats);
         }
       });
       child.once('exit', (code, signal) => {
         this.child = undefined;
-        for (const w of this.statsWaiters.values()) w({});
-        this.statsWaiters.clear();
+        this.statsRequests.cancelAll();
         exitDone();
         if (!ready) {
           this.state = 'crashed';
@@ -113,15 +111,8 @@ export class GatewayDeployment implements Deployment {
     let stats: Record<string, number> = {};
     const child = this.child;
     if (child && this.state === 'running') {
-      const id = ++this.statsSeq;
-      stats = await new Promise((resolve) => {
-        const timer = setTimeout(() => resolve({}), 1000);
-        this.statsWaiters.set(id, (s) => {
-          clearTimeout(timer);
-          resolve(Object.fromEntries(Object.entries(s).map(([k, v]) => [`fn_${k}`, v])));
-        });
-        child.send({ type: 'stats', id });
-      });
+      const fromChild = await this.statsRequests.request((id) => child.send({ type: 'stats', id }));
+      stats = Object.fromEntries(Object.entries(fromChild).map(([k, v]) => [`fn_${k}`, v]));
     }
     return {
       name: this.cfg.name,

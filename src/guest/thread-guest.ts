@@ -5,6 +5,7 @@ import type { Poller } from '../controller/poller.ts';
 import { createRegion } from '../queue/layout.ts';
 import { VirtioBlkDevice } from '../queue/blk-device.ts';
 import { Restarter } from './restart-policy.ts';
+import { StatsRequests } from '../deploy/stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../deploy/types.ts';
 import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
 
@@ -21,7 +22,6 @@ import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
  * start, so a restarted guest never sees its predecessor's queue.
  */
 const STOP_TIMEOUT_MS = 5000;
-const STATS_TIMEOUT_MS = 1000;
 
 export class ThreadGuest implements Deployment {
   private worker: Worker | undefined;
@@ -32,8 +32,7 @@ export class ThreadGuest implements Deployment {
   private lastError: string | null = null;
   private readonly restarter: Restarter;
   private restartTimer: NodeJS.Timeout | undefined;
-  private statsSeq = 0;
-  private readonly statsWaiters = new Map<number, (s: Record<string, number>) => void>();
+  private readonly statsRequests = new StatsRequests();
   private exited: Promise<void> = Promise.resolve();
 
   constructor(
@@ -111,8 +110,7 @@ export class ThreadGuest implements Deployment {
             this.log(`guest ${cfg.name}: ${m.msg}`);
             break;
           case 'stats':
-            this.statsWaiters.get(m.id)?.(m.stats);
-            this.statsWaiters.delete(m.id);
+            this.statsRequests.answer(m.id, m.stats);
             break;
           case 'fatal':
             this.lastError = m.error;
@@ -138,8 +136,7 @@ export class ThreadGuest implements Deployment {
     this.worker = undefined;
     this.poller.remove(device);
     await device.drain(); // finish what the device took before the volume changes hands
-    for (const resolve of this.statsWaiters.values()) resolve({});
-    this.statsWaiters.clear();
+    this.statsRequests.cancelAll();
     if (this.state === 'stopping') {
       this.state = 'stopped';
       return;
@@ -192,18 +189,7 @@ export class ThreadGuest implements Deployment {
     const stats: Record<string, number> = {};
     const worker = this.worker;
     if (worker && this.state === 'running') {
-      const id = ++this.statsSeq;
-      const fromGuest = await new Promise<Record<string, number>>((resolve) => {
-        const timer = setTimeout(() => {
-          this.statsWaiters.delete(id);
-          resolve({});
-        }, STATS_TIMEOUT_MS);
-        this.statsWaiters.set(id, (s) => {
-          clearTimeout(timer);
-          resolve(s);
-        });
-        worker.postMessage({ type: 'stats', id } satisfies ToGuest);
-      });
+      const fromGuest = await this.statsRequests.request((id) => worker.postMessage({ type: 'stats', id } satisfies ToGuest));
       Object.assign(stats, fromGuest);
     }
     const q = this.device?.stats();
