@@ -9,8 +9,7 @@ import { NfsClient } from '../fileserver/nfs/helpers/nfs-client.ts';
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import { fsck } from '../../src/functions/fileserver/fs/index.ts';
 import type { ThreadGuest } from '../../src/guest/thread-guest.ts';
-import type { Controller } from '../../src/controller/controller.ts';
-import { startController } from '../helpers/controller.ts';
+import { startController, waitRunning } from '../helpers/controller.ts';
 
 const CHUNK = 16 * 1024;
 const SIZE_MIB = 128;
@@ -20,22 +19,13 @@ const pattern = (file: number, offset: number) => {
   return b;
 };
 
-async function waitRunning(c: Controller, restarts: number): Promise<number> {
-  for (;;) {
-    const s = await c.deployment('nfs')!.status();
-    if (s.state === 'running' && s.restarts >= restarts) return s.address!.port;
-    if (s.state === 'crashed') throw new Error(`file server stayed down: ${s.lastError}`);
-    await new Promise((r) => setTimeout(r, 20)); // polling a status, not synchronising on time
-  }
-}
-
 test('a file server guest killed mid-write comes back with every stable write, and fsck is clean', async (t) => {
   const c = await startController(t, {
     nbd: null,
     volumes: [{ name: 'fs', sizeMiB: SIZE_MIB }],
     functions: [{ name: 'nfs', function: 'fileserver', volume: 'fs', deploy: 'guest', restart: 'on-failure' }],
   });
-  const port = await waitRunning(c, 0);
+  const { port } = await waitRunning(c, 'nfs');
   const client = await NfsClient.connect(port);
   const root = await client.root();
   const acked = new Map<string, number>();
@@ -65,7 +55,7 @@ test('a file server guest killed mid-write comes back with every stable write, a
   await client.close().catch(() => {});
   assert.ok(killed);
 
-  assert.equal(await waitRunning(c, 1), port, 'the guest came back on its port');
+  assert.equal((await waitRunning(c, 'nfs', 1)).port, port, 'the guest came back on its port');
   const again = await NfsClient.connect(port);
   const root2 = await again.root();
   for (const [name, bytes] of acked) {

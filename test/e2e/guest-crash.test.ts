@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { NbdClient } from '../../src/nbd/client.ts';
 import { ThreadGuest } from '../../src/guest/thread-guest.ts';
-import { startController } from '../helpers/controller.ts';
+import { startController, waitRunning } from '../helpers/controller.ts';
 import { rng } from '../helpers/tmp.ts';
 import { writeLoad, verifyBlocks, shuffledBlocks } from '../helpers/load.ts';
-import type { Controller } from '../../src/controller/controller.ts';
 
 /**
  * Containment: a guest that throws, runs out of memory, or is terminated in the
@@ -15,15 +14,6 @@ import type { Controller } from '../../src/controller/controller.ts';
  * acknowledged before dying is on its volume.
  */
 const faulty = fileURLToPath(new URL('../fixtures/faulty-function.ts', import.meta.url));
-
-async function waitRunning(c: Controller, name: string, restarts: number): Promise<{ host: string; port: number }> {
-  for (;;) {
-    const s = await (c.deployment(name) as ThreadGuest).status();
-    if (s.state === 'running' && s.restarts >= restarts) return s.address!;
-    if (s.state === 'crashed') throw new Error(`${name} stayed down: ${s.lastError}`);
-    await new Promise((r) => setTimeout(r, 20)); // polling a status, not synchronising on time
-  }
-}
 
 for (const how of ['throw', 'oom', 'terminate'] as const) {
   test(`a guest that dies by ${how} mid-load loses no acknowledged write and the other guest keeps serving`, async (t) => {

@@ -8,19 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NfsClient } from '../fileserver/nfs/helpers/nfs-client.ts';
 import type { ThreadGuest } from '../../src/guest/thread-guest.ts';
-import type { Controller } from '../../src/controller/controller.ts';
-import { startController } from '../helpers/controller.ts';
+import { startController, waitRunning } from '../helpers/controller.ts';
 
 const CHUNK = 64 * 1024;
-
-async function running(c: Controller, name: string, restarts = 0): Promise<{ host: string; port: number }> {
-  for (;;) {
-    const s = await c.deployment(name)!.status();
-    if (s.state === 'running' && s.restarts >= restarts) return s.address!;
-    if (s.state === 'crashed') throw new Error(`${name} stayed down: ${s.lastError}`);
-    await new Promise((r) => setTimeout(r, 20)); // polling a status, not synchronising on time
-  }
-}
 
 test('a file server guest on a dedup virtual volume stores repeated data once and survives a provider restart', async (t) => {
   const c = await startController(t, {
@@ -32,7 +22,7 @@ test('a file server guest on a dedup virtual volume stores repeated data once an
   });
   const status = await c.status();
   assert.ok(status.volumes.some((v: any) => v.name === 'dd' && v.virtual && v.size === 256 * 2 ** 20));
-  const nfs = await NfsClient.connect((await running(c, 'nfs')).port);
+  const nfs = await NfsClient.connect((await waitRunning(c, 'nfs')).port);
   t.after(() => nfs.close().catch(() => {}));
   const root = await nfs.root();
   const same = Buffer.alloc(CHUNK, 0x5a);
@@ -48,7 +38,7 @@ test('a file server guest on a dedup virtual volume stores repeated data once an
 
   // The provider dies; the controller restarts it; the consumer keeps its data.
   await (c.deployment('dedup0') as ThreadGuest).kill();
-  await running(c, 'dedup0', 1);
+  await waitRunning(c, 'dedup0', 1);
   for (let off = 0; off < 32 * CHUNK; off += CHUNK) {
     const r = await nfs.read(created.fh!, off, CHUNK);
     assert.equal(r.status, 0);

@@ -58,3 +58,17 @@ export async function fioVerify(uri: string, rw: string, extra: string[] = []): 
   const job = JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0];
   return { error: job.error, readIos: job.read.total_ios, writeIos: job.write.total_ios };
 }
+
+/**
+ * Wait until deployment `name` is running with at least `restarts` restarts
+ * behind it; fails if it stays down. Polls the status (a condition), it does
+ * not sleep in place of synchronisation.
+ */
+export async function waitRunning(c: Controller, name: string, restarts = 0): Promise<{ host: string; port: number }> {
+  for (;;) {
+    const s = await c.deployment(name)!.status();
+    if (s.state === 'running' && s.restarts >= restarts) return s.address!;
+    if (s.state === 'crashed') throw new Error(`${name} stayed down: ${s.lastError}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
