@@ -80,13 +80,7 @@ export class VolumeStore {
     VolumeStore.checkName(name);
     VolumeStore.checkSize(size);
     if (this.exists(name)) throw alreadyExists(`volume '${name}'`);
-    const fd = openSync(this.imagePath(name), 'w');
-    try {
-      ftruncateSync(fd, size);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    syncFile(this.imagePath(name), 'w', (fd) => ftruncateSync(fd, size));
     const manifest: VolumeManifest = { name, uuid: randomUUID(), size, createdAt: new Date().toISOString() };
     this.writeManifest(manifest);
     this.log(`volume ${name}: created, ${size} bytes (thin)`);
@@ -112,15 +106,7 @@ export class VolumeStore {
     }
     const volume = this.open.get(name);
     if (volume) await volume.resize(size);
-    else {
-      const fd = openSync(this.imagePath(name), 'r+');
-      try {
-        ftruncateSync(fd, size);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-    }
+    else syncFile(this.imagePath(name), 'r+', (fd) => ftruncateSync(fd, size));
     const next = { ...manifest, size };
     this.writeManifest(next);
     this.log(`volume ${name}: resized to ${size} bytes`);
@@ -162,22 +148,23 @@ export class VolumeStore {
   private writeManifest(m: VolumeManifest): void {
     const tmp = `${this.manifestPath(m.name)}.tmp`;
     writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
-    const fd = openSync(tmp, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    syncFile(tmp, 'r');
     renameSync(tmp, this.manifestPath(m.name));
     this.syncDir();
   }
 
   private syncDir(): void {
-    const fd = openSync(this.dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    syncFile(this.dir, 'r');
+  }
+}
+
+/** Open `path`, apply `change` (if any), fsync and close: the change is durable on return. */
+function syncFile(path: string, flags: 'r' | 'r+' | 'w', change?: (fd: number) => void): void {
+  const fd = openSync(path, flags);
+  try {
+    change?.(fd);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
