@@ -1,5 +1,6 @@
 import { readSync, openSync, writeSync, fsyncSync, closeSync, constants } from 'node:fs';
 import { join } from 'node:path';
+import { native } from '../native/addon.ts';
 
 /**
  * Memory for O_DIRECT. JavaScript cannot ask for an address, so alignment is found
@@ -69,4 +70,15 @@ export function directProbeFd(dir: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `size` bytes starting on a 4096-byte boundary, found by asking the addon for
+ * the address (no probe file needed). Unaligned (`aligned` false) without the addon.
+ */
+export function allocPageAligned(size: number): AlignedSlab {
+  if (!native) return { buf: Buffer.alloc(size), aligned: false };
+  const raw = Buffer.alloc(Math.max(size, 1) + 4096);
+  const shift = (4096 - native.addressAlignment(raw)) % 4096;
+  return { buf: raw.subarray(shift, shift + size), aligned: true };
 }

@@ -1,15 +1,19 @@
-import { openSync, closeSync, read, write, fdatasync, fstatSync, ftruncate, constants } from 'node:fs';
+import { openSync, closeSync, fstatSync, ftruncate, constants } from 'node:fs';
 import { dirname } from 'node:path';
 import { allocAligned, directProbeFd, PROBE_BYTES, type AlignedSlab } from './aligned.ts';
-import { ioError } from '../util/errors.ts';
+import { StorvisorError, errnoOf } from '../util/errors.ts';
 import { punchHole } from '../native/libc.ts';
+import { defaultEngine, errnoName, type IoEngine, type IoTarget } from './engine.ts';
 
 /**
- * The backend I/O engine: one volume's file, opened O_DIRECT (no double caching:
- * the block cache above is the only cache) and O_DSYNC (a completed write is
- * durable, so the sync write path needs no separate flush). Requests run on the
- * libuv thread pool, which the launcher sizes (UV_THREADPOOL_SIZE) so that
- * queue-depth-32 workloads really have 32 requests at the disk.
+ * One volume's file on the I/O engine (engine.ts): opened O_DIRECT (no double
+ * caching: the block cache above is the only cache) and O_DSYNC (a completed
+ * write is durable, so the sync write path needs no separate flush).
+ *
+ * Two ways in: `readTo`/`writeFrom` report to a target object (the hot path:
+ * pooled operations, no promise or closure per request), and `read`/`write`
+ * return promises for everything else. Short transfers are continued, a read
+ * past the end of the file reads zeroes.
  *
  * On filesystems without O_DIRECT (tmpfs) it falls back to buffered I/O with
  * O_DSYNC, says so once, and keeps the same durability.
@@ -25,6 +29,48 @@ export interface BackendStats {
   errors: number;
 }
 
+/** One read or write in progress; pooled per backend. */
+class BackendOp implements IoTarget {
+  buf: Uint8Array = EMPTY;
+  at = 0;
+  length = 0;
+  position = 0;
+  done = 0;
+  isWrite = false;
+  target: IoTarget | null = null;
+  tag = 0;
+
+  constructor(private readonly backend: FileBackend) {}
+
+  ioDone(_tag: number, result: number): void {
+    this.backend.opDone(this, result);
+  }
+}
+
+/** Adapts a completion to a promise (for callers off the hot path). */
+class PromiseTarget implements IoTarget {
+  constructor(
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+    private readonly describe: () => string,
+  ) {}
+
+  ioDone(_tag: number, result: number): void {
+    if (result >= 0) this.resolve();
+    else this.reject(backendError(result, this.describe()));
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** An errno result as a StorvisorError that keeps the errno (ENOSPC must reach the client as ENOSPC) and no host path. */
+export function backendError(result: number, what: string): StorvisorError {
+  const name = errnoName(result);
+  const fake = Object.assign(new Error(name), { code: name });
+  const err = new StorvisorError(`SV_ERR_BACKEND_${name}`, errnoOf(fake), `${what}: ${name}`);
+  return err;
+}
+
 export class FileBackend {
   readonly stats: BackendStats = {
     reads: 0,
@@ -37,6 +83,7 @@ export class FileBackend {
     errors: 0,
   };
   private closed = false;
+  private readonly pool: BackendOp[] = [];
 
   private constructor(
     readonly path: string,
@@ -44,10 +91,12 @@ export class FileBackend {
     /** An O_DIRECT descriptor of a probe file when I/O bypasses the page cache (buffers must come from `alloc`). */
     private readonly probeFd: number | undefined,
     readonly readOnly: boolean,
+    private readonly engine: IoEngine,
   ) {}
 
   /** Open an existing file. `direct` false forces buffered I/O. */
-  static open(path: string, opts: { direct?: boolean; readOnly?: boolean; log?: (m: string) => void } = {}): FileBackend {
+  static open(path: string, opts: { direct?: boolean; readOnly?: boolean; log?: (m: string) => void; engine?: IoEngine } = {}): FileBackend {
+    const engine = opts.engine ?? defaultEngine();
     const base = (opts.readOnly ? constants.O_RDONLY : constants.O_RDWR | constants.O_DSYNC);
     if (opts.direct !== false && constants.O_DIRECT) {
       let fd: number | undefined;
@@ -59,13 +108,13 @@ export class FileBackend {
       if (fd !== undefined) {
         const probeFd = directProbeFd(dirname(path));
         if (probeFd !== undefined && allocAligned(PROBE_BYTES, probeFd).aligned) {
-          return new FileBackend(path, fd, probeFd, opts.readOnly ?? false);
+          return new FileBackend(path, fd, probeFd, opts.readOnly ?? false, engine);
         }
         closeSync(fd);
       }
       opts.log?.(`${path}: O_DIRECT is not available here; using buffered I/O with O_DSYNC`);
     }
-    return new FileBackend(path, openSync(path, base), undefined, opts.readOnly ?? false);
+    return new FileBackend(path, openSync(path, base), undefined, opts.readOnly ?? false, engine);
   }
 
   /** Memory usable for I/O on this backend (aligned when direct). */
@@ -77,64 +126,89 @@ export class FileBackend {
     return this.probeFd !== undefined;
   }
 
-  private begin(): void {
-    const s = this.stats;
-    if (++s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
+  get engineKind(): string {
+    return this.engine.kind;
   }
 
-  /** Read exactly `length` bytes at `position` into buf[offset..]; bytes past end of file read as zeroes. */
-  read(buf: Buffer, offset: number, length: number, position: number): Promise<void> {
-    this.begin();
-    return new Promise((resolve, reject) => {
-      const step = (done: number): void => {
-        read(this.fd, buf, offset + done, length - done, position + done, (err, n) => {
-          if (err) return this.fail(reject, err, 'read', position, length);
-          if (n === 0) buf.fill(0, offset + done, offset + length);
-          else if (done + n < length) return step(done + n);
-          this.stats.inFlight--;
-          this.stats.reads++;
-          this.stats.bytesRead += length;
-          resolve();
-        });
-      };
-      step(0);
-    });
+  /**
+   * Read exactly `length` bytes at `position` into buf[at..]; then
+   * target.ioDone(tag, 0), or a negative errno. Bytes past the end of the file read as zeroes.
+   */
+  readTo(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
+    this.startOp(false, buf, at, length, position, target, tag);
   }
 
-  /** Write exactly `length` bytes; durable when the promise resolves (O_DSYNC). */
-  write(buf: Buffer, offset: number, length: number, position: number): Promise<void> {
-    this.begin();
-    return new Promise((resolve, reject) => {
-      const step = (done: number): void => {
-        write(this.fd, buf, offset + done, length - done, position + done, (err, n) => {
-          if (err) return this.fail(reject, err, 'write', position, length);
-          if (n === 0) return this.fail(reject, ioError('short write'), 'write', position, length);
-          if (done + n < length) return step(done + n);
-          this.stats.inFlight--;
-          this.stats.writes++;
-          this.stats.bytesWritten += length;
-          resolve();
-        });
-      };
-      step(0);
-    });
+  /** Write exactly `length` bytes; durable when target.ioDone(tag, 0) is called (O_DSYNC). */
+  writeFrom(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
+    this.startOp(true, buf, at, length, position, target, tag);
   }
 
-  private fail(reject: (e: unknown) => void, err: unknown, op: string, position: number, length: number): void {
-    this.stats.inFlight--;
-    this.stats.errors++;
-    const code = (err as NodeJS.ErrnoException).code;
-    // Keep the errno (ENOSPC must reach the client as ENOSPC) but say where.
-    const wrapped = Object.assign(new Error(`${op} ${this.path} [${position}, +${length}): ${(err as Error).message}`), {
-      code,
-      cause: err,
-    });
-    reject(wrapped);
+  read(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.readTo(buf, at, length, position, new PromiseTarget(resolve, reject, () => `read [${position}, +${length})`), 0));
+  }
+
+  write(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.writeFrom(buf, at, length, position, new PromiseTarget(resolve, reject, () => `write [${position}, +${length})`), 0));
   }
 
   datasync(): Promise<void> {
     this.stats.syncs++;
-    return new Promise((resolve, reject) => fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) => {
+      if (this.closed) return resolve();
+      this.engine.datasync(this.fd, new PromiseTarget(resolve, reject, () => 'fdatasync'), 0);
+    });
+  }
+
+  private startOp(isWrite: boolean, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
+    const op = this.pool.pop() ?? new BackendOp(this);
+    op.buf = buf;
+    op.at = at;
+    op.length = length;
+    op.position = position;
+    op.done = 0;
+    op.isWrite = isWrite;
+    op.target = target;
+    op.tag = tag;
+    const s = this.stats;
+    if (++s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
+    this.issue(op);
+  }
+
+  private issue(op: BackendOp): void {
+    const done = op.done;
+    if (op.isWrite) this.engine.write(this.fd, op.buf, op.at + done, op.length - done, op.position + done, false, op, 0);
+    else this.engine.read(this.fd, op.buf, op.at + done, op.length - done, op.position + done, op, 0);
+  }
+
+  /** @internal An engine completion of `op`: continue a short transfer, or finish. */
+  opDone(op: BackendOp, result: number): void {
+    if (result > 0 && op.done + result < op.length) {
+      op.done += result;
+      this.issue(op);
+      return;
+    }
+    if (result === 0 && op.done < op.length) {
+      if (op.isWrite) result = -5; // EIO: a write that makes no progress
+      else op.buf.fill(0, op.at + op.done, op.at + op.length); // end of file
+    }
+    const s = this.stats;
+    s.inFlight--;
+    if (result < 0) s.errors++;
+    else if (op.isWrite) {
+      s.writes++;
+      s.bytesWritten += op.length;
+    } else {
+      s.reads++;
+      s.bytesRead += op.length;
+    }
+    const target = op.target!;
+    const tag = op.tag;
+    op.target = null;
+    op.buf = EMPTY;
+    this.pool.push(op);
+    target.ioDone(tag, result < 0 ? result : 0);
   }
 
   /** Deallocate a range (reads back as zeroes). False when the filesystem cannot punch holes. */

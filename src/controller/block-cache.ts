@@ -7,6 +7,8 @@
  * so eviction never writes and a crash never loses anything held here.
  * Consistency with in-flight writes is the volume's job (see volume.ts).
  */
+import { allocPageAligned } from './aligned.ts';
+
 export const BLOCK = 4096;
 const BLOCK_KEY_BITS = 2 ** 36; // 2^36 blocks = 256 TiB per volume
 
@@ -21,20 +23,29 @@ export interface CacheStats {
   evictions: number;
 }
 
+/** slotKey values that are not keys: a free slot, and one being filled by a read in flight. */
+const FREE = -1;
+const FILLING = -2;
+
 export class BlockCache {
-  private readonly slab: Buffer;
+  /** The slots; page-aligned (when `direct`) so O_DIRECT reads can land in a slot. */
+  readonly slab: Buffer;
+  readonly direct: boolean;
   private readonly slotKey: Float64Array;
   private readonly referenced: Uint8Array;
   private readonly index = new Map<number, number>();
   private hand = 0;
   private used = 0;
+  private filling = 0;
   readonly capacity: number;
   readonly counters = { hits: 0, misses: 0, inserts: 0, evictions: 0 };
 
   constructor(capacityBytes: number) {
     this.capacity = Math.max(0, Math.floor(capacityBytes / BLOCK));
-    this.slab = Buffer.alloc(this.capacity * BLOCK);
-    this.slotKey = new Float64Array(this.capacity).fill(-1);
+    const slab = allocPageAligned(this.capacity * BLOCK);
+    this.slab = slab.buf;
+    this.direct = slab.aligned;
+    this.slotKey = new Float64Array(this.capacity).fill(FREE);
     this.referenced = new Uint8Array(this.capacity);
   }
 
@@ -50,8 +61,44 @@ export class BlockCache {
     return this.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK);
   }
 
-  has(key: number): boolean {
-    return this.index.has(key);
+  /**
+   * Claim a slot for a block about to be read from disk: the read lands in
+   * slab[slot*BLOCK..] and then publish() or abandon() is called. The slot is
+   * invisible to get() and never evicted meanwhile. -1 when no slot can be
+   * spared (the caller reads elsewhere).
+   */
+  reserve(): number {
+    if (this.capacity === 0 || this.filling >= this.capacity >> 1) return -1;
+    const slot = this.victim();
+    this.slotKey[slot] = FILLING;
+    this.referenced[slot] = 0;
+    this.filling++;
+    return slot;
+  }
+
+  /** The reserved slot now holds `key`'s data (unless the block was cached meanwhile). */
+  publish(slot: number, key: number): void {
+    this.filling--;
+    if (this.index.has(key)) {
+      this.release(slot);
+      return;
+    }
+    this.slotKey[slot] = key;
+    this.index.set(key, slot);
+    this.referenced[slot] = 1;
+    this.counters.inserts++;
+  }
+
+  /** Give back a reserved slot without caching it (the read failed or went stale). */
+  abandon(slot: number): void {
+    this.filling--;
+    this.release(slot);
+  }
+
+  private release(slot: number): void {
+    this.slotKey[slot] = FREE;
+    this.referenced[slot] = 0;
+    this.used--;
   }
 
   /** Store a copy of one block (4096 bytes of `src` at `srcOffset`). */
@@ -78,9 +125,7 @@ export class BlockCache {
     const slot = this.index.get(key);
     if (slot === undefined) return;
     this.index.delete(key);
-    this.slotKey[slot] = -1;
-    this.referenced[slot] = 0;
-    this.used--;
+    this.release(slot);
   }
 
   /** Drop every block of a volume in [first, first+count), cheaply for large ranges. */
@@ -100,7 +145,7 @@ export class BlockCache {
       for (;;) {
         const s = this.hand;
         this.hand = (this.hand + 1) % this.capacity;
-        if (this.slotKey[s] === -1) {
+        if (this.slotKey[s] === FREE) {
           this.used++;
           return s;
         }
@@ -113,6 +158,7 @@ export class BlockCache {
         this.referenced[s] = 0;
         continue;
       }
+      if (this.slotKey[s] === FILLING) continue; // a read is landing here
       this.index.delete(this.slotKey[s]!);
       this.counters.evictions++;
       return s;

@@ -2,6 +2,7 @@ import type { Config, FunctionConfig } from '../config/config.ts';
 import { BlockCache } from './block-cache.ts';
 import { VolumeStore } from './volume-store.ts';
 import { Poller } from './poller.ts';
+import { defaultEngine, engineDescription } from './engine.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { NbdServer } from '../nbd/server.ts';
 import { ThreadGuest } from '../guest/thread-guest.ts';
@@ -44,7 +45,8 @@ export class Controller {
     this.unlock = lockDataDir(config.dataDir);
     this.cache = new BlockCache(config.cacheBytes);
     this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct);
-    this.poller = new Poller(config.spinBudgetUs);
+    this.poller = new Poller(config.spinBudgetUs, defaultEngine());
+    log(`backend: ${engineDescription()}`);
   }
 
   static async start(config: Config, log: (m: string) => void = () => {}): Promise<Controller> {
@@ -180,7 +182,7 @@ export class Controller {
     return out;
   }
 
-  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; nbd: unknown }> {
+  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; engine: unknown; nbd: unknown }> {
     const open = new Map(this.store.openVolumes().map((v) => [v.name, v]));
     return {
       volumes: [
@@ -190,6 +192,7 @@ export class Controller {
       functions: await Promise.all([...this.deployments.values()].map((d) => d.status())),
       cache: this.cache.stats(),
       poller: { ...this.poller.counters, spinning: this.poller.spinningCount() },
+      engine: { ...defaultEngine().stats(), description: engineDescription() },
       nbd: this.nbd ? { address: this.nbdAddress, ...this.nbd.stats() } : null,
     };
   }

@@ -1,12 +1,13 @@
 import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
+import type { IoEngine } from './engine.ts';
 
 /**
- * The controller's polling loop: one loop services every guest queue (the
- * paper's "existing polling thread"). Backend completions need no polling of
- * their own: they arrive as libuv callbacks, which run between iterations
- * because each iteration is a setImmediate, and while an immediate is pending
- * libuv's poll phase does not block (the event loop never sleeps: idle=poll).
+ * The controller's polling loop: one loop services every guest queue and reaps
+ * the backend engine's completions (the paper's "existing polling thread").
+ * Each iteration is a setImmediate, so sockets and other callbacks run between
+ * iterations, and while an immediate is pending libuv's poll phase does not
+ * block (the event loop never sleeps: idle=poll).
  *
  * Per queue, the notification mode decides what happens when it is idle:
  * - poll: spin forever; the driver is told never to kick (NO_NOTIFY).
@@ -15,12 +16,18 @@ import { yieldCpu } from '../native/libc.ts';
  *   spinning. What SPDK's interrupt mode, NAPI and haltpoll do.
  * - notify: never spin; every request is kicked and waited for (the
  *   unoptimised baseline).
- * When no queue is spinning, the loop stops rescheduling itself, and an idle
+ * The engine is reaped on every pass while anything spins; its eventfd
+ * wake-up is switched off meanwhile and back on before the loop stops.
+ * When nothing spins, the loop stops rescheduling itself, and an idle
  * controller costs no CPU.
+ *
+ * Fairness: a pass takes at most `QUEUE_BUDGET` requests from each queue,
+ * starting from a different queue each pass, so a guest that keeps its ring
+ * full cannot starve another guest (or the engine's completions).
  */
 export interface PolledQueue {
-  /** Take and dispatch every available request; how many were taken. Never throws. */
-  poll(): number;
+  /** Take and dispatch up to `budget` available requests; how many were taken. Never throws. */
+  poll(budget: number): number;
   /** Ask the driver to kick; true when the ring is empty and armed (safe to sleep). */
   enableKick(): boolean;
   /** Tell the driver not to kick (we are spinning). */
@@ -39,18 +46,25 @@ interface Entry {
 
 /** How long a sleeping queue waits before re-checking by itself (a safety net, not a mechanism). */
 const SLEEP_RECHECK_MS = 1000;
+/** Requests taken from one queue per pass: a queue's worth at QD32, small enough to interleave guests. */
+export const QUEUE_BUDGET = 32;
 
 export class Poller {
-  private readonly entries = new Map<PolledQueue, Entry>();
+  private entries: Entry[] = [];
+  private next = 0;
   private scheduled = false;
   private stopped = false;
-  readonly counters = { iterations: 0, requests: 0, sleeps: 0, wakeups: 0 };
+  private engineSpinning = false;
+  readonly counters = { iterations: 0, requests: 0, sleeps: 0, wakeups: 0, completionsPolled: 0, busyPasses: 0, idlePasses: 0 };
 
-  constructor(private readonly spinBudgetUs: number) {}
+  constructor(
+    private readonly spinBudgetUs: number,
+    private readonly engine?: IoEngine,
+  ) {}
 
   add(queue: PolledQueue, mode: NotifyMode): void {
     const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false };
-    this.entries.set(queue, entry);
+    this.entries = [...this.entries, entry];
     if (mode === 'notify') {
       this.sleep(entry);
     } else {
@@ -61,22 +75,23 @@ export class Poller {
   }
 
   remove(queue: PolledQueue): void {
-    const entry = this.entries.get(queue);
+    const entry = this.entries.find((e) => e.queue === queue);
     if (!entry) return;
     entry.removed = true;
-    this.entries.delete(queue);
+    this.entries = this.entries.filter((e) => e !== entry);
   }
 
   stop(): void {
     this.stopped = true;
-    for (const e of this.entries.values()) e.removed = true;
-    this.entries.clear();
+    for (const e of this.entries) e.removed = true;
+    this.entries = [];
+    this.setEngineSpinning(false);
   }
 
   /** Queues currently spinning (for status and tests). */
   spinningCount(): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.spinning) n++;
+    for (const e of this.entries) if (e.spinning) n++;
     return n;
   }
 
@@ -92,9 +107,13 @@ export class Poller {
     const now = performance.now();
     let anySpinning = false;
     let anyWork = false;
-    for (const entry of this.entries.values()) {
+    const entries = this.entries;
+    const count = entries.length;
+    const start = count > 0 ? this.next++ % count : 0;
+    for (let k = 0; k < count; k++) {
+      const entry = entries[(start + k) % count]!;
       if (!entry.spinning) continue;
-      const n = entry.queue.poll();
+      const n = entry.queue.poll(QUEUE_BUDGET);
       if (n > 0) {
         anyWork = true;
         this.counters.requests += n;
@@ -108,32 +127,61 @@ export class Poller {
       }
       anySpinning = true;
     }
+    if (this.engine) {
+      const reaped = this.engine.poll();
+      if (reaped > 0) {
+        anyWork = true;
+        this.counters.completionsPolled += reaped;
+      }
+    }
+    if (anyWork) this.counters.busyPasses++;
+    else this.counters.idlePasses++;
+    this.setEngineSpinning(anySpinning);
     if (!anySpinning) return;
     if (!anyWork) yieldCpu();
     this.schedule();
   };
 
+  /** While the loop spins it reaps the engine itself; before it stops, the engine's wake-up goes back on. */
+  private setEngineSpinning(on: boolean): void {
+    if (!this.engine || on === this.engineSpinning) return;
+    this.engineSpinning = on;
+    const waiting = this.engine.setSpinning(on);
+    if (waiting > 0) this.counters.completionsPolled += this.engine.poll();
+  }
+
   /** Arm the doorbell and wait on it; if work slipped in while arming, keep going instead. */
   private sleep(entry: Entry): void {
     const { queue } = entry;
-    // Notify mode drains here, between wake-ups: it never spins in the loop.
-    for (;;) {
-      const n = entry.mode === 'notify' ? queue.poll() : 0;
+    if (entry.mode === 'notify') {
+      // Notify mode takes requests here, between wake-ups: it never spins in the loop.
+      const n = queue.poll(QUEUE_BUDGET);
       this.counters.requests += n;
-      if (n > 0) continue;
-      if (queue.broken) {
-        entry.spinning = false;
+      if (n === QUEUE_BUDGET) {
+        // More may be waiting: come back after other work had its turn.
+        setImmediate(() => {
+          if (!entry.removed && !this.stopped) this.sleep(entry);
+        });
         return;
       }
-      if (queue.enableKick()) break;
-      if (entry.mode !== 'notify') {
-        // Requests arrived while arming: spin again.
-        queue.disableKick();
-        entry.spinning = true;
-        entry.lastWork = performance.now();
-        this.schedule();
+    }
+    if (queue.broken) {
+      entry.spinning = false;
+      return;
+    }
+    if (!queue.enableKick()) {
+      if (entry.mode === 'notify') {
+        setImmediate(() => {
+          if (!entry.removed && !this.stopped) this.sleep(entry);
+        });
         return;
       }
+      // Requests arrived while arming: spin again.
+      queue.disableKick();
+      entry.spinning = true;
+      entry.lastWork = performance.now();
+      this.schedule();
+      return;
     }
     entry.spinning = false;
     this.counters.sleeps++;

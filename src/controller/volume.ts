@@ -2,7 +2,8 @@ import type { BlockDevice, WriteFlags } from '../block/types.ts';
 import { outOfRange, readOnly, shutDown } from '../util/errors.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
-import type { FileBackend } from './backend.ts';
+import { backendError, type FileBackend } from './backend.ts';
+import type { IoTarget } from './engine.ts';
 
 /**
  * A controller volume as a BlockDevice: range checks, the read cache, and the
@@ -27,8 +28,85 @@ export interface VolumeInfo {
   size: number;
 }
 
-interface PendingFill {
-  stale: boolean;
+/** Read runs never exceed one bounce buffer. */
+const RUN_BLOCKS = MAX_IO / BLOCK;
+/** Write stamps are kept per block modulo this (a collision only skips a cache fill). */
+const STAMP_MASK = 4095;
+
+/** One read request in progress: counts its runs; pooled per volume. */
+class ReadReq {
+  buf: Uint8Array | null = null;
+  pos = 0;
+  len = 0;
+  pending = 0;
+  result = 0;
+  t0 = 0;
+  private target: IoTarget | null = null;
+  private tag = 0;
+  private issuing = false;
+
+  constructor(private readonly volume: Volume) {}
+
+  start(buf: Uint8Array, pos: number, target: IoTarget, tag: number): void {
+    this.buf = buf;
+    this.pos = pos;
+    this.len = buf.byteLength;
+    this.pending = 0;
+    this.result = 0;
+    this.t0 = performance.now();
+    this.target = target;
+    this.tag = tag;
+    this.issuing = true;
+  }
+
+  /** Every run has been started: finish now if all were hits (or already done). */
+  issued(): void {
+    this.issuing = false;
+    if (this.pending === 0) this.finish();
+  }
+
+  runDone(result: number): void {
+    if (result < 0 && this.result === 0) this.result = result;
+    if (--this.pending === 0 && !this.issuing) this.finish();
+  }
+
+  private finish(): void {
+    const target = this.target!;
+    this.target = null;
+    this.buf = null;
+    this.volume.readFinished(this, this.result, target, this.tag);
+  }
+}
+
+/** One backend read of a run of missing blocks; pooled per volume. */
+class ReadRun implements IoTarget {
+  req: ReadReq | null = null;
+  first = 0;
+  count = 0;
+  /** Volume write sequence when the read started. */
+  seq = 0;
+  stale = false;
+  cacheSlot = -1;
+  bounce = -1;
+
+  constructor(private readonly volume: Volume) {}
+
+  ioDone(_tag: number, result: number): void {
+    this.volume.runDone(this, result);
+  }
+}
+
+/** Adapts a completion to a promise (the BlockDevice API). */
+class PromiseDone implements IoTarget {
+  constructor(
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
+
+  ioDone(_tag: number, result: number): void {
+    if (result >= 0) this.resolve();
+    else this.reject(backendError(result, 'read'));
+  }
 }
 
 export class Volume implements BlockDevice {
@@ -37,7 +115,11 @@ export class Volume implements BlockDevice {
   readonly latency = { read: new Histogram(), write: new Histogram() };
   readonly counters = { reads: 0, writes: 0, flushes: 0, trims: 0, zeroes: 0, bytesRead: 0, bytesWritten: 0, errors: 0 };
   private readonly locks = new Map<number, Array<() => void>>();
-  private readonly fills = new Map<number, PendingFill[]>();
+  private readonly readReqs: ReadReq[] = [];
+  private readonly readRuns: ReadRun[] = [];
+  private readonly runWaiters: ReadRun[] = [];
+  private writeSeq = 0;
+  private readonly writeStamps = new Float64Array(STAMP_MASK + 1);
   private readonly bounce: Buffer;
   private readonly freeBounce: number[] = [];
   private readonly bounceWaiters: Array<(i: number) => void> = [];
@@ -67,20 +149,138 @@ export class Volume implements BlockDevice {
 
   // ---- BlockDevice -------------------------------------------------------
 
-  async pread(buf: Uint8Array, offset: number): Promise<void> {
+  pread(buf: Uint8Array, offset: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.readTo(buf, offset, new PromiseDone(resolve, reject), 0);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  }
+
+  /**
+   * Read buf.byteLength bytes at `offset` into `buf`, then target.ioDone(tag, 0)
+   * or a negative errno: the request path without a promise. Throws (before
+   * anything starts) when the request is out of range or the volume closed.
+   * Hits are copied from the cache; each run of missing blocks is one backend
+   * read, a single block straight into a cache slot, a longer run through a
+   * bounce buffer.
+   */
+  readTo(buf: Uint8Array, offset: number, target: IoTarget, tag: number): void {
     this.admit(offset, buf.byteLength, false);
-    const t0 = performance.now();
-    try {
-      await this.forEachPiece(offset, buf.byteLength, (pos, len, at) => this.readPiece(buf, at, pos, len));
-      this.counters.reads++;
-      this.counters.bytesRead += buf.byteLength;
-      this.latency.read.record((performance.now() - t0) * 1000);
-    } catch (err) {
-      this.counters.errors++;
-      throw err;
-    } finally {
-      this.done();
+    const req = this.readReqs.pop() ?? new ReadReq(this);
+    req.start(buf, offset, target, tag);
+    const id = this.info.id;
+    const pos = offset;
+    const len = buf.byteLength;
+    const first = Math.floor(pos / BLOCK);
+    const last = len === 0 ? first - 1 : Math.floor((pos + len - 1) / BLOCK);
+    let runStart = -1;
+    for (let b = first; b <= last; b++) {
+      const hit = this.cache.get(cacheKey(id, b));
+      if (hit) {
+        this.copyOut(hit, b, buf, 0, pos, len);
+        if (runStart >= 0) this.startRun(req, runStart, b - runStart);
+        runStart = -1;
+      } else {
+        if (runStart < 0) runStart = b;
+        if (b - runStart + 1 === RUN_BLOCKS) {
+          this.startRun(req, runStart, RUN_BLOCKS);
+          runStart = -1;
+        }
+      }
     }
+    if (runStart >= 0) this.startRun(req, runStart, last + 1 - runStart);
+    req.issued();
+  }
+
+  /** @internal A read request finished: count it and give its object back. */
+  readFinished(req: ReadReq, result: number, target: IoTarget, tag: number): void {
+    if (result < 0) this.counters.errors++;
+    else {
+      this.counters.reads++;
+      this.counters.bytesRead += req.len;
+      this.latency.read.record((performance.now() - req.t0) * 1000);
+    }
+    this.readReqs.push(req);
+    this.done();
+    target.ioDone(tag, result);
+  }
+
+  private startRun(req: ReadReq, first: number, count: number): void {
+    const run = this.readRuns.pop() ?? new ReadRun(this);
+    run.req = req;
+    run.first = first;
+    run.count = count;
+    run.seq = this.writeSeq;
+    run.stale = false;
+    for (let b = first; b < first + count; b++) {
+      // A write in progress on the block: what we read may predate it, so do not cache it.
+      if (this.locks.has(cacheKey(this.info.id, b))) run.stale = true;
+    }
+    req.pending++;
+    if (count === 1 && this.cache.direct && this.backend.direct) {
+      const slot = this.cache.reserve();
+      if (slot >= 0) {
+        run.cacheSlot = slot;
+        this.backend.readTo(this.cache.slab, slot * BLOCK, BLOCK, first * BLOCK, run, 0);
+        return;
+      }
+    }
+    run.cacheSlot = -1;
+    const bounce = this.freeBounce.pop();
+    if (bounce === undefined) {
+      this.runWaiters.push(run);
+      return;
+    }
+    run.bounce = bounce;
+    this.backend.readTo(this.bounce, bounce * MAX_IO, count * BLOCK, first * BLOCK, run, 0);
+  }
+
+  /** @internal A run's backend read completed: copy it out, cache it unless stale, free its buffer. */
+  runDone(run: ReadRun, result: number): void {
+    const req = run.req!;
+    const id = this.info.id;
+    const stale = run.stale || this.writtenSince(run.first, run.count, run.seq);
+    if (run.cacheSlot >= 0) {
+      const slot = run.cacheSlot;
+      if (result >= 0) {
+        this.copyOut(this.cache.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK), run.first, req.buf!, 0, req.pos, req.len);
+        if (!stale) this.cache.publish(slot, cacheKey(id, run.first));
+        else this.cache.abandon(slot);
+      } else this.cache.abandon(slot);
+    } else {
+      const base = run.bounce * MAX_IO;
+      if (result >= 0) {
+        for (let b = run.first; b < run.first + run.count; b++) {
+          const at = base + (b - run.first) * BLOCK;
+          this.copyOut(this.bounce.subarray(at, at + BLOCK), b, req.buf!, 0, req.pos, req.len);
+          if (!stale) this.cache.put(cacheKey(id, b), this.bounce, at);
+        }
+      }
+      this.releaseBounce(run.bounce);
+    }
+    run.req = null;
+    this.readRuns.push(run);
+    req.runDone(result);
+  }
+
+  /** Whether a write to any of the blocks began after sequence `seq` (false positives only cost a cache fill). */
+  private writtenSince(first: number, count: number, seq: number): boolean {
+    if (this.writeSeq === seq) return false;
+    for (let b = first; b < first + count; b++) if (this.writeStamps[b & STAMP_MASK]! > seq) return true;
+    return false;
+  }
+
+  private releaseBounce(i: number): void {
+    const run = this.runWaiters.shift();
+    if (run) {
+      run.bounce = i;
+      this.backend.readTo(this.bounce, i * MAX_IO, run.count * BLOCK, run.first * BLOCK, run, 0);
+      return;
+    }
+    this.putBounce(i);
   }
 
   async pwrite(buf: Uint8Array, offset: number, _flags?: WriteFlags): Promise<void> {
@@ -220,11 +420,17 @@ export class Volume implements BlockDevice {
     else this.freeBounce.push(i);
   }
 
+  /** Writes give bounce buffers back here: a waiting read run goes first. */
+  private returnBounce(i: number): void {
+    this.releaseBounce(i);
+  }
+
   private async lock(first: number, count: number): Promise<void> {
+    const seq = ++this.writeSeq;
     for (let b = first; b < first + count; b++) {
       const key = cacheKey(this.info.id, b);
-      const pending = this.fills.get(b);
-      if (pending) for (const fill of pending) fill.stale = true;
+      // Read fills in flight on this block are stale now (see writtenSince).
+      this.writeStamps[b & STAMP_MASK] = seq;
       const queue = this.locks.get(key);
       if (!queue) {
         this.locks.set(key, []);
@@ -244,59 +450,11 @@ export class Volume implements BlockDevice {
     }
   }
 
-  /** Read [pos, +len) (within one MAX_IO window) into dst at dstOffset: hits from cache, misses in runs. */
-  private async readPiece(dst: Uint8Array, dstOffset: number, pos: number, len: number): Promise<void> {
-    const first = Math.floor(pos / BLOCK);
-    const last = Math.floor((pos + len - 1) / BLOCK);
-    const id = this.info.id;
-    let runStart = -1;
-    const runs: Promise<void>[] = [];
-    for (let b = first; b <= last + 1; b++) {
-      const hit = b <= last ? this.cache.get(cacheKey(id, b)) : undefined;
-      if (hit) this.copyOut(hit, b, dst, dstOffset, pos, len);
-      if (b <= last && !hit) {
-        if (runStart < 0) runStart = b;
-      } else if (runStart >= 0) {
-        runs.push(this.readRun(runStart, b - runStart, dst, dstOffset, pos, len));
-        runStart = -1;
-      }
-    }
-    if (runs.length === 1) await runs[0];
-    else if (runs.length) await Promise.all(runs);
-  }
-
   /** Copy the part of block `b` (bytes in `src`) that falls inside the request [pos, +len). */
   private copyOut(src: Uint8Array, b: number, dst: Uint8Array, dstOffset: number, pos: number, len: number): void {
     const from = Math.max(pos, b * BLOCK);
     const to = Math.min(pos + len, (b + 1) * BLOCK);
     dst.set(src.subarray(from - b * BLOCK, to - b * BLOCK), dstOffset + from - pos);
-  }
-
-  private async readRun(first: number, count: number, dst: Uint8Array, dstOffset: number, pos: number, len: number): Promise<void> {
-    const slot = await this.getBounce();
-    const base = slot * MAX_IO;
-    const fill: PendingFill = { stale: false };
-    for (let b = first; b < first + count; b++) {
-      const pending = this.fills.get(b);
-      if (pending) pending.push(fill);
-      else this.fills.set(b, [fill]);
-      if (this.locks.has(cacheKey(this.info.id, b))) fill.stale = true;
-    }
-    try {
-      await this.backend.read(this.bounce, base, count * BLOCK, first * BLOCK);
-      for (let b = first; b < first + count; b++) {
-        const at = base + (b - first) * BLOCK;
-        this.copyOut(this.bounce.subarray(at, at + BLOCK), b, dst, dstOffset, pos, len);
-        if (!fill.stale) this.cache.put(cacheKey(this.info.id, b), this.bounce, at);
-      }
-    } finally {
-      for (let b = first; b < first + count; b++) {
-        const pending = this.fills.get(b)!;
-        if (pending.length === 1) this.fills.delete(b);
-        else pending.splice(pending.indexOf(fill), 1);
-      }
-      this.putBounce(slot);
-    }
   }
 
   /** Write src[srcOffset..] to [pos, +len) (within one MAX_IO window), read-modify-write at the edges. */
@@ -326,7 +484,7 @@ export class Volume implements BlockDevice {
         else this.cache.update(key, this.bounce, base + b * BLOCK);
       }
     } finally {
-      this.putBounce(slot);
+      this.returnBounce(slot);
       this.unlock(first, count);
     }
   }
@@ -357,7 +515,7 @@ export class Volume implements BlockDevice {
             this.bounce.fill(0, slot * MAX_IO, slot * MAX_IO + n * BLOCK);
             await this.backend.write(this.bounce, slot * MAX_IO, n * BLOCK, b * BLOCK);
           } finally {
-            this.putBounce(slot);
+            this.returnBounce(slot);
           }
         }
       } finally {

@@ -125,12 +125,12 @@ export class VirtioBlkDevice {
     return this.queue.broken || this.draining ? 0 : this.queue.pending();
   }
 
-  /** Pop every available request, validate it and dispatch it. Returns how many were taken. Never throws. */
-  poll(): number {
+  /** Pop up to `budget` available requests, validate and dispatch them. Returns how many were taken. Never throws. */
+  poll(budget = Infinity): number {
     if (this.queue.broken || this.draining) return 0;
     let taken = 0;
     try {
-      for (;;) {
+      while (taken < budget) {
         const popped = this.queue.pop();
         if (popped.kind === 'empty' || popped.kind === MapFailure.BrokenRing) break;
         taken++;

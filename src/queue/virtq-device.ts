@@ -63,6 +63,9 @@ export class VirtqDevice {
   private shadowUsedIdx = 0;
   private publishedUsedIdx = 0;
   private brokenReason: string | null = null;
+  /** Heads taken and not yet returned in the used ring: a guest may not post one twice. */
+  private readonly outstanding: Uint8Array;
+  private outstandingCount = 0;
   private readonly dataStart: number;
   private readonly dataEnd: number;
   private readonly maxChain: number;
@@ -78,6 +81,7 @@ export class VirtqDevice {
     this.dataEnd = layout.dataOffset + layout.dataBytes;
     // Header + status + seg_max data segments; a split header may use a few more.
     this.maxChain = Math.min(this.size, layout.segMax + 4);
+    this.outstanding = new Uint8Array(this.size);
     // Resume from the ring's current state (a restarted controller must not re-execute).
     this.lastAvailIdx = this.shadowUsedIdx = this.publishedUsedIdx = Atomics.load(this.views.u16, this.views.usedIdx);
   }
@@ -116,6 +120,11 @@ export class VirtqDevice {
     return this.views.u8.subarray(start, end);
   }
 
+  /** Requests taken and not yet completed (never more than the queue size). */
+  get inFlight(): number {
+    return this.outstandingCount;
+  }
+
   /** Number of entries the driver has made available and we have not taken. */
   pending(): number {
     const availIdx = Atomics.load(this.views.u16, this.views.availIdx);
@@ -145,6 +154,15 @@ export class VirtqDevice {
       this.markBroken(reason);
       return { kind: MapFailure.BrokenRing, reason };
     }
+    if (this.outstanding[head] !== 0) {
+      // Re-posting a head in flight would let a guest keep unbounded requests
+      // in flight on a fixed-size queue (and alias their buffers).
+      const reason = `avail ring head ${head} posted again while in flight`;
+      this.markBroken(reason);
+      return { kind: MapFailure.BrokenRing, reason };
+    }
+    this.outstanding[head] = 1;
+    this.outstandingCount++;
     return this.mapDesc(head);
   }
 
@@ -242,6 +260,10 @@ export class VirtqDevice {
    * entries are outstanding, so the slot cannot hold an unread entry.
    */
   push(head: number, len: number): void {
+    if (this.outstanding[head] !== 0) {
+      this.outstanding[head] = 0;
+      this.outstandingCount--;
+    }
     if (this.brokenReason !== null) return;
     const slot = this.views.usedElem(this.shadowUsedIdx & (this.size - 1));
     this.views.u32[slot] = head;

@@ -1,0 +1,651 @@
+/*
+ * storvisor's native addon: what Node lacks for the data plane.
+ *
+ *   io_uring   a submission/completion ring per engine, driven from the thread
+ *              that owns it: prep* fill SQEs (no system call), submit() makes one
+ *              io_uring_enter for the batch, reap() copies CQEs into a caller's
+ *              Int32Array (a memory read, no system call). An eventfd registered
+ *              with the ring is watched by the owning thread's libuv loop, so
+ *              when nothing spins, a completion wakes that loop directly: no
+ *              thread-pool hop. notify(false) sets IORING_CQ_EVENTFD_DISABLED
+ *              while a poller spins, so the kernel skips the eventfd write.
+ *   scheduling sched_yield, thread affinity, thread nice value, gettid.
+ *   memory     the address alignment of a buffer (O_DIRECT needs 512 bytes).
+ *
+ * Raw system calls against <linux/io_uring.h>: no liburing needed to build.
+ * Nothing here allocates per request; every entry point takes numbers and
+ * buffers the caller already holds.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002
+#endif
+
+#define CHECK(env, call)                                  \
+  do {                                                    \
+    if ((call) != napi_ok) {                              \
+      napi_throw_error((env), NULL, "N-API call failed"); \
+      return NULL;                                        \
+    }                                                     \
+  } while (0)
+
+typedef struct ring {
+  int fd;
+  int efd;
+  unsigned sq_entries;
+  /* Submission queue (shared with the kernel). */
+  void *sq_ptr;
+  size_t sq_len;
+  _Atomic unsigned *sq_head;
+  _Atomic unsigned *sq_tail;
+  unsigned sq_mask;
+  unsigned *sq_array;
+  struct io_uring_sqe *sqes;
+  size_t sqes_len;
+  /* Completion queue (shares sq_ptr's mapping: IORING_FEAT_SINGLE_MMAP). */
+  void *cq_ptr;
+  size_t cq_len;
+  _Atomic unsigned *cq_head;
+  _Atomic unsigned *cq_tail;
+  unsigned cq_mask;
+  _Atomic unsigned *cq_flags;
+  struct io_uring_cqe *cqes;
+  /* Our shadow of sq_tail: SQEs filled but not yet handed over by submit(). */
+  unsigned local_tail;
+  unsigned submitted_tail;
+  /* libuv watch of the eventfd. */
+  uv_poll_t poll;
+  int watching;
+  int closing;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+} ring_t;
+
+static int sys_setup(unsigned entries, struct io_uring_params *p) {
+  return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+static int sys_enter(int fd, unsigned to_submit, unsigned min_complete, unsigned flags) {
+  return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, 0);
+}
+
+static int sys_register(int fd, unsigned opcode, void *arg, unsigned nr) {
+  return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr);
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  const char *name = err == ENOSYS ? "ENOSYS" : err == EPERM ? "EPERM" : err == ENOMEM ? "ENOMEM" : err == EINVAL ? "EINVAL" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, message, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static void ring_unmap(ring_t *r) {
+  if (r->sqes && r->sqes != MAP_FAILED) munmap(r->sqes, r->sqes_len);
+  if (r->cq_ptr && r->cq_ptr != MAP_FAILED && r->cq_ptr != r->sq_ptr) munmap(r->cq_ptr, r->cq_len);
+  if (r->sq_ptr && r->sq_ptr != MAP_FAILED) munmap(r->sq_ptr, r->sq_len);
+  r->sqes = NULL;
+  r->cq_ptr = r->sq_ptr = NULL;
+}
+
+static void ring_release(ring_t *r) {
+  ring_unmap(r);
+  if (r->efd >= 0) close(r->efd);
+  if (r->fd >= 0) close(r->fd);
+  r->efd = r->fd = -1;
+}
+
+/* ---- argument helpers --------------------------------------------------- */
+
+static ring_t *ring_arg(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, NULL, "expected a ring");
+    return NULL;
+  }
+  ring_t *r = p;
+  if (r->fd < 0) {
+    napi_throw_error(env, "ESHUTDOWN", "ring is closed");
+    return NULL;
+  }
+  return r;
+}
+
+/* The bytes of a TypedArray or Buffer: base pointer and length. */
+static int bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (!is_ta) {
+    napi_throw_type_error(env, NULL, "expected a TypedArray or Buffer");
+    return 0;
+  }
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *ptr;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &ab, &offset) != napi_ok) {
+    napi_throw_error(env, NULL, "cannot read TypedArray");
+    return 0;
+  }
+  size_t elem = 1;
+  switch (type) {
+    case napi_int16_array: case napi_uint16_array: elem = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+    default: elem = 1;
+  }
+  *data = ptr;
+  *len = length * elem;
+  return 1;
+}
+
+static int64_t i64_arg(napi_env env, napi_value v) {
+  int64_t x = 0;
+  napi_get_value_int64(env, v, &x);
+  return x;
+}
+
+/* ---- ring lifecycle ----------------------------------------------------- */
+
+static void ring_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  ring_t *r = data;
+  /* A ring still watched is kept alive by its uv handle; close() frees it. */
+  if (r->watching || r->closing) return;
+  ring_release(r);
+  free(r);
+}
+
+/* ringCreate(entries) → ring. Throws with the errno when io_uring is missing or refused. */
+static napi_value ring_create(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t entries = 256;
+  if (argc > 0) napi_get_value_uint32(env, argv[0], &entries);
+
+  ring_t *r = calloc(1, sizeof *r);
+  if (!r) return throw_errno(env, "ringCreate", ENOMEM);
+  r->fd = r->efd = -1;
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  /* Only the owning thread submits: lets the kernel skip some locking. */
+  p.flags = IORING_SETUP_SINGLE_ISSUER;
+  int fd = sys_setup(entries, &p);
+  if (fd < 0 && errno == EINVAL) {
+    memset(&p, 0, sizeof p); /* an older kernel without SINGLE_ISSUER */
+    fd = sys_setup(entries, &p);
+  }
+  if (fd < 0) {
+    int err = errno;
+    free(r);
+    return throw_errno(env, "io_uring_setup", err);
+  }
+  r->fd = fd;
+  r->sq_entries = p.sq_entries;
+  r->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+  int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single && r->cq_len > r->sq_len) r->sq_len = r->cq_len;
+  r->sq_ptr = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+  if (r->sq_ptr == MAP_FAILED) goto fail;
+  r->cq_ptr = single ? r->sq_ptr : mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+  if (r->cq_ptr == MAP_FAILED) goto fail;
+  r->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+  r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+  if (r->sqes == MAP_FAILED) goto fail;
+
+  uint8_t *sq = r->sq_ptr, *cq = r->cq_ptr;
+  r->sq_head = (_Atomic unsigned *)(sq + p.sq_off.head);
+  r->sq_tail = (_Atomic unsigned *)(sq + p.sq_off.tail);
+  r->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+  r->sq_array = (unsigned *)(sq + p.sq_off.array);
+  r->cq_head = (_Atomic unsigned *)(cq + p.cq_off.head);
+  r->cq_tail = (_Atomic unsigned *)(cq + p.cq_off.tail);
+  r->cq_mask = *(unsigned *)(cq + p.cq_off.ring_mask);
+  r->cq_flags = p.cq_off.flags ? (_Atomic unsigned *)(cq + p.cq_off.flags) : NULL;
+  r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+  r->local_tail = r->submitted_tail = atomic_load_explicit(r->sq_tail, memory_order_relaxed);
+
+  /* The wake-up path for a loop that is not spinning. */
+  r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (r->efd < 0) goto fail;
+  if (sys_register(fd, IORING_REGISTER_EVENTFD, &r->efd, 1) < 0) goto fail;
+
+  napi_value ext;
+  if (napi_create_external(env, r, ring_finalize, NULL, &ext) != napi_ok) {
+    ring_release(r);
+    free(r);
+    napi_throw_error(env, NULL, "napi_create_external failed");
+    return NULL;
+  }
+  return ext;
+
+fail: {
+  int err = errno;
+  ring_release(r);
+  free(r);
+  return throw_errno(env, "io_uring setup", err);
+}
+}
+
+/* ---- submission --------------------------------------------------------- */
+
+/* The next free SQE, or NULL when the submission queue is full. */
+static struct io_uring_sqe *next_sqe(ring_t *r) {
+  unsigned head = atomic_load_explicit(r->sq_head, memory_order_acquire);
+  if (r->local_tail - head >= r->sq_entries) return NULL;
+  unsigned idx = r->local_tail & r->sq_mask;
+  struct io_uring_sqe *sqe = &r->sqes[idx];
+  memset(sqe, 0, sizeof *sqe);
+  r->sq_array[idx] = idx;
+  r->local_tail++;
+  return sqe;
+}
+
+/*
+ * prepRw(ring, op, fd, buffer, byteOffset, length, position, tag, rwFlags) → bool
+ * op: 0 read, 1 write. False when the submission queue is full (call submit()).
+ * The buffer must stay alive and untouched until the completion is reaped.
+ */
+static napi_value prep_rw(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value argv[9];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 9) {
+    napi_throw_type_error(env, NULL, "prepRw needs 9 arguments");
+    return NULL;
+  }
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  uint32_t op = 0, tag = 0, rw_flags = 0;
+  int32_t fd = -1;
+  napi_get_value_uint32(env, argv[1], &op);
+  napi_get_value_int32(env, argv[2], &fd);
+  uint8_t *data;
+  size_t len;
+  if (!bytes_arg(env, argv[3], &data, &len)) return NULL;
+  int64_t at = i64_arg(env, argv[4]);
+  int64_t count = i64_arg(env, argv[5]);
+  int64_t pos = i64_arg(env, argv[6]);
+  napi_get_value_uint32(env, argv[7], &tag);
+  napi_get_value_uint32(env, argv[8], &rw_flags);
+  if (at < 0 || count < 0 || (uint64_t)at + (uint64_t)count > len || count > 0x7fffffff || pos < 0) {
+    napi_throw_range_error(env, "ERANGE", "prepRw: range outside the buffer");
+    return NULL;
+  }
+  napi_value result;
+  struct io_uring_sqe *sqe = next_sqe(r);
+  if (!sqe) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  sqe->opcode = op == 1 ? IORING_OP_WRITE : IORING_OP_READ;
+  sqe->fd = fd;
+  sqe->addr = (uint64_t)(uintptr_t)(data + at);
+  sqe->len = (uint32_t)count;
+  sqe->off = (uint64_t)pos;
+  sqe->rw_flags = (int)rw_flags;
+  sqe->user_data = tag;
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* prepFsync(ring, fd, tag, datasync) → bool */
+static napi_value prep_fsync(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  int32_t fd = -1;
+  uint32_t tag = 0;
+  bool datasync = true;
+  napi_get_value_int32(env, argv[1], &fd);
+  napi_get_value_uint32(env, argv[2], &tag);
+  if (argc > 3) napi_get_value_bool(env, argv[3], &datasync);
+  napi_value result;
+  struct io_uring_sqe *sqe = next_sqe(r);
+  if (!sqe) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  sqe->opcode = IORING_OP_FSYNC;
+  sqe->fd = fd;
+  sqe->fsync_flags = datasync ? IORING_FSYNC_DATASYNC : 0;
+  sqe->user_data = tag;
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
+/* submit(ring) → number handed to the kernel (0 when nothing was prepared), or -errno. */
+static napi_value ring_submit(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  unsigned pending = r->local_tail - r->submitted_tail;
+  int ret = 0;
+  if (pending > 0) {
+    /* Release: the SQE contents are visible before the kernel sees the tail. */
+    atomic_store_explicit(r->sq_tail, r->local_tail, memory_order_release);
+    r->submitted_tail = r->local_tail;
+    do {
+      ret = sys_enter(r->fd, pending, 0, 0);
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) ret = -errno;
+  }
+  napi_value result;
+  napi_create_int32(env, ret, &result);
+  return result;
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static unsigned reap_into(ring_t *r, int32_t *out, unsigned pairs) {
+  unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
+  /* Acquire: CQE contents written by the kernel are visible once we see its tail. */
+  unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
+  unsigned n = 0;
+  while (head != tail && n < pairs) {
+    struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+    out[2 * n] = (int32_t)(uint32_t)cqe->user_data;
+    out[2 * n + 1] = cqe->res;
+    head++;
+    n++;
+  }
+  /* Release: the kernel may reuse the slots only after we have read them. */
+  if (n) atomic_store_explicit(r->cq_head, head, memory_order_release);
+  return n;
+}
+
+/* reap(ring, out: Int32Array) → n; out[2i] = tag, out[2i+1] = result (bytes or -errno). */
+static napi_value ring_reap(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  uint8_t *data;
+  size_t len;
+  if (!bytes_arg(env, argv[1], &data, &len)) return NULL;
+  unsigned n = reap_into(r, (int32_t *)data, (unsigned)(len / 8));
+  napi_value result;
+  napi_create_uint32(env, n, &result);
+  return result;
+}
+
+/* pending(ring) → CQEs waiting to be reaped (a cheap emptiness test for a poller). */
+static napi_value ring_ready(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
+  unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
+  napi_value result;
+  napi_create_uint32(env, tail - head, &result);
+  return result;
+}
+
+/*
+ * notify(ring, on): whether the kernel signals the eventfd on completion.
+ * A spinning poller turns it off (it reaps by reading memory); before it
+ * sleeps it turns it on and re-checks the ring, so no completion is missed.
+ */
+static napi_value ring_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  bool on = true;
+  napi_get_value_bool(env, argv[1], &on);
+  if (r->cq_flags) {
+    if (on) atomic_fetch_and_explicit(r->cq_flags, ~IORING_CQ_EVENTFD_DISABLED, memory_order_seq_cst);
+    else atomic_fetch_or_explicit(r->cq_flags, IORING_CQ_EVENTFD_DISABLED, memory_order_seq_cst);
+  }
+  return NULL;
+}
+
+static void on_eventfd(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  ring_t *r = handle->data;
+  uint64_t value;
+  /* Drain the counter: one wake-up covers every completion so far. */
+  while (read(r->efd, &value, sizeof value) > 0) {
+  }
+  if (status < 0 || r->callback == NULL) return;
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, ignored;
+  if (napi_get_reference_value(env, r->callback, &cb) == napi_ok && cb != NULL) {
+    napi_get_global(env, &recv); /* Node 20's make_callback wants an object receiver */
+    /* make_callback runs the microtask queue afterwards, as any libuv callback into JS must. */
+    napi_make_callback(env, r->async, recv, cb, 0, NULL, &ignored);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* watch(ring, callback): call back (no arguments) on the owning loop whenever completions were signalled. */
+static napi_value ring_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  if (r->watching) {
+    napi_throw_error(env, NULL, "ring is already watched");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  CHECK(env, napi_get_uv_event_loop(env, &loop));
+  r->env = env;
+  CHECK(env, napi_create_reference(env, argv[1], 1, &r->callback));
+  napi_value name, resource;
+  napi_create_string_utf8(env, "storvisor:io_uring", NAPI_AUTO_LENGTH, &name);
+  /* Node 20 requires a resource object (NULL is accepted only by later versions). */
+  CHECK(env, napi_create_object(env, &resource));
+  CHECK(env, napi_async_init(env, resource, name, &r->async));
+  if (uv_poll_init(loop, &r->poll, r->efd) != 0) {
+    napi_throw_error(env, NULL, "uv_poll_init failed");
+    return NULL;
+  }
+  r->poll.data = r;
+  uv_poll_start(&r->poll, UV_READABLE, on_eventfd);
+  r->watching = 1;
+  return NULL;
+}
+
+/* ref(ring, on): whether the watch keeps the event loop alive (on while requests are in flight). */
+static napi_value ring_ref(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ring_t *r = ring_arg(env, argv[0]);
+  if (!r) return NULL;
+  bool on = true;
+  napi_get_value_bool(env, argv[1], &on);
+  if (r->watching) {
+    if (on) uv_ref((uv_handle_t *)&r->poll);
+    else uv_unref((uv_handle_t *)&r->poll);
+  }
+  return NULL;
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  ring_t *r = handle->data;
+  ring_release(r);
+  free(r);
+}
+
+/*
+ * close(ring): stop watching and release the ring. The kernel cancels or
+ * finishes requests still in flight before the ring's memory goes; the
+ * caller must not reuse their buffers until it knows they are done.
+ */
+static napi_value ring_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *p = NULL;
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL) return NULL;
+  ring_t *r = p;
+  if (r->fd < 0 || r->closing) return NULL;
+  if (r->callback) {
+    napi_delete_reference(env, r->callback);
+    r->callback = NULL;
+  }
+  if (r->async) {
+    napi_async_destroy(env, r->async);
+    r->async = NULL;
+  }
+  if (r->watching) {
+    /* The handle must be closed before the memory goes: free in the close callback. */
+    r->closing = 1;
+    uv_poll_stop(&r->poll);
+    r->watching = 0;
+    uv_close((uv_handle_t *)&r->poll, on_poll_closed);
+    /* Mark closed now so later calls see ESHUTDOWN; the fds go in on_poll_closed. */
+    ring_unmap(r);
+    close(r->fd);
+    r->fd = -1;
+  } else {
+    ring_release(r);
+  }
+  return NULL;
+}
+
+/* ---- scheduling and memory ---------------------------------------------- */
+
+static napi_value sched_yield_js(napi_env env, napi_callback_info info) {
+  (void)env;
+  (void)info;
+  sched_yield();
+  return NULL;
+}
+
+static napi_value gettid_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_create_int32(env, (int32_t)syscall(SYS_gettid), &result);
+  return result;
+}
+
+/* setAffinity(cpus: number[]): pin the calling thread. Throws with the errno on refusal. */
+static napi_value set_affinity(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t n = 0;
+  CHECK(env, napi_get_array_length(env, argv[0], &n));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    uint32_t cpu = 0;
+    napi_get_element(env, argv[0], i, &v);
+    napi_get_value_uint32(env, v, &cpu);
+    if (cpu >= CPU_SETSIZE) return throw_errno(env, "sched_setaffinity", EINVAL);
+    CPU_SET(cpu, &set);
+  }
+  if (sched_setaffinity(0, sizeof set, &set) != 0) return throw_errno(env, "sched_setaffinity", errno);
+  return NULL;
+}
+
+/* getAffinity() → the calling thread's CPU list. */
+static napi_value get_affinity(napi_env env, napi_callback_info info) {
+  (void)info;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return throw_errno(env, "sched_getaffinity", errno);
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t k = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    napi_value v;
+    napi_create_uint32(env, (uint32_t)cpu, &v);
+    napi_set_element(env, arr, k++, v);
+  }
+  return arr;
+}
+
+/* setNice(n): the calling thread's nice value (Linux: per thread). Throws on refusal. */
+static napi_value set_nice(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t nice = 0;
+  napi_get_value_int32(env, argv[0], &nice);
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) != 0) return throw_errno(env, "setpriority", errno);
+  return NULL;
+}
+
+/* addressAlignment(buffer) → the buffer's start address modulo 4096. */
+static napi_value address_alignment(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *data;
+  size_t len;
+  if (!bytes_arg(env, argv[0], &data, &len)) return NULL;
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)((uintptr_t)data & 4095), &result);
+  return result;
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  napi_property_descriptor props[] = {
+    {"ringCreate", NULL, ring_create, NULL, NULL, NULL, napi_default, NULL},
+    {"prepRw", NULL, prep_rw, NULL, NULL, NULL, napi_default, NULL},
+    {"prepFsync", NULL, prep_fsync, NULL, NULL, NULL, napi_default, NULL},
+    {"submit", NULL, ring_submit, NULL, NULL, NULL, napi_default, NULL},
+    {"reap", NULL, ring_reap, NULL, NULL, NULL, napi_default, NULL},
+    {"ready", NULL, ring_ready, NULL, NULL, NULL, napi_default, NULL},
+    {"notify", NULL, ring_notify, NULL, NULL, NULL, napi_default, NULL},
+    {"watch", NULL, ring_watch, NULL, NULL, NULL, napi_default, NULL},
+    {"ref", NULL, ring_ref, NULL, NULL, NULL, napi_default, NULL},
+    {"ringClose", NULL, ring_close, NULL, NULL, NULL, napi_default, NULL},
+    {"schedYield", NULL, sched_yield_js, NULL, NULL, NULL, napi_default, NULL},
+    {"gettid", NULL, gettid_js, NULL, NULL, NULL, napi_default, NULL},
+    {"setAffinity", NULL, set_affinity, NULL, NULL, NULL, napi_default, NULL},
+    {"getAffinity", NULL, get_affinity, NULL, NULL, NULL, napi_default, NULL},
+    {"setNice", NULL, set_nice, NULL, NULL, NULL, napi_default, NULL},
+    {"addressAlignment", NULL, address_alignment, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value rwf;
+  napi_create_uint32(env, RWF_DSYNC, &rwf);
+  napi_set_named_property(env, exports, "RWF_DSYNC", rwf);
+  return exports;
+}
