@@ -188,11 +188,6 @@ export class FileData {
     return e;
   }
 
-  /** Inodes with an unreported failed writeback. */
-  failedInodes(): number[] {
-    return [...this.errors.keys()];
-  }
-
   /** The file is gone: nothing is left to report. */
   forget(ino: number): void {
     this.drop(ino);

@@ -736,9 +736,10 @@ export class VolumeFileSystem implements FileSystem {
   }
 
   /**
-   * Write back and make durable one file (or every file). Reports, once, a
-   * failed writeback of the file that an earlier call (an unstable WRITE over
-   * the dirty limit) ran into: the data it dropped had been acknowledged.
+   * Write back and make durable one file (or every file). A commit of one file
+   * also reports, once, a failed writeback of that file that an earlier call
+   * ran into (an unstable WRITE over the dirty limit, a commit of everything):
+   * the data it dropped may have been acknowledged.
    */
   async commit(ino?: number, gen?: number): Promise<void> {
     this.assertOpen();
@@ -755,9 +756,11 @@ export class VolumeFileSystem implements FileSystem {
         first ??= err;
       }
     }
-    for (const i of ino === undefined ? this.data.failedInodes() : [ino]) {
-      const e = this.data.takeError(i);
-      first ??= e ?? null;
+    // Only a COMMIT of the file itself takes the error: a commit of everything (server
+    // stop, close) has nobody to hand a client's lost write to.
+    if (ino !== undefined) {
+      const sticky = this.data.takeError(ino); // taken even when this call's own writeback failed
+      first ??= sticky ?? null;
     }
     // Files that did write back are made durable either way.
     await this.journal.sync();
