@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { invalidArgument } from '../../../util/errors.ts';
 import type { Mutation, OpCode } from '../store/mutations.ts';
 
 /**
@@ -85,7 +86,7 @@ export function initialSuperblock(deviceSize: number, blockSize: number): Superb
 
 /** Always version 2: a version 1 log is compacted into version 2 before anything is written to it. */
 export function encodeSuperblock(sb: Superblock): Buffer {
-  if (sb.version !== LOG_VERSION) throw new Error(`cannot write a version ${sb.version} superblock`);
+  if (sb.version !== LOG_VERSION) throw invalidArgument(`database log: cannot write a version ${sb.version} superblock`);
   const b = Buffer.alloc(sb.blockSize);
   MAGIC.copy(b, 0);
   b.writeUInt32LE(LOG_TYPE, 8);

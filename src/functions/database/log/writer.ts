@@ -1,4 +1,5 @@
 import type { BlockDevice } from '../../../block/types.ts';
+import { ioError } from '../../../util/errors.ts';
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /** Mutations that can only make the data set smaller. */
@@ -227,7 +228,7 @@ export class LogWriter {
     const buf = Buffer.alloc(Math.ceil(used / bs) * bs);
     this.tailBlock.copy(buf, 0);
     // Only a version 2 region is appended to (a recovered one is compacted first).
-    if (this.sb.version !== LOG_VERSION) throw new Error(`appending to a version ${this.sb.version} log region`);
+    if (this.sb.version !== LOG_VERSION) throw ioError(`database log: refusing to append to a version ${this.sb.version} region`);
     let pos = this.tailBlock.length;
     let crc = this.lastCrc;
     let seq = this.nextSeq;
