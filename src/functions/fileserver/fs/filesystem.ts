@@ -723,13 +723,14 @@ export class VolumeFileSystem implements FileSystem {
         await this.putInode(h, ino, inode);
       }, true));
     } catch (err) {
-      // inTx rolled the map back; the pages go too, and a later COMMIT reports the loss.
-      if (err instanceof FsError && (err.code === 'IO' || err.code === 'NOSPC')) {
-        this.counters.writebackErrors++;
-        this.data.failed(ino, err);
-        this.log(`inode ${ino}: ${err.message}; its unwritten data was dropped`);
-      }
-      throw err;
+      // inTx rolled the map back; the pages go too (whatever failed: a data write, a
+      // metadata read), so memory stays bounded, and a later COMMIT reports the loss.
+      if (this.journal.failed) throw err;
+      const e = writebackError(ino, err);
+      this.counters.writebackErrors++;
+      this.data.failed(ino, e);
+      this.log(`inode ${ino}: ${e.message}; its unwritten data was dropped`);
+      throw e;
     }
     this.data.drop(ino);
     return seq;
