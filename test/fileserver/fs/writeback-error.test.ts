@@ -139,3 +139,24 @@ test('a metadata read error halfway through a remove makes the filesystem read-o
   await again.close();
   assert.deepEqual((await fsck(dev.mem)).problems, []);
 });
+
+test('a failed journal write makes the filesystem read-only and a remount finds the last committed state', async () => {
+  const dev = new FaultDevice(16 << 20);
+  const { fs } = await open(dev, { log: () => {} });
+  const kept = await writeFile(fs, 'kept', pattern(30_000, 10));
+  const journalEnd = (fs.sb.journalStart + fs.sb.journalBlocks) * BLOCK_SIZE;
+  dev.failWrites(BLOCK_SIZE, journalEnd, { kind: 'EIO' });
+  await assert.rejects(writeFile(fs, 'lost', pattern(30_000, 11)), code('IO'));
+  assert.equal(dev.failed, 1);
+  dev.clearFaults();
+  await assert.rejects(fs.create(ROOT, ROOT_GEN, 'later', { ...OWNER, exclusive: true }), code('ROFS'));
+  await assert.rejects(fs.write(kept.ino, kept.generation, 0, pattern(10, 12), false), code('ROFS'));
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+  const { fs: again } = await open(dev);
+  await assert.rejects(again.lookup(ROOT, ROOT_GEN, 'lost'), code('NOENT'));
+  const k = await again.lookup(ROOT, ROOT_GEN, 'kept');
+  assert.ok(same((await again.read(k.ino, k.generation, 0, 30_000)).data, pattern(30_000, 10)));
+  await again.create(ROOT, ROOT_GEN, 'later', { ...OWNER, exclusive: true });
+  await again.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
