@@ -3,38 +3,49 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { Database } from '../../src/functions/database/database.ts';
-import { MAGIC, decodeSuperblock } from '../../src/functions/database/log/format.ts';
+import { createHash } from 'node:crypto';
+import { openLog } from '../../src/functions/database/log/recovery.ts';
+import { LOG_VERSION, MAGIC, decodeSuperblock } from '../../src/functions/database/log/format.ts';
+import { Op, num } from '../../src/functions/database/store/mutations.ts';
 import { GOLDEN_EXPIRY, GOLDEN_SIZE, buildGoldenImage } from './fixtures/make-golden.ts';
 
-const golden = readFileSync(new URL('./fixtures/log-v1.img', import.meta.url));
+const goldenV1 = readFileSync(new URL('./fixtures/log-v1.img', import.meta.url));
+const golden = readFileSync(new URL('./fixtures/log-v2.img', import.meta.url));
 const noop = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
 
-test('the committed generator reproduces the golden log image byte for byte', async () => {
+test('the committed generator reproduces the golden version 2 log image byte for byte', async () => {
+  assert.equal(LOG_VERSION, 2, 'a new version needs a new fixture');
   const built = await buildGoldenImage();
   assert.equal(built.length, GOLDEN_SIZE);
-  assert.ok(built.equals(golden), 'log format v1 changed: bump the version and add a new fixture');
+  assert.ok(built.equals(golden), 'log format v2 changed: bump the version and add a new fixture');
 });
 
-test('the golden image starts with a checksummed superblock naming type, version and block size', () => {
-  assert.ok(golden.subarray(0, 8).equals(MAGIC));
-  const slot0 = decodeSuperblock(golden.subarray(0, 4096));
-  assert.equal(slot0.kind, 'valid');
-  if (slot0.kind !== 'valid') return;
-  assert.deepEqual(slot0.sb, {
-    blockSize: 4096,
-    activeRegion: 1,
-    deviceSize: GOLDEN_SIZE,
-    generation: 2,
-    region0Offset: 8192,
-    regionSize: 20480,
-  });
+test('the frozen version 1 fixture is unchanged', () => {
+  assert.equal(createHash('sha256').update(goldenV1).digest('hex'), '9ffd26ad850b4030e9e1a2f8b44778cb227d8782621c22f88035ccb56d2f15d7');
 });
 
-test('opening the golden image recovers exactly the data set it holds', async () => {
-  const device = new MemoryBlockDevice(GOLDEN_SIZE);
-  device.bytes.set(golden);
-  const db = await Database.open(device, noop);
-  const ks = db.ks;
+test('the golden images start with a checksummed superblock naming type, version, block size and first sequence', () => {
+  for (const [image, version, firstSeq] of [[goldenV1, 1, 0], [golden, 2, 8]] as const) {
+    assert.ok(image.subarray(0, 8).equals(MAGIC));
+    const slot0 = decodeSuperblock(image.subarray(0, 4096));
+    assert.equal(slot0.kind, 'valid');
+    if (slot0.kind !== 'valid') return;
+    assert.deepEqual(slot0.sb, {
+      version,
+      blockSize: 4096,
+      activeRegion: 1,
+      deviceSize: GOLDEN_SIZE,
+      generation: 2,
+      region0Offset: 8192,
+      regionSize: 20480,
+      // Version 2: seven records went to region 0 (1..7), so the snapshot starts at 8.
+      firstSeq,
+    });
+  }
+});
+
+/** The data set make-golden.ts builds. */
+function assertGoldenData(ks: Database['ks']): void {
   const str = (k: string) => {
     const e = ks.get(k);
     return e?.type === 'string' ? e.data.toString('latin1') : e?.type;
@@ -48,7 +59,44 @@ test('opening the golden image recovers exactly the data set it holds', async ()
   assert.equal(ks.get('ttl')?.expireAt, GOLDEN_EXPIRY);
   assert.equal(str(Buffer.from([0, 0xff, 0x0d, 0x0a]).toString('latin1')), '\x01\x02\x03');
   assert.equal(ks.size, 7);
+}
+
+for (const [name, image] of [['version 1', goldenV1], ['version 2', golden]] as const) {
+  test(`opening the golden ${name} image recovers exactly the data set it holds`, async () => {
+    const device = new MemoryBlockDevice(GOLDEN_SIZE);
+    device.bytes.set(image);
+    const db = await Database.open(device, noop);
+    assert.equal(db.recovered.replayed, 9); // a 5-record snapshot and 4 appended records
+    assertGoldenData(db.ks);
+    await db.close();
+    assert.ok(Buffer.from(device.bytes).equals(image), 'opening and closing without a write changes nothing');
+  });
+}
+
+test('the golden version 2 image numbers its records on from the first sequence', async () => {
+  const device = new MemoryBlockDevice(GOLDEN_SIZE);
+  device.bytes.set(golden);
+  const { pos, replayed } = await openLog(device, () => {});
+  assert.equal(replayed, 9);
+  assert.equal(pos.nextSeq, 8 + 9);
+  assert.equal(pos.compactFirst, true);
+});
+
+test('the first write to a version 1 log compacts it into version 2, and it reopens with everything', async () => {
+  const device = new MemoryBlockDevice(GOLDEN_SIZE);
+  device.bytes.set(goldenV1);
+  const db = await Database.open(device, noop);
+  db.mutate({ op: Op.Set, args: [Buffer.from('new'), Buffer.from('v'), num(0)] });
+  await db.writer.sync();
+  assert.equal(db.writer.counters.compactions, 1);
   await db.close();
+  const sb = decodeSuperblock(Buffer.from(device.bytes.subarray(4096, 8192))); // generation 3: slot 1
+  assert.ok(sb.kind === 'valid' && sb.sb.version === 2 && sb.sb.generation === 3 && sb.sb.activeRegion === 0, JSON.stringify(sb));
+  const again = await Database.open(device, noop);
+  const e = again.ks.get('new');
+  assert.equal(e?.type === 'string' ? e.data.toString() : null, 'v');
+  assert.equal(again.ks.size, 8);
+  await again.close();
 });
 
 test('a superblock with a bad checksum in both slots refuses to open instead of formatting', async () => {
@@ -60,14 +108,16 @@ test('a superblock with a bad checksum in both slots refuses to open instead of 
   assert.ok(device.bytes.subarray(0, 8).every((b, i) => b === MAGIC[i]), 'nothing was overwritten');
 });
 
-test('a torn newest superblock falls back to the previous generation', async () => {
-  const device = new MemoryBlockDevice(GOLDEN_SIZE);
-  device.bytes.set(golden);
-  device.bytes[40] ^= 0xff; // slot 0 holds generation 2: damage it
-  const db = await Database.open(device, noop);
-  // Generation 1 (region 0) has the records written before the compaction.
-  const e = db.ks.get('greeting');
-  assert.equal(e?.type === 'string' ? e.data.toString() : null, 'hello');
-  assert.equal(db.ks.get('ttl'), undefined);
-  await db.close();
-});
+for (const [name, image] of [['version 1', goldenV1], ['version 2', golden]] as const) {
+  test(`a torn newest superblock falls back to the previous generation (${name})`, async () => {
+    const device = new MemoryBlockDevice(GOLDEN_SIZE);
+    device.bytes.set(image);
+    device.bytes[40] ^= 0xff; // slot 0 holds generation 2: damage it
+    const db = await Database.open(device, noop);
+    // Generation 1 (region 0) has the records written before the compaction.
+    const e = db.ks.get('greeting');
+    assert.equal(e?.type === 'string' ? e.data.toString() : null, 'hello');
+    assert.equal(db.ks.get('ttl'), undefined);
+    await db.close();
+  });
+}

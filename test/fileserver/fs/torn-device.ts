@@ -10,6 +10,11 @@ import { ioError } from '../../../src/util/errors.ts';
  * random subset of the unflushed writes (a cache that wrote back some of them
  * in any order).
  */
+/** One call the device saw, in order (for tests that check write ordering). */
+export type DeviceEvent =
+  | { op: 'write'; offset: number; length: number; fua: boolean; /** First u32 (LE) of every 4 KiB block written: their magics. */ magics: number[] }
+  | { op: 'flush' };
+
 export class TornDevice implements BlockDevice {
   readonly size: number;
   readonly blockSize = 4096;
@@ -20,6 +25,8 @@ export class TornDevice implements BlockDevice {
   private pending: Array<{ offset: number; data: Uint8Array }> = [];
   ops = 0;
   crashed = false;
+  /** Every write and flush that reached the device, in order. */
+  readonly events: DeviceEvent[] = [];
 
   private crashAfter = Infinity;
 
@@ -49,6 +56,10 @@ export class TornDevice implements BlockDevice {
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.tick();
+    const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    const magics: number[] = [];
+    for (let at = 0; at + 4 <= buf.byteLength; at += 4096) magics.push(v.getUint32(at, true));
+    this.events.push({ op: 'write', offset, length: buf.byteLength, fua: flags?.fua === true, magics });
     await this.volatile.pwrite(buf, offset);
     if (flags?.fua) this.durable.set(buf, offset);
     else this.pending.push({ offset, data: buf.slice() });
@@ -56,6 +67,7 @@ export class TornDevice implements BlockDevice {
 
   async flush(): Promise<void> {
     this.tick();
+    this.events.push({ op: 'flush' });
     for (const w of this.pending) this.durable.set(w.data, w.offset);
     this.pending = [];
   }
@@ -69,10 +81,10 @@ export class TornDevice implements BlockDevice {
   }
 
   /** The bytes a restart would find, as a fresh device. */
-  crashImage(keepSomeUnflushed: (i: number) => boolean = () => false): MemoryBlockDevice {
+  crashImage(keepSomeUnflushed: (i: number, offset: number) => boolean = () => false): MemoryBlockDevice {
     const dev = new MemoryBlockDevice(this.size);
     dev.bytes.set(this.durable);
-    this.pending.forEach((w, i) => keepSomeUnflushed(i) && dev.bytes.set(w.data, w.offset));
+    this.pending.forEach((w, i) => keepSomeUnflushed(i, w.offset) && dev.bytes.set(w.data, w.offset));
     return dev;
   }
 }

@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { invalidArgument } from '../../../util/errors.ts';
 import type { Mutation, OpCode } from '../store/mutations.ts';
 
 /**
@@ -18,37 +19,59 @@ import type { Mutation, OpCode } from '../store/mutations.ts';
  * Superblock (little-endian, checksummed):
  *   0  magic "SVDBLOG\0"   8
  *   8  u32 type = 1 (RESP database log)
- *   12 u32 version = 1
+ *   12 u32 version (2; 1 is still read)
  *   16 u32 block size
  *   20 u32 active region (0 or 1)
  *   24 u64 device size at format time
  *   32 u64 generation (bumped by every compaction)
  *   40 u64 region 0 offset
  *   48 u64 region size
- *   56 u32 reserved (0)
- *   60 u32 crc32 of bytes [0, 60)
+ *   version 2:                         version 1:
+ *   56 u64 sequence number of the       56 u32 reserved (0)
+ *          active region's first record 60 u32 crc32 of bytes [0, 60)
+ *   64 u32 crc32 of bytes [0, 64)
  *
- * Record (little-endian):
+ * Record, version 2 (little-endian):
  *   0  u32 crc   crc32 of bytes [4, end), seeded with the previous record's crc
  *                (the first record of a region is seeded from the generation)
- *   4  u32 payload length P (>= 5)
- *   8  u8  op, u32 argc, then argc times (u32 length, bytes)
- * The chained crc makes replay stop at the first record that is torn, stale
- * (left from an older use of the region), or out of order.
+ *   4  u32 payload length P (>= 5): the bytes after the 16-byte header
+ *   8  u64 sequence number: one more than the previous record's; the first
+ *          record of a region carries the superblock's first sequence
+ *   16 u8  op, u32 argc, then argc times (u32 length, bytes)
+ * Record, version 1: the same without the sequence number (8-byte header).
+ *
+ * Sequence numbers count records over the log's whole life: compaction numbers
+ * the snapshot on from the last appended record, so a region's numbers are
+ * always above any left in it by an earlier pass. Replay stops at the first
+ * record that is torn, out of chain, or not the expected next sequence number:
+ * a stale record whose crc happens to chain on (or that is byte-identical to a
+ * record rewritten at the same place) still carries an old number.
  */
 export const MAGIC = Buffer.from('SVDBLOG\0', 'latin1');
 export const LOG_TYPE = 1;
-export const LOG_VERSION = 1;
-export const SUPERBLOCK_BYTES = 64;
-export const RECORD_HEADER = 8;
+/** The version this code writes. */
+export const LOG_VERSION = 2;
+/** Versions this code reads. */
+export type LogVersion = 1 | 2;
+export const SUPERBLOCK_BYTES = 68;
+export const RECORD_HEADER = 16;
+export const RECORD_HEADER_V1 = 8;
 
 export interface Superblock {
+  /** Format of the active region's records (new superblocks are always version 2). */
+  version: LogVersion;
   blockSize: number;
   activeRegion: 0 | 1;
   deviceSize: number;
   generation: number;
   region0Offset: number;
   regionSize: number;
+  /** Sequence number of the active region's first record (version 2; 0 for version 1). */
+  firstSeq: number;
+}
+
+export function recordHeaderBytes(version: LogVersion): number {
+  return version === 1 ? RECORD_HEADER_V1 : RECORD_HEADER;
 }
 
 export function regionOffset(sb: Superblock, region: 0 | 1): number {
@@ -58,10 +81,12 @@ export function regionOffset(sb: Superblock, region: 0 | 1): number {
 /** The layout for a fresh device: two superblock blocks, then two equal regions. */
 export function initialSuperblock(deviceSize: number, blockSize: number): Superblock {
   const regionSize = Math.floor((deviceSize - 2 * blockSize) / 2 / blockSize) * blockSize;
-  return { blockSize, activeRegion: 0, deviceSize, generation: 1, region0Offset: 2 * blockSize, regionSize };
+  return { version: LOG_VERSION, blockSize, activeRegion: 0, deviceSize, generation: 1, region0Offset: 2 * blockSize, regionSize, firstSeq: 1 };
 }
 
+/** Always version 2: a version 1 log is compacted into version 2 before anything is written to it. */
 export function encodeSuperblock(sb: Superblock): Buffer {
+  if (sb.version !== LOG_VERSION) throw invalidArgument(`database log: cannot write a version ${sb.version} superblock`);
   const b = Buffer.alloc(sb.blockSize);
   MAGIC.copy(b, 0);
   b.writeUInt32LE(LOG_TYPE, 8);
@@ -72,7 +97,8 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   b.writeBigUInt64LE(BigInt(sb.generation), 32);
   b.writeBigUInt64LE(BigInt(sb.region0Offset), 40);
   b.writeBigUInt64LE(BigInt(sb.regionSize), 48);
-  b.writeUInt32LE(crc32(b.subarray(0, 60)), 60);
+  b.writeBigUInt64LE(BigInt(sb.firstSeq), 56);
+  b.writeUInt32LE(crc32(b.subarray(0, 64)), 64);
   return b;
 }
 
@@ -80,14 +106,21 @@ export type SuperblockRead = { kind: 'valid'; sb: Superblock } | { kind: 'blank'
 
 export function decodeSuperblock(b: Buffer): SuperblockRead {
   if (!b.subarray(0, 8).equals(MAGIC)) return { kind: 'blank' };
-  if (crc32(b.subarray(0, 60)) !== b.readUInt32LE(60)) return { kind: 'corrupt', why: 'superblock checksum mismatch' };
+  const version = b.readUInt32LE(12);
+  // The checksum's place depends on the version; an unknown version is checked as the newest.
+  const crcAt = version === 1 ? 60 : 64;
+  if (crc32(b.subarray(0, crcAt)) !== b.readUInt32LE(crcAt)) return { kind: 'corrupt', why: 'superblock checksum mismatch' };
   if (b.readUInt32LE(8) !== LOG_TYPE) return { kind: 'corrupt', why: `superblock type ${b.readUInt32LE(8)} is not 1` };
-  if (b.readUInt32LE(12) !== LOG_VERSION) return { kind: 'corrupt', why: `unsupported version ${b.readUInt32LE(12)}` };
+  if (version !== 1 && version !== 2) return { kind: 'corrupt', why: `unsupported version ${version}` };
   const active = b.readUInt32LE(20);
   if (active > 1) return { kind: 'corrupt', why: `active region ${active}` };
+  const firstSeq = version === 1 ? 0 : Number(b.readBigUInt64LE(56));
+  if (version === 2 && (firstSeq < 1 || !Number.isSafeInteger(firstSeq))) return { kind: 'corrupt', why: `first sequence number ${firstSeq}` };
   return {
     kind: 'valid',
     sb: {
+      version,
+      firstSeq,
       blockSize: b.readUInt32LE(16),
       activeRegion: active as 0 | 1,
       deviceSize: Number(b.readBigUInt64LE(24)),
@@ -105,19 +138,22 @@ export function chainSeed(generation: number): number {
   return crc32(g);
 }
 
+/** Size of `m` as a version 2 record (what the writer appends). */
 export function recordSize(m: Mutation): number {
   let n = RECORD_HEADER + 5;
   for (const a of m.args) n += 4 + a.length;
   return n;
 }
 
-/** Encode `m` into `out` at `pos`; returns the record's crc (the seed for the next one). */
-export function encodeRecord(m: Mutation, out: Buffer, pos: number, prevCrc: number): number {
+/** Encode `m` as a version 2 record with sequence number `seq` into `out` at `pos`; returns its crc (the next record's seed). */
+export function encodeRecord(m: Mutation, out: Buffer, pos: number, prevCrc: number, seq: number): number {
   const size = recordSize(m);
   out.writeUInt32LE(size - RECORD_HEADER, pos + 4);
-  out[pos + 8] = m.op;
-  out.writeUInt32LE(m.args.length, pos + 9);
-  let p = pos + 13;
+  out.writeBigUInt64LE(BigInt(seq), pos + 8);
+  let p = pos + RECORD_HEADER;
+  out[p] = m.op;
+  out.writeUInt32LE(m.args.length, p + 1);
+  p += 5;
   for (const a of m.args) {
     out.writeUInt32LE(a.length, p);
     a.copy(out, p + 4);
@@ -130,17 +166,27 @@ export function encodeRecord(m: Mutation, out: Buffer, pos: number, prevCrc: num
 
 /**
  * Decode the record at `pos` of `buf` (which must hold the whole record), or
- * null if it is not a valid continuation of the chain.
+ * null if it is not a valid continuation of the chain. `seq` is the record's
+ * sequence number (version 2; 0 for version 1): the caller checks it is the
+ * expected next one.
  */
-export function decodeRecord(buf: Buffer, pos: number, prevCrc: number): { m: Mutation; crc: number } | null {
-  const size = RECORD_HEADER + buf.readUInt32LE(pos + 4);
-  if (pos + size > buf.length) return null;
+export function decodeRecord(
+  buf: Buffer,
+  pos: number,
+  prevCrc: number,
+  version: LogVersion = LOG_VERSION,
+): { m: Mutation; crc: number; seq: number } | null {
+  const header = recordHeaderBytes(version);
+  if (pos + header > buf.length) return null;
+  const size = header + buf.readUInt32LE(pos + 4);
+  if (size < header + 5 || pos + size > buf.length) return null;
   const crc = crc32(buf.subarray(pos + 4, pos + size), prevCrc);
   if (crc !== buf.readUInt32LE(pos)) return null;
-  const op = buf[pos + 8] as OpCode;
-  const argc = buf.readUInt32LE(pos + 9);
+  const seq = version === 1 ? 0 : Number(buf.readBigUInt64LE(pos + 8));
+  const op = buf[pos + header] as OpCode;
+  const argc = buf.readUInt32LE(pos + header + 1);
   const args: Buffer[] = [];
-  let p = pos + 13;
+  let p = pos + header + 5;
   for (let i = 0; i < argc; i++) {
     if (p + 4 > pos + size) return null;
     const len = buf.readUInt32LE(p);
@@ -148,5 +194,5 @@ export function decodeRecord(buf: Buffer, pos: number, prevCrc: number): { m: Mu
     args.push(buf.subarray(p + 4, p + 4 + len));
     p += 4 + len;
   }
-  return p === pos + size ? { m: { op, args }, crc } : null;
+  return p === pos + size ? { m: { op, args }, crc, seq } : null;
 }

@@ -2,8 +2,8 @@ import type { BlockDevice } from '../../../block/types.ts';
 import { invalidArgument, ioError } from '../../../util/errors.ts';
 import type { Mutation } from '../store/mutations.ts';
 import {
-  RECORD_HEADER,
   chainSeed,
+  recordHeaderBytes,
   decodeRecord,
   decodeSuperblock,
   encodeSuperblock,
@@ -21,6 +21,9 @@ const READ_WINDOW = 1 << 20;
  * Open the log on a device: pick the newest valid superblock (formatting a
  * blank device), then replay the active region record by record into `apply`,
  * stopping cleanly at the first torn, stale or corrupt record.
+ *
+ * Nothing is written to a log that existed: the writer compacts it into the
+ * other region before its first append (see LogPosition.compactFirst).
  */
 export async function openLog(
   device: BlockDevice,
@@ -44,21 +47,23 @@ export async function openLog(
     sb = initialSuperblock(device.size, bs);
     await device.pwrite(encodeSuperblock(sb), (sb.generation % 2) * bs, { fua: true });
     if (!device.writeThrough) await device.flush();
-    return { pos: { sb, tail: 0, lastCrc: chainSeed(sb.generation), tailBlock: Buffer.alloc(0) }, formatted: true, replayed: 0 };
+    const pos = { sb, tail: 0, lastCrc: chainSeed(sb.generation), tailBlock: Buffer.alloc(0), nextSeq: sb.firstSeq, compactFirst: false };
+    return { pos, formatted: true, replayed: 0 };
   }
   if (sb.blockSize !== bs) throw ioError(`database was formatted with block size ${sb.blockSize}, device has ${bs}`);
   if (sb.region0Offset + 2 * sb.regionSize > device.size) {
     throw ioError(`database needs ${sb.region0Offset + 2 * sb.regionSize} bytes, device has ${device.size}`);
   }
-  const { tail, lastCrc, replayed } = await replayRegion(device, sb, apply);
-  return { pos: { sb, tail, lastCrc, tailBlock: await readTailBlock(device, sb, tail) }, formatted: false, replayed };
+  const { tail, lastCrc, nextSeq, replayed } = await replayRegion(device, sb, apply);
+  const tailBlock = await readTailBlock(device, sb, tail);
+  return { pos: { sb, tail, lastCrc, tailBlock, nextSeq, compactFirst: true }, formatted: false, replayed };
 }
 
 async function replayRegion(
   device: BlockDevice,
   sb: Superblock,
   apply: (m: Mutation) => void,
-): Promise<{ tail: number; lastCrc: number; replayed: number }> {
+): Promise<{ tail: number; lastCrc: number; nextSeq: number; replayed: number }> {
   const base = regionOffset(sb, sb.activeRegion);
   const end = sb.regionSize;
   let window = Buffer.alloc(0);
@@ -73,21 +78,27 @@ async function replayRegion(
     }
     return window.subarray(pos - windowStart, pos - windowStart + len);
   };
+  const headerBytes = recordHeaderBytes(sb.version);
   let pos = 0;
   let crc = chainSeed(sb.generation);
+  let seq = sb.firstSeq;
   let replayed = 0;
-  while (pos + RECORD_HEADER <= end) {
-    const header = await view(pos, RECORD_HEADER);
-    const size = RECORD_HEADER + header.readUInt32LE(4);
-    if (size < RECORD_HEADER + 5 || pos + size > end) break;
-    const rec = decodeRecord(await view(pos, size), 0, crc);
+  while (pos + headerBytes <= end) {
+    const header = await view(pos, headerBytes);
+    const size = headerBytes + header.readUInt32LE(4);
+    if (size < headerBytes + 5 || pos + size > end) break;
+    const rec = decodeRecord(await view(pos, size), 0, crc, sb.version);
     if (rec === null) break;
+    // Version 2: a record that chains but is not the next number is stale (an earlier pass).
+    if (sb.version !== 1 && rec.seq !== seq) break;
     apply(rec.m);
     crc = rec.crc;
     pos += size;
+    seq++;
     replayed++;
   }
-  return { tail: pos, lastCrc: crc, replayed };
+  // A version 1 log numbers nothing: its compaction into version 2 starts counting after its records.
+  return { tail: pos, lastCrc: crc, nextSeq: sb.version === 1 ? replayed + 1 : seq, replayed };
 }
 
 /** The active region's bytes from the start of the block holding `tail` up to `tail`. */

@@ -1,10 +1,11 @@
 import type { BlockDevice } from '../../../block/types.ts';
+import { ioError } from '../../../util/errors.ts';
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /** Mutations that can only make the data set smaller. */
 const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
 import { readTailBlock } from './recovery.ts';
-import { chainSeed, encodeRecord, encodeSuperblock, recordSize, regionOffset, type Superblock } from './format.ts';
+import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, recordSize, regionOffset, type Superblock } from './format.ts';
 
 export type AppendFsync = 'always' | 'everysec';
 
@@ -17,6 +18,17 @@ export interface LogPosition {
   lastCrc: number;
   /** The active region's bytes of the block that holds `tail`, [blockStart, tail). */
   tailBlock: Buffer;
+  /** Sequence number of the next record. */
+  nextSeq: number;
+  /**
+   * Compact before the first append: set for every log that was recovered
+   * rather than formatted. Bytes past the recovered tail may be a torn,
+   * unacknowledged batch; appending in place could rewrite its first record
+   * byte for byte (same command, same sequence number, same chain) and so
+   * revive the stale records behind it. A fresh region under a new generation
+   * cannot. It also moves a version 1 log to version 2.
+   */
+  compactFirst: boolean;
 }
 
 export interface LogWriterOptions {
@@ -47,6 +59,8 @@ export class LogWriter {
   private tail: number;
   private lastCrc: number;
   private tailBlock: Buffer;
+  /** Sequence number of the next record written (appended or snapshot). */
+  private nextSeq: number;
   private queue: Mutation[] = [];
   private queueBytes = 0;
   private queueShrinks = false;
@@ -74,6 +88,9 @@ export class LogWriter {
     this.tail = pos.tail;
     this.lastCrc = pos.lastCrc;
     this.tailBlock = pos.tailBlock;
+    this.nextSeq = pos.nextSeq;
+    // No kick: a log that is only read is never written.
+    this.compactRequested = pos.compactFirst;
     this.snapshotBytes = pos.tail; // unknown after recovery: assume it is all live
     if (options.appendfsync === 'everysec') {
       this.everysecTimer = setInterval(() => void this.flushIfDirty(), 1000);
@@ -210,10 +227,13 @@ export class LogWriter {
     const used = this.tailBlock.length + batchBytes;
     const buf = Buffer.alloc(Math.ceil(used / bs) * bs);
     this.tailBlock.copy(buf, 0);
+    // Only a version 2 region is appended to (a recovered one is compacted first).
+    if (this.sb.version !== LOG_VERSION) throw ioError(`database log: refusing to append to a version ${this.sb.version} region`);
     let pos = this.tailBlock.length;
     let crc = this.lastCrc;
+    let seq = this.nextSeq;
     for (const m of batch) {
-      crc = encodeRecord(m, buf, pos, crc);
+      crc = encodeRecord(m, buf, pos, crc, seq++);
       pos += recordSize(m);
     }
     const always = this.options.appendfsync === 'always';
@@ -222,6 +242,7 @@ export class LogWriter {
     });
     this.tail += batchBytes;
     this.lastCrc = crc;
+    this.nextSeq = seq;
     const lastBlock = Math.floor(used / bs) * bs;
     this.tailBlock = Buffer.from(buf.subarray(lastBlock, used));
     if (!always) this.dirtySince ||= Date.now();
@@ -231,20 +252,25 @@ export class LogWriter {
   }
 
   private async compact(): Promise<void> {
+    // Numbering goes on from the last record: the other region's leftovers from
+    // its previous pass all carry lower numbers than anything written now.
     const next: Superblock = {
       ...this.sb,
+      version: LOG_VERSION,
       activeRegion: this.sb.activeRegion === 0 ? 1 : 0,
       generation: this.sb.generation + 1,
+      firstSeq: this.nextSeq,
     };
     // Serialise synchronously: the snapshot is one consistent point in time.
     const bs = this.sb.blockSize;
     const image = new ChunkedImage(SNAPSHOT_CHUNK);
     let crc = chainSeed(next.generation);
+    let seq = next.firstSeq;
     for (const m of this.options.snapshot()) {
       if (image.length + recordSize(m) > next.regionSize) {
         throw new Error(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
       }
-      crc = image.appendRecord(m, crc);
+      crc = image.appendRecord(m, crc, seq++);
     }
     const total = image.length;
     // Every chunk but the last is a whole number of blocks; the last is zero padded to one.
@@ -260,6 +286,7 @@ export class LogWriter {
     this.sb = next;
     this.tail = total;
     this.lastCrc = crc;
+    this.nextSeq = seq;
     this.tailBlock = await readTailBlock(this.device, next, total);
     this.snapshotBytes = total;
     this.refusedSinceSnapshot = false;
@@ -307,16 +334,16 @@ class ChunkedImage {
   }
 
   /** Append one encoded record; returns its crc (the next record's seed). */
-  appendRecord(m: Mutation, prevCrc: number): number {
+  appendRecord(m: Mutation, prevCrc: number, seq: number): number {
     const size = recordSize(m);
     if (this.used + size <= this.chunkSize) {
-      const crc = encodeRecord(m, this.current, this.used, prevCrc);
+      const crc = encodeRecord(m, this.current, this.used, prevCrc, seq);
       this.used += size;
       this.length += size;
       return crc;
     }
     const temp = Buffer.alloc(size);
-    const crc = encodeRecord(m, temp, 0, prevCrc);
+    const crc = encodeRecord(m, temp, 0, prevCrc, seq);
     for (let done = 0; done < size; ) {
       if (this.used === this.chunkSize) {
         this.full.push(this.current);

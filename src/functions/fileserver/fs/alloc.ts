@@ -47,9 +47,10 @@ export class Bitmap {
 
   /**
    * Find and set a clear bit at or after the hint, skipping items `skip` rejects.
-   * Returns -1 when none is free.
+   * Returns -1 when none is free. If the handle aborts, the bit is cleared again
+   * and `onUndo` accounts for the item (default: it is free again at once).
    */
-  async allocate(h: Handle, skip?: (item: number) => boolean): Promise<number> {
+  async allocate(h: Handle, skip?: (item: number) => boolean, onUndo: (item: number) => void = () => this.free++): Promise<number> {
     const nb = this.blocks();
     const first = Math.floor(this.hint / BITS_PER_BLOCK);
     for (let k = 0; k <= nb; k++) {
@@ -69,6 +70,11 @@ export class Bitmap {
           buf[byte] |= 1 << bit;
           h.dirty(this.start + bi);
           this.free--;
+          const mask = 1 << bit;
+          h.onAbort(() => {
+            buf[byte] &= ~mask;
+            onUndo(item);
+          });
           this.hint = item + 1 >= this.count ? 0 : item + 1;
           return item;
         }
@@ -119,10 +125,22 @@ export class BlockAllocator {
 
   /** Allocate one block out of the caller's reservation. */
   async allocate(h: Handle): Promise<number> {
-    const b = await this.bitmap.allocate(h, (item) => this.quarantine.has(item));
+    // An aborted allocation goes to the quarantine, not straight back to free: the
+    // handle may have made it a metadata block (an indirect block), whose zeroed
+    // copy still commits with the running transaction; reusing it for file data
+    // before a checkpoint would let a replay write that copy over the data.
+    const b = await this.bitmap.allocate(
+      h,
+      (item) => this.quarantine.has(item),
+      (item) => this.quarantine.set(item, h.seq),
+    );
     if (b < 0) throw new FsError('NOSPC', 'no free block (reservation accounting is off)');
     this.reserved--;
     h.allocated++;
+    h.onAbort(() => {
+      this.reserved++;
+      h.allocated--;
+    });
     return b;
   }
 

@@ -50,6 +50,8 @@ export function worstCaseBlocks(n: number): number {
  * Map logical block `fb`, allocating it and any missing indirect blocks out of
  * the caller's reservation. Updates `ino` (caller writes it back). Returns the
  * physical block and whether it is newly allocated (its old content is garbage).
+ * Every pointer and count it sets is registered with the handle, so an aborted
+ * handle leaves the map as it found it (allocations undo themselves in alloc.ts).
  */
 export async function ensureBlock(
   h: Handle,
@@ -61,6 +63,10 @@ export async function ensureBlock(
     if (ino.direct[fb]) return { block: ino.direct[fb], fresh: false };
     ino.direct[fb] = await alloc.allocate(h);
     ino.blocks++;
+    h.onAbort(() => {
+      ino.direct[fb] = 0;
+      ino.blocks--;
+    });
     return { block: ino.direct[fb], fresh: true };
   }
   const { depth, rel: r0 } = locate(fb);
@@ -70,6 +76,10 @@ export async function ensureBlock(
     h.create(b);
     ino.indirect[depth - 1] = b;
     ino.blocks++;
+    h.onAbort(() => {
+      ino.indirect[depth - 1] = 0;
+      ino.blocks--;
+    });
   }
   let ptr = ino.indirect[depth - 1];
   for (let d = depth; d >= 1; d--) {
@@ -84,6 +94,10 @@ export async function ensureBlock(
       v.setUint32(slot, child, true);
       h.dirty(ptr);
       ino.blocks++;
+      h.onAbort(() => {
+        v.setUint32(slot, 0, true);
+        ino.blocks--;
+      });
       if (d === 1) return { block: child, fresh: true };
     }
     ptr = child;

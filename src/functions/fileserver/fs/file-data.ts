@@ -4,6 +4,15 @@ import { ensureBlock, lookupBlock, worstCaseBlocks, type BlockReader } from './b
 import type { Inode } from './inode.ts';
 import type { Handle } from './journal.ts';
 import { BLOCK_SIZE } from './superblock.ts';
+import { FsError } from './types.ts';
+
+/** A file-data write failed: NOSPC if the device ran out of space, IO otherwise. */
+export function writebackError(ino: number, cause: unknown): FsError {
+  if (cause instanceof FsError) return cause;
+  const errno = (cause as { errno?: unknown } | null)?.errno;
+  const msg = cause instanceof Error ? cause.message : String(cause);
+  return new FsError(errno === 'ENOSPC' ? 'NOSPC' : 'IO', `writing back data of inode ${ino} failed: ${msg}`);
+}
 
 /** Data of unstable writes to one file, held until commit (delayed allocation). */
 export interface DirtyFile {
@@ -25,6 +34,8 @@ export interface DirtyFile {
  */
 export class FileData {
   private readonly files = new Map<number, DirtyFile>();
+  /** Failed writebacks not yet reported by a commit: at most one per inode. */
+  private readonly errors = new Map<number, FsError>();
   dirtyBytes = 0;
 
   constructor(
@@ -139,14 +150,48 @@ export class FileData {
     const d = this.files.get(ino);
     if (!d) return;
     const writes: Promise<void>[] = [];
-    for (const fb of [...d.pages.keys()].sort((a, b) => a - b)) {
-      const { block } = await ensureBlock(h, this.alloc, inode, fb);
-      writes.push(this.device.pwrite(d.pages.get(fb)!, block * BLOCK_SIZE));
+    let mapError: unknown = null;
+    try {
+      for (const fb of [...d.pages.keys()].sort((a, b) => a - b)) {
+        const { block } = await ensureBlock(h, this.alloc, inode, fb);
+        writes.push(this.device.pwrite(d.pages.get(fb)!, block * BLOCK_SIZE));
+      }
+    } catch (e) {
+      mapError = e;
     }
-    // Data reaches the device before the transaction mapping it can commit.
-    await Promise.all(writes);
+    // Data reaches the device before the transaction mapping it can commit. Wait
+    // for every write, failed or not: the caller may undo the allocations, and no
+    // write may still be in flight to a block that is free again.
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw writebackError(ino, failed.reason);
+    if (mapError) throw mapError;
     inode.size = d.size;
     inode.mtimeMs = d.mtimeMs;
+  }
+
+  /**
+   * A writeback of `ino` failed and was rolled back: its dirty pages are gone
+   * (the file keeps its last committed content, as Linux marks such pages clean),
+   * and the error is kept for the next COMMIT of the file, which must not
+   * report success for unstable writes that were acknowledged and then lost.
+   */
+  failed(ino: number, err: FsError): void {
+    this.drop(ino);
+    this.errors.set(ino, err);
+  }
+
+  /** The error of a failed writeback not yet reported by a commit (and forget it). */
+  takeError(ino: number): FsError | undefined {
+    const e = this.errors.get(ino);
+    if (e) this.errors.delete(ino);
+    return e;
+  }
+
+  /** The file is gone: nothing is left to report. */
+  forget(ino: number): void {
+    this.drop(ino);
+    this.errors.delete(ino);
   }
 
   /** Forget a file's pages and return what is left of their reservation. */

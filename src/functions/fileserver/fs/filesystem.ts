@@ -1,7 +1,7 @@
 import type { BlockDevice } from '../../../block/types.ts';
 import { BlockAllocator, Bitmap } from './alloc.ts';
 import { MAX_FILE_BLOCKS, truncateBlocks } from './blockmap.ts';
-import { FileData } from './file-data.ts';
+import { FileData, writebackError } from './file-data.ts';
 import { MetaCache } from './cache.ts';
 import { dirBlocks, dirCreate, dirInsert, dirList, dirLookup, dirProbe, dirRemove, INSERT_RESERVE } from './directory.ts';
 import { decodeInode, emptyInode, encodeInode, fileTypeOf, InodeType, verifyInodeBlock, type Inode, type InodeTypeCode } from './inode.ts';
@@ -57,7 +57,7 @@ export class VolumeFileSystem implements FileSystem {
   private readonly now: () => number;
   private readonly log: (m: string) => void;
   private closed = false;
-  readonly counters = { ops: 0, writes: 0, reads: 0, writebacks: 0 };
+  readonly counters = { ops: 0, writes: 0, reads: 0, writebacks: 0, writebackErrors: 0 };
 
   private constructor(
     private readonly device: BlockDevice,
@@ -190,14 +190,33 @@ export class VolumeFileSystem implements FileSystem {
     throw new FsError('NOSPC', `no space: need ${n} blocks, ${Math.max(0, this.alloc.available)} available`);
   }
 
-  /** Run `fn` in a journal handle with `reserve` blocks; returns its value and transaction. */
-  private async inTx<T>(reserve: number, fn: (h: Handle) => Promise<T>): Promise<{ value: T; seq: number }> {
+  /**
+   * Run `fn` in a journal handle with `reserve` blocks; returns its value and
+   * transaction. The running transaction is shared by every operation in
+   * flight, so one that fails halfway must not leave its changes in it:
+   * - `undoable` operations (file writeback, symlink) change only bitmaps and
+   *   block maps before their data I/O, and register an undo step for each
+   *   change: the handle is aborted, the operation reports the error, the
+   *   filesystem goes on.
+   * - any other operation that fails after changing something (a metadata read
+   *   error, corruption found mid-way) fails the journal: nothing more commits,
+   *   later changes get ROFS, and a remount recovers the last committed state.
+   */
+  private async inTx<T>(reserve: number, fn: (h: Handle) => Promise<T>, undoable = false): Promise<{ value: T; seq: number }> {
     await this.reserve(reserve);
     let h: Handle | null = null;
     try {
       h = await this.journal.begin();
       const value = await fn(h);
       return { value, seq: h.end() };
+    } catch (err) {
+      if (h && undoable) h.abort();
+      else if (h?.changed) {
+        const msg = err instanceof Error ? err.message : String(err);
+        this.log(`operation failed halfway through a transaction (${msg}): filesystem is now read-only`);
+        this.journal.abortAll(err);
+      }
+      throw err;
     } finally {
       h?.end();
       // Give back what was reserved but not allocated (each allocation consumed one).
@@ -248,7 +267,7 @@ export class VolumeFileSystem implements FileSystem {
     } else {
       await truncateBlocks(h, this.alloc, inode, 0);
     }
-    this.data.drop(ino);
+    this.data.forget(ino);
     await this.putInode(h, ino, emptyInode(inode.generation));
     await this.inodeMap.clear(h, ino);
     this.inodeMap.free++;
@@ -410,12 +429,21 @@ export class VolumeFileSystem implements FileSystem {
         const block = await this.alloc.allocate(h);
         const data = new Uint8Array(BLOCK_SIZE);
         data.set(tbytes);
-        await this.device.pwrite(data, block * BLOCK_SIZE);
+        // Before anything but the two allocations (which undo themselves): a failed write aborts cleanly.
+        await this.device.pwrite(data, block * BLOCK_SIZE).catch((e: unknown) => {
+          throw writebackError(ino, e);
+        });
         inode.direct[0] = block;
         inode.blocks = 1;
         inode.size = tbytes.byteLength;
-        return this.addEntry(h, dir, bytes, name, key, ino, inode, now);
-      });
+        try {
+          return await this.addEntry(h, dir, bytes, name, key, ino, inode, now);
+        } catch (e) {
+          // Past the undoable part: treat like any other operation that failed halfway.
+          this.journal.abortAll(e);
+          throw e;
+        }
+      }, true);
     });
   }
 
@@ -662,6 +690,8 @@ export class VolumeFileSystem implements FileSystem {
     if (offset + data.byteLength > MAX_FILE_BLOCKS * BLOCK_SIZE) throw new FsError('FBIG', 'write: beyond the largest file size');
     this.checkIno(ino);
     this.counters.writes++;
+    // Unstable writes only buffer; refuse them too once nothing can commit.
+    if (this.journal.failed) throw this.journal.readOnlyError();
     let seq = 0;
     const attr = await this.locked([ino], async () => {
       const inode = await this.live(ino, gen);
@@ -683,27 +713,59 @@ export class VolumeFileSystem implements FileSystem {
   private async writeback(ino: number): Promise<number> {
     if (!this.data.pending(ino)) return 0;
     this.counters.writebacks++;
-    // Reserves 0: the pages' own reservation pays for their blocks (see inTx).
-    const { seq } = await this.inTx(0, async (h) => {
-      const inode = await this.readInode(ino);
-      await this.data.writePages(h, ino, inode);
-      inode.ctimeMs = this.now();
-      await this.putInode(h, ino, inode);
-    });
+    let seq: number;
+    try {
+      // Reserves 0: the pages' own reservation pays for their blocks (see inTx).
+      ({ seq } = await this.inTx(0, async (h) => {
+        const inode = await this.readInode(ino);
+        await this.data.writePages(h, ino, inode);
+        inode.ctimeMs = this.now();
+        await this.putInode(h, ino, inode);
+      }, true));
+    } catch (err) {
+      // inTx rolled the map back; the pages go too (whatever failed: a data write, a
+      // metadata read), so memory stays bounded, and a later COMMIT reports the loss.
+      if (this.journal.failed) throw err;
+      const e = writebackError(ino, err);
+      this.counters.writebackErrors++;
+      this.data.failed(ino, e);
+      this.log(`inode ${ino}: ${e.message}; its unwritten data was dropped`);
+      throw e;
+    }
     this.data.drop(ino);
     return seq;
   }
 
+  /**
+   * Write back and make durable one file (or every file). A commit of one file
+   * also reports, once, a failed writeback of that file that an earlier call
+   * ran into (an unstable WRITE over the dirty limit, a commit of everything):
+   * the data it dropped may have been acknowledged.
+   */
   async commit(ino?: number, gen?: number): Promise<void> {
     this.assertOpen();
+    const inos = ino === undefined ? this.data.dirtyInodes() : [ino];
     if (ino !== undefined) {
       this.checkIno(ino);
       if (gen !== undefined) await this.live(ino, gen);
-      await this.locked([ino], () => this.writeback(ino));
-    } else {
-      for (const i of this.data.dirtyInodes()) await this.locked([i], () => this.writeback(i));
     }
+    let first: unknown = null;
+    for (const i of inos) {
+      try {
+        await this.locked([i], () => this.writeback(i));
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    // Only a COMMIT of the file itself takes the error: a commit of everything (server
+    // stop, close) has nobody to hand a client's lost write to.
+    if (ino !== undefined) {
+      const sticky = this.data.takeError(ino); // taken even when this call's own writeback failed
+      first ??= sticky ?? null;
+    }
+    // Files that did write back are made durable either way.
     await this.journal.sync();
+    if (first) throw first;
   }
 
   async statfs(): Promise<FsStat> {
@@ -719,7 +781,13 @@ export class VolumeFileSystem implements FileSystem {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.commit();
+    try {
+      await this.commit();
+    } catch (err) {
+      // A failed writeback was rolled back and logged; the metadata still closes clean.
+      if (!(err instanceof FsError) || (err.code !== 'IO' && err.code !== 'NOSPC') || this.journal.failed) throw err;
+      this.log(`closing despite a failed writeback: ${err.message}`);
+    }
     this.closed = true;
     await this.journal.checkpointNow();
     await this.journal.drain();

@@ -13,8 +13,14 @@
  *   descriptor  magic "SVJD", type, version, record seq, count, home block numbers, CRC
  *   count blocks, copies of the metadata blocks as committed
  *   commit      magic "SVJC", type, version, record seq, count, CRC over descriptor + copies, CRC
- * The whole record is written and then flushed once; a record whose commit
- * block or checksum does not verify was never acknowledged and ends the replay.
+ * Ordering (jbd2's): the descriptor and the copies are written, then one flush
+ * makes them durable together with every file-data block the transaction maps
+ * (file data is written in place before its transaction commits), and only
+ * then is the commit block written, with FUA. On a write-back device that
+ * reorders unflushed writes, a durable commit block therefore always has its
+ * copies and its data behind it; a single flush after the whole record would
+ * let the commit block reach the medium first. A record whose commit block or
+ * checksum does not verify was never acknowledged and ends the replay.
  * Record sequence numbers are consecutive, so stale records left in the area
  * from an earlier lap do not verify either.
  *
@@ -97,12 +103,12 @@ class JournalArea {
     return this.mirror.subarray(pos * BLOCK_SIZE, (pos + 1) * BLOCK_SIZE);
   }
   /** Write `count` mirror blocks starting at `pos` to the device. */
-  async flushMirror(pos: number, count: number): Promise<void> {
+  async flushMirror(pos: number, count: number, fua = false): Promise<void> {
     this.mirror ??= new Uint8Array(this.sb.journalBlocks * BLOCK_SIZE);
     const m = this.mirror;
     await Promise.all(
       this.segments(pos, count).map(([p, , n]) =>
-        this.device.pwrite(m.subarray(p * BLOCK_SIZE, (p + n) * BLOCK_SIZE), (this.sb.journalStart + p) * BLOCK_SIZE),
+        this.device.pwrite(m.subarray(p * BLOCK_SIZE, (p + n) * BLOCK_SIZE), (this.sb.journalStart + p) * BLOCK_SIZE, fua ? { fua } : undefined),
       ),
     );
   }
@@ -199,6 +205,10 @@ interface Waiter {
 /** One operation's access to the running transaction. Pins every block it touches. */
 export class Handle {
   private readonly pinned: CacheEntry[] = [];
+  /** Some block was dirtied through this handle. */
+  changed = false;
+  /** Undo steps of the in-memory changes made so far, run newest first by `abort`. */
+  private undo: Array<() => void> = [];
   private ended = false;
   /** Blocks allocated through this handle (they consumed the operation's reservation). */
   allocated = 0;
@@ -246,8 +256,34 @@ export class Handle {
   }
 
   private markDirty(e: CacheEntry): void {
+    this.changed = true;
     e.txDirty = true;
     this.tx.dirty.add(e.block);
+  }
+
+  /**
+   * Register how to take back one change made through this handle (a bitmap bit,
+   * a block pointer). The step runs synchronously while the handle still pins
+   * the blocks it touches, so it may change their buffers in place.
+   */
+  onAbort(step: () => void): void {
+    if (this.ended) throw new Error('journal: onAbort after the handle ended');
+    this.undo.push(step);
+  }
+
+  /**
+   * Take back every registered change, newest first, before `end`. Used when
+   * an operation fails halfway (a file-data write got EIO or ENOSPC): the
+   * blocks it dirtied stay in the running transaction, but with the content
+   * they had before this handle, so the commit carries nothing half-done.
+   * Changes are undone logically, not by restoring block images: other
+   * handles of the same transaction may have changed the same bitmap block.
+   */
+  abort(): void {
+    if (this.ended) throw new Error('journal: abort after the handle ended');
+    const steps = this.undo;
+    this.undo = [];
+    for (let i = steps.length - 1; i >= 0; i--) steps[i]();
   }
 
   /** End the handle; returns the transaction to wait for. */
@@ -312,7 +348,7 @@ export class Journal {
   /** Join the running transaction (waits while one is closing or the running one is full). */
   async begin(): Promise<Handle> {
     for (;;) {
-      if (this.failure) throw new FsError('IO', `filesystem journal failed: ${this.failure.message}`);
+      if (this.failure) throw this.readOnlyError();
       if (!this.closing && this.running.dirty.size < this.softLimit) break;
       if (!this.closing) this.requestCommit();
       await new Promise<void>((r) => this.beginWaiters.push(r));
@@ -367,6 +403,21 @@ export class Journal {
         await this.commitRunning();
       }).catch(() => {});
     });
+  }
+
+  /** What every later change gets once the journal has failed: read-only until remounted. */
+  readOnlyError(): FsError {
+    return new FsError('ROFS', `filesystem is read-only after an error (remount to recover): ${this.failure?.message}`);
+  }
+
+  /**
+   * Stop for good: the running transaction holds changes that cannot be taken
+   * back (an operation failed halfway through a change that has no undo step),
+   * so neither it nor anything after it may commit. The volume keeps its last
+   * committed state; a remount replays the journal to exactly that.
+   */
+  abortAll(err: unknown): void {
+    this.fail(err);
   }
 
   private fail(err: unknown): void {
@@ -440,9 +491,11 @@ export class Journal {
     cv.setUint32(16, n, true);
     cv.setUint32(20, crc, true);
     sealBlock(commit);
-    await this.area.flushMirror(pos, n + 2);
-    // One flush makes the record and every data block written before the commit durable.
+    // Descriptor and copies first; then a flush makes them, and every file-data block
+    // written before this commit, durable; only then the commit block (FUA).
+    await this.area.flushMirror(pos, n + 1);
     if (!this.device.writeThrough) await this.device.flush();
+    await this.area.flushMirror(this.area.advance(pos, n + 1), 1, !this.device.writeThrough);
     this.headPos = this.area.advance(this.headPos, n + 2);
     this.nextRecordSeq++;
     this.used += n + 2;
