@@ -18,7 +18,8 @@
  * a version-1 handle (the old CRC format, forgeable) is STALE so clients
  * remount; a verified handle of another filesystem is STALE (RFC 1813 §2.3.3).
  */
-import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { invalidArgument } from '../../../util/errors.ts';
 import { NfsStat3 } from './constants.ts';
 import { NfsError } from './errors.ts';
 
@@ -38,10 +39,11 @@ export interface HandleRef {
 
 /** Encodes and verifies the handles of one filesystem under one key. */
 export class HandleCodec {
-  private readonly key: Buffer;
+  /** Imported once: every handle in and out is one HMAC. */
+  private readonly key: KeyObject;
   constructor(readonly fsid: bigint, key: Uint8Array) {
-    if (key.byteLength < 16) throw new NfsError(NfsStat3.SERVERFAULT, `handle key of ${key.byteLength} bytes is too short`);
-    this.key = Buffer.from(key);
+    if (key.byteLength < 16) throw invalidArgument(`nfs: a handle key of ${key.byteLength} bytes is too short (at least 16)`);
+    this.key = createSecretKey(Buffer.from(key));
   }
 
   private mac(body: Buffer): Buffer {
