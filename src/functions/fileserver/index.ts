@@ -5,31 +5,53 @@
  */
 import type { BlockDevice } from '../../block/types.ts';
 import type { FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
+import { randomBytes } from 'node:crypto';
 import type { FileSystem } from './fs/types.ts';
 import { startNfsServer } from './nfs/server.ts';
+import { parseExportOptions, type ExportOptions } from './nfs/export.ts';
+import { HANDLE_KEY_BYTES } from './nfs/handle.ts';
+import { invalidArgument } from '../../util/errors.ts';
 
-export interface FileServerOptions {
+/** The function's options; the export fields are optional here and defaulted by parseFileServerOptions. */
+export interface FileServerOptions extends Partial<ExportOptions> {
   /** The path clients mount (default '/export'). */
   exportPath: string;
   /** Serve portmapper v2 on this port too (0 = any free port). Off when absent. */
   portmapperPort?: number;
 }
 
-export type OpenFileSystem = (device: BlockDevice, opts?: { log?: (m: string) => void }) => Promise<FileSystem>;
+/** What the file server asks of a volume it formats (ignored by filesystems that need no formatting). */
+export interface FormatOptions {
+  /** The secret the NFS handles are keyed with, kept in the superblock. */
+  handleKey: Uint8Array;
+  /** The export root: 1777 root:root, so squashed root and every user may create there (see README). */
+  root: { uid: number; gid: number; mode: number };
+}
+
+export type OpenFileSystem = (device: BlockDevice, opts?: { log?: (m: string) => void; mkfs?: FormatOptions }) => Promise<FileSystem>;
+
+/** A fresh volume's export root: world-writable and sticky, like /tmp. */
+export const EXPORT_ROOT = Object.freeze({ uid: 0, gid: 0, mode: 0o1777 });
 
 /** The real filesystem, imported lazily so the protocol half loads without it. */
 const openOnVolume: OpenFileSystem = async (device, opts) => (await import('./fs/index.ts')).openFileSystem(device, opts);
 
-export function parseFileServerOptions(raw: Record<string, unknown>): FileServerOptions {
+const KNOWN_OPTIONS = new Set(['exportPath', 'portmapperPort', 'clients', 'rootSquash', 'allSquash', 'anonUid', 'anonGid', 'authNone']);
+
+export function parseFileServerOptions(raw: Record<string, unknown>): FileServerOptions & ExportOptions {
+  for (const k of Object.keys(raw)) {
+    // A misspelt security option ("rootsquash") must not silently leave the default in place.
+    if (!KNOWN_OPTIONS.has(k)) throw invalidArgument(`fileserver: unknown option ${JSON.stringify(k)} (known: ${[...KNOWN_OPTIONS].join(', ')})`);
+  }
   const exportPath = raw.exportPath ?? '/export';
   if (typeof exportPath !== 'string' || !exportPath.startsWith('/') || exportPath.length > 1024) {
-    throw new Error(`fileserver: options.exportPath must be an absolute path, got ${JSON.stringify(raw.exportPath)}`);
+    throw invalidArgument(`fileserver: options.exportPath must be an absolute path, got ${JSON.stringify(raw.exportPath)}`);
   }
   const pm = raw.portmapperPort;
   if (pm !== undefined && (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 0 || pm > 65535)) {
-    throw new Error(`fileserver: options.portmapperPort must be a port number, got ${JSON.stringify(pm)}`);
+    throw invalidArgument(`fileserver: options.portmapperPort must be a port number, got ${JSON.stringify(pm)}`);
   }
-  return { exportPath, portmapperPort: pm as number | undefined };
+  return { exportPath, portmapperPort: pm as number | undefined, ...parseExportOptions(raw) };
 }
 
 export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFunction<FileServerOptions> {
@@ -40,7 +62,9 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
     parseOptions: parseFileServerOptions,
     async start(ctx: FunctionContext<FileServerOptions>): Promise<RunningFunction> {
       const options = parseFileServerOptions(ctx.options as unknown as Record<string, unknown>);
-      const fs = await open(ctx.device, { log: ctx.log });
+      // Used only if the volume is empty and gets formatted now: the key then lives in its superblock.
+      const mkfs: FormatOptions = { handleKey: new Uint8Array(randomBytes(HANDLE_KEY_BYTES)), root: { ...EXPORT_ROOT } };
+      const fs = await open(ctx.device, { log: ctx.log, mkfs });
       let server;
       try {
         server = await startNfsServer({
@@ -49,6 +73,7 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
           port: ctx.listen.port,
           exportPath: options.exportPath,
           portmapperPort: options.portmapperPort,
+          export: options,
           log: ctx.log,
         });
       } catch (err) {

@@ -20,7 +20,16 @@ test('the module default-exports the fileserver StorageFunction, api version 1',
 });
 
 test('options default exportPath to /export and reject bad values naming the field', () => {
-  assert.deepEqual(parseFileServerOptions({}), { exportPath: '/export', portmapperPort: undefined });
+  assert.deepEqual(parseFileServerOptions({}), {
+    exportPath: '/export',
+    portmapperPort: undefined,
+    clients: ['127.0.0.0/8', '::1'],
+    rootSquash: true,
+    allSquash: false,
+    anonUid: 65534,
+    anonGid: 65534,
+    authNone: 'refuse',
+  });
   assert.throws(() => parseFileServerOptions({ exportPath: 'relative' }), /options\.exportPath must be an absolute path/);
   assert.throws(() => parseFileServerOptions({ portmapperPort: 70000 }), /options\.portmapperPort must be a port number/);
 });

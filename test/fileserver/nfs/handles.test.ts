@@ -1,15 +1,16 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
+import { createHmac } from 'node:crypto';
 import { NfsClient } from './helpers/nfs-client.ts';
 import { startMemoryServer } from './helpers/server.ts';
-import { decodeHandle, encodeHandle, HANDLE_SIZE } from '../../../src/functions/fileserver/nfs/handle.ts';
+import { HandleCodec, HANDLE_SIZE } from '../../../src/functions/fileserver/nfs/handle.ts';
 import { NfsError } from '../../../src/functions/fileserver/nfs/errors.ts';
 
 const OK = 0, STALE = 70, BADHANDLE = 10001;
 
-async function setup(t: TestContext) {
-  const s = await startMemoryServer();
+async function setup(t: TestContext, handleKey?: Uint8Array) {
+  const s = await startMemoryServer({ handleKey });
   const c = await NfsClient.connect(s.port);
   t.after(async () => {
     await c.close();
@@ -18,35 +19,46 @@ async function setup(t: TestContext) {
   return { ...s, c, root: await c.root() };
 }
 
-const reseal = (h: Buffer) => (h.writeUInt32BE(crc32(h.subarray(0, 28)), 28), h);
+const KEY = Buffer.alloc(32, 7);
+const codec = (fsid: bigint, key: Uint8Array = KEY) => new HandleCodec(fsid, key);
 
 test('a handle encodes and decodes to the same inode and generation', () => {
-  const h = encodeHandle(42n, 1234567, 89);
+  const h = codec(42n).encode(1234567, 89);
   assert.equal(h.length, HANDLE_SIZE);
-  assert.deepEqual(decodeHandle(h, 42n), { ino: 1234567, gen: 89 });
+  assert.deepEqual(codec(42n).decode(h), { ino: 1234567, gen: 89 });
 });
 
-test('the handle format is fixed: a golden handle encodes byte for byte', () => {
+test('the handle format is fixed: version 2, fsid, inode, generation, then a 16-byte HMAC-SHA256 of them', () => {
   // Clients keep handles across server restarts and upgrades: this layout must never change silently.
-  const h = encodeHandle(0x0102030405060708n, 0x1234, 7);
-  assert.equal(h.toString('hex'), '01000000' + '0102030405060708' + '0000000000001234' + '0000000000000007' + crc32(h.subarray(0, 28)).toString(16).padStart(8, '0'));
-  assert.equal(h.subarray(28).toString('hex'), 'b97d5e9f');
+  const h = codec(0x0102030405060708n).encode(0x1234, 7);
+  const body = '02000000' + '0102030405060708' + '0000000000001234' + '0000000000000007';
+  const mac = createHmac('sha256', KEY).update(Buffer.from(body, 'hex')).digest().subarray(0, 16).toString('hex');
+  assert.equal(h.toString('hex'), body + mac);
 });
 
-test('handles of the wrong length, version or checksum are BADHANDLE', () => {
-  const good = encodeHandle(1n, 5, 6);
+test('handles of the wrong length, version or MAC are BADHANDLE', () => {
+  const good = codec(1n).encode(5, 6);
   const flipped = Buffer.from(good);
   flipped[15]! ^= 1;
-  const version = reseal(Buffer.from(good));
-  version[0] = 2;
-  reseal(version);
-  for (const [name, h] of [['short', good.subarray(0, 31)], ['long', Buffer.concat([good, Buffer.alloc(4)])], ['flipped bit', flipped], ['version 2', version]] as const) {
-    assert.throws(() => decodeHandle(h, 1n), (e: unknown) => e instanceof NfsError && e.status === BADHANDLE, name);
+  const version = Buffer.from(good);
+  version[0] = 3;
+  const otherKey = codec(1n, Buffer.alloc(32, 8)).encode(5, 6);
+  for (const [name, h] of [['short', good.subarray(0, 43)], ['long', Buffer.concat([good, Buffer.alloc(4)])], ['flipped bit', flipped], ['version 3', version], ['another key', otherKey]] as const) {
+    assert.throws(() => codec(1n).decode(h), (e: unknown) => e instanceof NfsError && e.status === BADHANDLE, name);
   }
 });
 
-test('a well-formed handle of another filesystem is STALE', () => {
-  assert.throws(() => decodeHandle(encodeHandle(2n, 5, 6), 1n), (e: unknown) => e instanceof NfsError && e.status === STALE);
+test('an old version-1 handle (CRC, no MAC) is STALE, so clients mount again', () => {
+  const v1 = Buffer.alloc(32);
+  v1[0] = 1;
+  v1.writeBigUInt64BE(1n, 4);
+  v1.writeBigUInt64BE(1n, 12);
+  v1.writeUInt32BE(crc32(v1.subarray(0, 28)), 28);
+  assert.throws(() => codec(1n).decode(v1), (e: unknown) => e instanceof NfsError && e.status === STALE);
+});
+
+test('a well-formed handle of another filesystem under the same key is STALE', () => {
+  assert.throws(() => codec(1n).decode(codec(2n).encode(5, 6)), (e: unknown) => e instanceof NfsError && e.status === STALE);
 });
 
 test('a forged handle is BADHANDLE on every procedure that takes one, and the client keeps working', async (t) => {
@@ -78,9 +90,10 @@ test('the handle of a removed file is STALE, also after its inode number is reus
   assert.equal((await c.getattr(reused)).status, OK);
 });
 
-test('a handle with a valid checksum but an unknown inode is STALE', async (t) => {
-  const { c, fs } = await setup(t);
-  assert.equal((await c.getattr(encodeHandle(fs.fsid, 999999, 1))).status, STALE);
+test('a handle with a valid MAC but an unknown inode is STALE', async (t) => {
+  const key = Buffer.alloc(32, 9);
+  const { c, fs } = await setup(t, key);
+  assert.equal((await c.getattr(codec(fs.fsid, key).encode(999999, 1))).status, STALE);
 });
 
 test('.. of the export root is the root itself: no path escapes the export', async (t) => {

@@ -21,6 +21,10 @@ export interface MkfsOptions extends GeometryOptions {
   uuid?: Uint8Array;
   /** Creation time stamp of the root directory (default now). */
   nowMs?: number;
+  /** 32 bytes stored in the superblock for the NFS server's handle MAC (default: none, all zeroes). */
+  handleKey?: Uint8Array;
+  /** Owner and permission bits of the root directory (default 0:0, 0o755). */
+  root?: { uid: number; gid: number; mode: number };
 }
 
 function setBits(bitmap: Uint8Array, from: number, to: number): void {
@@ -39,7 +43,8 @@ export async function mkfs(device: BlockDevice, opts: MkfsOptions = {}): Promise
   const uuid = opts.uuid ?? new Uint8Array(randomBytes(16));
   if (uuid.byteLength !== 16) throw new Error('mkfs: uuid must be 16 bytes');
   const now = opts.nowMs ?? Date.now();
-  const sb: Superblock = { ...g, version: FORMAT_VERSION, blockSize: BLOCK_SIZE, rootIno: ROOT_INO, uuid, createdMs: now };
+  if (opts.handleKey && opts.handleKey.byteLength !== 32) throw new Error('mkfs: handleKey must be 32 bytes');
+  const sb: Superblock = { ...g, version: FORMAT_VERSION, blockSize: BLOCK_SIZE, rootIno: ROOT_INO, uuid, createdMs: now, handleKey: opts.handleKey };
 
   await device.pwrite(new Uint8Array(BLOCK_SIZE), 0);
   // Zero every metadata region: a reused device must not show old records.
@@ -58,7 +63,9 @@ export async function mkfs(device: BlockDevice, opts: MkfsOptions = {}): Promise
   const root = emptyInode(1);
   Object.assign(root, {
     type: InodeType.dir,
-    mode: 0o755,
+    mode: (opts.root?.mode ?? 0o755) & 0o7777,
+    uid: opts.root?.uid ?? 0,
+    gid: opts.root?.gid ?? 0,
     nlink: 2,
     parent: ROOT_INO,
     size: BLOCK_SIZE,

@@ -53,6 +53,12 @@ export interface Superblock extends Geometry {
   rootIno: number;
   uuid: Uint8Array;
   createdMs: number;
+  /**
+   * 32 random bytes the NFS server keys its file handles with (nfs/handle.ts), or all
+   * zeroes on volumes formatted without one (older volumes, golden fixtures). Written
+   * once by mkfs, so it moves with the volume and never needs an in-place update.
+   */
+  handleKey?: Uint8Array;
 }
 
 export interface GeometryOptions {
@@ -118,7 +124,9 @@ const F = {
   rootIno: 60,
   uuid: 64,
   createdMs: 80,
+  handleKey: 88,
 } as const;
+const HANDLE_KEY_BYTES = 32;
 
 export function encodeSuperblock(sb: Superblock): Uint8Array {
   const b = new Uint8Array(BLOCK_SIZE);
@@ -142,6 +150,7 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   v.setUint32(F.rootIno, sb.rootIno, true);
   b.set(sb.uuid.subarray(0, 16), F.uuid);
   v.setFloat64(F.createdMs, sb.createdMs, true);
+  if (sb.handleKey) b.set(sb.handleKey.subarray(0, HANDLE_KEY_BYTES), F.handleKey);
   sealBlock(b);
   return b;
 }
@@ -186,6 +195,7 @@ export function decodeSuperblock(b: Uint8Array, deviceSize: number): Superblock 
     rootIno: v.getUint32(F.rootIno, true),
     uuid: b.slice(F.uuid, F.uuid + 16),
     createdMs: v.getFloat64(F.createdMs, true),
+    handleKey: b.slice(F.handleKey, F.handleKey + HANDLE_KEY_BYTES),
   };
   // The layout must be exactly what computeGeometry would produce: no overlapping regions.
   const expect = computeGeometry(totalBlocks, { inodes: sb.inodeCount, journalBlocks: sb.journalBlocks });

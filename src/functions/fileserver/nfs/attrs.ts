@@ -52,9 +52,14 @@ export function encodeWcc(enc: XdrEncoder, wcc: Wcc, fsid: bigint): void {
   encodePostOpAttr(enc, wcc.after, fsid);
 }
 
+/** The decoded sattr3s that set a time to the client's value (only the owner may). */
+const clientTimed = new WeakSet<SetAttr>();
+export const setsClientTime = (s: SetAttr) => clientTimed.has(s);
+
 /** sattr3, decoded to the FileSystem's SetAttr; "server time" becomes `now`. */
 export function decodeSattr(dec: XdrDecoder, now: () => number): SetAttr {
   const s: SetAttr = {};
+  let clientTime = false;
   if (dec.bool()) s.mode = dec.u32() & 0o7777;
   if (dec.bool()) s.uid = dec.u32();
   if (dec.bool()) s.gid = dec.u32();
@@ -62,18 +67,15 @@ export function decodeSattr(dec: XdrDecoder, now: () => number): SetAttr {
     const size = dec.u64();
     s.size = size > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(size);
   }
-  const atime = decodeSetTime(dec, now);
-  if (atime !== undefined) s.atimeMs = atime;
-  const mtime = decodeSetTime(dec, now);
-  if (mtime !== undefined) s.mtimeMs = mtime;
+  for (const field of ['atimeMs', 'mtimeMs'] as const) {
+    const how = dec.enumOf([TimeHow.DONT_CHANGE, TimeHow.SET_TO_SERVER_TIME, TimeHow.SET_TO_CLIENT_TIME]);
+    if (how === TimeHow.SET_TO_CLIENT_TIME) {
+      s[field] = decodeTime(dec);
+      clientTime = true;
+    } else if (how === TimeHow.SET_TO_SERVER_TIME) s[field] = now();
+  }
+  if (clientTime) clientTimed.add(s);
   return s;
-}
-
-function decodeSetTime(dec: XdrDecoder, now: () => number): number | undefined {
-  const how = dec.enumOf([TimeHow.DONT_CHANGE, TimeHow.SET_TO_SERVER_TIME, TimeHow.SET_TO_CLIENT_TIME]);
-  if (how === TimeHow.SET_TO_CLIENT_TIME) return decodeTime(dec);
-  if (how === TimeHow.SET_TO_SERVER_TIME) return now();
-  return undefined;
 }
 
 /** The 32-bit seconds of an NFS time, as a client would compare them (guards, verifiers). */

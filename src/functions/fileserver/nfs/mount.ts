@@ -3,19 +3,28 @@
  * (or of a directory under it, for clients that mount a sub-path), and keeps
  * the advisory list of who mounted what for DUMP. No source-port checks: libnfs
  * connects from a privileged port, other clients do not, neither proves anything.
+ *
+ * MNT is where the export's client list and AUTH_NONE policy first apply
+ * (MOUNT3ERR_ACCES); a sub-path is walked as the (squashed) caller, with search
+ * permission needed on every directory on the way, as a LOOKUP would.
  */
 import type { FileSystem } from '../fs/types.ts';
 import type { Procedure, RpcProgram } from '../rpc/server.ts';
 import type { XdrDecoder, XdrEncoder } from '../rpc/xdr.ts';
 import { AUTH_NONE, AUTH_SYS } from '../rpc/auth.ts';
+import type { RpcCall } from '../rpc/server.ts';
 import { MNTPATHLEN, MOUNT_PROGRAM, MOUNT_V3, MountStat3, PATH_MAX } from './constants.ts';
 import { nfsStatusOf } from './errors.ts';
-import { encodeHandle } from './handle.ts';
+import type { HandleCodec } from './handle.ts';
 import { rootAttr } from './root.ts';
+import type { ExportPolicy } from './export.ts';
+import { requireSearch } from './access.ts';
 
 export interface MountState {
   fs: FileSystem;
   exportPath: string;
+  handles: HandleCodec;
+  policy: ExportPolicy;
 }
 
 /** '/export/', '//export' → '/export'. */
@@ -32,7 +41,12 @@ export function mountProgram(state: MountState): RpcProgram & { mounts: Array<{ 
   const hostOf = (remote: string) => remote.slice(0, remote.lastIndexOf(':'));
   const decodePath = (dec: XdrDecoder) => dec.string(PATH_MAX);
 
-  async function mnt(path: string): Promise<MntResult> {
+  // The flavors MNT offers: AUTH_NONE only where the export lets it in.
+  const flavors = state.policy.options.authNone === 'refuse' ? [AUTH_SYS] : [AUTH_SYS, AUTH_NONE];
+
+  async function mnt(path: string, call: RpcCall): Promise<MntResult> {
+    const caller = state.policy.admit(call);
+    if (!caller) return { status: MountStat3.ACCES };
     if (Buffer.byteLength(path) > MNTPATHLEN) return { status: MountStat3.NAMETOOLONG };
     const wanted = normalizeExportPath(path);
     const rest = wanted === exportPath ? '' : wanted.startsWith(exportPath === '/' ? '/' : exportPath + '/') ? wanted.slice(exportPath.length) : null;
@@ -42,10 +56,12 @@ export function mountProgram(state: MountState): RpcProgram & { mounts: Array<{ 
       for (const name of rest.split('/').filter((x) => x !== '')) {
         // No '..' walk-out: a sub-path mount must stay inside the export.
         if (name === '..' || name === '.') return { status: MountStat3.INVAL };
+        if (attr.type !== 'dir') return { status: MountStat3.NOTDIR };
+        requireSearch(attr, caller);
         attr = await state.fs.lookup(attr.ino, attr.generation, name);
       }
       if (attr.type !== 'dir') return { status: MountStat3.NOTDIR };
-      return { status: MountStat3.OK, handle: encodeHandle(state.fs.fsid, attr.ino, attr.generation) };
+      return { status: MountStat3.OK, handle: state.handles.encode(attr.ino, attr.generation) };
     } catch (err) {
       const s = nfsStatusOf(err);
       return { status: s in MountStat3 ? (s as number as MountStat3) : MountStat3.SERVERFAULT };
@@ -58,7 +74,7 @@ export function mountProgram(state: MountState): RpcProgram & { mounts: Array<{ 
     name: 'MOUNTPROC3_MNT',
     decode: decodePath,
     async handle(path: string, call) {
-      const r = await mnt(path);
+      const r = await mnt(path, call);
       if (r.status === MountStat3.OK) {
         const host = hostOf(call.remote);
         const dir = normalizeExportPath(path);
@@ -70,13 +86,15 @@ export function mountProgram(state: MountState): RpcProgram & { mounts: Array<{ 
       enc.u32(r.status);
       if (r.status !== MountStat3.OK) return;
       enc.opaque(r.handle!);
-      enc.u32(2).u32(AUTH_SYS).u32(AUTH_NONE);
+      enc.u32(flavors.length);
+      for (const f of flavors) enc.u32(f);
     },
   };
   procs[2] = {
     name: 'MOUNTPROC3_DUMP',
     decode: () => undefined,
-    handle: () => mounts.map((m) => ({ ...m })),
+    // Who mounted from where is for the export's own clients only.
+    handle: (_: void, call: RpcCall) => (state.policy.allows(call.remote) ? mounts.map((m) => ({ ...m })) : []),
     encode(enc: XdrEncoder, list: Array<{ host: string; dir: string }>) {
       for (const m of list) enc.bool(true).string(m.host).string(m.dir);
       enc.bool(false);
@@ -106,8 +124,10 @@ export function mountProgram(state: MountState): RpcProgram & { mounts: Array<{ 
     decode: () => undefined,
     handle: () => undefined,
     encode(enc: XdrEncoder) {
-      // One export, no group list: open to every host.
-      enc.bool(true).string(exportPath).bool(false);
+      // One export; its groups are the client list ('*' when open to every host).
+      enc.bool(true).string(exportPath);
+      for (const c of state.policy.options.clients) enc.bool(true).string(c);
+      enc.bool(false);
       enc.bool(false);
     },
   };

@@ -7,7 +7,8 @@
  */
 import type { Procedure, RpcProgram } from '../rpc/server.ts';
 import { NFS_PROGRAM, NFS_V3, Nfs3Proc } from './constants.ts';
-import type { NfsServerState } from './common.ts';
+import { admitCall, type NfsServerState } from './common.ts';
+import { NfsStat3 } from './constants.ts';
 import { attributeProcedures } from './proc-attrs.ts';
 import { ioProcedures } from './proc-io.ts';
 import { createProcedures } from './proc-create.ts';
@@ -49,6 +50,44 @@ export function nfsProgram(st: NfsServerState): RpcProgram {
   procs[Nfs3Proc.FSINFO] = p.FSINFO;
   procs[Nfs3Proc.PATHCONF] = p.PATHCONF;
   procs[Nfs3Proc.COMMIT] = p.COMMIT;
+  for (let i = 1; i < procs.length; i++) if (procs[i]) procs[i] = admitted(st, procs[i]!);
   return { prog: NFS_PROGRAM, versions: new Map([[NFS_V3, procs]]) };
+}
+
+/**
+ * A result every NFSv3 encoder accepts: the status, and every optional attribute,
+ * wcc and list field empty. What a caller the export does not admit gets.
+ */
+const DENIED = Object.freeze({
+  status: NfsStat3.ACCES,
+  wcc: Object.freeze({}),
+  fromWcc: Object.freeze({}),
+  toWcc: Object.freeze({}),
+  access: 0,
+  entries: Object.freeze([]),
+  eof: false,
+});
+
+/**
+ * Admission before any procedure but NULL: a peer off the client list, or an
+ * AUTH_NONE caller the export refuses, gets NFS3ERR_ACCES without its handle
+ * being looked at; everyone else runs as the Caller the export maps them to.
+ */
+function admitted(st: NfsServerState, p: Procedure): Procedure {
+  return {
+    name: p.name,
+    decode: p.decode,
+    encode: p.encode,
+    handle(args, call) {
+      const caller = st.policy.admit(call);
+      if (!caller) {
+        st.stats.errors++;
+        st.stats.denied++;
+        return DENIED;
+      }
+      admitCall(call, caller);
+      return p.handle(args, call);
+    },
+  };
 }
 

@@ -4,12 +4,23 @@
 import type { Attr } from '../fs/types.ts';
 import type { RpcCall } from '../rpc/server.ts';
 import type { XdrDecoder } from '../rpc/xdr.ts';
-import { callerIdentity } from '../rpc/auth.ts';
 import { NfsStat3 } from './constants.ts';
-import { encodeHandle } from './handle.ts';
-import { attrsOf, checkName, decodeDirop, decodeFh, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
-import { decodeSattr, decodeTime, encodeFattr, sameNfsTime, type Wcc } from './attrs.ts';
-import { grantedAccess } from './access.ts';
+import {
+  attrsOf,
+  callerOf,
+  checkName,
+  decodeDirop,
+  decodeFh,
+  dirAttrOf,
+  fail,
+  proc,
+  procKit,
+  resolve,
+  tryResolve,
+  type NfsServerState,
+} from './common.ts';
+import { decodeSattr, decodeTime, encodeFattr, sameNfsTime, setsClientTime, type Wcc } from './attrs.ts';
+import { checkSetattr, grantedAccess, requireRead, requireSearch } from './access.ts';
 
 export function attributeProcedures(st: NfsServerState) {
   const fsid = st.fs.fsid;
@@ -39,15 +50,17 @@ export function attributeProcedures(st: NfsServerState) {
       attrs: decodeSattr(dec, st.now),
       guardCtime: dec.bool() ? decodeTime(dec) : undefined,
     }),
-    async handle(a): Promise<{ status: NfsStat3; wcc: Wcc }> {
+    async handle(a, call: RpcCall): Promise<{ status: NfsStat3; wcc: Wcc }> {
       const ref = tryResolve(st, a.fh);
       const before = await attrsOf(st, ref);
       try {
         const r = resolve(st, a.fh);
-        if (a.guardCtime !== undefined && before && !sameNfsTime(before.ctimeMs, a.guardCtime)) {
+        const current = before ?? (await st.fs.getattr(r.ino, r.gen));
+        if (a.guardCtime !== undefined && !sameNfsTime(current.ctimeMs, a.guardCtime)) {
           return { status: NfsStat3.NOT_SYNC, wcc: { before, after: before } };
         }
-        const after = await st.fs.setattr(r.ino, r.gen, a.attrs);
+        const attrs = checkSetattr(current, a.attrs, callerOf(call), setsClientTime(a.attrs));
+        const after = await st.fs.setattr(r.ino, r.gen, attrs);
         return { status: NfsStat3.OK, wcc: { before, after } };
       } catch (err) {
         return { status: fail(st, err), wcc: { before, after: await attrsOf(st, ref) } };
@@ -61,11 +74,12 @@ export function attributeProcedures(st: NfsServerState) {
 
   const LOOKUP = proc('NFSPROC3_LOOKUP', {
     decode: decodeDirop,
-    async handle(a): Promise<{ status: NfsStat3; obj?: Attr; dirAttr?: Attr }> {
+    async handle(a, call: RpcCall): Promise<{ status: NfsStat3; obj?: Attr; dirAttr?: Attr }> {
       const dirRef = tryResolve(st, a.dir);
       try {
         const dir = resolve(st, a.dir);
         checkName(a.name);
+        requireSearch(await dirAttrOf(st, dir), callerOf(call));
         // '..' of the export root is the root: no way above it, whatever the filesystem thinks.
         const obj =
           a.name === '..' && dir.ino === st.fs.rootIno
@@ -79,7 +93,7 @@ export function attributeProcedures(st: NfsServerState) {
     encode(enc, r) {
       enc.u32(r.status);
       if (r.status === NfsStat3.OK) {
-        enc.opaque(encodeHandle(fsid, r.obj!.ino, r.obj!.generation));
+        enc.opaque(st.handles.encode(r.obj!.ino, r.obj!.generation));
         postOp(enc, r.obj);
       }
       postOp(enc, r.dirAttr);
@@ -92,7 +106,7 @@ export function attributeProcedures(st: NfsServerState) {
       try {
         const ref = resolve(st, a.fh);
         const attr = await st.fs.getattr(ref.ino, ref.gen);
-        return { status: NfsStat3.OK, attr, access: grantedAccess(attr, callerIdentity(call.cred), a.access) };
+        return { status: NfsStat3.OK, attr, access: grantedAccess(attr, callerOf(call), a.access) };
       } catch (err) {
         return { status: fail(st, err), access: 0 };
       }
@@ -106,10 +120,12 @@ export function attributeProcedures(st: NfsServerState) {
 
   const READLINK = proc('NFSPROC3_READLINK', {
     decode: decodeFh,
-    async handle(fh): Promise<{ status: NfsStat3; attr?: Attr; target?: string }> {
+    async handle(fh, call: RpcCall): Promise<{ status: NfsStat3; attr?: Attr; target?: string }> {
       const ref = tryResolve(st, fh);
       try {
         const r = resolve(st, fh);
+        const attr = await st.fs.getattr(r.ino, r.gen);
+        if (attr.type === 'symlink') requireRead(attr, callerOf(call), 'read the link');
         const target = await st.fs.readlink(r.ino, r.gen);
         return { status: NfsStat3.OK, attr: await attrsOf(st, ref), target };
       } catch (err) {

@@ -4,12 +4,13 @@
 import type { Attr } from '../fs/types.ts';
 import type { RpcCall } from '../rpc/server.ts';
 import type { XdrDecoder, XdrEncoder } from '../rpc/xdr.ts';
-import { callerIdentity } from '../rpc/auth.ts';
 import { CreateMode, Ftype3, NFS3_CREATEVERFSIZE, NfsStat3, PATH_MAX } from './constants.ts';
 import { nfsStatusOf } from './errors.ts';
 import type { HandleRef } from './handle.ts';
-import { attrsOf, checkName, decodeDirop, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
-import { decodeSattr, type Wcc } from './attrs.ts';
+import { attrsOf, callerOf, checkName, decodeDirop, dirAttrOf, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
+import { decodeSattr, setsClientTime, type Wcc } from './attrs.ts';
+import { checkSetattr, newObjectOwner, requireDirWrite } from './access.ts';
+import type { Caller } from './export.ts';
 
 /** The EXCLUSIVE create verifier as stored: atime seconds, then mtime seconds. */
 const verifierOf = (a: Attr) => {
@@ -31,16 +32,18 @@ export function createProcedures(st: NfsServerState) {
     }
     wcc(enc, r.wcc);
   };
-  const owner = (call: RpcCall, s: { uid?: number; gid?: number }) => {
-    const who = callerIdentity(call.cred);
-    return { uid: s.uid ?? who.uid, gid: s.gid ?? who.gid };
-  };
-  /** Apply the sattr3 fields that creation itself did not (times, and size for UNCHECKED). */
-  const applyRest = async (obj: Attr, s: ReturnType<typeof decodeSattr>, skip: Array<keyof typeof s>) => {
+  /**
+   * Apply the sattr3 fields that creation itself did not (times, and size for
+   * UNCHECKED), checked like a SETATTR by the same caller: for a new object it is
+   * the owner; for an existing one (UNCHECKED over a file) it may not be.
+   */
+  const applyRest = async (obj: Attr, s: ReturnType<typeof decodeSattr>, skip: Array<keyof typeof s>, caller: Caller) => {
     const rest = { ...s };
     for (const k of skip) delete rest[k];
+    // Truncating a file to the size it has is nothing (a new file, O_CREAT|O_TRUNC with mode 0444).
+    if (rest.size === obj.size) delete rest.size;
     if (Object.keys(rest).length === 0) return obj;
-    return st.fs.setattr(obj.ino, obj.generation, rest);
+    return st.fs.setattr(obj.ino, obj.generation, checkSetattr(obj, rest, caller, setsClientTime(s)));
   };
 
   const CREATE = proc('NFSPROC3_CREATE', {
@@ -51,16 +54,16 @@ export function createProcedures(st: NfsServerState) {
       return { ...where, mode, attrs: decodeSattr(dec, st.now) };
     },
     async handle(a, call): Promise<CreatedResult> {
-      const r = await dirOp(a.dir, async (dir) => {
+      const r = await dirOp(a.dir, async (dir, dirAttr) => {
         checkName(a.name);
-        if (a.mode === CreateMode.EXCLUSIVE) return createExclusive(dir, a.name, a.verifier!, call);
+        const caller = callerOf(call);
+        requireDirWrite(dirAttr, caller);
+        if (a.mode === CreateMode.EXCLUSIVE) return createExclusive(dir, dirAttr, a.name, a.verifier!, caller);
         const s = a.attrs!;
-        const obj = await st.fs.create(dir.ino, dir.gen, a.name, {
-          mode: s.mode ?? 0o644,
-          ...owner(call, s),
-          exclusive: a.mode === CreateMode.GUARDED,
-        });
-        return applyRest(obj, s, ['mode', 'uid', 'gid']);
+        const owned = newObjectOwner(dirAttr, caller, s, false, s.mode ?? 0o644);
+        const obj = await st.fs.create(dir.ino, dir.gen, a.name, { ...owned, exclusive: a.mode === CreateMode.GUARDED });
+        // UNCHECKED may have returned an existing file: whatever else it asks (a truncation) is a SETATTR on it.
+        return applyRest(obj, s, ['mode', 'uid', 'gid'], caller);
       });
       return { status: r.status, obj: r.value, wcc: r.wcc };
     },
@@ -71,10 +74,11 @@ export function createProcedures(st: NfsServerState) {
    * EXCLUSIVE create stores the client's verifier in atime/mtime seconds (as
    * knfsd does), so a retransmitted CREATE finds its own file and succeeds.
    */
-  async function createExclusive(dir: HandleRef, name: string, verifier: Buffer, call: RpcCall): Promise<Attr> {
+  async function createExclusive(dir: HandleRef, dirAttr: Attr, name: string, verifier: Buffer, caller: Caller): Promise<Attr> {
     const times = { atimeMs: verifier.readUInt32BE(0) * 1000, mtimeMs: verifier.readUInt32BE(4) * 1000 };
     try {
-      const obj = await st.fs.create(dir.ino, dir.gen, name, { mode: 0o644, ...owner(call, {}), exclusive: true });
+      const owned = newObjectOwner(dirAttr, caller, {}, false, 0o644);
+      const obj = await st.fs.create(dir.ino, dir.gen, name, { ...owned, exclusive: true });
       return await st.fs.setattr(obj.ino, obj.generation, times);
     } catch (err) {
       if (nfsStatusOf(err) !== NfsStat3.EXIST) throw err;
@@ -87,10 +91,13 @@ export function createProcedures(st: NfsServerState) {
   const MKDIR = proc('NFSPROC3_MKDIR', {
     decode: (dec: XdrDecoder) => ({ ...decodeDirop(dec), attrs: decodeSattr(dec, st.now) }),
     async handle(a, call): Promise<CreatedResult> {
-      const r = await dirOp(a.dir, async (dir) => {
+      const r = await dirOp(a.dir, async (dir, dirAttr) => {
         checkName(a.name);
-        const obj = await st.fs.mkdir(dir.ino, dir.gen, a.name, { mode: a.attrs.mode ?? 0o755, ...owner(call, a.attrs) });
-        return applyRest(obj, a.attrs, ['mode', 'uid', 'gid', 'size']);
+        const caller = callerOf(call);
+        requireDirWrite(dirAttr, caller);
+        const owned = newObjectOwner(dirAttr, caller, a.attrs, true, a.attrs.mode ?? 0o755);
+        const obj = await st.fs.mkdir(dir.ino, dir.gen, a.name, owned);
+        return applyRest(obj, a.attrs, ['mode', 'uid', 'gid', 'size'], caller);
       });
       return { status: r.status, obj: r.value, wcc: r.wcc };
     },
@@ -100,9 +107,12 @@ export function createProcedures(st: NfsServerState) {
   const SYMLINK = proc('NFSPROC3_SYMLINK', {
     decode: (dec: XdrDecoder) => ({ ...decodeDirop(dec), attrs: decodeSattr(dec, st.now), target: dec.string(PATH_MAX) }),
     async handle(a, call): Promise<CreatedResult> {
-      const r = await dirOp(a.dir, async (dir) => {
+      const r = await dirOp(a.dir, async (dir, dirAttr) => {
         checkName(a.name);
-        return st.fs.symlink(dir.ino, dir.gen, a.name, a.target, { mode: a.attrs.mode ?? 0o777, ...owner(call, a.attrs) });
+        const caller = callerOf(call);
+        requireDirWrite(dirAttr, caller);
+        const owned = newObjectOwner(dirAttr, caller, a.attrs, false, a.attrs.mode ?? 0o777);
+        return st.fs.symlink(dir.ino, dir.gen, a.name, a.target, owned);
       });
       return { status: r.status, obj: r.value, wcc: r.wcc };
     },
@@ -120,12 +130,12 @@ export function createProcedures(st: NfsServerState) {
       } else if (type === Ftype3.SOCK || type === Ftype3.FIFO) decodeSattr(dec, st.now);
       return where;
     },
-    async handle(a): Promise<CreatedResult> {
-      // Device files, sockets and FIFOs do not exist on this filesystem.
+    async handle(a, call: RpcCall): Promise<CreatedResult> {
+      // Device files, sockets and FIFOs do not exist on this filesystem; who may not create anything hears that first.
       const dir = tryResolve(st, a.dir);
       let status = NfsStat3.NOTSUPP;
       try {
-        resolve(st, a.dir);
+        requireDirWrite(await dirAttrOf(st, resolve(st, a.dir)), callerOf(call));
       } catch (err) {
         status = fail(st, err);
       }

@@ -3,9 +3,11 @@
  */
 import type { Attr } from '../fs/types.ts';
 import type { XdrDecoder } from '../rpc/xdr.ts';
+import type { RpcCall } from '../rpc/server.ts';
 import { NfsStat3, StableHow } from './constants.ts';
 import { NfsError } from './errors.ts';
-import { attrsOf, decodeFh, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
+import { attrsOf, callerOf, decodeFh, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
+import { MAY_READ, MAY_WRITE, modeAfterWrite, requireIo } from './access.ts';
 import type { Wcc } from './attrs.ts';
 
 export function ioProcedures(st: NfsServerState) {
@@ -13,10 +15,12 @@ export function ioProcedures(st: NfsServerState) {
 
   const READ = proc('NFSPROC3_READ', {
     decode: (dec: XdrDecoder) => ({ fh: decodeFh(dec), offset: dec.u64(), count: dec.u32() }),
-    async handle(a): Promise<{ status: NfsStat3; attr?: Attr; data?: Uint8Array; eof?: boolean }> {
+    async handle(a, call: RpcCall): Promise<{ status: NfsStat3; attr?: Attr; data?: Uint8Array; eof?: boolean }> {
       const ref = tryResolve(st, a.fh);
       try {
         const r = resolve(st, a.fh);
+        const current = await st.fs.getattr(r.ino, r.gen);
+        if (current.type === 'file') requireIo(current, callerOf(call), MAY_READ);
         // RFC 1813: the server may return fewer bytes than asked; we clamp to rtmax.
         const count = Math.min(a.count, st.rtmax);
         if (a.offset > BigInt(Number.MAX_SAFE_INTEGER - st.rtmax)) {
@@ -49,15 +53,21 @@ export function ioProcedures(st: NfsServerState) {
       // Bounded only by the record size: an oversized WRITE must reach handle() to get INVAL.
       data: dec.opaque(0x7fffffff),
     }),
-    async handle(a): Promise<{ status: NfsStat3; wcc: Wcc; count?: number; committed?: StableHow }> {
+    async handle(a, call: RpcCall): Promise<{ status: NfsStat3; wcc: Wcc; count?: number; committed?: StableHow }> {
       const ref = tryResolve(st, a.fh);
       const before = await attrsOf(st, ref);
       try {
         const r = resolve(st, a.fh);
+        const current = before ?? (await st.fs.getattr(r.ino, r.gen));
+        const caller = callerOf(call);
+        if (current.type === 'file') requireIo(current, caller, MAY_WRITE);
         if (a.count > st.wtmax) throw new NfsError(NfsStat3.INVAL, `WRITE of ${a.count} bytes exceeds wtmax ${st.wtmax}`);
         if (a.data.byteLength < a.count) throw new NfsError(NfsStat3.INVAL, 'WRITE count exceeds the data sent');
         if (a.offset + BigInt(a.count) > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(NfsStat3.FBIG, 'offset too large');
         const stable = a.stable !== StableHow.UNSTABLE;
+        // A write by anyone but root drops setuid/setgid first, as Linux does.
+        const killed = modeAfterWrite(current, caller);
+        if (killed !== undefined) await st.fs.setattr(r.ino, r.gen, { mode: killed });
         const after = await st.fs.write(r.ino, r.gen, Number(a.offset), a.data.subarray(0, a.count), stable);
         st.stats.writes++;
         st.stats.writeBytes += a.count;
@@ -76,11 +86,13 @@ export function ioProcedures(st: NfsServerState) {
 
   const COMMIT = proc('NFSPROC3_COMMIT', {
     decode: (dec: XdrDecoder) => ({ fh: decodeFh(dec), offset: dec.u64(), count: dec.u32() }),
-    async handle(a): Promise<{ status: NfsStat3; wcc: Wcc }> {
+    async handle(a, call: RpcCall): Promise<{ status: NfsStat3; wcc: Wcc }> {
       const ref = tryResolve(st, a.fh);
       const before = await attrsOf(st, ref);
       try {
         const r = resolve(st, a.fh);
+        const current = before ?? (await st.fs.getattr(r.ino, r.gen));
+        if (current.type === 'file') requireIo(current, callerOf(call), MAY_WRITE);
         // Offset/count are hints; committing the whole file is always correct.
         await st.fs.commit(r.ino, r.gen);
         return { status: NfsStat3.OK, wcc: { before, after: await attrsOf(st, ref) } };

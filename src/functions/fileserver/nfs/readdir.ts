@@ -9,13 +9,14 @@
  * verifier would need to invalidate. A verifier from elsewhere is BAD_COOKIE.
  */
 import type { Attr, DirEntry } from '../fs/types.ts';
-import type { Procedure } from '../rpc/server.ts';
+import type { Procedure, RpcCall } from '../rpc/server.ts';
 import { xdrOpaqueSize, type XdrDecoder, type XdrEncoder } from '../rpc/xdr.ts';
 import { NFS3_COOKIEVERFSIZE, NfsStat3 } from './constants.ts';
 import { NfsError } from './errors.ts';
-import { encodeHandle, HANDLE_SIZE } from './handle.ts';
+import { HANDLE_SIZE } from './handle.ts';
 import { encodePostOpAttr } from './attrs.ts';
-import { attrsOf, decodeFh, fail, resolve, type NfsServerState } from './common.ts';
+import { attrsOf, callerOf, decodeFh, fail, resolve, type NfsServerState } from './common.ts';
+import { MAY_EXEC, permits, requireRead } from './access.ts';
 
 const POST_OP_ATTR = 4 + 84;
 /** status + dir post_op_attr + cookieverf + list terminator + eof. */
@@ -47,7 +48,7 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
     return { fh, cookie, cookieverf, dircount, maxcount };
   };
 
-  async function list(a: ReturnType<typeof decodeArgs>, plus: boolean): Promise<Listing> {
+  async function list(a: ReturnType<typeof decodeArgs>, plus: boolean, call: RpcCall): Promise<Listing> {
     let dirRef;
     try {
       dirRef = resolve(st, a.fh);
@@ -59,6 +60,9 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
         throw new NfsError(NfsStat3.BAD_COOKIE, 'cookie verifier from elsewhere');
       }
       if (a.cookie > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(NfsStat3.BAD_COOKIE, 'cookie out of range');
+      const caller = callerOf(call);
+      const dirBefore = await st.fs.getattr(dirRef.ino, dirRef.gen);
+      if (dirBefore.type === 'dir') requireRead(dirBefore, caller, 'list the directory');
       const perEntryGuess = ENTRY_FIXED + 12 + (plus ? PLUS_EXTRA : 0);
       const want = Math.max(1, Math.min(MAX_BATCH, Math.floor(a.maxcount / perEntryGuess) + 1));
       const page = await st.fs.readdir(dirRef.ino, dirRef.gen, Number(a.cookie), want);
@@ -79,7 +83,8 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
         entries.push(e);
       }
       if (entries.length === 0 && page.entries.length > 0) throw new NfsError(NfsStat3.TOOSMALL, 'count too small for one entry');
-      if (plus) {
+      // Attributes and handles are what LOOKUP would give: only to who may search the directory.
+      if (plus && permits(dirAttr, caller, MAY_EXEC)) {
         // Attributes and handles via lookup: the entry's generation is not in DirEntry.
         await Promise.all(
           entries.map(async (e) => {
@@ -108,7 +113,7 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
       if (!plus) continue;
       encodePostOpAttr(enc, e.attr, fsid);
       enc.bool(e.attr !== undefined);
-      if (e.attr) enc.opaque(encodeHandle(fsid, e.attr.ino, e.attr.generation));
+      if (e.attr) enc.opaque(st.handles.encode(e.attr.ino, e.attr.generation));
     }
     enc.bool(false).bool(r.eof);
   };
@@ -117,13 +122,13 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
     READDIR: {
       name: 'NFSPROC3_READDIR',
       decode: (dec) => decodeArgs(dec, false),
-      handle: (a) => list(a, false),
+      handle: (a, call) => list(a, false, call),
       encode: (enc, r) => encodeListing(enc, r, false),
     },
     READDIRPLUS: {
       name: 'NFSPROC3_READDIRPLUS',
       decode: (dec) => decodeArgs(dec, true),
-      handle: (a) => list(a, true),
+      handle: (a, call) => list(a, true, call),
       encode: (enc, r) => encodeListing(enc, r, true),
     },
   };

@@ -10,6 +10,8 @@ import { nfsProgram, type NfsServerState } from './nfs3.ts';
 import { mountProgram } from './mount.ts';
 import { portmapProgram } from './portmap.ts';
 import { rootAttr } from './root.ts';
+import { HandleCodec, handleKeyFor } from './handle.ts';
+import { DEFAULT_EXPORT, ExportPolicy, type ExportOptions } from './export.ts';
 
 /** 1 MiB READ/WRITE payloads; records get room for the RPC and NFS headers on top. */
 export const DEFAULT_IO_MAX = 1 << 20;
@@ -23,6 +25,10 @@ export interface NfsServerOptions {
   /** Also serve portmapper v2 here (0 = any free port); undefined = off. */
   portmapperPort?: number;
   ioMax?: number;
+  /** Client list, squashing, AUTH_NONE policy; DEFAULT_EXPORT (loopback, root squash, AUTH_NONE refused) when absent. */
+  export?: ExportOptions;
+  /** The handle MAC key; by default the filesystem's own (handleKeyFor). */
+  handleKey?: Uint8Array;
   log?: (msg: string) => void;
 }
 
@@ -38,17 +44,21 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
   const ioMax = opts.ioMax ?? DEFAULT_IO_MAX;
   // Fail early on a filesystem whose root we cannot reach, not on the first MNT.
   await rootAttr(opts.fs);
+  const handles = new HandleCodec(opts.fs.fsid, opts.handleKey ?? handleKeyFor(opts.fs));
+  const policy = new ExportPolicy(opts.export ?? DEFAULT_EXPORT);
   const state: NfsServerState = {
     fs: opts.fs,
+    handles,
+    policy,
     writeVerifier: randomBytes(8),
     rtmax: ioMax,
     wtmax: ioMax,
     now: Date.now,
     log: opts.log ?? (() => {}),
-    stats: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, errors: 0 },
+    stats: { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, errors: 0, denied: 0 },
   };
   const ports = { rpc: 0, portmap: undefined as number | undefined };
-  const mount = mountProgram({ fs: opts.fs, exportPath: opts.exportPath ?? '/export' });
+  const mount = mountProgram({ fs: opts.fs, exportPath: opts.exportPath ?? '/export', handles, policy });
   const rpc = new RpcServer({
     programs: [nfsProgram(state), mount, portmapProgram(() => ports)],
     // Twice the payload: an oversized WRITE up to that size still reaches the handler and gets INVAL.

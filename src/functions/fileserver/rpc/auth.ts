@@ -2,6 +2,9 @@
  * RPC credentials (RFC 5531 §8.2, Appendix A): AUTH_NONE and AUTH_SYS. Both
  * carry no proof; AUTH_SYS only tells us who the client says it is. Bodies are
  * bounded and must be consumed exactly; anything else is AUTH_BADCRED.
+ *
+ * What a credential may do is the export's decision, not this module's: see
+ * nfs/export.ts (client list, root squash, AUTH_NONE policy) and nfs/access.ts.
  */
 import { XdrDecoder } from './xdr.ts';
 
@@ -35,10 +38,4 @@ export function parseCredential(flavor: number, body: Buffer): Credential | null
   } catch {
     return null;
   }
-}
-
-/** Who the caller claims to be; AUTH_NONE is "nobody" (65534). */
-export function callerIdentity(cred: Credential): { uid: number; gid: number; gids: number[] } {
-  if (cred.flavor === AUTH_SYS) return { uid: cred.uid, gid: cred.gid, gids: cred.gids };
-  return { uid: 65534, gid: 65534, gids: [] };
 }
