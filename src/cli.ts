@@ -96,7 +96,7 @@ async function volume(args: string[], configFile: string | undefined, allowShrin
   const config = loadConfig(configFile);
   const unlock = lockDataDir(config.dataDir);
   try {
-    const store = new VolumeStore(config.dataDir, new BlockCache(0), log, config.direct);
+    const store = new VolumeStore(config.dataDir, new BlockCache(0), log, config.direct, config.overcommit);
     const [verb, name, size] = args;
     switch (verb) {
       case 'list':

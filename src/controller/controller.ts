@@ -43,7 +43,7 @@ export class Controller {
   ) {
     this.unlock = lockDataDir(config.dataDir);
     this.cache = new BlockCache(config.cacheBytes);
-    this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct);
+    this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct, config.overcommit);
     this.poller = new Poller(config.spinBudgetUs);
   }
 
