@@ -16,10 +16,10 @@ const USAGE = `storvisor — a storage controller that runs storage functions in
 usage:
   storvisor start [--config FILE]            run the controller (default config when no file)
   storvisor status [--config FILE] [--api URL]          what a running controller is doing
-  storvisor volume list [--config FILE]
-  storvisor volume create NAME SIZE [--config FILE]     SIZE like 1G, 512M, 4096
-  storvisor volume resize NAME SIZE [--allow-shrink] [--config FILE]
-  storvisor volume delete NAME [--config FILE]
+  storvisor volume list [--config FILE] [--api URL]
+  storvisor volume create NAME SIZE [--config FILE] [--api URL]     SIZE like 1G, 512M, 4096
+  storvisor volume resize NAME SIZE [--allow-shrink] [--config FILE] [--api URL]
+  storvisor volume delete NAME [--config FILE] [--api URL]
   storvisor functions                        the function modules this build knows
 
 The volume commands work on the data directory directly when no controller runs,
@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status':
       return status(loadConfig(values.config), values.api);
     case 'volume':
-      return volume(rest, values.config, values['allow-shrink'] ?? false);
+      return volume(rest, values.config, values['allow-shrink'] ?? false, values.api);
     case 'functions':
       for (const n of functionNames()) console.log(n);
       return 0;
@@ -121,7 +121,7 @@ async function status(config: Config, apiUrl: string | undefined): Promise<numbe
   return res.ok ? 0 : 1;
 }
 
-async function volume(args: string[], configFile: string | undefined, allowShrink: boolean): Promise<number> {
+async function volume(args: string[], configFile: string | undefined, allowShrink: boolean, apiUrl: string | undefined): Promise<number> {
   const config = loadConfig(configFile);
   const [verb, name, size] = args;
   let unlock: () => void;
@@ -129,8 +129,8 @@ async function volume(args: string[], configFile: string | undefined, allowShrin
     unlock = lockDataDir(config.dataDir);
   } catch (err) {
     // A controller runs on this data directory: ask it, so it can check who uses the volume.
-    if ((err as StorvisorError).code !== 'SV_ERR_DATA_DIR_BUSY' || !config.api) throw err;
-    return volumeViaApi(config, verb, name, size, allowShrink);
+    if ((err as StorvisorError).code !== 'SV_ERR_DATA_DIR_BUSY' || (!config.api && !apiUrl)) throw err;
+    return volumeViaApi(config, apiUrl, verb, name, size, allowShrink);
   }
   try {
     const store = new VolumeStore(config.dataDir, new BlockCache(0), log, config.direct, config.overcommit);
@@ -158,23 +158,23 @@ async function volume(args: string[], configFile: string | undefined, allowShrin
   }
 }
 
-async function volumeViaApi(config: Config, verb: string | undefined, name: string | undefined, size: string | undefined, allowShrink: boolean): Promise<number> {
+async function volumeViaApi(config: Config, apiUrl: string | undefined, verb: string | undefined, name: string | undefined, size: string | undefined, allowShrink: boolean): Promise<number> {
   let res: { ok: boolean; text: string };
   switch (verb) {
     case 'list':
-      res = await apiRequest(config, 'GET', '/volumes');
+      res = await apiRequest(config, 'GET', '/volumes', apiUrl);
       break;
     case 'create':
       if (!name || !size) throw new Error('usage: storvisor volume create NAME SIZE');
-      res = await apiRequest(config, 'POST', '/volumes', undefined, { name, size: parseSize(size) });
+      res = await apiRequest(config, 'POST', '/volumes', apiUrl, { name, size: parseSize(size) });
       break;
     case 'resize':
       if (!name || !size) throw new Error('usage: storvisor volume resize NAME SIZE');
-      res = await apiRequest(config, 'POST', `/volumes/${encodeURIComponent(name)}/resize`, undefined, { size: parseSize(size), allowShrink });
+      res = await apiRequest(config, 'POST', `/volumes/${encodeURIComponent(name)}/resize`, apiUrl, { size: parseSize(size), allowShrink });
       break;
     case 'delete':
       if (!name) throw new Error('usage: storvisor volume delete NAME');
-      res = await apiRequest(config, 'DELETE', `/volumes/${encodeURIComponent(name)}`, undefined, {});
+      res = await apiRequest(config, 'DELETE', `/volumes/${encodeURIComponent(name)}`, apiUrl, {});
       break;
     default:
       throw new Error(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
