@@ -35,6 +35,7 @@ export function readToken(dataDir: string): string | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw tokenError(path, 'is not a regular file');
+    if (process.getuid && st.uid !== process.getuid()) throw tokenError(path, `belongs to uid ${st.uid}, not to this user; delete it and restart the controller`);
     if (st.mode & 0o077) throw tokenError(path, `is readable by others (mode ${(st.mode & 0o777).toString(8)}); delete it and restart the controller to get a new token`);
     const buf = Buffer.alloc(128);
     const n = readSync(fd, buf, 0, buf.length, 0);
