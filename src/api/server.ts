@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Controller } from '../controller/controller.ts';
-import { StorvisorError } from '../util/errors.ts';
+import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType } from '../util/errors.ts';
+import { checkBearer } from './token.ts';
 import { prometheus } from './metrics.ts';
 
 /**
@@ -12,69 +13,159 @@ import { prometheus } from './metrics.ts';
  *   POST   /volumes                  {"name": "v1", "size": 1073741824}
  *   POST   /volumes/NAME/resize      {"size": 2147483648, "allowShrink": false}
  *   DELETE /volumes/NAME
+ *
+ * Every request, reads included, passes three checks in this order, before its
+ * body is read:
+ *  1. Host must be 127.0.0.1, localhost, [::1] or the configured API host, with
+ *     no port or the API's own port (else 421): a page whose DNS name was
+ *     rebound to 127.0.0.1 sends its own name and is refused.
+ *  2. `Authorization: Bearer <token>`, the token from <dataDir>/api-token,
+ *     compared in constant time (else 401).
+ *  3. Anything but GET needs `content-type: application/json` (else 415): a
+ *     browser cannot send that cross-origin without a CORS preflight, which
+ *     this server never grants (it sends no CORS headers at all).
  */
 const MAX_BODY = 64 * 1024;
 
-export async function startApi(controller: Controller, host: string, port: number): Promise<{ server: Server; address: { host: string; port: number } }> {
+export interface ApiOptions {
+  host: string;
+  port: number;
+  /** The bearer token (see token.ts). */
+  token: string;
+}
+
+export async function startApi(controller: Controller, opts: ApiOptions): Promise<{ server: Server; address: { host: string; port: number } }> {
+  if (!opts.token) throw invalidArgument('the management API needs a token');
+  let allowed: Set<string> = new Set();
   const server = createServer((req, res) => {
-    handle(controller, req, res).catch((err) => reply(res, statusOf(err), { error: (err as Error).message, code: (err as StorvisorError).code }));
+    handle(controller, opts.token, allowed, req, res).catch((err) => {
+      const status = statusOf(err);
+      const headers: Record<string, string> = {};
+      if (status === 401) headers['www-authenticate'] = 'Bearer realm="storvisor"';
+      // A refused request's body is never read: close instead of keeping the connection.
+      if (status === 401 || status === 415 || status === 421 || status === 413) headers.connection = 'close';
+      reply(res, status, { error: (err as Error).message, code: (err as StorvisorError).code ?? 'SV_ERR_INTERNAL' }, headers);
+    });
   });
+  // Slow or idle clients cannot hold the API: bounded header and request time, bounded connections.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.maxHeadersCount = 64;
+  server.maxConnections = 64;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(opts.port, opts.host, () => resolve());
   });
   const a = server.address() as AddressInfo;
+  allowed = allowedHosts(opts.host, a.port);
   return { server, address: { host: a.address, port: a.port } };
 }
 
-function statusOf(err: unknown): number {
-  if (err instanceof StorvisorError) {
-    return { ENOENT: 404, EEXIST: 409, EINVAL: 400, ERANGE: 400 }[err.errno as string] ?? 500;
+/** Every Host header value accepted: the loopback names and the configured host, bare or with the API's port. */
+function allowedHosts(configured: string, port: number): Set<string> {
+  const names = new Set(['127.0.0.1', 'localhost', '[::1]']);
+  const c = configured.toLowerCase();
+  names.add(c.includes(':') && !c.startsWith('[') ? `[${c}]` : c);
+  const out = new Set<string>();
+  for (const n of names) {
+    out.add(n);
+    out.add(`${n}:${port}`);
   }
-  return (err as { status?: number }).status ?? 500;
+  return out;
 }
 
-function reply(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+const STATUS_BY_CODE: Record<string, number> = {
+  SV_ERR_UNAUTHORIZED: 401,
+  SV_ERR_MISDIRECTED: 421,
+  SV_ERR_MEDIA_TYPE: 415,
+  SV_ERR_BODY_TOO_LARGE: 413,
+  SV_ERR_NO_ROUTE: 404,
+  SV_ERR_IN_USE: 409,
+  SV_ERR_OVERCOMMIT: 507,
+};
+
+function statusOf(err: unknown): number {
+  if (err instanceof StorvisorError) {
+    return STATUS_BY_CODE[err.code] ?? { ENOENT: 404, EEXIST: 409, EBUSY: 409, EINVAL: 400, ERANGE: 400, ENOSPC: 507 }[err.errno as string] ?? 500;
+  }
+  return 500;
+}
+
+function reply(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}, type = 'application/json'): void {
   const text = type === 'application/json' ? JSON.stringify(body, null, 2) + '\n' : String(body);
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': type,
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...extra,
+  });
   res.end(text);
 }
 
 async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const tooLarge = () => new StorvisorError('SV_ERR_BODY_TOO_LARGE', 'EINVAL', `request body over ${MAX_BODY} bytes`);
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) throw tooLarge();
   let size = 0;
   const chunks: Buffer[] = [];
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw Object.assign(new Error('request body too large'), { status: 413 });
+    if (size > MAX_BODY) throw tooLarge();
     chunks.push(chunk as Buffer);
   }
+  let v: unknown;
   try {
-    const v = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
-    if (typeof v !== 'object' || v === null) throw new Error();
-    return v;
+    v = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
   } catch {
-    throw Object.assign(new Error('request body must be a JSON object'), { status: 400 });
+    v = undefined;
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalidArgument('request body must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
+function checkHost(req: IncomingMessage, allowed: Set<string>): void {
+  const host = (req.headers.host ?? '').toLowerCase();
+  if (!allowed.has(host)) {
+    throw misdirected(`Host ${JSON.stringify(req.headers.host ?? '')} is not this API (use 127.0.0.1, localhost or [::1])`);
   }
 }
 
-async function handle(c: Controller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+function checkJson(req: IncomingMessage): void {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw unsupportedMediaType(`${req.method} needs content-type: application/json (got ${JSON.stringify(req.headers['content-type'] ?? 'none')})`);
+  }
+}
+
+function sizeField(b: Record<string, unknown>): number {
+  if (typeof b.size !== 'number') throw invalidArgument(`"size" must be a number of bytes (got ${JSON.stringify(b.size) ?? 'nothing'})`);
+  return b.size;
+}
+
+async function handle(c: Controller, token: string, allowed: Set<string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  checkHost(req, allowed);
+  checkBearer(req.headers.authorization, token);
+  if (req.method !== 'GET') checkJson(req);
+
   const url = new URL(req.url ?? '/', 'http://localhost');
   const parts = url.pathname.split('/').filter(Boolean);
   const route = `${req.method} /${parts[0] ?? ''}`;
-  if (route === 'GET /status') return reply(res, 200, await c.status());
-  if (route === 'GET /metrics') return reply(res, 200, prometheus(await c.status()), 'text/plain; version=0.0.4');
+  if (route === 'GET /status' && parts.length === 1) return reply(res, 200, await c.status());
+  if (route === 'GET /metrics' && parts.length === 1) return reply(res, 200, prometheus(await c.status()), {}, 'text/plain; version=0.0.4');
   if (route === 'GET /volumes' && parts.length === 1) return reply(res, 200, c.store.list());
   if (route === 'POST /volumes' && parts.length === 1) {
     const b = await body(req);
-    return reply(res, 201, c.store.create(String(b.name), Number(b.size)));
+    if (typeof b.name !== 'string') throw invalidArgument(`"name" must be a string (got ${JSON.stringify(b.name) ?? 'nothing'})`);
+    return reply(res, 201, c.createVolume(b.name, sizeField(b)));
   }
   if (route === 'POST /volumes' && parts.length === 3 && parts[2] === 'resize') {
     const b = await body(req);
-    return reply(res, 200, await c.store.resize(parts[1]!, Number(b.size), { allowShrink: b.allowShrink === true }));
+    if (b.allowShrink !== undefined && typeof b.allowShrink !== 'boolean') throw invalidArgument('"allowShrink" must be true or false');
+    return reply(res, 200, await c.resizeVolume(parts[1]!, sizeField(b), { allowShrink: b.allowShrink === true }));
   }
   if (route === 'DELETE /volumes' && parts.length === 2) {
-    await c.store.delete(parts[1]!);
+    await c.deleteVolume(parts[1]!);
     return reply(res, 200, { deleted: parts[1] });
   }
-  reply(res, 404, { error: `no route ${req.method} ${url.pathname}` });
+  throw new StorvisorError('SV_ERR_NO_ROUTE', 'ENOENT', `no route ${req.method} ${url.pathname}`);
 }

@@ -52,6 +52,12 @@ export interface Config {
   cacheBytes: number;
   /** Use O_DIRECT where the filesystem allows it. */
   direct: boolean;
+  /**
+   * Thin-provisioning limit: the sum of volume sizes may reach this many times
+   * the space the volumes can get (free space plus what they occupy). 1 = every
+   * volume can be filled; more is overcommit. See VolumeStore.
+   */
+  overcommit: number;
   nbd: Endpoint | null;
   api: Endpoint | null;
   /** Adaptive polling: how long the controller poller spins after the last request before it sleeps. */
@@ -186,7 +192,7 @@ function name(o: Raw, path: string): string {
  */
 export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
   const o = obj(raw, 'config');
-  onlyKeys(o, '', ['dataDir', 'cacheMiB', 'cache', 'direct', 'nbd', 'api', 'spinBudgetUs', 'volumes', 'functions', '$comment']);
+  onlyKeys(o, '', ['dataDir', 'cacheMiB', 'cache', 'direct', 'overcommit', 'nbd', 'api', 'spinBudgetUs', 'volumes', 'functions', '$comment']);
   const dataDir = resolve(baseDir, env.STORVISOR_DATA ?? str(o, 'dataDir', '', DEFAULT_CONFIG.dataDir));
   const cacheBytes = size(o, '', 'cache', DEFAULT_CONFIG.cacheMiB * MiB);
   const direct = o.direct ?? true;
@@ -249,6 +255,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     dataDir,
     cacheBytes,
     direct,
+    overcommit: num(o, 'overcommit', '', 1, 0.01, 1000),
     nbd: endpoint(o.nbd, 'nbd', DEFAULT_CONFIG.nbd),
     api: endpoint(o.api, 'api', DEFAULT_CONFIG.api),
     spinBudgetUs: num(o, 'spinBudgetUs', '', 200, 0, 1e7),

@@ -13,12 +13,26 @@ import { hasFunction, functionNames, clientUrl, defaultExportName } from '../fun
 import { VirtualVolume } from './virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
+import { alreadyExists, inUse, notFound, StorvisorError } from '../util/errors.ts';
+import type { VolumeManifest } from './volume-store.ts';
 
 /**
  * The storage controller: volumes on a data directory, the shared read cache,
  * the poller that services every guest queue, the NBD export of every volume,
  * and the deployed functions. `start` brings all of it up from a Config;
  * `stop` takes it down cleanly (clients' in-flight I/O finished, volumes synced).
+ *
+ * One failure does not take the rest down: a volume that cannot be created or a
+ * function that cannot start is logged and shown in /status as `failed` with its
+ * reason, and everything else is served.
+ *
+ * Ownership: a volume that a function inside the controller (integrated or
+ * guest) uses is that function's alone. Ownership is decided from the config
+ * before the NBD export listens, so such a volume is never on the export, not
+ * even in the instant before its function has started; a function deployed
+ * later claims its volume first and then closes the export's connections to it.
+ * A volume any function uses (gateways included) or that has connections on
+ * the export cannot be shrunk or deleted (SV_ERR_IN_USE); growing is fine.
  */
 export interface Endpoint {
   name: string;
@@ -33,7 +47,14 @@ export class Controller {
   private nbd: NbdServer | undefined;
   private nbdAddress: { host: string; port: number } | undefined;
   private readonly deployments = new Map<string, Deployment>();
-  private readonly deployed = new Map<string, FunctionConfig>();
+  /** Every function the controller answers for, running or failed, in deployment order. */
+  private readonly functions = new Map<string, FunctionConfig>();
+  /** Functions that could not be started, and why. */
+  private readonly failed = new Map<string, string>();
+  /** Volume name -> the in-controller functions that own it (never on the NBD export). */
+  private readonly owners = new Map<string, Set<string>>();
+  /** Volumes that could not be created, and why. */
+  private readonly volumeErrors = new Map<string, string>();
   private readonly virtual = new Map<string, VirtualVolume>();
   private readonly unlock: () => void;
   private stopping: Promise<void> | undefined;
@@ -44,9 +65,24 @@ export class Controller {
   ) {
     this.unlock = lockDataDir(config.dataDir);
     this.cache = new BlockCache(config.cacheBytes);
-    this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct);
+    this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct, config.overcommit);
     this.poller = new Poller(config.spinBudgetUs, defaultEngine());
     log(`backend: ${engineDescription()}`);
+    for (const f of config.functions) this.claim(f);
+  }
+
+  /** An integrated or guest function owns its volume; a gateway reaches its volume through the export. */
+  private claim(f: FunctionConfig): void {
+    if (f.deploy === 'gateway') return;
+    let set = this.owners.get(f.volume);
+    if (!set) this.owners.set(f.volume, (set = new Set()));
+    set.add(f.name);
+  }
+
+  private unclaim(f: FunctionConfig): void {
+    const set = this.owners.get(f.volume);
+    set?.delete(f.name);
+    if (set?.size === 0) this.owners.delete(f.volume);
   }
 
   static async start(config: Config, log: (m: string) => void = () => {}): Promise<Controller> {
@@ -59,7 +95,14 @@ export class Controller {
     try {
       c.ensureVolumes();
       if (config.nbd) await c.startNbd(config.nbd);
-      for (const f of config.functions) await c.deploy(f);
+      for (const f of config.functions) {
+        try {
+          await c.deploy(f);
+        } catch (err) {
+          // Recorded as failed by deploy(); the others still start.
+          log(`function ${f.name}: failed to start, serving the others: ${(err as Error).message}`);
+        }
+      }
     } catch (err) {
       await c.stop();
       throw err;
@@ -70,10 +113,16 @@ export class Controller {
   private ensureVolumes(): void {
     for (const v of this.config.volumes) {
       if (v.provider !== undefined) continue; // virtual: exists once its provider runs
-      if (!this.store.exists(v.name)) this.store.create(v.name, v.size);
-      else {
-        const m = this.store.manifest(v.name);
-        if (m.size !== v.size) this.log(`volume ${v.name}: config says ${v.size} bytes, volume has ${m.size}; keeping ${m.size} (use 'storvisor volume resize')`);
+      try {
+        if (!this.store.exists(v.name)) this.store.create(v.name, v.size);
+        else {
+          const m = this.store.manifest(v.name);
+          if (m.size !== v.size) this.log(`volume ${v.name}: config says ${v.size} bytes, volume has ${m.size}; keeping ${m.size} (use 'storvisor volume resize')`);
+        }
+      } catch (err) {
+        // Its functions fail to start with this reason; the rest is served.
+        this.volumeErrors.set(v.name, (err as Error).message);
+        this.log(`volume ${v.name}: unavailable: ${(err as Error).message}`);
       }
     }
   }
@@ -81,7 +130,7 @@ export class Controller {
   private async startNbd(at: { host: string; port: number }): Promise<void> {
     this.nbd = new NbdServer({
       exports: (name) => (this.exportable(name) ? { name, device: this.device(name) } : undefined),
-      defaultExport: this.config.volumes.find((v) => !this.config.functions.some((f) => f.volume === v.name && f.deploy !== 'gateway'))?.name,
+      defaultExport: this.config.volumes.find((v) => !this.owners.has(v.name))?.name,
       log: (m) => this.log(`nbd: ${m}`),
     });
     this.nbdAddress = await this.nbd.listen(at.port, at.host);
@@ -94,14 +143,13 @@ export class Controller {
    * since that is how the gateway reaches it.
    */
   private exportable(name: string): boolean {
-    if (!this.virtual.has(name) && !this.store.exists(name)) return false;
-    for (const f of this.deployed.values()) if (f.volume === name && f.deploy !== 'gateway') return false;
-    return true;
+    if (this.owners.has(name) || this.volumeErrors.has(name)) return false;
+    return this.virtual.has(name) || this.store.exists(name);
   }
 
   /** The controller's NBD endpoint (gateways connect here). */
   nbdEndpoint(): { host: string; port: number } {
-    if (!this.nbdAddress) throw new Error('the controller NBD export is disabled (config nbd: null); gateways need it');
+    if (!this.nbdAddress) throw new StorvisorError('SV_ERR_NBD_DISABLED', 'ENOTSUP', 'the controller NBD export is disabled (config nbd: null); gateways need it');
     return this.nbdAddress;
   }
 
@@ -110,36 +158,57 @@ export class Controller {
     const v = this.virtual.get(name);
     if (v) return v;
     if (this.config.volumes.some((c) => c.name === name && c.provider !== undefined)) {
-      throw new Error(`virtual volume '${name}' is not available: its provider is not running`);
+      throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `virtual volume '${name}' is not available: its provider is not running`);
     }
+    const why = this.volumeErrors.get(name);
+    if (why !== undefined) throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `volume '${name}' is not available: ${why}`);
     return this.store.openVolume(name);
   }
 
+  /**
+   * Deploy function `f`. Its volume is claimed first and the export's
+   * connections to it are closed, so the function is its only writer. On
+   * failure, the function is recorded as failed (its volume stays claimed:
+   * its data is not for anyone else) and the error is thrown.
+   */
   async deploy(f: FunctionConfig): Promise<{ host: string; port: number }> {
-    if (this.deployments.has(f.name)) throw new Error(`a function named '${f.name}' is already deployed`);
-    const volume = this.device(f.volume);
-    let d: Deployment;
-    switch (f.deploy) {
-      case 'integrated':
-        d = new IntegratedDeployment(f, volume, this.log);
-        break;
-      case 'guest':
-        d = new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, this.log);
-        break;
-      case 'gateway':
-        d = new GatewayDeployment(f, () => this.nbdEndpoint(), this.log);
-        break;
+    if (this.deployments.has(f.name)) throw alreadyExists(`a deployed function named '${f.name}'`);
+    this.functions.set(f.name, f);
+    this.failed.delete(f.name);
+    this.claim(f);
+    let d: Deployment | undefined;
+    try {
+      const closed = (await this.nbd?.closeExport(f.volume)) ?? 0;
+      if (closed > 0) this.log(`volume ${f.volume}: closed ${closed} NBD connection(s) before deploying ${f.name} on it`);
+      const volume = this.device(f.volume);
+      switch (f.deploy) {
+        case 'integrated':
+          d = new IntegratedDeployment(f, volume, this.log);
+          break;
+        case 'guest':
+          d = new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, this.log);
+          break;
+        case 'gateway':
+          d = new GatewayDeployment(f, () => this.nbdEndpoint(), this.log);
+          break;
+      }
+      this.deployments.set(f.name, d);
+      const address = await d.start();
+      for (const v of this.config.volumes) {
+        if (v.provider !== f.name) continue;
+        const exportName = String(f.options.exportName ?? defaultExportName(f.function));
+        this.virtual.set(v.name, await VirtualVolume.connect(v.name, { ...address, exportName }));
+        this.log(`volume ${v.name}: virtual, provided by ${f.name} (${f.function}), ${this.virtual.get(v.name)!.size} bytes`);
+      }
+      return address;
+    } catch (err) {
+      this.failed.set(f.name, (err as Error).message);
+      if (d) {
+        this.deployments.delete(f.name);
+        await this.stopDeployment(f.name, d).catch(() => {});
+      }
+      throw err;
     }
-    this.deployments.set(f.name, d);
-    this.deployed.set(f.name, f);
-    const address = await d.start();
-    for (const v of this.config.volumes) {
-      if (v.provider !== f.name) continue;
-      const exportName = String(f.options.exportName ?? defaultExportName(f.function));
-      this.virtual.set(v.name, await VirtualVolume.connect(v.name, { ...address, exportName }));
-      this.log(`volume ${v.name}: virtual, provided by ${f.name} (${f.function}), ${this.virtual.get(v.name)!.size} bytes`);
-    }
-    return address;
   }
 
   /** Stop one deployment, first closing the virtual volumes it provides. */
@@ -157,11 +226,54 @@ export class Controller {
   }
 
   async undeploy(name: string): Promise<void> {
+    const f = this.functions.get(name);
     const d = this.deployments.get(name);
-    if (!d) return;
     this.deployments.delete(name);
-    await this.stopDeployment(name, d);
-    this.deployed.delete(name);
+    if (d) await this.stopDeployment(name, d);
+    this.functions.delete(name);
+    this.failed.delete(name);
+    if (f) this.unclaim(f);
+  }
+
+  /** What keeps volume `name` from being shrunk or deleted: functions on it, and connections on the export. */
+  volumeUsers(name: string): string[] {
+    const users: string[] = [];
+    for (const f of this.functions.values()) {
+      if (f.volume === name) users.push(`function '${f.name}' (${f.deploy}${this.failed.has(f.name) ? ', failed' : ''})`);
+    }
+    const conns = this.nbd?.connectionsTo(name) ?? 0;
+    if (conns > 0) users.push(`${conns} connection(s) on the controller's NBD export`);
+    return users;
+  }
+
+  /** Create a volume (management API). It is on the NBD export at once unless a function claims its name. */
+  createVolume(name: string, size: number): VolumeManifest {
+    if (this.config.volumes.some((v) => v.name === name && v.provider !== undefined)) {
+      throw alreadyExists(`volume '${name}' (a virtual volume in the config)`);
+    }
+    return this.store.create(name, size);
+  }
+
+  /** Resize a volume (management API): growing is always allowed, shrinking only with allowShrink and nobody using it. */
+  async resizeVolume(name: string, size: number, opts: { allowShrink?: boolean } = {}): Promise<VolumeManifest> {
+    if (this.virtual.has(name)) throw inUse(`volume '${name}' is virtual: its provider decides its size`);
+    const current = this.store.manifest(name);
+    if (size < current.size) this.refuseIfUsed(name, `shrink volume '${name}'`);
+    return this.store.resize(name, size, opts);
+  }
+
+  /** Delete a volume (management API), only when nobody uses it. */
+  async deleteVolume(name: string): Promise<void> {
+    if (this.virtual.has(name)) throw inUse(`volume '${name}' is virtual: undeploy its provider instead`);
+    if (!this.store.exists(name)) throw notFound(`volume '${name}'`);
+    this.refuseIfUsed(name, `delete volume '${name}'`);
+    await this.store.closeVolume(name); // the handle an earlier NBD client left open
+    await this.store.delete(name);
+  }
+
+  private refuseIfUsed(name: string, what: string): void {
+    const users = this.volumeUsers(name);
+    if (users.length > 0) throw inUse(`cannot ${what}: it is in use by ${users.join(' and ')}; stop them first`);
   }
 
   /** Every client-facing endpoint: the controller's NBD export of each volume, then each function. */
@@ -189,11 +301,27 @@ export class Controller {
         ...this.store.list().map((m) => ({ ...m, open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats() })),
         ...[...this.virtual.values()].map((v) => ({ name: v.name, size: v.size, virtual: true, provider: this.config.volumes.find((c) => c.name === v.name)?.provider })),
       ],
-      functions: await Promise.all([...this.deployments.values()].map((d) => d.status())),
+      functions: await Promise.all([...this.functions.values()].map((f) => this.functionStatus(f))),
       cache: this.cache.stats(),
       poller: { ...this.poller.counters, spinning: this.poller.spinningCount() },
       engine: { ...defaultEngine().stats(), description: engineDescription() },
       nbd: this.nbd ? { address: this.nbdAddress, ...this.nbd.stats() } : null,
+    };
+  }
+
+  private async functionStatus(f: FunctionConfig): Promise<DeploymentStatus> {
+    const d = this.deployments.get(f.name);
+    if (d) return d.status();
+    return {
+      name: f.name,
+      function: f.function,
+      volume: f.volume,
+      deploy: f.deploy,
+      state: 'failed',
+      address: null,
+      restarts: 0,
+      lastError: this.failed.get(f.name) ?? 'not running',
+      stats: {},
     };
   }
 
@@ -203,7 +331,6 @@ export class Controller {
       // Consumers before providers: a function on a virtual volume flushes through it.
       for (const [name, d] of [...this.deployments].reverse()) await this.stopDeployment(name, d).catch(() => {});
       this.deployments.clear();
-      this.deployed.clear();
       await this.nbd?.close();
       this.poller.stop();
       await this.store.closeAll();

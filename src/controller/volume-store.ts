@@ -1,16 +1,26 @@
-import { mkdirSync, openSync, closeSync, fsyncSync, ftruncateSync, writeFileSync, renameSync, readFileSync, readdirSync, unlinkSync, existsSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, fsyncSync, ftruncateSync, writeFileSync, renameSync, readFileSync, readdirSync, unlinkSync, existsSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { FileBackend } from './backend.ts';
 import { BlockCache, BLOCK } from './block-cache.ts';
 import { Volume } from './volume.ts';
-import { alreadyExists, invalidArgument, notFound, StorvisorError } from '../util/errors.ts';
+import { alreadyExists, inUse, invalidArgument, notFound, overcommitted, StorvisorError } from '../util/errors.ts';
+import { formatBytes } from '../util/size.ts';
 
 /**
  * The volumes of one data directory: `<data>/volumes/<name>.img` is the thin
  * (sparse) image, `<name>.json` its manifest. Manifests are replaced atomically
  * (write, fsync, rename, fsync the directory), so a crash leaves either the old
  * or the new one. Open volumes share the controller's one BlockCache.
+ *
+ * Overcommit: thin volumes take disk space only as they are written, so their
+ * sizes can add up to more than the disk. Creating or growing a volume is
+ * refused (SV_ERR_OVERCOMMIT, ENOSPC) when the sum of all volume sizes would
+ * exceed `overcommit` times the space the volumes can get: the filesystem's
+ * free space (for unprivileged users) plus what the volume images already
+ * occupy. At 1.0 (the default) every volume can be written in full, so a guest's
+ * filesystem or database never meets ENOSPC in the middle of its log; a larger
+ * ratio is a deliberate bet that the volumes will not all fill up.
  */
 export interface VolumeManifest {
   name: string;
@@ -25,12 +35,15 @@ export class VolumeStore {
   readonly dir: string;
   private readonly open = new Map<string, Volume>();
   private nextId = 1;
+  /** Growth promised to resizes still in progress (counted against the overcommit limit). */
+  private reserved = 0;
 
   constructor(
     dataDir: string,
     readonly cache: BlockCache,
     private readonly log: (m: string) => void = () => {},
     private readonly direct = true,
+    readonly overcommit = 1,
   ) {
     this.dir = join(dataDir, 'volumes');
     mkdirSync(this.dir, { recursive: true });
@@ -80,6 +93,7 @@ export class VolumeStore {
     VolumeStore.checkName(name);
     VolumeStore.checkSize(size);
     if (this.exists(name)) throw alreadyExists(`volume '${name}'`);
+    this.checkCommit(name, size, 0);
     syncFile(this.imagePath(name), 'w', (fd) => ftruncateSync(fd, size));
     const manifest: VolumeManifest = { name, uuid: randomUUID(), size, createdAt: new Date().toISOString() };
     this.writeManifest(manifest);
@@ -104,18 +118,25 @@ export class VolumeStore {
     if (size < manifest.size && !opts.allowShrink) {
       throw invalidArgument(`volume '${name}': shrinking from ${manifest.size} to ${size} bytes destroys data; pass allowShrink`);
     }
-    const volume = this.open.get(name);
-    if (volume) await volume.resize(size);
-    else syncFile(this.imagePath(name), 'r+', (fd) => ftruncateSync(fd, size));
+    const growth = Math.max(0, size - manifest.size);
+    if (growth > 0) this.checkCommit(name, size, manifest.size);
+    this.reserved += growth;
+    try {
+      const volume = this.open.get(name);
+      if (volume) await volume.resize(size);
+      else syncFile(this.imagePath(name), 'r+', (fd) => ftruncateSync(fd, size));
+      this.writeManifest({ ...manifest, size });
+    } finally {
+      this.reserved -= growth;
+    }
     const next = { ...manifest, size };
-    this.writeManifest(next);
     this.log(`volume ${name}: resized to ${size} bytes`);
     return next;
   }
 
   async delete(name: string): Promise<void> {
     this.manifest(name);
-    if (this.open.has(name)) throw invalidArgument(`volume '${name}' is in use; stop what uses it first`);
+    if (this.open.has(name)) throw inUse(`volume '${name}' is open; stop what uses it first`);
     unlinkSync(this.manifestPath(name));
     unlinkSync(this.imagePath(name));
     this.syncDir();
@@ -135,6 +156,34 @@ export class VolumeStore {
 
   openVolumes(): Volume[] {
     return [...this.open.values()];
+  }
+
+  /**
+   * Refuse to take volume `name` from `oldSize` to `newSize` bytes if all volumes
+   * together would then exceed the overcommit limit (see the class comment).
+   */
+  private checkCommit(name: string, newSize: number, oldSize: number): void {
+    const fs = statfsSync(this.dir);
+    let committed = newSize + this.reserved;
+    let allocated = 0;
+    for (const m of this.list()) {
+      if (m.name !== name) committed += m.size;
+      try {
+        allocated += statSync(this.imagePath(m.name)).blocks * 512;
+      } catch {
+        /* a missing image occupies nothing */
+      }
+    }
+    const capacity = fs.bavail * fs.bsize + allocated;
+    const limit = Math.floor(this.overcommit * capacity);
+    if (committed > limit) {
+      const what = oldSize === 0 ? `creating '${name}' (${formatBytes(newSize)})` : `growing '${name}' from ${formatBytes(oldSize)} to ${formatBytes(newSize)}`;
+      throw overcommitted(
+        `${what} would commit ${formatBytes(committed)} of thin volumes, more than the limit of ${formatBytes(limit)} ` +
+          `(overcommit ${this.overcommit} x ${formatBytes(capacity)}: free space plus what the volumes already use, in ${this.dir}); ` +
+          `free disk space, shrink or delete volumes, or raise "overcommit" in the config`,
+      );
+    }
   }
 
   imagePath(name: string): string {

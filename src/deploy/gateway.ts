@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FunctionConfig } from '../config/config.ts';
 import { tsxExecArgv } from '../util/runtime.ts';
-import { Restarter } from '../guest/restart-policy.ts';
+import { Restarter, restartStatus } from '../guest/restart-policy.ts';
 import { StatsRequests } from './stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from './types.ts';
 
@@ -23,6 +23,7 @@ export class GatewayDeployment implements Deployment {
   private exited: Promise<void> = Promise.resolve();
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly statsRequests = new StatsRequests();
+  private everReady = false;
 
   constructor(
     private readonly cfg: FunctionConfig,
@@ -38,6 +39,7 @@ export class GatewayDeployment implements Deployment {
 
   start(): Promise<{ host: string; port: number }> {
     this.state = 'starting';
+    this.restarter.started();
     const child = fork(fileURLToPath(new URL('./gateway-main.ts', import.meta.url)), [], {
       execArgv: tsxExecArgv(),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -50,6 +52,7 @@ export class GatewayDeployment implements Deployment {
       child.on('message', (m: any) => {
         if (m.type === 'ready') {
           ready = true;
+          this.everReady = true;
           this.address = m.address;
           this.state = 'running';
           resolve(m.address);
@@ -63,24 +66,24 @@ export class GatewayDeployment implements Deployment {
         this.child = undefined;
         this.statsRequests.cancelAll();
         exitDone();
-        if (!ready) {
-          this.state = 'crashed';
-          reject(new Error(`gateway ${this.cfg.name} failed to start: ${this.lastError ?? `exit ${code ?? signal}`}`));
-          return;
-        }
         if (this.state === 'stopping') {
           this.state = 'stopped';
+          if (!ready) reject(new Error(`gateway ${this.cfg.name} stopped before it was ready`));
           return;
         }
         this.state = 'crashed';
+        if (!ready) reject(new Error(`gateway ${this.cfg.name} failed to start: ${this.lastError ?? `exit ${code ?? signal}`}`));
+        // Never started at all: a deployment failure, reported by start(). Once it has run, it always comes back.
+        if (!this.everReady) return;
         this.log(`gateway ${this.cfg.name}: exited unexpectedly (${code ?? signal})`);
-        const delay = this.restarter.next(true);
-        if (delay === null) return;
+        const plan = this.restarter.next(true);
+        if (plan === null) return;
         this.state = 'restarting';
+        this.log(`gateway ${this.cfg.name}: restarting in ${plan.delayMs} ms (crash ${plan.consecutive} in a row)`);
         this.restartTimer = setTimeout(() => {
           this.restarts++;
           this.start().catch((err) => this.log(`gateway ${this.cfg.name}: restart failed: ${(err as Error).message}`));
-        }, delay);
+        }, plan.delayMs);
       });
       child.send({
         nbd: this.nbd(),
@@ -95,6 +98,7 @@ export class GatewayDeployment implements Deployment {
 
   async stop(): Promise<void> {
     clearTimeout(this.restartTimer);
+    this.restarter.cancel();
     const child = this.child;
     if (!child) {
       this.state = 'stopped';
@@ -123,6 +127,7 @@ export class GatewayDeployment implements Deployment {
       address: this.address,
       restarts: this.restarts,
       lastError: this.lastError,
+      nextRestart: restartStatus(this.restarter),
       stats,
     };
   }

@@ -4,7 +4,8 @@ import type { DeployKind, NotifyMode } from '../config/config.ts';
  * One running instance of a function, however it is deployed. The controller
  * starts, stops and reports on all of them the same way.
  */
-export type DeploymentState = 'starting' | 'running' | 'restarting' | 'crashed' | 'stopping' | 'stopped';
+/** `failed`: it could not be started at all (reason in lastError); the controller serves the others. */
+export type DeploymentState = 'starting' | 'running' | 'restarting' | 'crashed' | 'failed' | 'stopping' | 'stopped';
 
 export interface DeploymentStatus {
   name: string;
@@ -16,6 +17,8 @@ export interface DeploymentStatus {
   address: { host: string; port: number } | null;
   restarts: number;
   lastError: string | null;
+  /** While `restarting`: when the next start is due and how many crashes in a row led to it. */
+  nextRestart?: { at: string; inMs: number; consecutiveCrashes: number } | null;
   /** Flat numeric counters: function stats, queue stats (guest), client stats (gateway). */
   stats: Record<string, number>;
 }

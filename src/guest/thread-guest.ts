@@ -4,7 +4,7 @@ import type { BlockDevice } from '../block/types.ts';
 import type { Poller } from '../controller/poller.ts';
 import { createRegion } from '../queue/layout.ts';
 import { VirtioBlkDevice } from '../queue/blk-device.ts';
-import { Restarter } from './restart-policy.ts';
+import { Restarter, restartStatus } from './restart-policy.ts';
 import { StatsRequests } from '../deploy/stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../deploy/types.ts';
 import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
@@ -34,6 +34,7 @@ export class ThreadGuest implements Deployment {
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly statsRequests = new StatsRequests();
   private exited: Promise<void> = Promise.resolve();
+  private everReady = false;
 
   constructor(
     private readonly cfg: FunctionConfig,
@@ -56,6 +57,7 @@ export class ThreadGuest implements Deployment {
 
   private launch(): Promise<{ host: string; port: number }> {
     const cfg = this.cfg;
+    this.restarter.started();
     const region = createRegion({
       queueSize: cfg.queueSize,
       dataBytes: cfg.memory,
@@ -102,6 +104,7 @@ export class ThreadGuest implements Deployment {
         switch (m.type) {
           case 'ready':
             ready = true;
+            this.everReady = true;
             this.address = m.address;
             this.state = 'running';
             resolve(m.address);
@@ -144,24 +147,42 @@ export class ThreadGuest implements Deployment {
     const why = this.lastError?.split('\n')[0] ?? `exit code ${code}`;
     this.state = 'crashed';
     this.log(`guest ${this.cfg.name}: stopped unexpectedly (${why})`);
-    if (!wasReady) return; // a guest that cannot start is not restarted in a loop
-    const delay = this.restarter.next(true);
-    if (delay === null) {
-      this.log(`guest ${this.cfg.name}: not restarting (policy '${this.cfg.restart}' or too many crashes)`);
+    // A guest that never came up is a deployment failure (reported by start()), not a crash loop.
+    // Once it has run, it is never given up on: a restart that fails is retried with more back-off.
+    if (!wasReady && !this.everReady) return;
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    const plan = this.restarter.next(true);
+    if (plan === null) {
+      this.log(`guest ${this.cfg.name}: not restarting (policy '${this.cfg.restart}')`);
       return;
     }
     this.state = 'restarting';
+    this.log(`guest ${this.cfg.name}: restarting in ${plan.delayMs} ms (crash ${plan.consecutive} in a row)`);
     this.restartTimer = setTimeout(() => {
       this.restarts++;
-      this.launch().then(
+      let launched: Promise<{ host: string; port: number }>;
+      try {
+        launched = this.launch();
+      } catch (err) {
+        // Nothing started, so no exit will follow: schedule the next attempt here.
+        this.lastError = (err as Error).message;
+        this.state = 'crashed';
+        this.scheduleRestart();
+        return;
+      }
+      launched.then(
         (a) => this.log(`guest ${this.cfg.name}: restarted on ${a.host}:${a.port}`),
         (err) => this.log(`guest ${this.cfg.name}: restart failed: ${(err as Error).message}`),
       );
-    }, delay);
+    }, plan.delayMs);
   }
 
   async stop(): Promise<void> {
     clearTimeout(this.restartTimer);
+    this.restarter.cancel();
     const worker = this.worker;
     if (!worker) {
       this.state = 'stopped';
@@ -206,6 +227,7 @@ export class ThreadGuest implements Deployment {
       address: this.address,
       restarts: this.restarts,
       lastError: this.lastError,
+      nextRestart: restartStatus(this.restarter),
       stats,
     };
   }

@@ -48,6 +48,30 @@ export class ExportCatalog {
 }
 
 /**
+ * The catalog as one connection sees it: every export it looks up is recorded,
+ * so the server can tell which connections use an export and close them
+ * (NbdServer.closeExport).
+ */
+export class ConnectionCatalog extends ExportCatalog {
+  constructor(
+    private readonly base: ExportCatalog,
+    private readonly record: (name: string) => void,
+  ) {
+    super([], undefined, () => {});
+  }
+
+  override find(name: string): NbdExport | undefined {
+    const found = this.base.find(name);
+    if (found) this.record(found.name);
+    return found;
+  }
+
+  override list(): NbdExport[] {
+    return this.base.list();
+  }
+}
+
+/**
  * Transmission flags, derived once per connection from what the device can do
  * (nbdkit asks its plugin's can_* callbacks the same way). DF is offered only
  * with structured replies: we never fragment a read, so honouring it is free.

@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { ExportCatalog, type ExportSource } from './catalog.ts';
+import { ConnectionCatalog, ExportCatalog, type ExportSource } from './catalog.ts';
 import { NbdConnection } from './connection.ts';
 import { newStats, type NbdStats } from './stats.ts';
 
@@ -24,6 +24,8 @@ export class NbdServer {
   private readonly log: (msg: string) => void;
   private readonly counters: NbdStats = newStats();
   private readonly connections = new Set<NbdConnection>();
+  /** The export names each connection has looked up (see closeExport). */
+  private readonly exportsOf = new Map<NbdConnection, Set<string>>();
   private server: Server | null = null;
 
   constructor(opts: NbdServerOptions) {
@@ -62,6 +64,24 @@ export class NbdServer {
     await stopped;
   }
 
+  /** Open connections that have looked up export `name`. */
+  connectionsTo(name: string): number {
+    let n = 0;
+    for (const names of this.exportsOf.values()) if (names.has(name)) n++;
+    return n;
+  }
+
+  /**
+   * Close every connection that has looked up export `name` (in-flight requests
+   * answer first); resolves once they are closed, with how many there were. The
+   * caller makes sure the name resolves to nothing any more, or clients reconnect.
+   */
+  async closeExport(name: string): Promise<number> {
+    const doomed = [...this.exportsOf].filter(([, names]) => names.has(name)).map(([conn]) => conn);
+    await Promise.all(doomed.map((c) => c.shutdown()));
+    return doomed.length;
+  }
+
   stats(): NbdStats {
     return { ...this.counters };
   }
@@ -69,15 +89,18 @@ export class NbdServer {
   private accept(socket: Socket): void {
     this.counters.connections++;
     this.counters.activeConnections++;
+    const names = new Set<string>();
     const conn = new NbdConnection(socket, {
-      catalog: this.catalog,
+      catalog: new ConnectionCatalog(this.catalog, (n) => names.add(n)),
       maxRequestBytes: this.maxRequestBytes,
       stats: this.counters,
       log: this.log,
     });
     this.connections.add(conn);
+    this.exportsOf.set(conn, names);
     socket.once('close', () => {
       this.connections.delete(conn);
+      this.exportsOf.delete(conn);
       this.counters.activeConnections--;
     });
   }

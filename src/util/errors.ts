@@ -12,7 +12,9 @@ export type Errno =
   | 'ENOTSUP'
   | 'ESHUTDOWN'
   | 'ENOENT'
-  | 'EEXIST';
+  | 'EEXIST'
+  | 'EBUSY'
+  | 'EACCES';
 
 export class StorvisorError extends Error {
   readonly code: string;
@@ -55,6 +57,19 @@ export const notFound = (what: string) => new StorvisorError('SV_ERR_NOT_FOUND',
 export const alreadyExists = (what: string) =>
   new StorvisorError('SV_ERR_EXISTS', 'EEXIST', `${what} already exists`);
 
+/** A volume (or the data directory) that something is using: the operation would pull it from under its user. */
+export const inUse = (message: string) => new StorvisorError('SV_ERR_IN_USE', 'EBUSY', message);
+
+export const dataDirBusy = (message: string) => new StorvisorError('SV_ERR_DATA_DIR_BUSY', 'EBUSY', message);
+
+/** Creating or growing thin volumes beyond what the filesystem can back (see VolumeStore's overcommit). */
+export const overcommitted = (message: string) => new StorvisorError('SV_ERR_OVERCOMMIT', 'ENOSPC', message);
+
+/** Management API refusals: each has its own stable code and HTTP status (src/api/server.ts). */
+export const unauthorized = (message: string) => new StorvisorError('SV_ERR_UNAUTHORIZED', 'EACCES', message);
+export const misdirected = (message: string) => new StorvisorError('SV_ERR_MISDIRECTED', 'EACCES', message);
+export const unsupportedMediaType = (message: string) => new StorvisorError('SV_ERR_MEDIA_TYPE', 'EINVAL', message);
+
 /** Map any thrown value (a Node fs error, a StorvisorError, anything) to an errno name. */
 export function errnoOf(err: unknown): Errno {
   if (err instanceof StorvisorError) return err.errno;
@@ -73,6 +88,8 @@ export function errnoOf(err: unknown): Errno {
       return 'ENOENT';
     case 'EEXIST':
       return 'EEXIST';
+    case 'EBUSY':
+      return 'EBUSY';
     default:
       return 'EIO';
   }

@@ -68,7 +68,7 @@ export async function waitRunning(c: Controller, name: string, restarts = 0): Pr
   for (;;) {
     const s = await c.deployment(name)!.status();
     if (s.state === 'running' && s.restarts >= restarts) return s.address!;
-    if (s.state === 'crashed') throw new Error(`${name} stayed down: ${s.lastError}`);
+    if (s.state === 'crashed' || s.state === 'failed') throw new Error(`${name} stayed down: ${s.lastError}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
