@@ -6,6 +6,9 @@ import { parseConfig, type FunctionConfig, type NotifyMode } from '../src/config
 import { Controller } from '../src/controller/controller.ts';
 import { runFio, median, type FioResult } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
+import { childPids, cpuMeter } from './lib/cpu.ts';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { freePort } from './lib/net.ts';
 
 /**
  * The block-level comparison of issue #2: the nbd-export function in every
@@ -44,7 +47,29 @@ interface Target {
   teardown(c: Controller): Promise<void>;
 }
 
-const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode): FunctionConfig => ({
+/** nbdkit's file plugin on the raw file (cache=none, 16 threads): the peer NBD server, over fio's nbd engine. */
+function nbdkitTarget(file: string): Target {
+  let child: ChildProcess | undefined;
+  return {
+    name: 'nbdkit file',
+    async setup() {
+      const port = await freePort();
+      child = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), '--threads', '16', 'file', file, 'cache=none'], { stdio: 'ignore' });
+      for (let i = 0; i < 200; i++) {
+        const r = await new Promise<number>((resolve) => spawn('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/`], { stdio: 'ignore' }).on('close', (c) => resolve(c ?? 1)));
+        if (r === 0) break;
+        await new Promise((r2) => setTimeout(r2, 50));
+      }
+      return ['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/`];
+    },
+    async teardown() {
+      child?.kill('SIGTERM');
+      if (child && child.exitCode === null) await new Promise((r) => child!.once('exit', r));
+    },
+  };
+}
+
+const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, idle: FunctionConfig['idle'] = 'adaptive'): FunctionConfig => ({
   name,
   function: 'nbd-export',
   volume: 'bench',
@@ -55,14 +80,15 @@ const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode):
   queueSize: 256,
   listen: { host: '127.0.0.1', port: 0 },
   restart: 'never',
+  idle,
   options: { exportName: 'bench' },
 });
 
-function deployed(name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode = 'adaptive'): Target {
+function deployed(name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode = 'adaptive', idle: FunctionConfig['idle'] = 'adaptive'): Target {
   return {
     name,
     async setup(c) {
-      const a = await c.deploy(fn(name.replace(/\W/g, '-'), deploy, notify));
+      const a = await c.deploy(fn(name.replace(/\W/g, '-'), deploy, notify, idle));
       return ['--ioengine=nbd', `--uri=nbd://${a.host}:${a.port}/bench`];
     },
     teardown: (c) => c.undeploy(name.replace(/\W/g, '-')),
@@ -99,6 +125,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
         setup: async () => [`--filename=${rawFile}`, '--direct=1'],
         teardown: async () => {},
       },
+      nbdkitTarget(rawFile),
       {
         name: 'controller export',
         setup: async (c) => ['--ioengine=nbd', `--uri=nbd://${c.nbdEndpoint().host}:${c.nbdEndpoint().port}/bench`],
@@ -108,6 +135,11 @@ export async function blockBench(resultsDir: string): Promise<void> {
       deployed('guest/poll', 'guest', 'poll'),
       deployed('guest/adaptive', 'guest', 'adaptive'),
       deployed('guest/notify', 'guest', 'notify'),
+      // The spin matrix: which side spins (guest, controller, both, neither), and the guest's idle=poll.
+      deployed('guest/poll+idle', 'guest', 'poll', 'poll'),
+      deployed('guest/poll-guest', 'guest', 'poll-guest'),
+      deployed('guest/poll-guest+idle', 'guest', 'poll-guest', 'poll'),
+      deployed('guest/poll-controller', 'guest', 'poll-controller'),
       deployed('gateway/NBD', 'gateway'),
     ];
     // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings) narrow a run while tuning.
@@ -115,7 +147,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
       env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
     targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
     const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
-    const samples = new Map<string, FioResult[]>();
+    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number }>>();
     const total = REPEATS * targets.length * workloads.length;
     let done = 0;
     const t0 = Date.now();
@@ -128,7 +160,10 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const sync = raw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
           const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach];
           if (w.warm) await runFio([...common, '--rw=read', '--iodepth=16']);
-          const res = await runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]);
+          const meter = cpuMeter(childPids);
+          const fio = await runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]);
+          // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
+          const res = { ...fio, cpuMsPerK: raw ? NaN : (meter() * 1e6) / Math.max(1, fio.ios) };
           const key = `${target.name}|${w.name}`;
           samples.set(key, [...(samples.get(key) ?? []), res]);
           done++;
@@ -145,22 +180,22 @@ export async function blockBench(resultsDir: string): Promise<void> {
       workloads: Object.fromEntries(
         workloads.map((w) => {
           const s = samples.get(`${t.name}|${w.name}`) ?? [];
-          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), runs: s.map((x) => Math.round(x.iops)) }];
+          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), runs: s.map((x) => Math.round(x.iops)) }];
         }),
       ),
     }));
-    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, runs: [] as number[] };
+    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, runs: [] as number[] };
     const at = (d: string, w: string) => rows.find((r) => r.deployment === d)?.workloads[w] ?? missing;
     const lines: string[] = [];
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
     for (const w of workloads) {
       lines.push(`\n## ${w.name}\n`);
-      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated |');
-      lines.push('|---|---:|---:|---:|---:|');
+      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | runs |');
+      lines.push('|---|---:|---:|---:|---:|---:|---|');
       const base = at('integrated', w.name).iops;
       for (const r of rows) {
         const x = r.workloads[w.name]!;
-        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} |`);
+        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${Number.isFinite(x.cpuMsPerK) ? x.cpuMsPerK.toFixed(1) : '—'} | ${x.runs.join(', ')} |`);
       }
     }
     const ratio = (a: string, b: string, w: string) => at(a, w).iops / at(b, w).iops;

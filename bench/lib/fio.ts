@@ -5,6 +5,8 @@ export interface FioResult {
   iops: number;
   p50Us: number;
   p99Us: number;
+  /** Requests completed in the run. */
+  ios: number;
 }
 
 export function runFio(args: string[]): Promise<FioResult> {
@@ -21,7 +23,7 @@ export function runFio(args: string[]): Promise<FioResult> {
         if (job.error) return reject(new Error(`fio job error ${job.error}`));
         const side = job.read.total_ios > 0 ? job.read : job.write;
         const pct = side.clat_ns.percentile ?? {};
-        resolve({ iops: side.iops, p50Us: (pct['50.000000'] ?? NaN) / 1000, p99Us: (pct['99.000000'] ?? NaN) / 1000 });
+        resolve({ iops: side.iops, p50Us: (pct['50.000000'] ?? NaN) / 1000, p99Us: (pct['99.000000'] ?? NaN) / 1000, ios: side.total_ios });
       } catch (e) {
         reject(new Error(`cannot parse fio output: ${(e as Error).message}\n${out.slice(0, 500)}`));
       }

@@ -6,7 +6,7 @@ import { resolve, dirname } from 'node:path';
  * field by field so that every mistake is reported with the path of the bad
  * field ("functions[1].notify: must be one of ...") before anything starts.
  */
-export type NotifyMode = 'poll' | 'notify' | 'adaptive';
+export type NotifyMode = 'poll' | 'notify' | 'adaptive' | 'poll-guest' | 'poll-controller';
 export type DeployKind = 'integrated' | 'guest' | 'gateway';
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
 
@@ -44,6 +44,8 @@ export interface FunctionConfig {
   queueSize: number;
   listen: Endpoint;
   restart: RestartPolicy;
+  /** Guest idle loop: `poll` keeps the guest's event loop spinning in poll modes (idle=poll); `adaptive` lets it sleep. */
+  idle: 'poll' | 'adaptive';
   options: Record<string, unknown>;
 }
 
@@ -219,7 +221,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const functions = functionsRaw.map((f, i): FunctionConfig => {
     const path = `functions[${i}]`;
     const fo = obj(f, path);
-    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'options']);
+    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'options']);
     const volume = str(fo, 'volume', path);
     if (!volumes.some((v) => v.name === volume)) {
       throw new ConfigError(join(path, 'volume'), `no volume named '${volume}' in volumes (have: ${volumes.map((v) => v.name).join(', ') || 'none'})`);
@@ -232,12 +234,13 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
       function: str(fo, 'function', path),
       volume,
       deploy: oneOf(fo, 'deploy', path, 'guest', ['integrated', 'guest', 'gateway'] as const),
-      notify: oneOf(fo, 'notify', path, 'adaptive', ['poll', 'notify', 'adaptive'] as const),
+      notify: oneOf(fo, 'notify', path, 'adaptive', ['poll', 'notify', 'adaptive', 'poll-guest', 'poll-controller'] as const),
       memory: size(fo, path, 'memory', 64 * MiB),
       heapMiB: int(fo, 'heapMiB', path, 256, 16, 65536),
       queueSize,
       listen: endpoint(fo.listen, join(path, 'listen'), { host: '127.0.0.1', port: 0 })!,
       restart: oneOf(fo, 'restart', path, 'on-failure', ['always', 'on-failure', 'never'] as const),
+      idle: oneOf(fo, 'idle', path, 'adaptive', ['poll', 'adaptive'] as const),
       options,
     };
   });

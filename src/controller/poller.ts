@@ -1,6 +1,7 @@
 import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
 import type { IoEngine } from './engine.ts';
+import { deviceSleeps } from '../queue/layout.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue and reaps
@@ -65,7 +66,7 @@ export class Poller {
   add(queue: PolledQueue, mode: NotifyMode): void {
     const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false };
     this.entries = [...this.entries, entry];
-    if (mode === 'notify') {
+    if (deviceSleeps(mode)) {
       this.sleep(entry);
     } else {
       queue.disableKick();
@@ -153,7 +154,7 @@ export class Poller {
   /** Arm the doorbell and wait on it; if work slipped in while arming, keep going instead. */
   private sleep(entry: Entry): void {
     const { queue } = entry;
-    if (entry.mode === 'notify') {
+    if (deviceSleeps(entry.mode)) {
       // Notify mode takes requests here, between wake-ups: it never spins in the loop.
       const n = queue.poll(QUEUE_BUDGET);
       this.counters.requests += n;
@@ -170,7 +171,7 @@ export class Poller {
       return;
     }
     if (!queue.enableKick()) {
-      if (entry.mode === 'notify') {
+      if (deviceSleeps(entry.mode)) {
         setImmediate(() => {
           if (!entry.removed && !this.stopped) this.sleep(entry);
         });
@@ -188,7 +189,7 @@ export class Poller {
     void queue.waitKick(SLEEP_RECHECK_MS).then(() => {
       if (entry.removed || this.stopped) return;
       this.counters.wakeups++;
-      if (entry.mode === 'notify') {
+      if (deviceSleeps(entry.mode)) {
         this.sleep(entry);
         return;
       }

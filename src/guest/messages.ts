@@ -7,6 +7,7 @@ export interface GuestWorkerData {
   region: SharedArrayBuffer;
   notify: NotifyMode;
   spinBudgetUs: number;
+  idlePoll: boolean;
   listen: { host: string; port: number };
   options: Record<string, unknown>;
 }

@@ -84,6 +84,7 @@ export class ThreadGuest implements Deployment {
       region,
       notify: cfg.notify,
       spinBudgetUs: this.spinBudgetUs,
+      idlePoll: cfg.idle === 'poll',
       // A restarted guest comes back on the port its clients know.
       listen: this.address ?? cfg.listen,
       options: cfg.options,

@@ -16,7 +16,7 @@ const send = (m: FromGuest) => port.postMessage(m);
 const log = (msg: string) => send({ type: 'log', msg });
 
 let running: RunningFunction | undefined;
-const driver = new VirtioBlkDriver({ region: data.region, spinBudgetUs: data.spinBudgetUs });
+const driver = new VirtioBlkDriver({ region: data.region, spinBudgetUs: data.spinBudgetUs, idlePoll: data.idlePoll });
 
 port.on('message', (m: ToGuest) => {
   if (m.type === 'stats') {

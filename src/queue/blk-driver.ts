@@ -32,6 +32,7 @@ import {
   regionLayout,
   ringDoorbell,
   waitDoorbell,
+  driverSpins,
   type QueueModeName,
   type RegionLayout,
 } from './layout.ts';
@@ -45,6 +46,12 @@ export interface VirtioBlkDriverOptions {
    * (see SpinBudget). Default = spinBudgetUs, i.e. a fixed budget.
    */
   maxSpinBudgetUs?: number;
+  /**
+   * idle=poll for the guest: in a mode where the driver spins, keep spinning
+   * (and keep the thread's event loop from sleeping) even with nothing in
+   * flight, so a request arriving on the guest's socket needs no wake-up.
+   */
+  idlePoll?: boolean;
 }
 
 export interface VirtioBlkDriverStats {
@@ -111,6 +118,7 @@ export class VirtioBlkDriver implements BlockDevice {
   private refusal: StorvisorError = shutDown('queue driver');
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
   private rmwTail: Promise<void> = Promise.resolve();
+  private readonly idlePoll: boolean;
   private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0 };
 
   constructor(options: VirtioBlkDriverOptions) {
@@ -122,6 +130,7 @@ export class VirtioBlkDriver implements BlockDevice {
     this.mode = this.layout.mode;
     this.size = this.layout.capacityBytes;
     this.writeThrough = !this.layout.writeback;
+    this.idlePoll = (options.idlePoll ?? false) && driverSpins(this.mode);
     const baseUs = options.spinBudgetUs ?? 50;
     this.spinBudget = new SpinBudget(baseUs, options.maxSpinBudgetUs ?? baseUs);
     this.slotBase = this.layout.dataOffset;
@@ -135,7 +144,13 @@ export class VirtioBlkDriver implements BlockDevice {
     this.lastUsedIdx = Atomics.load(this.views.u16, this.views.usedIdx);
     // poll/adaptive: we spin on the used ring, so tell the device not to call us.
     // notify: never set it (every completion is signalled).
-    Atomics.store(this.views.u16, this.views.availFlags, this.mode === 'notify' ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
+    Atomics.store(this.views.u16, this.views.availFlags, this.sleeps() ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
+    if (this.idlePoll) this.startLoop();
+  }
+
+  /** The driver waits for calls (notify, poll-controller) instead of spinning on the used ring. */
+  private sleeps(): boolean {
+    return this.mode === 'notify' || this.mode === 'poll-controller';
   }
 
   stats(): VirtioBlkDriverStats {
@@ -319,7 +334,7 @@ export class VirtioBlkDriver implements BlockDevice {
     Atomics.store(this.views.u16, this.views.availIdx, this.availIdx);
     // Seq-cst load after the idx store: if the device armed kicks (cleared
     // NO_NOTIFY) and then re-checked avail, either it saw our entries or we see the flag clear.
-    if (this.mode === 'notify' || !(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY)) {
+    if (!(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY)) {
       this.counters.kicks++;
       ringDoorbell(this.views, Ctl.kick);
     }
@@ -436,17 +451,17 @@ export class VirtioBlkDriver implements BlockDevice {
   private startLoop(): void {
     if (this.loopRunning || this.closed) return;
     this.loopRunning = true;
-    const loop = this.mode === 'poll' ? this.pollLoop() : this.mode === 'notify' ? this.notifyLoop() : this.adaptiveLoop();
+    const loop = driverSpins(this.mode) ? this.pollLoop() : this.sleeps() ? this.notifyLoop() : this.adaptiveLoop();
     loop.finally(() => {
       this.loopRunning = false;
       // A submission that raced with the loop's exit must still be reaped.
-      if (this.inflightCount > 0 && !this.closed) this.startLoop();
+      if ((this.inflightCount > 0 || this.idlePoll) && !this.closed) this.startLoop();
     });
   }
 
   /** poll: spin on the used ring through setImmediate (the worker's sockets keep being served); stop when idle. */
   private async pollLoop(): Promise<void> {
-    while (this.inflightCount > 0 && !this.closed) {
+    while ((this.inflightCount > 0 || this.idlePoll) && !this.closed) {
       if (this.reap() === 0) {
         this.counters.spins++;
         yieldCpu();

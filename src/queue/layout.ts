@@ -28,8 +28,11 @@ export const MAX_QUEUE_SIZE = 32768;
 export const DEFAULT_QUEUE_SIZE = 256;
 
 /** Notification mode of a queue, stored in the control block. */
-export const QueueMode = { poll: 0, notify: 1, adaptive: 2 } as const;
+export const QueueMode = { poll: 0, notify: 1, adaptive: 2, 'poll-guest': 3, 'poll-controller': 4 } as const;
 export type QueueModeName = keyof typeof QueueMode;
+/** Which side spins in a mode: poll both, adaptive both for a budget, the split modes one side only. */
+export const driverSpins = (m: QueueModeName): boolean => m === 'poll' || m === 'poll-guest';
+export const deviceSleeps = (m: QueueModeName): boolean => m === 'notify' || m === 'poll-guest';
 export const modeName = (value: number): QueueModeName | undefined =>
   (Object.keys(QueueMode) as QueueModeName[]).find((k) => QueueMode[k] === value);
 

@@ -25,7 +25,7 @@ test('a function defaults to a guest with adaptive notification', () => {
 });
 
 const bad: Array<[string, unknown, RegExp]> = [
-  ['an unknown notification mode', { ...base, functions: [{ ...base.functions[0], notify: 'fast' }] }, /^functions\[0\]\.notify: must be one of poll, notify, adaptive \(got "fast"\)$/],
+  ['an unknown notification mode', { ...base, functions: [{ ...base.functions[0], notify: 'fast' }] }, /^functions\[0\]\.notify: must be one of poll, notify, adaptive, poll-guest, poll-controller \(got "fast"\)$/],
   ['a missing volume', { ...base, functions: [{ ...base.functions[0], volume: 'nope' }] }, /^functions\[0\]\.volume: no volume named 'nope' in volumes \(have: v\)$/],
   ['an unaligned volume size', { volumes: [{ name: 'v', size: 1000 }] }, /^volumes\[0\]\.size: must be a positive multiple of 4096 bytes \(got 1000\)$/],
   ['two sizes', { volumes: [{ name: 'v', size: 4096, sizeMiB: 1 }] }, /^volumes\[0\]\.sizeMiB: give only one of size, sizeMiB$/],
