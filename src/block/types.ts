@@ -32,6 +32,28 @@ export interface BlockDevice {
   zero(offset: number, length: number): Promise<void>;
 }
 
+/**
+ * A completion receiver for the promise-free request path: `tag` identifies the
+ * request to its owner, `result` is 0 (or a byte count) on success and a
+ * negative errno on failure. One object serves many requests, so nothing is
+ * allocated per request.
+ */
+export interface IoTarget {
+  ioDone(tag: number, result: number): void;
+}
+
+/** A device that can also read without a promise (controller volumes). */
+export interface FastReadDevice extends BlockDevice {
+  /**
+   * Read buf.byteLength bytes at `offset`; then target.ioDone(tag, 0 | -errno),
+   * possibly before this returns. Throws, with nothing started, on a request
+   * out of range or a closed device.
+   */
+  readTo(buf: Uint8Array, offset: number, target: IoTarget, tag: number): void;
+}
+
+export const hasFastRead = (d: BlockDevice): d is FastReadDevice => typeof (d as Partial<FastReadDevice>).readTo === 'function';
+
 export interface WriteFlags {
   /** Force unit access: durable before the promise resolves. */
   fua?: boolean;

@@ -18,9 +18,8 @@ import { native, nativeUnavailable, type NativeAddon, type Ring } from '../nativ
  *
  * A result is the byte count (>= 0) or a negative errno, as the kernel gives it.
  */
-export interface IoTarget {
-  ioDone(tag: number, result: number): void;
-}
+import type { IoTarget } from '../block/types.ts';
+export type { IoTarget };
 
 export interface EngineStats {
   engine: EngineKind;

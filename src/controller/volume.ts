@@ -3,7 +3,7 @@ import { outOfRange, readOnly, shutDown } from '../util/errors.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
 import { backendError, type FileBackend } from './backend.ts';
-import type { IoTarget } from './engine.ts';
+import type { IoTarget } from '../block/types.ts';
 
 /**
  * A controller volume as a BlockDevice: range checks, the read cache, and the
