@@ -82,7 +82,7 @@ export class Controller {
       defaultExport: this.config.volumes.find((v) => !this.config.functions.some((f) => f.volume === v.name && f.deploy !== 'gateway'))?.name,
       log: (m) => this.log(`nbd: ${m}`),
     });
-    this.nbdAddress = await this.nbd.listen(at.port, at.host);
+    this.nbdAddress = await this.nbd.listen(at.host, at.port);
   }
 
   /**

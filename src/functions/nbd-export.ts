@@ -26,7 +26,7 @@ async function start(ctx: FunctionContext<NbdExportOptions>): Promise<RunningFun
     defaultExport: exportName,
     log: ctx.log,
   });
-  const address = await server.listen(ctx.listen.port, ctx.listen.host);
+  const address = await server.listen(ctx.listen.host, ctx.listen.port);
   ctx.log(`nbd-export: serving ${exportName} (${device.size} bytes) on ${address.host}:${address.port}`);
   return {
     address,

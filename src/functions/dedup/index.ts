@@ -76,7 +76,7 @@ const dedupFunction: StorageFunction<DedupFunctionOptions> = {
     });
     let address: { host: string; port: number };
     try {
-      address = await server.listen(ctx.listen.port, ctx.listen.host);
+      address = await server.listen(ctx.listen.host, ctx.listen.port);
     } catch (err) {
       await volume.close();
       throw err;
