@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FileSystem } from '../fs/types.ts';
+import type { TcpServiceLimits } from '../../../net/tcp-service.ts';
 import { RpcServer } from '../rpc/server.ts';
 import { nfsProgram, type NfsServerState } from './nfs3.ts';
 import { mountProgram } from './mount.ts';
@@ -23,6 +24,8 @@ export interface NfsServerOptions {
   /** Also serve portmapper v2 here (0 = any free port); undefined = off. */
   portmapperPort?: number;
   ioMax?: number;
+  /** Connection limits and timeouts for the RPC service (maxConnections, idleTimeoutMs, ...). */
+  limits?: Partial<TcpServiceLimits>;
   log?: (msg: string) => void;
 }
 
@@ -53,6 +56,7 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
     programs: [nfsProgram(state), mount, portmapProgram(() => ports)],
     // Twice the payload: an oversized WRITE up to that size still reaches the handler and gets INVAL.
     maxRecordSize: 2 * ioMax + RECORD_HEADROOM,
+    limits: opts.limits,
     log: opts.log,
   });
   const address = await rpc.listen(opts.host, opts.port);
