@@ -365,9 +365,9 @@ export class TcpConnection {
     this.service.inflightBytes += bytes;
   }
 
-  /** A request taken with `begin` finished (its reply, if any, already sent). */
-  end(bytes = 0): void {
-    this.inflight--;
+  /** `requests` taken with `begin` finished (their replies, if any, already sent); `bytes` is what they held. */
+  end(bytes = 0, requests = 1): void {
+    this.inflight -= requests;
     this.inflightBytes -= bytes;
     const total = this.service.inflightBytes;
     this.service.inflightBytes -= bytes;

@@ -4,11 +4,12 @@
  * run the same function over the in-memory filesystem.
  */
 import type { BlockDevice } from '../../block/types.ts';
-import type { FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
+import { CONNECTION_LIMIT_KEYS, limitsOf, parseConnectionLimits } from '../../net/limits.ts';
+import type { ConnectionLimitOptions, FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
 import type { FileSystem } from './fs/types.ts';
 import { startNfsServer } from './nfs/server.ts';
 
-export interface FileServerOptions {
+export interface FileServerOptions extends ConnectionLimitOptions {
   /** The path clients mount (default '/export'). */
   exportPath: string;
   /** Serve portmapper v2 on this port too (0 = any free port). Off when absent. */
@@ -29,7 +30,7 @@ export function parseFileServerOptions(raw: Record<string, unknown>): FileServer
   if (pm !== undefined && (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 0 || pm > 65535)) {
     throw new Error(`fileserver: options.portmapperPort must be a port number, got ${JSON.stringify(pm)}`);
   }
-  return { exportPath, portmapperPort: pm as number | undefined };
+  return { exportPath, portmapperPort: pm as number | undefined, ...parseConnectionLimits(raw, 'fileserver') };
 }
 
 export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFunction<FileServerOptions> {
@@ -49,6 +50,7 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
           port: ctx.listen.port,
           exportPath: options.exportPath,
           portmapperPort: options.portmapperPort,
+          limits: limitsOf(options),
           log: ctx.log,
         });
       } catch (err) {
