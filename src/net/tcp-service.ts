@@ -267,6 +267,7 @@ export class TcpConnection {
   private ending = false;
   private closedFlag = false;
   private queuedCap: number;
+  private drainTimer: NodeJS.Timeout | null = null;
   private sweepRequests = -1;
   private sweepQueued = 0;
   private idleSince = Date.now();
@@ -519,8 +520,10 @@ export class TcpConnection {
     const socket = this.socket;
     if (this.corked) this.uncorkNow();
     socket.end();
-    // A peer that never reads its last replies is cut off.
-    setTimeout(() => socket.destroy(), this.limits.drainTimeoutMs).unref();
+    // Read on, discarding (the data handler ignores a stopping connection), so the peer's FIN is seen and
+    // the socket closes; a peer that never reads its last replies or never ends is cut off.
+    socket.resume();
+    this.drainTimer = setTimeout(() => socket.destroy(), this.limits.drainTimeoutMs);
   }
 
   private guard(fn: () => void): void {
@@ -540,6 +543,7 @@ export class TcpConnection {
   }
 
   private onClose(): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
     if (!this.closedFlag) this.release();
     this.closedFlag = true;
     this.stopping = true;
