@@ -97,6 +97,7 @@ export interface TcpServiceStats {
   limitClosedConnections: number;
   bufferedBytes: number;
   queuedBytes: number;
+  inflightRequests: number;
   inflightBytes: number;
 }
 
@@ -153,9 +154,11 @@ export class TcpService {
   stats(): TcpServiceStats {
     let buffered = 0;
     let queued = 0;
+    let inflight = 0;
     for (const c of this.connections) {
       buffered += c.bufferedBytes;
       queued += c.queuedBytes;
+      inflight += c.inflight;
     }
     return {
       connections: this.counters.connections,
@@ -165,6 +168,7 @@ export class TcpService {
       limitClosedConnections: this.counters.limitClosed,
       bufferedBytes: buffered,
       queuedBytes: queued,
+      inflightRequests: inflight,
       inflightBytes: this.inflightBytes,
     };
   }

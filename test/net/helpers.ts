@@ -1,4 +1,14 @@
 import { connect, type Socket } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+setFlagsFromString('--expose_gc');
+const gc = runInNewContext('gc') as () => void;
+
+/** Collect garbage, so memory figures show what is held, not what is dead but not yet collected. */
+export function forceGc(): void {
+  gc();
+}
 
 /** Poll `cond` until it holds; fails after `ms` with `what`. (A condition with a deadline, not a sleep.) */
 export async function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
