@@ -270,6 +270,8 @@ export class TcpConnection {
   private stopping = false;
   private ending = false;
   private closedFlag = false;
+  /** Its bytes are out of the service's budget (closing): no more accounting. */
+  private released = false;
   private queuedCap: number;
   private drainTimer: NodeJS.Timeout | null = null;
   private sweepRequests = -1;
@@ -350,7 +352,7 @@ export class TcpConnection {
 
   /** Report the request bytes the handler holds; beyond `maxBufferedBytes` the connection is closed. */
   setBuffered(bytes: number, partial = bytes > 0): void {
-    if (this.closedFlag || this.socket.destroyed) return;
+    if (this.released || this.socket.destroyed) return;
     this.partial = partial;
     if (bytes === this.bufferedBytes) return;
     this.service.clientBytes += bytes - this.bufferedBytes;
@@ -419,12 +421,13 @@ export class TcpConnection {
   /** Close at once (a protocol violation that leaves the stream unframed). */
   destroy(): void {
     this.stopping = true;
+    this.release();
     this.socket.destroy();
   }
 
   /** Close because a limit was hit: counted and logged. */
   closeForLimit(reason: string): void {
-    if (this.closedFlag) return;
+    if (this.closedFlag || this.released) return;
     this.service.closedBy('limit', this, reason);
     this.release();
     this.destroy();
@@ -462,7 +465,7 @@ export class TcpConnection {
    * for idleTimeoutMs closes too.
    */
   sweep(now: number): void {
-    if (this.closedFlag) return;
+    if (this.closedFlag || this.released) return;
     this.observeQueued();
     const progressed = this.requests !== this.sweepRequests || this.queuedSeen < this.sweepQueued;
     this.sweepRequests = this.requests;
@@ -494,7 +497,7 @@ export class TcpConnection {
   }
 
   private observeQueued(): void {
-    if (this.closedFlag) return;
+    if (this.released || this.socket.destroyed) return;
     const q = this.socket.writableLength;
     this.service.clientBytes += q - this.queuedSeen;
     this.queuedSeen = q;
@@ -541,6 +544,8 @@ export class TcpConnection {
 
   /** Take this connection's bytes out of the service's budget (it is going away). */
   private release(): void {
+    if (this.released) return;
+    this.released = true;
     this.service.clientBytes -= this.bufferedBytes + this.queuedSeen;
     this.bufferedBytes = 0;
     this.queuedSeen = 0;
@@ -548,7 +553,7 @@ export class TcpConnection {
 
   private onClose(): void {
     if (this.drainTimer) clearTimeout(this.drainTimer);
-    if (!this.closedFlag) this.release();
+    this.release();
     this.closedFlag = true;
     this.stopping = true;
     this.service.forget(this);
