@@ -19,6 +19,7 @@
  * Bytes reserved by requests in flight (`begin(bytes)`) are different: they
  * always drain on their own, so over `maxInflightBytesTotal` new requests wait.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
 export interface TcpServiceLimits {
@@ -46,8 +47,30 @@ export interface TcpServiceLimits {
   drainTimeoutMs: number;
 }
 
+/**
+ * The default connection limit for a process allowed `openFiles` descriptors:
+ * 128, or an eighth of the descriptors when that is less (at least 8). Every
+ * server of one process (four functions, the controller's NBD export, the API)
+ * shares the descriptor table, so a flood of idle connections to one port
+ * must not use up the descriptors the others need.
+ */
+export function defaultMaxConnections(openFiles: number | null): number {
+  if (openFiles === null || !Number.isFinite(openFiles)) return 128;
+  return Math.max(8, Math.min(128, Math.floor(openFiles / 8)));
+}
+
+/** The soft RLIMIT_NOFILE of this process (Linux /proc), or null when unknown. */
+function openFilesLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m === null || m[1] === 'unlimited' ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
 export const DEFAULT_LIMITS: TcpServiceLimits = {
-  maxConnections: 128,
+  maxConnections: defaultMaxConnections(openFilesLimit()),
   idleTimeoutMs: 300_000,
   requestTimeoutMs: 30_000,
   maxBufferedBytes: 64 << 20,

@@ -170,3 +170,8 @@ test('stop lets a request in flight answer before the connection closes', async 
   await stopped;
   assert.equal(got, 'done\n');
 });
+
+test('the default connection limit leaves most descriptors to the rest of the process', async () => {
+  const { defaultMaxConnections } = await import('../../src/net/tcp-service.ts');
+  assert.deepEqual([defaultMaxConnections(300), defaultMaxConnections(1024), defaultMaxConnections(65536), defaultMaxConnections(20), defaultMaxConnections(null)], [37, 128, 128, 8, 128]);
+});
