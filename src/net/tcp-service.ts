@@ -545,7 +545,7 @@ export class TcpConnection {
   }
 
   private finish(): void {
-    if (this.ending || this.closedFlag) return;
+    if (this.ending || this.closedFlag || this.socket.destroyed) return;
     this.ending = true;
     const socket = this.socket;
     if (this.corked) this.uncorkNow();
