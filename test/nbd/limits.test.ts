@@ -237,3 +237,11 @@ test('with structured replies a zero-length READ is one NONE chunk, and a device
   const message = err.payload.toString('utf8', 6, 6 + err.payload.readUInt16BE(4));
   assert.equal(message, 'pwrite <path> [0, +512): EIO');
 });
+
+test('host paths are taken out of wire error messages, the rest of the text stays', async () => {
+  const { redactHostPaths } = await import('../../src/nbd/error-map.ts');
+  assert.equal(redactHostPaths("ENOENT: no such file, open '/srv/data/v.img'"), "ENOENT: no such file, open '<path>'");
+  assert.equal(redactHostPaths('pwrite /srv/data/v.img [0, +0): EINVAL (file:///srv/x)'), 'pwrite <path> [0, +0): EINVAL (<path>)');
+  assert.equal(redactHostPaths('invalid write request'), 'invalid write request');
+  assert.equal(redactHostPaths('read 4/8 blocks'), 'read 4/8 blocks');
+});
