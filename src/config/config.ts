@@ -46,6 +46,11 @@ export interface FunctionConfig {
   restart: RestartPolicy;
   /** Guest idle loop: `poll` keeps the guest's event loop spinning in poll modes (idle=poll); `adaptive` lets it sleep. */
   idle: 'poll' | 'adaptive';
+  /** Client connections the function accepts at once (more are closed at once); unset = the function's default (128). */
+  maxConnections?: number;
+  /** Close a client idle this long, ms (0 = never); unset = the protocol's default. */
+  idleTimeoutMs?: number;
+  /** The function's options; maxConnections and idleTimeoutMs are passed on here too (its start options). */
   options: Record<string, unknown>;
 }
 
@@ -221,7 +226,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const functions = functionsRaw.map((f, i): FunctionConfig => {
     const path = `functions[${i}]`;
     const fo = obj(f, path);
-    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'options']);
+    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'maxConnections', 'idleTimeoutMs', 'options']);
     const volume = str(fo, 'volume', path);
     if (!volumes.some((v) => v.name === volume)) {
       throw new ConfigError(join(path, 'volume'), `no volume named '${volume}' in volumes (have: ${volumes.map((v) => v.name).join(', ') || 'none'})`);
@@ -229,6 +234,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     const queueSize = int(fo, 'queueSize', path, 256, 2, 32768);
     if (queueSize & (queueSize - 1)) throw new ConfigError(join(path, 'queueSize'), `must be a power of two (got ${queueSize})`);
     const options = fo.options === undefined ? {} : obj(fo.options, join(path, 'options'));
+    const limits = connectionLimits(fo, path, options);
     return {
       name: name(fo, path),
       function: str(fo, 'function', path),
@@ -241,7 +247,8 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
       listen: endpoint(fo.listen, join(path, 'listen'), { host: '127.0.0.1', port: 0 })!,
       restart: oneOf(fo, 'restart', path, 'on-failure', ['always', 'on-failure', 'never'] as const),
       idle: oneOf(fo, 'idle', path, 'adaptive', ['poll', 'adaptive'] as const),
-      options,
+      ...limits,
+      options: { ...options, ...limits },
     };
   });
   unique(functions.map((f) => f.name), 'functions');
@@ -265,6 +272,20 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     volumes,
     functions,
   };
+}
+
+/**
+ * functions[i].maxConnections / idleTimeoutMs: checked here, handed to the
+ * function in its options (the start options every deployment passes on).
+ */
+function connectionLimits(fo: Raw, path: string, options: Raw): { maxConnections?: number; idleTimeoutMs?: number } {
+  const out: { maxConnections?: number; idleTimeoutMs?: number } = {};
+  for (const key of ['maxConnections', 'idleTimeoutMs'] as const) {
+    if (options[key] !== undefined) throw new ConfigError(join(join(path, 'options'), key), `set it as ${join(path, key)}`);
+    if (fo[key] === undefined) continue;
+    out[key] = key === 'maxConnections' ? int(fo, key, path, undefined, 1, 65536) : int(fo, key, path, undefined, 0, 7 * 24 * 3600 * 1000);
+  }
+  return out;
 }
 
 function unique(names: string[], path: string): void {

@@ -133,7 +133,7 @@ export class Controller {
       defaultExport: this.config.volumes.find((v) => !this.owners.has(v.name))?.name,
       log: (m) => this.log(`nbd: ${m}`),
     });
-    this.nbdAddress = await this.nbd.listen(at.port, at.host);
+    this.nbdAddress = await this.nbd.listen(at.host, at.port);
   }
 
   /**

@@ -1,6 +1,13 @@
 import type { BlockDevice } from '../block/types.ts';
 
 /**
+ * Every network function takes these start options (from the function's
+ * config: functions[i].maxConnections / idleTimeoutMs), validated by
+ * parseConnectionLimits in src/net/limits.ts.
+ */
+export type { ConnectionLimitOptions } from '../net/limits.ts';
+
+/**
  * A storage function: one module exporting one descriptor (after nbdkit's
  * `struct nbdkit_plugin`). The same descriptor runs in every deployment:
  * `integrated` (inside the controller, on a controller volume), `guest` (in a

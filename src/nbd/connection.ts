@@ -1,17 +1,29 @@
-import type { Socket } from 'node:net';
+import type { ConnectionHandler, TcpConnection } from '../net/tcp-service.ts';
 import { ByteQueue } from './byte-queue.ts';
 import type { ExportCatalog } from './catalog.ts';
+import { redactHostPaths } from './error-map.ts';
 import { serverGreeting, ServerHandshake, type Negotiated } from './handshake.ts';
-import { NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE } from './protocol.ts';
+import {
+  NBD_CMD_DISC,
+  NBD_CMD_READ,
+  NBD_CMD_WRITE,
+  NBD_REPLY_TYPE_ERROR,
+  NBD_STRUCTURED_REPLY_MAGIC,
+  STRUCTURED_REPLY_HEADER_BYTES,
+} from './protocol.ts';
+import { simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
 import { RequestParser, type NbdRequest } from './request-parser.ts';
 import type { NbdStats } from './stats.ts';
 import { Transmission } from './transmission.ts';
+import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
 
 export interface ConnectionOptions {
   catalog: ExportCatalog;
   maxRequestBytes: number;
   stats: NbdStats;
   log: (msg: string) => void;
+  /** Called once the connection is gone. */
+  onClosed?: () => void;
 }
 
 /** Backpressure: stop reading the socket beyond this many requests in flight... */
@@ -21,159 +33,146 @@ export const MAX_INFLIGHT_REQUESTS = 128;
  * not reading. (Not the stream's 16 KiB high-water mark: four 4 KiB replies
  * in one corked tick would already exceed it and stall pipelining.)
  */
-const MAX_UNSENT_REPLY_BYTES = 8 << 20;
+export const MAX_UNSENT_REPLY_BYTES = 8 << 20;
+/**
+ * During negotiation the cap is small: option replies are tiny, and a client
+ * that streams options without reading the replies must stall at once.
+ */
+export const MAX_UNSENT_NEGOTIATION_BYTES = 64 << 10;
 
 /**
  * One client connection: feeds socket bytes to the handshake, then to the
  * request parser, runs requests concurrently and writes replies in
- * completion order. It stops reading when too much is in flight or the
- * client is not reading its replies, and resumes once that clears.
+ * completion order. The TCP service underneath stops reading when too much
+ * is in flight or the client is not reading its replies, and calls
+ * `resume()` once that clears.
  */
-export class NbdConnection {
+export class NbdConnection implements ConnectionHandler {
   private readonly queue = new ByteQueue();
   private readonly handshake: ServerHandshake;
   private transmission: Transmission | null = null;
   private parser: RequestParser | null = null;
-  private inflight = 0;
-  private inflightBytes = 0;
-  private readonly maxInflightBytes: number;
-  private writeBlocked = false;
-  private paused = false;
-  private corked = false;
+  private limits: ExportLimits | null = null;
+  /** The parser took a header and waits for the rest (its payload): a request is under way. */
+  private midRequest = false;
   /** No more requests are taken: DISC received, server closing, or a fatal error. */
   private draining = false;
-  private ending = false;
-  private readonly closed: Promise<void>;
 
   constructor(
-    private readonly socket: Socket,
+    private readonly conn: TcpConnection,
     private readonly opts: ConnectionOptions,
   ) {
-    // ...or this many bytes of READ/WRITE data (at least two maximal requests).
-    this.maxInflightBytes = Math.max(64 << 20, 2 * opts.maxRequestBytes);
     this.handshake = new ServerHandshake(opts.catalog, opts.maxRequestBytes, {
-      send: (b) => this.send(b),
+      send: (b) => conn.send(b),
       enterTransmission: (n) => this.enterTransmission(n),
-      close: (reason) => this.endGracefully(reason),
+      close: (reason, limit) => {
+        if (limit) conn.closeForLimit(reason ?? 'negotiation limit');
+        else this.endGracefully(reason);
+      },
+      mayContinue: () => conn.canAccept(),
     });
-    this.closed = new Promise((resolve) =>
-      socket.once('close', () => {
-        // Requests still queued have nobody to answer to.
-        this.draining = true;
-        this.queue.clear();
-        resolve();
-      }),
-    );
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      if (this.draining) return; // nothing a client sends after DISC or a violation matters
-      this.queue.push(chunk);
-      this.pump();
-    });
-    // A reset or a half-closed peer ends only this connection; in-flight work completes into the void.
-    socket.on('error', (err) => this.opts.log(`connection error: ${err.message}`));
-    socket.on('end', () => this.endGracefully(null));
-    this.send(serverGreeting());
+    conn.setQueuedCap(MAX_UNSENT_NEGOTIATION_BYTES);
+    // The whole negotiation counts as one request: it must finish within the request timeout.
+    conn.setBuffered(0, true);
+    conn.send(serverGreeting());
   }
 
-  /** Server shutdown: take no new requests, let in-flight ones answer, then close. */
-  shutdown(): Promise<void> {
-    if (this.transmission === null) this.socket.destroy();
-    else this.stopTakingRequests();
-    return this.closed;
+  data(chunk: Buffer): void {
+    if (this.draining) return; // nothing a client sends after DISC or a violation matters
+    this.queue.push(chunk);
+    this.pump();
+  }
+
+  resume(): void {
+    if (!this.draining) this.pump();
+  }
+
+  /** A half-closed peer: answer what is in flight, then close. */
+  end(): void {
+    this.endGracefully(null);
+  }
+
+  /** Server shutdown: take no new requests, let in-flight ones answer (the service closes after). */
+  stop(): void {
+    if (this.transmission === null) this.conn.destroy();
+    this.draining = true;
+    this.queue.clear();
+  }
+
+  closed(): void {
+    this.opts.onClosed?.();
+    // Requests still queued have nobody to answer to.
+    this.draining = true;
+    this.queue.clear();
   }
 
   private pump(): void {
     if (!this.handshake.done) {
       this.handshake.advance(this.queue);
-      if (!this.handshake.done) return;
+      if (!this.handshake.done) return this.conn.setBuffered(this.queue.length, true);
     }
     const parser = this.parser;
-    if (parser === null) return; // negotiation ended without entering transmission
-    while (!this.draining && this.canAccept()) {
+    if (parser === null || this.draining) return; // negotiation ended without entering transmission
+    while (!this.draining && this.conn.canAccept()) {
+      const before = this.queue.length;
       const result = parser.next(this.queue);
-      if (result.kind === 'need-more') break;
+      if (result.kind === 'need-more') {
+        if (this.queue.length < before) this.midRequest = true;
+        break;
+      }
+      this.midRequest = false;
       if (result.kind === 'fatal') return this.abort(result.reason);
       this.dispatch(result.request);
     }
-    this.updateReading();
+    if (!this.draining) this.conn.setBuffered(this.queue.length, this.midRequest || this.queue.length > 0);
   }
 
   private enterTransmission(n: Negotiated): void {
     this.transmission = new Transmission(n.export.device, n.structuredReplies, this.opts.stats);
+    this.limits = { size: n.export.device.size, readOnly: n.export.device.readOnly, structuredReplies: n.structuredReplies };
     this.parser = new RequestParser(this.opts.maxRequestBytes);
+    this.conn.setQueuedCap(null);
+    this.conn.count(); // negotiation complete: progress for the timeouts
   }
 
   private dispatch(req: NbdRequest): void {
     if (req.type === NBD_CMD_DISC) {
       // Soft disconnect: answer what is in flight, then close. Nothing may follow DISC.
-      this.stopTakingRequests();
+      this.endGracefully(null);
+      return;
+    }
+    if (isNoOp(req) && validateRequest(req, this.limits!) === 0) {
+      // A zero-length request that passed validation touches nothing: answer success here.
+      this.opts.stats.requests++;
+      this.conn.count();
+      this.conn.send(this.noOpReply(req));
       return;
     }
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
-    this.inflight++;
-    this.inflightBytes += bytes;
+    this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
-      this.inflight--;
-      this.inflightBytes -= bytes;
-      this.send(reply);
-      if (this.draining) this.finishIfIdle();
-      else this.pump();
+      this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
+      this.conn.end(bytes);
     });
   }
 
-  private canAccept(): boolean {
-    return this.inflight < MAX_INFLIGHT_REQUESTS && this.inflightBytes < this.maxInflightBytes && !this.writeBlocked;
-  }
-
-  private updateReading(): void {
-    if (this.draining) return; // reading stopped for good
-    const shouldPause = !this.canAccept();
-    if (shouldPause && !this.paused) {
-      this.paused = true;
-      this.socket.pause();
-    } else if (!shouldPause && this.paused) {
-      this.paused = false;
-      this.socket.resume();
-    }
+  private noOpReply(req: NbdRequest): Buffer {
+    if (req.type === NBD_CMD_READ && this.limits!.structuredReplies) return structuredReadReply(req, req.offset, 0).bytes;
+    return simpleReply(req, 0);
   }
 
   /**
-   * Replies that complete in the same tick go out in one writev: cork on the
-   * first, uncork on the next tick.
+   * The last stop before the wire for an error chunk: its message must not
+   * carry host paths (a device error message names the backing file).
    */
-  private send(bytes: Buffer): void {
-    const socket = this.socket;
-    if (socket.destroyed || !socket.writable) return;
-    if (!this.corked) {
-      this.corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        socket.uncork();
-      });
+  private wireSafe(req: NbdRequest, reply: Buffer): Buffer {
+    const h = STRUCTURED_REPLY_HEADER_BYTES;
+    if (reply.length < h + 6 || reply.readUInt16BE(6) !== NBD_REPLY_TYPE_ERROR || reply.readUInt32BE(0) !== NBD_STRUCTURED_REPLY_MAGIC) {
+      return reply;
     }
-    socket.write(bytes);
-    if (socket.writableLength > MAX_UNSENT_REPLY_BYTES && !this.writeBlocked) {
-      // 'drain' is due: write() has returned false since the buffer passed the high-water mark.
-      this.writeBlocked = true;
-      socket.once('drain', () => {
-        this.writeBlocked = false;
-        this.pump();
-      });
-    }
-  }
-
-  private stopTakingRequests(): void {
-    if (this.draining) return;
-    this.draining = true;
-    this.queue.clear();
-    this.socket.pause();
-    this.finishIfIdle();
-  }
-
-  private finishIfIdle(): void {
-    if (this.inflight === 0) this.endGracefully(null);
+    const message = reply.toString('utf8', h + 6, h + 6 + reply.readUInt16BE(h + 4));
+    const safe = redactHostPaths(message);
+    return safe === message ? reply : structuredErrorReply(req, reply.readUInt32BE(h), safe);
   }
 
   /** Flush what we sent, then close both directions; `reason` (a refusal) goes to the log. */
@@ -181,9 +180,8 @@ export class NbdConnection {
     if (reason !== null) this.opts.log(`closing connection: ${reason}`);
     this.draining = true;
     this.queue.clear();
-    if (this.inflight > 0 || this.ending || this.socket.destroyed) return; // the last completion closes
-    this.ending = true;
-    this.socket.end(() => this.socket.destroy());
+    this.conn.setBuffered(0, false);
+    this.conn.endGracefully();
   }
 
   /** A protocol violation that leaves the stream unframed: hard disconnect. */
@@ -191,6 +189,6 @@ export class NbdConnection {
     this.opts.log(`dropping connection: ${reason}`);
     this.draining = true;
     this.queue.clear();
-    this.socket.destroy();
+    this.conn.destroy();
   }
 }

@@ -33,6 +33,22 @@ export function nbdErrorOf(err: unknown): number {
   }
 }
 
+/** Absolute host paths (and file: URLs) inside a message: anything from a '/' that starts a word up to a delimiter. */
+const HOST_PATH = /(^|[\s'"(=:,[])(?:file:\/\/)?\/[^\s'"),\]]*/g;
+
+/**
+ * What a wire error message may say: never a host path (a backend's error
+ * names its file). The structured error path runs every message through this.
+ */
+export function redactHostPaths(message: string): string {
+  return message.replace(HOST_PATH, '$1<path>');
+}
+
+/** A wire-safe message for a failure: its text without host paths (for the structured error chunk). */
+export function nbdErrorMessage(err: unknown): string {
+  return redactHostPaths(err instanceof Error ? err.message : String(err));
+}
+
 const errnoByWire: Record<number, Errno> = {
   [NBD_EPERM]: 'EROFS',
   [NBD_EIO]: 'EIO',

@@ -32,6 +32,9 @@ import {
 /** The largest option we buffer: an INFO/GO with a maximal name and a generous list of info requests. */
 export const MAX_OPTION_BYTES = 4 + MAX_STRING_BYTES + 2 + 2 * 64;
 
+/** Options one connection may send; a client that haggles forever is closed (nbdkit has no such cap; qemu sends < 10). */
+export const MAX_OPTIONS = 1024;
+
 /** What negotiation ends with when the client enters transmission. */
 export interface Negotiated {
   export: NbdExport;
@@ -43,8 +46,16 @@ export interface HandshakeHooks {
   send(bytes: Buffer): void;
   /** Negotiation succeeded; bytes still queued belong to the transmission phase. */
   enterTransmission(result: Negotiated): void;
-  /** End the connection (after flushing what was sent); `reason` is for the log, null for a normal end. */
-  close(reason: string | null): void;
+  /**
+   * End the connection (after flushing what was sent); `reason` is for the log,
+   * null for a normal end. `limit` is set when a limit (not the protocol) ended it.
+   */
+  close(reason: string | null, limit?: boolean): void;
+  /**
+   * Asked before each option: false while the client has too many unread
+   * replies. `advance()` then returns and is called again once they drain.
+   */
+  mayContinue?(): boolean;
 }
 
 type State =
@@ -84,6 +95,7 @@ export class ServerHandshake {
   private state: State = { kind: 'client-flags' };
   private noZeroes = false;
   private structuredReplies = false;
+  private options = 0;
 
   constructor(
     private readonly catalog: ExportCatalog,
@@ -108,6 +120,11 @@ export class ServerHandshake {
         }
         case 'option-header': {
           if (queue.length < 16) return;
+          if (this.hooks.mayContinue && !this.hooks.mayContinue()) return;
+          if (++this.options > MAX_OPTIONS) {
+            this.state = { kind: 'done' };
+            return this.hooks.close(`more than ${MAX_OPTIONS} options in negotiation`, true);
+          }
           const h = queue.take(16);
           this.onOptionHeader(h.readBigUInt64BE(0), h.readUInt32BE(8), h.readUInt32BE(12));
           break;

@@ -1,6 +1,7 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { TcpService, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../net/tcp-service.ts';
 import { ConnectionCatalog, ExportCatalog, type ExportSource } from './catalog.ts';
-import { NbdConnection } from './connection.ts';
+import { MAX_INFLIGHT_REQUESTS, MAX_UNSENT_REPLY_BYTES, NbdConnection } from './connection.ts';
+import { REQUEST_HEADER_BYTES } from './protocol.ts';
 import { newStats, type NbdStats } from './stats.ts';
 
 export type { NbdExport } from './catalog.ts';
@@ -13,55 +14,75 @@ export interface NbdServerOptions {
   log?: (msg: string) => void;
   /** Largest READ/WRITE payload accepted, advertised as the maximum block size (default 32 MiB). */
   maxRequestBytes?: number;
+  /** Connection limits and timeouts (see TcpServiceLimits); the rest follow from maxRequestBytes. */
+  limits?: Partial<TcpServiceLimits>;
 }
 
 export const DEFAULT_MAX_REQUEST_BYTES = 32 << 20;
+/** Room for what arrives while reading pauses (a socket chunk plus the stream's buffer). */
+const READ_SLACK_BYTES = 256 << 10;
+
+/**
+ * NBD defaults. No idle timeout: block clients (qemu, nbd-client) keep an idle
+ * connection for as long as the disk is attached, and many cannot reconnect.
+ * Negotiation and half-sent requests are bounded by the request timeout.
+ */
+export function nbdLimits(maxRequestBytes: number, given: Partial<TcpServiceLimits> = {}): Partial<TcpServiceLimits> {
+  const maxInflightBytes = Math.max(64 << 20, 2 * maxRequestBytes);
+  return {
+    idleTimeoutMs: 0,
+    maxInflight: MAX_INFLIGHT_REQUESTS,
+    maxInflightBytes,
+    maxInflightBytesTotal: Math.max(128 << 20, 2 * maxRequestBytes),
+    maxQueuedBytes: MAX_UNSENT_REPLY_BYTES,
+    // One request's payload (or its option) plus what arrives before reading pauses.
+    maxBufferedBytes: maxRequestBytes + REQUEST_HEADER_BYTES + READ_SLACK_BYTES,
+    // Replies exist only for requests taken, so this is never reached by a client that reads.
+    maxOutputBytes: MAX_UNSENT_REPLY_BYTES + maxInflightBytes + maxRequestBytes,
+    ...given,
+  };
+}
 
 /** An NBD server (fixed newstyle) over any BlockDevice. */
 export class NbdServer {
-  private readonly catalog: ExportCatalog;
-  private readonly maxRequestBytes: number;
-  private readonly log: (msg: string) => void;
+  private readonly service: TcpService;
   private readonly counters: NbdStats = newStats();
-  private readonly connections = new Set<NbdConnection>();
-  /** The export names each connection has looked up (see closeExport). */
-  private readonly exportsOf = new Map<NbdConnection, Set<string>>();
-  private server: Server | null = null;
+  /** The export names each open connection has looked up (see closeExport). */
+  private readonly exportsOf = new Map<TcpConnection, Set<string>>();
 
   constructor(opts: NbdServerOptions) {
     const max = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     if (!Number.isInteger(max) || max < 512 || max > 0xffffffff) {
       throw new RangeError(`maxRequestBytes must be an integer in [512, 2^32), got ${max}`);
     }
-    this.maxRequestBytes = max;
-    this.log = opts.log ?? (() => {});
-    this.catalog = new ExportCatalog(opts.exports, opts.defaultExport, this.log);
-  }
-
-  listen(port: number, host = '127.0.0.1'): Promise<{ host: string; port: number }> {
-    if (this.server) return Promise.reject(new Error('NbdServer is already listening'));
-    const server = createServer((socket) => this.accept(socket));
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.log(`server error: ${err.message}`));
-        const addr = server.address();
-        if (addr === null || typeof addr === 'string') return reject(new Error('unexpected listen address'));
-        resolve({ host: addr.address, port: addr.port });
-      });
+    const log = opts.log ?? (() => {});
+    const catalog = new ExportCatalog(opts.exports, opts.defaultExport, log);
+    this.service = new TcpService({
+      name: 'nbd',
+      log,
+      uncork: 'tick',
+      limits: nbdLimits(max, opts.limits),
+      handler: (conn) => {
+        const names = new Set<string>();
+        this.exportsOf.set(conn, names);
+        return new NbdConnection(conn, {
+          catalog: new ConnectionCatalog(catalog, (n) => names.add(n)),
+          maxRequestBytes: max,
+          stats: this.counters,
+          log,
+          onClosed: () => this.exportsOf.delete(conn),
+        });
+      },
     });
   }
 
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return this.service.listen(host, port);
+  }
+
   /** Stop accepting, let in-flight requests finish, close every connection. */
-  async close(): Promise<void> {
-    const server = this.server;
-    if (server === null) return;
-    this.server = null;
-    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-    await Promise.all([...this.connections].map((c) => c.shutdown()));
-    await stopped;
+  close(): Promise<void> {
+    return this.service.stop();
   }
 
   /** Open connections that have looked up export `name`. */
@@ -82,26 +103,7 @@ export class NbdServer {
     return doomed.length;
   }
 
-  stats(): NbdStats {
-    return { ...this.counters };
-  }
-
-  private accept(socket: Socket): void {
-    this.counters.connections++;
-    this.counters.activeConnections++;
-    const names = new Set<string>();
-    const conn = new NbdConnection(socket, {
-      catalog: new ConnectionCatalog(this.catalog, (n) => names.add(n)),
-      maxRequestBytes: this.maxRequestBytes,
-      stats: this.counters,
-      log: this.log,
-    });
-    this.connections.add(conn);
-    this.exportsOf.set(conn, names);
-    socket.once('close', () => {
-      this.connections.delete(conn);
-      this.exportsOf.delete(conn);
-      this.counters.activeConnections--;
-    });
+  stats(): NbdStats & TcpServiceStats {
+    return { ...this.counters, ...this.service.stats() };
   }
 }

@@ -60,3 +60,19 @@ export function validateRequest(req: NbdRequest, limits: ExportLimits): number {
   }
   return 0;
 }
+
+/**
+ * A zero-length data command touches nothing: once it passed validation it
+ * is answered with success without reaching the device (whose backends may
+ * reject an empty transfer). Commands without data (FLUSH) are not no-ops.
+ */
+export function isNoOp(req: NbdRequest): boolean {
+  return (
+    req.length === 0 &&
+    (req.type === NBD_CMD_READ ||
+      req.type === NBD_CMD_WRITE ||
+      req.type === NBD_CMD_TRIM ||
+      req.type === NBD_CMD_WRITE_ZEROES ||
+      req.type === NBD_CMD_CACHE)
+  );
+}

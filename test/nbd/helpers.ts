@@ -26,7 +26,7 @@ export async function startServer(
     log: (m) => logs.push(m),
     ...extra,
   });
-  const { port } = await server.listen(0);
+  const { port } = await server.listen('127.0.0.1', 0);
   t.after(() => server.close());
   return { server, port, device, logs };
 }

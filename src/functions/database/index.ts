@@ -1,9 +1,10 @@
-import type { FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
+import { CONNECTION_LIMIT_KEYS, limitsOf, parseConnectionLimits } from '../../net/limits.ts';
+import type { ConnectionLimitOptions, FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
 import { Database } from './database.ts';
 import { BULK_MAX_DEFAULT } from './resp/parser.ts';
 import { RespServer } from './server.ts';
 
-export interface DatabaseFunctionOptions {
+export interface DatabaseFunctionOptions extends ConnectionLimitOptions {
   /** `always`: reply only after the write is durable (group commit). `everysec`: flush once a second. */
   appendfsync: 'always' | 'everysec';
   /** Largest accepted bulk string (Redis proto-max-bulk-len), at most 512 MB. */
@@ -23,9 +24,11 @@ function parseOptions(raw: Record<string, unknown>): DatabaseFunctionOptions {
     throw new Error(`database option maxBulkLength must be an integer in [1, ${BULK_MAX_DEFAULT}]`);
   }
   for (const k of Object.keys(raw)) {
-    if (k !== 'appendfsync' && k !== 'maxBulkLength') throw new Error(`database option ${k} is unknown`);
+    if (k !== 'appendfsync' && k !== 'maxBulkLength' && !(CONNECTION_LIMIT_KEYS as readonly string[]).includes(k)) {
+      throw new Error(`database option ${k} is unknown`);
+    }
   }
-  return { appendfsync, maxBulkLength };
+  return { appendfsync, maxBulkLength, ...parseConnectionLimits(raw, 'database') };
 }
 
 async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<RunningFunction> {
@@ -42,7 +45,13 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
       ? `database: formatted a new log on the volume`
       : `database: recovered ${db.recovered.replayed} records, ${db.ks.size} keys`,
   );
-  server = new RespServer(db, { db, appendfsync: options.appendfsync, maxBulkLength: options.maxBulkLength, log: ctx.log });
+  server = new RespServer(db, {
+    db,
+    appendfsync: options.appendfsync,
+    maxBulkLength: options.maxBulkLength,
+    limits: limitsOf(options),
+    log: ctx.log,
+  });
   const address = await server.listen(ctx.listen.host, ctx.listen.port);
   const expirer = setInterval(() => db.ks.expireSome(ACTIVE_EXPIRE_BUDGET), ACTIVE_EXPIRE_MS);
   expirer.unref();
@@ -57,6 +66,7 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
     stats() {
       const w = db.writer.counters;
       return {
+        ...srv.netStats(),
         keys: db.ks.size,
         connections: srv.counters.connections,
         commands: srv.counters.commands,

@@ -1,41 +1,80 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { TcpService, type ConnectionHandler, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../../net/tcp-service.ts';
 import { dispatch } from './commands/table.ts';
 import type { ClientState, CommandContext, ServerInfo } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
 import { ErrorReply, encodeReply, type Reply } from './resp/writer.ts';
 
-/** Stop reading from a client whose unsent replies exceed this (it is not reading). */
-const OUTPUT_HIGH_WATER = 4 * 1024 * 1024;
+/** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
+export const OUTPUT_SOFT_LIMIT = 4 << 20;
+/**
+ * Replies waiting for their write to be durable (appendfsync always) count as
+ * in flight; beyond this many bytes of them, execution waits for the log.
+ */
+export const PENDING_REPLY_LIMIT = 16 << 20;
+/**
+ * Close a client whose queued replies pass this (Redis client-output-buffer-limit
+ * normal, which Redis leaves unlimited; a 256 MiB guest cannot). Execution stops
+ * at the soft limit, so only one huge reply (over ~70 MiB) can get here.
+ */
+export const OUTPUT_HARD_LIMIT = 96 << 20;
+/**
+ * One command's arguments (Redis client-query-buffer-limit is 1 GiB; a guest
+ * heap is 256 MiB, and request Buffers live outside it, so 64 MiB per client
+ * and 128 MiB for all clients together).
+ */
+export const QUERY_BUFFER_LIMIT = 64 << 20;
 
 export interface RespServerOptions {
   db: Database;
   appendfsync: 'always' | 'everysec';
   maxBulkLength?: number;
+  /** Connection limits and timeouts (see TcpServiceLimits). */
+  limits?: Partial<TcpServiceLimits>;
   log: (msg: string) => void;
 }
 
-/** A reply that may only be sent once the log holds mutation `seq` durably. */
+/**
+ * RESP defaults on the TCP service. Idle clients close after 5 minutes (Redis
+ * never closes them by default, but its clients reconnect, and the connection
+ * limit needs idle slots back).
+ */
+export function respLimits(given: Partial<TcpServiceLimits> = {}): Partial<TcpServiceLimits> {
+  return {
+    idleTimeoutMs: 300_000,
+    maxBufferedBytes: QUERY_BUFFER_LIMIT + (256 << 10),
+    maxInflight: 1024,
+    maxInflightBytes: PENDING_REPLY_LIMIT,
+    maxQueuedBytes: OUTPUT_SOFT_LIMIT,
+    maxOutputBytes: OUTPUT_HARD_LIMIT,
+    ...given,
+  };
+}
+
+/** Replies that may only be sent once the log holds mutation `seq` durably. */
 interface PendingReply {
   seq: number;
   bytes: Buffer[];
+  size: number;
 }
 
 /**
- * One client connection: parse, dispatch, and send replies in order. In
- * `always` mode a reply that follows a write waits until that write is
- * durable, and every later reply on the connection waits behind it.
+ * One client connection: parse, execute one command at a time, and send
+ * replies in order. Execution stops (the parser keeps the rest, and reading
+ * pauses) once the client's unsent replies pass the soft limit, and goes on
+ * when they drain. In `always` mode a reply that follows a write waits until
+ * that write is durable, and every later reply on the connection waits behind it.
  */
-class Connection implements ClientState {
+class Connection implements ClientState, ConnectionHandler {
   closeAfterReply = false;
   private readonly parser: RespParser;
   private readonly pending: PendingReply[] = [];
-  private out: Buffer[] = [];
-  private closed = false;
+  private readonly out: Buffer[] = [];
+  private gone = false;
   private readonly ctx: CommandContext;
 
   constructor(
-    private readonly socket: Socket,
+    private readonly conn: TcpConnection,
     private readonly srv: RespServer,
   ) {
     this.ctx = { db: srv.db, client: this, server: srv.info };
@@ -44,26 +83,39 @@ class Connection implements ClientState {
         onCommand: (args) => this.onCommand(args),
         onError: (message) => this.onProtocolError(message),
       },
-      { maxBulkLength: srv.options.maxBulkLength },
+      { maxBulkLength: srv.options.maxBulkLength, maxRequestBytes: QUERY_BUFFER_LIMIT },
     );
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => socket.resume());
-    socket.on('error', () => {}); // a reset client is a normal event; 'close' follows
-    socket.on('close', () => {
-      this.closed = true;
-      srv.forget(this);
-    });
   }
 
-  private onData(chunk: Buffer): void {
+  data(chunk: Buffer): void {
     this.parser.feed(chunk);
-    this.flushOut();
-    if (this.socket.writableLength > OUTPUT_HIGH_WATER) this.socket.pause();
+    this.settle();
   }
 
-  private onCommand(args: Buffer[]): void {
-    if (this.closed || this.closeAfterReply) return;
+  resume(): void {
+    if (this.parser.paused) this.parser.resume();
+    this.settle();
+  }
+
+  /** Server stop: replies still waiting for the log are dropped (none of them was acknowledged). */
+  stop(): void {
+    this.dropPending();
+  }
+
+  closed(): void {
+    this.gone = true;
+    this.dropPending();
+    this.srv.forget(this);
+  }
+
+  private settle(): void {
+    this.conn.setBuffered(this.parser.bufferedBytes, this.parser.midRequest);
+    if (this.closeAfterReply && !this.gone) this.conn.endGracefully();
+  }
+
+  /** Returns whether the parser may go on with the next command. */
+  private onCommand(args: Buffer[]): boolean {
+    if (this.gone || this.closeAfterReply || this.conn.isStopping) return false;
     this.srv.counters.commands++;
     const before = this.srv.db.lastSeq;
     let reply: Reply;
@@ -76,24 +128,34 @@ class Connection implements ClientState {
     }
     const wrote = this.srv.db.lastSeq !== before;
     this.queue(reply, wrote && this.srv.options.appendfsync === 'always' ? this.srv.db.lastSeq : 0);
+    return !this.closeAfterReply && this.conn.canAccept();
   }
 
   private queue(reply: Reply, seq: number): void {
     if (seq === 0 && this.pending.length === 0) {
       encodeReply(reply, this.out);
+      this.conn.count();
+      this.flushOut();
       return;
     }
     const bytes: Buffer[] = [];
     encodeReply(reply, bytes);
-    if (seq === 0) seq = this.pending[this.pending.length - 1].seq; // keep order behind a waiting write
-    this.pending.push({ seq, bytes });
+    let size = 0;
+    for (const b of bytes) size += b.length;
+    if (seq === 0) seq = this.pending[this.pending.length - 1]!.seq; // keep order behind a waiting write
+    this.pending.push({ seq, bytes, size });
+    this.conn.begin(size);
     this.srv.waiting.add(this);
   }
 
   /** The log is durable up to `durable`: release the replies that waited for it. */
   released(durable: number, failure: Error | null): void {
-    while (this.pending.length > 0 && (this.pending[0].seq <= durable || failure)) {
-      const p = this.pending.shift() as PendingReply;
+    let n = 0;
+    let size = 0;
+    while (this.pending.length > 0 && (this.pending[0]!.seq <= durable || failure)) {
+      const p = this.pending.shift()!;
+      n++;
+      size += p.size;
       if (p.seq > durable && failure) {
         encodeReply(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`), this.out);
       } else {
@@ -102,15 +164,25 @@ class Connection implements ClientState {
     }
     if (this.pending.length === 0) this.srv.waiting.delete(this);
     this.flushOut();
+    if (n > 0 && !this.gone) this.conn.end(size, n);
   }
 
+  /** Each reply buffer goes to the socket as is (corked per tick: one writev), never concatenated. */
   private flushOut(): void {
-    if (this.out.length > 0 && !this.closed) {
-      const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out);
-      this.out = [];
-      this.socket.write(data);
-    }
-    if (this.closeAfterReply && this.pending.length === 0 && !this.closed) this.socket.end();
+    const out = this.out;
+    if (out.length === 0) return;
+    if (!this.gone) for (const b of out) this.conn.send(b);
+    out.length = 0;
+  }
+
+  private dropPending(): void {
+    if (this.pending.length === 0) return;
+    let size = 0;
+    for (const p of this.pending) size += p.size;
+    const n = this.pending.length;
+    this.pending.length = 0;
+    this.srv.waiting.delete(this);
+    this.conn.end(size, n);
   }
 
   private onProtocolError(message: string): void {
@@ -119,17 +191,13 @@ class Connection implements ClientState {
     this.closeAfterReply = true;
     this.queue(new ErrorReply(`ERR ${message}`), 0);
   }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
 }
 
 export class RespServer {
   readonly counters = { connections: 0, commands: 0, protocolErrors: 0 };
   readonly waiting = new Set<Connection>();
   private readonly connections = new Set<Connection>();
-  private server: Server | null = null;
+  private readonly service: TcpService;
   readonly info: ServerInfo;
 
   constructor(
@@ -143,6 +211,18 @@ export class RespServer {
       connectedClients: () => this.connections.size,
       stats: () => ({ total_connections_received: this.counters.connections, total_commands_processed: this.counters.commands }),
     };
+    this.service = new TcpService({
+      name: 'resp',
+      log: options.log,
+      uncork: 'tick',
+      limits: respLimits(options.limits),
+      handler: (conn) => {
+        this.counters.connections++;
+        const c = new Connection(conn, this);
+        this.connections.add(c);
+        return c;
+      },
+    });
   }
 
   /** Called by the log when records up to `seq` are durable (or when it failed). */
@@ -156,27 +236,18 @@ export class RespServer {
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const server = createServer((socket) => {
-      this.counters.connections++;
-      this.connections.add(new Connection(socket, this));
-    });
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    const addr = server.address();
-    const bound = typeof addr === 'object' && addr ? addr.port : port;
-    (this.info as { port: number }).port = bound;
-    return { host, port: bound };
+    const bound = await this.service.listen(host, port);
+    (this.info as { port: number }).port = bound.port;
+    return { host, port: bound.port };
   }
 
-  async close(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
-    this.server = null;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const c of this.connections) c.destroy();
-    await closed;
+  /** Stop accepting, answer what can be answered, close every connection. */
+  close(): Promise<void> {
+    return this.service.stop();
+  }
+
+  /** Connection counters of the TCP service (connections, refused, timed out, closed for limits, bytes held). */
+  netStats(): TcpServiceStats {
+    return this.service.stats();
   }
 }

@@ -6,6 +6,7 @@
 import type { StorageFunction, RunningFunction } from '../types.ts';
 import type { BlockDevice } from '../../block/types.ts';
 import { NbdServer } from '../../nbd/server.ts';
+import { CONNECTION_LIMIT_KEYS, limitsOf, parseConnectionLimits, type ConnectionLimitOptions } from '../../net/limits.ts';
 import { invalidArgument } from '../../util/errors.ts';
 import { COMPRESSION, type Compression } from './format.ts';
 import { DedupVolume } from './volume.ts';
@@ -13,7 +14,7 @@ import { DedupVolume } from './volume.ts';
 export { DedupVolume } from './volume.ts';
 export type { DedupVolumeOptions, CheckResult } from './volume.ts';
 
-export interface DedupFunctionOptions {
+export interface DedupFunctionOptions extends ConnectionLimitOptions {
   /** Virtual volume size in bytes; default: the backing volume's size rounded down to 4 KiB. */
   logicalSize?: number;
   compression: Compression;
@@ -29,7 +30,7 @@ export interface RunningDedup extends RunningFunction {
 }
 
 export function parseDedupOptions(raw: Record<string, unknown>): DedupFunctionOptions {
-  const known = new Set(['logicalSize', 'compression', 'dedup', 'cacheBytes', 'exportName']);
+  const known = new Set(['logicalSize', 'compression', 'dedup', 'cacheBytes', 'exportName', ...CONNECTION_LIMIT_KEYS]);
   for (const k of Object.keys(raw)) if (!known.has(k)) throw invalidArgument(`dedup: unknown option '${k}'`);
   const { logicalSize, compression = 'lz4', dedup = true, cacheBytes, exportName = 'dedup' } = raw;
   if (logicalSize !== undefined && (!Number.isSafeInteger(logicalSize) || (logicalSize as number) <= 0 || (logicalSize as number) % 4096 !== 0)) {
@@ -51,6 +52,7 @@ export function parseDedupOptions(raw: Record<string, unknown>): DedupFunctionOp
     dedup,
     ...(cacheBytes !== undefined ? { cacheBytes: cacheBytes as number } : {}),
     exportName,
+    ...parseConnectionLimits(raw, 'dedup'),
   };
 }
 
@@ -72,11 +74,12 @@ const dedupFunction: StorageFunction<DedupFunctionOptions> = {
     const server = new NbdServer({
       exports: [{ name: opts.exportName, description: 'storvisor dedup volume', device: volume }],
       defaultExport: opts.exportName,
+      limits: limitsOf(opts),
       log: (msg) => ctx.log(msg),
     });
     let address: { host: string; port: number };
     try {
-      address = await server.listen(ctx.listen.port, ctx.listen.host);
+      address = await server.listen(ctx.listen.host, ctx.listen.port);
     } catch (err) {
       await volume.close();
       throw err;
@@ -88,7 +91,7 @@ const dedupFunction: StorageFunction<DedupFunctionOptions> = {
         await server.close();
         await volume.close();
       },
-      stats: () => volume.stats(),
+      stats: () => ({ ...server.stats(), ...volume.stats() }),
     };
   },
 };

@@ -4,8 +4,9 @@
  * run the same function over the in-memory filesystem.
  */
 import type { BlockDevice } from '../../block/types.ts';
-import type { FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
+import type { ConnectionLimitOptions, FunctionContext, RunningFunction, StorageFunction } from '../types.ts';
 import { randomBytes } from 'node:crypto';
+import { CONNECTION_LIMIT_KEYS, limitsOf, parseConnectionLimits } from '../../net/limits.ts';
 import type { FileSystem } from './fs/types.ts';
 import { startNfsServer } from './nfs/server.ts';
 import { parseExportOptions, type ExportOptions } from './nfs/export.ts';
@@ -13,7 +14,7 @@ import { HANDLE_KEY_BYTES } from './nfs/handle.ts';
 import { invalidArgument } from '../../util/errors.ts';
 
 /** The function's options; the export fields are optional here and defaulted by parseFileServerOptions. */
-export interface FileServerOptions extends Partial<ExportOptions> {
+export interface FileServerOptions extends Partial<ExportOptions>, ConnectionLimitOptions {
   /** The path clients mount (default '/export'). */
   exportPath: string;
   /** Serve portmapper v2 on this port too (0 = any free port). Off when absent. */
@@ -36,7 +37,7 @@ export const EXPORT_ROOT = Object.freeze({ uid: 0, gid: 0, mode: 0o1777 });
 /** The real filesystem, imported lazily so the protocol half loads without it. */
 const openOnVolume: OpenFileSystem = async (device, opts) => (await import('./fs/index.ts')).openFileSystem(device, opts);
 
-const KNOWN_OPTIONS = new Set(['exportPath', 'portmapperPort', 'clients', 'rootSquash', 'allSquash', 'anonUid', 'anonGid', 'authNone']);
+const KNOWN_OPTIONS = new Set(['exportPath', 'portmapperPort', 'clients', 'rootSquash', 'allSquash', 'anonUid', 'anonGid', 'authNone', ...CONNECTION_LIMIT_KEYS]);
 
 export function parseFileServerOptions(raw: Record<string, unknown>): FileServerOptions & ExportOptions {
   for (const k of Object.keys(raw)) {
@@ -51,7 +52,7 @@ export function parseFileServerOptions(raw: Record<string, unknown>): FileServer
   if (pm !== undefined && (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 0 || pm > 65535)) {
     throw invalidArgument(`fileserver: options.portmapperPort must be a port number, got ${JSON.stringify(pm)}`);
   }
-  return { exportPath, portmapperPort: pm as number | undefined, ...parseExportOptions(raw) };
+  return { exportPath, portmapperPort: pm as number | undefined, ...parseExportOptions(raw), ...parseConnectionLimits(raw, 'fileserver') };
 }
 
 export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFunction<FileServerOptions> {
@@ -74,6 +75,7 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
           exportPath: options.exportPath,
           portmapperPort: options.portmapperPort,
           export: options,
+          limits: limitsOf(options),
           log: ctx.log,
         });
       } catch (err) {

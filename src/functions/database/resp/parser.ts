@@ -17,13 +17,22 @@ export const MULTIBULK_MAX = 1024 * 1024;
 /** Redis proto-max-bulk-len default. */
 export const BULK_MAX_DEFAULT = 512 * 1024 * 1024;
 
+/** What one argument costs beyond its bytes (the Buffer object), so a million empty arguments count too. */
+const ARG_OVERHEAD = 64;
+
 export interface ParserOptions {
   /** Largest accepted bulk string, in bytes (at most 512 MB). */
   maxBulkLength?: number;
+  /**
+   * Largest request (all its arguments, Redis's query buffer for one
+   * command), checked at each bulk header before its bytes are buffered.
+   */
+  maxRequestBytes?: number;
 }
 
 export interface ParserEvents {
-  onCommand(args: Buffer[]): void;
+  /** A complete command. Return false to stop: the parser keeps the rest until `resume()`. */
+  onCommand(args: Buffer[]): unknown;
   onError(message: string): void;
 }
 
@@ -51,12 +60,40 @@ export class RespParser {
   private bulkLength = 0;
   private bulkDue = 0;
   private dead = false;
+  /** Bytes held for the request being collected: its arguments, the bulk and the line so far. */
+  private requestBytes = 0;
+  private readonly maxRequest: number;
+  /** Stopped by onCommand returning false; `rest` holds the bytes not parsed yet. */
+  private stopped = false;
+  private rest: Buffer[] = [];
+  private restBytes = 0;
 
   constructor(
     private readonly events: ParserEvents,
     options: ParserOptions = {},
   ) {
     this.maxBulk = Math.min(options.maxBulkLength ?? BULK_MAX_DEFAULT, BULK_MAX_DEFAULT);
+    this.maxRequest = options.maxRequestBytes ?? Infinity;
+  }
+
+  /** Bytes held: the unfinished request plus input kept while stopped. */
+  get bufferedBytes(): number {
+    return this.requestBytes + this.lineLength + (this.state === 'bulkData' ? this.bulkLength + 2 - this.bulkDue : 0) + this.restBytes;
+  }
+
+  /** True while onCommand has stopped the parser. */
+  get paused(): boolean {
+    return this.stopped;
+  }
+
+  /** Go on with the input kept since onCommand returned false (until it does again). */
+  resume(): void {
+    this.stopped = false;
+    while (!this.stopped && !this.dead && this.rest.length > 0) {
+      const chunk = this.rest.shift()!;
+      this.restBytes -= chunk.length;
+      this.run(chunk);
+    }
   }
 
   get failed(): boolean {
@@ -70,8 +107,23 @@ export class RespParser {
 
   /** Feed one chunk. Commands and errors are delivered through the events, in order. */
   feed(chunk: Buffer): void {
+    if (this.dead || chunk.length === 0) return;
+    if (this.stopped) {
+      this.rest.push(chunk);
+      this.restBytes += chunk.length;
+      return;
+    }
+    this.run(chunk);
+  }
+
+  private run(chunk: Buffer): void {
     let pos = 0;
     while (pos < chunk.length && !this.dead) {
+      if (this.stopped) {
+        this.rest.unshift(chunk.subarray(pos));
+        this.restBytes += chunk.length - pos;
+        return;
+      }
       switch (this.state) {
         case 'start': {
           const b = chunk[pos];
@@ -138,7 +190,7 @@ export class RespParser {
     const text = line.length > 0 && line[line.length - 1] === CR ? line.subarray(0, line.length - 1) : line;
     const args = splitInlineArgs(text);
     if (args === null) return this.fail('Protocol error: unbalanced quotes in request');
-    if (args.length > 0) this.events.onCommand(args);
+    if (args.length > 0) this.command(args);
   }
 
   private handleCount(line: Buffer): void {
@@ -150,6 +202,7 @@ export class RespParser {
     }
     this.remainingArgs = n;
     this.args = [];
+    this.requestBytes = 0;
     this.state = 'bulkHeader';
   }
 
@@ -159,7 +212,10 @@ export class RespParser {
       return this.fail(`Protocol error: expected '$', got '${got}'`);
     }
     const n = parseCountLine(line.subarray(1));
-    if (n === null || n < 0 || n > this.maxBulk) return this.fail('Protocol error: invalid bulk length');
+    if (n === null || n < 0 || n > this.maxBulk || n > this.maxRequest) return this.fail('Protocol error: invalid bulk length');
+    if (this.requestBytes + n + ARG_OVERHEAD > this.maxRequest) {
+      return this.fail(`Protocol error: request larger than the query buffer limit of ${this.maxRequest} bytes`);
+    }
     this.bulkLength = n;
     this.bulkDue = n + 2;
     this.bulkParts = [];
@@ -175,23 +231,33 @@ export class RespParser {
     this.bulkParts = [];
     // Redis does not check the CRLF after a bulk; it just skips two bytes.
     this.args.push(whole.subarray(0, this.bulkLength));
+    this.requestBytes += this.bulkLength + ARG_OVERHEAD;
     if (--this.remainingArgs === 0) {
       const args = this.args;
       this.args = [];
+      this.requestBytes = 0;
       this.state = 'start';
-      this.events.onCommand(args);
+      this.command(args);
     } else {
       this.state = 'bulkHeader';
     }
     return pos + take;
   }
 
+  private command(args: Buffer[]): void {
+    if (this.events.onCommand(args) === false) this.stopped = true;
+  }
+
   private fail(message: string): void {
     if (this.dead) return;
     this.dead = true;
     this.line = [];
+    this.lineLength = 0;
     this.bulkParts = [];
     this.args = [];
+    this.requestBytes = 0;
+    this.rest = [];
+    this.restBytes = 0;
     this.events.onError(message);
   }
 }

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FileSystem } from '../fs/types.ts';
+import type { TcpServiceLimits } from '../../../net/tcp-service.ts';
 import { RpcServer } from '../rpc/server.ts';
 import { nfsProgram, type NfsServerState } from './nfs3.ts';
 import { mountProgram } from './mount.ts';
@@ -29,6 +30,8 @@ export interface NfsServerOptions {
   export?: ExportOptions;
   /** The handle MAC key; by default the filesystem's own (handleKeyFor). */
   handleKey?: Uint8Array;
+  /** Connection limits and timeouts for the RPC service (maxConnections, idleTimeoutMs, ...). */
+  limits?: Partial<TcpServiceLimits>;
   log?: (msg: string) => void;
 }
 
@@ -63,6 +66,7 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
     programs: [nfsProgram(state), mount, portmapProgram(() => ports)],
     // Twice the payload: an oversized WRITE up to that size still reaches the handler and gets INVAL.
     maxRecordSize: 2 * ioMax + RECORD_HEADROOM,
+    limits: opts.limits,
     log: opts.log,
   });
   const address = await rpc.listen(opts.host, opts.port);

@@ -25,9 +25,21 @@ export class RecordReader {
   private lastFragment = false;
   private parts: Buffer[] = [];
   private recordSize = 0;
+  /** Body bytes of the current record received so far (what `parts` holds). */
+  private received = 0;
   private failed = false;
 
   constructor(private readonly opts: RecordReaderOptions) {}
+
+  /** Bytes of the unfinished record held (at most maxRecordSize, checked at each fragment header). */
+  get bufferedBytes(): number {
+    return this.received + this.headerFill;
+  }
+
+  /** True while a record has been started but not finished. */
+  get partial(): boolean {
+    return !this.failed && (this.headerFill > 0 || this.fragmentLeft >= 0 || this.recordSize > 0);
+  }
 
   push(chunk: Buffer): void {
     let at = 0;
@@ -43,6 +55,7 @@ export class RecordReader {
       const take = Math.min(this.fragmentLeft, chunk.length - at);
       // A view into the socket chunk: no copy unless the record spans chunks.
       this.parts.push(chunk.subarray(at, at + take));
+      this.received += take;
       this.fragmentLeft -= take;
       at += take;
       if (this.fragmentLeft === 0) this.endFragment();
@@ -71,12 +84,14 @@ export class RecordReader {
     const record = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.recordSize);
     this.parts = [];
     this.recordSize = 0;
+    this.received = 0;
     this.opts.onRecord(record);
   }
 
   private fail(code: RecordError, message: string): void {
     this.failed = true;
     this.parts = [];
+    this.received = 0;
     this.opts.onError(code, message);
   }
 }

@@ -8,7 +8,7 @@
  * failure is GARBAGE_ARGS; a handler that throws is SYSTEM_ERR; neither closes
  * the connection. Only a broken record stream does, because it cannot resync.
  */
-import net from 'node:net';
+import { TcpService, type ConnectionHandler, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../../../net/tcp-service.ts';
 import { RecordReader } from './record-reader.ts';
 import { GarbageArgs, XdrDecoder, XdrEncoder } from './xdr.ts';
 import {
@@ -49,6 +49,8 @@ export interface RpcServerOptions {
   maxRecordSize: number;
   /** Calls in flight per connection before we stop reading from it. */
   maxInFlightPerConnection?: number;
+  /** Connection limits and timeouts (see TcpServiceLimits); the rest follow from maxRecordSize. */
+  limits?: Partial<TcpServiceLimits>;
   log?: (msg: string) => void;
 }
 
@@ -64,122 +66,96 @@ export interface RpcStats {
 
 const RECORD_MARK_BYTES = 4;
 const LAST_FRAGMENT = 0x80000000;
+/** Calls in flight per connection: enough to keep a 2-core server busy, few enough to bound 1 MiB READ replies. */
+export const DEFAULT_MAX_IN_FLIGHT = 32;
+/** Room for what arrives while reading pauses (a socket chunk plus the stream's buffer). */
+const READ_SLACK_BYTES = 256 << 10;
+
+/**
+ * RPC defaults on the TCP service. A connection holds at most one partial
+ * record, the complete records of the chunks read before it paused, the
+ * replies of its calls in flight and `maxQueuedBytes` of unread replies.
+ * Idle connections close after 6 minutes, as Linux knfsd does (clients reconnect).
+ */
+export function rpcLimits(maxRecordSize: number, maxInFlight: number, given: Partial<TcpServiceLimits> = {}): Partial<TcpServiceLimits> {
+  const maxQueuedBytes = Math.max(4 << 20, 2 * maxRecordSize);
+  return {
+    idleTimeoutMs: 360_000,
+    maxInflight: maxInFlight,
+    maxBufferedBytes: maxRecordSize + READ_SLACK_BYTES,
+    maxQueuedBytes,
+    maxOutputBytes: maxQueuedBytes + maxInFlight * maxRecordSize,
+    drainTimeoutMs: 1_000,
+    ...given,
+  };
+}
 
 export class RpcServer {
   private readonly programs = new Map<number, RpcProgram>();
-  private readonly listeners = new Set<net.Server>();
-  private readonly sockets = new Set<net.Socket>();
+  private readonly service: TcpService;
   /** One scratch encoder: replies are encoded synchronously and copied out. */
   private readonly enc = new XdrEncoder(64 * 1024);
-  private readonly maxInFlight: number;
   private readonly log: (msg: string) => void;
-  private inFlight = 0;
-  private idleWaiters: Array<() => void> = [];
-  private closing = false;
-  readonly stats: RpcStats = { connections: 0, calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 };
+  /** Call counters, plus the TCP service's connection counters (read live). */
+  readonly stats: RpcStats & TcpServiceStats;
 
   constructor(private readonly opts: RpcServerOptions) {
     for (const p of opts.programs) this.programs.set(p.prog, p);
-    this.maxInFlight = opts.maxInFlightPerConnection ?? 64;
     this.log = opts.log ?? (() => {});
+    const maxInFlight = opts.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT;
+    this.service = new TcpService({
+      name: 'rpc',
+      log: this.log,
+      // Replies that complete in the same event-loop turn leave in one writev.
+      uncork: 'turn',
+      limits: rpcLimits(opts.maxRecordSize, maxInFlight, opts.limits),
+      handler: (conn) => new RpcConnection(conn, this),
+    });
+    const service = this.service;
+    this.stats = liveStats(() => service.stats(), { calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 });
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err) => this.log(`rpc listener error: ${err.message}`));
-    this.listeners.add(server);
-    const addr = server.address() as net.AddressInfo;
-    return { host: addr.address, port: addr.port };
+  get maxRecordSize(): number {
+    return this.opts.maxRecordSize;
+  }
+
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return this.service.listen(host, port);
   }
 
   /** Stop accepting, let in-flight calls finish and reply, then drop every connection. */
-  async close(): Promise<void> {
-    this.closing = true;
-    const closed = [...this.listeners].map((s) => new Promise<void>((r) => s.close(() => r())));
-    for (const socket of this.sockets) socket.pause();
-    if (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
-    for (const socket of this.sockets) {
-      // end() flushes corked replies before the FIN; a peer that never closes is cut off.
-      socket.end();
-      setTimeout(() => socket.destroy(), 1000).unref();
-    }
-    await Promise.all(closed);
+  close(): Promise<void> {
+    return this.service.stop();
   }
 
-  private accept(socket: net.Socket): void {
-    if (this.closing) return void socket.destroy();
-    this.stats.connections++;
-    this.sockets.add(socket);
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    const conn = { socket, remote, inFlight: 0, writeBlocked: false, corked: false };
-    const updateFlow = () => {
-      if (socket.destroyed || this.closing) return;
-      if (conn.inFlight >= this.maxInFlight || conn.writeBlocked) socket.pause();
-      else socket.resume();
-    };
-    const reader = new RecordReader({
-      maxRecordSize: this.opts.maxRecordSize,
-      onRecord: (record) => {
-        let reply: ReturnType<RpcServer['dispatch']>;
-        try {
-          reply = this.dispatch(record, remote);
-        } catch (err) {
-          // Only a bug gets here; contain it to this connection.
-          this.log(`rpc ${remote}: internal error: ${(err as Error)?.stack ?? String(err)}`);
-          return void socket.destroy();
-        }
-        if (reply === null) return;
-        if (!(reply instanceof Promise)) return void this.send(conn, reply, updateFlow);
-        conn.inFlight++;
-        this.inFlight++;
-        updateFlow();
-        void reply.then((buf) => {
-          conn.inFlight--;
-          this.inFlight--;
-          if (buf) this.send(conn, buf, updateFlow);
-          updateFlow();
-          if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-        });
-      },
-      onError: (code, message) => {
-        this.stats.recordErrors++;
-        this.log(`rpc ${remote}: ${code}: ${message}; closing connection`);
-        socket.destroy();
-      },
+  /** @internal one complete record from a connection: answer it. */
+  call(conn: TcpConnection, record: Buffer): void {
+    let reply: ReturnType<RpcServer['dispatch']>;
+    try {
+      reply = this.dispatch(record, conn.remote);
+    } catch (err) {
+      // Only a bug gets here; contain it to this connection.
+      this.log(`rpc ${conn.remote}: internal error: ${(err as Error)?.stack ?? String(err)}`);
+      return void conn.destroy();
+    }
+    if (reply === null) return void conn.count();
+    if (!(reply instanceof Promise)) {
+      conn.count();
+      return void conn.send(reply);
+    }
+    conn.begin();
+    void reply.then((buf) => {
+      if (buf) conn.send(buf);
+      conn.end();
     });
-    socket.on('data', (chunk) => reader.push(chunk));
-    socket.on('drain', () => {
-      conn.writeBlocked = false;
-      updateFlow();
-    });
-    socket.on('error', () => {});
-    socket.on('close', () => this.sockets.delete(socket));
   }
 
-  private send(conn: { socket: net.Socket; writeBlocked: boolean; corked: boolean }, buf: Buffer, updateFlow: () => void): void {
-    if (conn.socket.destroyed) return;
-    // Replies that complete in the same event-loop turn leave in one writev: one syscall,
-    // not one each. setImmediate runs right after this turn's I/O callbacks, so a lone
-    // reply waits only for the rest of the current turn.
-    if (!conn.corked) {
-      conn.corked = true;
-      conn.socket.cork();
-      setImmediate(() => {
-        conn.corked = false;
-        conn.socket.uncork();
-      });
-    }
-    if (!conn.socket.write(buf)) {
-      conn.writeBlocked = true;
-      updateFlow();
-    }
+  /** @internal */
+  recordError(conn: TcpConnection, code: string, message: string): void {
+    this.stats.recordErrors++;
+    if (code === 'RECORD_TOO_LARGE') return conn.closeForLimit(`${code}: ${message}`);
+    this.log(`rpc ${conn.remote}: ${code}: ${message}; closing connection`);
+    conn.destroy();
   }
 
   /**
@@ -258,4 +234,72 @@ export class RpcServer {
     enc.patchU32(0, (LAST_FRAGMENT | (enc.length - RECORD_MARK_BYTES)) >>> 0);
     return enc.take();
   }
+}
+
+/**
+ * One connection's record stream. The reader splits records as bytes arrive;
+ * records are dispatched one at a time while the connection may take more
+ * (the in-flight cap applies per record, not per chunk), and the rest wait
+ * here, bounded by what arrived before reading paused.
+ */
+class RpcConnection implements ConnectionHandler {
+  private readonly reader: RecordReader;
+  private records: Buffer[] = [];
+  private head = 0;
+  private recordBytes = 0;
+
+  constructor(
+    private readonly conn: TcpConnection,
+    private readonly server: RpcServer,
+  ) {
+    this.reader = new RecordReader({
+      maxRecordSize: server.maxRecordSize,
+      onRecord: (record) => {
+        this.records.push(record);
+        this.recordBytes += record.length;
+      },
+      onError: (code, message) => server.recordError(conn, code, message),
+    });
+  }
+
+  data(chunk: Buffer): void {
+    this.reader.push(chunk);
+    this.pump();
+  }
+
+  resume(): void {
+    this.pump();
+  }
+
+  stop(): void {
+    this.records = [];
+    this.head = 0;
+    this.recordBytes = 0;
+  }
+
+  private pump(): void {
+    const conn = this.conn;
+    while (this.head < this.records.length && conn.canAccept()) {
+      const record = this.records[this.head]!;
+      this.records[this.head++] = EMPTY;
+      this.recordBytes -= record.length;
+      this.server.call(conn, record);
+    }
+    if (this.head === this.records.length) {
+      this.records.length = 0;
+      this.head = 0;
+    }
+    conn.setBuffered(this.recordBytes + this.reader.bufferedBytes, this.reader.partial);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A counters object whose TCP service fields are read live (so `{ ...stats }` copies current values). */
+function liveStats<T extends object>(read: () => TcpServiceStats, own: T): T & TcpServiceStats {
+  const out = {} as T & TcpServiceStats;
+  for (const key of Object.keys(read()) as (keyof TcpServiceStats)[]) {
+    Object.defineProperty(out, key, { enumerable: true, get: () => read()[key] });
+  }
+  return Object.assign(out, own);
 }
