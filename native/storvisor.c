@@ -55,6 +55,7 @@ typedef struct ring {
   size_t sq_len;
   _Atomic unsigned *sq_head;
   _Atomic unsigned *sq_tail;
+  _Atomic unsigned *sq_flags;
   unsigned sq_mask;
   unsigned *sq_array;
   struct io_uring_sqe *sqes;
@@ -74,6 +75,8 @@ typedef struct ring {
   uv_poll_t poll;
   int watching;
   int closing;
+  /* Owners of this struct: the JS external, and the uv handle while it exists. */
+  int refs;
   napi_env env;
   napi_ref callback;
   napi_async_context async;
@@ -170,34 +173,57 @@ static int64_t i64_arg(napi_env env, napi_value v) {
 
 /* ---- ring lifecycle ----------------------------------------------------- */
 
-static void ring_finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  ring_t *r = data;
-  /* A ring still watched is kept alive by its uv handle; close() frees it. */
-  if (r->watching || r->closing) return;
+static void ring_unref(ring_t *r) {
+  if (--r->refs > 0) return;
   ring_release(r);
   free(r);
 }
 
-/* ringCreate(entries) → ring. Throws with the errno when io_uring is missing or refused. */
+static void ring_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  ring_t *r = data;
+  if (r->watching) {
+    /* Never closed (the environment is going away): stop the watch; the handle keeps its reference. */
+    uv_poll_stop(&r->poll);
+    r->watching = 0;
+    r->callback = NULL;
+  }
+  ring_unref(r);
+}
+
+/*
+ * ringCreate(entries, cqEntries) → ring. cqEntries should cover the most
+ * requests the caller keeps in flight, so completions never overflow the ring.
+ * Throws with the errno when io_uring is missing or refused.
+ */
 static napi_value ring_create(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t entries = 256;
+  uint32_t entries = 256, cq_entries = 0;
   if (argc > 0) napi_get_value_uint32(env, argv[0], &entries);
+  if (argc > 1) napi_get_value_uint32(env, argv[1], &cq_entries);
 
   ring_t *r = calloc(1, sizeof *r);
   if (!r) return throw_errno(env, "ringCreate", ENOMEM);
   r->fd = r->efd = -1;
+  r->refs = 1;
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   /* Only the owning thread submits: lets the kernel skip some locking. */
   p.flags = IORING_SETUP_SINGLE_ISSUER;
+  if (cq_entries > entries * 2) {
+    p.flags |= IORING_SETUP_CQSIZE;
+    p.cq_entries = cq_entries;
+  }
   int fd = sys_setup(entries, &p);
   if (fd < 0 && errno == EINVAL) {
-    memset(&p, 0, sizeof p); /* an older kernel without SINGLE_ISSUER */
+    /* an older kernel without SINGLE_ISSUER */
+    unsigned flags = p.flags & ~IORING_SETUP_SINGLE_ISSUER;
+    memset(&p, 0, sizeof p);
+    p.flags = flags;
+    p.cq_entries = cq_entries;
     fd = sys_setup(entries, &p);
   }
   if (fd < 0) {
@@ -222,6 +248,7 @@ static napi_value ring_create(napi_env env, napi_callback_info info) {
   uint8_t *sq = r->sq_ptr, *cq = r->cq_ptr;
   r->sq_head = (_Atomic unsigned *)(sq + p.sq_off.head);
   r->sq_tail = (_Atomic unsigned *)(sq + p.sq_off.tail);
+  r->sq_flags = (_Atomic unsigned *)(sq + p.sq_off.flags);
   r->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
   r->sq_array = (unsigned *)(sq + p.sq_off.array);
   r->cq_head = (_Atomic unsigned *)(cq + p.cq_off.head);
@@ -394,7 +421,13 @@ static napi_value ring_reap(napi_env env, napi_callback_info info) {
   uint8_t *data;
   size_t len;
   if (!bytes_arg(env, argv[1], &data, &len)) return NULL;
-  unsigned n = reap_into(r, (int32_t *)data, (unsigned)(len / 8));
+  unsigned pairs = (unsigned)(len / 8);
+  unsigned n = reap_into(r, (int32_t *)data, pairs);
+  if (n < pairs && (atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_CQ_OVERFLOW)) {
+    /* Completions the ring had no room for wait in the kernel: bring them in. */
+    sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS);
+    n += reap_into(r, (int32_t *)data + 2 * n, pairs - n);
+  }
   napi_value result;
   napi_create_uint32(env, n, &result);
   return result;
@@ -479,6 +512,7 @@ static napi_value ring_watch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   r->poll.data = r;
+  r->refs++;
   uv_poll_start(&r->poll, UV_READABLE, on_eventfd);
   r->watching = 1;
   return NULL;
@@ -501,9 +535,7 @@ static napi_value ring_ref(napi_env env, napi_callback_info info) {
 }
 
 static void on_poll_closed(uv_handle_t *handle) {
-  ring_t *r = handle->data;
-  ring_release(r);
-  free(r);
+  ring_unref(handle->data);
 }
 
 /*
@@ -533,10 +565,8 @@ static napi_value ring_close(napi_env env, napi_callback_info info) {
     uv_poll_stop(&r->poll);
     r->watching = 0;
     uv_close((uv_handle_t *)&r->poll, on_poll_closed);
-    /* Mark closed now so later calls see ESHUTDOWN; the fds go in on_poll_closed. */
-    ring_unmap(r);
-    close(r->fd);
-    r->fd = -1;
+    /* Closed now: later calls see ESHUTDOWN. The struct goes when both owners are done. */
+    ring_release(r);
   } else {
     ring_release(r);
   }

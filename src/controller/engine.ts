@@ -48,6 +48,8 @@ export interface IoEngine {
   setSpinning(on: boolean): number;
   readonly inFlight: number;
   stats(): EngineStats;
+  /** Release the engine once its requests in flight have completed (they still complete). */
+  close(): void;
 }
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v as number, k]));
@@ -121,7 +123,7 @@ export class UringEngine implements IoEngine {
   private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, maxInFlight: 0 };
 
   constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024) {
-    this.ring = n.ringCreate(entries);
+    this.ring = n.ringCreate(entries, maxInFlight);
     this.slots = new Slots(maxInFlight);
     this.cqes = new Int32Array(2 * 256);
     n.watch(this.ring, this.onWake);
@@ -236,6 +238,25 @@ export class UringEngine implements IoEngine {
   stats(): EngineStats {
     return { engine: this.kind, ...this.counters, inFlight: this.slots.used };
   }
+
+  private closing = false;
+
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    const finish = () => {
+      if (this.slots.used > 0 || this.deferred.length > 0) {
+        // Requests in flight write into their callers' memory until they complete: wait for them.
+        setImmediate(() => {
+          this.reapAll(true);
+          finish();
+        });
+        return;
+      }
+      this.n.ringClose(this.ring);
+    };
+    finish();
+  }
 }
 
 const EMPTY = new Uint8Array(0);
@@ -308,6 +329,10 @@ export class LibuvEngine implements IoEngine {
 
   stats(): EngineStats {
     return { engine: this.kind, ...this.counters, inFlight: this.used };
+  }
+
+  close(): void {
+    // Nothing to release: requests in flight complete on the pool by themselves.
   }
 }
 

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 export type Ring = { readonly __ring: unique symbol };
 
 export interface NativeAddon {
-  ringCreate(entries: number): Ring;
+  ringCreate(entries: number, cqEntries: number): Ring;
   /** op 0 = read, 1 = write; false when the submission queue is full. */
   prepRw(ring: Ring, op: number, fd: number, buf: Uint8Array, at: number, length: number, position: number, tag: number, rwFlags: number): boolean;
   prepFsync(ring: Ring, fd: number, tag: number, datasync: boolean): boolean;
