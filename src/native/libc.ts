@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { native } from './addon.ts';
 
 /**
  * The few system calls Node does not offer, through koffi (an FFI whose binary
@@ -55,5 +56,6 @@ export function punchHole(fd: number, offset: number, length: number): boolean {
  * at once. No-op where koffi is unavailable.
  */
 export function yieldCpu(): void {
-  load()?.sched_yield();
+  if (native) native.schedYield();
+  else load()?.sched_yield();
 }

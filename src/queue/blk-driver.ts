@@ -80,6 +80,9 @@ interface Job {
   segment?: { sector: number; sectors: number; flags: number };
   fill?: (view: Uint8Array) => void;
   extract?: (view: Uint8Array) => void;
+  /** The fast path's caller buffers: copied whole into (writes) or out of (reads) the data buffer. */
+  src?: Uint8Array | null;
+  dst?: Uint8Array | null;
   resolve: () => void;
   reject: (err: Error) => void;
   // Set on submission:
@@ -111,7 +114,9 @@ export class VirtioBlkDriver implements BlockDevice {
   /** Shadow of used.idx: how far we have reaped. */
   private lastUsedIdx: number;
   private loopRunning = false;
-  private pumpScheduled = false;
+  private kickScheduled = false;
+  /** Fast-path jobs, reused. */
+  private readonly jobs: Job[] = [];
   private lastActivity = 0;
   private closed = false;
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
@@ -157,7 +162,17 @@ export class VirtioBlkDriver implements BlockDevice {
     return { ...this.counters };
   }
 
-  async pread(buf: Uint8Array, offset: number): Promise<void> {
+  pread(buf: Uint8Array, offset: number): Promise<void> {
+    const len = buf.byteLength;
+    // The common case, one sector-aligned chunk: one job, one promise, no closures.
+    if (len > 0 && len <= this.chunkBytes && offset % SECTOR_BYTES === 0 && len % SECTOR_BYTES === 0 && !this.closed &&
+      Number.isSafeInteger(offset) && offset >= 0 && offset + len <= this.size) {
+      return this.single(VIRTIO_BLK_T_IN, offset, len, null, buf);
+    }
+    return this.preadSlow(buf, offset);
+  }
+
+  private async preadSlow(buf: Uint8Array, offset: number): Promise<void> {
     this.checkRange(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
     const start = alignDown(offset);
@@ -170,7 +185,30 @@ export class VirtioBlkDriver implements BlockDevice {
     });
   }
 
-  async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+  pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    const len = buf.byteLength;
+    if ((this.writeThrough || !flags?.fua) && len > 0 && len <= this.chunkBytes && offset % SECTOR_BYTES === 0 && len % SECTOR_BYTES === 0 &&
+      !this.closed && Number.isSafeInteger(offset) && offset >= 0 && offset + len <= this.size) {
+      return this.single(VIRTIO_BLK_T_OUT, offset, len, buf, null);
+    }
+    return this.pwriteSlow(buf, offset, flags);
+  }
+
+  private single(type: number, offset: number, bytes: number, src: Uint8Array | null, dst: Uint8Array | null): Promise<void> {
+    const job = this.jobs.pop() ?? newJob();
+    job.type = type;
+    job.sector = offset / SECTOR_BYTES;
+    job.dataBytes = bytes;
+    job.src = src;
+    job.dst = dst;
+    return new Promise<void>((resolve, reject) => {
+      job.resolve = resolve;
+      job.reject = reject;
+      this.submit(job);
+    });
+  }
+
+  private async pwriteSlow(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.checkRange(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
     const end = offset + buf.byteLength;
@@ -284,22 +322,19 @@ export class VirtioBlkDriver implements BlockDevice {
 
   private enqueue(spec: Omit<Job, 'resolve' | 'reject' | 'descs' | 'buffer'>): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.closed) return reject(this.refusal);
-      if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) {
-        this.failAll(ioError('queue is broken'));
-        return reject(this.refusal);
-      }
-      this.waiting.push({ ...spec, resolve, reject, descs: [], buffer: -1 });
-      // Requests made in the same tick (chunks of one large I/O, concurrent
-      // callers) are published with one avail.idx store and at most one kick.
-      if (!this.pumpScheduled) {
-        this.pumpScheduled = true;
-        queueMicrotask(() => {
-          this.pumpScheduled = false;
-          if (!this.closed) this.pump();
-        });
-      }
+      this.submit({ ...spec, resolve, reject, descs: [], buffer: -1 });
     });
+  }
+
+  /** Queue a job and publish it at once: a spinning device sees it without waiting for this tick to end. */
+  private submit(job: Job): void {
+    if (this.closed) return job.reject(this.refusal);
+    if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) {
+      this.failAll(ioError('queue is broken'));
+      return job.reject(this.refusal);
+    }
+    this.waiting.push(job);
+    this.pump();
   }
 
   /** Submit waiting jobs in FIFO order while descriptors and buffer space last; publish and kick once. */
@@ -334,12 +369,21 @@ export class VirtioBlkDriver implements BlockDevice {
     Atomics.store(this.views.u16, this.views.availIdx, this.availIdx);
     // Seq-cst load after the idx store: if the device armed kicks (cleared
     // NO_NOTIFY) and then re-checked avail, either it saw our entries or we see the flag clear.
-    if (!(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY)) {
-      this.counters.kicks++;
-      ringDoorbell(this.views, Ctl.kick);
+    if (!(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY) && !this.kickScheduled) {
+      // Requests published in the same tick (chunks of one large I/O, concurrent
+      // callers) share one kick: it goes when this tick's code is done.
+      this.kickScheduled = true;
+      queueMicrotask(this.kickBound);
     }
     this.startLoop();
   }
+
+  private readonly kickBound = (): void => {
+    this.kickScheduled = false;
+    if (this.closed) return;
+    this.counters.kicks++;
+    ringDoorbell(this.views, Ctl.kick);
+  };
 
   private writeChain(job: Job): void {
     const { u8, u32 } = this.views;
@@ -363,7 +407,8 @@ export class VirtioBlkDriver implements BlockDevice {
     u8[slot + SLOT_STATUS] = 0xff; // not a valid status: a device that skips it is detected
     const [d0, d1, d2] = job.descs as [number, number, number | undefined];
     if (job.dataBytes > 0) {
-      if (job.fill) job.fill(u8.subarray(job.buffer, job.buffer + job.dataBytes));
+      if (job.src) u8.set(job.src, job.buffer);
+      else if (job.fill) job.fill(u8.subarray(job.buffer, job.buffer + job.dataBytes));
       this.writeDesc(d0, slot, headerLen, VIRTQ_DESC_F_NEXT, d1);
       this.writeDesc(d1, job.buffer, job.dataBytes, VIRTQ_DESC_F_NEXT | (job.type === VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), d2!);
       this.writeDesc(d2!, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
@@ -417,7 +462,8 @@ export class VirtioBlkDriver implements BlockDevice {
     const status = this.views.u8[this.slotBase + job.descs[0]! * SLOT_BYTES + SLOT_STATUS]!;
     let error: Error | null = null;
     if (status === VIRTIO_BLK_S_OK) {
-      if (job.extract) {
+      if (job.dst) job.dst.set(this.views.u8.subarray(job.buffer, job.buffer + job.dataBytes));
+      else if (job.extract) {
         try {
           job.extract(this.views.u8.subarray(job.buffer, job.buffer + job.dataBytes));
         } catch (err) {
@@ -428,8 +474,16 @@ export class VirtioBlkDriver implements BlockDevice {
     else error = ioError(`virtio-blk request type ${job.type} at sector ${job.sector} failed (status ${status})`);
     if (job.buffer >= 0) this.pool.release(job.buffer, job.dataBytes);
     for (const d of job.descs) this.freeDescs.push(d);
-    if (error) job.reject(error);
-    else job.resolve();
+    job.descs.length = 0;
+    const { resolve, reject } = job;
+    if (job.dst !== undefined || job.src !== undefined) {
+      // A fast-path job: back to the pool.
+      job.src = job.dst = null;
+      job.resolve = job.reject = noop;
+      this.jobs.push(job);
+    }
+    if (error) reject(error);
+    else resolve();
   }
 
   private failAll(err: StorvisorError): void {
@@ -507,6 +561,9 @@ export class VirtioBlkDriver implements BlockDevice {
     }
   }
 }
+
+const noop = (): void => {};
+const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, resolve: noop, reject: noop, descs: [], buffer: -1 });
 
 const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
 const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;
