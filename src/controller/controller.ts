@@ -66,7 +66,7 @@ export class Controller {
     this.unlock = lockDataDir(config.dataDir);
     this.cache = new BlockCache(config.cacheBytes);
     this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct, config.overcommit);
-    this.poller = new Poller(config.spinBudgetUs, defaultEngine());
+    this.poller = new Poller(config.spinBudgetUs, defaultEngine(), { spinOnEngine: process.env.STORVISOR_ENGINE_SPIN !== '0' });
     log(`backend: ${engineDescription()}`);
     for (const f of config.functions) this.claim(f);
   }

@@ -50,6 +50,8 @@ export interface IoEngine {
   stats(): EngineStats;
   /** Release the engine once its requests in flight have completed (they still complete). */
   close(): void;
+  /** Called when the engine goes from idle to busy (a poller may want to spin while I/O is in flight). */
+  onBusy: (() => void) | null;
 }
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v as number, k]));
@@ -120,6 +122,7 @@ export class UringEngine implements IoEngine {
   private submitQueued = false;
   private spinning = false;
   private referenced = false;
+  onBusy: (() => void) | null = null;
   private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, maxInFlight: 0 };
 
   constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024) {
@@ -174,6 +177,7 @@ export class UringEngine implements IoEngine {
     if (!this.referenced) {
       this.referenced = true;
       n.ref(ring, true); // requests in flight keep the loop alive
+      this.onBusy?.();
     }
     if (!this.submitQueued) {
       // Everything issued by the current callback goes to the kernel in one system call.
@@ -264,6 +268,7 @@ const EMPTY = new Uint8Array(0);
 /** The portable engine: Node's fs on the libuv thread pool, one pre-bound callback per slot. */
 export class LibuvEngine implements IoEngine {
   readonly kind = 'libuv' as const;
+  onBusy: (() => void) | null = null;
   private readonly targets: Array<IoTarget | null> = [];
   private readonly tags: number[] = [];
   private readonly callbacks: Array<(err: NodeJS.ErrnoException | null, n?: number) => void> = [];

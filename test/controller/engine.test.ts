@@ -174,6 +174,7 @@ class FaultEngine implements IoEngine {
   readonly kind = 'libuv' as const;
   failWrites = 0;
   failReads = 0;
+  onBusy: (() => void) | null = null;
   constructor(private readonly inner: IoEngine) {}
   get inFlight() { return this.inner.inFlight; }
   read(fd: number, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
