@@ -115,6 +115,8 @@ export class Poller {
 
   private readonly iterate = (): void => {
     this.scheduled = false;
+    // A pass already scheduled when stop() ran must not switch the engine's wake-ups off again.
+    if (this.stopped) return;
     this.counters.iterations++;
     const now = performance.now();
     let anySpinning = false;

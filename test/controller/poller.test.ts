@@ -91,3 +91,28 @@ test('a broken queue is dropped from the loop', async () => {
   assert.equal(q.polls, polls);
   p.stop();
 });
+
+test('a pass already scheduled when the poller stops leaves the engine woken by its eventfd', async () => {
+  // A fake engine with one request in flight: a spinning poller turns its wake-ups off.
+  const calls: boolean[] = [];
+  const engine = {
+    kind: 'io_uring' as const,
+    inFlight: 1,
+    onBusy: null as (() => void) | null,
+    read() {}, write() {}, datasync() {}, close() {},
+    poll: () => 0,
+    setSpinning(on: boolean) {
+      calls.push(on);
+      return 0;
+    },
+    stats: () => ({ engine: 'io_uring' as const, submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, inFlight: 1, maxInFlight: 1 }),
+  };
+  const poller = new Poller(50, engine);
+  const q = new FakeQueue();
+  poller.add(q, 'poll');
+  await until(() => calls.includes(true));
+  poller.stop(); // a pass is still scheduled (the loop spins)
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(calls.at(-1), false, `wake-ups must end on: ${calls.join(',')}`);
+});
