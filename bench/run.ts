@@ -15,6 +15,13 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   block: blockBench,
   nfs: nfsBench,
   database: databaseBench,
+  // heap allocated per 4 KiB read on the request path (counted, not timed)
+  alloc: async (resultsDir) => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./alloc.ts', import.meta.url))]);
+    process.stdout.write(stdout);
+    mkdirSync(resultsDir, { recursive: true });
+    writeFileSync(join(resultsDir, `alloc-${new Date().toISOString().replace(/[:.]/g, '-')}.md`), stdout);
+  },
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);

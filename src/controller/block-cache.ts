@@ -35,6 +35,7 @@ export class BlockCache {
   private readonly referenced: Uint8Array;
   private readonly index = new Map<number, number>();
   private hand = 0;
+  private readonly views: Array<Buffer | undefined> = [];
   private used = 0;
   private filling = 0;
   readonly capacity: number;
@@ -51,14 +52,27 @@ export class BlockCache {
 
   /** The cached bytes of a block (a view valid until the next insert), or undefined. */
   get(key: number): Buffer | undefined {
+    const slot = this.lookup(key);
+    return slot < 0 ? undefined : this.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK);
+  }
+
+  /** A view of one slot, made once per slot (copying whole blocks then allocates nothing). */
+  slotView(slot: number): Buffer {
+    let v = this.views[slot];
+    if (v === undefined) this.views[slot] = v = this.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK);
+    return v;
+  }
+
+  /** The slot holding a block (its bytes are slab[slot*BLOCK..+BLOCK], valid until the next insert), or -1: no view allocated. */
+  lookup(key: number): number {
     const slot = this.index.get(key);
     if (slot === undefined) {
       this.counters.misses++;
-      return undefined;
+      return -1;
     }
     this.counters.hits++;
     this.referenced[slot] = 1;
-    return this.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK);
+    return slot;
   }
 
   /**

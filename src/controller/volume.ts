@@ -178,9 +178,10 @@ export class Volume implements BlockDevice {
     const last = len === 0 ? first - 1 : Math.floor((pos + len - 1) / BLOCK);
     let runStart = -1;
     for (let b = first; b <= last; b++) {
-      const hit = this.cache.get(cacheKey(id, b));
-      if (hit) {
-        this.copyOut(hit, b, buf, 0, pos, len);
+      const slot = this.cache.lookup(cacheKey(id, b));
+      if (slot >= 0) {
+        if (pos === b * BLOCK && len === BLOCK) buf.set(this.cache.slotView(slot)); // the common case: one whole block
+        else this.copyOut(this.cache.slab, slot * BLOCK, b, buf, pos, len);
         if (runStart >= 0) this.startRun(req, runStart, b - runStart);
         runStart = -1;
       } else {
@@ -246,7 +247,8 @@ export class Volume implements BlockDevice {
     if (run.cacheSlot >= 0) {
       const slot = run.cacheSlot;
       if (result >= 0) {
-        this.copyOut(this.cache.slab.subarray(slot * BLOCK, slot * BLOCK + BLOCK), run.first, req.buf!, 0, req.pos, req.len);
+        if (req.pos === run.first * BLOCK && req.len === BLOCK) req.buf!.set(this.cache.slotView(slot));
+        else this.copyOut(this.cache.slab, slot * BLOCK, run.first, req.buf!, req.pos, req.len);
         if (!stale) this.cache.publish(slot, cacheKey(id, run.first));
         else this.cache.abandon(slot);
       } else this.cache.abandon(slot);
@@ -255,7 +257,7 @@ export class Volume implements BlockDevice {
       if (result >= 0) {
         for (let b = run.first; b < run.first + run.count; b++) {
           const at = base + (b - run.first) * BLOCK;
-          this.copyOut(this.bounce.subarray(at, at + BLOCK), b, req.buf!, 0, req.pos, req.len);
+          this.copyOut(this.bounce, at, b, req.buf!, req.pos, req.len);
           if (!stale) this.cache.put(cacheKey(id, b), this.bounce, at);
         }
       }
@@ -451,11 +453,13 @@ export class Volume implements BlockDevice {
   }
 
   /** Copy the part of block `b` (bytes in `src`) that falls inside the request [pos, +len). */
-  private copyOut(src: Uint8Array, b: number, dst: Uint8Array, dstOffset: number, pos: number, len: number): void {
+  private copyOut(src: Buffer, srcAt: number, b: number, dst: Uint8Array, pos: number, len: number): void {
     const from = Math.max(pos, b * BLOCK);
     const to = Math.min(pos + len, (b + 1) * BLOCK);
-    dst.set(src.subarray(from - b * BLOCK, to - b * BLOCK), dstOffset + from - pos);
+    // Buffer#copy takes offsets: no view is allocated per block.
+    src.copy(dst, from - pos, srcAt + from - b * BLOCK, srcAt + to - b * BLOCK);
   }
+
 
   /** Write src[srcOffset..] to [pos, +len) (within one MAX_IO window), read-modify-write at the edges. */
   private async writePiece(src: Uint8Array, srcOffset: number, pos: number, len: number): Promise<void> {

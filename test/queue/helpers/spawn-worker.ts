@@ -3,12 +3,12 @@
  * not go through the parent's `--import tsx` hooks, so the worker registers
  * tsx itself (from an eval'd bootstrap) before importing the entry.
  */
-import { Worker } from 'node:worker_threads';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
 
-export function spawnTsWorker(entry: URL, workerData: unknown): Worker {
+export function spawnTsWorker(entry: URL, workerData: unknown, options: Omit<WorkerOptions, 'eval' | 'workerData'> = {}): Worker {
   const tsx = import.meta.resolve('tsx/esm/api');
   const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData });
+  return new Worker(bootstrap, { ...options, eval: true, workerData });
 }
 
 /** The worker's first message, or its error/early exit as a rejection. */
