@@ -35,6 +35,8 @@ export interface PolledQueue {
   disableKick(): void;
   waitKick(timeoutMs: number): Promise<'kick' | 'timeout'>;
   readonly broken: boolean;
+  /** Requests taken and not yet completed. */
+  readonly inFlight: number;
 }
 
 interface Entry {
@@ -135,6 +137,9 @@ export class Poller {
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
+      } else if (entry.queue.inFlight > 0) {
+        // The guest's next request tends to follow a completion: the budget starts after the last one.
+        entry.lastWork = now;
       } else if (entry.mode === 'adaptive' && (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
         this.sleep(entry);
         if (!entry.spinning) continue;

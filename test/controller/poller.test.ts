@@ -8,6 +8,7 @@ class FakeQueue implements PolledQueue {
   taken = 0;
   kickEnabled = false;
   broken = false;
+  inFlight = 0;
   private kick: (() => void) | undefined;
   polls = 0;
   poll(): number {
