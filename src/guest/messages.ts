@@ -8,6 +8,8 @@ export interface GuestWorkerData {
   notify: NotifyMode;
   spinBudgetUs: number;
   idlePoll: boolean;
+  /** Most bytes of Buffers/ArrayBuffers the guest may hold (they live outside the V8 heap limit). */
+  bufferLimitBytes: number;
   listen: { host: string; port: number };
   options: Record<string, unknown>;
 }

@@ -85,6 +85,8 @@ export class ThreadGuest implements Deployment {
       notify: cfg.notify,
       spinBudgetUs: this.spinBudgetUs,
       idlePoll: cfg.idle === 'poll',
+      // Buffers live outside the V8 heap, so resourceLimits alone do not bound them: the guest checks itself.
+      bufferLimitBytes: cfg.heapMiB * 2 ** 20,
       // A restarted guest comes back on the port its clients know.
       listen: this.address ?? cfg.listen,
       options: cfg.options,

@@ -16,6 +16,20 @@ const send = (m: FromGuest) => port.postMessage(m);
 const log = (msg: string) => send({ type: 'log', msg });
 
 let running: RunningFunction | undefined;
+
+/**
+ * The guest's memory limit counts its Buffers too: resourceLimits cap only the
+ * V8 heap, and a Buffer's bytes live outside it. Past the limit the guest ends
+ * as an out-of-memory would (the controller restarts it); a client that made a
+ * function hoard buffers takes down only that guest.
+ */
+const BUFFER_CHECK_MS = 100;
+setInterval(() => {
+  const used = process.memoryUsage().arrayBuffers;
+  if (used <= data.bufferLimitBytes) return;
+  send({ type: 'fatal', error: `guest buffer memory limit exceeded: ${Math.round(used / 2 ** 20)} MiB of Buffers > ${Math.round(data.bufferLimitBytes / 2 ** 20)} MiB` });
+  process.exit(70);
+}, BUFFER_CHECK_MS).unref();
 const driver = new VirtioBlkDriver({ region: data.region, spinBudgetUs: data.spinBudgetUs, idlePoll: data.idlePoll });
 
 port.on('message', (m: ToGuest) => {

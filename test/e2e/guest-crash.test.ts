@@ -15,7 +15,7 @@ import { writeLoad, verifyBlocks, shuffledBlocks } from '../helpers/load.ts';
  */
 const faulty = fileURLToPath(new URL('../fixtures/faulty-function.ts', import.meta.url));
 
-for (const how of ['throw', 'oom', 'terminate'] as const) {
+for (const how of ['throw', 'oom', 'buffers', 'terminate'] as const) {
   test(`a guest that dies by ${how} mid-load loses no acknowledged write and the other guest keeps serving`, async (t) => {
     const c = await startController(t, {
       volumes: [
