@@ -333,8 +333,11 @@ export class Controller {
       this.deployments.clear();
       await this.nbd?.close();
       this.poller.stop();
-      await this.store.closeAll();
-      this.unlock();
+      try {
+        await this.store.closeAll(); // a failed final sync is logged by the store and reported to the caller
+      } finally {
+        this.unlock();
+      }
     })();
     return this.stopping;
   }

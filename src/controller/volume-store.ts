@@ -147,11 +147,19 @@ export class VolumeStore {
     const volume = this.open.get(name);
     if (!volume) return;
     this.open.delete(name);
-    await volume.close();
+    try {
+      await volume.close();
+    } catch (err) {
+      this.log(`volume ${name}: sync on close failed: ${(err as Error).message}`);
+      throw err;
+    }
   }
 
+  /** Close every volume (all of them, even when one fails); rejects with the first failure. */
   async closeAll(): Promise<void> {
-    await Promise.all([...this.open.keys()].map((n) => this.closeVolume(n)));
+    const results = await Promise.allSettled([...this.open.keys()].map((n) => this.closeVolume(n)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   openVolumes(): Volume[] {

@@ -347,9 +347,18 @@ export class Volume implements BlockDevice {
     if (this.closed) return;
     this.closed = true;
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    await this.backend.datasync().catch(() => {});
+    let syncError: unknown;
+    try {
+      // Writes are O_DSYNC already; this covers hole punches and size changes.
+      await this.backend.datasync();
+    } catch (err) {
+      syncError = err;
+      this.counters.errors++;
+    }
     this.cache.invalidateRange(this.info.id, 0, Math.ceil(this.size / BLOCK));
     this.backend.close();
+    // Closed either way, but a failed sync is the caller's to report, never swallowed.
+    if (syncError !== undefined) throw syncError;
   }
 
   /** Grow (or shrink) the volume. Shrinking drops cached blocks past the new end. */

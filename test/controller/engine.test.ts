@@ -216,3 +216,19 @@ test('EIO and ENOSPC from the engine reach the volume caller with their errno an
   await volume.pread(back, 8192);
   assert.ok(back.every((b) => b === 9));
 });
+
+test('a volume whose final sync fails reports it from close, after closing', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'vol.img');
+  writeFileSync(path, Buffer.alloc(1 << 16));
+  class FailSync extends FaultEngine {
+    override datasync(_fd: number, target: IoTarget, tag: number): void {
+      queueMicrotask(() => target.ioDone(tag, -5));
+    }
+  }
+  const backend = FileBackend.open(path, { engine: new FailSync(new LibuvEngine()) });
+  const volume = new Volume({ id: 3, name: 's', size: 1 << 16 }, backend, new BlockCache(16 * 4096));
+  await assert.rejects(volume.close(), { errno: 'EIO' });
+  assert.equal(volume.stats().errors, 1);
+  await assert.rejects(volume.pread(Buffer.alloc(4096), 0), { errno: 'ESHUTDOWN' });
+});
