@@ -11,17 +11,24 @@ import { nfsBench, databaseBench } from './functions.ts';
  * tables, JSON and SVG charts under results/. Benchmarks, not tests: numbers are
  * reported as ratios measured in the same run.
  */
+/** A suite that is one script printing a Markdown table: run it in its own process, keep its output. */
+function script(name: string): (resultsDir: string) => Promise<void> {
+  return async (resultsDir) => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(`./${name}.ts`, import.meta.url))], { maxBuffer: 16 << 20 });
+    process.stdout.write(stdout);
+    mkdirSync(resultsDir, { recursive: true });
+    writeFileSync(join(resultsDir, `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.md`), stdout);
+  };
+}
+
 const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   block: blockBench,
   nfs: nfsBench,
   database: databaseBench,
   // heap allocated per 4 KiB read on the request path (counted, not timed)
-  alloc: async (resultsDir) => {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./alloc.ts', import.meta.url))]);
-    process.stdout.write(stdout);
-    mkdirSync(resultsDir, { recursive: true });
-    writeFileSync(join(resultsDir, `alloc-${new Date().toISOString().replace(/[:.]/g, '-')}.md`), stdout);
-  },
+  alloc: script('alloc'),
+  // a quiet guest's latency beside a neighbour that keeps its ring full
+  neighbour: script('neighbour'),
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);

@@ -66,12 +66,15 @@ export class Poller {
    * disk on a virtual machine). The wait is short and bounded by the disk.
    */
   private readonly spinOnEngine: boolean;
+  /** Requests taken from one queue per pass (Infinity only to measure what the budget buys). */
+  private readonly queueBudget: number;
 
   constructor(
     private readonly spinBudgetUs: number,
     private readonly engine?: IoEngine,
-    options: { spinOnEngine?: boolean } = {},
+    options: { spinOnEngine?: boolean; queueBudget?: number } = {},
   ) {
+    this.queueBudget = options.queueBudget ?? QUEUE_BUDGET;
     this.spinOnEngine = (options.spinOnEngine ?? true) && engine?.kind === 'io_uring';
     if (this.spinOnEngine && engine) engine.onBusy = () => this.schedule();
   }
@@ -129,7 +132,7 @@ export class Poller {
     for (let k = 0; k < count; k++) {
       const entry = entries[(start + k) % count]!;
       if (!entry.spinning) continue;
-      const n = entry.queue.poll(QUEUE_BUDGET);
+      const n = entry.queue.poll(this.queueBudget);
       if (n > 0) {
         anyWork = true;
         this.counters.requests += n;
@@ -175,9 +178,9 @@ export class Poller {
     const { queue } = entry;
     if (deviceSleeps(entry.mode)) {
       // Notify mode takes requests here, between wake-ups: it never spins in the loop.
-      const n = queue.poll(QUEUE_BUDGET);
+      const n = queue.poll(this.queueBudget);
       this.counters.requests += n;
-      if (n === QUEUE_BUDGET) {
+      if (n === this.queueBudget) {
         // More may be waiting: come back after other work had its turn.
         setImmediate(() => {
           if (!entry.removed && !this.stopped) this.sleep(entry);
