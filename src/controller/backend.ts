@@ -47,17 +47,17 @@ class BackendOp implements IoTarget {
   }
 }
 
-/** Adapts a completion to a promise (for callers off the hot path). */
-class PromiseTarget implements IoTarget {
+/** Adapts a completion to a promise (for callers off the hot path); `what` names the operation in an error. */
+export class PromiseTarget implements IoTarget {
   constructor(
     private readonly resolve: () => void,
     private readonly reject: (err: Error) => void,
-    private readonly describe: () => string,
+    private readonly what: string,
   ) {}
 
   ioDone(_tag: number, result: number): void {
     if (result >= 0) this.resolve();
-    else this.reject(backendError(result, this.describe()));
+    else this.reject(backendError(result, this.what));
   }
 }
 
@@ -145,19 +145,19 @@ export class FileBackend {
 
   read(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
     return new Promise((resolve, reject) =>
-      this.readTo(buf, at, length, position, new PromiseTarget(resolve, reject, () => `read [${position}, +${length})`), 0));
+      this.readTo(buf, at, length, position, new PromiseTarget(resolve, reject, `read [${position}, +${length})`), 0));
   }
 
   write(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
     return new Promise((resolve, reject) =>
-      this.writeFrom(buf, at, length, position, new PromiseTarget(resolve, reject, () => `write [${position}, +${length})`), 0));
+      this.writeFrom(buf, at, length, position, new PromiseTarget(resolve, reject, `write [${position}, +${length})`), 0));
   }
 
   datasync(): Promise<void> {
     this.stats.syncs++;
     return new Promise((resolve, reject) => {
       if (this.closed) return resolve();
-      this.engine.datasync(this.fd, new PromiseTarget(resolve, reject, () => 'fdatasync'), 0);
+      this.engine.datasync(this.fd, new PromiseTarget(resolve, reject, 'fdatasync'), 0);
     });
   }
 

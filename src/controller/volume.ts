@@ -2,7 +2,7 @@ import type { BlockDevice, WriteFlags } from '../block/types.ts';
 import { outOfRange, readOnly, shutDown } from '../util/errors.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
-import { backendError, type FileBackend } from './backend.ts';
+import { PromiseTarget, type FileBackend } from './backend.ts';
 import type { IoTarget } from '../block/types.ts';
 
 /**
@@ -96,18 +96,6 @@ class ReadRun implements IoTarget {
   }
 }
 
-/** Adapts a completion to a promise (the BlockDevice API). */
-class PromiseDone implements IoTarget {
-  constructor(
-    private readonly resolve: () => void,
-    private readonly reject: (err: Error) => void,
-  ) {}
-
-  ioDone(_tag: number, result: number): void {
-    if (result >= 0) this.resolve();
-    else this.reject(backendError(result, 'read'));
-  }
-}
 
 export class Volume implements BlockDevice {
   readonly blockSize = BLOCK;
@@ -152,7 +140,7 @@ export class Volume implements BlockDevice {
   pread(buf: Uint8Array, offset: number): Promise<void> {
     return new Promise((resolve, reject) => {
       try {
-        this.readTo(buf, offset, new PromiseDone(resolve, reject), 0);
+        this.readTo(buf, offset, new PromiseTarget(resolve, reject, 'read'), 0);
       } catch (err) {
         reject(err);
       }
