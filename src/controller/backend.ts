@@ -66,9 +66,7 @@ const EMPTY = new Uint8Array(0);
 /** An errno result as a StorvisorError that keeps the errno (ENOSPC must reach the client as ENOSPC) and no host path. */
 export function backendError(result: number, what: string): StorvisorError {
   const name = errnoName(result);
-  const fake = Object.assign(new Error(name), { code: name });
-  const err = new StorvisorError(`SV_ERR_BACKEND_${name}`, errnoOf(fake), `${what}: ${name}`);
-  return err;
+  return new StorvisorError(`SV_ERR_BACKEND_${name}`, errnoOf({ code: name }), `${what}: ${name}`);
 }
 
 export class FileBackend {

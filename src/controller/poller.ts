@@ -173,6 +173,13 @@ export class Poller {
     if (waiting > 0) this.counters.completionsPolled += this.engine.poll();
   }
 
+  /** Try sleep() again once other work has had its turn (a device-sleeping queue with more waiting). */
+  private sleepLater(entry: Entry): void {
+    setImmediate(() => {
+      if (!entry.removed && !this.stopped) this.sleep(entry);
+    });
+  }
+
   /** Arm the doorbell and wait on it; if work slipped in while arming, keep going instead. */
   private sleep(entry: Entry): void {
     const { queue } = entry;
@@ -182,9 +189,7 @@ export class Poller {
       this.counters.requests += n;
       if (n === this.queueBudget) {
         // More may be waiting: come back after other work had its turn.
-        setImmediate(() => {
-          if (!entry.removed && !this.stopped) this.sleep(entry);
-        });
+        this.sleepLater(entry);
         return;
       }
     }
@@ -194,9 +199,7 @@ export class Poller {
     }
     if (!queue.enableKick()) {
       if (deviceSleeps(entry.mode)) {
-        setImmediate(() => {
-          if (!entry.removed && !this.stopped) this.sleep(entry);
-        });
+        this.sleepLater(entry);
         return;
       }
       // Requests arrived while arming: spin again.

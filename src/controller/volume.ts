@@ -263,6 +263,7 @@ export class Volume implements BlockDevice {
     return false;
   }
 
+  /** Give a bounce buffer back: a read run waiting for one goes first, then a waiting write. */
   private releaseBounce(i: number): void {
     const run = this.runWaiters.shift();
     if (run) {
@@ -419,10 +420,6 @@ export class Volume implements BlockDevice {
     else this.freeBounce.push(i);
   }
 
-  /** Writes give bounce buffers back here: a waiting read run goes first. */
-  private returnBounce(i: number): void {
-    this.releaseBounce(i);
-  }
 
   private async lock(first: number, count: number): Promise<void> {
     const seq = ++this.writeSeq;
@@ -485,7 +482,7 @@ export class Volume implements BlockDevice {
         else this.cache.update(key, this.bounce, base + b * BLOCK);
       }
     } finally {
-      this.returnBounce(slot);
+      this.releaseBounce(slot);
       this.unlock(first, count);
     }
   }
@@ -516,7 +513,7 @@ export class Volume implements BlockDevice {
             this.bounce.fill(0, slot * MAX_IO, slot * MAX_IO + n * BLOCK);
             await this.backend.write(this.bounce, slot * MAX_IO, n * BLOCK, b * BLOCK);
           } finally {
-            this.returnBounce(slot);
+            this.releaseBounce(slot);
           }
         }
       } finally {
