@@ -11,13 +11,13 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { VolumeStore } from '../src/controller/volume-store.ts';
-import { BlockCache } from '../src/controller/block-cache.ts';
+import { VolumeStore } from '../src/storage/volume-store.ts';
+import { BlockCache } from '../src/storage/block-cache.ts';
 import { VirtioBlkDevice } from '../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../src/queue/blk-driver.ts';
 import { createRegion } from '../src/queue/layout.ts';
-import { Poller } from '../src/controller/poller.ts';
-import { defaultEngine } from '../src/controller/engine.ts';
+import { Poller } from '../src/queue/poller.ts';
+import { defaultEngine } from '../src/storage/engine.ts';
 import type { IoTarget } from '../src/block/types.ts';
 import { spawnTsWorker, firstMessage } from '../test/queue/helpers/spawn-worker.ts';
 

@@ -8,7 +8,7 @@
  *   npm run bench -- neighbour
  */
 import { VirtioBlkDevice } from '../src/queue/blk-device.ts';
-import { Poller } from '../src/controller/poller.ts';
+import { Poller } from '../src/queue/poller.ts';
 import { VIRTIO_BLK_T_IN, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, createRegion } from '../src/queue/layout.ts';
 import { MemoryBlockDevice } from '../src/block/memory-device.ts';
 import { GuestRing } from '../test/queue/helpers/guest-ring.ts';

@@ -15,7 +15,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { MemoryBlockDevice } from '../src/block/memory-device.ts';
 import { VirtioBlkDevice } from '../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../src/queue/blk-driver.ts';
-import { runDeviceLoop } from '../src/queue/device-loop.ts';
+import { runDeviceLoop } from '../test/queue/helpers/device-loop.ts';
 import { createRegion, type QueueModeName } from '../src/queue/layout.ts';
 import type { BlockDevice } from '../src/block/types.ts';
 import { firstMessage, spawnTsWorker } from '../test/queue/helpers/spawn-worker.ts';

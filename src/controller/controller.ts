@@ -1,20 +1,20 @@
 import type { Config, FunctionConfig } from '../config/config.ts';
-import { BlockCache } from './block-cache.ts';
-import { VolumeStore } from './volume-store.ts';
-import { Poller } from './poller.ts';
-import { defaultEngine, engineDescription } from './engine.ts';
+import { BlockCache } from '../storage/block-cache.ts';
+import { VolumeStore } from '../storage/volume-store.ts';
+import { Poller } from '../queue/poller.ts';
+import { defaultEngine, engineDescription } from '../storage/engine.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { NbdServer } from '../nbd/server.ts';
-import { ThreadGuest } from '../guest/thread-guest.ts';
+import { ThreadGuest } from '../deploy/guest/thread-guest.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
 import { hasFunction, functionNames, clientUrl, defaultExportName } from '../functions/registry.ts';
-import { VirtualVolume } from './virtual-volume.ts';
+import { VirtualVolume } from '../storage/virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
 import { alreadyExists, inUse, notFound, StorvisorError } from '../util/errors.ts';
-import type { VolumeManifest } from './volume-store.ts';
+import type { VolumeManifest } from '../storage/volume-store.ts';
 
 /**
  * The storage controller: volumes on a data directory, the shared read cache,

@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FunctionConfig } from '../config/config.ts';
 import { tsxExecArgv } from '../util/runtime.ts';
-import { Restarter, restartStatus } from '../guest/restart-policy.ts';
+import { Restarter, restartStatus } from './restart-policy.ts';
 import { StatsRequests } from './stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from './types.ts';
 

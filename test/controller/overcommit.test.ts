@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statfsSync } from 'node:fs';
-import { VolumeStore } from '../../src/controller/volume-store.ts';
-import { BlockCache } from '../../src/controller/block-cache.ts';
+import { VolumeStore } from '../../src/storage/volume-store.ts';
+import { BlockCache } from '../../src/storage/block-cache.ts';
 import { parseConfig, ConfigError } from '../../src/config/config.ts';
 import { tempDir } from '../helpers/tmp.ts';
 

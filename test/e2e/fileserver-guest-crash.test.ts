@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { NfsClient } from '../fileserver/nfs/helpers/nfs-client.ts';
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import { fsck } from '../../src/functions/fileserver/fs/index.ts';
-import type { ThreadGuest } from '../../src/guest/thread-guest.ts';
+import type { ThreadGuest } from '../../src/deploy/guest/thread-guest.ts';
 import { startController, waitRunning } from '../helpers/controller.ts';
 
 const CHUNK = 16 * 1024;

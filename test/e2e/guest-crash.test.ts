@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { NbdClient } from '../../src/nbd/client.ts';
-import { ThreadGuest } from '../../src/guest/thread-guest.ts';
+import { ThreadGuest } from '../../src/deploy/guest/thread-guest.ts';
 import { startController, waitRunning } from '../helpers/controller.ts';
 import { rng } from '../helpers/tmp.ts';
 import { writeLoad, verifyBlocks, shuffledBlocks } from '../helpers/load.ts';

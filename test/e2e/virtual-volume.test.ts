@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NfsClient } from '../fileserver/nfs/helpers/nfs-client.ts';
-import type { ThreadGuest } from '../../src/guest/thread-guest.ts';
+import type { ThreadGuest } from '../../src/deploy/guest/thread-guest.ts';
 import { startController, waitRunning } from '../helpers/controller.ts';
 
 const CHUNK = 64 * 1024;

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { VirtioBlkDevice } from '../../src/queue/blk-device.ts';
-import { runDeviceLoop } from '../../src/queue/device-loop.ts';
+import { runDeviceLoop } from './helpers/device-loop.ts';
 import { createRegion } from '../../src/queue/layout.ts';
 import { firstMessage, spawnTsWorker } from './helpers/spawn-worker.ts';
 

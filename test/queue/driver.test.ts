@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VirtioBlkDevice } from '../../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../../src/queue/blk-driver.ts';
-import { runDeviceLoop } from '../../src/queue/device-loop.ts';
+import { runDeviceLoop } from './helpers/device-loop.ts';
 import { VirtqDevice } from '../../src/queue/virtq-device.ts';
 import { Ctl, VIRTIO_BLK_S_UNSUPP, createRegion, regionLayout, type QueueModeName } from '../../src/queue/layout.ts';
 import { StorvisorError } from '../../src/util/errors.ts';

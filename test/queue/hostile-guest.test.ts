@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtioBlkDevice } from '../../src/queue/blk-device.ts';
-import { Poller, QUEUE_BUDGET } from '../../src/controller/poller.ts';
+import { Poller, QUEUE_BUDGET } from '../../src/queue/poller.ts';
 import { Ctl, VIRTIO_BLK_T_IN, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, createRegion } from '../../src/queue/layout.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { DeferredBlockDevice } from './helpers/deferred-device.ts';

@@ -2,7 +2,7 @@
 import { MemoryBlockDevice } from '../../../src/block/memory-device.ts';
 import { VirtioBlkDevice } from '../../../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../../../src/queue/blk-driver.ts';
-import { runDeviceLoop, type DeviceLoop } from '../../../src/queue/device-loop.ts';
+import { runDeviceLoop, type DeviceLoop } from './device-loop.ts';
 import { createRegion, type QueueModeName } from '../../../src/queue/layout.ts';
 
 export interface PairOptions {

@@ -11,7 +11,28 @@ import {
   regionOffset,
   type Superblock,
 } from './format.ts';
-import type { LogPosition } from './writer.ts';
+
+/** Where appending resumes: what recovery found (or a fresh format). */
+export interface LogPosition {
+  sb: Superblock;
+  /** Bytes of valid records in the active region. */
+  tail: number;
+  /** Crc of the last valid record (the chain seed of the next). */
+  lastCrc: number;
+  /** The active region's bytes of the block that holds `tail`, [blockStart, tail). */
+  tailBlock: Buffer;
+  /** Sequence number of the next record. */
+  nextSeq: number;
+  /**
+   * Compact before the first append: set for every log that was recovered
+   * rather than formatted. Bytes past the recovered tail may be a torn,
+   * unacknowledged batch; appending in place could rewrite its first record
+   * byte for byte (same command, same sequence number, same chain) and so
+   * revive the stale records behind it. A fresh region under a new generation
+   * cannot. It also moves a version 1 log to version 2.
+   */
+  compactFirst: boolean;
+}
 
 /** The smallest region worth having: room for a few records and the reserve. */
 const MIN_REGION_BLOCKS = 4;

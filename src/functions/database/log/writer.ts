@@ -4,32 +4,11 @@ import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /** Mutations that can only make the data set smaller. */
 const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
-import { readTailBlock } from './recovery.ts';
+import { readTailBlock, type LogPosition } from './recovery.ts';
 import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, recordSize, regionOffset, type Superblock } from './format.ts';
 
 export type AppendFsync = 'always' | 'everysec';
 
-/** Where appending resumes: what recovery found (or a fresh format). */
-export interface LogPosition {
-  sb: Superblock;
-  /** Bytes of valid records in the active region. */
-  tail: number;
-  /** Crc of the last valid record (the chain seed of the next). */
-  lastCrc: number;
-  /** The active region's bytes of the block that holds `tail`, [blockStart, tail). */
-  tailBlock: Buffer;
-  /** Sequence number of the next record. */
-  nextSeq: number;
-  /**
-   * Compact before the first append: set for every log that was recovered
-   * rather than formatted. Bytes past the recovered tail may be a torn,
-   * unacknowledged batch; appending in place could rewrite its first record
-   * byte for byte (same command, same sequence number, same chain) and so
-   * revive the stale records behind it. A fresh region under a new generation
-   * cannot. It also moves a version 1 log to version 2.
-   */
-  compactFirst: boolean;
-}
 
 export interface LogWriterOptions {
   appendfsync: AppendFsync;

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
-import { BlockCache } from '../../src/controller/block-cache.ts';
-import { VolumeStore } from '../../src/controller/volume-store.ts';
+import { BlockCache } from '../../src/storage/block-cache.ts';
+import { VolumeStore } from '../../src/storage/volume-store.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { tempDir, rng, randomBytes } from '../helpers/tmp.ts';
 

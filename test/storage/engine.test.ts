@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { openSync, writeFileSync, closeSync, constants, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../../src/native/addon.ts';
-import { LibuvEngine, UringEngine, errnoName, type IoEngine, type IoTarget } from '../../src/controller/engine.ts';
-import { FileBackend } from '../../src/controller/backend.ts';
-import { allocPageAligned } from '../../src/controller/aligned.ts';
-import { BlockCache } from '../../src/controller/block-cache.ts';
-import { Volume } from '../../src/controller/volume.ts';
+import { LibuvEngine, UringEngine, errnoName, type IoEngine, type IoTarget } from '../../src/storage/engine.ts';
+import { FileBackend } from '../../src/storage/backend.ts';
+import { allocPageAligned } from '../../src/storage/aligned.ts';
+import { BlockCache } from '../../src/storage/block-cache.ts';
+import { Volume } from '../../src/storage/volume.ts';
 import { tempDir, rng, randomBytes } from '../helpers/tmp.ts';
 
 /**

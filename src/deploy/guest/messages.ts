@@ -1,4 +1,4 @@
-import type { NotifyMode } from '../config/config.ts';
+import type { NotifyMode } from '../../config/config.ts';
 
 /** What the controller hands a guest worker at birth. */
 export interface GuestWorkerData {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Poller, type PolledQueue } from '../../src/controller/poller.ts';
+import { Poller, type PolledQueue } from '../../src/queue/poller.ts';
 
 /** A queue whose requests are injected by the test and whose doorbell is a promise. */
 class FakeQueue implements PolledQueue {

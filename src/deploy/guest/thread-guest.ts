@@ -1,12 +1,12 @@
 import { Worker } from 'node:worker_threads';
-import type { FunctionConfig } from '../config/config.ts';
-import type { BlockDevice } from '../block/types.ts';
-import type { Poller } from '../controller/poller.ts';
-import { createRegion } from '../queue/layout.ts';
-import { VirtioBlkDevice } from '../queue/blk-device.ts';
-import { Restarter, restartStatus } from './restart-policy.ts';
-import { StatsRequests } from '../deploy/stats-requests.ts';
-import type { Deployment, DeploymentState, DeploymentStatus } from '../deploy/types.ts';
+import type { FunctionConfig } from '../../config/config.ts';
+import type { BlockDevice } from '../../block/types.ts';
+import type { Poller } from '../../queue/poller.ts';
+import { createRegion } from '../../queue/layout.ts';
+import { VirtioBlkDevice } from '../../queue/blk-device.ts';
+import { Restarter, restartStatus } from '../restart-policy.ts';
+import { StatsRequests } from '../stats-requests.ts';
+import type { Deployment, DeploymentState, DeploymentStatus } from '../types.ts';
 import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
 
 /**

@@ -1,8 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtioBlkDriver } from '../queue/blk-driver.ts';
-import { loadFunction } from '../functions/registry.ts';
+import { VirtioBlkDriver } from '../../queue/blk-driver.ts';
+import { loadFunction } from '../../functions/registry.ts';
 import type { GuestWorkerData, ToGuest, FromGuest } from './messages.ts';
-import type { RunningFunction } from '../functions/types.ts';
+import type { RunningFunction } from '../../functions/types.ts';
 
 /**
  * The inside of a thread guest: its block device is the driver side of the

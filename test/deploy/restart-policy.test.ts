@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Restarter } from '../../src/guest/restart-policy.ts';
+import { Restarter } from '../../src/deploy/restart-policy.ts';
 
 /** The restart policy, on an injected clock: a crashing function is never given up on. */
 function clock(): { now: () => number; advance: (ms: number) => void } {

@@ -1,7 +1,7 @@
 import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
-import type { IoEngine } from './engine.ts';
-import { deviceSleeps } from '../queue/layout.ts';
+import type { IoEngine } from '../storage/engine.ts';
+import { deviceSleeps } from './layout.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue and reaps

@@ -8,9 +8,9 @@
  *   adaptive: disableKick() and spin for a budget after the last request,
  *             then enableKick() (which re-checks the ring) and waitKick().
  */
-import type { VirtioBlkDevice } from './blk-device.ts';
-import type { QueueModeName } from './layout.ts';
-import { SpinBudget } from './spin-budget.ts';
+import type { VirtioBlkDevice } from '../../../src/queue/blk-device.ts';
+import type { QueueModeName } from '../../../src/queue/layout.ts';
+import { SpinBudget } from '../../../src/queue/spin-budget.ts';
 
 export interface DeviceLoopOptions {
   mode: QueueModeName;
