@@ -7,7 +7,8 @@ import { blockBench } from './block.ts';
 import { nfsBench, databaseBench } from './functions.ts';
 
 /**
- * `npm run bench [-- SUITE...]`: runs the named suites (default: all) and writes
+ * `npm run bench [-- --quick]`: the evaluation (bench/eval/run.ts).
+ * `npm run bench -- SUITE...`: runs the named suites and writes
  * tables, JSON and SVG charts under results/. Benchmarks, not tests: numbers are
  * reported as ratios measured in the same run.
  */
@@ -38,8 +39,15 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   },
 };
 
-const wanted = process.argv.slice(2);
-const names = wanted.length ? wanted : Object.keys(suites);
+const args = process.argv.slice(2);
+const wanted = args.filter((a) => !a.startsWith('--'));
+if (wanted.length === 0) {
+  // No suite named: the whole evaluation (bench/eval/run.ts), or its --quick form.
+  const { evaluationMain } = await import('./eval/run.ts');
+  await evaluationMain(args);
+  process.exit();
+}
+const names = wanted;
 const resultsDir = resolve(process.env.BENCH_RESULTS ?? 'results');
 for (const name of names) {
   const suite = suites[name];

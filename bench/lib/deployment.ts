@@ -12,6 +12,8 @@ export interface DeploymentUnderTest {
   label: string;
   deploy: DeployKind;
   notify?: NotifyMode;
+  /** More of the function's config (a process guest's cores, priority, ...). */
+  extra?: Record<string, unknown>;
 }
 
 export const DEPLOYMENTS: DeploymentUnderTest[] = [
@@ -34,7 +36,7 @@ export async function startDeployment(
       api: null,
       nbd: { port: 0 },
       volumes: [{ name: 'vol', sizeMiB: fn.volumeMiB }],
-      functions: [{ name: 'fn', function: fn.function, volume: 'vol', deploy: d.deploy, notify: d.notify ?? 'adaptive', restart: 'never', options: fn.options }],
+      functions: [{ name: 'fn', function: fn.function, volume: 'vol', deploy: d.deploy, notify: d.notify ?? 'adaptive', restart: 'never', ...d.extra, options: fn.options }],
     },
     dir,
     {},

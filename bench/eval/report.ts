@@ -1,0 +1,119 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { barChart } from '../lib/chart.ts';
+import type { Machine } from './machine.ts';
+import { formatValue, type Summary } from './stats.ts';
+
+/** A measured figure, or the reason it could not be measured here. */
+export type Cell = { value: Summary } | { skipped: string };
+
+export interface Row {
+  name: string;
+  unit: string;
+  /** Which way is better, for a reader scanning the table. */
+  better: 'higher' | 'lower';
+  /** The paper's figure, as text taken from the paper. */
+  paper?: string;
+  cells: Record<string, Cell>;
+  /** Shown in the report's headline table. */
+  headline?: boolean;
+}
+
+export interface Section {
+  id: string;
+  title: string;
+  columns: string[];
+  rows: Row[];
+  notes: string[];
+}
+
+export interface Report {
+  date: string;
+  quick: boolean;
+  seconds: number;
+  repeats: number;
+  machine: Machine;
+  sections: Section[];
+}
+
+const PAPER = 'paper (text)';
+
+function cellText(c: Cell | undefined, notes: Map<string, number>): string {
+  if (!c) return '';
+  if ('skipped' in c) {
+    if (!notes.has(c.skipped)) notes.set(c.skipped, notes.size + 1);
+    return `n/a [${notes.get(c.skipped)}]`;
+  }
+  const v = c.value;
+  if (!Number.isFinite(v.median)) return '—';
+  return v.n > 1 && v.min !== v.max ? `${formatValue(v.median)} (${formatValue(v.min)}–${formatValue(v.max)})` : formatValue(v.median);
+}
+
+function table(columns: string[], rows: Row[], withPaper: boolean): { lines: string[]; reasons: Map<string, number> } {
+  const reasons = new Map<string, number>();
+  const head = ['', ...columns, ...(withPaper ? [PAPER] : [])];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  for (const r of rows) {
+    const label = `${r.name} (${r.unit}, ${r.better} is better)`;
+    lines.push(`| ${[label, ...columns.map((c) => cellText(r.cells[c], reasons)), ...(withPaper ? [r.paper ?? ''] : [])].join(' | ')} |`);
+  }
+  return { lines, reasons };
+}
+
+export function renderMarkdown(report: Report): string {
+  const m = report.machine;
+  const out: string[] = [
+    `# storvisor evaluation${report.quick ? ' (quick)' : ''}`,
+    '',
+    `${report.date}. Each figure is the median of ${report.repeats} run(s) of ${report.seconds} s, with its spread (min–max) where runs differ. Every ratio compares figures of this one run.`,
+    '',
+    `Machine: ${m.hostname}, ${m.cores} cores (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.kernel}, disk ${m.disk}, Node ${m.node}, engine ${m.engine}.`,
+    '',
+  ];
+  const headline = report.sections.flatMap((s) => s.rows.filter((r) => r.headline).map((r) => ({ s, r })));
+  if (headline.length > 0) {
+    const columns = [...new Set(headline.flatMap(({ s }) => s.columns))];
+    const { lines, reasons } = table(columns, headline.map(({ r }) => r), true);
+    out.push('## Headline', '', ...lines, '', ...[...reasons].map(([why, n]) => `[${n}] ${why}`), '');
+  }
+  for (const s of report.sections) {
+    const withPaper = s.rows.some((r) => r.paper);
+    const { lines, reasons } = table(s.columns, s.rows, withPaper);
+    out.push(`## ${s.title}`, '', ...lines, '');
+    for (const [why, n] of reasons) out.push(`[${n}] ${why}  `);
+    if (reasons.size) out.push('');
+    for (const note of s.notes) out.push(`- ${note}`);
+    if (s.notes.length) out.push('');
+    out.push(`![${s.title}](${s.id}.svg)`, '');
+  }
+  return out.join('\n');
+}
+
+/** One chart per section: its rows of the first row's unit, one bar per column. */
+export function sectionChart(s: Section): string {
+  const unit = s.rows[0]?.unit ?? '';
+  const rows = s.rows.filter((r) => r.unit === unit);
+  return barChart({
+    title: s.title,
+    unit,
+    groups: rows.map((r) => r.name),
+    series: s.columns.map((c) => ({ label: c, values: rows.map((r) => { const x = r.cells[c]; return x && 'value' in x ? x.value.median : NaN; }) })),
+  });
+}
+
+/** Writes report.md, report.json and a chart per section (SVG, and PNG where rsvg-convert is installed). */
+export function writeReport(dir: string, report: Report): string[] {
+  mkdirSync(dir, { recursive: true });
+  const written = [join(dir, 'report.md'), join(dir, 'report.json')];
+  writeFileSync(written[0]!, renderMarkdown(report));
+  writeFileSync(written[1]!, JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  const png = spawnSync('sh', ['-c', 'command -v rsvg-convert']).status === 0;
+  for (const s of report.sections) {
+    const svg = join(dir, `${s.id}.svg`);
+    writeFileSync(svg, sectionChart(s));
+    written.push(svg);
+    if (png && spawnSync('rsvg-convert', ['-o', join(dir, `${s.id}.png`), svg]).status === 0) written.push(join(dir, `${s.id}.png`));
+  }
+  return written;
+}
