@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
-import { parseConfig, type FunctionConfig } from '../../src/config/config.ts';
+import { parseConfig, type Config, type FunctionConfig } from '../../src/config/config.ts';
 import type { Controller } from '../../src/controller/controller.ts';
 import { freePort } from './net.ts';
 
@@ -112,4 +112,40 @@ export function unsupportedDeploy(fields: Partial<FunctionConfig>): string | und
   } catch (err) {
     return `this build cannot run it: ${(err as Error).message}`;
   }
+}
+
+/** Runs `fn` on a controller started from `config`, and stops it however `fn` ends. */
+export async function withController<T>(config: Config, fn: (c: Controller) => Promise<T>): Promise<T> {
+  const { Controller } = await import('../../src/controller/controller.ts');
+  const c = await Controller.start(config);
+  try {
+    return await fn(c);
+  } finally {
+    await c.stop();
+  }
+}
+
+/** Runs `fn` with fio's arguments that reach `t`, and tears `t` down however `fn` ends. */
+export async function withTarget<T>(c: Controller, t: Target, fn: (reach: string[]) => Promise<T>): Promise<T> {
+  const reach = await t.setup(c);
+  try {
+    return await fn(reach);
+  } finally {
+    await t.teardown(c);
+  }
+}
+
+/** Runs `fn` in a fresh scratch directory under `parent`, removed however `fn` ends. */
+export async function withScratch<T>(parent: string, prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(parent, prefix));
+  try {
+    return await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** fio's arguments for one timed 4 KiB (or `bs`) job over the first `size` bytes, random offsets, no warm-up map. */
+export function fioArgs(o: { rw: string; qd: number; size: number; seconds: number; reach: string[]; bs?: string }): string[] {
+  return ['--name=b', `--bs=${o.bs ?? '4k'}`, `--iodepth=${o.qd}`, `--size=${o.size}`, '--norandommap', '--randrepeat=0', ...o.reach, `--rw=${o.rw}`, '--time_based', `--runtime=${o.seconds}`];
 }

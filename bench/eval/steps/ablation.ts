@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FunctionConfig } from '../../../src/config/config.ts';
-import { Controller } from '../../../src/controller/controller.ts';
 import { runFio } from '../../lib/fio.ts';
-import { deployedTarget, prefilledDataDir, unsupportedDeploy } from '../../lib/targets.ts';
+import { deployedTarget, fioArgs, prefilledDataDir, unsupportedDeploy, withController, withScratch, withTarget } from '../../lib/targets.ts';
 import { Samples, type EvalContext } from '../context.ts';
 import type { Section } from '../report.ts';
 import { ratioOf, summarize } from '../stats.ts';
@@ -35,33 +32,23 @@ export async function ablationStep(ctx: EvalContext): Promise<Section[]> {
     for (const c of columns) for (const r of rows) s.skip(r, c, why);
   } else {
     const dataBytes = (ctx.quick ? 256 : 1024) * 2 ** 20;
-    const dir = mkdtempSync(join(ctx.dir, 'storvisor-eval-ablation-'));
-    try {
-      const controller = await Controller.start(prefilledDataDir(dir, 'bench', dataBytes, 32));
-      try {
+    await withScratch(ctx.dir, 'storvisor-eval-ablation-', (dir) =>
+      withController(prefilledDataDir(dir, 'bench', dataBytes, 32), async (controller) => {
         for (let rep = 0; rep < ctx.repeats; rep++) {
           const base = new Map<number, number>();
           for (const c of [{ label: 'integrated', fields: { deploy: 'integrated' } as Fields }, ...configs]) {
-            const t = deployedTarget(c.label, c.fields);
-            const reach = await t.setup(controller);
-            try {
+            await withTarget(controller, deployedTarget(c.label, c.fields), async (reach) => {
               for (const [i, qd] of [1, 32].entries()) {
-                const r = await runFio(['--name=a', '--bs=4k', `--iodepth=${qd}`, `--size=${dataBytes}`, '--norandommap', '--randrepeat=0', ...reach, '--rw=randread', '--time_based', `--runtime=${ctx.seconds}`]);
+                const r = await runFio(fioArgs({ rw: 'randread', qd, size: dataBytes, seconds: ctx.seconds, reach }));
                 if (c.label === 'integrated') base.set(qd, r.iops);
                 else s.add(rows[i]!, c.label, r.iops / base.get(qd)!);
                 ctx.progress.step(`ablation ${c.label} QD${qd}: ${Math.round(r.iops)} IOPS`, ctx.seconds);
               }
-            } finally {
-              await t.teardown(controller);
-            }
+            });
           }
         }
-      } finally {
-        await controller.stop();
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+      }),
+    );
   }
   const gain = (r: string) => ({
     name: `${r}: gain of each mechanism (all on ÷ that one off)`,

@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Controller } from '../../../src/controller/controller.ts';
 import { runFio } from '../../lib/fio.ts';
 import { childPids, cpuMeter } from '../../lib/cpu.ts';
-import { controllerExportTarget, deployedTarget, nbdkitTarget, prefill, prefilledDataDir, rawFileTarget, type Target } from '../../lib/targets.ts';
+import { controllerExportTarget, deployedTarget, fioArgs, nbdkitTarget, prefill, prefilledDataDir, rawFileTarget, withController, withScratch, withTarget, type Target } from '../../lib/targets.ts';
 import { Samples, overheadRow, type EvalContext } from '../context.ts';
 import type { Cell, Row, Section } from '../report.ts';
 import { ratioOf, summarize } from '../stats.ts';
@@ -25,17 +23,15 @@ const WORKLOADS: Workload[] = [
  */
 export async function blockStep(ctx: EvalContext): Promise<Section[]> {
   const dataBytes = (ctx.quick ? 256 : 1024) * MiB;
-  const dir = mkdtempSync(join(ctx.dir, 'storvisor-eval-block-'));
   const samples = new Samples();
   const peers = ['fio raw file', 'nbdkit file', 'controller export'];
   const deploymentColumns = ctx.deployments.map((d) => d.label);
   const columns = [...peers, ...deploymentColumns];
-  try {
+  await withScratch(ctx.dir, 'storvisor-eval-block-', async (dir) => {
     const raw = join(dir, 'raw.img');
     const config = prefilledDataDir(dir, 'bench', dataBytes, CACHE_MIB);
     prefill(raw, dataBytes);
-    const controller = await Controller.start(config);
-    try {
+    await withController(config, async (controller) => {
       const targets: Target[] = [rawFileTarget(raw), nbdkitTarget(raw), controllerExportTarget('bench')];
       for (const d of ctx.deployments) {
         if (d.unsupported) for (const w of WORKLOADS) for (const r of rowNames(w)) samples.skip(r, d.label, d.unsupported);
@@ -43,14 +39,13 @@ export async function blockStep(ctx: EvalContext): Promise<Section[]> {
       }
       for (let rep = 0; rep < ctx.repeats; rep++) {
         for (const t of targets) {
-          const reach = await t.setup(controller);
-          try {
+          await withTarget(controller, t, async (reach) => {
             for (const w of WORKLOADS) {
               const isRaw = t.name === 'fio raw file';
               const engine = isRaw ? [w.qd === 1 ? '--ioengine=psync' : '--ioengine=libaio'] : [];
               const sync = isRaw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
               const meter = cpuMeter(childPids);
-              const r = await runFio(['--name=e', '--bs=4k', `--iodepth=${w.qd}`, `--size=${dataBytes}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach, `--rw=${w.rw}`, '--time_based', `--runtime=${ctx.seconds}`]);
+              const r = await runFio(fioArgs({ rw: w.rw, qd: w.qd, size: dataBytes, seconds: ctx.seconds, reach: [...engine, ...sync, ...reach] }));
               const [iops, p50, cpu] = rowNames(w);
               samples.add(iops!, t.name, r.iops);
               samples.add(p50!, t.name, r.p50Us);
@@ -58,17 +53,11 @@ export async function blockStep(ctx: EvalContext): Promise<Section[]> {
               else samples.add(cpu!, t.name, (meter() * 1e6) / Math.max(1, r.ios));
               ctx.progress.step(`block ${t.name} ${w.name}: ${Math.round(r.iops)} IOPS, p50 ${r.p50Us.toFixed(0)} µs`, ctx.seconds);
             }
-          } finally {
-            await t.teardown(controller);
-          }
+          });
         }
       }
-    } finally {
-      await controller.stop();
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+    });
+  });
 
   const row = (name: string, unit: string, better: Row['better'], extra: Partial<Row> = {}): Row => ({ name, unit, better, cells: samples.cells(name, columns), ...extra });
   const throughput: Section = {

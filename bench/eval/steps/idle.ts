@@ -1,10 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../../src/config/config.ts';
-import { Controller } from '../../../src/controller/controller.ts';
 import { childPids, cpuMeter } from '../../lib/cpu.ts';
-import { benchFunction } from '../../lib/targets.ts';
+import { benchFunction, withController, withScratch } from '../../lib/targets.ts';
 import { Samples, type EvalContext } from '../context.ts';
 import type { Section } from '../report.ts';
 
@@ -20,18 +18,15 @@ export async function idleStep(ctx: EvalContext): Promise<Section[]> {
       continue;
     }
     for (let rep = 0; rep < ctx.repeats; rep++) {
-      const dir = mkdtempSync(join(ctx.dir, 'storvisor-eval-idle-'));
-      const controller = await Controller.start(parseConfig({ dataDir: join(dir, 'data'), api: null, nbd: { port: 0 }, volumes: [{ name: 'bench', sizeMiB: 64 }] }, dir, {}));
-      try {
-        await controller.deploy(benchFunction('idle', d.fields));
-        await sleep(500); // let start-up work finish: the window measures the idle state, not the boot
-        const meter = cpuMeter(childPids);
-        await sleep(window * 1000); // the measurement window itself
-        samples.add(row, d.label, (meter() / window) * 100);
-      } finally {
-        await controller.stop();
-        rmSync(dir, { recursive: true, force: true });
-      }
+      await withScratch(ctx.dir, 'storvisor-eval-idle-', (dir) =>
+        withController(parseConfig({ dataDir: join(dir, 'data'), api: null, nbd: { port: 0 }, volumes: [{ name: 'bench', sizeMiB: 64 }] }, dir, {}), async (controller) => {
+          await controller.deploy(benchFunction('idle', d.fields));
+          await sleep(500); // let start-up work finish: the window measures the idle state, not the boot
+          const meter = cpuMeter(childPids);
+          await sleep(window * 1000); // the measurement window itself
+          samples.add(row, d.label, (meter() / window) * 100);
+        }),
+      );
       ctx.progress.step(`idle ${d.label}`, window);
     }
   }
