@@ -85,20 +85,24 @@ export function renderMarkdown(report: Report): string {
     if (reasons.size) out.push('');
     for (const note of s.notes) out.push(`- ${note}`);
     if (s.notes.length) out.push('');
-    out.push(`![${s.title}](${s.id}.svg)`, '');
+    for (const c of sectionCharts(s)) out.push(`![${s.title}](${c.file})`);
+    out.push('');
   }
   return out.join('\n');
 }
 
-/** One chart per section: its rows of the first row's unit, one bar per column. */
-export function sectionChart(s: Section): string {
-  const unit = s.rows[0]?.unit ?? '';
-  const rows = s.rows.filter((r) => r.unit === unit);
-  return barChart({
-    title: s.title,
-    unit,
-    groups: rows.map((r) => r.name),
-    series: s.columns.map((c) => ({ label: c, values: rows.map((r) => { const x = r.cells[c]; return x && 'value' in x ? x.value.median : NaN; }) })),
+/** A section's charts: one per unit among its rows, named `<id>.svg`, then `<id>-2.svg`, ... */
+export function sectionCharts(s: Section): Array<{ file: string; svg: string }> {
+  const units = [...new Set(s.rows.map((r) => r.unit))];
+  return units.map((unit, i) => {
+    const rows = s.rows.filter((r) => r.unit === unit);
+    const svg = barChart({
+      title: units.length > 1 ? `${s.title} (${unit})` : s.title,
+      unit,
+      groups: rows.map((r) => r.name),
+      series: s.columns.map((c) => ({ label: c, values: rows.map((r) => { const x = r.cells[c]; return x && 'value' in x ? x.value.median : NaN; }) })),
+    });
+    return { file: i === 0 ? `${s.id}.svg` : `${s.id}-${i + 1}.svg`, svg };
   });
 }
 
@@ -110,10 +114,13 @@ export function writeReport(dir: string, report: Report): string[] {
   writeFileSync(written[1]!, JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
   const png = spawnSync('sh', ['-c', 'command -v rsvg-convert']).status === 0;
   for (const s of report.sections) {
-    const svg = join(dir, `${s.id}.svg`);
-    writeFileSync(svg, sectionChart(s));
-    written.push(svg);
-    if (png && spawnSync('rsvg-convert', ['-o', join(dir, `${s.id}.png`), svg]).status === 0) written.push(join(dir, `${s.id}.png`));
+    for (const c of sectionCharts(s)) {
+      const svg = join(dir, c.file);
+      writeFileSync(svg, c.svg);
+      written.push(svg);
+      const pngFile = svg.replace(/\.svg$/, '.png');
+      if (png && spawnSync('rsvg-convert', ['-o', pngFile, svg]).status === 0) written.push(pngFile);
+    }
   }
   return written;
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatValue, ratioOf, summarize } from '../../bench/eval/stats.ts';
-import { renderMarkdown, sectionChart, writeReport, type Report, type Section } from '../../bench/eval/report.ts';
+import { renderMarkdown, sectionCharts, writeReport, type Report, type Section } from '../../bench/eval/report.ts';
 import { diskOf, probeMachine } from '../../bench/eval/machine.ts';
 import { Progress, clock } from '../../bench/eval/progress.ts';
 import { Samples, overheadRow } from '../../bench/eval/context.ts';
@@ -79,8 +79,11 @@ test('the report writer leaves markdown, JSON without NaN, and one SVG chart per
   assert.match(svg, /^<svg /);
 });
 
-test('a section chart has one bar group per row and one series per column', () => {
-  const svg = sectionChart(section);
+test('a section gets one chart per unit, with one bar group per row and one series per column', () => {
+  const two = sectionCharts({ ...section, rows: [...section.rows, { ...section.rows[0]!, name: 'rate', unit: 'IOPS' }] });
+  assert.deepEqual(two.map((c) => c.file), ['block-latency.svg', 'block-latency-2.svg']);
+  assert.match(two[1]!.svg, /rate/);
+  const svg = sectionCharts(section)[0]!.svg;
   assert.match(svg, /sync write QD1 p50/);
   for (const c of section.columns) assert.ok(svg.includes(c), c);
   assert.match(svg, /334 µs/);
