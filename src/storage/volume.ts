@@ -381,15 +381,16 @@ export class Volume implements BlockDevice {
     if (this.backendWrites[old]! > 0) await new Promise<void>((resolve) => this.backendDrained.push(resolve));
   }
 
-  private async backendWrite(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
+  /** Count a backend write in flight (no promise of its own: the write path allocates nothing more for it). */
+  private backendWriteBegin(): number {
     const gen = this.backendGen & 1;
     this.backendWrites[gen]!++;
-    try {
-      await this.backend.write(buf, at, length, position);
-    } finally {
-      if (--this.backendWrites[gen]! === 0 && gen !== (this.backendGen & 1) && this.backendDrained.length > 0) {
-        for (const w of this.backendDrained.splice(0)) w();
-      }
+    return gen;
+  }
+
+  private backendWriteEnd(gen: number): void {
+    if (--this.backendWrites[gen]! === 0 && gen !== (this.backendGen & 1) && this.backendDrained.length > 0) {
+      for (const w of this.backendDrained.splice(0)) w();
     }
   }
 
@@ -501,12 +502,15 @@ export class Volume implements BlockDevice {
       if (headPartial) await this.loadBlock(first, base);
       if (tailPartial && (count > 1 || !headPartial)) await this.loadBlock(first + count - 1, base + (count - 1) * BLOCK);
       this.bounce.set(src.subarray(srcOffset, srcOffset + len), base + (pos - first * BLOCK));
+      const gen = this.backendWriteBegin();
       try {
-        await this.backendWrite(this.bounce, base, count * BLOCK, first * BLOCK);
+        await this.backend.write(this.bounce, base, count * BLOCK, first * BLOCK);
       } catch (err) {
         // The disk's copy is unknown now: never serve the old data from cache.
         this.cache.invalidateRange(id, first, count);
         throw err;
+      } finally {
+        this.backendWriteEnd(gen);
       }
       for (let b = 0; b < count; b++) {
         const key = cacheKey(id, first + b);
@@ -541,10 +545,12 @@ export class Volume implements BlockDevice {
         if (!this.backend.punchHole(b * BLOCK, n * BLOCK)) {
           if (!mustZero) return;
           const slot = await this.getBounce();
+          const gen = this.backendWriteBegin();
           try {
             this.bounce.fill(0, slot * MAX_IO, slot * MAX_IO + n * BLOCK);
-            await this.backendWrite(this.bounce, slot * MAX_IO, n * BLOCK, b * BLOCK);
+            await this.backend.write(this.bounce, slot * MAX_IO, n * BLOCK, b * BLOCK);
           } finally {
+            this.backendWriteEnd(gen);
             this.releaseBounce(slot);
           }
         }
