@@ -275,3 +275,105 @@ test('a snapshot taken under concurrent writes reads back one point in time, and
   assert.deepEqual(await gens(snap, blocks), got);
   await s.closeAll();
 });
+
+test('reads of a snapshot racing copy-on-write writes to the same blocks always see the snapshot data', async (t) => {
+  // A tiny cache, so the snapshot's reads go to disk while the writes copy the blocks away.
+  const s = new VolumeStore(tempDir(t), new BlockCache(16 * B));
+  const blocks = 64;
+  s.create('v', blocks * B);
+  const v = s.openVolume('v');
+  await fill(v, range(blocks), 1);
+  await s.snapshots.create('v', 's');
+  const snap = s.openVolume('v@s');
+  let stop = false;
+  let reads = 0;
+  const reader = async (r: number) => {
+    const buf = Buffer.alloc(8 * B);
+    for (let i = 0; !stop; i++) {
+      const b = ((i * 5 + r * 8) % (blocks / 8)) * 8;
+      await snap.pread(buf, b * B);
+      for (let k = 0; k < 8; k++) assert.ok(buf.subarray(k * B, (k + 1) * B).equals(block(b + k, 1)), `snapshot block ${b + k} changed under a write`);
+      reads++;
+    }
+  };
+  const readers = [0, 1, 2, 3].map(reader);
+  for (let g = 2; g < 6; g++) await fill(v, range(blocks), g);
+  stop = true;
+  await Promise.all(readers);
+  assert.ok(reads > 0);
+  assert.deepEqual(await gens(snap, blocks), range(blocks).map(() => 1));
+  assert.deepEqual(await gens(v, blocks), range(blocks).map(() => 5));
+  await s.closeAll();
+});
+
+test('zeroing and trimming a volume with a snapshot leave the snapshot data in place', async (t) => {
+  const s = store(tempDir(t));
+  s.create('v', 1 * MiB);
+  const v = s.openVolume('v');
+  await fill(v, range(32), 1);
+  await s.snapshots.create('v', 's');
+  await v.zero(0, 8 * B);
+  await v.trim(8 * B, 8 * B);
+  assert.deepEqual((await gens(v, 8)), range(8).map(() => 0));
+  assert.deepEqual(await gens(s.openVolume('v@s'), 32), range(32).map(() => 1));
+  await s.closeAll();
+});
+
+test('a clone can have snapshots and clones of its own, and a layered volume keeps its size', async (t) => {
+  const s = store(tempDir(t));
+  s.create('v', 1 * MiB);
+  const v = s.openVolume('v');
+  await fill(v, range(8), 1);
+  await s.snapshots.create('v', 's');
+  await s.snapshots.clone('v', 's', 'c');
+  const c = s.openVolume('c');
+  await fill(c, range(2), 2);
+  await s.snapshots.create('c', 'cs');
+  await fill(c, range(4), 3);
+  await s.snapshots.clone('c', 'cs', 'cc');
+  const cc = s.openVolume('cc');
+  await fill(cc, [7], 4);
+  assert.deepEqual(await gens(s.openVolume('c@cs'), 8), [2, 2, 1, 1, 1, 1, 1, 1]);
+  assert.deepEqual(await gens(c, 8), [3, 3, 3, 3, 1, 1, 1, 1]);
+  assert.deepEqual(await gens(cc, 8), [2, 2, 1, 1, 1, 1, 1, 4]);
+  assert.deepEqual(await gens(v, 8), range(8).map(() => 1));
+  await assert.rejects(s.resize('c', 2 * MiB), { code: 'SV_ERR_IN_USE' });
+  await assert.rejects(s.resize('v', 2 * MiB), { code: 'SV_ERR_IN_USE' });
+  await s.closeAll();
+});
+
+test('a copy-on-write waits for a snapshot read of its block that is still on its way to the volume', async (t) => {
+  const s = store(tempDir(t));
+  s.create('v', 1 * MiB);
+  const v = s.openVolume('v');
+  await fill(v, range(8), 1);
+  await s.snapshots.create('v', 's');
+  const snap = s.openVolume('v@s');
+  const head = (v as unknown as { backend: LayeredBackend }).backend;
+  // Hold the snapshot's read of the volume's current content until the write has copied the block away.
+  const raw = head.raw as FileBackend & { read: FileBackend['read'] };
+  const read = raw.read.bind(raw);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let first = true;
+  raw.read = (buf, at, length, position) => {
+    if (!first) return read(buf, at, length, position);
+    first = false;
+    return held.then(() => read(buf, at, length, position));
+  };
+  const order: string[] = [];
+  const got = Buffer.alloc(B);
+  const reading = snap.pread(got, 5 * B).then(() => order.push('read'));
+  const writing = v.pwrite(block(5, 2), 5 * B).then(() => order.push('write'));
+  const deadline = Date.now() + 10_000;
+  while (head.counters.cowWaits === 0) {
+    assert.ok(Date.now() < deadline, 'the write never waited for the read');
+    await new Promise((r) => setImmediate(r));
+  }
+  release();
+  await Promise.all([reading, writing]);
+  assert.deepEqual(order, ['read', 'write']);
+  assert.ok(got.equals(block(5, 1)), 'the snapshot read saw the write');
+  assert.equal(await genOf(v, 5), 2);
+  await s.closeAll();
+});
