@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { FileBackend } from '../backend.ts';
@@ -62,7 +62,7 @@ export interface SnapshotInfo {
   name: string;
   size: number;
   createdAt: string;
-  /** Blocks saved in this snapshot's delta, in bytes (what it costs on disk). */
+  /** Disk space the snapshot's delta takes: the old data of blocks written since it was taken (until a newer snapshot). */
   savedBytes: number;
   clones: string[];
 }
@@ -142,17 +142,21 @@ export class Snapshots {
   list(volume: string): SnapshotInfo[] {
     this.host.manifest(volume); // ENOENT for an unknown volume
     const clones = this.host.manifests().filter((m) => m.parent?.volume === volume);
-    const head = this.heads.get(volume);
     return this.chain(volume)
       .snapshots.filter((s) => s.state === 'ready')
       .map((s) => {
-        const layer = head?.chain.find((l) => l.name === s.name);
+        let savedBytes = 0;
+        try {
+          savedBytes = statSync(this.deltaPath(volume, s.name)).blocks * 512;
+        } catch {
+          /* a delta not there holds nothing */
+        }
         return {
           volume,
           name: s.name,
           size: s.size,
           createdAt: s.createdAt,
-          savedBytes: layer ? layer.map.count * BLOCK : -1,
+          savedBytes,
           clones: clones.filter((m) => m.parent!.snapshot === s.name).map((m) => m.name),
         };
       });
