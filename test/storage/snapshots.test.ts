@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
@@ -375,5 +375,20 @@ test('a copy-on-write waits for a snapshot read of its block that is still on it
   assert.deepEqual(order, ['read', 'write']);
   assert.ok(got.equals(block(5, 1)), 'the snapshot read saw the write');
   assert.equal(await genOf(v, 5), 2);
+  await s.closeAll();
+});
+
+test('files left by a snapshot or clone creation cut short are removed at the next start, and the rest kept', async (t) => {
+  const dir = tempDir(t);
+  let s = store(dir);
+  s.create('v', 1 * MiB);
+  await s.snapshots.create('v', 'kept');
+  await s.snapshots.clone('v', 'kept', 'c');
+  await s.closeAll();
+  const snaps = join(s.dir, '.snapshots');
+  for (const f of ['v@lost.delta', 'v@lost.map', 'nobody.clone.map', 'v.chain.json.tmp']) writeFileSync(join(snaps, f), 'x');
+  s = store(dir);
+  assert.deepEqual(readdirSync(snaps).sort(), ['c.clone.map', 'v.chain.json', 'v@kept.delta', 'v@kept.map']);
+  assert.deepEqual(s.snapshots.list('v').map((i) => i.name), ['kept']);
   await s.closeAll();
 });

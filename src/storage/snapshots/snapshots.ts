@@ -108,6 +108,35 @@ export class Snapshots {
   ) {
     this.dir = join(volumesDir, '.snapshots');
     mkdirSync(this.dir, { recursive: true });
+    this.sweep();
+  }
+
+  /**
+   * Remove files no chain or clone refers to: what a create that crashed
+   * before its chain file (or manifest) was written left behind.
+   */
+  private sweep(): void {
+    let removed = 0;
+    for (const f of readdirSync(this.dir)) {
+      const layer = /^(.+)@(.+)\.(delta|map)$/.exec(f);
+      const cloneMap = /^(.+)\.clone\.map$/.exec(f);
+      let keep = true;
+      try {
+        if (layer) keep = this.host.exists(layer[1]!) && this.chain(layer[1]!).snapshots.some((e) => e.name === layer[2]);
+        else if (cloneMap) keep = this.host.exists(cloneMap[1]!) && this.host.manifest(cloneMap[1]!).parent !== undefined;
+        else if (f.endsWith('.tmp')) keep = false;
+      } catch {
+        keep = true; // unreadable metadata: leave everything for a person to look at
+      }
+      if (!keep) {
+        rmIfExists(join(this.dir, f));
+        removed++;
+      }
+    }
+    if (removed > 0) {
+      syncDir(this.dir);
+      this.host.log(`snapshots: removed ${removed} file(s) left by an operation a crash interrupted`);
+    }
   }
 
   static checkName(name: string): void {
