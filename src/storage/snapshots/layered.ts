@@ -82,7 +82,7 @@ export class LayeredBackend implements VolumeBackend {
 
   constructor(
     readonly name: string,
-    readonly raw: FileBackend,
+    readonly raw: VolumeBackend,
     private readonly onClose: (b: LayeredBackend) => void,
   ) {}
 

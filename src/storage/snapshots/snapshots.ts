@@ -235,7 +235,7 @@ export class Snapshots {
         // The open volume's plain backend becomes the layered one; its writes in flight finish first.
         const layer = this.openLayer(volume, entry);
         await open.replaceBackend((old) => {
-          head = this.adopt(volume, old as FileBackend);
+          head = this.adopt(volume, old);
           head.chain.push(layer);
           return head;
         });
@@ -362,7 +362,7 @@ export class Snapshots {
 
   // ---- internals ---------------------------------------------------------------
 
-  private adopt(volume: string, raw: FileBackend): LayeredBackend {
+  private adopt(volume: string, raw: VolumeBackend): LayeredBackend {
     const head = new LayeredBackend(volume, raw, (h) => this.release(h));
     const opened: SnapLayer[] = [];
     try {
