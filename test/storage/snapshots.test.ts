@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
@@ -388,7 +388,35 @@ test('files left by a snapshot or clone creation cut short are removed at the ne
   const snaps = join(s.dir, '.snapshots');
   for (const f of ['v@lost.delta', 'v@lost.map', 'nobody.clone.map', 'v.chain.json.tmp']) writeFileSync(join(snaps, f), 'x');
   s = store(dir);
-  assert.deepEqual(readdirSync(snaps).sort(), ['c.clone.map', 'v.chain.json', 'v@kept.delta', 'v@kept.map']);
+  assert.deepEqual(readdirSync(snaps).filter((f) => !f.startsWith('.')).sort(), ['c.clone.map', 'v.chain.json', 'v@kept.delta', 'v@kept.map']);
   assert.deepEqual(s.snapshots.list('v').map((i) => i.name), ['kept']);
+  await s.closeAll();
+});
+
+test('a snapshot deletion cut short by a crash is still read through, and finished by recover', async (t) => {
+  const dir = tempDir(t);
+  let s = store(dir);
+  s.create('v', 1 * MiB);
+  const v = s.openVolume('v');
+  await fill(v, range(16), 1);
+  await s.snapshots.create('v', 'a');
+  await s.snapshots.create('v', 'b');
+  // Changed after b: the old data is in b's delta only, and a reads it through b.
+  await fill(v, range(8), 2);
+  await s.closeAll();
+  // The state a crash right after "mark b deleting" leaves.
+  const chainPath = join(s.dir, '.snapshots', 'v.chain.json');
+  const chain = JSON.parse(readFileSync(chainPath, 'utf8'));
+  chain.snapshots[1].state = 'deleting';
+  writeFileSync(chainPath, JSON.stringify(chain));
+
+  s = store(dir);
+  assert.deepEqual(s.snapshots.list('v').map((i) => i.name), ['a']);
+  assert.deepEqual(await gens(s.openVolume('v@a'), 16), range(16).map(() => 1));
+  await s.closeVolume('v@a');
+  await s.snapshots.recover();
+  assert.deepEqual(readdirSync(join(s.dir, '.snapshots')).filter((f) => !f.startsWith('.')).sort(), ['v.chain.json', 'v@a.delta', 'v@a.map']);
+  assert.deepEqual(await gens(s.openVolume('v@a'), 16), range(16).map(() => 1));
+  assert.deepEqual(await gens(s.openVolume('v'), 16), range(16).map((i) => (i < 8 ? 2 : 1)));
   await s.closeAll();
 });
