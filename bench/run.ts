@@ -30,6 +30,8 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   alloc: script('alloc'),
   // a quiet guest's latency beside a neighbour that keeps its ring full
   neighbour: script('neighbour'),
+  // I/Os and time per 4 KiB write on a volume with a snapshot, and on a clone (counted, then timed)
+  snapshots: script('snapshots'),
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);

@@ -4,6 +4,7 @@ import type { Controller } from '../controller/controller.ts';
 import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType } from '../util/errors.ts';
 import { checkBearer } from './token.ts';
 import { prometheus } from './metrics.ts';
+import { snapshotRoutes } from './snapshot-routes.ts';
 
 /**
  * The management API: JSON over HTTP on loopback.
@@ -167,5 +168,6 @@ async function handle(c: Controller, token: string, allowed: Set<string>, req: I
     await c.deleteVolume(parts[1]!);
     return reply(res, 200, { deleted: parts[1] });
   }
+  if (await snapshotRoutes(c, req, res, url, { reply, body })) return;
   throw new StorvisorError('SV_ERR_NO_ROUTE', 'ENOENT', `no route ${req.method} ${url.pathname}`);
 }

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { FileBackend } from './backend.ts';
 import { BlockCache, BLOCK } from './block-cache.ts';
 import { Volume } from './volume.ts';
+import { Snapshots, type CloneParent } from './snapshots/snapshots.ts';
 import { alreadyExists, inUse, invalidArgument, notFound, overcommitted, StorvisorError } from '../util/errors.ts';
 import { formatBytes } from '../util/size.ts';
 
@@ -27,6 +28,8 @@ export interface VolumeManifest {
   uuid: string;
   size: number;
   createdAt: string;
+  /** A clone: the snapshot it shares unwritten blocks with (snapshots/). */
+  parent?: CloneParent;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -37,6 +40,8 @@ export class VolumeStore {
   private nextId = 1;
   /** Growth promised to resizes still in progress (counted against the overcommit limit). */
   private reserved = 0;
+  /** Snapshots and clones; a snapshot's export name is `<volume>@<snapshot>`. */
+  readonly snapshots: Snapshots;
 
   constructor(
     dataDir: string,
@@ -44,9 +49,22 @@ export class VolumeStore {
     private readonly log: (m: string) => void = () => {},
     private readonly direct = true,
     readonly overcommit = 1,
+    /** Block-map memory all snapshots and clones may reserve (snapshots/snapshots.ts). */
+    maxSnapshotMapBytes?: number,
   ) {
     this.dir = join(dataDir, 'volumes');
     mkdirSync(this.dir, { recursive: true });
+    this.snapshots = new Snapshots(this.dir, {
+      imagePath: (n) => this.imagePath(n),
+      exists: (n) => this.exists(n),
+      manifest: (n) => this.manifest(n),
+      manifests: () => this.list(),
+      writeManifest: (m) => this.writeManifest(m),
+      openVolumeOf: (n) => this.open.get(n),
+      checkCommit: (n, size) => this.checkCommit(n, size, 0),
+      direct,
+      log,
+    }, maxSnapshotMapBytes);
   }
 
   static checkName(name: string): void {
@@ -63,12 +81,14 @@ export class VolumeStore {
 
   list(): VolumeManifest[] {
     return readdirSync(this.dir)
-      .filter((f) => f.endsWith('.json'))
+      .filter((f) => f.endsWith('.json') && !f.startsWith('.'))
       .map((f) => this.manifest(f.slice(0, -5)))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   exists(name: string): boolean {
+    const snap = Snapshots.split(name);
+    if (snap) return this.snapshots.exists(snap.volume, snap.snapshot);
     return existsSync(this.manifestPath(name));
   }
 
@@ -105,16 +125,29 @@ export class VolumeStore {
   openVolume(name: string): Volume {
     const existing = this.open.get(name);
     if (existing) return existing;
+    const snap = Snapshots.split(name);
+    if (snap) return this.openSnapshot(name, snap.volume, snap.snapshot);
     const manifest = this.manifest(name);
-    const backend = FileBackend.open(this.imagePath(name), { direct: this.direct, log: this.log });
+    const backend = this.snapshots.isLayered(name) ? this.snapshots.acquire(name) : FileBackend.open(this.imagePath(name), { direct: this.direct, log: this.log });
     const volume = new Volume({ id: this.nextId++, name, size: manifest.size }, backend, this.cache);
     this.open.set(name, volume);
     return volume;
   }
 
+  /** A snapshot, read-only, as a volume named `<volume>@<snapshot>` (what the NBD export serves). */
+  private openSnapshot(name: string, volume: string, snapshot: string): Volume {
+    const { backend, size } = this.snapshots.openView(volume, snapshot);
+    const view = new Volume({ id: this.nextId++, name, size }, backend, this.cache, true);
+    this.open.set(name, view);
+    return view;
+  }
+
   async resize(name: string, size: number, opts: { allowShrink?: boolean } = {}): Promise<VolumeManifest> {
     VolumeStore.checkSize(size);
     const manifest = this.manifest(name);
+    if (size !== manifest.size && this.snapshots.isLayered(name)) {
+      throw inUse(`volume '${name}' has snapshots or is a clone: its size is fixed (delete its snapshots, or flatten it, first)`);
+    }
     if (size < manifest.size && !opts.allowShrink) {
       throw invalidArgument(`volume '${name}': shrinking from ${manifest.size} to ${size} bytes destroys data; pass allowShrink`);
     }
@@ -137,9 +170,11 @@ export class VolumeStore {
   async delete(name: string): Promise<void> {
     this.manifest(name);
     if (this.open.has(name)) throw inUse(`volume '${name}' is open; stop what uses it first`);
+    this.snapshots.beforeDelete(name);
     unlinkSync(this.manifestPath(name));
     unlinkSync(this.imagePath(name));
     this.syncDir();
+    this.snapshots.afterDelete(name);
     this.log(`volume ${name}: deleted`);
   }
 

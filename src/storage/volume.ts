@@ -22,6 +22,9 @@ import type { IoTarget } from '../block/types.ts';
 export const MAX_IO = 128 * 1024;
 const BOUNCE_BUFFERS = 64;
 
+/** What a volume needs of its backend: a FileBackend, or the layered backend of a volume with snapshots (snapshots/). */
+export type VolumeBackend = Pick<FileBackend, 'direct' | 'stats' | 'alloc' | 'readTo' | 'read' | 'write' | 'datasync' | 'punchHole' | 'truncate' | 'close'>;
+
 export interface VolumeInfo {
   id: number;
   name: string;
@@ -114,10 +117,14 @@ export class Volume implements BlockDevice {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
+  /** Backend writes in flight, by backend generation (parity), so replaceBackend can wait for the old one's. */
+  private backendGen = 0;
+  private readonly backendWrites = [0, 0];
+  private backendDrained: Array<() => void> = [];
 
   constructor(
     readonly info: VolumeInfo,
-    private readonly backend: FileBackend,
+    private backend: VolumeBackend,
     private readonly cache: BlockCache,
     readonly readOnly = false,
   ) {
@@ -361,6 +368,32 @@ export class Volume implements BlockDevice {
     this.info.size = newSize;
   }
 
+  /**
+   * Put `make(old)` in place of the backend (a snapshot of an open volume
+   * layers it); resolves once every write issued to the old backend has
+   * completed, so from then on every write in flight goes through the new one.
+   * One replacement at a time (the caller serializes them).
+   */
+  async replaceBackend(make: (old: VolumeBackend) => VolumeBackend): Promise<void> {
+    const old = this.backendGen & 1;
+    this.backend = make(this.backend);
+    this.backendGen++;
+    if (this.backendWrites[old]! > 0) await new Promise<void>((resolve) => this.backendDrained.push(resolve));
+  }
+
+  /** Count a backend write in flight (no promise of its own: the write path allocates nothing more for it). */
+  private backendWriteBegin(): number {
+    const gen = this.backendGen & 1;
+    this.backendWrites[gen]!++;
+    return gen;
+  }
+
+  private backendWriteEnd(gen: number): void {
+    if (--this.backendWrites[gen]! === 0 && gen !== (this.backendGen & 1) && this.backendDrained.length > 0) {
+      for (const w of this.backendDrained.splice(0)) w();
+    }
+  }
+
   stats(): Record<string, number> {
     const r = this.latency.read.summary();
     const w = this.latency.write.summary();
@@ -469,12 +502,15 @@ export class Volume implements BlockDevice {
       if (headPartial) await this.loadBlock(first, base);
       if (tailPartial && (count > 1 || !headPartial)) await this.loadBlock(first + count - 1, base + (count - 1) * BLOCK);
       this.bounce.set(src.subarray(srcOffset, srcOffset + len), base + (pos - first * BLOCK));
+      const gen = this.backendWriteBegin();
       try {
         await this.backend.write(this.bounce, base, count * BLOCK, first * BLOCK);
       } catch (err) {
         // The disk's copy is unknown now: never serve the old data from cache.
         this.cache.invalidateRange(id, first, count);
         throw err;
+      } finally {
+        this.backendWriteEnd(gen);
       }
       for (let b = 0; b < count; b++) {
         const key = cacheKey(id, first + b);
@@ -509,10 +545,12 @@ export class Volume implements BlockDevice {
         if (!this.backend.punchHole(b * BLOCK, n * BLOCK)) {
           if (!mustZero) return;
           const slot = await this.getBounce();
+          const gen = this.backendWriteBegin();
           try {
             this.bounce.fill(0, slot * MAX_IO, slot * MAX_IO + n * BLOCK);
             await this.backend.write(this.bounce, slot * MAX_IO, n * BLOCK, b * BLOCK);
           } finally {
+            this.backendWriteEnd(gen);
             this.releaseBounce(slot);
           }
         }

@@ -94,3 +94,9 @@ export function errnoOf(err: unknown): Errno {
       return 'EIO';
   }
 }
+
+/** Snapshots and clones (src/storage/snapshots/). */
+export const hasClones = (message: string) => new StorvisorError('SV_ERR_HAS_CLONES', 'EBUSY', message);
+export const hasSnapshots = (message: string) => new StorvisorError('SV_ERR_HAS_SNAPSHOTS', 'EBUSY', message);
+/** Too many snapshots on a volume, or more block-map memory than the store allows. */
+export const snapshotLimit = (message: string) => new StorvisorError('SV_ERR_SNAPSHOT_LIMIT', 'ENOSPC', message);
