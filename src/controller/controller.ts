@@ -9,7 +9,7 @@ import { ThreadGuest } from '../deploy/guest/thread-guest.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
-import { hasFunction, functionNames, clientUrl, defaultExportName } from '../functions/registry.ts';
+import { hasFunction, functionNames, clientUrlOf, exportNameOf, loadFunction } from '../functions/registry.ts';
 import { VirtualVolume } from '../storage/virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
@@ -196,7 +196,7 @@ export class Controller {
       const address = await d.start();
       for (const v of this.config.volumes) {
         if (v.provider !== f.name) continue;
-        const exportName = String(f.options.exportName ?? defaultExportName(f.function));
+        const exportName = exportNameOf(await loadFunction(f.function), f.options);
         this.virtual.set(v.name, await VirtualVolume.connect(v.name, { ...address, exportName }));
         this.log(`volume ${v.name}: virtual, provided by ${f.name} (${f.function}), ${this.virtual.get(v.name)!.size} bytes`);
       }
@@ -289,7 +289,7 @@ export class Controller {
       const s = await this.deployments.get(f.name)?.status();
       if (!s?.address) continue;
       const how = f.deploy === 'guest' ? `guest/${f.notify}` : f.deploy;
-      out.push({ name: f.name, kind: `${f.function} (${how}) on ${f.volume}`, url: clientUrl(f.function, s.address, f.options) });
+      out.push({ name: f.name, kind: `${f.function} (${how}) on ${f.volume}`, url: clientUrlOf(await loadFunction(f.function), s.address, f.options) });
     }
     return out;
   }

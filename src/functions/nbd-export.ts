@@ -49,6 +49,8 @@ const nbdExport: StorageFunction<NbdExportOptions> = {
   description: 'Serves the volume over NBD (fixed newstyle) to qemu, nbd-client, fio and libnbd tools',
   parseOptions,
   start,
+  exportNames: (o) => [o.exportName],
+  clientUrl: (a, o) => `nbd://${a.host}:${a.port}/${o.exportName}`,
 };
 
 export default nbdExport;
