@@ -34,6 +34,21 @@ test('nbdinfo reports the size, name and flags of a writable write-through expor
   assert.equal(e.block_size_maximum, 32 * MiB);
 });
 
+test('nbdinfo sees no TRIM or WRITE_ZEROES on a device that would only write zeroes for them', { skip: missing('nbdinfo') }, async (t) => {
+  const device = await FileBlockDevice.open(join(tempDir(t), 'plain.img'), MiB);
+  t.after(() => device.close());
+  const { port } = await startServer(t, device);
+  const r = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/vol`]);
+  assert.equal(r.code, 0, r.stderr);
+  const e = JSON.parse(r.stdout).exports[0];
+  assert.equal(e.is_read_only, false);
+  assert.equal(e.can_flush, true);
+  assert.equal(e.can_fua, true);
+  assert.equal(e.can_trim, false);
+  assert.equal(e.can_zero, false);
+  assert.equal(e.can_multi_conn, false, 'a page-cache device is not write-through');
+});
+
 test('nbdinfo sees a read-only export as read-only with no write features', { skip: missing('nbdinfo') }, async (t) => {
   const { port } = await startServer(t, new MemoryBlockDevice(MiB, { readOnly: true }));
   const r = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/`]); // empty name → default export
