@@ -8,7 +8,7 @@ import { BlockCache } from './storage/block-cache.ts';
 import { lockDataDir } from './controller/data-dir-lock.ts';
 import { functionNames } from './functions/registry.ts';
 import { parseSize, formatBytes } from './util/size.ts';
-import { StorvisorError } from './util/errors.ts';
+import { StorvisorError, usage } from './util/errors.ts';
 import type { Config } from './config/config.ts';
 
 const USAGE = `storvisor — a storage controller that runs storage functions in low-overhead guests
@@ -104,9 +104,9 @@ async function start(configFile: string | undefined): Promise<number> {
 /** A request to the running controller's API, authenticated with the token from its data directory. */
 async function apiRequest(config: Config, method: string, path: string, apiUrl?: string, body?: unknown): Promise<{ ok: boolean; text: string }> {
   const base = apiUrl ?? (config.api ? `http://${config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${config.api.port}` : undefined);
-  if (!base) throw new Error('the management API is disabled in this config (api: null); pass --api URL');
+  if (!base) throw usage('the management API is disabled in this config (api: null); pass --api URL');
   const token = readToken(config.dataDir);
-  if (!token) throw new Error(`no API token at ${tokenPath(config.dataDir)}: is a controller with its API running on this data directory?`);
+  if (!token) throw usage(`no API token at ${tokenPath(config.dataDir)}: is a controller with its API running on this data directory?`);
   const res = await fetch(new URL(path, base), {
     method,
     headers: { authorization: `Bearer ${token}`, ...(method === 'GET' ? {} : { 'content-type': 'application/json' }) },
@@ -139,19 +139,19 @@ async function volume(args: string[], configFile: string | undefined, allowShrin
         for (const v of store.list()) console.log(`${v.name.padEnd(24)} ${formatBytes(v.size).padStart(10)}  ${v.uuid}`);
         return 0;
       case 'create':
-        if (!name || !size) throw new Error('usage: storvisor volume create NAME SIZE');
+        if (!name || !size) throw usage('usage: storvisor volume create NAME SIZE');
         store.create(name, parseSize(size));
         return 0;
       case 'resize':
-        if (!name || !size) throw new Error('usage: storvisor volume resize NAME SIZE');
+        if (!name || !size) throw usage('usage: storvisor volume resize NAME SIZE');
         await store.resize(name, parseSize(size), { allowShrink });
         return 0;
       case 'delete':
-        if (!name) throw new Error('usage: storvisor volume delete NAME');
+        if (!name) throw usage('usage: storvisor volume delete NAME');
         await store.delete(name);
         return 0;
       default:
-        throw new Error(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
+        throw usage(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
     }
   } finally {
     unlock();
@@ -165,19 +165,19 @@ async function volumeViaApi(config: Config, apiUrl: string | undefined, verb: st
       res = await apiRequest(config, 'GET', '/volumes', apiUrl);
       break;
     case 'create':
-      if (!name || !size) throw new Error('usage: storvisor volume create NAME SIZE');
+      if (!name || !size) throw usage('usage: storvisor volume create NAME SIZE');
       res = await apiRequest(config, 'POST', '/volumes', apiUrl, { name, size: parseSize(size) });
       break;
     case 'resize':
-      if (!name || !size) throw new Error('usage: storvisor volume resize NAME SIZE');
+      if (!name || !size) throw usage('usage: storvisor volume resize NAME SIZE');
       res = await apiRequest(config, 'POST', `/volumes/${encodeURIComponent(name)}/resize`, apiUrl, { size: parseSize(size), allowShrink });
       break;
     case 'delete':
-      if (!name) throw new Error('usage: storvisor volume delete NAME');
+      if (!name) throw usage('usage: storvisor volume delete NAME');
       res = await apiRequest(config, 'DELETE', `/volumes/${encodeURIComponent(name)}`, apiUrl, {});
       break;
     default:
-      throw new Error(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
+      throw usage(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);
   }
   if (res.ok) process.stdout.write(res.text);
   else {

@@ -6,6 +6,7 @@ export function prometheus(status: {
   functions: DeploymentStatus[];
   cache: unknown;
   poller: unknown;
+  controller?: unknown;
 }): string {
   const lines: string[] = [];
   const emit = (family: string, labels: Record<string, string>, stats: Record<string, unknown> | undefined) => {
@@ -26,5 +27,6 @@ export function prometheus(status: {
   }
   emit('cache', {}, status.cache as Record<string, unknown>);
   emit('poller', {}, status.poller as Record<string, unknown>);
+  emit('controller', {}, status.controller as Record<string, unknown> | undefined);
   return lines.join('\n') + '\n';
 }

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Controller } from '../controller/controller.ts';
-import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType } from '../util/errors.ts';
+import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType, bodyTooLarge, noRoute } from '../util/errors.ts';
 import { checkBearer } from './token.ts';
 import { prometheus } from './metrics.ts';
 import { snapshotRoutes } from './snapshot-routes.ts';
@@ -105,7 +105,7 @@ function reply(res: ServerResponse, status: number, body: unknown, extra: Record
 }
 
 async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const tooLarge = () => new StorvisorError('SV_ERR_BODY_TOO_LARGE', 'EINVAL', `request body over ${MAX_BODY} bytes`);
+  const tooLarge = () => bodyTooLarge(`request body over ${MAX_BODY} bytes`);
   if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) throw tooLarge();
   let size = 0;
   const chunks: Buffer[] = [];
@@ -169,5 +169,5 @@ async function handle(c: Controller, token: string, allowed: Set<string>, req: I
     return reply(res, 200, { deleted: parts[1] });
   }
   if (await snapshotRoutes(c, req, res, url, { reply, body })) return;
-  throw new StorvisorError('SV_ERR_NO_ROUTE', 'ENOENT', `no route ${req.method} ${url.pathname}`);
+  throw noRoute(`no route ${req.method} ${url.pathname}`);
 }

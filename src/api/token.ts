@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { join } from 'node:path';
-import { StorvisorError, unauthorized } from '../util/errors.ts';
+import { StorvisorError, unauthorized, apiToken } from '../util/errors.ts';
 
 /**
  * The management API's bearer token: 32 random bytes (base64url, 43
@@ -30,7 +30,7 @@ export function readToken(dataDir: string): string | undefined {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new StorvisorError('SV_ERR_API_TOKEN', 'EACCES', `cannot read the API token ${path}: ${(err as Error).message}`, { cause: err });
+    throw apiToken(`cannot read the API token ${path}: ${(err as Error).message}`, err);
   }
   try {
     const st = fstatSync(fd);
@@ -93,5 +93,5 @@ export function checkBearer(header: string | undefined, token: string): void {
 }
 
 function tokenError(path: string, what: string): StorvisorError {
-  return new StorvisorError('SV_ERR_API_TOKEN', 'EACCES', `API token ${path} ${what}`);
+  return apiToken(`API token ${path} ${what}`);
 }

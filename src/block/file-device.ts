@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import type { BlockDevice, WriteFlags } from './types.ts';
-import { outOfRange, readOnly, ioError } from '../util/errors.ts';
+import type { WriteFlags } from './types.ts';
+import { BlockDeviceBase, PLAIN_CAPABILITIES } from './device.ts';
+import { ioError } from '../util/errors.ts';
 
 /**
  * A BlockDevice on a plain file, through the page cache: writes are durable
@@ -8,14 +9,22 @@ import { outOfRange, readOnly, ioError } from '../util/errors.ts';
  * device, for function tests (crash tests included) and tools; controller
  * volumes use the O_DIRECT engine and block cache instead.
  */
-export class FileBlockDevice implements BlockDevice {
+export class FileBlockDevice extends BlockDeviceBase {
   readonly blockSize = 4096;
   readonly writeThrough = false;
+  /** Trim and zero write zero buffers here (no hole punching), so neither is offered as the device's own. */
+  readonly capabilities = PLAIN_CAPABILITIES;
   private constructor(
     private readonly fh: FileHandle,
     readonly size: number,
     readonly readOnly: boolean,
-  ) {}
+  ) {
+    super();
+  }
+
+  protected label(): string {
+    return 'file device';
+  }
 
   /** Open (creating a sparse file of `size` bytes if it does not exist). */
   static async open(path: string, size: number, options: { readOnly?: boolean } = {}): Promise<FileBlockDevice> {
@@ -29,14 +38,8 @@ export class FileBlockDevice implements BlockDevice {
     return new FileBlockDevice(fh, size, ro);
   }
 
-  private check(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw outOfRange(offset, length, this.size);
-    }
-  }
-
   async pread(buf: Uint8Array, offset: number): Promise<void> {
-    this.check(offset, buf.byteLength);
+    this.checkRead(offset, buf.byteLength);
     let done = 0;
     while (done < buf.byteLength) {
       const { bytesRead } = await this.fh.read(buf, done, buf.byteLength - done, offset + done);
@@ -49,8 +52,7 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
-    if (this.readOnly) throw readOnly('file device');
-    this.check(offset, buf.byteLength);
+    this.checkWrite(offset, buf.byteLength);
     let done = 0;
     while (done < buf.byteLength) {
       const { bytesWritten } = await this.fh.write(buf, done, buf.byteLength - done, offset + done);
@@ -61,6 +63,7 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   async flush(): Promise<void> {
+    this.checkOpen();
     await this.fh.datasync();
   }
 
@@ -69,8 +72,7 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   async zero(offset: number, length: number): Promise<void> {
-    if (this.readOnly) throw readOnly('file device');
-    this.check(offset, length);
+    this.checkWrite(offset, length);
     const chunk = new Uint8Array(Math.min(length, 1 << 20));
     for (let done = 0; done < length; done += chunk.byteLength) {
       const n = Math.min(chunk.byteLength, length - done);
@@ -79,6 +81,8 @@ export class FileBlockDevice implements BlockDevice {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.fh.close();
   }
 }

@@ -17,6 +17,24 @@
  * - Errors reject with a StorvisorError whose `errno` is one of
  *   EIO, ENOSPC, EINVAL, ERANGE, EROFS, ESHUTDOWN (see util/errors.ts).
  */
+/**
+ * What a device really does, asked once and cached by the protocols in front
+ * of it (after nbdkit's can_trim/can_zero/can_fua/can_flush): the NBD
+ * handshake and the virtio-blk config advertise only these.
+ */
+export interface BlockCapabilities {
+  /** trim deallocates (a hole, a discard sent on): not a write of zeroes. */
+  readonly trim: boolean;
+  /** zero is done by the device itself (a hole, a device command), cheaper than writing zero buffers. */
+  readonly zeroes: boolean;
+  /** flush makes every acknowledged write durable (always true of a writable device here). */
+  readonly flush: boolean;
+  /** pwrite honours `fua` (durable before it resolves), natively or by a flush. */
+  readonly fua: boolean;
+  /** The device has the promise-free `readTo` path (FastReadDevice). */
+  readonly fastRead: boolean;
+}
+
 export interface BlockDevice {
   /** Size in bytes (a multiple of 512). */
   readonly size: number;
@@ -25,6 +43,8 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   /** True when every acknowledged pwrite is already durable (flush is cheap). */
   readonly writeThrough: boolean;
+  /** What the device really does (see BlockDeviceBase); absent: everything (capabilitiesOf). */
+  readonly capabilities?: BlockCapabilities;
   pread(buf: Uint8Array, offset: number): Promise<void>;
   pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void>;
   flush(): Promise<void>;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
+import { ConfigError } from '../util/errors.ts';
 
 /**
  * The controller's configuration: a JSON file (or the built-in default), checked
@@ -73,16 +74,8 @@ export interface Config {
   functions: FunctionConfig[];
 }
 
-export class ConfigError extends Error {
-  readonly code = 'SV_ERR_CONFIG';
-  constructor(
-    readonly path: string,
-    message: string,
-  ) {
-    super(`${path}: ${message}`);
-    this.name = 'ConfigError';
-  }
-}
+/** Lives with every other error in util/errors.ts; re-exported for config's callers. */
+export { ConfigError };
 
 const MiB = 1024 * 1024;
 

@@ -9,11 +9,11 @@ import { ThreadGuest } from '../deploy/guest/thread-guest.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
-import { hasFunction, functionNames, clientUrl, defaultExportName } from '../functions/registry.ts';
+import { hasFunction, functionNames, clientUrlOf, exportNameOf, loadFunction } from '../functions/registry.ts';
 import { VirtualVolume } from '../storage/virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
-import { alreadyExists, inUse, notFound, StorvisorError } from '../util/errors.ts';
+import { alreadyExists, inUse, notFound, nbdDisabled, volumeUnavailable } from '../util/errors.ts';
 import type { VolumeManifest } from '../storage/volume-store.ts';
 
 /**
@@ -58,6 +58,8 @@ export class Controller {
   private readonly virtual = new Map<string, VirtualVolume>();
   private readonly unlock: () => void;
   private stopping: Promise<void> | undefined;
+  /** Failures on the way down, each also logged: nothing is swallowed silently. */
+  readonly counters = { stopFailures: 0 };
 
   private constructor(
     readonly config: Config,
@@ -149,7 +151,7 @@ export class Controller {
 
   /** The controller's NBD endpoint (gateways connect here). */
   nbdEndpoint(): { host: string; port: number } {
-    if (!this.nbdAddress) throw new StorvisorError('SV_ERR_NBD_DISABLED', 'ENOTSUP', 'the controller NBD export is disabled (config nbd: null); gateways need it');
+    if (!this.nbdAddress) throw nbdDisabled('the controller NBD export is disabled (config nbd: null); gateways need it');
     return this.nbdAddress;
   }
 
@@ -158,10 +160,10 @@ export class Controller {
     const v = this.virtual.get(name);
     if (v) return v;
     if (this.config.volumes.some((c) => c.name === name && c.provider !== undefined)) {
-      throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `virtual volume '${name}' is not available: its provider is not running`);
+      throw volumeUnavailable(`virtual volume '${name}' is not available: its provider is not running`);
     }
     const why = this.volumeErrors.get(name);
-    if (why !== undefined) throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `volume '${name}' is not available: ${why}`);
+    if (why !== undefined) throw volumeUnavailable(`volume '${name}' is not available: ${why}`);
     return this.store.openVolume(name);
   }
 
@@ -196,7 +198,7 @@ export class Controller {
       const address = await d.start();
       for (const v of this.config.volumes) {
         if (v.provider !== f.name) continue;
-        const exportName = String(f.options.exportName ?? defaultExportName(f.function));
+        const exportName = exportNameOf(await loadFunction(f.function), f.options);
         this.virtual.set(v.name, await VirtualVolume.connect(v.name, { ...address, exportName }));
         this.log(`volume ${v.name}: virtual, provided by ${f.name} (${f.function}), ${this.virtual.get(v.name)!.size} bytes`);
       }
@@ -205,20 +207,34 @@ export class Controller {
       this.failed.set(f.name, (err as Error).message);
       if (d) {
         this.deployments.delete(f.name);
-        await this.stopDeployment(f.name, d).catch(() => {});
+        await this.stopDeployment(f.name, d).catch((e) => this.stopFailed(`function ${f.name} (after its failed start)`, e));
       }
       throw err;
     }
   }
 
-  /** Stop one deployment, first closing the virtual volumes it provides. */
+  /**
+   * Stop one deployment, first closing the virtual volumes it provides. A
+   * virtual volume that fails to close is logged and counted, and the
+   * deployment is stopped all the same.
+   */
   private async stopDeployment(name: string, d: Deployment): Promise<void> {
     for (const v of this.config.volumes) {
       if (v.provider !== name) continue;
-      await this.virtual.get(v.name)?.close();
+      try {
+        await this.virtual.get(v.name)?.close();
+      } catch (err) {
+        this.stopFailed(`virtual volume ${v.name}`, err);
+      }
       this.virtual.delete(v.name);
     }
     await d.stop();
+  }
+
+  /** A failure while stopping something: logged and counted, and the rest of the stop goes on. */
+  private stopFailed(what: string, err: unknown): void {
+    this.counters.stopFailures++;
+    this.log(`${what}: stop failed: ${(err as Error)?.message ?? String(err)}`);
   }
 
   deployment(name: string): Deployment | undefined {
@@ -289,12 +305,12 @@ export class Controller {
       const s = await this.deployments.get(f.name)?.status();
       if (!s?.address) continue;
       const how = f.deploy === 'guest' ? `guest/${f.notify}` : f.deploy;
-      out.push({ name: f.name, kind: `${f.function} (${how}) on ${f.volume}`, url: clientUrl(f.function, s.address, f.options) });
+      out.push({ name: f.name, kind: `${f.function} (${how}) on ${f.volume}`, url: clientUrlOf(await loadFunction(f.function), s.address, f.options) });
     }
     return out;
   }
 
-  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; engine: unknown; nbd: unknown }> {
+  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; engine: unknown; nbd: unknown; controller: unknown }> {
     const open = new Map(this.store.openVolumes().map((v) => [v.name, v]));
     return {
       volumes: [
@@ -306,6 +322,7 @@ export class Controller {
       poller: { ...this.poller.counters, spinning: this.poller.spinningCount() },
       engine: { ...defaultEngine().stats(), description: engineDescription() },
       nbd: this.nbd ? { address: this.nbdAddress, ...this.nbd.stats() } : null,
+      controller: { ...this.counters },
     };
   }
 
@@ -329,9 +346,11 @@ export class Controller {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       // Consumers before providers: a function on a virtual volume flushes through it.
-      for (const [name, d] of [...this.deployments].reverse()) await this.stopDeployment(name, d).catch(() => {});
+      for (const [name, d] of [...this.deployments].reverse()) {
+        await this.stopDeployment(name, d).catch((err) => this.stopFailed(`function ${name}`, err));
+      }
       this.deployments.clear();
-      await this.nbd?.close();
+      await this.nbd?.close().catch((err) => this.stopFailed('the NBD export', err));
       this.poller.stop();
       try {
         await this.store.closeAll(); // a failed final sync is logged by the store and reported to the caller

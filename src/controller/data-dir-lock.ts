@@ -1,7 +1,7 @@
 import { openSync, closeSync, readFileSync, writeSync, ftruncateSync, mkdirSync, constants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { dataDirBusy, StorvisorError } from '../util/errors.ts';
+import { dataDirBusy, dataDirLock } from '../util/errors.ts';
 
 /**
  * One controller per data directory: two would each cache and write the same
@@ -34,7 +34,7 @@ function libc(): { flock: Flock; errno: () => number } {
     flockFn = { flock: lib.func('int flock(int, int)') as Flock, errno: () => koffi.errno() as number };
     return flockFn;
   } catch (err) {
-    throw new StorvisorError('SV_ERR_DATA_DIR_LOCK', 'EIO', `cannot lock the data directory: flock(2) is unavailable (koffi could not load libc): ${(err as Error).message}`, { cause: err });
+    throw dataDirLock(`cannot lock the data directory: flock(2) is unavailable (koffi could not load libc): ${(err as Error).message}`, err);
   }
 }
 
@@ -55,7 +55,7 @@ export function lockDataDir(dataDir: string): () => void {
   if (rc !== 0) {
     const e = errno();
     closeSync(fd);
-    if (e !== EWOULDBLOCK) throw new StorvisorError('SV_ERR_DATA_DIR_LOCK', 'EIO', `cannot lock data directory ${dataDir}: flock failed (errno ${e})`);
+    if (e !== EWOULDBLOCK) throw dataDirLock(`cannot lock data directory ${dataDir}: flock failed (errno ${e})`);
     let holder = '';
     try {
       const pid = Number.parseInt(readFileSync(path, 'utf8'), 10);

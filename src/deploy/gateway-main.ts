@@ -1,5 +1,5 @@
 import { NbdClient } from '../nbd/client.ts';
-import { loadFunction } from '../functions/registry.ts';
+import { loadFunction, parseOptions } from '../functions/registry.ts';
 
 /**
  * A gateway: the traditional external box, as a separate OS process. It reaches
@@ -24,7 +24,7 @@ process.once('message', async (init: GatewayInit) => {
   try {
     const device = await NbdClient.connect({ host: init.nbd.host, port: init.nbd.port, exportName: init.exportName });
     const fn = await loadFunction(init.functionName);
-    const options = fn.parseOptions ? fn.parseOptions(init.options) : init.options;
+    const options = parseOptions(fn, init.options);
     const running = await fn.start({
       device,
       listen: init.listen,

@@ -1,3 +1,4 @@
+import { startFailed } from '../util/errors.ts';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FunctionConfig } from '../config/config.ts';
@@ -68,11 +69,11 @@ export class GatewayDeployment implements Deployment {
         exitDone();
         if (this.state === 'stopping') {
           this.state = 'stopped';
-          if (!ready) reject(new Error(`gateway ${this.cfg.name} stopped before it was ready`));
+          if (!ready) reject(startFailed(`gateway ${this.cfg.name} stopped before it was ready`));
           return;
         }
         this.state = 'crashed';
-        if (!ready) reject(new Error(`gateway ${this.cfg.name} failed to start: ${this.lastError ?? `exit ${code ?? signal}`}`));
+        if (!ready) reject(startFailed(`gateway ${this.cfg.name} failed to start: ${this.lastError ?? `exit ${code ?? signal}`}`));
         // Never started at all: a deployment failure, reported by start(). Once it has run, it always comes back.
         if (!this.everReady) return;
         this.log(`gateway ${this.cfg.name}: exited unexpectedly (${code ?? signal})`);

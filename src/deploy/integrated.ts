@@ -1,7 +1,7 @@
 import type { FunctionConfig } from '../config/config.ts';
 import type { BlockDevice } from '../block/types.ts';
 import type { RunningFunction } from '../functions/types.ts';
-import { loadFunction } from '../functions/registry.ts';
+import { loadFunction, parseOptions } from '../functions/registry.ts';
 import type { Deployment, DeploymentStatus } from './types.ts';
 
 /**
@@ -27,7 +27,7 @@ export class IntegratedDeployment implements Deployment {
   async start(): Promise<{ host: string; port: number }> {
     this.state = 'starting';
     const fn = await loadFunction(this.cfg.function);
-    const options = fn.parseOptions ? fn.parseOptions(this.cfg.options) : this.cfg.options;
+    const options = parseOptions(fn, this.cfg.options);
     this.running = await fn.start({
       device: this.volume,
       listen: this.cfg.listen,

@@ -1,3 +1,4 @@
+import { invalidArgument } from '../util/errors.ts';
 import { NbdServer } from '../nbd/server.ts';
 import { MAX_STRING_BYTES } from '../nbd/protocol.ts';
 import { CONNECTION_LIMIT_KEYS, limitsOf, parseConnectionLimits } from '../net/limits.ts';
@@ -10,11 +11,11 @@ export interface NbdExportOptions extends ConnectionLimitOptions {
 
 function parseOptions(raw: Record<string, unknown>): NbdExportOptions {
   for (const k of Object.keys(raw)) {
-    if (k !== 'exportName' && !(CONNECTION_LIMIT_KEYS as readonly string[]).includes(k)) throw new Error(`nbd-export option ${k} is unknown`);
+    if (k !== 'exportName' && !(CONNECTION_LIMIT_KEYS as readonly string[]).includes(k)) throw invalidArgument(`nbd-export option ${k} is unknown`);
   }
   const exportName = raw.exportName ?? 'export';
   if (typeof exportName !== 'string' || exportName === '' || Buffer.byteLength(exportName) > MAX_STRING_BYTES || exportName.includes('\0')) {
-    throw new Error(`nbd-export option exportName must be a non-empty string of at most ${MAX_STRING_BYTES} bytes without NUL`);
+    throw invalidArgument(`nbd-export option exportName must be a non-empty string of at most ${MAX_STRING_BYTES} bytes without NUL`);
   }
   return { exportName, ...parseConnectionLimits(raw, 'nbd-export') };
 }
@@ -49,6 +50,8 @@ const nbdExport: StorageFunction<NbdExportOptions> = {
   description: 'Serves the volume over NBD (fixed newstyle) to qemu, nbd-client, fio and libnbd tools',
   parseOptions,
   start,
+  exportNames: (o) => [o.exportName],
+  clientUrl: (a, o) => `nbd://${a.host}:${a.port}/${o.exportName}`,
 };
 
 export default nbdExport;

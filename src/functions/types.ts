@@ -21,9 +21,22 @@ export interface StorageFunction<Options = Record<string, unknown>> {
   readonly apiVersion: 1;
   /** One line for `storvisor functions` and logs. */
   readonly description: string;
-  /** Validate options from config; throw a ConfigError-style message naming the field. */
+  /**
+   * The option schema: validate options from config and fill in defaults;
+   * throw an SV_ERR_INVALID_ARGUMENT error naming the option. Absent: the raw
+   * options are passed on as they are.
+   */
   parseOptions?(raw: Record<string, unknown>): Options;
   start(ctx: FunctionContext<Options>): Promise<RunningFunction>;
+  /**
+   * The NBD export names the running function serves, from its parsed
+   * options. A function that exports a block device (and so can provide a
+   * virtual volume) returns at least one; the first is the one the controller
+   * mounts. Absent: the function exports no block device.
+   */
+  exportNames?(options: Options): string[];
+  /** The URL a real client uses to reach the running function, from its resolved address and parsed options. Absent: tcp://host:port. */
+  clientUrl?(address: { host: string; port: number }, options: Options): string;
 }
 
 export interface FunctionContext<Options = Record<string, unknown>> {

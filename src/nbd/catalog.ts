@@ -1,4 +1,5 @@
 import type { BlockDevice } from '../block/types.ts';
+import { capabilitiesOf } from '../block/device.ts';
 import {
   NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_HAS_FLAGS,
@@ -79,7 +80,15 @@ export class ConnectionCatalog extends ExportCatalog {
 export function transmissionFlags(device: BlockDevice, structuredReplies: boolean): number {
   let flags = NBD_FLAG_HAS_FLAGS;
   if (device.readOnly) flags |= NBD_FLAG_READ_ONLY;
-  else flags |= NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+  else {
+    // Only what the device really does: TRIM where it deallocates, WRITE_ZEROES
+    // where it zeroes by itself (elsewhere the client writes zeroes, no worse).
+    const can = capabilitiesOf(device);
+    if (can.flush) flags |= NBD_FLAG_SEND_FLUSH;
+    if (can.fua) flags |= NBD_FLAG_SEND_FUA;
+    if (can.trim) flags |= NBD_FLAG_SEND_TRIM;
+    if (can.zeroes) flags |= NBD_FLAG_SEND_WRITE_ZEROES;
+  }
   // Every acknowledged write is already durable and visible: connections cannot disagree.
   if (device.writeThrough) flags |= NBD_FLAG_CAN_MULTI_CONN;
   if (structuredReplies) flags |= NBD_FLAG_SEND_DF;

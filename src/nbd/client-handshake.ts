@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { StorvisorError, notFound } from '../util/errors.ts';
+import { notFound, nbdProtocol } from '../util/errors.ts';
 import { ByteQueue } from './byte-queue.ts';
 import {
   EXPORT_NAME_PADDING,
@@ -37,7 +37,7 @@ const MAX_OPTION_REPLY_BYTES = 64 * 1024;
 /** What we assume about payload limits when the server does not say (the spec's default). */
 export const DEFAULT_MAX_BLOCK_SIZE = 32 << 20;
 
-const protocolError = (message: string) => new StorvisorError('SV_ERR_NBD_PROTOCOL', 'EIO', `NBD handshake: ${message}`);
+const protocolError = (message: string) => nbdProtocol(`NBD handshake: ${message}`);
 
 /**
  * Reads exact byte counts off a socket during negotiation. Negotiation is a

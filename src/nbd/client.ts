@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import type { BlockDevice, WriteFlags } from '../block/types.ts';
-import { StorvisorError, outOfRange, readOnly, shutDown } from '../util/errors.ts';
+import type { WriteFlags } from '../block/types.ts';
+import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
+import { StorvisorError, shutDown, nbdProtocol } from '../util/errors.ts';
 import { ByteQueue } from './byte-queue.ts';
 import { negotiate, type ExportInfo } from './client-handshake.ts';
 import { RequestWriter } from './request-writer.ts';
@@ -45,12 +46,14 @@ const MAX_RANGE_COMMAND_BYTES = 1 << 30;
  * Simple replies only: READ data is copied from socket chunks straight into
  * the caller's buffer, with no intermediate reply buffer.
  */
-export class NbdClient implements BlockDevice {
+export class NbdClient extends BlockDeviceBase {
   readonly size: number;
   readonly blockSize: number;
   readonly readOnly: boolean;
   /** We cannot know the server's caching; callers flush (cheap when the server is write-through). */
   readonly writeThrough = false;
+  /** What the server offered (FUA without SEND_FUA is a write then a flush). */
+  readonly capabilities: BlockCapabilities;
 
   private readonly maxPayload: number;
   private readonly pending: Pending[] = [];
@@ -64,19 +67,28 @@ export class NbdClient implements BlockDevice {
   private readonly writer: RequestWriter;
   private idleWaiters: (() => void)[] = [];
   private closing: Promise<void> | null = null;
-  private readonly closed: Promise<void>;
+  /** Resolves when the socket has closed. */
+  private readonly socketClosed: Promise<void>;
 
   private constructor(
     private readonly socket: Socket,
     private readonly queue: ByteQueue,
     private readonly info: ExportInfo,
   ) {
+    super();
     this.size = info.size;
     this.blockSize = info.preferredBlockSize;
     this.readOnly = (info.flags & NBD_FLAG_READ_ONLY) !== 0;
     this.maxPayload = info.maxBlockSize;
     this.writer = new RequestWriter(socket);
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.capabilities = Object.freeze({
+      trim: this.has(NBD_FLAG_SEND_TRIM),
+      zeroes: this.has(NBD_FLAG_SEND_WRITE_ZEROES),
+      flush: this.has(NBD_FLAG_SEND_FLUSH),
+      fua: true,
+      fastRead: false,
+    });
+    this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('data', (chunk: Buffer) => {
       this.queue.push(chunk);
       this.receive();
@@ -105,8 +117,12 @@ export class NbdClient implements BlockDevice {
     }
   }
 
+  protected label(): string {
+    return 'NBD export';
+  }
+
   async pread(buf: Uint8Array, offset: number): Promise<void> {
-    this.checkRange(offset, buf.byteLength);
+    this.checkRead(offset, buf.byteLength);
     if (buf.byteLength <= this.maxPayload) return this.request(NBD_CMD_READ, 0, offset, buf.byteLength, buf, null);
     const parts: Promise<void>[] = [];
     for (let done = 0; done < buf.byteLength; done += this.maxPayload) {
@@ -117,8 +133,7 @@ export class NbdClient implements BlockDevice {
   }
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, buf.byteLength);
+    this.checkWrite(offset, buf.byteLength);
     const fua = flags?.fua === true;
     const serverFua = fua && this.has(NBD_FLAG_SEND_FUA);
     const cmdFlags = serverFua ? NBD_CMD_FLAG_FUA : 0;
@@ -141,15 +156,13 @@ export class NbdClient implements BlockDevice {
   }
 
   async trim(offset: number, length: number): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
     if (!this.has(NBD_FLAG_SEND_TRIM)) return this.failed(); // trim is advisory
     await this.forEachRange(offset, length, (o, n) => this.request(NBD_CMD_TRIM, 0, o, n, null, null));
   }
 
   async zero(offset: number, length: number): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
     if (this.has(NBD_FLAG_SEND_WRITE_ZEROES)) {
       await this.forEachRange(offset, length, (o, n) => this.request(NBD_CMD_WRITE_ZEROES, 0, o, n, null, null));
       return;
@@ -163,6 +176,7 @@ export class NbdClient implements BlockDevice {
 
   /** Wait for in-flight requests, send NBD_CMD_DISC, then end the connection. */
   close(): Promise<void> {
+    this.closed = true;
     this.closing ??= (async () => {
       while (this.inflight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
       if (!this.failure && !this.socket.destroyed) {
@@ -170,7 +184,7 @@ export class NbdClient implements BlockDevice {
         this.socket.end(); // end() flushes the corked DISC
       }
       this.failure ??= shutDown('NBD client');
-      await this.closed;
+      await this.socketClosed;
     })();
     return this.closing;
   }
@@ -181,16 +195,6 @@ export class NbdClient implements BlockDevice {
 
   private failed(): Promise<void> {
     return this.failure ? Promise.reject(this.failure) : Promise.resolve();
-  }
-
-  private checkRange(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw outOfRange(offset, length, this.size);
-    }
-  }
-
-  private checkWritable(): void {
-    if (this.readOnly) throw readOnly('NBD export');
   }
 
   private async forEachRange(offset: number, length: number, op: (o: number, n: number) => Promise<void>) {
@@ -279,7 +283,7 @@ export class NbdClient implements BlockDevice {
   }
 
   private protocolViolation(reason: string): void {
-    this.fail(new StorvisorError('SV_ERR_NBD_PROTOCOL', 'EIO', `NBD server protocol violation: ${reason}`));
+    this.fail(nbdProtocol(`NBD server protocol violation: ${reason}`));
     this.socket.destroy();
   }
 

@@ -1,4 +1,4 @@
-import { errnoOf, StorvisorError, type Errno } from '../util/errors.ts';
+import { errnoOf, StorvisorError, type Errno, nbdWireError } from '../util/errors.ts';
 import {
   NBD_EINVAL,
   NBD_EIO,
@@ -63,5 +63,5 @@ const errnoByWire: Record<number, Errno> = {
 /** The reverse mapping (client side): a wire error becomes a StorvisorError. */
 export function errorFromNbd(wireError: number, what: string): StorvisorError {
   const errno = errnoByWire[wireError] ?? 'EIO';
-  return new StorvisorError('SV_ERR_NBD_' + errno, errno, `${what} failed: NBD server returned error ${wireError}`);
+  return nbdWireError(errno, `${what} failed: NBD server returned error ${wireError}`);
 }

@@ -19,6 +19,7 @@
  * Bytes reserved by requests in flight (`begin(bytes)`) are different: they
  * always drain on their own, so over `maxInflightBytesTotal` new requests wait.
  */
+import { shutDown } from '../util/errors.ts';
 import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
@@ -146,7 +147,7 @@ export class TcpService {
 
   /** Listen on host:port (port 0 picks one). May be called more than once (several ports, one service). */
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    if (this.stopping) return Promise.reject(new Error('the service is stopped'));
+    if (this.stopping) return Promise.reject(shutDown('the service'));
     // Half-open: a client that sends its last request and FIN still gets its replies.
     const server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
     return new Promise((resolve, reject) => {

@@ -5,7 +5,8 @@
  * IOERR/UNSUPP in its status byte and never reaches the backend.
  */
 import { hasFastRead, type BlockDevice, type FastReadDevice, type IoTarget } from '../block/types.ts';
-import { invalidArgument } from '../util/errors.ts';
+import { capabilitiesOf } from '../block/device.ts';
+import { errnoOf, invalidArgument } from '../util/errors.ts';
 import {
   BLK_DISCARD_SEGMENT_BYTES,
   BLK_HEADER_BYTES,
@@ -70,6 +71,16 @@ type Validated = { ok: true; request: Request } | { ok: false; status: number; r
 
 const fail = (status: number, reason: string): Validated => ({ ok: false, status, reason });
 
+/**
+ * The one error mapper of virtio-blk: a backend failure to its status byte.
+ * ENOTSUP (the backend cannot do it at all) is UNSUPP; every other failure
+ * (ERANGE, EROFS, ENOSPC, ESHUTDOWN, EIO...) is IOERR, the only other
+ * status virtio-blk has (§5.2.6).
+ */
+export function virtioStatusOf(err: unknown): number {
+  return errnoOf(err) === 'ENOTSUP' ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
+}
+
 export class VirtioBlkDevice {
   readonly name: string;
   private readonly queue: VirtqDevice;
@@ -92,6 +103,9 @@ export class VirtioBlkDevice {
   private readonly headBytes: Float64Array;
   private readonly readTarget: IoTarget = { ioDone: (head, result) => this.readDone(head, result) };
   private readonly histogram = new Histogram();
+  /** Discard/write-zeroes limits this device offers (0: not offered; answered UNSUPP). */
+  private readonly maxDiscardSectors: number;
+  private readonly maxWriteZeroesSectors: number;
   private readonly counters = {
     requests: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0,
     errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, maxInFlight: 0,
@@ -115,6 +129,14 @@ export class VirtioBlkDevice {
     this.headStatus = new Array<Uint8Array | null>(this.layout.queueSize).fill(null);
     this.headStarted = new Float64Array(this.layout.queueSize);
     this.headBytes = new Float64Array(this.layout.queueSize);
+    // The device owns its config space: offer discard and write-zeroes only
+    // when the backend really does them (a zero limit is "not offered"; the
+    // driver reads these when it attaches, after the device is made).
+    const caps = capabilitiesOf(options.backend);
+    this.maxDiscardSectors = caps.trim ? this.layout.maxDiscardSectors : 0;
+    this.maxWriteZeroesSectors = caps.zeroes ? this.layout.maxWriteZeroesSectors : 0;
+    Atomics.store(this.views.ctl, Ctl.maxDiscardSectors, this.maxDiscardSectors);
+    Atomics.store(this.views.ctl, Ctl.maxWriteZeroesSectors, this.maxWriteZeroesSectors);
   }
 
   get broken(): boolean {
@@ -255,7 +277,7 @@ export class VirtioBlkDevice {
     };
     op.then(
       () => finish(VIRTIO_BLK_S_OK, writableBytes(request) + 1, request),
-      () => finish(VIRTIO_BLK_S_IOERR, 1, null),
+      (err) => finish(virtioStatusOf(err), 1, null),
     );
   }
 
@@ -307,7 +329,8 @@ export class VirtioBlkDevice {
     }
     const segments = gather(outData, outBytes)!;
     const view = new DataView(segments.buffer, segments.byteOffset, outBytes);
-    const limit = isDiscard ? this.layout.maxDiscardSectors : this.layout.maxWriteZeroesSectors;
+    const limit = isDiscard ? this.maxDiscardSectors : this.maxWriteZeroesSectors;
+    if (limit === 0) return fail(VIRTIO_BLK_S_UNSUPP, `${isDiscard ? 'discard' : 'write-zeroes'} not offered by this device`);
     const ranges: Array<{ offset: number; length: number }> = [];
     for (let at = 0; at < outBytes; at += BLK_DISCARD_SEGMENT_BYTES) {
       const sectors = view.getUint32(at + 8, true);

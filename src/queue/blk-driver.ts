@@ -9,8 +9,9 @@
  * depends on the queue's notification mode (poll, notify, adaptive).
  */
 import { yieldCpu } from '../native/libc.ts';
-import type { BlockDevice, WriteFlags } from '../block/types.ts';
-import { StorvisorError, invalidArgument, ioError, notSupported, outOfRange, shutDown } from '../util/errors.ts';
+import type { WriteFlags } from '../block/types.ts';
+import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
+import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
 import {
@@ -92,12 +93,14 @@ interface Job {
   buffer: number;
 }
 
-export class VirtioBlkDriver implements BlockDevice {
+export class VirtioBlkDriver extends BlockDeviceBase {
   readonly size: number;
   readonly blockSize = 4096;
   readonly readOnly = false;
   /** From the device's config (virtio-blk writeback): false means FLUSH/FUA are needed for durability. */
   readonly writeThrough: boolean;
+  /** From the device's config: discard and write-zeroes are offered when their limits are non-zero. */
+  readonly capabilities: BlockCapabilities;
   readonly mode: QueueModeName;
   private readonly layout: RegionLayout;
   private readonly views: RegionViews;
@@ -120,7 +123,6 @@ export class VirtioBlkDriver implements BlockDevice {
   /** Fast-path jobs, reused. */
   private readonly jobs: Job[] = [];
   private lastActivity = 0;
-  private closed = false;
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
   private refusal: StorvisorError = shutDown('queue driver');
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
@@ -129,6 +131,7 @@ export class VirtioBlkDriver implements BlockDevice {
   private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0 };
 
   constructor(options: VirtioBlkDriverOptions) {
+    super();
     this.layout = regionLayout(options.region);
     this.views = new RegionViews(options.region, this.layout);
     this.n = this.layout.queueSize;
@@ -137,6 +140,13 @@ export class VirtioBlkDriver implements BlockDevice {
     this.mode = this.layout.mode;
     this.size = this.layout.capacityBytes;
     this.writeThrough = !this.layout.writeback;
+    this.capabilities = Object.freeze({
+      trim: this.layout.maxDiscardSectors > 0,
+      zeroes: this.layout.maxWriteZeroesSectors > 0,
+      flush: true,
+      fua: true, // a write then a FLUSH on a write-back device
+      fastRead: false,
+    });
     this.idlePoll = (options.idlePoll ?? false) && driverSpins(this.mode);
     const baseUs = options.spinBudgetUs ?? 50;
     this.spinBudget = new SpinBudget(baseUs, options.maxSpinBudgetUs ?? baseUs);
@@ -160,6 +170,15 @@ export class VirtioBlkDriver implements BlockDevice {
     return this.mode === 'notify' || this.mode === 'poll-controller';
   }
 
+  protected label(): string {
+    return 'queue driver';
+  }
+
+  /** ESHUTDOWN after close(), EIO after the queue broke. */
+  protected override closedError(): StorvisorError {
+    return this.refusal;
+  }
+
   stats(): VirtioBlkDriverStats {
     return { ...this.counters };
   }
@@ -167,15 +186,14 @@ export class VirtioBlkDriver implements BlockDevice {
   pread(buf: Uint8Array, offset: number): Promise<void> {
     const len = buf.byteLength;
     // The common case, one sector-aligned chunk: one job, one promise, no closures.
-    if (len > 0 && len <= this.chunkBytes && offset % SECTOR_BYTES === 0 && len % SECTOR_BYTES === 0 && !this.closed &&
-      Number.isSafeInteger(offset) && offset >= 0 && offset + len <= this.size) {
+    if (len > 0 && len <= this.chunkBytes && this.aligned(offset, len, SECTOR_BYTES) && this.inRange(offset, len)) {
       return this.single(VIRTIO_BLK_T_IN, offset, len, null, buf);
     }
     return this.preadSlow(buf, offset);
   }
 
   private async preadSlow(buf: Uint8Array, offset: number): Promise<void> {
-    this.checkRange(offset, buf.byteLength);
+    this.checkRead(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
     const start = alignDown(offset);
     const end = alignUp(offset + buf.byteLength);
@@ -189,8 +207,7 @@ export class VirtioBlkDriver implements BlockDevice {
 
   pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     const len = buf.byteLength;
-    if ((this.writeThrough || !flags?.fua) && len > 0 && len <= this.chunkBytes && offset % SECTOR_BYTES === 0 && len % SECTOR_BYTES === 0 &&
-      !this.closed && Number.isSafeInteger(offset) && offset >= 0 && offset + len <= this.size) {
+    if ((this.writeThrough || !flags?.fua) && len > 0 && len <= this.chunkBytes && this.aligned(offset, len, SECTOR_BYTES) && this.inRange(offset, len)) {
       return this.single(VIRTIO_BLK_T_OUT, offset, len, buf, null);
     }
     return this.pwriteSlow(buf, offset, flags);
@@ -211,7 +228,7 @@ export class VirtioBlkDriver implements BlockDevice {
   }
 
   private async pwriteSlow(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
-    this.checkRange(offset, buf.byteLength);
+    this.checkWrite(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
     const end = offset + buf.byteLength;
     if (offset % SECTOR_BYTES === 0 && end % SECTOR_BYTES === 0) {
@@ -231,16 +248,26 @@ export class VirtioBlkDriver implements BlockDevice {
 
   /** Discard the whole sectors inside the range (trim may leave partial sectors as they are). */
   async trim(offset: number, length: number): Promise<void> {
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
+    if (!this.capabilities.trim) return; // not offered by the device; trim is advisory
     await this.ranged(VIRTIO_BLK_T_DISCARD, alignUp(offset), alignDown(offset + length), this.layout.maxDiscardSectors);
   }
 
-  /** Zero whole sectors with WRITE_ZEROES and partial edge sectors by read-modify-write. */
+  /**
+   * Zero whole sectors with WRITE_ZEROES and partial edge sectors by
+   * read-modify-write; where the device does not offer WRITE_ZEROES, by
+   * writing zero buffers of at most one chunk.
+   */
   async zero(offset: number, length: number): Promise<void> {
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
     const end = offset + length;
     const innerStart = alignUp(offset);
     const innerEnd = alignDown(end);
+    if (!this.capabilities.zeroes) {
+      const zeroes = new Uint8Array(Math.min(length, this.chunkBytes));
+      for (let at = offset; at < end; at += zeroes.byteLength) await this.pwrite(zeroes.subarray(0, Math.min(zeroes.byteLength, end - at)), at);
+      return;
+    }
     if (innerStart >= innerEnd) {
       if (length > 0) await this.pwrite(new Uint8Array(length), offset);
       return;
@@ -260,17 +287,6 @@ export class VirtioBlkDriver implements BlockDevice {
   }
 
   // ---- request building ----
-
-  private checkOpen(): void {
-    if (this.closed) throw this.refusal;
-  }
-
-  private checkRange(offset: number, length: number): void {
-    this.checkOpen();
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw outOfRange(offset, length, this.size);
-    }
-  }
 
   /** Move the sector-aligned range [start, end) in chunks of at most size_max, all queued at once. */
   private transfer(type: number, start: number, end: number, copy: (at: number, view: Uint8Array) => void): Promise<void> {

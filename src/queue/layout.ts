@@ -13,11 +13,11 @@
  * fields through typed arrays, so the host must be LE (asserted once below).
  */
 import os from 'node:os';
-import { invalidArgument } from '../util/errors.ts';
+import { invalidArgument, notSupported } from '../util/errors.ts';
 
 if (os.endianness() !== 'LE') {
   // Typed arrays use host byte order; virtio rings are little-endian.
-  throw new Error('storvisor queue: big-endian hosts are not supported');
+  throw notSupported('storvisor queue: big-endian hosts');
 }
 
 export const REGION_MAGIC = 0x53565131; // "SVQ1"

@@ -1,7 +1,7 @@
 import { openSync, closeSync, fstatSync, ftruncate, constants } from 'node:fs';
 import { dirname } from 'node:path';
 import { allocAligned, directProbeFd, PROBE_BYTES, type AlignedSlab } from './aligned.ts';
-import { StorvisorError, errnoOf } from '../util/errors.ts';
+import { StorvisorError, errnoOf, backendFailure } from '../util/errors.ts';
 import { punchHole } from '../native/libc.ts';
 import { defaultEngine, errnoName, type IoEngine, type IoTarget } from './engine.ts';
 
@@ -66,7 +66,7 @@ const EMPTY = new Uint8Array(0);
 /** An errno result as a StorvisorError that keeps the errno (ENOSPC must reach the client as ENOSPC) and no host path. */
 export function backendError(result: number, what: string): StorvisorError {
   const name = errnoName(result);
-  return new StorvisorError(`SV_ERR_BACKEND_${name}`, errnoOf({ code: name }), `${what}: ${name}`);
+  return backendFailure(name, errnoOf({ code: name }), `${what}: ${name}`);
 }
 
 export class FileBackend {

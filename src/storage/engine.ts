@@ -1,3 +1,4 @@
+import { invalidArgument, notSupported } from '../util/errors.ts';
 import { read, write, fdatasync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { native, nativeUnavailable, type NativeAddon, type Ring } from '../native/addon.ts';
@@ -353,14 +354,14 @@ export function defaultEngine(): IoEngine {
   if (engine) return engine;
   const want = process.env.STORVISOR_ENGINE;
   if (want !== undefined && want !== 'libuv' && want !== 'io_uring') {
-    throw new Error(`STORVISOR_ENGINE must be io_uring or libuv (got ${JSON.stringify(want)})`);
+    throw invalidArgument(`STORVISOR_ENGINE must be io_uring or libuv (got ${JSON.stringify(want)})`);
   }
   if (want === 'libuv') {
     engineNote = 'libuv engine: forced by STORVISOR_ENGINE=libuv';
     return (engine = new LibuvEngine());
   }
   if (!native) {
-    if (want === 'io_uring') throw new Error(`STORVISOR_ENGINE=io_uring, but ${nativeUnavailable}`);
+    if (want === 'io_uring') throw notSupported(`STORVISOR_ENGINE=io_uring, but ${nativeUnavailable}`);
     engineNote = `libuv engine: ${nativeUnavailable}`;
     return (engine = new LibuvEngine());
   }

@@ -1,4 +1,5 @@
-import type { BlockDevice, WriteFlags } from '../block/types.ts';
+import type { WriteFlags } from '../block/types.ts';
+import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { NbdClient } from '../nbd/client.ts';
 import { errnoOf, shutDown } from '../util/errors.ts';
 
@@ -15,19 +16,24 @@ import { errnoOf, shutDown } from '../util/errors.ts';
 const RECONNECT_ATTEMPTS = 50;
 const RECONNECT_DELAY_MS = 100;
 
-export class VirtualVolume implements BlockDevice {
+export class VirtualVolume extends BlockDeviceBase {
   readonly blockSize: number;
   readonly readOnly: boolean;
   readonly writeThrough: boolean;
+  /** The provider's, as its first connection offered them (a restarted provider is the same function). */
+  readonly capabilities: BlockCapabilities;
+  /** Failures while closing the connection (logged by the caller through the thrown error). */
+  readonly counters = { reconnects: 0, closeErrors: 0 };
   private connecting: Promise<NbdClient> | undefined;
-  private closed = false;
 
   private constructor(
     readonly name: string,
     private client: NbdClient,
     private readonly address: { host: string; port: number; exportName: string },
   ) {
+    super();
     this.blockSize = client.blockSize;
+    this.capabilities = client.capabilities;
     this.readOnly = client.readOnly;
     this.writeThrough = client.writeThrough;
   }
@@ -40,25 +46,47 @@ export class VirtualVolume implements BlockDevice {
     return this.client.size;
   }
 
-  pread(buf: Uint8Array, offset: number): Promise<void> {
+  protected label(): string {
+    return `virtual volume ${this.name}`;
+  }
+
+  // The client checks too; checking here first refuses a bad request without a round trip or a reconnect.
+  async pread(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkRead(offset, buf.byteLength);
     return this.retry((c) => c.pread(buf, offset));
   }
-  pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+  async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    this.checkWrite(offset, buf.byteLength);
     return this.retry((c) => c.pwrite(buf, offset, flags));
   }
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
+    this.checkOpen();
     return this.retry((c) => c.flush());
   }
-  trim(offset: number, length: number): Promise<void> {
+  async trim(offset: number, length: number): Promise<void> {
+    this.checkWrite(offset, length);
     return this.retry((c) => c.trim(offset, length));
   }
-  zero(offset: number, length: number): Promise<void> {
+  async zero(offset: number, length: number): Promise<void> {
+    this.checkWrite(offset, length);
     return this.retry((c) => c.zero(offset, length));
   }
 
+  /**
+   * Close the connection to the provider. A provider already gone is not an
+   * error (its data is its own to keep durable); any other failure is counted
+   * and thrown for the caller to log.
+   */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    await this.client.close().catch(() => {});
+    try {
+      await this.client.close();
+    } catch (err) {
+      if (errnoOf(err) === 'ESHUTDOWN') return;
+      this.counters.closeErrors++;
+      throw err;
+    }
   }
 
   private async retry(op: (c: NbdClient) => Promise<void>): Promise<void> {
@@ -79,6 +107,7 @@ export class VirtualVolume implements BlockDevice {
         for (let i = 0; i < RECONNECT_ATTEMPTS && !this.closed; i++) {
           try {
             this.client = await NbdClient.connect(this.address);
+            this.counters.reconnects++;
             return this.client;
           } catch {
             // The provider is restarting: its guest needs a moment to listen again.

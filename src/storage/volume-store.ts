@@ -5,7 +5,7 @@ import { FileBackend } from './backend.ts';
 import { BlockCache, BLOCK } from './block-cache.ts';
 import { Volume } from './volume.ts';
 import { Snapshots, type CloneParent } from './snapshots/snapshots.ts';
-import { alreadyExists, inUse, invalidArgument, notFound, overcommitted, StorvisorError } from '../util/errors.ts';
+import { alreadyExists, inUse, invalidArgument, notFound, overcommitted, badManifest, StorvisorError } from '../util/errors.ts';
 import { formatBytes } from '../util/size.ts';
 
 /**
@@ -104,7 +104,7 @@ export class VolumeStore {
     try {
       return JSON.parse(text) as VolumeManifest;
     } catch (err) {
-      throw new StorvisorError('SV_ERR_BAD_MANIFEST', 'EIO', `volume '${name}': manifest ${this.manifestPath(name)} is not valid JSON`, { cause: err });
+      throw badManifest(`volume '${name}': manifest ${this.manifestPath(name)} is not valid JSON`, err);
     }
   }
 

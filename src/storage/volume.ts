@@ -1,5 +1,5 @@
-import type { BlockDevice, WriteFlags } from '../block/types.ts';
-import { outOfRange, readOnly, shutDown } from '../util/errors.ts';
+import type { WriteFlags } from '../block/types.ts';
+import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
 import { PromiseTarget, type FileBackend } from './backend.ts';
@@ -100,9 +100,16 @@ class ReadRun implements IoTarget {
 }
 
 
-export class Volume implements BlockDevice {
+/**
+ * Trim punches holes (advisory: where the filesystem cannot, nothing is done);
+ * zero punches holes or writes zeroes here; every write is O_DSYNC (FUA is free).
+ */
+const CAPABILITIES: BlockCapabilities = Object.freeze({ trim: true, zeroes: true, flush: true, fua: true, fastRead: true });
+
+export class Volume extends BlockDeviceBase {
   readonly blockSize = BLOCK;
   readonly writeThrough = true;
+  readonly capabilities = CAPABILITIES;
   readonly latency = { read: new Histogram(), write: new Histogram() };
   readonly counters = { reads: 0, writes: 0, flushes: 0, trims: 0, zeroes: 0, bytesRead: 0, bytesWritten: 0, errors: 0 };
   private readonly locks = new Map<number, Array<() => void>>();
@@ -116,7 +123,6 @@ export class Volume implements BlockDevice {
   private readonly bounceWaiters: Array<(i: number) => void> = [];
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
-  private closed = false;
   /** Backend writes in flight, by backend generation (parity), so replaceBackend can wait for the old one's. */
   private backendGen = 0;
   private readonly backendWrites = [0, 0];
@@ -128,6 +134,7 @@ export class Volume implements BlockDevice {
     private readonly cache: BlockCache,
     readonly readOnly = false,
   ) {
+    super();
     this.bounce = backend.alloc(BOUNCE_BUFFERS * MAX_IO).buf;
     for (let i = 0; i < BOUNCE_BUFFERS; i++) this.freeBounce.push(i);
   }
@@ -140,6 +147,10 @@ export class Volume implements BlockDevice {
   }
   get direct(): boolean {
     return this.backend.direct;
+  }
+
+  protected label(): string {
+    return `volume ${this.info.name}`;
   }
 
   // ---- BlockDevice -------------------------------------------------------
@@ -299,7 +310,7 @@ export class Volume implements BlockDevice {
   }
 
   async flush(): Promise<void> {
-    if (this.closed) throw shutDown(`volume ${this.name}`);
+    this.checkOpen();
     this.counters.flushes++;
     // Writes are already durable (O_DSYNC); the sync covers hole punches and size changes.
     await this.backend.datasync();
@@ -411,11 +422,8 @@ export class Volume implements BlockDevice {
   // ---- internals -----------------------------------------------------------
 
   private admit(offset: number, length: number, write: boolean): void {
-    if (this.closed) throw shutDown(`volume ${this.name}`);
-    if (write && this.readOnly) throw readOnly(`volume ${this.name}`);
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw outOfRange(offset, length, this.size);
-    }
+    if (write) this.checkWrite(offset, length);
+    else this.checkRead(offset, length);
     this.inFlight++;
   }
 

@@ -70,6 +70,60 @@ export const unauthorized = (message: string) => new StorvisorError('SV_ERR_UNAU
 export const misdirected = (message: string) => new StorvisorError('SV_ERR_MISDIRECTED', 'EACCES', message);
 export const unsupportedMediaType = (message: string) => new StorvisorError('SV_ERR_MEDIA_TYPE', 'EINVAL', message);
 
+/** A config file field that is wrong: `path` names it (functions[0].listen.port). */
+export class ConfigError extends StorvisorError {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super('SV_ERR_CONFIG', 'EINVAL', `${path}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A command line the CLI cannot run (usage errors, a missing API). */
+export const usage = (message: string) => new StorvisorError('SV_ERR_USAGE', 'EINVAL', message);
+
+/**
+ * A filesystem's on-disk structures contradict themselves (a bad magic, a
+ * checksum, a pointer out of bounds): the volume needs fsck, not a retry.
+ */
+export const fsCorrupt = (message: string, cause?: unknown) =>
+  new StorvisorError('SV_ERR_FS_CORRUPT', 'EIO', message, { cause });
+
+/** An on-disk record (a manifest, a journal) that cannot be parsed. */
+export const badManifest = (message: string, cause?: unknown) =>
+  new StorvisorError('SV_ERR_BAD_MANIFEST', 'EIO', message, { cause });
+
+/** A volume the controller knows but cannot serve right now (its provider is down, it failed to open). */
+export const volumeUnavailable = (message: string) => new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', message);
+
+/** The controller's own NBD export is off, and something needs it (gateways). */
+export const nbdDisabled = (message: string) => new StorvisorError('SV_ERR_NBD_DISABLED', 'ENOTSUP', message);
+
+/** The NBD peer broke the protocol (handshake or transmission). */
+export const nbdProtocol = (message: string) => new StorvisorError('SV_ERR_NBD_PROTOCOL', 'EIO', message);
+
+/** An NBD wire error received by the client: SV_ERR_NBD_<errno>. */
+export const nbdWireError = (errno: Errno, message: string) => new StorvisorError(`SV_ERR_NBD_${errno}`, errno, message);
+
+/** A system call on a volume's file failed: SV_ERR_BACKEND_<Node's errno code> (SV_ERR_BACKEND_EIO...). */
+export const backendFailure = (systemCode: string, errno: Errno, message: string) =>
+  new StorvisorError(`SV_ERR_BACKEND_${systemCode}`, errno, message);
+
+/** The data directory lock could not be taken for a reason other than another controller holding it. */
+export const dataDirLock = (message: string, cause?: unknown) =>
+  new StorvisorError('SV_ERR_DATA_DIR_LOCK', 'EIO', message, { cause });
+
+/** A deployment (guest, gateway) that exited or stopped before it was ready. */
+export const startFailed = (message: string) => new StorvisorError('SV_ERR_START_FAILED', 'EIO', message);
+
+/** Management API: the token file cannot be read or is unsafe. */
+export const apiToken = (message: string, cause?: unknown) =>
+  new StorvisorError('SV_ERR_API_TOKEN', 'EACCES', message, { cause });
+export const bodyTooLarge = (message: string) => new StorvisorError('SV_ERR_BODY_TOO_LARGE', 'EINVAL', message);
+export const noRoute = (message: string) => new StorvisorError('SV_ERR_NO_ROUTE', 'ENOENT', message);
+
 /** Map any thrown value (a Node fs error, a StorvisorError, anything) to an errno name. */
 export function errnoOf(err: unknown): Errno {
   if (err instanceof StorvisorError) return err.errno;

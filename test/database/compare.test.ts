@@ -5,11 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RespClient, hasTool, startDatabase, startRedisServer } from './helpers.ts';
+import { RespClient, startDatabase, startRedisServer } from './helpers.ts';
 import { script, normalise } from './script.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 test('every command replies exactly as redis-server does for the same script', async (t) => {
-  if (!hasTool('redis-server')) return t.skip('redis-server is not installed');
+  requireTools('redis-server');
   const redisPort = await startRedisServer(t);
   const { port } = await startDatabase(t);
   const ours = await RespClient.connect(port);
@@ -45,7 +46,7 @@ async function rawUntilClose(port: number, data: string): Promise<string> {
 }
 
 test('malformed requests get the same bytes and the same close as from redis-server', async (t) => {
-  if (!hasTool('redis-server')) return t.skip('redis-server is not installed');
+  requireTools('redis-server');
   const redisPort = await startRedisServer(t);
   const { port } = await startDatabase(t);
   // ("*1048577" is left out: Redis 7 accepts counts up to INT_MAX, storvisor caps them at 1048576.)

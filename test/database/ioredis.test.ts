@@ -6,9 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { hasTool, startRedisServer, type Value } from './helpers.ts';
+import { startRedisServer, type Value } from './helpers.ts';
 import { script, normalise } from './script.ts';
 import { startController } from '../helpers/controller.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 async function call(client: Redis, args: string[]): Promise<Value> {
   try {
@@ -19,7 +20,7 @@ async function call(client: Redis, args: string[]): Promise<Value> {
 }
 
 test('ioredis gets the same replies from the database guest as from redis-server', async (t) => {
-  if (!hasTool('redis-server')) return t.skip('redis-server is not installed');
+  requireTools('redis-server');
   const redisPort = await startRedisServer(t);
   const c = await startController(t, {
     volumes: [{ name: 'db', sizeMiB: 64 }],

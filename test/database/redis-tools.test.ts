@@ -2,12 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { hasTool, startDatabase } from './helpers.ts';
+import { startDatabase } from './helpers.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
 
 test('redis-cli runs commands against the database and reads their replies', async (t) => {
-  if (!hasTool('redis-cli')) return t.skip('redis-cli is not installed (apt-get install redis-tools)');
+  requireTools('redis-cli');
   const { port } = await startDatabase(t);
   const cli = async (...args: string[]) =>
     (await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args])).stdout.trim();
@@ -23,7 +24,7 @@ test('redis-cli runs commands against the database and reads their replies', asy
 });
 
 test('redis-benchmark runs its standard write and read tests with no errors', async (t) => {
-  if (!hasTool('redis-benchmark')) return t.skip('redis-benchmark is not installed (apt-get install redis-tools)');
+  requireTools('redis-benchmark');
   const { port, fn } = await startDatabase(t);
   const tests = 'set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange,mset';
   const { stdout, stderr } = await run(

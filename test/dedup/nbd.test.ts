@@ -8,16 +8,11 @@ import { join } from 'node:path';
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import dedup, { type RunningDedup } from '../../src/functions/dedup/index.ts';
 import type { DedupVolume } from '../../src/functions/dedup/volume.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
 const MiB = 1 << 20;
 
-async function have(tool: string): Promise<boolean> {
-  return run('sh', ['-c', `command -v ${tool}`]).then(
-    () => true,
-    () => false,
-  );
-}
 
 async function serve(t: { after: (fn: () => Promise<void>) => void }, logicalSize: number, backingSize: number) {
   const dir = await mkdtemp(join(tmpdir(), 'sv-dedup-nbd-'));
@@ -44,7 +39,7 @@ const fio = async (uri: string, args: string[]) => {
 };
 
 test('fio verifies crc32c through NBD on the dedup+compress volume', async (t) => {
-  if (!(await have('fio'))) return t.skip('fio is not installed');
+  requireTools('fio');
   const { uri, volume } = await serve(t, 64 * MiB, 64 * MiB);
   const job = await fio(uri, [
     '--name=dedup-verify',
@@ -62,7 +57,7 @@ test('fio verifies crc32c through NBD on the dedup+compress volume', async (t) =
 });
 
 test('fio data with dedupe_percentage=50 is stored about half as many times', async (t) => {
-  if (!(await have('fio'))) return t.skip('fio is not installed');
+  requireTools('fio');
   const { uri, volume } = await serve(t, 64 * MiB, 64 * MiB);
   // No verify here: fio's verify headers would make every block unique.
   const job = await fio(uri, ['--name=dedup-ratio', '--rw=write', '--dedupe_percentage=50', '--buffer_compress_percentage=0']);
@@ -75,7 +70,7 @@ test('fio data with dedupe_percentage=50 is stored about half as many times', as
 });
 
 test('nbdcopy of a real ext4 disk image in and out is byte-identical', async (t) => {
-  if (!(await have('nbdcopy')) || !(await have('mke2fs'))) return t.skip('nbdcopy or mke2fs is not installed');
+  requireTools('nbdcopy', 'mke2fs');
   const { dir, uri, volume } = await serve(t, 48 * MiB, 48 * MiB);
   const image = join(dir, 'disk.img');
   const back = join(dir, 'out.img');

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Restarter } from '../../src/deploy/restart-policy.ts';
+import { Restarter, restartStatus } from '../../src/deploy/restart-policy.ts';
 
 /** The restart policy, on an injected clock: a crashing function is never given up on. */
 function clock(): { now: () => number; advance: (ms: number) => void } {
@@ -58,4 +58,52 @@ test('policy never stays down and on-failure does not restart a clean exit, howe
   assert.equal(new Restarter('never', { now: c.now }).next(true), null);
   assert.equal(new Restarter('on-failure', { now: c.now }).next(false), null);
   assert.ok(new Restarter('always', { now: c.now }).next(false));
+});
+
+test('the defaults are 50 ms base, a 30 s cap and 60 s to count as stable', () => {
+  const r = new Restarter('always');
+  assert.deepEqual([r.baseMs, r.maxMs, r.stableMs], [50, 30_000, 60_000]);
+});
+
+test('a crash one millisecond short of the stable window keeps the back-off; at the window it is forgotten', () => {
+  const c = clock();
+  const r = new Restarter('on-failure', { baseMs: 10, maxMs: 10_000, stableMs: 1_000, now: c.now });
+  r.started();
+  r.next(true);
+  r.started();
+  c.advance(999);
+  assert.deepEqual(r.next(true), { delayMs: 20, at: c.now() + 20, consecutive: 2 });
+  r.started();
+  c.advance(1_000);
+  assert.deepEqual(r.next(true), { delayMs: 10, at: c.now() + 10, consecutive: 1 });
+});
+
+test('thousands of crashes in a row keep a finite delay at the cap (the exponent is bounded)', () => {
+  const c = clock();
+  const r = new Restarter('always', { baseMs: 1, maxMs: 5_000, now: c.now });
+  let plan = null;
+  for (let i = 0; i < 5_000; i++) {
+    r.started();
+    plan = r.next(true);
+  }
+  assert.equal(plan!.consecutive, 5_000);
+  assert.equal(plan!.delayMs, 5_000);
+  assert.ok(Number.isFinite(plan!.at));
+});
+
+test('restartStatus shows the scheduled restart as an ISO time and a non-negative wait, and null when none is due', () => {
+  const r = new Restarter('always', { baseMs: 60_000, maxMs: 60_000 });
+  assert.equal(restartStatus(r), null);
+  r.started();
+  const plan = r.next(true)!;
+  const s = restartStatus(r)!;
+  assert.equal(s.at, new Date(plan.at).toISOString());
+  assert.equal(s.consecutiveCrashes, 1);
+  assert.ok(s.inMs > 0 && s.inMs <= 60_000, String(s.inMs));
+  const past = new Restarter('always', { baseMs: 1, maxMs: 1, now: () => 0 });
+  past.started();
+  past.next(true);
+  assert.equal(restartStatus(past)!.inMs, 0, 'a restart due in the past waits 0, never a negative time');
+  r.cancel();
+  assert.equal(restartStatus(r), null);
 });

@@ -9,13 +9,13 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { parseConfig } from '../../src/config/config.ts';
 import { Controller } from '../../src/controller/controller.ts';
-import { hasTool } from '../helpers/controller.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 const run = promisify(execFile);
-const skip = hasTool('redis-cli') && hasTool('redis-benchmark') ? false : 'redis-tools is not installed';
 
-test('redis-benchmark and redis-cli work against the database guest, and its data survives a restart', { skip }, async (t) => {
+test('redis-benchmark and redis-cli work against the database guest, and its data survives a restart', async (t) => {
+  requireTools('redis-cli', 'redis-benchmark');
   const dir = tempDir(t);
   const config = parseConfig(
     {

@@ -8,7 +8,8 @@ import type { BlockDevice } from '../../src/block/types.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
 import { ioError, noSpace, StorvisorError } from '../../src/util/errors.ts';
 import { fakeServer, simpleReplyTo } from './fake-server.ts';
-import { hasTool, MiB, startServer } from './helpers.ts';
+import { MiB, startServer } from './helpers.ts';
+import { requireTools } from '../helpers/tools.ts';
 
 type T = Parameters<typeof startServer>[0];
 
@@ -185,7 +186,8 @@ async function nbdkitMemory(t: T): Promise<number> {
   return (front.address() as { port: number }).port;
 }
 
-test('the client interoperates with nbdkit (memory plugin)', { skip: hasTool('nbdkit') ? false : 'nbdkit not installed' }, async (t) => {
+test('the client interoperates with nbdkit (memory plugin)', async (t) => {
+  requireTools('nbdkit');
   const port = await nbdkitMemory(t);
   const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: '' });
   assert.equal(client.size, 64 * MiB);

@@ -5,14 +5,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
-import { hasTool, MiB, run, startServer, tempDir } from './helpers.ts';
+import { MiB, run, startServer, tempDir } from './helpers.ts';
+import { requireTools } from '../helpers/tools.ts';
 
-const missing = (...tools: string[]) => {
-  const absent = tools.filter((t) => !hasTool(t));
-  return absent.length > 0 ? `${absent.join(', ')} not installed` : false;
-};
-
-test('nbdinfo reports the size, name and flags of a writable write-through export', { skip: missing('nbdinfo') }, async (t) => {
+test('nbdinfo reports the size, name and flags of a writable write-through export', async (t) => {
+  requireTools('nbdinfo');
   const { port } = await startServer(t, new MemoryBlockDevice(16 * MiB));
   const r = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/vol`]);
   assert.equal(r.code, 0, r.stderr);
@@ -34,7 +31,24 @@ test('nbdinfo reports the size, name and flags of a writable write-through expor
   assert.equal(e.block_size_maximum, 32 * MiB);
 });
 
-test('nbdinfo sees a read-only export as read-only with no write features', { skip: missing('nbdinfo') }, async (t) => {
+test('nbdinfo sees no TRIM or WRITE_ZEROES on a device that would only write zeroes for them', async (t) => {
+  requireTools('nbdinfo');
+  const device = await FileBlockDevice.open(join(tempDir(t), 'plain.img'), MiB);
+  t.after(() => device.close());
+  const { port } = await startServer(t, device);
+  const r = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/vol`]);
+  assert.equal(r.code, 0, r.stderr);
+  const e = JSON.parse(r.stdout).exports[0];
+  assert.equal(e.is_read_only, false);
+  assert.equal(e.can_flush, true);
+  assert.equal(e.can_fua, true);
+  assert.equal(e.can_trim, false);
+  assert.equal(e.can_zero, false);
+  assert.equal(e.can_multi_conn, false, 'a page-cache device is not write-through');
+});
+
+test('nbdinfo sees a read-only export as read-only with no write features', async (t) => {
+  requireTools('nbdinfo');
   const { port } = await startServer(t, new MemoryBlockDevice(MiB, { readOnly: true }));
   const r = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}/`]); // empty name → default export
   assert.equal(r.code, 0, r.stderr);
@@ -46,7 +60,8 @@ test('nbdinfo sees a read-only export as read-only with no write features', { sk
   assert.equal(e.can_fua, false);
 });
 
-test('nbdinfo --list shows every export through NBD_OPT_LIST', { skip: missing('nbdinfo') }, async (t) => {
+test('nbdinfo --list shows every export through NBD_OPT_LIST', async (t) => {
+  requireTools('nbdinfo');
   const { port } = await startServer(t, new MemoryBlockDevice(MiB), {
     exports: [
       { name: 'a', description: 'first', device: new MemoryBlockDevice(MiB) },
@@ -63,14 +78,16 @@ test('nbdinfo --list shows every export through NBD_OPT_LIST', { skip: missing('
   );
 });
 
-test('qemu-img info reads the virtual size', { skip: missing('qemu-img') }, async (t) => {
+test('qemu-img info reads the virtual size', async (t) => {
+  requireTools('qemu-img');
   const { port } = await startServer(t, new MemoryBlockDevice(16 * MiB));
   const r = await run('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${port}/vol`]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout)['virtual-size'], 16 * MiB);
 });
 
-test('nbdcopy copies a random image in and back out byte for byte', { skip: missing('nbdcopy') }, async (t) => {
+test('nbdcopy copies a random image in and back out byte for byte', async (t) => {
+  requireTools('nbdcopy');
   const { port, device } = await startServer(t, new MemoryBlockDevice(16 * MiB));
   const dir = tempDir(t);
   const image = randomBytes(16 * MiB);
@@ -84,7 +101,8 @@ test('nbdcopy copies a random image in and back out byte for byte', { skip: miss
   assert.ok(readFileSync(join(dir, 'out.img')).equals(image), 'copied out unchanged');
 });
 
-test('nbdcopy round-trips through an export on a FileBlockDevice', { skip: missing('nbdcopy') }, async (t) => {
+test('nbdcopy round-trips through an export on a FileBlockDevice', async (t) => {
+  requireTools('nbdcopy');
   const dir = tempDir(t);
   const device = await FileBlockDevice.open(join(dir, 'backing.img'), 8 * MiB);
   t.after(() => device.close());
@@ -122,7 +140,8 @@ async function fio(port: number, rw: string, verify: boolean): Promise<{ code: n
   return { code: r.code, job: json.jobs[0], stderr: r.stderr };
 }
 
-test('fio randrw with crc32c verification completes with no errors', { skip: missing('fio') }, async (t) => {
+test('fio randrw with crc32c verification completes with no errors', async (t) => {
+  requireTools('fio');
   const { port, server } = await startServer(t, new MemoryBlockDevice(16 * MiB));
   const { code, job, stderr } = await fio(port, 'randrw', true);
   assert.equal(code, 0, stderr);
@@ -131,7 +150,8 @@ test('fio randrw with crc32c verification completes with no errors', { skip: mis
   assert.equal(server.stats().errors, 0);
 });
 
-test('fio random writes alone complete with no errors', { skip: missing('fio') }, async (t) => {
+test('fio random writes alone complete with no errors', async (t) => {
+  requireTools('fio');
   const { port } = await startServer(t, new MemoryBlockDevice(16 * MiB));
   const { code, job, stderr } = await fio(port, 'randwrite', false);
   assert.equal(code, 0, stderr);
@@ -140,7 +160,8 @@ test('fio random writes alone complete with no errors', { skip: missing('fio') }
   assert.equal(job.read.total_ios, 0);
 });
 
-test('fio random reads of a read-only export complete with no errors', { skip: missing('fio') }, async (t) => {
+test('fio random reads of a read-only export complete with no errors', async (t) => {
+  requireTools('fio');
   const { port } = await startServer(t, new MemoryBlockDevice(16 * MiB, { readOnly: true }));
   const { code, job, stderr } = await fio(port, 'randread', false);
   assert.equal(code, 0, stderr);

@@ -1,3 +1,4 @@
+import { startFailed } from '../../util/errors.ts';
 import { Worker } from 'node:worker_threads';
 import type { FunctionConfig } from '../../config/config.ts';
 import type { BlockDevice } from '../../block/types.ts';
@@ -133,7 +134,7 @@ export class ThreadGuest implements Deployment {
       this.exited = new Promise((r) => (exitDone = r));
       worker.once('exit', (code) => {
         void this.onExit(device, code, ready).finally(exitDone);
-        if (!ready) reject(new Error(`guest ${cfg.name} failed to start: ${this.lastError ?? `exit code ${code}`}`));
+        if (!ready) reject(startFailed(`guest ${cfg.name} failed to start: ${this.lastError ?? `exit code ${code}`}`));
       });
     });
   }

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtioBlkDriver } from '../../queue/blk-driver.ts';
-import { loadFunction } from '../../functions/registry.ts';
+import { loadFunction, parseOptions } from '../../functions/registry.ts';
 import type { GuestWorkerData, ToGuest, FromGuest } from './messages.ts';
 import type { RunningFunction } from '../../functions/types.ts';
 
@@ -53,7 +53,7 @@ port.on('message', (m: ToGuest) => {
 
 try {
   const fn = await loadFunction(data.functionName);
-  const options = fn.parseOptions ? fn.parseOptions(data.options) : data.options;
+  const options = parseOptions(fn, data.options);
   running = await fn.start({ device: driver, listen: data.listen, options, instance: data.name, log });
   send({ type: 'ready', address: running.address });
 } catch (err) {

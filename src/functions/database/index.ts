@@ -90,6 +90,7 @@ const database: StorageFunction<DatabaseFunctionOptions> = {
   description: 'A Redis-protocol (RESP2) key-value store whose log lives on the volume',
   parseOptions,
   start,
+  clientUrl: (a) => `redis://${a.host}:${a.port}`,
 };
 
 export default database;

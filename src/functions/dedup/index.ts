@@ -61,6 +61,8 @@ const dedupFunction: StorageFunction<DedupFunctionOptions> = {
   apiVersion: 1,
   description: 'inline deduplication and compression volume, exported over NBD',
   parseOptions: parseDedupOptions,
+  exportNames: (o) => [o.exportName],
+  clientUrl: (a, o) => `nbd://${a.host}:${a.port}/${o.exportName}`,
   async start(ctx): Promise<RunningDedup> {
     // Parsing again is idempotent, and covers callers that skip parseOptions.
     const opts = parseDedupOptions({ ...ctx.options });

@@ -61,6 +61,7 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
     apiVersion: 1,
     description: 'NFSv3 file server over a crash-safe filesystem on the volume',
     parseOptions: parseFileServerOptions,
+    clientUrl: (a, o) => `nfs://${a.host}${o.exportPath}?nfsport=${a.port}&mountport=${a.port}&version=3`,
     async start(ctx: FunctionContext<FileServerOptions>): Promise<RunningFunction> {
       const options = parseFileServerOptions(ctx.options as unknown as Record<string, unknown>);
       // Used only if the volume is empty and gets formatted now: the key then lives in its superblock.

@@ -14,14 +14,13 @@ import { promisify } from 'node:util';
 import fileserver, { parseFileServerOptions } from '../../../src/functions/fileserver/index.ts';
 import { MemoryBlockDevice } from '../../../src/block/memory-device.ts';
 import { NfsClient } from './helpers/nfs-client.ts';
-import { missingTool } from './helpers/real-clients.ts';
+import { requireTools } from '../../helpers/tools.ts';
 
 const run = promisify(execFile);
 const url = (port: number, p: string, extra = '') => `nfs://127.0.0.1/export${p}?nfsport=${port}&mountport=${port}&version=3${extra}`;
 
 async function start(t: TestContext, options: Record<string, unknown> = {}) {
-  const missing = await missingTool();
-  if (missing) assert.fail(missing);
+  requireTools('nfs-cp', 'nfs-ls', 'nfs-cat');
   const device = new MemoryBlockDevice(64 << 20);
   const running = await fileserver.start({
     device,

@@ -1,14 +1,9 @@
 /** The real-client checks again, over the on-volume filesystem on a FileBlockDevice, through the function module. */
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FileBlockDevice } from '../../../src/block/file-device.ts';
 import { realClientSuite } from './helpers/real-clients.ts';
-
-const fsIndex = fileURLToPath(new URL('../../../src/functions/fileserver/fs/index.ts', import.meta.url));
-const skip = existsSync(fsIndex) ? undefined : 'the on-volume filesystem (fs/index.ts) is not there yet';
 
 realClientSuite(
   'volume fs on a FileBlockDevice',
@@ -33,5 +28,5 @@ realClientSuite(
     };
   },
   // 10,000 entries are listed over memory-fs; here 2,000 keep the suite fast (each CREATE is a journal commit + fdatasync).
-  { bigDir: 2_000, skip },
+  { bigDir: 2_000 },
 );

@@ -12,19 +12,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { NfsClient } from './nfs-client.ts';
+import { requireTools } from '../../../helpers/tools.ts';
 
 const run = promisify(execFile);
-
-export const missingTool = async (): Promise<string | undefined> => {
-  for (const tool of ['nfs-cp', 'nfs-ls', 'nfs-cat']) {
-    try {
-      await run('sh', ['-c', `command -v ${tool}`]);
-    } catch {
-      return `${tool} not installed (Debian package libnfs-utils)`;
-    }
-  }
-  return undefined;
-};
 
 export const nfsUrl = (port: number, p = '') => `nfs://127.0.0.1/export${p}?nfsport=${port}&mountport=${port}&version=3`;
 
@@ -43,10 +33,9 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-export function realClientSuite(label: string, start: () => Promise<ServerUnderTest>, opts: { bigDir: number; skip?: string }) {
-  test(`${label}: nfs-cp copies a tree of files of many sizes in and out, nfs-cat agrees, checksums match`, { skip: opts.skip }, async (t) => {
-    const skip = await missingTool();
-    if (skip) return t.skip(skip);
+export function realClientSuite(label: string, start: () => Promise<ServerUnderTest>, opts: { bigDir: number }) {
+  test(`${label}: nfs-cp copies a tree of files of many sizes in and out, nfs-cat agrees, checksums match`, async (t) => {
+    requireTools('nfs-cp', 'nfs-ls', 'nfs-cat');
     const server = await start();
     const dir = await mkdtemp(path.join(tmpdir(), 'storvisor-nfs-'));
     t.after(async () => {
@@ -78,9 +67,8 @@ export function realClientSuite(label: string, start: () => Promise<ServerUnderT
     assert.deepEqual(listed.sort(), files.filter((f) => f.rel.startsWith('/a/b/')).map((f) => path.basename(f.rel)).sort());
   });
 
-  test(`${label}: nfs-ls lists a ${opts.bigDir}-entry directory completely`, { skip: opts.skip }, async (t) => {
-    const skip = await missingTool();
-    if (skip) return t.skip(skip);
+  test(`${label}: nfs-ls lists a ${opts.bigDir}-entry directory completely`, async (t) => {
+    requireTools('nfs-cp', 'nfs-ls', 'nfs-cat');
     const server = await start();
     t.after(() => server.stop());
     const c = await NfsClient.connect(server.port);
