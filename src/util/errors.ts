@@ -94,3 +94,12 @@ export function errnoOf(err: unknown): Errno {
       return 'EIO';
   }
 }
+
+/** Management API: a known path with another method. */
+export const methodNotAllowed = (message: string) => new StorvisorError('SV_ERR_METHOD', 'EINVAL', message);
+
+/** A function deployed at runtime that did not start (nothing of it is left behind). */
+export const deployFailed = (message: string, cause?: unknown) => new StorvisorError('SV_ERR_DEPLOY_FAILED', 'EIO', message, { cause });
+
+/** The runtime state file (<dataDir>/runtime-state.json) cannot be used. */
+export const runtimeStateError = (message: string) => new StorvisorError('SV_ERR_RUNTIME_STATE', 'EIO', message);
