@@ -29,14 +29,12 @@ export class ApiClient {
 
   async request<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
     const { base, token, tokenPath } = this.opts;
-    if (!token) {
-      throw new StorvisorError('SV_ERR_API_TOKEN', 'EACCES', `no API token at ${tokenPath} — is a controller running on this data directory? (storvisor start, or pass the controller's --config)`);
-    }
+    // Without a token the request still goes out: "nothing answers" is the more useful error when both hold.
     let res: Response;
     try {
       res = await fetch(new URL(path, base), {
         method,
-        headers: { authorization: `Bearer ${token}`, ...(method === 'GET' ? {} : { 'content-type': 'application/json' }) },
+        headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(method === 'GET' ? {} : { 'content-type': 'application/json' }) },
         body: method === 'GET' ? undefined : JSON.stringify(body ?? {}),
         signal: AbortSignal.timeout(this.opts.timeoutMs ?? REQUEST_TIMEOUT_MS),
       });
@@ -56,6 +54,9 @@ export class ApiClient {
     }
     if (res.ok) return (json ?? text) as T;
     const e = json as { error?: string; code?: string } | undefined;
+    if (res.status === 401 && !token) {
+      throw new StorvisorError('SV_ERR_API_TOKEN', 'EACCES', `a controller answers at ${base}, but there is no API token at ${tokenPath} — pass the controller's --config (its data directory holds the token)`);
+    }
     if (res.status === 401) {
       throw new StorvisorError('SV_ERR_UNAUTHORIZED', 'EACCES', `the controller at ${base} refused the token in ${tokenPath} — is it the controller of this data directory? (pass its --config)`);
     }
