@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fioVerify, hasTool, nbdUri, startController, waitRunning } from '../helpers/controller.ts';
 import { call, startTestApi } from './helpers.ts';
 import { prometheus } from '../../src/api/metrics.ts';
@@ -72,6 +73,16 @@ test('every family has HELP and TYPE once, counters end in _total, and latency h
   assert.equal(buckets.at(-1)![1], count);
   assert.ok(count >= 1024, `fio wrote 4 MiB in 4 KiB requests through the queue (count ${count})`);
   assert.doesNotMatch(text, /P50Us|P99Us/, 'no quantile gauges: histograms replace them');
+
+  // The Grafana dashboard asks only for families this exposition has (dedup's ratios need a dedup function).
+  const dashboard = readFileSync(new URL('../../contrib/grafana/storvisor-dashboard.json', import.meta.url), 'utf8');
+  JSON.parse(dashboard);
+  const onlyWithDedup = new Set(['storvisor_function_dedup_ratio', 'storvisor_function_compression_ratio', 'storvisor_function_data_reduction_ratio']);
+  for (const name of new Set(dashboard.match(/storvisor_[a-z_]+/g))) {
+    const family = name.replace(/_bucket$/, '');
+    if (onlyWithDedup.has(family)) assert.match(readFileSync(new URL('../../src/api/metrics.ts', import.meta.url), 'utf8'), new RegExp(family.replace('storvisor_function_', "'")));
+    else assert.ok(types.has(family), `the dashboard uses ${name}, which /metrics does not have`);
+  }
 });
 
 test('label values are escaped and non-finite numbers are left out', () => {
