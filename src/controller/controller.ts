@@ -18,7 +18,7 @@ import type { Histogram } from '../util/histogram.ts';
 import type { VolumeManifest } from '../storage/volume-store.ts';
 import { statSync } from 'node:fs';
 import type { NotifyMode } from '../config/config.ts';
-import { deployFailed, invalidArgument } from '../util/errors.ts';
+import { deployFailed, invalidArgument, limitReached } from '../util/errors.ts';
 import { applyRuntimeState, parseFunction, readRuntimeState, writeRuntimeState, type RuntimeState } from './runtime-state.ts';
 import { processStats, type ProcessSample } from './process-stats.ts';
 
@@ -48,6 +48,11 @@ export interface Endpoint {
   kind: string;
   url: string;
 }
+
+/** Functions one controller runs at most (config and runtime together); a runtime deploy past it is refused. */
+export const MAX_FUNCTIONS = 64;
+/** A function's config object deployed at runtime, at most (JSON bytes): 64 of them keep the state file small. */
+export const MAX_FUNCTION_JSON = 16 * 1024;
 
 export class Controller {
   readonly store: VolumeStore;
@@ -353,6 +358,16 @@ export class Controller {
   /** What the API changed, applied at the next start (see runtime-state.ts). */
   private runtime: RuntimeState = { version: 1, deletedVolumes: [], removedFunctions: [], addedFunctions: [], notify: {} };
 
+  /** Management changes run one at a time (a deploy and a delete of its volume cannot interleave). */
+  private management: Promise<unknown> = Promise.resolve();
+
+  /** Run `fn` after every management change before it, alone. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.management.then(fn, fn);
+    this.management = run.catch(() => {});
+    return run;
+  }
+
   private saveRuntime(next: RuntimeState): void {
     writeRuntimeState(this.config.dataDir, next);
     this.runtime = next;
@@ -392,6 +407,9 @@ export class Controller {
    * a restart, on the port it got (a port 0 is pinned to the one bound).
    */
   async deployFunction(raw: Record<string, unknown>): Promise<DeploymentStatus> {
+    // Bounded: each guest holds memory and a queue, and every deploy is a record in the state file.
+    if (this.functions.size >= MAX_FUNCTIONS) throw limitReached(`${MAX_FUNCTIONS} functions are deployed already; undeploy one first`);
+    if (JSON.stringify(raw).length > MAX_FUNCTION_JSON) throw invalidArgument(`a function's config must be under ${MAX_FUNCTION_JSON} bytes of JSON`);
     const f = parseFunction(raw, this.config.dataDir);
     if (!hasFunction(f.function)) throw invalidArgument(`unknown function '${f.function}' (known: ${functionNames().join(', ')})`);
     if (this.functions.has(f.name)) throw alreadyExists(`function '${f.name}'`);

@@ -2,7 +2,7 @@ import { closeSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, write
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseConfig, ConfigError, type Config, type FunctionConfig, type NotifyMode } from '../config/config.ts';
-import { runtimeStateError, StorvisorError } from '../util/errors.ts';
+import { invalidArgument, runtimeStateError, StorvisorError } from '../util/errors.ts';
 
 /**
  * What the management API changed on a running controller, kept in
@@ -138,7 +138,7 @@ export function parseFunction(raw: Record<string, unknown>, dataDir: string): Fu
   } catch (err) {
     if (err instanceof ConfigError) {
       // The path inside the synthetic config ("functions[0].notify") reads better without its index.
-      throw new StorvisorError('SV_ERR_INVALID_ARGUMENT', 'EINVAL', err.message.replace(/^functions\[0\]\.?/, '').replace(/^: /, ''));
+      throw invalidArgument(err.message.replace(/^functions\[0\]\.?/, '').replace(/^: /, ''));
     }
     throw err;
   }

@@ -103,3 +103,6 @@ export const deployFailed = (message: string, cause?: unknown) => new StorvisorE
 
 /** The runtime state file (<dataDir>/runtime-state.json) cannot be used. */
 export const runtimeStateError = (message: string) => new StorvisorError('SV_ERR_RUNTIME_STATE', 'EIO', message);
+
+/** A bounded resource is full (functions per controller, ...). */
+export const limitReached = (message: string) => new StorvisorError('SV_ERR_LIMIT', 'ENOSPC', message);

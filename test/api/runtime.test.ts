@@ -106,6 +106,7 @@ test('a runtime deploy with bad fields, an unknown module, a missing volume or a
     [{ name: 'x', function: 'no-such-module', volume: 'free' }, 400, 'SV_ERR_INVALID_ARGUMENT'],
     [{ name: 'x', function: 'nbd-export', volume: 'missing' }, 404, 'SV_ERR_NOT_FOUND'],
     [{ name: 'f0', function: 'nbd-export', volume: 'free' }, 409, 'SV_ERR_EXISTS'],
+    [{ name: 'x', function: 'nbd-export', volume: 'free', options: { pad: 'x'.repeat(20_000) } }, 400, 'SV_ERR_INVALID_ARGUMENT'],
   ];
   for (const [body, status, code] of cases) {
     const r = await call(api, 'POST', '/functions', { auth: true, body });
@@ -158,4 +159,16 @@ test('the runtime state is replaced atomically and a damaged one stops the start
     assert.match(err.message, /runtime-state\.json is not valid JSON/);
     return true;
   });
+});
+
+test('concurrent deploys on one volume are taken one at a time: one runs, the other is refused as a second writer', async (t) => {
+  const c = await startController(t, { volumes: [{ name: 'v', sizeMiB: 8 }] });
+  const api = await startTestApi(t, c);
+  const [a, b] = await Promise.all([
+    call(api, 'POST', '/functions', { auth: true, body: { name: 'a', function: 'nbd-export', volume: 'v', deploy: 'integrated' } }),
+    call(api, 'POST', '/functions', { auth: true, body: { name: 'b', function: 'nbd-export', volume: 'v', deploy: 'integrated' } }),
+  ]);
+  assert.deepEqual([a.status, b.status].sort(), [201, 409], `${a.text} ${b.text}`);
+  assert.equal((a.status === 409 ? a : b).json.code, 'SV_ERR_IN_USE');
+  assert.equal(((await call(api, 'GET', '/functions', { auth: true })).json as unknown[]).length, 1);
 });

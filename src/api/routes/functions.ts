@@ -10,16 +10,21 @@ import type { Route } from './types.ts';
  *   POST   /functions/NAME/restart   {}
  *   POST   /functions/NAME/notify    {"notify": "poll" | "notify" | "adaptive" | "poll-guest" | "poll-controller"}
  * Deploy, undeploy and notify are persisted (runtime-state.json); restart is not a change.
+ * Changes run one at a time (Controller.exclusive), volume changes included.
  */
 export const functionRoutes: Route[] = [
   { method: 'GET', path: '/functions', handler: async ({ controller }) => ({ status: 200, body: await controller.listFunctions() }) },
-  { method: 'POST', path: '/functions', handler: async ({ controller, body }) => ({ status: 201, body: await controller.deployFunction(await body()) }) },
+  { method: 'POST', path: '/functions', handler: async ({ controller, body }) => {
+      const b = await body();
+      return { status: 201, body: await controller.exclusive(() => controller.deployFunction(b)) };
+    },
+  },
   { method: 'GET', path: '/functions/:name', handler: async ({ controller, params }) => ({ status: 200, body: await controller.functionInfo(params[0]!) }) },
   {
     method: 'DELETE',
     path: '/functions/:name',
     handler: async ({ controller, params }) => {
-      await controller.undeployFunction(params[0]!);
+      await controller.exclusive(() => controller.undeployFunction(params[0]!));
       return { status: 200, body: { undeployed: params[0] } };
     },
   },
@@ -28,7 +33,7 @@ export const functionRoutes: Route[] = [
     path: '/functions/:name/restart',
     handler: async ({ controller, params, body }) => {
       await body(); // bounded and checked like any other body, even if unused
-      return { status: 200, body: await controller.restartFunction(params[0]!) };
+      return { status: 200, body: await controller.exclusive(() => controller.restartFunction(params[0]!)) };
     },
   },
   {
@@ -37,7 +42,7 @@ export const functionRoutes: Route[] = [
     handler: async ({ controller, params, body }) => {
       const b = await body();
       if (typeof b.notify !== 'string') throw invalidArgument(`"notify" must be a string (got ${JSON.stringify(b.notify) ?? 'nothing'})`);
-      return { status: 200, body: await controller.setNotify(params[0]!, b.notify as NotifyMode) };
+      return { status: 200, body: await controller.exclusive(() => controller.setNotify(params[0]!, b.notify as NotifyMode)) };
     },
   },
 ];

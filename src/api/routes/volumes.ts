@@ -21,7 +21,8 @@ export const volumeRoutes: Route[] = [
     handler: async ({ controller, body }) => {
       const b = await body();
       if (typeof b.name !== 'string') throw invalidArgument(`"name" must be a string (got ${JSON.stringify(b.name) ?? 'nothing'})`);
-      return { status: 201, body: controller.createVolume(b.name, sizeField(b)) };
+      const name = b.name;
+      return { status: 201, body: await controller.exclusive(async () => controller.createVolume(name, sizeField(b))) };
     },
   },
   {
@@ -41,14 +42,14 @@ export const volumeRoutes: Route[] = [
     handler: async ({ controller, params, body }) => {
       const b = await body();
       if (b.allowShrink !== undefined && typeof b.allowShrink !== 'boolean') throw invalidArgument('"allowShrink" must be true or false');
-      return { status: 200, body: await controller.resizeVolume(params[0]!, sizeField(b), { allowShrink: b.allowShrink === true }) };
+      return { status: 200, body: await controller.exclusive(() => controller.resizeVolume(params[0]!, sizeField(b), { allowShrink: b.allowShrink === true })) };
     },
   },
   {
     method: 'DELETE',
     path: '/volumes/:name',
     handler: async ({ controller, params }) => {
-      await controller.deleteVolume(params[0]!);
+      await controller.exclusive(() => controller.deleteVolume(params[0]!));
       return { status: 200, body: { deleted: params[0] } };
     },
   },
