@@ -29,6 +29,8 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   alloc: script('alloc'),
   // a quiet guest's latency beside a neighbour that keeps its ring full
   neighbour: script('neighbour'),
+  // what operating costs: CPU per /status and /metrics scrape, runtime deploy/notify/undeploy, a clean stop
+  ops: script('ops'),
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);
