@@ -24,8 +24,9 @@ import type { DeploymentStatus } from './deploy/types.ts';
  * work on the data directory directly when no controller runs on it.
  *
  * Output: tables for people (src/api/render.ts), `--json` for scripts (the
- * API's JSON as it is). Errors: one line on stderr saying what to do, exit 1
- * (`--json`: a JSON object {error, code} instead); usage errors exit 2.
+ * API's JSON as it is). Errors: one line on stderr saying what to do, with its
+ * stable code in brackets, exit 1 (`--json`: a JSON object {error, code}
+ * instead); usage errors exit 2.
  */
 interface Globals {
   config?: string;
@@ -431,7 +432,7 @@ export async function main(argv: string[]): Promise<number> {
     const message = err instanceof ConfigError ? `config error: ${err.message}` : (err as Error).message;
     const errCode = (err as { code?: string }).code ?? 'SV_ERR_INTERNAL';
     if (wantsJson) process.stderr.write(JSON.stringify({ error: message, code: errCode }) + '\n');
-    else if (err instanceof StorvisorError || err instanceof ConfigError) process.stderr.write(`storvisor: ${message}\n`);
+    else if (err instanceof StorvisorError || err instanceof ConfigError) process.stderr.write(`storvisor: ${message} [${errCode}]\n`);
     else process.stderr.write(`storvisor: ${(err as Error).stack ?? err}\n`);
     return 1;
   }

@@ -16,7 +16,7 @@ test('with no controller running, status prints one line that says to start it, 
   const r = await cli(['status', '--config', config]);
   assert.equal(r.code, 1);
   assert.equal(r.stdout, '');
-  assert.equal(r.stderr, `storvisor: no controller answering at http://127.0.0.1:${port} — is it running? (storvisor start)\n`);
+  assert.equal(r.stderr, `storvisor: no controller answering at http://127.0.0.1:${port} — is it running? (storvisor start) [SV_ERR_NO_CONTROLLER]\n`);
   const j = await cli(['function', 'list', '--json', '--config', config]);
   assert.equal(j.code, 1);
   assert.equal(JSON.parse(j.stderr).code, 'SV_ERR_NO_CONTROLLER');
@@ -43,7 +43,7 @@ test('volume and function commands drive a running controller: tables for people
   assert.match(list.stdout, /^NAME +SIZE +USED +STATE +USED BY\nv +8 MiB +\S+ B +closed +-\nv2 +8 MiB +\S+ B +open +f2\n$/);
   const refused = await cli(['volume', 'delete', 'v2', '-c', config]);
   assert.equal(refused.code, 1);
-  assert.equal(refused.stderr, "storvisor: cannot delete volume 'v2': it is in use by function 'f2' (integrated); stop them first\n");
+  assert.equal(refused.stderr, "storvisor: cannot delete volume 'v2': it is in use by function 'f2' (integrated); stop them first [SV_ERR_IN_USE]\n");
   const fns = await cli(['fn', 'list', '-c', config, '--json']);
   assert.deepEqual((JSON.parse(fns.stdout) as Array<{ name: string }>).map((f) => f.name), ['f2']);
   assert.equal((await cli(['fn', 'undeploy', 'f2', '-c', config])).stdout, 'undeployed f2\n');
