@@ -13,12 +13,11 @@ import { hasFunction, functionNames, clientUrl, defaultExportName } from '../fun
 import { VirtualVolume } from '../storage/virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
-import { alreadyExists, inUse, notFound, StorvisorError } from '../util/errors.ts';
+import { alreadyExists, deployFailed, inUse, invalidArgument, limitReached, notFound, StorvisorError } from '../util/errors.ts';
 import type { Histogram } from '../util/histogram.ts';
 import type { VolumeManifest } from '../storage/volume-store.ts';
 import { statSync } from 'node:fs';
 import type { NotifyMode } from '../config/config.ts';
-import { deployFailed, invalidArgument, limitReached } from '../util/errors.ts';
 import { applyRuntimeState, parseFunction, readRuntimeState, writeRuntimeState, type RuntimeState } from './runtime-state.ts';
 import { processStats, type ProcessSample } from './process-stats.ts';
 
@@ -42,6 +41,10 @@ export type LogFn = (message: string, fields?: { function?: string; volume?: str
  * later claims its volume first and then closes the export's connections to it.
  * A volume any function uses (gateways included) or that has connections on
  * the export cannot be shrunk or deleted (SV_ERR_IN_USE); growing is fine.
+ *
+ * Runtime management (the API's function and volume changes) is kept in
+ * <dataDir>/runtime-state.json and applied on top of the config at start
+ * (runtime-state.ts), so a restart comes back in the same shape.
  */
 export interface Endpoint {
   name: string;
