@@ -46,6 +46,11 @@ test('volume and function commands drive a running controller: tables for people
   assert.equal(refused.stderr, "storvisor: cannot delete volume 'v2': it is in use by function 'f2' (integrated); stop them first [SV_ERR_IN_USE]\n");
   const fns = await cli(['fn', 'list', '-c', config, '--json']);
   assert.deepEqual((JSON.parse(fns.stdout) as Array<{ name: string }>).map((f) => f.name), ['f2']);
+  const top = await cli(['top', '-n', '1', '--interval', '0.2', '-c', config]);
+  assert.equal(top.code, 0, top.stderr);
+  assert.match(top.stdout, /^storvisor top — pid \d+, up /);
+  assert.match(top.stdout, /^f2 +nbd-export +integrated +running +\d+/m);
+  assert.match(top.stdout, /^v2 +8 MiB +/m);
   assert.equal((await cli(['fn', 'undeploy', 'f2', '-c', config])).stdout, 'undeployed f2\n');
   assert.equal(c.store.exists('v2'), true);
 });
