@@ -342,7 +342,12 @@ export class Controller {
 
   private async functionStatus(f: FunctionConfig): Promise<DeploymentStatus> {
     const d = this.deployments.get(f.name);
-    if (d) return d.status();
+    if (d) {
+      const s = await d.status();
+      // Crash restarts of the deployments an operator's restart replaced: the count only grows.
+      const earlier = this.earlierRestarts.get(f.name) ?? 0;
+      return earlier ? { ...s, restarts: s.restarts + earlier } : s;
+    }
     return {
       name: f.name,
       function: f.function,
@@ -360,6 +365,9 @@ export class Controller {
 
   /** What the API changed, applied at the next start (see runtime-state.ts). */
   private runtime: RuntimeState = { version: 1, deletedVolumes: [], removedFunctions: [], addedFunctions: [], notify: {} };
+
+  /** Per function: crash restarts of deployments replaced by a restart or a notify change (undeploy forgets them). */
+  private readonly earlierRestarts = new Map<string, number>();
 
   /** Management changes run one at a time (a deploy and a delete of its volume cannot interleave). */
   private management: Promise<unknown> = Promise.resolve();
@@ -446,6 +454,7 @@ export class Controller {
     if (!f) throw notFound(`function '${name}'`);
     this.refuseIfProviding(f, 'undeploy');
     await this.undeploy(name);
+    this.earlierRestarts.delete(name);
     const added = this.runtime.addedFunctions.some((a) => a.name === name);
     const notify = { ...this.runtime.notify };
     delete notify[name];
@@ -491,7 +500,11 @@ export class Controller {
   private async redeploy(next: FunctionConfig): Promise<void> {
     const d = this.deployments.get(next.name);
     this.deployments.delete(next.name);
-    if (d) await this.stopDeployment(next.name, d);
+    if (d) {
+      const restarts = (await d.status().catch(() => undefined))?.restarts ?? 0;
+      this.earlierRestarts.set(next.name, (this.earlierRestarts.get(next.name) ?? 0) + restarts);
+      await this.stopDeployment(next.name, d);
+    }
     // The volume stays claimed throughout (never on the export); deploy() replaces the config in place.
     await this.deploy(next); // on failure it is recorded as failed and its volume stays claimed
   }
