@@ -34,20 +34,22 @@ class Exposition {
     return f.lines;
   }
 
-  add(name: string, type: 'counter' | 'gauge', help: string, labels: Labels, value: unknown): void {
+  add(name: string, type: 'counter' | 'gauge', help: string, labels: Labels | string, value: unknown): void {
     if (typeof value !== 'number' || !Number.isFinite(value)) return;
-    this.family(name, type, help).push(`${name}${labelText(labels)} ${value}`);
+    this.family(name, type, help).push(`${name}${typeof labels === 'string' ? labels : labelText(labels)} ${value}`);
   }
 
   histogram(name: string, help: string, labels: Labels, h: HistogramData | undefined): void {
     if (!h) return;
     const lines = this.family(name, 'histogram', help);
+    const inner = labelText(labels).slice(1, -1);
+    const prefix = `${name}_bucket{${inner ? `${inner},` : ''}le="`;
     let cumulative = 0;
     for (let i = 0; i < HISTOGRAM_BUCKETS && i <= HIGHEST_LE; i++) {
       cumulative += h.buckets[i] ?? 0;
-      lines.push(`${name}_bucket${labelText({ ...labels, le: String(2 ** i / 1e6) })} ${cumulative}`);
+      lines.push(`${prefix}${LE[i]}"} ${cumulative}`);
     }
-    lines.push(`${name}_bucket${labelText({ ...labels, le: '+Inf' })} ${h.count}`);
+    lines.push(`${prefix}+Inf"} ${h.count}`);
     lines.push(`${name}_sum${labelText(labels)} ${h.sumUs / 1e6}`);
     lines.push(`${name}_count${labelText(labels)} ${h.count}`);
   }
@@ -62,7 +64,21 @@ class Exposition {
   }
 }
 
+/** The `le` of bucket i: its upper bound, 2^i µs, in seconds. */
+const LE = Array.from({ length: HIGHEST_LE + 1 }, (_, i) => String(2 ** i / 1e6));
+
+/** Formatted once per label set (a volume's or a function's labels serve dozens of samples). */
+const labelCache = new WeakMap<Labels, string>();
+
 function labelText(labels: Labels): string {
+  const hit = labelCache.get(labels);
+  if (hit !== undefined) return hit;
+  const text = formatLabels(labels);
+  labelCache.set(labels, text);
+  return text;
+}
+
+function formatLabels(labels: Labels): string {
   const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
   return parts.length ? `{${parts.join(',')}}` : '';
 }
@@ -239,8 +255,9 @@ function functionMetrics(e: Exposition, f: DeploymentStatus): void {
     known.add(k);
     e.add(`storvisor_function_${suffix}`, type, `function: ${help}`, l, fn[k]);
   }
+  const inner = labelText(l).slice(0, -1);
   for (const [k, v] of Object.entries(fn)) {
-    if (!known.has(k)) e.add('storvisor_function_stat', 'gauge', 'other statistics a function reports, by name (see the function\'s README)', { ...l, stat: k }, v);
+    if (!known.has(k)) e.add('storvisor_function_stat', 'gauge', "other statistics a function reports, by name (see the function's README)", `${inner},stat=${formatLabels({ s: k }).slice(3, -1)}}`, v);
   }
   for (const [k, suffix, type, help] of QUEUE_STATS) e.add(`storvisor_queue_${suffix}`, type, help, l, queue[k]);
   for (const [k, suffix, type, help] of DRIVER_STATS) e.add(`storvisor_guest_driver_${suffix}`, type, help, l, driver[k]);
