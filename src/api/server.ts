@@ -142,26 +142,22 @@ function checkJson(req: IncomingMessage): void {
 /** Every route, from the route modules (a new module adds its list here). */
 const ROUTES: Route[] = [...statusRoutes, ...volumeRoutes, ...functionRoutes];
 
-/** The route for `method` and `path`, with its `:name` segments decoded; undefined when none matches. */
+/** The route for `method` and `path`, with its `:name` segments decoded; else the methods the path has (none: no such path). */
 function match(method: string, parts: string[]): { route: Route; params: string[] } | { allowed: string[] } {
   const allowed: string[] = [];
   for (const route of ROUTES) {
     const pattern = route.path.split('/').filter(Boolean);
     if (pattern.length !== parts.length) continue;
+    if (!pattern.every((p, i) => p.startsWith(':') || p === parts[i])) continue;
     const params: string[] = [];
-    let ok = true;
-    for (let i = 0; i < pattern.length && ok; i++) {
-      if (pattern[i]!.startsWith(':')) {
-        let v: string;
-        try {
-          v = decodeURIComponent(parts[i]!);
-        } catch {
-          throw invalidArgument(`path segment ${JSON.stringify(parts[i])} is not valid percent-encoding`);
-        }
-        params.push(v);
-      } else ok = pattern[i] === parts[i];
+    for (let i = 0; i < pattern.length; i++) {
+      if (!pattern[i]!.startsWith(':')) continue;
+      try {
+        params.push(decodeURIComponent(parts[i]!));
+      } catch {
+        throw invalidArgument(`path segment ${JSON.stringify(parts[i])} is not valid percent-encoding`);
+      }
     }
-    if (!ok) continue;
     if (route.method === method) return { route, params };
     allowed.push(route.method);
   }
