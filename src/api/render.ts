@@ -142,6 +142,12 @@ function ioKeys(f: DeploymentStatus): { requests: string; read: string; written:
     : { requests: 'fn_requests', read: 'fn_bytesRead', written: 'fn_bytesWritten', depth: 'fn_inflightRequests' };
 }
 
+/** One histogram of a volume's reads and writes together. */
+function merged(l: { read: HistogramInfo; write: HistogramInfo } | undefined): HistogramInfo | undefined {
+  if (!l) return undefined;
+  return { buckets: l.read.buckets.map((n, i) => n + (l.write.buckets[i] ?? 0)), count: l.read.count + l.write.count, sumUs: l.read.sumUs + l.write.sumUs };
+}
+
 function ratio(x: number | undefined): string {
   return x === undefined || !Number.isFinite(x) ? '-' : `${x.toFixed(2)}x`;
 }
@@ -177,13 +183,18 @@ export function renderTop(prev: StatusInfo, cur: StatusInfo, seconds: number): s
   out.push('');
 
   const before = new Map(prev.functions.map((f) => [f.name, f]));
+  const volBefore = new Map(prev.volumes.map((v) => [v.name, v]));
+  const volNow = new Map(cur.volumes.map((v) => [v.name, v]));
   const frows = cur.functions.map((f) => {
     const p = before.get(f.name);
     const k = ioKeys(f);
     const iops = delta(p?.stats, f.stats, k.requests) / dt;
     const bytes = (delta(p?.stats, f.stats, k.read) + delta(p?.stats, f.stats, k.written)) / dt;
-    const p50 = intervalQuantile(p?.latency, f.latency, 0.5);
-    const p99 = intervalQuantile(p?.latency, f.latency, 0.99);
+    // A guest's queue latency; without a queue (integrated, gateway), its volume's reads and writes.
+    const lat0 = f.latency ? p?.latency : merged(volBefore.get(f.volume)?.latency);
+    const lat1 = f.latency ?? merged(volNow.get(f.volume)?.latency);
+    const p50 = intervalQuantile(lat0, lat1, 0.5);
+    const p99 = intervalQuantile(lat0, lat1, 0.99);
     return [
       f.name,
       f.function,

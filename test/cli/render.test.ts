@@ -55,3 +55,15 @@ test('interval quantiles come from the difference of two cumulative histograms',
   assert.equal(intervalQuantile(b, b, 0.5), undefined);
   assert.equal(table(['A', 'N'], [['x', '1'], ['long', '22']], ['N']), 'A      N\nx      1\nlong  22\n');
 });
+
+test('top shows a function without a guest queue with its volume latency over the interval', () => {
+  const lat = (n: number) => {
+    const read = { buckets: new Array(32).fill(0) as number[], count: n, sumUs: 0 };
+    read.buckets[8] = n;
+    return { read, write: { buckets: new Array(32).fill(0) as number[], count: 0, sumUs: 0 } };
+  };
+  const fn = { name: 'i0', function: 'nbd-export', volume: 'db', deploy: 'integrated' as const, state: 'running' as const, address: null, restarts: 0, lastError: null, stats: { fn_requests: 0 } };
+  const a = { ...before, functions: [{ ...fn }], volumes: [{ ...before.volumes[0]!, latency: lat(10) }] };
+  const b = { ...after, functions: [{ ...fn, stats: { fn_requests: 500 } }], volumes: [{ ...after.volumes[0]!, latency: lat(510) }] };
+  assert.match(renderTop(a, b, 1), /^i0 +nbd-export +integrated +running +500 +\S+ +256µs +256µs +- +0$/m);
+});
