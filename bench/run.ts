@@ -32,6 +32,8 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   neighbour: script('neighbour'),
   // I/Os and time per 4 KiB write on a volume with a snapshot, and on a clone (counted, then timed)
   snapshots: script('snapshots'),
+  // what operating costs: CPU per /status and /metrics scrape, runtime deploy/notify/undeploy, a clean stop
+  ops: script('ops'),
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);

@@ -1,19 +1,19 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Controller } from '../controller/controller.ts';
-import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType, bodyTooLarge, noRoute } from '../util/errors.ts';
+import { bodyTooLarge, invalidArgument, methodNotAllowed, misdirected, noRoute, StorvisorError, unsupportedMediaType } from '../util/errors.ts';
 import { checkBearer } from './token.ts';
-import { prometheus } from './metrics.ts';
-import { snapshotRoutes } from './snapshot-routes.ts';
+import { statusRoutes } from './routes/status.ts';
+import { volumeRoutes } from './routes/volumes.ts';
+import { functionRoutes } from './routes/functions.ts';
+import type { Route } from './routes/types.ts';
+import { snapshotRoutes } from './routes/snapshots.ts';
 
 /**
- * The management API: JSON over HTTP on loopback.
- *   GET    /status                   everything: volumes, functions, cache, poller, NBD
- *   GET    /metrics                  the same counters in Prometheus text format
- *   GET    /volumes                  volume manifests
- *   POST   /volumes                  {"name": "v1", "size": 1073741824}
- *   POST   /volumes/NAME/resize      {"size": 2147483648, "allowShrink": false}
- *   DELETE /volumes/NAME
+ * The management API: plain REST, JSON over HTTP on loopback. The routes are
+ * in routes/ (status.ts, volumes.ts, functions.ts), each file listing its own.
+ * Errors are JSON `{"error": "...", "code": "SV_ERR_..."}` with a stable code
+ * (src/util/errors.ts) and an HTTP status that follows from it (STATUS_BY_CODE).
  *
  * Every request, reads included, passes three checks in this order, before its
  * body is read:
@@ -81,6 +81,8 @@ const STATUS_BY_CODE: Record<string, number> = {
   SV_ERR_MEDIA_TYPE: 415,
   SV_ERR_BODY_TOO_LARGE: 413,
   SV_ERR_NO_ROUTE: 404,
+  SV_ERR_METHOD: 405,
+  SV_ERR_LIMIT: 429,
   SV_ERR_IN_USE: 409,
   SV_ERR_OVERCOMMIT: 507,
 };
@@ -138,9 +140,29 @@ function checkJson(req: IncomingMessage): void {
   }
 }
 
-function sizeField(b: Record<string, unknown>): number {
-  if (typeof b.size !== 'number') throw invalidArgument(`"size" must be a number of bytes (got ${JSON.stringify(b.size) ?? 'nothing'})`);
-  return b.size;
+/** Every route, from the route modules (a new module adds its list here). */
+const ROUTES: Route[] = [...statusRoutes, ...volumeRoutes, ...functionRoutes, ...snapshotRoutes];
+
+/** The route for `method` and `path`, with its `:name` segments decoded; else the methods the path has (none: no such path). */
+function match(method: string, parts: string[]): { route: Route; params: string[] } | { allowed: string[] } {
+  const allowed: string[] = [];
+  for (const route of ROUTES) {
+    const pattern = route.path.split('/').filter(Boolean);
+    if (pattern.length !== parts.length) continue;
+    if (!pattern.every((p, i) => p.startsWith(':') || p === parts[i])) continue;
+    const params: string[] = [];
+    for (let i = 0; i < pattern.length; i++) {
+      if (!pattern[i]!.startsWith(':')) continue;
+      try {
+        params.push(decodeURIComponent(parts[i]!));
+      } catch {
+        throw invalidArgument(`path segment ${JSON.stringify(parts[i])} is not valid percent-encoding`);
+      }
+    }
+    if (route.method === method) return { route, params };
+    allowed.push(route.method);
+  }
+  return { allowed };
 }
 
 async function handle(c: Controller, token: string, allowed: Set<string>, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -150,24 +172,11 @@ async function handle(c: Controller, token: string, allowed: Set<string>, req: I
 
   const url = new URL(req.url ?? '/', 'http://localhost');
   const parts = url.pathname.split('/').filter(Boolean);
-  const route = `${req.method} /${parts[0] ?? ''}`;
-  if (route === 'GET /status' && parts.length === 1) return reply(res, 200, await c.status());
-  if (route === 'GET /metrics' && parts.length === 1) return reply(res, 200, prometheus(await c.status()), {}, 'text/plain; version=0.0.4');
-  if (route === 'GET /volumes' && parts.length === 1) return reply(res, 200, c.store.list());
-  if (route === 'POST /volumes' && parts.length === 1) {
-    const b = await body(req);
-    if (typeof b.name !== 'string') throw invalidArgument(`"name" must be a string (got ${JSON.stringify(b.name) ?? 'nothing'})`);
-    return reply(res, 201, c.createVolume(b.name, sizeField(b)));
+  const m = match(req.method ?? 'GET', parts);
+  if ('allowed' in m) {
+    if (m.allowed.length > 0) throw methodNotAllowed(`${req.method} is not allowed on ${url.pathname} (allowed: ${m.allowed.join(', ')})`);
+    throw noRoute(`no route ${req.method} ${url.pathname}`);
   }
-  if (route === 'POST /volumes' && parts.length === 3 && parts[2] === 'resize') {
-    const b = await body(req);
-    if (b.allowShrink !== undefined && typeof b.allowShrink !== 'boolean') throw invalidArgument('"allowShrink" must be true or false');
-    return reply(res, 200, await c.resizeVolume(parts[1]!, sizeField(b), { allowShrink: b.allowShrink === true }));
-  }
-  if (route === 'DELETE /volumes' && parts.length === 2) {
-    await c.deleteVolume(parts[1]!);
-    return reply(res, 200, { deleted: parts[1] });
-  }
-  if (await snapshotRoutes(c, req, res, url, { reply, body })) return;
-  throw noRoute(`no route ${req.method} ${url.pathname}`);
+  const r = await m.route.handler({ controller: c, req, params: m.params, url, body: () => body(req) });
+  reply(res, r.status, r.body, {}, r.type);
 }

@@ -13,8 +13,16 @@ import { hasFunction, functionNames, clientUrlOf, exportNameOf, loadFunction } f
 import { VirtualVolume } from '../storage/virtual-volume.ts';
 import type { BlockDevice } from '../block/types.ts';
 import { ConfigError } from '../config/config.ts';
-import { alreadyExists, inUse, notFound, nbdDisabled, volumeUnavailable } from '../util/errors.ts';
+import { alreadyExists, deployFailed, inUse, invalidArgument, limitReached, nbdDisabled, notFound, StorvisorError, volumeUnavailable } from '../util/errors.ts';
+import type { Histogram } from '../util/histogram.ts';
 import type { VolumeManifest } from '../storage/volume-store.ts';
+import { statSync } from 'node:fs';
+import type { NotifyMode } from '../config/config.ts';
+import { applyRuntimeState, parseFunction, readRuntimeState, writeRuntimeState, type RuntimeState } from './runtime-state.ts';
+import { processStats, type ProcessSample } from './process-stats.ts';
+
+/** A log sink: a message, and the function and volume it is about (fields for structured logs). */
+export type LogFn = (message: string, fields?: { function?: string; volume?: string }) => void;
 
 /**
  * The storage controller: volumes on a data directory, the shared read cache,
@@ -33,12 +41,21 @@ import type { VolumeManifest } from '../storage/volume-store.ts';
  * later claims its volume first and then closes the export's connections to it.
  * A volume any function uses (gateways included) or that has connections on
  * the export cannot be shrunk or deleted (SV_ERR_IN_USE); growing is fine.
+ *
+ * Runtime management (the API's function and volume changes) is kept in
+ * <dataDir>/runtime-state.json and applied on top of the config at start
+ * (runtime-state.ts), so a restart comes back in the same shape.
  */
 export interface Endpoint {
   name: string;
   kind: string;
   url: string;
 }
+
+/** Functions one controller runs at most (config and runtime together); a runtime deploy past it is refused. */
+export const MAX_FUNCTIONS = 64;
+/** A function's config object deployed at runtime, at most (JSON bytes): 64 of them keep the state file small. */
+export const MAX_FUNCTION_JSON = 16 * 1024;
 
 export class Controller {
   readonly store: VolumeStore;
@@ -63,7 +80,7 @@ export class Controller {
 
   private constructor(
     readonly config: Config,
-    readonly log: (m: string) => void,
+    readonly log: LogFn,
   ) {
     this.unlock = lockDataDir(config.dataDir);
     this.cache = new BlockCache(config.cacheBytes);
@@ -87,13 +104,17 @@ export class Controller {
     if (set?.size === 0) this.owners.delete(f.volume);
   }
 
-  static async start(config: Config, log: (m: string) => void = () => {}): Promise<Controller> {
+  static async start(config: Config, log: LogFn = () => {}): Promise<Controller> {
+    // What the management API changed last time (see runtime-state.ts), on top of the config file.
+    const state = readRuntimeState(config.dataDir);
+    config = applyRuntimeState(config, state, log);
     for (const [i, f] of config.functions.entries()) {
       if (!hasFunction(f.function)) {
         throw new ConfigError(`functions[${i}].function`, `unknown function '${f.function}' (known: ${functionNames().join(', ')})`);
       }
     }
     const c = new Controller(config, log);
+    c.runtime = state;
     try {
       c.ensureVolumes();
       if (config.nbd) await c.startNbd(config.nbd);
@@ -179,19 +200,20 @@ export class Controller {
     this.failed.delete(f.name);
     this.claim(f);
     let d: Deployment | undefined;
+    const flog = (m: string) => this.log(m, { function: f.name, volume: f.volume });
     try {
       const closed = (await this.nbd?.closeExport(f.volume)) ?? 0;
       if (closed > 0) this.log(`volume ${f.volume}: closed ${closed} NBD connection(s) before deploying ${f.name} on it`);
       const volume = this.device(f.volume);
       switch (f.deploy) {
         case 'integrated':
-          d = new IntegratedDeployment(f, volume, this.log);
+          d = new IntegratedDeployment(f, volume, flog);
           break;
         case 'guest':
-          d = new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, this.log);
+          d = new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, flog);
           break;
         case 'gateway':
-          d = new GatewayDeployment(f, () => this.nbdEndpoint(), this.log);
+          d = new GatewayDeployment(f, () => this.nbdEndpoint(), flog);
           break;
       }
       this.deployments.set(f.name, d);
@@ -267,7 +289,11 @@ export class Controller {
     if (this.config.volumes.some((v) => v.name === name && v.provider !== undefined)) {
       throw alreadyExists(`volume '${name}' (a virtual volume in the config)`);
     }
-    return this.store.create(name, size);
+    const m = this.store.create(name, size);
+    if (this.runtime.deletedVolumes.includes(name)) {
+      this.saveRuntime({ ...this.runtime, deletedVolumes: this.runtime.deletedVolumes.filter((v) => v !== name) });
+    }
+    return m;
   }
 
   /** Resize a volume (management API): growing is always allowed, shrinking only with allowShrink and nobody using it. */
@@ -285,6 +311,10 @@ export class Controller {
     this.refuseIfUsed(name, `delete volume '${name}'`);
     await this.store.closeVolume(name); // the handle an earlier NBD client left open
     await this.store.delete(name);
+    // A config volume would be re-created at the next start: remember it is gone.
+    if (this.config.volumes.some((v) => v.name === name) && !this.runtime.deletedVolumes.includes(name)) {
+      this.saveRuntime({ ...this.runtime, deletedVolumes: [...this.runtime.deletedVolumes, name] });
+    }
   }
 
   private refuseIfUsed(name: string, what: string): void {
@@ -301,7 +331,7 @@ export class Controller {
         if (this.exportable(v.name)) out.push({ name: v.name, kind: 'controller NBD export', url: `nbd://${host}:${port}/${v.name}` });
       }
     }
-    for (const f of this.config.functions) {
+    for (const f of this.functions.values()) {
       const s = await this.deployments.get(f.name)?.status();
       if (!s?.address) continue;
       const how = f.deploy === 'guest' ? `guest/${f.notify}` : f.deploy;
@@ -310,11 +340,11 @@ export class Controller {
     return out;
   }
 
-  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; engine: unknown; nbd: unknown; controller: unknown }> {
+  async status(): Promise<{ volumes: unknown[]; functions: DeploymentStatus[]; cache: unknown; poller: unknown; engine: unknown; nbd: unknown; controller: unknown; process: ProcessSample }> {
     const open = new Map(this.store.openVolumes().map((v) => [v.name, v]));
     return {
       volumes: [
-        ...this.store.list().map((m) => ({ ...m, open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats() })),
+        ...this.store.list().map((m) => ({ ...m, usedBytes: this.usedBytes(m.name), open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats(), latency: this.volumeLatency(open.get(m.name)) })),
         ...[...this.virtual.values()].map((v) => ({ name: v.name, size: v.size, virtual: true, provider: this.config.volumes.find((c) => c.name === v.name)?.provider })),
       ],
       functions: await Promise.all([...this.functions.values()].map((f) => this.functionStatus(f))),
@@ -323,12 +353,18 @@ export class Controller {
       engine: { ...defaultEngine().stats(), description: engineDescription() },
       nbd: this.nbd ? { address: this.nbdAddress, ...this.nbd.stats() } : null,
       controller: { ...this.counters },
+      process: processStats(),
     };
   }
 
   private async functionStatus(f: FunctionConfig): Promise<DeploymentStatus> {
     const d = this.deployments.get(f.name);
-    if (d) return d.status();
+    if (d) {
+      const s = await d.status();
+      // Crash restarts of the deployments an operator's restart replaced: the count only grows.
+      const earlier = this.earlierRestarts.get(f.name) ?? 0;
+      return earlier ? { ...s, restarts: s.restarts + earlier } : s;
+    }
     return {
       name: f.name,
       function: f.function,
@@ -340,6 +376,163 @@ export class Controller {
       lastError: this.failed.get(f.name) ?? 'not running',
       stats: {},
     };
+  }
+
+  // ---- runtime management (the management API): functions, persisted in runtime-state.json ----
+
+  /** What the API changed, applied at the next start (see runtime-state.ts). */
+  private runtime: RuntimeState = { version: 1, deletedVolumes: [], removedFunctions: [], addedFunctions: [], notify: {} };
+
+  /** Per function: crash restarts of deployments replaced by a restart or a notify change (undeploy forgets them). */
+  private readonly earlierRestarts = new Map<string, number>();
+
+  /** Management changes run one at a time (a deploy and a delete of its volume cannot interleave). */
+  private management: Promise<unknown> = Promise.resolve();
+
+  /** Run `fn` after every management change before it, alone. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.management.then(fn, fn);
+    this.management = run.catch(() => {});
+    return run;
+  }
+
+  private saveRuntime(next: RuntimeState): void {
+    writeRuntimeState(this.config.dataDir, next);
+    this.runtime = next;
+  }
+
+  /** Bytes the volume's image occupies on disk (thin volumes: what was written). */
+  private usedBytes(name: string): number | undefined {
+    try {
+      return statSync(this.store.imagePath(name)).blocks * 512;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A volume's latency histograms (cumulative counts per power-of-two µs bucket; see util/histogram.ts). */
+  private volumeLatency(v: { latency: { read: Histogram; write: Histogram } } | undefined): unknown {
+    if (!v) return undefined;
+    const h = (x: Histogram) => ({ buckets: [...x.buckets], count: x.count, sumUs: x.sumUs });
+    return { read: h(v.latency.read), write: h(v.latency.write) };
+  }
+
+  /** Every function the controller answers for, running or failed. */
+  async listFunctions(): Promise<DeploymentStatus[]> {
+    return Promise.all([...this.functions.values()].map((f) => this.functionStatus(f)));
+  }
+
+  async functionInfo(name: string): Promise<DeploymentStatus> {
+    const f = this.functions.get(name);
+    if (!f) throw notFound(`function '${name}'`);
+    return this.functionStatus(f);
+  }
+
+  /**
+   * Deploy a function on a running controller from its config object (the
+   * same fields as in the config file). Its volume must exist and must not be
+   * in another in-controller function's hands. Persisted: it comes back after
+   * a restart, on the port it got (a port 0 is pinned to the one bound).
+   */
+  async deployFunction(raw: Record<string, unknown>): Promise<DeploymentStatus> {
+    // Bounded: each guest holds memory and a queue, and every deploy is a record in the state file.
+    if (this.functions.size >= MAX_FUNCTIONS) throw limitReached(`${MAX_FUNCTIONS} functions are deployed already; undeploy one first`);
+    if (JSON.stringify(raw).length > MAX_FUNCTION_JSON) throw invalidArgument(`a function's config must be under ${MAX_FUNCTION_JSON} bytes of JSON`);
+    const f = parseFunction(raw, this.config.dataDir);
+    if (!hasFunction(f.function)) throw invalidArgument(`unknown function '${f.function}' (known: ${functionNames().join(', ')})`);
+    if (this.functions.has(f.name)) throw alreadyExists(`function '${f.name}'`);
+    if (!this.virtual.has(f.volume) && !this.store.exists(f.volume)) throw notFound(`volume '${f.volume}'`);
+    if (this.volumeErrors.has(f.volume)) throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `volume '${f.volume}' is not available: ${this.volumeErrors.get(f.volume)}`);
+    if (f.deploy !== 'gateway') {
+      const users = [...this.functions.values()].filter((g) => g.volume === f.volume).map((g) => `'${g.name}'`);
+      if (users.length > 0) throw inUse(`volume '${f.volume}' is used by function ${users.join(', ')}: a second writer would corrupt it; undeploy it first`);
+    }
+    let address: { host: string; port: number };
+    try {
+      address = await this.deploy(f);
+    } catch (err) {
+      await this.undeploy(f.name).catch(() => {}); // a runtime deploy that fails leaves nothing behind
+      throw deployFailed(`function '${f.name}' did not start: ${(err as Error).message}`, err);
+    }
+    // A port 0 is pinned to the port bound, here (restart, notify) and in the state (the next start).
+    const listen = { host: f.listen.host, port: f.listen.port || address.port };
+    this.functions.set(f.name, { ...f, listen });
+    const persisted = { ...raw, listen };
+    const notify = { ...this.runtime.notify };
+    delete notify[f.name];
+    this.saveRuntime({ ...this.runtime, addedFunctions: [...this.runtime.addedFunctions.filter((a) => a.name !== f.name), persisted], notify });
+    this.log(`function ${f.name}: deployed at runtime (${f.function}, ${f.deploy}) on volume ${f.volume}`, { function: f.name, volume: f.volume });
+    return this.functionStatus(this.functions.get(f.name)!);
+  }
+
+  /** Undeploy a function (stopping it cleanly, its volume synced); persisted. */
+  async undeployFunction(name: string): Promise<void> {
+    const f = this.functions.get(name);
+    if (!f) throw notFound(`function '${name}'`);
+    this.refuseIfProviding(f, 'undeploy');
+    await this.undeploy(name);
+    this.earlierRestarts.delete(name);
+    const added = this.runtime.addedFunctions.some((a) => a.name === name);
+    const notify = { ...this.runtime.notify };
+    delete notify[name];
+    this.saveRuntime({
+      ...this.runtime,
+      addedFunctions: this.runtime.addedFunctions.filter((a) => a.name !== name),
+      removedFunctions: added || this.runtime.removedFunctions.includes(name) ? this.runtime.removedFunctions : [...this.runtime.removedFunctions, name],
+      notify,
+    });
+    this.log(`function ${name}: undeployed at runtime`, { function: name, volume: f.volume });
+  }
+
+  /** Stop and start a function again with the same config (not a change of shape: nothing persisted). */
+  async restartFunction(name: string): Promise<DeploymentStatus> {
+    const f = this.functions.get(name);
+    if (!f) throw notFound(`function '${name}'`);
+    this.refuseIfProviding(f, 'restart');
+    await this.redeploy(f);
+    this.log(`function ${name}: restarted by the operator`, { function: name, volume: f.volume });
+    return this.functionStatus(f);
+  }
+
+  /** Change a guest's queue notification mode (the guest restarts on a fresh queue); persisted. */
+  async setNotify(name: string, mode: NotifyMode): Promise<DeploymentStatus> {
+    const modes: NotifyMode[] = ['poll', 'notify', 'adaptive', 'poll-guest', 'poll-controller'];
+    if (!modes.includes(mode)) throw invalidArgument(`"notify" must be one of ${modes.join(', ')} (got ${JSON.stringify(mode)})`);
+    const f = this.functions.get(name);
+    if (!f) throw notFound(`function '${name}'`);
+    if (f.deploy !== 'guest') throw invalidArgument(`function '${name}' is deployed ${f.deploy}: only guests have a queue notification mode`);
+    this.refuseIfProviding(f, 'change the notification mode of');
+    const next = { ...f, notify: mode };
+    await this.redeploy(next);
+    if (this.runtime.addedFunctions.some((a) => a.name === name)) {
+      this.saveRuntime({ ...this.runtime, addedFunctions: this.runtime.addedFunctions.map((a) => (a.name === name ? { ...a, notify: mode } : a)) });
+    } else {
+      this.saveRuntime({ ...this.runtime, notify: { ...this.runtime.notify, [name]: mode } });
+    }
+    this.log(`function ${name}: notification mode now ${mode}`, { function: name, volume: f.volume });
+    return this.functionStatus(next);
+  }
+
+  /** Stop `f`'s deployment and start `next` in its place (same name, same volume, still claimed throughout). */
+  private async redeploy(next: FunctionConfig): Promise<void> {
+    const d = this.deployments.get(next.name);
+    this.deployments.delete(next.name);
+    if (d) {
+      const restarts = (await d.status().catch(() => undefined))?.restarts ?? 0;
+      this.earlierRestarts.set(next.name, (this.earlierRestarts.get(next.name) ?? 0) + restarts);
+      await this.stopDeployment(next.name, d);
+    }
+    // The volume stays claimed throughout (never on the export); deploy() replaces the config in place.
+    await this.deploy(next); // on failure it is recorded as failed and its volume stays claimed
+  }
+
+  /** A function whose virtual volume another function uses cannot be stopped from under it. */
+  private refuseIfProviding(f: FunctionConfig, what: string): void {
+    for (const v of this.config.volumes) {
+      if (v.provider !== f.name) continue;
+      const users = [...this.functions.values()].filter((g) => g.volume === v.name).map((g) => `'${g.name}'`);
+      if (users.length > 0) throw inUse(`cannot ${what} function '${f.name}': it provides volume '${v.name}', used by ${users.join(', ')}; undeploy those first`);
+    }
   }
 
   /** Stop clients' traffic, finish in-flight I/O, sync and close volumes. Idempotent. */

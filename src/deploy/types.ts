@@ -21,6 +21,8 @@ export interface DeploymentStatus {
   nextRestart?: { at: string; inMs: number; consecutiveCrashes: number } | null;
   /** Flat numeric counters: function stats, queue stats (guest), client stats (gateway). */
   stats: Record<string, number>;
+  /** Guest only: the queue's request latency histogram (power-of-two µs buckets, see util/histogram.ts). */
+  latency?: { buckets: number[]; count: number; sumUs: number };
 }
 
 export interface Deployment {

@@ -56,6 +56,9 @@ export interface VirtioBlkDeviceStats {
   latencyUs: number[];
   latencyP50Us: number;
   latencyP99Us: number;
+  /** The histogram's count and sum (µs), for a Prometheus histogram. */
+  latencyCount: number;
+  latencySumUs: number;
 }
 
 /** A validated request: what the backend will be asked to do. */
@@ -218,7 +221,7 @@ export class VirtioBlkDevice {
   }
 
   stats(): VirtioBlkDeviceStats {
-    return { ...this.counters, inFlight: this.inFlightCount, latencyUs: [...this.histogram.buckets], latencyP50Us: this.histogram.quantile(0.5), latencyP99Us: this.histogram.quantile(0.99) };
+    return { ...this.counters, inFlight: this.inFlightCount, latencyUs: [...this.histogram.buckets], latencyP50Us: this.histogram.quantile(0.5), latencyP99Us: this.histogram.quantile(0.99), latencyCount: this.histogram.count, latencySumUs: this.histogram.sumUs };
   }
 
   private handle(element: VirtqElement): void {

@@ -154,3 +154,14 @@ export const hasClones = (message: string) => new StorvisorError('SV_ERR_HAS_CLO
 export const hasSnapshots = (message: string) => new StorvisorError('SV_ERR_HAS_SNAPSHOTS', 'EBUSY', message);
 /** Too many snapshots on a volume, or more block-map memory than the store allows. */
 export const snapshotLimit = (message: string) => new StorvisorError('SV_ERR_SNAPSHOT_LIMIT', 'ENOSPC', message);
+/** Management API: a known path with another method. */
+export const methodNotAllowed = (message: string) => new StorvisorError('SV_ERR_METHOD', 'EINVAL', message);
+
+/** A function deployed at runtime that did not start (nothing of it is left behind). */
+export const deployFailed = (message: string, cause?: unknown) => new StorvisorError('SV_ERR_DEPLOY_FAILED', 'EIO', message, { cause });
+
+/** The runtime state file (<dataDir>/runtime-state.json) cannot be used. */
+export const runtimeStateError = (message: string) => new StorvisorError('SV_ERR_RUNTIME_STATE', 'EIO', message);
+
+/** A bounded resource is full (functions per controller, ...). */
+export const limitReached = (message: string) => new StorvisorError('SV_ERR_LIMIT', 'ENOSPC', message);

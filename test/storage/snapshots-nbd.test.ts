@@ -71,7 +71,7 @@ test('a snapshot taken over the API mid-write-load over NBD reads back one point
   const writers = Array.from({ length: 8 }, (_, w) => writer(w));
   while (gen < 600) await new Promise((r) => setImmediate(r));
   const ackedBefore = [...acked];
-  const r = await call(api, 'POST', '/v1/volumes/v/snapshots', { auth: true, body: { name: 'mid' } });
+  const r = await call(api, 'POST', '/volumes/v/snapshots', { auth: true, body: { name: 'mid' } });
   assert.equal(r.status, 201, r.text);
   assert.equal(r.json.export, nbdUri(nbd, 'v@mid'));
   const issuedAfter = [...issued];
@@ -104,7 +104,7 @@ test('fio verify: a snapshot keeps what fio wrote while fio overwrites the volum
   const v = nbdUri(nbd, 'v');
   const size = '--size=2M';
   assert.equal((await fioVerify(v, 'write', [size])).error, 0);
-  const snap = await call(api, 'POST', '/v1/volumes/v/snapshots', { auth: true, body: { name: 'a' } });
+  const snap = await call(api, 'POST', '/volumes/v/snapshots', { auth: true, body: { name: 'a' } });
   assert.equal(snap.status, 201, snap.text);
   // A different seed: any block of this run seen through the snapshot would fail the first job's verification.
   assert.equal((await fioVerify(v, 'randwrite', [size, '--randseed=4242', '--verify_pattern=0x5a5a5a5a', '--verify=pattern'])).error, 0);
@@ -114,7 +114,7 @@ test('fio verify: a snapshot keeps what fio wrote while fio overwrites the volum
   // The control: the same verification of the volume itself fails, since it was overwritten.
   await assert.rejects(fioVerify(v, 'read', [size, '--verify_only=1']), /verify|bad|fail/i);
 
-  const clone = await call(api, 'POST', '/v1/volumes/v/snapshots/a/clone', { auth: true, body: { name: 'c' } });
+  const clone = await call(api, 'POST', '/volumes/v/snapshots/a/clone', { auth: true, body: { name: 'c' } });
   assert.equal(clone.status, 201, clone.text);
   assert.deepEqual(clone.json.parent, { volume: 'v', snapshot: 'a' });
   assert.equal((await fioVerify(nbdUri(nbd, 'c'), 'read', [size, '--verify_only=1'])).error, 0);
@@ -124,35 +124,35 @@ test('fio verify: a snapshot keeps what fio wrote while fio overwrites the volum
 
 test('the snapshot routes list, refuse and delete with stable error codes, behind the token', async (t) => {
   const { c, api, nbd } = await setup(t, 4);
-  assert.equal((await call(api, 'GET', '/v1/volumes/v/snapshots')).status, 401);
-  assert.equal((await call(api, 'POST', '/v1/volumes/v/snapshots', { auth: true, body: { name: 'a' } })).status, 201);
-  const bad = await call(api, 'POST', '/v1/volumes/v/snapshots', { auth: true, body: { name: '../x' } });
+  assert.equal((await call(api, 'GET', '/volumes/v/snapshots')).status, 401);
+  assert.equal((await call(api, 'POST', '/volumes/v/snapshots', { auth: true, body: { name: 'a' } })).status, 201);
+  const bad = await call(api, 'POST', '/volumes/v/snapshots', { auth: true, body: { name: '../x' } });
   assert.deepEqual([bad.status, bad.json.code], [400, 'SV_ERR_INVALID_ARGUMENT']);
-  const dup = await call(api, 'POST', '/v1/volumes/v/snapshots', { auth: true, body: { name: 'a' } });
+  const dup = await call(api, 'POST', '/volumes/v/snapshots', { auth: true, body: { name: 'a' } });
   assert.deepEqual([dup.status, dup.json.code], [409, 'SV_ERR_EXISTS']);
-  const missing = await call(api, 'GET', '/v1/volumes/v/snapshots/nope', { auth: true });
+  const missing = await call(api, 'GET', '/volumes/v/snapshots/nope', { auth: true });
   assert.deepEqual([missing.status, missing.json.code], [404, 'SV_ERR_NOT_FOUND']);
-  const list = await call(api, 'GET', '/v1/volumes/v/snapshots', { auth: true });
+  const list = await call(api, 'GET', '/volumes/v/snapshots', { auth: true });
   assert.deepEqual(list.json.map((s: { name: string }) => s.name), ['a']);
-  assert.equal((await call(api, 'POST', '/v1/volumes/v/snapshots/a/clone', { auth: true, body: { name: 'c' } })).status, 201);
+  assert.equal((await call(api, 'POST', '/volumes/v/snapshots/a/clone', { auth: true, body: { name: 'c' } })).status, 201);
 
-  const refused = await call(api, 'DELETE', '/v1/volumes/v/snapshots/a', { auth: true });
+  const refused = await call(api, 'DELETE', '/volumes/v/snapshots/a', { auth: true });
   assert.deepEqual([refused.status, refused.json.code], [409, 'SV_ERR_HAS_CLONES']);
   const vol = await call(api, 'DELETE', '/volumes/v', { auth: true });
   assert.deepEqual([vol.status, vol.json.code], [409, 'SV_ERR_HAS_SNAPSHOTS']);
 
   // A client reading the snapshot holds it.
   const reader = await NbdClient.connect({ ...nbd, exportName: 'v@a' });
-  const busy = await call(api, 'DELETE', '/v1/volumes/v/snapshots/a?flatten=true', { auth: true });
+  const busy = await call(api, 'DELETE', '/volumes/v/snapshots/a?flatten=true', { auth: true });
   assert.deepEqual([busy.status, busy.json.code], [409, 'SV_ERR_IN_USE']);
   await reader.close();
   await waitFor(() => c.volumeUsers('v@a').length === 0);
 
-  const gone = await call(api, 'DELETE', '/v1/volumes/v/snapshots/a?flatten=true', { auth: true });
+  const gone = await call(api, 'DELETE', '/volumes/v/snapshots/a?flatten=true', { auth: true });
   assert.equal(gone.status, 200, gone.text);
   assert.deepEqual(gone.json, { deleted: 'v@a', flattened: ['c'] });
   assert.equal(c.store.manifest('c').parent, undefined);
-  assert.deepEqual((await call(api, 'GET', '/v1/volumes/v/snapshots', { auth: true })).json, []);
+  assert.deepEqual((await call(api, 'GET', '/volumes/v/snapshots', { auth: true })).json, []);
   assert.equal((await call(api, 'DELETE', '/volumes/v', { auth: true })).status, 200);
 });
 

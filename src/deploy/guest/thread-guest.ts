@@ -233,6 +233,7 @@ export class ThreadGuest implements Deployment {
       lastError: this.lastError,
       nextRestart: restartStatus(this.restarter),
       stats,
+      latency: q ? { buckets: q.latencyUs, count: q.latencyCount, sumUs: q.latencySumUs } : undefined,
     };
   }
 }

@@ -12,6 +12,7 @@
  * Every public operation runs under one lock: metadata updates are never interleaved,
  * which keeps the two-phase write (plan without side effects, then apply) simple.
  */
+import { rootLogger } from '../../util/log.ts';
 import { createHash, hash as oneShotHash } from 'node:crypto';
 import type { BlockDevice, WriteFlags } from '../../block/types.ts';
 import { outOfRange, readOnly, invalidArgument, noSpace, ioError, shutDown, errnoOf, StorvisorError } from '../../util/errors.ts';
@@ -159,7 +160,7 @@ export class DedupVolume implements BlockDevice {
 
   /** Open the dedup volume on `backing`, formatting it first if it is blank (all zeroes at block 0). */
   static async open(backing: BlockDevice, opts: DedupVolumeOptions): Promise<DedupVolume> {
-    const log = opts.log ?? ((msg: string) => console.error(msg));
+    const log = opts.log ?? rootLogger().sink();
     const cacheBytes = opts.cacheBytes ?? DEFAULT_CACHE;
     if (!Number.isSafeInteger(cacheBytes) || cacheBytes < MIN_CACHE) {
       throw invalidArgument(`cacheBytes must be an integer of at least ${MIN_CACHE}, got ${cacheBytes}`);
