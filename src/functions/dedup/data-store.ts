@@ -1,0 +1,183 @@
+/**
+ * Data blocks of a dedup volume: reading a location (raw block or packed fragment),
+ * writing raw blocks, the open packed block (packer) and packed blocks being sealed.
+ * Physical blocks are never overwritten while referenced, so a cached copy of a block
+ * stays valid until the block is reallocated (Metadata.allocate drops it).
+ */
+import type { BlockDevice } from '../../block/types.ts';
+import { BLOCK, LocKind, REF_MAX, encodeLoc, locKind, locPba, locSlot, refCount, refEntry, refFragments } from './format.ts';
+import { fragmentOf, Packer, type Codec } from './fragments.ts';
+import { BlockLru } from './block-lru.ts';
+import type { Metadata } from './metadata.ts';
+import { corruptData } from './errors.ts';
+
+/** Blocks per write chunk, at most. */
+export const MAX_CHUNK = 64;
+/** Leave head room under REF_MAX for a chunk's increments. */
+export const REF_LIMIT = REF_MAX - 2 * MAX_CHUNK;
+
+export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+export class DataStore {
+  packer: Packer | null = null;
+  /**
+   * Sealed packed blocks whose pwrite is still in flight: reads are served from here (a
+   * concurrent pread could see the old bytes), and commit waits for them before flushing.
+   */
+  readonly sealing = new Map<number, Promise<void>>();
+  private readonly sealingBlocks = new Map<number, Uint8Array>();
+  sealFailure: unknown = null;
+  /** Verification buffer: used only by writes, which run alone. */
+  private readonly scratch = new Uint8Array(BLOCK);
+
+  constructor(
+    private readonly backing: BlockDevice,
+    private readonly meta: Metadata,
+    private readonly codec: Codec | null,
+    readonly dataBlocks: BlockLru,
+    private readonly dedup: boolean,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  // ------------------------------------------------------------------ reads
+
+  /** Read the 4 KiB the location holds into `out`. */
+  async readLoc(loc: number, out: Uint8Array, lbn: number): Promise<void> {
+    if (loc === 0) {
+      out.fill(0);
+      return;
+    }
+    const bad = this.meta.locProblem(loc);
+    if (bad) {
+      const err = corruptData(lbn, bad);
+      this.log(err.message);
+      throw err;
+    }
+    const pba = locPba(loc);
+    if (locKind(loc) === LocKind.Raw) {
+      const cached = this.dataBlocks.get(pba);
+      if (cached) return out.set(cached);
+      await this.backing.pread(out, pba * BLOCK);
+      if (this.dedup) this.dataBlocks.put(pba, out); // a likely duplicate candidate
+      return;
+    }
+    let block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+    if (!block) {
+      block = new Uint8Array(BLOCK);
+      await this.backing.pread(block, pba * BLOCK);
+      this.dataBlocks.put(pba, block); // a copy: `block` stays ours
+    }
+    // From here on synchronous: a cached view is only valid until the next put.
+    const frag = fragmentOf(block, locSlot(loc));
+    const why = typeof frag === 'string' ? frag : this.codec!.decompress(frag, out) ? null : 'fragment does not decompress to one block';
+    if (why) {
+      const err = corruptData(lbn, why);
+      this.log(err.message);
+      throw err;
+    }
+  }
+
+  async readBlock(lbn: number, out: Uint8Array): Promise<void> {
+    await this.readLoc(await this.meta.getLoc(lbn), out, lbn);
+  }
+
+  /** Read whole blocks; runs of raw blocks stored contiguously are read with one pread. */
+  async readBlocks(first: number, out: Uint8Array): Promise<void> {
+    const n = out.byteLength / BLOCK;
+    const locs: number[] = [];
+    for (let i = 0; i < n; i++) locs.push(await this.meta.getLoc(first + i));
+    const rawPba = (loc: number) => (loc !== 0 && locKind(loc) === LocKind.Raw && !this.meta.locProblem(loc) ? locPba(loc) : -1);
+    for (let i = 0; i < n; ) {
+      const pba = rawPba(locs[i]!);
+      let j = i + 1;
+      if (pba >= 0) {
+        while (j < n && rawPba(locs[j]!) === pba + (j - i)) j++;
+        await this.backing.pread(out.subarray(i * BLOCK, j * BLOCK), pba * BLOCK);
+      } else {
+        await this.readLoc(locs[i]!, out.subarray(i * BLOCK, j * BLOCK), first + i);
+      }
+      i = j;
+    }
+  }
+
+  /** A candidate from the index is shared only if its block is live and its bytes are equal. */
+  async verifyCandidate(loc: number, data: Uint8Array): Promise<boolean> {
+    if (this.meta.locProblem(loc)) return false;
+    const pba = locPba(loc);
+    const e = await this.meta.getRef(pba);
+    if (refCount(e) === 0 || refCount(e) >= REF_LIMIT) return false;
+    if (locKind(loc) === LocKind.Packed && locSlot(loc) >= refFragments(e)) return false;
+    try {
+      await this.readLoc(loc, this.scratch, -1);
+    } catch {
+      return false;
+    }
+    return sameBytes(this.scratch, data);
+  }
+
+  // ------------------------------------------------------------------ writes
+
+  /** Write raw blocks, one pwrite per run of consecutive physical blocks. */
+  async writeRaw(items: Array<{ pba: number; data: Uint8Array }>): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < items.length; ) {
+      let j = i + 1;
+      while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
+      let run = items[i]!.data;
+      const first = items[i]!.data;
+      const adjacent = items.slice(i, j).every((it, k) => it.data.buffer === first.buffer && it.data.byteOffset === first.byteOffset + k * BLOCK);
+      if (j - i > 1 && adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK); // already one buffer
+      else if (j - i > 1) {
+        run = new Uint8Array((j - i) * BLOCK);
+        for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
+      }
+      writes.push(this.backing.pwrite(run, items[i]!.pba * BLOCK));
+      // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
+      if (this.dedup) for (let k = i; k < j; k++) this.dataBlocks.put(items[k]!.pba, items[k]!.data);
+      i = j;
+    }
+    await Promise.all(writes);
+  }
+
+  /** Put a fragment in the open packed block (sealing it and opening another when full), with one reference. */
+  async pack(fragment: Uint8Array): Promise<number> {
+    if (this.packer && !this.packer.fits(fragment.length)) await this.sealPacker();
+    // The open packer holds one reference of its own, so it is never freed while filling.
+    if (!this.packer) this.packer = new Packer(await this.meta.allocate(0, 1));
+    const slot = this.packer.add(fragment);
+    const e = await this.meta.getRef(this.packer.pba);
+    await this.meta.setRef(this.packer.pba, refEntry(refCount(e) + 1, refFragments(e) + 1)); // the fragment's first reference
+    this.meta.counters.storedFragments++;
+    return encodeLoc(LocKind.Packed, this.packer.pba, slot);
+  }
+
+  async sealPacker(): Promise<void> {
+    const p = this.packer;
+    if (!p) return;
+    this.packer = null;
+    if (p.count > 0) {
+      // Not awaited: the block stays readable from the cache (pinned until the write lands),
+      // and commit waits for every seal before it flushes.
+      this.dataBlocks.put(p.pba, p.buf);
+      this.sealingBlocks.set(p.pba, p.buf);
+      const settle = () => {
+        this.sealing.delete(p.pba);
+        this.sealingBlocks.delete(p.pba);
+      };
+      const write = this.backing.pwrite(p.buf, p.pba * BLOCK).then(settle, (err: unknown) => {
+        settle();
+        this.sealFailure ??= err;
+      });
+      this.sealing.set(p.pba, write);
+    }
+    await this.meta.decRef(p.pba); // drop the packer's own reference
+  }
+
+  /** Seal the open packed block and wait until every sealed block is written. */
+  async settle(): Promise<void> {
+    await this.sealPacker();
+    await Promise.all(this.sealing.values());
+    if (this.sealFailure) throw this.sealFailure;
+  }
+}
