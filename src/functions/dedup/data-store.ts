@@ -10,6 +10,14 @@ import { fragmentOf, Packer, type Codec } from './fragments.ts';
 import { BlockLru } from './block-lru.ts';
 import type { Metadata } from './metadata.ts';
 import { corruptData } from './errors.ts';
+import { ioError } from '../../util/errors.ts';
+
+/** A raw block whose pwrite is in flight: its bytes, the write, and whether it failed. */
+export interface InFlight {
+  data: Uint8Array;
+  done: Promise<void>;
+  failed: boolean;
+}
 
 /** Blocks per write chunk, at most. */
 export const MAX_CHUNK = 64;
@@ -28,6 +36,13 @@ export class DataStore {
   readonly sealing = new Map<number, Promise<void>>();
   private readonly sealingBlocks = new Map<number, Uint8Array>();
   sealFailure: unknown = null;
+  /**
+   * Raw blocks being written. A concurrent write may share one (its index entry is made
+   * before the data lands): it verifies against these bytes and waits for the write before
+   * it maps the block. A failed write stays here, refused, until its writer has taken its
+   * references back.
+   */
+  readonly inflight = new Map<number, InFlight>();
   /** Verification buffer: used only by writes, which run alone. */
   private readonly scratch = new Uint8Array(BLOCK);
 
@@ -56,6 +71,9 @@ export class DataStore {
     }
     const pba = locPba(loc);
     if (locKind(loc) === LocKind.Raw) {
+      const f = this.inflight.get(pba);
+      if (f?.failed) throw ioError(`dedup: data block ${pba} failed to write`);
+      if (f) return out.set(f.data);
       const cached = this.dataBlocks.get(pba);
       if (cached) return out.set(cached);
       await this.backing.pread(out, pba * BLOCK);
@@ -132,12 +150,39 @@ export class DataStore {
         run = new Uint8Array((j - i) * BLOCK);
         for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
       }
-      writes.push(this.backing.pwrite(run, items[i]!.pba * BLOCK));
+      const write = this.backing.pwrite(run, items[i]!.pba * BLOCK);
+      const entries: InFlight[] = [];
+      for (let k = i; k < j; k++) {
+        const e: InFlight = { data: items[k]!.data, done: write, failed: false };
+        this.inflight.set(items[k]!.pba, e);
+        entries.push(e);
+      }
+      const first_ = items[i]!.pba;
+      writes.push(
+        write.then(
+          () => entries.forEach((e, k) => this.inflight.get(first_ + k) === e && this.inflight.delete(first_ + k)),
+          (err: unknown) => {
+            for (const e of entries) e.failed = true;
+            throw err;
+          },
+        ),
+      );
+      write.catch(() => {}); // handled through `writes` and by any writer waiting on it
       // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
       if (this.dedup) for (let k = i; k < j; k++) this.dataBlocks.put(items[k]!.pba, items[k]!.data);
       i = j;
     }
-    await Promise.all(writes);
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Forget raw blocks whose write failed, once their references are gone. */
+  forgetFailed(pbas: number[]): void {
+    for (const pba of pbas) {
+      if (this.inflight.get(pba)?.failed) this.inflight.delete(pba);
+      this.dataBlocks.delete(pba);
+    }
   }
 
   /** Put a fragment in the open packed block (sealing it and opening another when full), with one reference. */

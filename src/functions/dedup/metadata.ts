@@ -149,6 +149,19 @@ export class Metadata {
     return this.cache.get(this.layout.indexStart + (tag.hi % this.layout.indexPages), PageType.Index);
   }
 
+  /** Whether the index holds `tag`, looking only at a cached page (a hint for planning: false when not cached). */
+  indexHas(tag: Fingerprint): boolean {
+    const page = this.cache.peek(this.layout.indexStart + (tag.hi % this.layout.indexPages));
+    if (!page) return false;
+    const v = page.view;
+    for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+      const at = PAGE_HEADER + 16 * i;
+      if (getU64(v, at + 8) === 0) return false;
+      if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return true;
+    }
+    return false;
+  }
+
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
   async indexLookup(tag: Fingerprint): Promise<number> {
     const page = await this.indexPage(tag);

@@ -9,18 +9,23 @@
  * after that may freed blocks be reused. After a crash, journal replay restores the last
  * committed state exactly (refcounts included) and check() verifies it.
  *
- * This file is the API: open, the BlockDevice calls, ordering (lock.ts) and the sticky
- * failure rule. The work is done by, one concern each:
+ * Requests to different logical blocks run concurrently; requests to the same blocks run
+ * in arrival order (lock.ts). Compression runs in a worker pool (pool.ts), metadata
+ * changes of concurrent writes are applied in short mutex-held steps, and commits are
+ * grouped (writer.ts).
+ *
+ * This file is the API: open, the BlockDevice calls, ordering and the sticky failure
+ * rule. The work is done by, one concern each:
  *   metadata.ts    map, refcounts, allocation, fingerprint index (through page-cache.ts)
  *   data-store.ts  reading locations, raw writes, the packer
- *   planner.ts     write phase 1: classify blocks, ENOSPC
- *   writer.ts      write phase 2 (apply), trim, commit and checkpoint
+ *   planner.ts     classify blocks (zero, duplicate, new), fingerprints (hash.ts), compression (pool.ts)
+ *   writer.ts      the pipelined write path, trim, group commit and checkpoint
  *   check.ts       the checker (fsck)
  *   stats.ts       counters and ratios
  */
 import type { BlockDevice, WriteFlags } from '../../block/types.ts';
 import { outOfRange, readOnly, invalidArgument, ioError, shutDown, errnoOf, StorvisorError } from '../../util/errors.ts';
-import { BLOCK, computeLayout, decodeSuperblock, type Compression, type Layout } from './format.ts';
+import { BLOCK, computeLayout, decodeSuperblock, type Compression, type FingerprintFn, type Layout } from './format.ts';
 import { PageCache } from './page-cache.ts';
 import { Journal, MAX_TX_PAGES, type Counters } from './journal.ts';
 import { codecFor } from './fragments.ts';
@@ -33,7 +38,9 @@ import { Planner } from './planner.ts';
 import { Writer } from './writer.ts';
 import { checkVolume, type CheckResult } from './check.ts';
 import { SessionStats, volumeStats } from './stats.ts';
-import { OpLock, isUnsafe } from './lock.ts';
+import { isUnsafe } from './lock.ts';
+import { hasherFor } from './hash.ts';
+import { defaultWorkers, poolOf } from './pool.ts';
 
 export type { CheckResult } from './check.ts';
 
@@ -44,6 +51,10 @@ export interface DedupVolumeOptions {
   dedup: boolean;
   /** Bound on the metadata page cache (default 16 MiB, at least 1 MiB). */
   cacheBytes?: number;
+  /** Compression worker threads (default: the cores given less one, at least 1; 0 = compress inline). */
+  workers?: number;
+  /** Fingerprint of a volume formatted by this open (default xxh64); an existing volume keeps its own. */
+  fingerprint?: FingerprintFn;
   log?: (msg: string) => void;
 }
 
@@ -57,13 +68,13 @@ export class DedupVolume implements BlockDevice {
   readonly writeThrough = false;
 
   private readonly log: (msg: string) => void;
-  private readonly lock = new OpLock();
   private readonly session = new SessionStats();
   private readonly meta: Metadata;
   private readonly store: DataStore;
   private readonly writer: Writer;
   private broken: unknown = null;
   private closed = false;
+  private closing = false;
 
   private constructor(
     private readonly backing: BlockDevice,
@@ -73,6 +84,7 @@ export class DedupVolume implements BlockDevice {
     private readonly counters: Counters,
     log: (msg: string) => void,
     dataCacheBlocks: number,
+    workers: number,
   ) {
     this.size = layout.logicalSize;
     this.readOnly = backing.readOnly;
@@ -81,7 +93,8 @@ export class DedupVolume implements BlockDevice {
     const dataBlocks = new BlockLru(dataCacheBlocks);
     this.meta = new Metadata(layout, cache, counters, codec, dataBlocks);
     this.store = new DataStore(backing, this.meta, codec, dataBlocks, layout.dedup, log);
-    const planner = new Planner(this.meta, this.store, codec, layout.dedup, this.session);
+    const pool = poolOf(layout.compression === 'none' ? 0 : workers);
+    const planner = new Planner(this.meta, this.store, codec, layout.compression, layout.dedup, hasherFor(layout.fingerprint), pool, this.session);
     const dirtyLimit = Math.min(Math.floor(layout.journalBlocks / 4) - 1, Math.floor(cache.capacity / 2), MAX_TX_PAGES);
     // Worst case per chunk: two map pages, a refcount page per new and per old block, the packer's.
     // Chunks use at most half the limit, so commits carry several chunks' changes.
@@ -97,7 +110,9 @@ export class DedupVolume implements BlockDevice {
       throw invalidArgument(`cacheBytes must be an integer of at least ${MIN_CACHE}, got ${cacheBytes}`);
     }
     if (typeof opts.dedup !== 'boolean') throw invalidArgument(`dedup must be a boolean, got ${String(opts.dedup)}`);
-    const wanted = computeLayout(backing.size, opts.logicalSize, opts.compression, opts.dedup);
+    const workers = opts.workers ?? defaultWorkers();
+    if (!Number.isSafeInteger(workers) || workers < 0 || workers > 64) throw invalidArgument(`workers must be an integer from 0 to 64, got ${workers}`);
+    const wanted = computeLayout(backing.size, opts.logicalSize, opts.compression, opts.dedup, opts.fingerprint);
     const sb = new Uint8Array(BLOCK);
     await backing.pread(sb, 0);
     const found = decodeSuperblock(sb);
@@ -128,14 +143,14 @@ export class DedupVolume implements BlockDevice {
     const { journal, counters } = await Journal.recover(backing, layout, log);
     // Three quarters of the budget for metadata pages, a quarter for recent data blocks.
     const cache = new PageCache(backing, Math.floor((cacheBytes * 3) / 4 / BLOCK), log);
-    return new DedupVolume(backing, layout, cache, journal, counters, log, Math.floor(cacheBytes / 4 / BLOCK));
+    return new DedupVolume(backing, layout, cache, journal, counters, log, Math.floor(cacheBytes / 4 / BLOCK), workers);
   }
 
   // ------------------------------------------------------------------ BlockDevice
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {
     this.checkRange(offset, buf.byteLength);
-    return this.locked(async () => {
+    return this.op(offset, buf.byteLength, false, async () => {
       this.session.logicalBytesRead += buf.byteLength;
       const end = offset + buf.byteLength;
       const firstFull = Math.ceil(offset / BLOCK);
@@ -151,34 +166,35 @@ export class DedupVolume implements BlockDevice {
       if (offset < firstFull * BLOCK) await partial(firstFull - 1);
       if (lastFull > firstFull) await this.store.readBlocks(firstFull, buf.subarray(firstFull * BLOCK - offset, lastFull * BLOCK - offset));
       if (lastFull * BLOCK < end) await partial(lastFull); // never the head block: see lastFull's max()
-    }, 'shared');
+    });
   }
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     if (this.readOnly) throw readOnly('dedup volume');
     this.checkRange(offset, buf.byteLength);
-    return this.locked(async () => {
+    await this.op(offset, buf.byteLength, true, async () => {
       this.session.logicalBytesWritten += buf.byteLength;
       await this.writer.writeRange(buf, offset);
-      if (flags?.fua) await this.writer.commit();
     });
+    if (flags?.fua) await this.op(0, 0, false, () => this.writer.sync());
   }
 
+  /** Every write finished before this call is durable when it returns (grouped with concurrent flushes). */
   async flush(): Promise<void> {
-    return this.locked(() => this.writer.commit());
+    return this.op(0, 0, false, () => this.writer.sync());
   }
 
   /** Discard: whole blocks are unmapped (they read as zeroes); partial blocks are left as they are. */
   async trim(offset: number, length: number): Promise<void> {
     if (this.readOnly) throw readOnly('dedup volume');
     this.checkRange(offset, length);
-    return this.locked(() => this.writer.unmap(Math.ceil(offset / BLOCK), Math.floor((offset + length) / BLOCK)));
+    return this.op(offset, length, true, () => this.writer.unmap(Math.ceil(offset / BLOCK), Math.floor((offset + length) / BLOCK)));
   }
 
   async zero(offset: number, length: number): Promise<void> {
     if (this.readOnly) throw readOnly('dedup volume');
     this.checkRange(offset, length);
-    return this.locked(async () => {
+    return this.op(offset, length, true, async () => {
       const first = Math.ceil(offset / BLOCK);
       const last = Math.floor((offset + length) / BLOCK);
       if (first >= last) return this.writer.writeRange(new Uint8Array(length), offset);
@@ -192,13 +208,18 @@ export class DedupVolume implements BlockDevice {
 
   /** Make everything durable, write the metadata home and stop. Does not close the backing volume. */
   async close(): Promise<void> {
-    return this.locked(async () => {
-      if (!this.readOnly) {
-        await this.writer.commit();
-        await this.writer.checkpoint();
-      }
-      this.closed = true;
-    });
+    if (this.closed || this.closing) throw shutDown('dedup volume');
+    this.closing = true;
+    await this.writer.ranges.drain(); // every request that arrived before close
+    return this.guard(() =>
+      this.writer.gate.exclusive(async () => {
+        if (!this.readOnly) {
+          await this.writer.commit();
+          await this.writer.checkpoint();
+        }
+        this.closed = true;
+      }),
+    );
   }
 
   stats(): Record<string, number> {
@@ -215,12 +236,14 @@ export class DedupVolume implements BlockDevice {
 
   /** Verify the metadata (check.ts). Commits first, so it checks what a crash right now would leave. */
   async check(): Promise<CheckResult> {
-    return this.locked(async () => {
-      if (!this.readOnly) await this.writer.commit();
-      const result = await checkVolume(this.meta, this.backing, this.size);
-      await this.cache.trim();
-      return result;
-    });
+    return this.op(0, 0, false, () =>
+      this.writer.gate.exclusive(async () => {
+        if (!this.readOnly) await this.writer.commit();
+        const result = await checkVolume(this.meta, this.backing, this.size);
+        await this.cache.trim();
+        return result;
+      }),
+    );
   }
 
   // ------------------------------------------------------------------ plumbing
@@ -232,32 +255,42 @@ export class DedupVolume implements BlockDevice {
   }
 
   /**
-   * Order operations (lock.ts): mutations run alone, in arrival order; reads run together
-   * between them. A failure while metadata was half-updated stops the volume (sticky).
+   * Run a request over the bytes [offset, offset+length): after every earlier request that
+   * overlaps it and conflicts (a write and anything), concurrently with the rest.
    */
-  private locked<T>(fn: () => Promise<T>, mode: 'exclusive' | 'shared' = 'exclusive'): Promise<T> {
-    return this.lock.run(async (): Promise<T> => {
-      if (this.closed) throw shutDown('dedup volume');
-      if (this.broken) throw volumeBroken(this.broken);
-      try {
-        const result = await fn();
-        await this.cache.trim();
-        return result;
-      } catch (err) {
-        if (isUnsafe(err)) {
-          this.fail(err.cause);
-          throw volumeBroken(err.cause);
-        }
-        if (err instanceof StorvisorError) throw err;
-        // A backing-device failure that left metadata untouched: report it with its errno.
-        throw new StorvisorError('SV_ERR_IO', errnoOf(err), `dedup: backing volume: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  private async op<T>(offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
+    if (this.closed || this.closing) throw shutDown('dedup volume');
+    const release = length > 0 ? await this.writer.ranges.acquire(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
+    try {
+      return await this.guard(fn);
+    } finally {
+      release?.();
+    }
+  }
+
+  /** The failure rule: a half-done metadata update stops the volume (sticky); other errors keep their errno. */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw shutDown('dedup volume');
+    if (this.broken) throw volumeBroken(this.broken);
+    try {
+      const result = await fn();
+      await this.cache.trim();
+      return result;
+    } catch (err) {
+      if (isUnsafe(err)) {
+        this.fail(err.cause);
+        throw volumeBroken(err.cause);
       }
-    }, mode);
+      if (err instanceof StorvisorError) throw err;
+      // A backing-device failure that left metadata untouched: report it with its errno.
+      throw new StorvisorError('SV_ERR_IO', errnoOf(err), `dedup: backing volume: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
   }
 
   private fail(err: unknown): void {
     if (this.broken) return;
     this.broken = err;
+    this.writer.stopped = err;
     this.cache.drop(); // nothing uncommitted may reach the disk now
     this.log(`dedup: volume stopped: ${(err as Error)?.message ?? String(err)}`);
   }

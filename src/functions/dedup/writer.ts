@@ -1,19 +1,52 @@
 /**
- * Write path of a dedup volume, phase 2 (apply) and durability. A chunk is planned
- * (planner.ts) and then applied: raw data to fresh blocks, then references up, map,
- * references down. A commit makes data durable first, then journals every dirty
- * map/refcount page as one transaction; only then are freed blocks reusable.
+ * Write path of a dedup volume, and durability.
+ *
+ * A write holds its logical range (RangeLock: overlapping requests stay in order), then
+ * per chunk of blocks:
+ *   prepare   zero test, fingerprints, compression in the worker pool: no metadata, so
+ *             chunks of different requests overlap here
+ *   window    (ApplyGate, shared by concurrent writes; a commit waits for none open)
+ *     phase 1 under the metadata mutex: plan (planner.ts), ENOSPC, then every reference
+ *             goes up: raw blocks are allocated with their reference (allocation runs
+ *             ahead of the data) and indexed, shared blocks referenced, fragments packed
+ *     data    raw blocks are written to their fresh blocks, concurrently with other
+ *             writes' phases; a shared block still being written is waited for
+ *     phase 2 under the mutex: the map, then references of the replaced blocks down
+ * Increments before decrements, and a commit never inside a window, so a commit never
+ * journals half a write and a block still in use is never freed. A raw write that fails
+ * takes its references back (the volume goes on); a failure halfway through a metadata
+ * step stops the volume (unsafe), and reopening replays the journal.
+ *
+ * A commit (flush, FUA) makes data durable first, then journals every dirty map/refcount
+ * page as one transaction; only then are freed blocks reusable. Commits are grouped: every
+ * flush that arrives while one runs is served by the next one, a single transaction.
  */
 import type { BlockDevice } from '../../block/types.ts';
+import { noSpace } from '../../util/errors.ts';
 import { BLOCK, LocKind, encodeLoc, locPba, sealPage } from './format.ts';
 import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
 import type { DataStore } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
-import type { Planner } from './planner.ts';
-import { unsafe } from './lock.ts';
+import type { Plan, Planner, Prepared } from './planner.ts';
+import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
+import { volumeBroken } from './errors.ts';
 
 export class Writer {
+  readonly ranges = new RangeLock();
+  readonly gate = new ApplyGate();
+  private readonly mutex = new Mutex();
+  /** Dirty pages the open windows may still add (their worst case). */
+  private reservedPages = 0;
+  /** Group commit: flushes asked for, flushes a finished commit covers, the commit running. */
+  private wantGen = 0;
+  private doneGen = 0;
+  private running: Promise<void> | null = null;
+  /** Flushes served by a commit another flush started (group commit). */
+  groupedFlushes = 0;
+  /** Set when the volume stopped: no metadata step or commit may run after it. */
+  stopped: unknown = null;
+
   constructor(
     private readonly backing: BlockDevice,
     private readonly meta: Metadata,
@@ -47,68 +80,116 @@ export class Writer {
 
   private async writeChunk(data: Uint8Array, firstLbn: number): Promise<void> {
     const count = data.byteLength / BLOCK;
-    const meta = this.meta;
-    await this.makeRoom(count);
-    // Blocks freed since the last commit become reusable once the freeing is durable. Commit
-    // now if they may be needed: never between planning and applying, since a commit seals
-    // the packer and may free a block the plan chose to share.
-    if (meta.pendingFree.size > 0 && meta.freeBlocks() < count + 1) await this.commit();
     const blocks = Array.from({ length: count }, (_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK));
-    const plans = await this.planner.plan(blocks);
-    this.planner.reserveSpace(plans);
+    const prepared = await this.planner.prepare(blocks);
+    for (let attempt = 0; ; attempt++) {
+      const pages = await this.enter(count);
+      let applied: boolean;
+      try {
+        applied = await this.apply(prepared, firstLbn, attempt > 0);
+      } finally {
+        this.leave(pages);
+      }
+      if (applied) return;
+      // Blocks freed since the last commit become reusable once the freeing is durable.
+      await this.commitNow();
+    }
+  }
 
-    // Phase 2a: raw data goes to freshly allocated blocks; on failure they are released.
+  /** Phase 1, data, phase 2. False when the chunk needs blocks whose freeing is not durable yet. */
+  private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<boolean> {
+    const meta = this.meta;
+    const count = prepared.blocks.length;
+    const up = await this.mutex.run(async () => {
+      this.alive();
+      const plans = await this.planner.plan(prepared);
+      const need = this.planner.spaceNeeded(plans);
+      if (need > meta.freeBlocks()) {
+        if (!retried && meta.pendingFree.size > 0) return null;
+        throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
+      }
+      return unsafe(() => this.referencesUp(plans));
+    });
+    if (!up) return false;
+    const { plans, locs, rawAt, waitFor } = up;
+    const rawPbas = rawAt.map((i) => locPba(locs[i]!));
+    try {
+      // Our raw blocks, and any block we share whose write (another request's) is still in flight.
+      await Promise.all([this.store.writeRaw(rawAt.map((i, k) => ({ pba: rawPbas[k]!, data: prepared.blocks[i]! }))), ...waitFor]);
+    } catch (err) {
+      // Nothing maps the new blocks, and a block whose write failed is refused to everyone
+      // (DataStore.inflight): take back every reference this chunk took.
+      await this.mutex.run(() =>
+        unsafe(async () => {
+          for (let i = 0; i < count; i++) if (locs[i] !== 0) await meta.decRef(locPba(locs[i]!));
+          this.store.forgetFailed(rawPbas);
+        }),
+      );
+      throw err;
+    }
+    await this.mutex.run(() =>
+      unsafe(async () => {
+        this.alive();
+        const olds: number[] = [];
+        for (let i = 0; i < count; i++) {
+          const old = await meta.getLoc(firstLbn + i);
+          olds.push(old);
+          if (old !== locs[i]) await meta.setLoc(firstLbn + i, locs[i]!);
+          this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+        }
+        for (const old of olds) if (old !== 0 && !meta.locProblem(old)) await meta.decRef(locPba(old));
+      }),
+    );
+    this.planner.count(plans);
+    return true;
+  }
+
+  /**
+   * Every reference the chunk will hold, taken before any data is written: fresh raw
+   * blocks (allocated with their reference), then shared blocks (before packing: sealing
+   * the open packer drops its own reference, and a candidate in it must not be freed),
+   * then fragments, then duplicates inside the chunk.
+   */
+  private async referencesUp(plans: Plan[]): Promise<{ plans: Plan[]; locs: number[]; rawAt: number[]; waitFor: Promise<void>[] }> {
+    const meta = this.meta;
+    const count = plans.length;
     const locs: number[] = new Array(count).fill(0);
     const rawAt: number[] = [];
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind === 'new' && !p.fragment) {
-        locs[i] = encodeLoc(LocKind.Raw, await meta.allocate(1, 0));
+        locs[i] = encodeLoc(LocKind.Raw, await meta.allocate(1, 1));
         rawAt.push(i);
       }
     }
-    try {
-      await this.store.writeRaw(rawAt.map((i) => ({ pba: locPba(locs[i]!), data: blocks[i]! })));
-    } catch (err) {
-      await unsafe(async () => {
-        for (const i of rawAt) await meta.releaseUnused(locPba(locs[i]!));
-      });
-      throw err;
+    const waitFor: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'dup') continue;
+      locs[i] = p.loc;
+      await meta.incRef(locPba(p.loc));
+      const f = this.store.inflight.get(locPba(p.loc));
+      if (f) waitFor.push(f.done);
     }
-
-    // Phase 2b: references, packing, index and map. References to existing blocks are
-    // taken first: sealing the open packer drops its own reference, and a candidate in it
-    // must not be freed. Increments come before decrements, so a block that one block of
-    // this chunk stops using and another starts using is never freed.
-    await unsafe(async () => {
-      for (let i = 0; i < count; i++) {
-        const p = plans[i]!;
-        if (p.kind !== 'dup') continue;
-        locs[i] = p.loc;
-        await meta.incRef(locPba(p.loc));
-      }
-      for (let i = 0; i < count; i++) {
-        const p = plans[i]!;
-        if (p.kind !== 'new') continue;
-        if (p.fragment) locs[i] = await this.store.pack(p.fragment);
-        else await meta.incRef(locPba(locs[i]!));
-        if (p.tag) await meta.indexInsert(p.tag, locs[i]!);
-      }
-      for (let i = 0; i < count; i++) {
-        const p = plans[i]!;
-        if (p.kind !== 'sameAs') continue;
-        locs[i] = locs[p.index]!;
-        await meta.incRef(locPba(locs[i]!));
-      }
-      const olds: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const old = await meta.getLoc(firstLbn + i);
-        olds.push(old);
-        if (old !== locs[i]) await meta.setLoc(firstLbn + i, locs[i]!);
-        this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
-      }
-      for (const old of olds) if (old !== 0 && !meta.locProblem(old)) await meta.decRef(locPba(old));
-    });
+    // Raw blocks go in the index now, before their data lands, so concurrent writes of the
+    // same bytes share them (verified against DataStore.inflight).
+    for (const i of rawAt) {
+      const p = plans[i]!;
+      if (p.kind === 'new' && p.tag) await meta.indexInsert(p.tag, locs[i]!);
+    }
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'new' || !p.fragment) continue;
+      locs[i] = await this.store.pack(p.fragment);
+      if (p.tag) await meta.indexInsert(p.tag, locs[i]!); // the fragment is readable at once (packer, sealing)
+    }
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'sameAs') continue;
+      locs[i] = locs[p.index]!;
+      await meta.incRef(locPba(locs[i]!));
+    }
+    return { plans, locs, rawAt, waitFor };
   }
 
   /** Unmap whole blocks [first, last): they read as zeroes. */
@@ -116,28 +197,85 @@ export class Writer {
     const meta = this.meta;
     for (let lbn = first; lbn < last; lbn += this.chunkBlocks) {
       const end = Math.min(last, lbn + this.chunkBlocks);
-      await this.makeRoom(end - lbn);
-      await unsafe(async () => {
-        for (let b = lbn; b < end; b++) {
-          const old = await meta.getLoc(b);
-          if (old === 0) continue;
-          await meta.setLoc(b, 0);
-          this.counters.mappedBlocks--;
-          if (!meta.locProblem(old)) await meta.decRef(locPba(old));
-        }
-      });
+      const pages = await this.enter(end - lbn);
+      try {
+        await this.mutex.run(() =>
+          unsafe(async () => {
+            this.alive();
+            for (let b = lbn; b < end; b++) {
+              const old = await meta.getLoc(b);
+              if (old === 0) continue;
+              await meta.setLoc(b, 0);
+              this.counters.mappedBlocks--;
+              if (!meta.locProblem(old)) await meta.decRef(locPba(old));
+            }
+          }),
+        );
+      } finally {
+        this.leave(pages);
+      }
     }
   }
 
-  // ------------------------------------------------------------------ durability
+  // ------------------------------------------------------------------ windows and commits
 
-  /** Commit early when a chunk of `blocks` blocks could push the dirty pages past one transaction. */
-  private async makeRoom(blocks: number): Promise<void> {
-    if (this.cache.dirtyCount + 2 * blocks + 4 > this.dirtyLimit) await this.commit();
+  /** Open a window for a chunk of `blocks` blocks, committing first if its pages might not fit in one transaction. */
+  private async enter(blocks: number): Promise<number> {
+    const pages = 2 * blocks + 4;
+    for (;;) {
+      await this.gate.enter();
+      if (this.cache.dirtyCount + this.reservedPages + pages <= this.dirtyLimit) {
+        this.reservedPages += pages;
+        return pages;
+      }
+      this.gate.leave();
+      await this.commitNow();
+    }
   }
 
-  /** Make all acknowledged writes durable: data first, then one atomic journal transaction. */
+  /** Refuse to touch metadata once the volume stopped (a concurrent step failed halfway). */
+  private alive(): void {
+    if (this.stopped) throw volumeBroken(this.stopped);
+  }
+
+  private leave(pages: number): void {
+    this.reservedPages -= pages;
+    this.gate.leave();
+  }
+
+  /** Commit now (no window open meanwhile). */
+  commitNow(): Promise<void> {
+    return this.gate.exclusive(() => this.commit());
+  }
+
+  /**
+   * Make every write finished before this call durable. Flushes that arrive while a
+   * commit runs wait for the next one, which serves them all (group commit).
+   */
+  async sync(): Promise<void> {
+    const mine = ++this.wantGen;
+    while (this.doneGen < mine) {
+      if (!this.running) {
+        const covers = this.wantGen;
+        if (covers - this.doneGen > 1) this.groupedFlushes += covers - this.doneGen - 1;
+        this.running = this.commitNow().then(
+          () => {
+            this.doneGen = Math.max(this.doneGen, covers);
+            this.running = null;
+          },
+          (err: unknown) => {
+            this.running = null;
+            throw err;
+          },
+        );
+      }
+      await this.running;
+    }
+  }
+
+  /** Data first, then one atomic journal transaction. Runs with no window open. */
   async commit(): Promise<void> {
+    this.alive();
     await unsafe(() => this.store.settle());
     const pages = this.cache.dirtyPages();
     if (pages.length === 0) return;
