@@ -88,6 +88,7 @@ export class Planner {
       );
       compress.forEach((i, k) => (fragments[i] = out.fragments[k]!));
       this.session.compressMicros += out.micros;
+      this.session.compressedInWorkers += out.offloaded;
       this.session.compressedAttempts += compress.length;
     }
     return { blocks, zero, tags, fragments };

@@ -31,6 +31,8 @@ export interface CompressResult {
   fragments: Array<Uint8Array | null>;
   /** CPU time spent compressing these blocks (in a worker or inline). */
   micros: number;
+  /** How many of them a worker compressed. */
+  offloaded: number;
 }
 
 interface Job {
@@ -38,6 +40,7 @@ interface Job {
   codec: Compression;
   out: Array<Uint8Array | null>;
   micros: number;
+  offloaded: number;
   left: number;
   resolve: () => void;
 }
@@ -76,15 +79,16 @@ export class CompressPool {
 
   /** Compress `blocks` (each 4 KiB); resolves with a fragment or null per block. */
   compress(blocks: Uint8Array[], codec: Compression): Promise<CompressResult> {
-    if (blocks.length === 0) return Promise.resolve({ fragments: [], micros: 0 });
+    if (blocks.length === 0) return Promise.resolve({ fragments: [], micros: 0, offloaded: 0 });
     return new Promise((resolve) => {
       const job: Job = {
         blocks,
         codec,
         out: new Array(blocks.length).fill(null),
         micros: 0,
+        offloaded: 0,
         left: blocks.length,
-        resolve: () => resolve({ fragments: job.out, micros: job.micros }),
+        resolve: () => resolve({ fragments: job.out, micros: job.micros, offloaded: job.offloaded }),
       };
       for (let i = 0; i < blocks.length; i++) this.queue.push({ job, index: i });
       if (!this.flushQueued) {
@@ -105,6 +109,19 @@ export class CompressPool {
       if (--it.job.left === 0) it.job.resolve();
     }
     this.stats.inlineBlocks += items.length;
+  }
+
+  /** Start the threads now and resolve once each is running (benchmarks and tests; work never waits for this). */
+  async warm(): Promise<void> {
+    this.start();
+    await Promise.all(
+      this.slots.map((s) => {
+        const w = s.worker;
+        if (s.ready || !w) return undefined;
+        w.ref(); // waiting for it must keep the process alive
+        return new Promise<void>((r) => w.once('online', () => (s.busy || w.unref(), r())));
+      }),
+    );
   }
 
   private flush(): void {
@@ -153,6 +170,7 @@ export class CompressPool {
       const len = slot.lengths[i]!;
       const it = items[i]!;
       it.job.micros += micros / items.length;
+      it.job.offloaded++;
       it.job.out[it.index] = len > 0 ? slot.output.slice(i * MAX_FRAGMENT, i * MAX_FRAGMENT + len) : null;
       if (--it.job.left === 0) it.job.resolve();
     }

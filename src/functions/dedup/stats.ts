@@ -15,6 +15,8 @@ export class SessionStats {
   compressMicros = 0;
   hashedBlocks = 0;
   compressedAttempts = 0;
+  /** Blocks a pool worker compressed (the rest were compressed inline). */
+  compressedInWorkers = 0;
 }
 
 export interface StatsSources {
@@ -25,6 +27,7 @@ export interface StatsSources {
   journal: Journal;
   cache: PageCache;
   pendingFree: number;
+  groupedFlushes: number;
 }
 
 export function volumeStats(src: StatsSources): Record<string, number> {
@@ -50,7 +53,11 @@ export function volumeStats(src: StatsSources): Record<string, number> {
     fragmentsStored: s.fragmentsStored,
     hashMicrosPerBlock: s.hashedBlocks === 0 ? 0 : s.hashMicros / s.hashedBlocks,
     compressMicrosPerBlock: s.compressedAttempts === 0 ? 0 : s.compressMicros / s.compressedAttempts,
+    compressedBlocks: s.compressedAttempts,
+    compressedInWorkers: s.compressedInWorkers,
+    indexHitRate: s.hashedBlocks === 0 ? 0 : s.dedupHits / s.hashedBlocks,
     commits: src.journal.commits,
+    groupedFlushes: src.groupedFlushes,
     checkpoints: src.journal.checkpoints,
     cachePages: src.cache.size,
     cacheHits: src.cache.hits,

@@ -231,6 +231,7 @@ export class DedupVolume implements BlockDevice {
       journal: this.journal,
       cache: this.cache,
       pendingFree: this.meta.pendingFree.size,
+      groupedFlushes: this.writer.groupedFlushes,
     });
   }
 
