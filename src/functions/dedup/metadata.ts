@@ -47,6 +47,16 @@ export class Metadata {
 
   // ------------------------------------------------------------------ map
 
+  /** The map page that holds `lbn`'s entry. */
+  mapPageOf(lbn: number): number {
+    return this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES);
+  }
+
+  /** The refcount page that holds `pba`'s entry. */
+  refPageOf(pba: number): number {
+    return this.layout.refStart + Math.floor((pba - this.layout.dataStart) / REF_ENTRIES);
+  }
+
   private async mapSlot(lbn: number): Promise<{ page: Page; at: number }> {
     const page = await this.cache.get(this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES), PageType.Map);
     return { page, at: PAGE_HEADER + 8 * (lbn % MAP_ENTRIES) };

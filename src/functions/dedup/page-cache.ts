@@ -52,6 +52,11 @@ export class PageCache {
     return this.dirty.size;
   }
 
+  /** Whether the page is cached and changed since the last commit. */
+  isDirty(no: number): boolean {
+    return this.pages.get(no)?.state === 'dirty';
+  }
+
   /** The page if it is cached, without waiting for a read (a hint: no hit counted). */
   peek(no: number): Page | undefined {
     return this.pages.get(no);

@@ -32,11 +32,13 @@ import type { Plan, Planner, Prepared } from './planner.ts';
 import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
 import { volumeBroken } from './errors.ts';
 
+type Outcome = 'done' | 'space' | 'pages';
+
 export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
   private readonly mutex = new Mutex();
-  /** Dirty pages the open windows may still add (their worst case). */
+  /** Dirty pages that windows past phase 1 may still add in phase 2 (map pages, replaced blocks' refcount pages). */
   private reservedPages = 0;
   /** Group commit: flushes asked for, flushes a finished commit covers, the commit running. */
   private wantGen = 0;
@@ -82,36 +84,85 @@ export class Writer {
     const count = data.byteLength / BLOCK;
     const blocks = Array.from({ length: count }, (_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK));
     const prepared = await this.planner.prepare(blocks);
-    for (let attempt = 0; ; attempt++) {
-      const pages = await this.enter(count);
-      let applied: boolean;
+    let retried = false;
+    for (;;) {
+      await this.gate.enter();
+      let outcome: Outcome;
       try {
-        applied = await this.apply(prepared, firstLbn, attempt > 0);
+        outcome = await this.apply(prepared, firstLbn, retried);
       } finally {
-        this.leave(pages);
+        this.gate.leave();
       }
-      if (applied) return;
-      // Blocks freed since the last commit become reusable once the freeing is durable.
+      if (outcome === 'done') return;
+      // 'space': blocks freed since the last commit become reusable once the freeing is durable.
+      // 'pages': the chunk's pages might not fit in the next transaction.
+      if (outcome === 'space') retried = true;
       await this.commitNow();
     }
   }
 
-  /** Phase 1, data, phase 2. False when the chunk needs blocks whose freeing is not durable yet. */
-  private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<boolean> {
+  /**
+   * Whether a step that may dirty `pages` more pages fits in the next transaction,
+   * counting what open windows may still add. Checked under the mutex, where the dirty
+   * count is exact.
+   */
+  private fits(pages: number): boolean {
+    return this.cache.dirtyCount + this.reservedPages + pages <= this.dirtyLimit;
+  }
+
+  /** Phase 1, data, phase 2; or why a commit must come first. */
+  private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
     const up = await this.mutex.run(async () => {
       this.alive();
+      // Worst case: a refcount page per new and per replaced block, two map pages, the packers'.
+      if (!this.fits(2 * count + 4)) return 'pages' as const;
       const plans = await this.planner.plan(prepared);
       const need = this.planner.spaceNeeded(plans);
       if (need > meta.freeBlocks()) {
-        if (!retried && meta.pendingFree.size > 0) return null;
+        if (!retried && meta.pendingFree.size > 0) return 'space' as const;
         throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
       }
-      return unsafe(() => this.referencesUp(plans));
+      return unsafe(async () => {
+        const up = await this.referencesUp(plans);
+        const rest = await this.phase2Pages(firstLbn, count);
+        this.reservedPages += rest;
+        return { ...up, rest };
+      });
     });
-    if (!up) return false;
-    const { plans, locs, rawAt, waitFor } = up;
+    if (typeof up === 'string') return up;
+    const { plans, locs, rawAt, waitFor, rest } = up;
+    try {
+      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, rawAt, waitFor);
+    } finally {
+      this.reservedPages -= rest;
+    }
+  }
+
+  /** Pages phase 2 will dirty that are not dirty yet: the map pages of the range, the replaced blocks' refcount pages. */
+  private async phase2Pages(firstLbn: number, count: number): Promise<number> {
+    const pages = new Set<number>();
+    for (let i = 0; i < count; i++) {
+      pages.add(this.meta.mapPageOf(firstLbn + i));
+      const old = await this.meta.getLoc(firstLbn + i);
+      if (old !== 0 && !this.meta.locProblem(old)) pages.add(this.meta.refPageOf(locPba(old)));
+    }
+    let n = 0;
+    for (const no of pages) if (!this.cache.isDirty(no)) n++;
+    return n;
+  }
+
+  private async dataAndPhase2(
+    prepared: Prepared,
+    firstLbn: number,
+    plans: Plan[],
+    locs: number[],
+    rawAt: number[],
+    waitFor: Promise<void>[],
+  ): Promise<Outcome> {
+    const meta = this.meta;
+    const count = prepared.blocks.length;
     const rawPbas = rawAt.map((i) => locPba(locs[i]!));
     try {
       // Our raw blocks, and any block we share whose write (another request's) is still in flight.
@@ -141,7 +192,7 @@ export class Writer {
       }),
     );
     this.planner.count(plans);
-    return true;
+    return 'done';
   }
 
   /**
@@ -195,13 +246,15 @@ export class Writer {
   /** Unmap whole blocks [first, last): they read as zeroes. */
   async unmap(first: number, last: number): Promise<void> {
     const meta = this.meta;
-    for (let lbn = first; lbn < last; lbn += this.chunkBlocks) {
+    for (let lbn = first; lbn < last; ) {
       const end = Math.min(last, lbn + this.chunkBlocks);
-      const pages = await this.enter(end - lbn);
+      await this.gate.enter();
+      let done: boolean;
       try {
-        await this.mutex.run(() =>
-          unsafe(async () => {
-            this.alive();
+        done = await this.mutex.run(async () => {
+          this.alive();
+          if (!this.fits(2 * (end - lbn) + 2)) return false;
+          await unsafe(async () => {
             for (let b = lbn; b < end; b++) {
               const old = await meta.getLoc(b);
               if (old === 0) continue;
@@ -209,38 +262,22 @@ export class Writer {
               this.counters.mappedBlocks--;
               if (!meta.locProblem(old)) await meta.decRef(locPba(old));
             }
-          }),
-        );
+          });
+          return true;
+        });
       } finally {
-        this.leave(pages);
+        this.gate.leave();
       }
+      if (done) lbn = end;
+      else await this.commitNow();
     }
   }
 
   // ------------------------------------------------------------------ windows and commits
 
-  /** Open a window for a chunk of `blocks` blocks, committing first if its pages might not fit in one transaction. */
-  private async enter(blocks: number): Promise<number> {
-    const pages = 2 * blocks + 4;
-    for (;;) {
-      await this.gate.enter();
-      if (this.cache.dirtyCount + this.reservedPages + pages <= this.dirtyLimit) {
-        this.reservedPages += pages;
-        return pages;
-      }
-      this.gate.leave();
-      await this.commitNow();
-    }
-  }
-
   /** Refuse to touch metadata once the volume stopped (a concurrent step failed halfway). */
   private alive(): void {
     if (this.stopped) throw volumeBroken(this.stopped);
-  }
-
-  private leave(pages: number): void {
-    this.reservedPages -= pages;
-    this.gate.leave();
   }
 
   /** Commit now (no window open meanwhile). */
