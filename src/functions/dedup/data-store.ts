@@ -100,22 +100,58 @@ export class DataStore {
     await this.readLoc(await this.meta.getLoc(lbn), out, lbn);
   }
 
-  /** Read whole blocks; runs of raw blocks stored contiguously are read with one pread. */
+  /**
+   * Read whole blocks. Every backing read is issued at once: a run of raw blocks stored
+   * contiguously is one pread, and the fragments of one packed block share one read and
+   * are decompressed from it.
+   */
   async readBlocks(first: number, out: Uint8Array): Promise<void> {
     const n = out.byteLength / BLOCK;
     const locs: number[] = [];
     for (let i = 0; i < n; i++) locs.push(await this.meta.getLoc(first + i));
     const rawPba = (loc: number) => (loc !== 0 && locKind(loc) === LocKind.Raw && !this.meta.locProblem(loc) ? locPba(loc) : -1);
+    const reads: Promise<void>[] = [];
+    const packed = new Map<number, number[]>(); // packed block -> indexes of the blocks it holds
     for (let i = 0; i < n; ) {
-      const pba = rawPba(locs[i]!);
+      const loc = locs[i]!;
+      const pba = rawPba(loc);
       let j = i + 1;
       if (pba >= 0) {
         while (j < n && rawPba(locs[j]!) === pba + (j - i)) j++;
-        await this.backing.pread(out.subarray(i * BLOCK, j * BLOCK), pba * BLOCK);
+        reads.push(this.backing.pread(out.subarray(i * BLOCK, j * BLOCK), pba * BLOCK));
+      } else if (loc !== 0 && locKind(loc) === LocKind.Packed && !this.meta.locProblem(loc)) {
+        const list = packed.get(locPba(loc));
+        if (list) list.push(i);
+        else packed.set(locPba(loc), [i]);
       } else {
-        await this.readLoc(locs[i]!, out.subarray(i * BLOCK, j * BLOCK), first + i);
+        reads.push(this.readLoc(loc, out.subarray(i * BLOCK, j * BLOCK), first + i)); // zero, or the error it deserves
       }
       i = j;
+    }
+    for (const [pba, idx] of packed) reads.push(this.readPacked(pba, idx, locs, out, first));
+    const results = await Promise.allSettled(reads); // none may still write into `out` after we return
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Decompress the fragments at `idx` (block indexes of a readBlocks call) from one packed block. */
+  private async readPacked(pba: number, idx: number[], locs: number[], out: Uint8Array, first: number): Promise<void> {
+    let block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+    if (!block) {
+      block = new Uint8Array(BLOCK);
+      await this.backing.pread(block, pba * BLOCK);
+      this.dataBlocks.put(pba, block); // a copy: `block` stays ours
+    }
+    // From here on synchronous: a cached view is only valid until the next put.
+    for (const i of idx) {
+      const frag = fragmentOf(block, locSlot(locs[i]!));
+      const dest = out.subarray(i * BLOCK, (i + 1) * BLOCK);
+      const why = typeof frag === 'string' ? frag : this.codec!.decompress(frag, dest) ? null : 'fragment does not decompress to one block';
+      if (why) {
+        const err = corruptData(first + i, why);
+        this.log(err.message);
+        throw err;
+      }
     }
   }
 
