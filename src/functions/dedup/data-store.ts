@@ -36,6 +36,8 @@ export class DataStore {
   readonly sealing = new Map<number, Promise<void>>();
   private readonly sealingBlocks = new Map<number, Uint8Array>();
   sealFailure: unknown = null;
+  /** Sealed packed blocks not yet handed to the backing (writeSeals). */
+  private toSeal: Packer[] = [];
   /**
    * Raw blocks being written. A concurrent write may share one (its index entry is made
    * before the data lands): it verifies against these bytes and waits for the write before
@@ -238,26 +240,48 @@ export class DataStore {
     if (!p) return;
     this.packer = null;
     if (p.count > 0) {
-      // Not awaited: the block stays readable from the cache (pinned until the write lands),
-      // and commit waits for every seal before it flushes.
+      // Written later by writeSeals (several sealed blocks stored side by side go in one
+      // pwrite); until the write lands the block is read from memory, and commit waits for it.
       this.dataBlocks.put(p.pba, p.buf);
       this.sealingBlocks.set(p.pba, p.buf);
+      this.toSeal.push(p);
+    }
+    await this.meta.decRef(p.pba); // drop the packer's own reference
+  }
+
+  /** Start the writes of every sealed packed block: one pwrite per run of consecutive blocks. Not awaited. */
+  writeSeals(): void {
+    if (this.toSeal.length === 0) return;
+    const seals = this.toSeal.sort((a, b) => a.pba - b.pba);
+    this.toSeal = [];
+    for (let i = 0; i < seals.length; ) {
+      let j = i + 1;
+      while (j < seals.length && seals[j]!.pba === seals[i]!.pba + (j - i)) j++;
+      const run = seals.slice(i, j);
+      let buf = run[0]!.buf;
+      if (run.length > 1) {
+        buf = new Uint8Array(run.length * BLOCK);
+        run.forEach((p, k) => buf.set(p.buf, k * BLOCK));
+      }
       const settle = () => {
-        this.sealing.delete(p.pba);
-        this.sealingBlocks.delete(p.pba);
+        for (const p of run) {
+          this.sealing.delete(p.pba);
+          this.sealingBlocks.delete(p.pba);
+        }
       };
-      const write = this.backing.pwrite(p.buf, p.pba * BLOCK).then(settle, (err: unknown) => {
+      const write = this.backing.pwrite(buf, run[0]!.pba * BLOCK).then(settle, (err: unknown) => {
         settle();
         this.sealFailure ??= err;
       });
-      this.sealing.set(p.pba, write);
+      for (const p of run) this.sealing.set(p.pba, write);
+      i = j;
     }
-    await this.meta.decRef(p.pba); // drop the packer's own reference
   }
 
   /** Seal the open packed block and wait until every sealed block is written. */
   async settle(): Promise<void> {
     await this.sealPacker();
+    this.writeSeals();
     await Promise.all(this.sealing.values());
     if (this.sealFailure) throw this.sealFailure;
   }

@@ -52,6 +52,13 @@ export class PageCache {
     return this.dirty.size;
   }
 
+  /** Dirty pages of one type. */
+  dirtyOfType(type: PageType): number {
+    let n = 0;
+    for (const p of this.dirty) if (p.type === type) n++;
+    return n;
+  }
+
   /** Whether the page is cached and changed since the last commit. */
   isDirty(no: number): boolean {
     return this.pages.get(no)?.state === 'dirty';

@@ -96,9 +96,10 @@ export class DedupVolume implements BlockDevice {
     const pool = poolOf(layout.compression === 'none' ? 0 : workers);
     const planner = new Planner(this.meta, this.store, codec, layout.compression, layout.dedup, hasherFor(layout.fingerprint), pool, this.session);
     const dirtyLimit = Math.min(Math.floor(layout.journalBlocks / 4) - 1, Math.floor(cache.capacity / 2), MAX_TX_PAGES);
-    // Worst case per chunk: two map pages, a refcount page per new and per old block, the packer's.
-    // Chunks use at most half the limit, so commits carry several chunks' changes.
-    const chunkBlocks = Math.max(1, Math.min(MAX_CHUNK, Math.floor((dirtyLimit - 4) / 4)));
+    // Worst case per chunk: two map pages, a refcount page per new and per old block, the packers'
+    // (2n + 4), so that a chunk always fits in one transaction. The writer admits a chunk by a
+    // tighter count (pages already dirty cost nothing again), so commits carry many chunks.
+    const chunkBlocks = Math.max(1, Math.min(MAX_CHUNK, Math.floor((dirtyLimit - 4) / 2)));
     this.writer = new Writer(backing, this.meta, this.store, planner, cache, journal, counters, dirtyLimit, chunkBlocks);
   }
 

@@ -23,7 +23,7 @@
  */
 import type { BlockDevice } from '../../block/types.ts';
 import { noSpace } from '../../util/errors.ts';
-import { BLOCK, LocKind, encodeLoc, locPba, sealPage } from './format.ts';
+import { BLOCK, LocKind, PageType, encodeLoc, locPba, sealPage } from './format.ts';
 import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
 import type { DataStore } from './data-store.ts';
@@ -110,14 +110,24 @@ export class Writer {
     return this.cache.dirtyCount + this.reservedPages + pages <= this.dirtyLimit;
   }
 
+  /**
+   * Pages a chunk over [first, first+count) may newly dirty: its map pages that are not
+   * dirty yet, and a refcount page per new and per replaced block plus the packers' (two),
+   * but never more refcount pages than are not dirty yet.
+   */
+  private worstPages(first: number, count: number): number {
+    let map = 0;
+    for (let p = this.meta.mapPageOf(first); p <= this.meta.mapPageOf(first + count - 1); p++) if (!this.cache.isDirty(p)) map++;
+    return map + Math.min(2 * count + 2, this.meta.layout.refPages - this.cache.dirtyOfType(PageType.Refcount));
+  }
+
   /** Phase 1, data, phase 2; or why a commit must come first. */
   private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
     const up = await this.mutex.run(async () => {
       this.alive();
-      // Worst case: a refcount page per new and per replaced block, two map pages, the packers'.
-      if (!this.fits(2 * count + 4)) return 'pages' as const;
+      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages' as const;
       const plans = await this.planner.plan(prepared);
       const need = this.planner.spaceNeeded(plans);
       if (need > meta.freeBlocks()) {
@@ -126,6 +136,7 @@ export class Writer {
       }
       return unsafe(async () => {
         const up = await this.referencesUp(plans);
+        this.store.writeSeals(); // the packed blocks this chunk filled, together
         const rest = await this.phase2Pages(firstLbn, count);
         this.reservedPages += rest;
         return { ...up, rest };
@@ -253,7 +264,7 @@ export class Writer {
       try {
         done = await this.mutex.run(async () => {
           this.alive();
-          if (!this.fits(2 * (end - lbn) + 2)) return false;
+          if (!this.fits(this.worstPages(lbn, end - lbn))) return false;
           await unsafe(async () => {
             for (let b = lbn; b < end; b++) {
               const old = await meta.getLoc(b);
