@@ -129,3 +129,26 @@ test('concurrent writes of the same new bytes to different blocks store them onc
   assert.equal(s.physicalBlocksUsed, 1);
   assert.deepEqual(await vol.check(), { ok: true, problems: [] });
 });
+
+test('a sequential read of raw and packed blocks written together costs one backing read', async () => {
+  const layout = computeLayout(8 * MiB, 16 * MiB, 'lz4', true);
+  class Counting extends MemoryBlockDevice {
+    dataReads = 0;
+    override async pread(buf: Uint8Array, offset: number): Promise<void> {
+      if (offset >= layout.dataStart * BLOCK) this.dataReads++;
+      return super.pread(buf, offset);
+    }
+  }
+  const dev = new Counting(8 * MiB);
+  const data = new Uint8Array(32 * BLOCK);
+  for (let i = 0; i < 32; i++) data.set(i % 2 ? compressibleBlock(900 + i) : randomBlock(900 + i), i * BLOCK);
+  const vol = await DedupVolume.open(dev, opts({ workers: 0 }));
+  await vol.pwrite(data, 0);
+  await vol.close();
+  const again = await DedupVolume.open(dev, opts({ workers: 0 })); // nothing cached
+  const back = new Uint8Array(32 * BLOCK);
+  dev.dataReads = 0;
+  await again.pread(back, 0);
+  assert.deepEqual(back, data);
+  assert.equal(dev.dataReads, 1);
+});

@@ -19,6 +19,8 @@ export interface InFlight {
   failed: boolean;
 }
 
+/** Physical blocks one coalesced read may cover. */
+const MAX_RUN = 64;
 /** Blocks per write chunk, at most. */
 export const MAX_CHUNK = 64;
 /** Leave head room under REF_MAX for a chunk's increments. */
@@ -103,48 +105,79 @@ export class DataStore {
   }
 
   /**
-   * Read whole blocks. Every backing read is issued at once: a run of raw blocks stored
-   * contiguously is one pread, and the fragments of one packed block share one read and
-   * are decompressed from it.
+   * Read whole blocks. The physical blocks they need (raw blocks, packed blocks not in
+   * memory) are read in runs of consecutive block numbers, whatever the logical order:
+   * a sequentially written range of raw and packed blocks comes back in one pread. Every
+   * run is issued at once; a run of raw blocks in logical order is read straight into `out`.
    */
   async readBlocks(first: number, out: Uint8Array): Promise<void> {
     const n = out.byteLength / BLOCK;
     const locs: number[] = [];
     for (let i = 0; i < n; i++) locs.push(await this.meta.getLoc(first + i));
-    const rawPba = (loc: number) => (loc !== 0 && locKind(loc) === LocKind.Raw && !this.meta.locProblem(loc) ? locPba(loc) : -1);
     const reads: Promise<void>[] = [];
-    const packed = new Map<number, number[]>(); // packed block -> indexes of the blocks it holds
-    for (let i = 0; i < n; ) {
+    const need = new Map<number, number[]>(); // physical block -> indexes of the blocks it holds
+    for (let i = 0; i < n; i++) {
       const loc = locs[i]!;
-      const pba = rawPba(loc);
-      let j = i + 1;
-      if (pba >= 0) {
-        while (j < n && rawPba(locs[j]!) === pba + (j - i)) j++;
-        reads.push(this.backing.pread(out.subarray(i * BLOCK, j * BLOCK), pba * BLOCK));
-      } else if (loc !== 0 && locKind(loc) === LocKind.Packed && !this.meta.locProblem(loc)) {
-        const list = packed.get(locPba(loc));
-        if (list) list.push(i);
-        else packed.set(locPba(loc), [i]);
-      } else {
-        reads.push(this.readLoc(loc, out.subarray(i * BLOCK, j * BLOCK), first + i)); // zero, or the error it deserves
+      if (loc === 0 || this.meta.locProblem(loc)) {
+        reads.push(this.readLoc(loc, out.subarray(i * BLOCK, (i + 1) * BLOCK), first + i)); // zeroes, or the error it deserves
+        continue;
       }
-      i = j;
+      if (locKind(loc) === LocKind.Packed) {
+        try {
+          if (this.fromMemory(locPba(loc), [i], locs, out, first)) continue;
+        } catch (err) {
+          reads.push(Promise.reject(err)); // reported once the reads already issued have settled
+          continue;
+        }
+      }
+      const list = need.get(locPba(loc));
+      if (list) list.push(i);
+      else need.set(locPba(loc), [i]);
     }
-    for (const [pba, idx] of packed) reads.push(this.readPacked(pba, idx, locs, out, first));
+    const pbas = [...need.keys()].sort((a, b) => a - b);
+    for (let a = 0; a < pbas.length; ) {
+      let b = a + 1;
+      while (b < pbas.length && b - a < MAX_RUN && pbas[b] === pbas[a]! + (b - a)) b++;
+      reads.push(this.readRun(pbas.slice(a, b), need, locs, out, first));
+      a = b;
+    }
     const results = await Promise.allSettled(reads); // none may still write into `out` after we return
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
+  /** Read consecutive physical blocks with one pread and hand each block's contents to the logical blocks it holds. */
+  private async readRun(run: number[], need: Map<number, number[]>, locs: number[], out: Uint8Array, first: number): Promise<void> {
+    const idx0 = need.get(run[0]!)![0]!;
+    const direct = run.every((pba, k) => {
+      const idx = need.get(pba)!;
+      return idx.length === 1 && idx[0] === idx0 + k && locKind(locs[idx[0]!]!) === LocKind.Raw;
+    });
+    if (direct) return this.backing.pread(out.subarray(idx0 * BLOCK, (idx0 + run.length) * BLOCK), run[0]! * BLOCK);
+    const tmp = new Uint8Array(run.length * BLOCK);
+    await this.backing.pread(tmp, run[0]! * BLOCK);
+    run.forEach((pba, k) => {
+      const block = tmp.subarray(k * BLOCK, (k + 1) * BLOCK);
+      const idx = need.get(pba)!;
+      if (locKind(locs[idx[0]!]!) === LocKind.Raw) {
+        for (const i of idx) out.set(block, i * BLOCK);
+      } else {
+        this.dataBlocks.put(pba, block);
+        this.decompressInto(block, idx, locs, out, first);
+      }
+    });
+  }
+
+  /** Serve packed fragments from a block held in memory (open packer, sealing, recent); false when it is not. */
+  private fromMemory(pba: number, idx: number[], locs: number[], out: Uint8Array, first: number): boolean {
+    const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+    if (!block) return false;
+    this.decompressInto(block, idx, locs, out, first); // synchronous: a cached view is valid until the next put
+    return true;
+  }
+
   /** Decompress the fragments at `idx` (block indexes of a readBlocks call) from one packed block. */
-  private async readPacked(pba: number, idx: number[], locs: number[], out: Uint8Array, first: number): Promise<void> {
-    let block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
-    if (!block) {
-      block = new Uint8Array(BLOCK);
-      await this.backing.pread(block, pba * BLOCK);
-      this.dataBlocks.put(pba, block); // a copy: `block` stays ours
-    }
-    // From here on synchronous: a cached view is only valid until the next put.
+  private decompressInto(block: Uint8Array, idx: number[], locs: number[], out: Uint8Array, first: number): void {
     for (const i of idx) {
       const frag = fragmentOf(block, locSlot(locs[i]!));
       const dest = out.subarray(i * BLOCK, (i + 1) * BLOCK);
