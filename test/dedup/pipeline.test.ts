@@ -152,3 +152,52 @@ test('a sequential read of raw and packed blocks written together costs one back
   assert.deepEqual(back, data);
   assert.equal(dev.dataReads, 1);
 });
+
+test('concurrent overlapping writes, zeroes, trims, reads and flushes behave as if run one by one in arrival order', async () => {
+  const LOGICAL = 256;
+  const backing = new MemoryBlockDevice(8 * MiB);
+  const vol = await DedupVolume.open(backing, opts({ logicalSize: LOGICAL * BLOCK, workers: 1, cacheBytes: 1 * MiB }));
+  const model = new Uint8Array(LOGICAL * BLOCK);
+  const r = (await import('./data.ts')).prng(2024);
+  const pool = Array.from({ length: 24 }, (_, i) => (i % 3 === 0 ? randomBlock(3000 + i) : compressibleBlock(3000 + i)));
+  const checks: Array<{ got: Uint8Array; want: Uint8Array; what: string }> = [];
+  for (let burst = 0; burst < 40; burst++) {
+    const ops: Promise<unknown>[] = [];
+    for (let k = 0; k < 16; k++) {
+      const x = r();
+      const count = 1 + Math.floor(r() * 12);
+      const lbn = Math.floor(r() * (LOGICAL - count));
+      const skew = r() < 0.2 ? 512 : 0; // some unaligned requests
+      const offset = lbn * BLOCK + skew;
+      const length = count * BLOCK - skew;
+      if (x < 0.45) {
+        const buf = new Uint8Array(count * BLOCK);
+        for (let b = 0; b < count; b++) buf.set(pool[Math.floor(r() * pool.length)]!, b * BLOCK);
+        const data = buf.subarray(0, length);
+        model.set(data, offset);
+        ops.push(vol.pwrite(data, offset, { fua: r() < 0.1 }));
+      } else if (x < 0.55) {
+        model.fill(0, offset, offset + length);
+        ops.push(vol.zero(offset, length));
+      } else if (x < 0.62) {
+        // trim unmaps whole blocks only: they read as zeroes
+        const first = Math.ceil(offset / BLOCK);
+        const last = Math.floor((offset + length) / BLOCK);
+        if (last > first) model.fill(0, first * BLOCK, last * BLOCK);
+        ops.push(vol.trim(offset, length));
+      } else if (x < 0.68) {
+        ops.push(vol.flush());
+      } else {
+        const got = new Uint8Array(length);
+        checks.push({ got, want: model.slice(offset, offset + length), what: `read of ${length} bytes at ${offset} in burst ${burst}` });
+        ops.push(vol.pread(got, offset));
+      }
+    }
+    await Promise.all(ops);
+  }
+  for (const c of checks) assert.deepEqual(c.got, c.want, c.what);
+  const all = new Uint8Array(LOGICAL * BLOCK);
+  await vol.pread(all, 0);
+  assert.deepEqual(all, model);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
