@@ -1,25 +1,40 @@
 /**
- * Dedup+compress volume vs a plain volume on the same backend (FileBlockDevice, page
+ * Dedup+LZ4 volume against a plain volume on the same backend (FileBlockDevice, page
  * cache), integrated (in-process), for data sets with 0%, 50% and 90% duplicate blocks.
  * Unique blocks are half incompressible, half compressible ~4:1 (1 KiB of entropy).
- * Measures sequential write/read throughput (256 KiB requests, write includes the final
- * flush), 4 KiB random write IOPS (QD1, final flush included) and 4 KiB random read IOPS,
- * plus hash and compression cost per block and the achieved ratios.
- * Run: node --import tsx bench/dedup.ts   (about 30 s)
+ *
+ * Per duplicate level, on a fresh backing file per repeat (median of BENCH_REPEATS):
+ *   seq write     the data set in 256 KiB requests, 4 in flight, final flush included
+ *   4K write QD1  random 4 KiB writes one at a time for BENCH_SECONDS, final flush included
+ *   4K write QD16 the same with 16 in flight (what the pipelined write path is for)
+ *   seq read      the data set back in 256 KiB requests
+ * CPU per MB written (process CPU: request thread and compression workers together), the
+ * hash and compression cost per block, and the ratios against the data set's own.
+ * Writes a Markdown table, JSON and an SVG chart to $BENCH_RESULTS (default results/).
+ *
+ * Run: npm run bench -- dedup     (BENCH_SECONDS=3 BENCH_REPEATS=3 BENCH_DATA_MIB=32 by default)
+ * Check that it works: BENCH_SECONDS=0.2 BENCH_REPEATS=1 BENCH_DATA_MIB=2 node --import tsx bench/dedup.ts
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { BlockDevice } from '../src/block/types.ts';
 import { FileBlockDevice } from '../src/block/file-device.ts';
 import { MemoryBlockDevice } from '../src/block/memory-device.ts';
 import { DedupVolume } from '../src/functions/dedup/volume.ts';
+import { defaultWorkers, poolOf } from '../src/functions/dedup/pool.ts';
+import { barChart } from './lib/chart.ts';
 
 const BLOCK = 4096;
-const DATA_BYTES = 32 << 20;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const REPEATS = Math.max(1, Number(process.env.BENCH_REPEATS ?? 3));
+const DATA_BYTES = Math.max(1, Number(process.env.BENCH_DATA_MIB ?? 32)) << 20;
+const WORKERS = Number(process.env.BENCH_DEDUP_WORKERS ?? defaultWorkers());
 const SEQ_REQUEST = 256 << 10;
-const RANDOM_OPS = 3000;
-const BACKING = 96 << 20;
+const SEQ_DEPTH = 4;
+const RANDOM_POOL = 4096; // distinct 4 KiB payloads cycled by the random-write phases
+const BACKING = 3 * DATA_BYTES;
 
 function prng(seed: number): () => number {
   let a = seed >>> 0;
@@ -40,100 +55,238 @@ function uniqueBlock(seed: number): Uint8Array {
   return b;
 }
 
-/** `blocks` blocks where a `dup` fraction repeats earlier content. */
-function dataSet(blocks: number, dup: number, seed: number): Uint8Array {
+/** `blocks` blocks where a `dup` fraction repeats earlier content; returns the data and its unique count. */
+function dataSet(blocks: number, dup: number, seed: number): { data: Uint8Array; unique: number } {
   const r = prng(seed);
-  const out = new Uint8Array(blocks * BLOCK);
+  const data = new Uint8Array(blocks * BLOCK);
   let unique = 0;
   for (let i = 0; i < blocks; i++) {
     const content = unique > 0 && r() < dup ? uniqueBlock(seed * 1e6 + Math.floor(r() * unique)) : uniqueBlock(seed * 1e6 + unique++);
-    out.set(content, i * BLOCK);
+    data.set(content, i * BLOCK);
   }
-  return out;
+  return { data, unique };
 }
 
-interface Result {
-  writeMBs: number;
-  readMBs: number;
-  writeIops: number;
-  readIops: number;
+/** Run `fn(i)` for i = 0, 1, ... with `depth` in flight until `stop()` says so; returns how many ran. */
+async function inFlight(depth: number, stop: (i: number) => boolean, fn: (i: number) => Promise<void>): Promise<number> {
+  let next = 0;
+  const lane = async () => {
+    while (!stop(next)) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: depth }, lane));
+  return next;
 }
 
-async function measure(dev: BlockDevice, data: Uint8Array, randomData: Uint8Array, afterWrite = () => {}): Promise<Result> {
-  const mb = data.length / 1e6;
-  let t = performance.now();
-  for (let off = 0; off < data.length; off += SEQ_REQUEST) await dev.pwrite(data.subarray(off, off + SEQ_REQUEST), off);
-  await dev.flush();
-  const writeMBs = mb / ((performance.now() - t) / 1000);
-  afterWrite();
-  const buf = new Uint8Array(SEQ_REQUEST);
-  t = performance.now();
-  for (let off = 0; off < data.length; off += SEQ_REQUEST) await dev.pread(buf, off);
-  const readMBs = mb / ((performance.now() - t) / 1000);
-  const r = prng(99);
-  const blocks = data.length / BLOCK;
-  t = performance.now();
-  for (let i = 0; i < RANDOM_OPS; i++) {
-    await dev.pwrite(randomData.subarray(i * BLOCK, (i + 1) * BLOCK), Math.floor(r() * blocks) * BLOCK);
-  }
-  await dev.flush();
-  const writeIops = RANDOM_OPS / ((performance.now() - t) / 1000);
-  const one = new Uint8Array(BLOCK);
-  t = performance.now();
-  for (let i = 0; i < RANDOM_OPS; i++) await dev.pread(one, Math.floor(r() * blocks) * BLOCK);
-  const readIops = RANDOM_OPS / ((performance.now() - t) / 1000);
-  return { writeMBs, readMBs, writeIops, readIops };
+interface Phase {
+  rate: number;
+  cpuPerMB: number;
 }
 
-const fmt = (n: number, d = 0) => n.toFixed(d).padStart(8);
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
-/** Let the JIT compile the hot paths first, so the first measured phase is not the slowest. */
+async function timed(bytesPerOp: number, run: () => Promise<number>): Promise<{ ops: number; seconds: number; cpuPerMB: number }> {
+  const c0 = cpuSeconds();
+  const t0 = performance.now();
+  const ops = await run();
+  const seconds = (performance.now() - t0) / 1000;
+  return { ops, seconds, cpuPerMB: (cpuSeconds() - c0) / ((ops * bytesPerOp) / 1e6) };
+}
+
+async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
+  const n = data.length / SEQ_REQUEST;
+  const r = await timed(SEQ_REQUEST, async () => {
+    const done = await inFlight(SEQ_DEPTH, (i) => i >= n, (i) => dev.pwrite(data.subarray(i * SEQ_REQUEST, (i + 1) * SEQ_REQUEST), i * SEQ_REQUEST));
+    await dev.flush();
+    return done;
+  });
+  return { rate: (r.ops * SEQ_REQUEST) / 1e6 / r.seconds, cpuPerMB: r.cpuPerMB };
+}
+
+async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
+  const n = bytes / SEQ_REQUEST;
+  const r = await timed(SEQ_REQUEST, () =>
+    inFlight(SEQ_DEPTH, (i) => i >= n, async (i) => {
+      await dev.pread(new Uint8Array(SEQ_REQUEST), i * SEQ_REQUEST);
+    }),
+  );
+  return { rate: (r.ops * SEQ_REQUEST) / 1e6 / r.seconds, cpuPerMB: r.cpuPerMB };
+}
+
+async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: number, depth: number, seed: number): Promise<Phase> {
+  const r0 = prng(seed);
+  const end = performance.now() + SECONDS * 1000;
+  const r = await timed(BLOCK, async () => {
+    const done = await inFlight(
+      depth,
+      (i) => (i & 63) === 0 && performance.now() > end,
+      (i) => dev.pwrite(payloads.subarray((i % RANDOM_POOL) * BLOCK, ((i % RANDOM_POOL) + 1) * BLOCK), Math.floor(r0() * blocks) * BLOCK),
+    );
+    await dev.flush();
+    return done;
+  });
+  return { rate: r.ops / r.seconds, cpuPerMB: r.cpuPerMB };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface Row {
+  dup: number;
+  volume: 'plain' | 'dedup';
+  seqWriteMBs: number;
+  seqWriteCpuPerMB: number;
+  iopsQD1: number;
+  iopsQD16: number;
+  iopsCpuPerMB: number;
+  seqReadMBs: number;
+  hashUsPerBlock?: number;
+  compressUsPerBlock?: number;
+  compressedInWorkers?: number;
+  dedupRatio?: number;
+  expectedDedupRatio?: number;
+  compressionRatio?: number;
+  commits?: number;
+  groupedFlushes?: number;
+}
+
+/** Let the JIT compile the hot paths and the compression workers start, so the first measured phase is not the slowest. */
 async function warmUp(): Promise<void> {
-  const vol = await DedupVolume.open(new MemoryBlockDevice(32 << 20), { logicalSize: 16 << 20, compression: 'lz4', dedup: true, log: () => {} });
-  const data = dataSet(2048, 0.5, 99);
+  await poolOf(WORKERS).warm();
+  const vol = await DedupVolume.open(new MemoryBlockDevice(32 << 20), { logicalSize: 16 << 20, compression: 'lz4', dedup: true, workers: WORKERS, log: () => {} });
+  const { data } = dataSet(1024, 0.5, 99);
   for (let round = 0; round < 2; round++) {
-    for (let off = 0; off < data.length; off += SEQ_REQUEST) await vol.pwrite(data.subarray(off, off + SEQ_REQUEST), off);
-    const buf = new Uint8Array(SEQ_REQUEST);
-    for (let off = 0; off < data.length; off += SEQ_REQUEST) await vol.pread(buf, off);
+    await inFlight(SEQ_DEPTH, (i) => i >= data.length / SEQ_REQUEST, (i) => vol.pwrite(data.subarray(i * SEQ_REQUEST, (i + 1) * SEQ_REQUEST), i * SEQ_REQUEST));
+    for (let off = 0; off < data.length; off += SEQ_REQUEST) await vol.pread(new Uint8Array(SEQ_REQUEST), off);
   }
   await vol.close();
+}
+
+async function measureOne(dir: string, dup: number, volume: 'plain' | 'dedup', rep: number, data: Uint8Array, payloads: Uint8Array) {
+  const file = join(dir, `${volume}-${dup}-${rep}.img`);
+  const backing = await FileBlockDevice.open(file, volume === 'plain' ? DATA_BYTES : BACKING);
+  const dev: BlockDevice =
+    volume === 'plain' ? backing : await DedupVolume.open(backing, { logicalSize: DATA_BYTES, compression: 'lz4', dedup: true, workers: WORKERS, log: () => {} });
+  const vol = volume === 'dedup' ? (dev as DedupVolume) : null;
+  const seq = await seqWrite(dev, data);
+  const after = vol?.stats(); // ratios of the data set as written
+  const read = await seqRead(dev, data.length);
+  const blocks = data.length / BLOCK;
+  const qd1 = await randomWrite(dev, payloads, blocks, 1, 7 + rep);
+  const qd16 = await randomWrite(dev, payloads, blocks, 16, 11 + rep);
+  const end = vol?.stats();
+  if (vol) await vol.close();
+  await backing.close();
+  await rm(file, { force: true });
+  return { seq, read, qd1, qd16, after, end };
 }
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'sv-bench-dedup-'));
   const started = performance.now();
-  const rows: string[] = [];
+  const rows: Row[] = [];
+  const progress = (msg: string) => process.stderr.write(`[dedup] ${msg}\n`);
   try {
     await warmUp();
     for (const dup of [0, 0.5, 0.9]) {
-      const data = dataSet(DATA_BYTES / BLOCK, dup, 1 + dup * 10);
-      const randomData = dataSet(RANDOM_OPS, dup, 7 + dup * 10);
-      const plainDev = await FileBlockDevice.open(join(dir, `plain-${dup}.img`), DATA_BYTES);
-      const plain = await measure(plainDev, data, randomData);
-      await plainDev.close();
-      const backing = await FileBlockDevice.open(join(dir, `dedup-${dup}.img`), BACKING);
-      const vol = await DedupVolume.open(backing, { logicalSize: DATA_BYTES, compression: 'lz4', dedup: true, cacheBytes: 16 << 20 });
-      let s = vol.stats();
-      const dd = await measure(vol, data, randomData, () => (s = vol.stats())); // ratios of the data set as written
-      const cost = vol.stats();
-      await vol.close();
-      await backing.close();
-      const pct = `${dup * 100}%`.padStart(4);
-      rows.push(`${pct}  plain  ${fmt(plain.writeMBs)} ${fmt(plain.readMBs)} ${fmt(plain.writeIops)} ${fmt(plain.readIops)}`);
-      rows.push(
-        `${pct}  dedup  ${fmt(dd.writeMBs)} ${fmt(dd.readMBs)} ${fmt(dd.writeIops)} ${fmt(dd.readIops)}` +
-          `  ${fmt(dd.writeMBs / plain.writeMBs, 2)} ${fmt(dd.writeIops / plain.writeIops, 2)}` +
-          `  ${fmt(cost.hashMicrosPerBlock!, 1)} ${fmt(cost.compressMicrosPerBlock!, 1)}  ${fmt(s.dedupRatio!, 2)} ${fmt(s.compressionRatio!, 2)}`,
-      );
+      const { data, unique } = dataSet(DATA_BYTES / BLOCK, dup, 1 + dup * 10);
+      const payloads = dataSet(RANDOM_POOL, dup, 7 + dup * 10).data;
+      for (const volume of ['plain', 'dedup'] as const) {
+        const runs: Array<Awaited<ReturnType<typeof measureOne>>> = [];
+        for (let rep = 0; rep < REPEATS; rep++) {
+          progress(`${dup * 100}% duplicates, ${volume}, run ${rep + 1}/${REPEATS}`);
+          runs.push(await measureOne(dir, dup, volume, rep, data, payloads));
+        }
+        const m = (f: (r: (typeof runs)[number]) => number) => median(runs.map(f));
+        const row: Row = {
+          dup,
+          volume,
+          seqWriteMBs: m((r) => r.seq.rate),
+          seqWriteCpuPerMB: m((r) => r.seq.cpuPerMB),
+          iopsQD1: m((r) => r.qd1.rate),
+          iopsQD16: m((r) => r.qd16.rate),
+          iopsCpuPerMB: m((r) => r.qd16.cpuPerMB),
+          seqReadMBs: m((r) => r.read.rate),
+        };
+        if (volume === 'dedup') {
+          Object.assign(row, {
+            hashUsPerBlock: m((r) => r.end!.hashMicrosPerBlock!),
+            compressUsPerBlock: m((r) => r.end!.compressMicrosPerBlock!),
+            compressedInWorkers: m((r) => r.end!.compressedInWorkers! / Math.max(1, r.end!.compressedBlocks!)),
+            dedupRatio: m((r) => r.after!.dedupRatio!),
+            expectedDedupRatio: DATA_BYTES / BLOCK / unique,
+            compressionRatio: m((r) => r.after!.compressionRatio!),
+            commits: m((r) => r.end!.commits!),
+            groupedFlushes: m((r) => r.end!.groupedFlushes!),
+          });
+        }
+        rows.push(row);
+      }
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  console.log(`dedup+lz4 volume vs plain FileBlockDevice, ${DATA_BYTES >> 20} MiB data, integrated, one process`);
-  console.log('dup   volume  write MB/s read MB/s  4K wr IOPS 4K rd IOPS  wr-ratio iops-ratio  hash us  lz4 us   dedup x  compr x');
-  for (const r of rows) console.log(r);
-  console.log('ratios: dedup x = logical blocks / stored fragments, compr x = stored fragments / physical blocks, after the sequential write');
-  console.log(`(${((performance.now() - started) / 1000).toFixed(1)} s; the 4K phases are QD1 and include the final flush)`);
+
+  const f = (n: number | undefined, d = 0) => (n === undefined || !Number.isFinite(n) ? 'n/a' : n.toFixed(d));
+  const lines: string[] = [];
+  lines.push(`# dedup+lz4 volume vs plain FileBlockDevice`);
+  lines.push('');
+  lines.push(
+    `${DATA_BYTES >> 20} MiB data set, integrated (one process), ${WORKERS} compression worker(s), median of ${REPEATS}, random phases ${SECONDS} s each; ` +
+      `CPU is the whole process (request thread + workers) per MB written.`,
+  );
+  lines.push('');
+  lines.push('| dup | volume | seq write MB/s | CPU s/MB (seq) | 4K write IOPS QD1 | 4K write IOPS QD16 | CPU s/MB (4K QD16) | seq read MB/s |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    lines.push(
+      `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteMBs, 1)} | ${f(r.seqWriteCpuPerMB, 4)} | ${f(r.iopsQD1)} | ${f(r.iopsQD16)} | ${f(r.iopsCpuPerMB, 4)} | ${f(r.seqReadMBs, 1)} |`,
+    );
+  }
+  lines.push('');
+  lines.push('| dup | seq write vs plain | 4K QD1 vs plain | 4K QD16 vs plain | hash us/block | compress us/block | compressed in workers | dedup x (data set) | compression x | commits | grouped flushes |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const ratios: Record<string, number> = {};
+  for (const dup of [0, 0.5, 0.9]) {
+    const p = rows.find((r) => r.dup === dup && r.volume === 'plain')!;
+    const d = rows.find((r) => r.dup === dup && r.volume === 'dedup')!;
+    const seq = d.seqWriteMBs / p.seqWriteMBs;
+    const q1 = d.iopsQD1 / p.iopsQD1;
+    const q16 = d.iopsQD16 / p.iopsQD16;
+    ratios[`seq ${dup * 100}%`] = seq;
+    ratios[`qd1 ${dup * 100}%`] = q1;
+    ratios[`qd16 ${dup * 100}%`] = q16;
+    lines.push(
+      `| ${dup * 100}% | ${f(seq, 2)} | ${f(q1, 2)} | ${f(q16, 2)} | ${f(d.hashUsPerBlock, 2)} | ${f(d.compressUsPerBlock, 2)} | ${f((d.compressedInWorkers ?? 0) * 100)}% | ` +
+        `${f(d.dedupRatio, 3)} (${f(d.expectedDedupRatio, 3)}) | ${f(d.compressionRatio, 2)} | ${f(d.commits)} | ${f(d.groupedFlushes)} |`,
+    );
+  }
+  lines.push('');
+  lines.push('Targets (issue #12): at 0% duplicates >= 0.5x plain in seq write and 4K IOPS; at 90% > 1x plain in both; dedup ratio within 1% of the data set.');
+  lines.push(`(${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  const text = lines.join('\n') + '\n';
+  process.stdout.write(text);
+
+  const resultsDir = resolve(process.env.BENCH_RESULTS ?? 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const base = join(resultsDir, `dedup-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, dataBytes: DATA_BYTES, workers: WORKERS, rows, ratios }, null, 2));
+  writeFileSync(`${base}.md`, text);
+  const groups = ['seq write', '4K write QD1', '4K write QD16'];
+  writeFileSync(
+    `${base}.svg`,
+    barChart({
+      title: `dedup+lz4 volume vs plain, same backend (median of ${REPEATS}; 1.0 = plain)`,
+      unit: 'x plain',
+      groups,
+      series: [0, 0.5, 0.9].map((dup) => ({
+        label: `${dup * 100}% duplicates`,
+        values: [ratios[`seq ${dup * 100}%`]!, ratios[`qd1 ${dup * 100}%`]!, ratios[`qd16 ${dup * 100}%`]!],
+      })),
+    }),
+  );
+  progress(`wrote ${base}.json, .md and .svg`);
 }
 
 await main();

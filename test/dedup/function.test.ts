@@ -17,7 +17,9 @@ test('options are validated with errors that name the field', () => {
     message: "dedup: option 'logicalSize' must be a positive multiple of 4096, got 1000",
   });
   assert.throws(() => parseDedupOptions({ dedup: 'yes' }), { errno: 'EINVAL', message: "dedup: option 'dedup' must be a boolean, got yes" });
+  assert.throws(() => parseDedupOptions({ workers: -1 }), { errno: 'EINVAL', message: "dedup: option 'workers' must be an integer from 0 to 64, got -1" });
   assert.deepEqual(parseDedupOptions({}), { compression: 'lz4', dedup: true, exportName: 'dedup' });
+  assert.deepEqual(parseDedupOptions({ workers: 2 }), { compression: 'lz4', dedup: true, workers: 2, exportName: 'dedup' });
 });
 
 test('the function listens for NBD clients and exposes its volume as a plain BlockDevice', async () => {

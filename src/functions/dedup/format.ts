@@ -33,6 +33,15 @@ export const INDEX_ENTRIES = (BLOCK - PAGE_HEADER) / 16; // 255
 export const COMPRESSION = ['none', 'lz4', 'deflate'] as const;
 export type Compression = (typeof COMPRESSION)[number];
 
+/**
+ * The fingerprint function of the index, recorded in superblock byte 22 (0 in every
+ * volume formatted before it was recorded: SHA-256). The index is advisory and every hit
+ * is byte-compared, so code that ignores the byte stays correct (it only finds fewer
+ * duplicates); that is why this needs no new format version.
+ */
+export const FINGERPRINTS = ['sha256', 'xxh64'] as const;
+export type FingerprintFn = (typeof FINGERPRINTS)[number];
+
 // ---------------------------------------------------------------- checksums
 
 /** CRC32 of a block, skipping the 4-byte checksum field at `crcAt`. */
@@ -105,6 +114,7 @@ export function pageProblem(buf: Uint8Array, type: PageType, blockNo: number): s
 export interface Layout {
   compression: Compression;
   dedup: boolean;
+  fingerprint: FingerprintFn;
   logicalSize: number;
   backingBlocks: number;
   journalStart: number;
@@ -120,12 +130,15 @@ export interface Layout {
 }
 
 /** Metadata sizes for a backing volume: the journal ~1.5%, the index ~2 slots per data block. */
-export function computeLayout(backingSize: number, logicalSize: number, compression: Compression, dedup: boolean): Layout {
+export function computeLayout(backingSize: number, logicalSize: number, compression: Compression, dedup: boolean, fingerprint: FingerprintFn = 'xxh64'): Layout {
   if (!Number.isSafeInteger(logicalSize) || logicalSize <= 0 || logicalSize % BLOCK !== 0) {
     throw invalidArgument(`logicalSize must be a positive multiple of ${BLOCK}, got ${logicalSize}`);
   }
   if (!COMPRESSION.includes(compression)) {
     throw invalidArgument(`compression must be one of ${COMPRESSION.join(', ')}, got ${String(compression)}`);
+  }
+  if (!FINGERPRINTS.includes(fingerprint)) {
+    throw invalidArgument(`fingerprint must be one of ${FINGERPRINTS.join(', ')}, got ${String(fingerprint)}`);
   }
   const backingBlocks = Math.floor(backingSize / BLOCK);
   const journalBlocks = Math.min(4096, Math.max(256, Math.floor(backingBlocks / 64)));
@@ -146,6 +159,7 @@ export function computeLayout(backingSize: number, logicalSize: number, compress
   return {
     compression,
     dedup,
+    fingerprint,
     logicalSize,
     backingBlocks,
     journalStart,
@@ -172,6 +186,7 @@ export function encodeSuperblock(l: Layout): Uint8Array {
   v.setUint32(16, BLOCK, true);
   v.setUint8(20, COMPRESSION.indexOf(l.compression));
   v.setUint8(21, l.dedup ? 1 : 0);
+  v.setUint8(22, FINGERPRINTS.indexOf(l.fingerprint));
   setU64(v, 24, l.logicalSize);
   setU64(v, 32, l.backingBlocks * BLOCK);
   const fields = [l.journalStart, l.journalBlocks, l.mapStart, l.mapPages, l.refStart, l.refPages, l.indexStart, l.indexPages, l.dataStart, l.dataBlocks];
@@ -192,12 +207,15 @@ export function decodeSuperblock(buf: Uint8Array): SuperblockResult {
   if (v.getUint32(16, true) !== BLOCK) return { kind: 'foreign', why: `block size ${v.getUint32(16, true)}` };
   const compression = COMPRESSION[v.getUint8(20)];
   if (compression === undefined) return { kind: 'corrupt', why: `compression code ${v.getUint8(20)}` };
+  const fingerprint = FINGERPRINTS[v.getUint8(22)];
+  if (fingerprint === undefined) return { kind: 'corrupt', why: `fingerprint code ${v.getUint8(22)}` };
   const f = (i: number) => v.getUint32(40 + 4 * i, true);
   return {
     kind: 'ok',
     layout: {
       compression,
       dedup: v.getUint8(21) === 1,
+      fingerprint,
       logicalSize: getU64(v, 24),
       backingBlocks: getU64(v, 32) / BLOCK,
       journalStart: f(0),

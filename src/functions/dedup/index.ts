@@ -20,6 +20,8 @@ export interface DedupFunctionOptions extends ConnectionLimitOptions {
   compression: Compression;
   dedup: boolean;
   cacheBytes?: number;
+  /** Compression worker threads: the cores given to the function, less the request thread's (default from os.availableParallelism(), at least 1); 0 = inline. */
+  workers?: number;
   /** NBD export name (default 'dedup'). */
   exportName: string;
 }
@@ -30,9 +32,9 @@ export interface RunningDedup extends RunningFunction {
 }
 
 export function parseDedupOptions(raw: Record<string, unknown>): DedupFunctionOptions {
-  const known = new Set(['logicalSize', 'compression', 'dedup', 'cacheBytes', 'exportName', ...CONNECTION_LIMIT_KEYS]);
+  const known = new Set(['logicalSize', 'compression', 'dedup', 'cacheBytes', 'workers', 'exportName', ...CONNECTION_LIMIT_KEYS]);
   for (const k of Object.keys(raw)) if (!known.has(k)) throw invalidArgument(`dedup: unknown option '${k}'`);
-  const { logicalSize, compression = 'lz4', dedup = true, cacheBytes, exportName = 'dedup' } = raw;
+  const { logicalSize, compression = 'lz4', dedup = true, cacheBytes, workers, exportName = 'dedup' } = raw;
   if (logicalSize !== undefined && (!Number.isSafeInteger(logicalSize) || (logicalSize as number) <= 0 || (logicalSize as number) % 4096 !== 0)) {
     throw invalidArgument(`dedup: option 'logicalSize' must be a positive multiple of 4096, got ${String(logicalSize)}`);
   }
@@ -43,6 +45,9 @@ export function parseDedupOptions(raw: Record<string, unknown>): DedupFunctionOp
   if (cacheBytes !== undefined && (!Number.isSafeInteger(cacheBytes) || (cacheBytes as number) < 1 << 20)) {
     throw invalidArgument(`dedup: option 'cacheBytes' must be an integer >= 1048576, got ${String(cacheBytes)}`);
   }
+  if (workers !== undefined && (!Number.isSafeInteger(workers) || (workers as number) < 0 || (workers as number) > 64)) {
+    throw invalidArgument(`dedup: option 'workers' must be an integer from 0 to 64, got ${String(workers)}`);
+  }
   if (typeof exportName !== 'string' || exportName.length === 0 || Buffer.byteLength(exportName) > 4096) {
     throw invalidArgument(`dedup: option 'exportName' must be a non-empty string of at most 4096 bytes`);
   }
@@ -51,6 +56,7 @@ export function parseDedupOptions(raw: Record<string, unknown>): DedupFunctionOp
     compression: compression as Compression,
     dedup,
     ...(cacheBytes !== undefined ? { cacheBytes: cacheBytes as number } : {}),
+    ...(workers !== undefined ? { workers: workers as number } : {}),
     exportName,
     ...parseConnectionLimits(raw, 'dedup'),
   };
@@ -71,6 +77,7 @@ const dedupFunction: StorageFunction<DedupFunctionOptions> = {
       compression: opts.compression,
       dedup: opts.dedup,
       ...(opts.cacheBytes !== undefined ? { cacheBytes: opts.cacheBytes } : {}),
+      ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
       log: (msg) => ctx.log(msg),
     });
     const server = new NbdServer({

@@ -21,6 +21,8 @@ export interface Page {
   state: PageState;
   /** Used since it last reached the cold end of the LRU (second-chance bit: hits cost no Map update). */
   hot: boolean;
+  /** Bumped by every change, so a write-back can tell whether the page changed meanwhile. */
+  gen: number;
 }
 
 const TYPE_NAME: Record<PageType, string> = {
@@ -32,6 +34,8 @@ const TYPE_NAME: Record<PageType, string> = {
 export class PageCache {
   private readonly pages = new Map<number, Page>(); // insertion order = LRU order
   private dirty = new Set<Page>();
+  /** Pages being read: a second request for one waits for the same read (never two copies). */
+  private readonly loading = new Map<number, Promise<Page>>();
   hits = 0;
   misses = 0;
 
@@ -48,17 +52,43 @@ export class PageCache {
     return this.dirty.size;
   }
 
-  async get(no: number, type: PageType): Promise<Page> {
+  /** Dirty pages of one type. */
+  dirtyOfType(type: PageType): number {
+    let n = 0;
+    for (const p of this.dirty) if (p.type === type) n++;
+    return n;
+  }
+
+  /** Whether the page is cached and changed since the last commit. */
+  isDirty(no: number): boolean {
+    return this.pages.get(no)?.state === 'dirty';
+  }
+
+  /** The page if it is cached, without waiting for a read (a hint: no hit counted). */
+  peek(no: number): Page | undefined {
+    return this.pages.get(no);
+  }
+
+  get(no: number, type: PageType): Promise<Page> {
     const hit = this.pages.get(no);
     if (hit) {
       this.hits++;
       hit.hot = true;
-      return hit;
+      return Promise.resolve(hit);
     }
-    this.misses++;
+    let load = this.loading.get(no);
+    if (!load) {
+      this.misses++;
+      load = this.load(no, type).finally(() => this.loading.delete(no));
+      this.loading.set(no, load);
+    }
+    return load;
+  }
+
+  private async load(no: number, type: PageType): Promise<Page> {
     const buf = new Uint8Array(BLOCK);
     await this.dev.pread(buf, no * BLOCK);
-    const page: Page = { no, type, buf, view: viewOf(buf), state: 'clean', hot: false };
+    const page: Page = { no, type, buf, view: viewOf(buf), state: 'clean', hot: false, gen: 0 };
     const problem = pageProblem(buf, type, no);
     if (problem) {
       if (type !== PageType.Index) {
@@ -77,6 +107,7 @@ export class PageCache {
   }
 
   markDirty(page: Page): void {
+    page.gen++;
     if (page.type === PageType.Index) {
       if (page.state === 'clean') page.state = 'unwritten';
       return;
@@ -120,7 +151,8 @@ export class PageCache {
           continue;
         }
         if (p.state === 'unwritten') await this.writeHome(p);
-        // Another reader may have reloaded the page meanwhile; only drop this copy.
+        // A write may have changed the page while it went home: then it stays.
+        if (p.state !== 'clean') continue;
         if (this.pages.get(p.no) === p) this.pages.delete(p.no);
       }
     }
@@ -132,9 +164,15 @@ export class PageCache {
     this.dirty.clear();
   }
 
+  /**
+   * Write a committed page home. A copy goes out, so a write that changes the page while
+   * the pwrite is in flight can neither tear it nor be mistaken for clean.
+   */
   private async writeHome(p: Page): Promise<void> {
-    sealPage(p.buf);
-    await this.dev.pwrite(p.buf, p.no * BLOCK);
-    p.state = 'clean';
+    const gen = p.gen;
+    const copy = p.buf.slice();
+    sealPage(copy);
+    await this.dev.pwrite(copy, p.no * BLOCK);
+    if (p.gen === gen && p.state === 'unwritten') p.state = 'clean';
   }
 }

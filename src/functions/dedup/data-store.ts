@@ -1,0 +1,321 @@
+/**
+ * Data blocks of a dedup volume: reading a location (raw block or packed fragment),
+ * writing raw blocks, the open packed block (packer) and packed blocks being sealed.
+ * Physical blocks are never overwritten while referenced, so a cached copy of a block
+ * stays valid until the block is reallocated (Metadata.allocate drops it).
+ */
+import type { BlockDevice } from '../../block/types.ts';
+import { BLOCK, LocKind, REF_MAX, encodeLoc, locKind, locPba, locSlot, refCount, refEntry, refFragments } from './format.ts';
+import { fragmentOf, Packer, type Codec } from './fragments.ts';
+import { BlockLru } from './block-lru.ts';
+import type { Metadata } from './metadata.ts';
+import { corruptData } from './errors.ts';
+import { ioError } from '../../util/errors.ts';
+
+/** A raw block whose pwrite is in flight: its bytes, the write, and whether it failed. */
+export interface InFlight {
+  data: Uint8Array;
+  done: Promise<void>;
+  failed: boolean;
+}
+
+/** Physical blocks one coalesced read may cover. */
+const MAX_RUN = 64;
+/** Blocks per write chunk, at most. */
+export const MAX_CHUNK = 64;
+/** Leave head room under REF_MAX for a chunk's increments. */
+export const REF_LIMIT = REF_MAX - 2 * MAX_CHUNK;
+
+export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+export class DataStore {
+  packer: Packer | null = null;
+  /**
+   * Sealed packed blocks whose pwrite is still in flight: reads are served from here (a
+   * concurrent pread could see the old bytes), and commit waits for them before flushing.
+   */
+  readonly sealing = new Map<number, Promise<void>>();
+  private readonly sealingBlocks = new Map<number, Uint8Array>();
+  sealFailure: unknown = null;
+  /** Sealed packed blocks not yet handed to the backing (writeSeals). */
+  private toSeal: Packer[] = [];
+  /**
+   * Raw blocks being written. A concurrent write may share one (its index entry is made
+   * before the data lands): it verifies against these bytes and waits for the write before
+   * it maps the block. A failed write stays here, refused, until its writer has taken its
+   * references back.
+   */
+  readonly inflight = new Map<number, InFlight>();
+  /** Verification buffer: used only by writes, which run alone. */
+  private readonly scratch = new Uint8Array(BLOCK);
+
+  constructor(
+    private readonly backing: BlockDevice,
+    private readonly meta: Metadata,
+    private readonly codec: Codec | null,
+    readonly dataBlocks: BlockLru,
+    private readonly dedup: boolean,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  // ------------------------------------------------------------------ reads
+
+  /** Read the 4 KiB the location holds into `out`. */
+  async readLoc(loc: number, out: Uint8Array, lbn: number): Promise<void> {
+    if (loc === 0) {
+      out.fill(0);
+      return;
+    }
+    const bad = this.meta.locProblem(loc);
+    if (bad) {
+      const err = corruptData(lbn, bad);
+      this.log(err.message);
+      throw err;
+    }
+    const pba = locPba(loc);
+    if (locKind(loc) === LocKind.Raw) {
+      const f = this.inflight.get(pba);
+      if (f?.failed) throw ioError(`dedup: data block ${pba} failed to write`);
+      if (f) return out.set(f.data);
+      const cached = this.dataBlocks.get(pba);
+      if (cached) return out.set(cached);
+      await this.backing.pread(out, pba * BLOCK);
+      if (this.dedup) this.dataBlocks.put(pba, out); // a likely duplicate candidate
+      return;
+    }
+    let block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+    if (!block) {
+      block = new Uint8Array(BLOCK);
+      await this.backing.pread(block, pba * BLOCK);
+      this.dataBlocks.put(pba, block); // a copy: `block` stays ours
+    }
+    // From here on synchronous: a cached view is only valid until the next put.
+    const frag = fragmentOf(block, locSlot(loc));
+    const why = typeof frag === 'string' ? frag : this.codec!.decompress(frag, out) ? null : 'fragment does not decompress to one block';
+    if (why) {
+      const err = corruptData(lbn, why);
+      this.log(err.message);
+      throw err;
+    }
+  }
+
+  async readBlock(lbn: number, out: Uint8Array): Promise<void> {
+    await this.readLoc(await this.meta.getLoc(lbn), out, lbn);
+  }
+
+  /**
+   * Read whole blocks. The physical blocks they need (raw blocks, packed blocks not in
+   * memory) are read in runs of consecutive block numbers, whatever the logical order:
+   * a sequentially written range of raw and packed blocks comes back in one pread. Every
+   * run is issued at once; a run of raw blocks in logical order is read straight into `out`.
+   */
+  async readBlocks(first: number, out: Uint8Array): Promise<void> {
+    const n = out.byteLength / BLOCK;
+    const locs: number[] = [];
+    for (let i = 0; i < n; i++) locs.push(await this.meta.getLoc(first + i));
+    const reads: Promise<void>[] = [];
+    const need = new Map<number, number[]>(); // physical block -> indexes of the blocks it holds
+    for (let i = 0; i < n; i++) {
+      const loc = locs[i]!;
+      if (loc === 0 || this.meta.locProblem(loc)) {
+        reads.push(this.readLoc(loc, out.subarray(i * BLOCK, (i + 1) * BLOCK), first + i)); // zeroes, or the error it deserves
+        continue;
+      }
+      if (locKind(loc) === LocKind.Packed) {
+        try {
+          if (this.fromMemory(locPba(loc), [i], locs, out, first)) continue;
+        } catch (err) {
+          reads.push(Promise.reject(err)); // reported once the reads already issued have settled
+          continue;
+        }
+      }
+      const list = need.get(locPba(loc));
+      if (list) list.push(i);
+      else need.set(locPba(loc), [i]);
+    }
+    const pbas = [...need.keys()].sort((a, b) => a - b);
+    for (let a = 0; a < pbas.length; ) {
+      let b = a + 1;
+      while (b < pbas.length && b - a < MAX_RUN && pbas[b] === pbas[a]! + (b - a)) b++;
+      reads.push(this.readRun(pbas.slice(a, b), need, locs, out, first));
+      a = b;
+    }
+    const results = await Promise.allSettled(reads); // none may still write into `out` after we return
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Read consecutive physical blocks with one pread and hand each block's contents to the logical blocks it holds. */
+  private async readRun(run: number[], need: Map<number, number[]>, locs: number[], out: Uint8Array, first: number): Promise<void> {
+    const idx0 = need.get(run[0]!)![0]!;
+    const direct = run.every((pba, k) => {
+      const idx = need.get(pba)!;
+      return idx.length === 1 && idx[0] === idx0 + k && locKind(locs[idx[0]!]!) === LocKind.Raw;
+    });
+    if (direct) return this.backing.pread(out.subarray(idx0 * BLOCK, (idx0 + run.length) * BLOCK), run[0]! * BLOCK);
+    const tmp = new Uint8Array(run.length * BLOCK);
+    await this.backing.pread(tmp, run[0]! * BLOCK);
+    run.forEach((pba, k) => {
+      const block = tmp.subarray(k * BLOCK, (k + 1) * BLOCK);
+      const idx = need.get(pba)!;
+      if (locKind(locs[idx[0]!]!) === LocKind.Raw) {
+        for (const i of idx) out.set(block, i * BLOCK);
+      } else {
+        this.dataBlocks.put(pba, block);
+        this.decompressInto(block, idx, locs, out, first);
+      }
+    });
+  }
+
+  /** Serve packed fragments from a block held in memory (open packer, sealing, recent); false when it is not. */
+  private fromMemory(pba: number, idx: number[], locs: number[], out: Uint8Array, first: number): boolean {
+    const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+    if (!block) return false;
+    this.decompressInto(block, idx, locs, out, first); // synchronous: a cached view is valid until the next put
+    return true;
+  }
+
+  /** Decompress the fragments at `idx` (block indexes of a readBlocks call) from one packed block. */
+  private decompressInto(block: Uint8Array, idx: number[], locs: number[], out: Uint8Array, first: number): void {
+    for (const i of idx) {
+      const frag = fragmentOf(block, locSlot(locs[i]!));
+      const dest = out.subarray(i * BLOCK, (i + 1) * BLOCK);
+      const why = typeof frag === 'string' ? frag : this.codec!.decompress(frag, dest) ? null : 'fragment does not decompress to one block';
+      if (why) {
+        const err = corruptData(first + i, why);
+        this.log(err.message);
+        throw err;
+      }
+    }
+  }
+
+  /** A candidate from the index is shared only if its block is live and its bytes are equal. */
+  async verifyCandidate(loc: number, data: Uint8Array): Promise<boolean> {
+    if (this.meta.locProblem(loc)) return false;
+    const pba = locPba(loc);
+    const e = await this.meta.getRef(pba);
+    if (refCount(e) === 0 || refCount(e) >= REF_LIMIT) return false;
+    if (locKind(loc) === LocKind.Packed && locSlot(loc) >= refFragments(e)) return false;
+    try {
+      await this.readLoc(loc, this.scratch, -1);
+    } catch {
+      return false;
+    }
+    return sameBytes(this.scratch, data);
+  }
+
+  // ------------------------------------------------------------------ writes
+
+  /** Write raw blocks, one pwrite per run of consecutive physical blocks. */
+  async writeRaw(items: Array<{ pba: number; data: Uint8Array }>): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < items.length; ) {
+      let j = i + 1;
+      while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
+      let run = items[i]!.data;
+      const first = items[i]!.data;
+      const adjacent = items.slice(i, j).every((it, k) => it.data.buffer === first.buffer && it.data.byteOffset === first.byteOffset + k * BLOCK);
+      if (j - i > 1 && adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK); // already one buffer
+      else if (j - i > 1) {
+        run = new Uint8Array((j - i) * BLOCK);
+        for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
+      }
+      const write = this.backing.pwrite(run, items[i]!.pba * BLOCK);
+      const entries: InFlight[] = [];
+      for (let k = i; k < j; k++) {
+        const e: InFlight = { data: items[k]!.data, done: write, failed: false };
+        this.inflight.set(items[k]!.pba, e);
+        entries.push(e);
+      }
+      const first_ = items[i]!.pba;
+      writes.push(
+        write.then(
+          () => entries.forEach((e, k) => this.inflight.get(first_ + k) === e && this.inflight.delete(first_ + k)),
+          (err: unknown) => {
+            for (const e of entries) e.failed = true;
+            throw err;
+          },
+        ),
+      );
+      write.catch(() => {}); // handled through `writes` and by any writer waiting on it
+      // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
+      if (this.dedup) for (let k = i; k < j; k++) this.dataBlocks.put(items[k]!.pba, items[k]!.data);
+      i = j;
+    }
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Forget raw blocks whose write failed, once their references are gone. */
+  forgetFailed(pbas: number[]): void {
+    for (const pba of pbas) {
+      if (this.inflight.get(pba)?.failed) this.inflight.delete(pba);
+      this.dataBlocks.delete(pba);
+    }
+  }
+
+  /** Put a fragment in the open packed block (sealing it and opening another when full), with one reference. */
+  async pack(fragment: Uint8Array): Promise<number> {
+    if (this.packer && !this.packer.fits(fragment.length)) await this.sealPacker();
+    // The open packer holds one reference of its own, so it is never freed while filling.
+    if (!this.packer) this.packer = new Packer(await this.meta.allocate(0, 1));
+    const slot = this.packer.add(fragment);
+    const e = await this.meta.getRef(this.packer.pba);
+    await this.meta.setRef(this.packer.pba, refEntry(refCount(e) + 1, refFragments(e) + 1)); // the fragment's first reference
+    this.meta.counters.storedFragments++;
+    return encodeLoc(LocKind.Packed, this.packer.pba, slot);
+  }
+
+  async sealPacker(): Promise<void> {
+    const p = this.packer;
+    if (!p) return;
+    this.packer = null;
+    if (p.count > 0) {
+      // Written later by writeSeals (several sealed blocks stored side by side go in one
+      // pwrite); until the write lands the block is read from memory, and commit waits for it.
+      this.dataBlocks.put(p.pba, p.buf);
+      this.sealingBlocks.set(p.pba, p.buf);
+      this.toSeal.push(p);
+    }
+    await this.meta.decRef(p.pba); // drop the packer's own reference
+  }
+
+  /** Start the writes of every sealed packed block: one pwrite per run of consecutive blocks. Not awaited. */
+  writeSeals(): void {
+    if (this.toSeal.length === 0) return;
+    const seals = this.toSeal.sort((a, b) => a.pba - b.pba);
+    this.toSeal = [];
+    for (let i = 0; i < seals.length; ) {
+      let j = i + 1;
+      while (j < seals.length && seals[j]!.pba === seals[i]!.pba + (j - i)) j++;
+      const run = seals.slice(i, j);
+      let buf = run[0]!.buf;
+      if (run.length > 1) {
+        buf = new Uint8Array(run.length * BLOCK);
+        run.forEach((p, k) => buf.set(p.buf, k * BLOCK));
+      }
+      const settle = () => {
+        for (const p of run) {
+          this.sealing.delete(p.pba);
+          this.sealingBlocks.delete(p.pba);
+        }
+      };
+      const write = this.backing.pwrite(buf, run[0]!.pba * BLOCK).then(settle, (err: unknown) => {
+        settle();
+        this.sealFailure ??= err;
+      });
+      for (const p of run) this.sealing.set(p.pba, write);
+      i = j;
+    }
+  }
+
+  /** Seal the open packed block and wait until every sealed block is written. */
+  async settle(): Promise<void> {
+    await this.sealPacker();
+    this.writeSeals();
+    await Promise.all(this.sealing.values());
+    if (this.sealFailure) throw this.sealFailure;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Ordering of a dedup volume's operations, and its failure rule.
+ *
+ * - RangeLock: requests touching the same logical blocks run in arrival order (a read
+ *   waits for earlier overlapping writes, a write for earlier overlapping reads and
+ *   writes); requests to different blocks run concurrently.
+ * - ApplyGate: a write's metadata changes happen inside a "window" (references up, data
+ *   written, map set, references down). Windows of different writes overlap; a commit,
+ *   check or close needs the gate alone, so it never journals half a write. Exclusive
+ *   requests are served first (new windows wait), so commits cannot starve.
+ * - Mutex: the metadata steps of concurrent windows (which await page reads) never
+ *   interleave.
+ * A failure while metadata was half-updated stops the volume (sticky) until it is
+ * reopened and the journal replayed: `unsafe()` marks those steps.
+ */
+import { StorvisorError } from '../../util/errors.ts';
+
+/** Run a step that must not fail halfway; if it does, the volume stops until it is reopened. */
+export async function unsafe<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new StorvisorError('SV_ERR_DEDUP_UNSAFE', 'EIO', 'metadata update failed', { cause: err });
+  }
+}
+
+export const isUnsafe = (err: unknown): err is StorvisorError => err instanceof StorvisorError && err.code === 'SV_ERR_DEDUP_UNSAFE';
+
+interface RangeHold {
+  first: number;
+  end: number;
+  write: boolean;
+  done: Promise<void>;
+}
+
+export class RangeLock {
+  /** Requests holding or waiting for a range, in arrival order (bounded by the requests in flight). */
+  private holds: RangeHold[] = [];
+
+  /** Wait for every earlier conflicting request over [first, end); returns the release. */
+  async acquire(first: number, end: number, write: boolean): Promise<() => void> {
+    const before: Promise<void>[] = [];
+    for (const h of this.holds) if (h.first < end && first < h.end && (write || h.write)) before.push(h.done);
+    let release!: () => void;
+    const hold: RangeHold = { first, end, write, done: new Promise<void>((r) => (release = r)) };
+    this.holds.push(hold);
+    if (before.length > 0) await Promise.all(before);
+    return () => {
+      const i = this.holds.indexOf(hold);
+      if (i >= 0) this.holds.splice(i, 1);
+      release();
+    };
+  }
+
+  /** Wait until every request that arrived so far has finished. */
+  async drain(): Promise<void> {
+    await Promise.all(this.holds.map((h) => h.done));
+  }
+}
+
+export class ApplyGate {
+  private active = 0;
+  private exclusiveHeld = false;
+  private readonly waiters: Array<{ exclusive: boolean; go: () => void }> = [];
+
+  /** Enter a write window (shared with other windows). */
+  enter(): Promise<void> {
+    if (!this.exclusiveHeld && !this.waiters.some((w) => w.exclusive)) {
+      this.active++;
+      return Promise.resolve();
+    }
+    return new Promise((go) => this.waiters.push({ exclusive: false, go: () => (this.active++, go()) }));
+  }
+
+  leave(): void {
+    this.active--;
+    this.wake();
+  }
+
+  /** Run `fn` with no write window open and no other exclusive holder. */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.exclusiveHeld || this.active > 0 || this.waiters.length > 0) {
+      await new Promise<void>((go) => this.waiters.push({ exclusive: true, go: () => ((this.exclusiveHeld = true), go()) }));
+    } else {
+      this.exclusiveHeld = true;
+    }
+    try {
+      return await fn();
+    } finally {
+      this.exclusiveHeld = false;
+      this.wake();
+    }
+  }
+
+  /** Admit waiters in order: an exclusive one once nothing is active; windows until the next exclusive one. */
+  private wake(): void {
+    while (this.waiters.length > 0 && !this.exclusiveHeld) {
+      const w = this.waiters[0]!;
+      if (w.exclusive) {
+        if (this.active > 0) return;
+        this.waiters.shift();
+        w.go();
+        return;
+      }
+      this.waiters.shift();
+      w.go();
+    }
+  }
+}
+
+export class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    let release!: () => void;
+    const prev = this.tail;
+    this.tail = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+}

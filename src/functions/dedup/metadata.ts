@@ -1,0 +1,208 @@
+/**
+ * Metadata accessors of a dedup volume: the logical -> physical map, the refcount table
+ * (with allocation and deferred freeing) and the advisory fingerprint index, all through
+ * the page cache. Every change marks its page dirty; the journal commit makes it durable.
+ */
+import { noSpace } from '../../util/errors.ts';
+import {
+  PAGE_HEADER,
+  MAP_ENTRIES,
+  REF_ENTRIES,
+  INDEX_ENTRIES,
+  PageType,
+  LocKind,
+  locKind,
+  locPba,
+  getU64,
+  setU64,
+  refCount,
+  refEntry,
+  refFragments,
+  type Layout,
+} from './format.ts';
+import type { PageCache, Page } from './page-cache.ts';
+import type { Counters } from './journal.ts';
+import type { Codec } from './fragments.ts';
+import type { BlockLru } from './block-lru.ts';
+
+/** 64 bits of a block's fingerprint: what the index stores and compares. */
+export interface Fingerprint {
+  hi: number;
+  lo: number;
+}
+
+export class Metadata {
+  /** Blocks whose refcount reached zero since the last commit: not reusable until it is durable. */
+  readonly pendingFree = new Set<number>();
+  private allocCursor = 0;
+
+  constructor(
+    readonly layout: Layout,
+    readonly cache: PageCache,
+    readonly counters: Counters,
+    private readonly codec: Codec | null,
+    /** Recent data blocks: an entry is dropped when its block is reallocated. */
+    private readonly dataBlocks: BlockLru,
+  ) {}
+
+  // ------------------------------------------------------------------ map
+
+  /** The map page that holds `lbn`'s entry. */
+  mapPageOf(lbn: number): number {
+    return this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES);
+  }
+
+  /** The refcount page that holds `pba`'s entry. */
+  refPageOf(pba: number): number {
+    return this.layout.refStart + Math.floor((pba - this.layout.dataStart) / REF_ENTRIES);
+  }
+
+  private async mapSlot(lbn: number): Promise<{ page: Page; at: number }> {
+    const page = await this.cache.get(this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES), PageType.Map);
+    return { page, at: PAGE_HEADER + 8 * (lbn % MAP_ENTRIES) };
+  }
+
+  async getLoc(lbn: number): Promise<number> {
+    const { page, at } = await this.mapSlot(lbn);
+    return getU64(page.view, at);
+  }
+
+  async setLoc(lbn: number, loc: number): Promise<void> {
+    const { page, at } = await this.mapSlot(lbn);
+    setU64(page.view, at, loc);
+    this.cache.markDirty(page);
+  }
+
+  /** Why a non-zero map entry cannot be followed, or null when it can. */
+  locProblem(loc: number): string | null {
+    const kind = locKind(loc);
+    const pba = locPba(loc);
+    if (kind !== LocKind.Raw && kind !== LocKind.Packed) return `map entry ${loc} has kind ${kind}`;
+    if (pba < this.layout.dataStart || pba >= this.layout.dataStart + this.layout.dataBlocks) return `map entry points at block ${pba}, outside the data area`;
+    if (kind === LocKind.Packed && !this.codec) return `map entry is a compressed fragment on an uncompressed volume`;
+    return null;
+  }
+
+  // ------------------------------------------------------------------ refcounts
+
+  private async refSlot(pba: number): Promise<{ page: Page; at: number }> {
+    const idx = pba - this.layout.dataStart;
+    const page = await this.cache.get(this.layout.refStart + Math.floor(idx / REF_ENTRIES), PageType.Refcount);
+    return { page, at: PAGE_HEADER + 4 * (idx % REF_ENTRIES) };
+  }
+
+  async getRef(pba: number): Promise<number> {
+    const { page, at } = await this.refSlot(pba);
+    return page.view.getUint32(at, true);
+  }
+
+  async setRef(pba: number, entry: number): Promise<void> {
+    const { page, at } = await this.refSlot(pba);
+    page.view.setUint32(at, entry, true);
+    this.cache.markDirty(page);
+  }
+
+  async incRef(pba: number): Promise<void> {
+    const e = await this.getRef(pba);
+    await this.setRef(pba, refEntry(refCount(e) + 1, refFragments(e)));
+  }
+
+  async decRef(pba: number): Promise<void> {
+    const e = await this.getRef(pba);
+    const refs = refCount(e) - 1;
+    if (refs < 0) throw new Error(`refcount underflow on block ${pba}`);
+    if (refs > 0) return this.setRef(pba, refEntry(refs, refFragments(e)));
+    await this.setRef(pba, 0);
+    this.counters.usedBlocks--;
+    this.counters.storedFragments -= refFragments(e);
+    this.pendingFree.add(pba);
+  }
+
+  /** Give back a block allocated for a write that failed before anything referenced it. */
+  async releaseUnused(pba: number): Promise<void> {
+    const e = await this.getRef(pba);
+    await this.setRef(pba, 0);
+    this.counters.usedBlocks--;
+    this.counters.storedFragments -= refFragments(e);
+  }
+
+  /** Take a free data block (refcount entry 0, freeing durable) and mark it used. */
+  async allocate(fragments: number, refs: number): Promise<number> {
+    const n = this.layout.dataBlocks;
+    for (let scanned = 0; scanned < n; ) {
+      const pageIdx = Math.floor(this.allocCursor / REF_ENTRIES);
+      const page = await this.cache.get(this.layout.refStart + pageIdx, PageType.Refcount);
+      const end = Math.min((pageIdx + 1) * REF_ENTRIES, n);
+      for (; this.allocCursor < end; this.allocCursor++, scanned++) {
+        const pba = this.layout.dataStart + this.allocCursor;
+        if (page.view.getUint32(PAGE_HEADER + 4 * (this.allocCursor % REF_ENTRIES), true) !== 0 || this.pendingFree.has(pba)) continue;
+        page.view.setUint32(PAGE_HEADER + 4 * (this.allocCursor % REF_ENTRIES), refEntry(refs, fragments), true);
+        this.cache.markDirty(page);
+        this.dataBlocks.delete(pba); // the block gets new contents
+        this.counters.usedBlocks++;
+        this.counters.storedFragments += fragments;
+        this.allocCursor = (this.allocCursor + 1) % n;
+        return pba;
+      }
+      if (this.allocCursor >= n) this.allocCursor = 0;
+    }
+    throw noSpace('dedup volume has no free data block');
+  }
+
+  freeBlocks(): number {
+    return this.layout.dataBlocks - this.counters.usedBlocks - this.pendingFree.size;
+  }
+
+  // ------------------------------------------------------------------ fingerprint index
+
+  private async indexPage(tag: Fingerprint): Promise<Page> {
+    return this.cache.get(this.layout.indexStart + (tag.hi % this.layout.indexPages), PageType.Index);
+  }
+
+  /** Whether the index holds `tag`, looking only at a cached page (a hint for planning: false when not cached). */
+  indexHas(tag: Fingerprint): boolean {
+    const page = this.cache.peek(this.layout.indexStart + (tag.hi % this.layout.indexPages));
+    if (!page) return false;
+    const v = page.view;
+    for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+      const at = PAGE_HEADER + 16 * i;
+      if (getU64(v, at + 8) === 0) return false;
+      if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return true;
+    }
+    return false;
+  }
+
+  /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
+  async indexLookup(tag: Fingerprint): Promise<number> {
+    const page = await this.indexPage(tag);
+    const v = page.view;
+    for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+      const at = PAGE_HEADER + 16 * i;
+      const loc = getU64(v, at + 8);
+      if (loc === 0) return 0;
+      if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return loc;
+    }
+    return 0;
+  }
+
+  /** Insert or replace; a full page evicts the entry at the home slot (the index is advisory). */
+  async indexInsert(tag: Fingerprint, loc: number): Promise<void> {
+    const page = await this.indexPage(tag);
+    const v = page.view;
+    const home = tag.lo % INDEX_ENTRIES;
+    let target = home;
+    for (let n = 0, i = home; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+      const at = PAGE_HEADER + 16 * i;
+      const empty = getU64(v, at + 8) === 0;
+      if (empty || (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo)) {
+        target = i;
+        break;
+      }
+    }
+    const at = PAGE_HEADER + 16 * target;
+    v.setUint32(at, tag.hi, true);
+    v.setUint32(at + 4, tag.lo, true);
+    setU64(v, at + 8, loc);
+    this.cache.markDirty(page);
+  }
+}

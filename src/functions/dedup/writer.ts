@@ -1,0 +1,348 @@
+/**
+ * Write path of a dedup volume, and durability.
+ *
+ * A write holds its logical range (RangeLock: overlapping requests stay in order), then
+ * per chunk of blocks:
+ *   prepare   zero test, fingerprints, compression in the worker pool: no metadata, so
+ *             chunks of different requests overlap here
+ *   window    (ApplyGate, shared by concurrent writes; a commit waits for none open)
+ *     phase 1 under the metadata mutex: plan (planner.ts), ENOSPC, then every reference
+ *             goes up: raw blocks are allocated with their reference (allocation runs
+ *             ahead of the data) and indexed, shared blocks referenced, fragments packed
+ *     data    raw blocks are written to their fresh blocks, concurrently with other
+ *             writes' phases; a shared block still being written is waited for
+ *     phase 2 under the mutex: the map, then references of the replaced blocks down
+ * Increments before decrements, and a commit never inside a window, so a commit never
+ * journals half a write and a block still in use is never freed. A raw write that fails
+ * takes its references back (the volume goes on); a failure halfway through a metadata
+ * step stops the volume (unsafe), and reopening replays the journal.
+ *
+ * A commit (flush, FUA) makes data durable first, then journals every dirty map/refcount
+ * page as one transaction; only then are freed blocks reusable. Commits are grouped: every
+ * flush that arrives while one runs is served by the next one, a single transaction.
+ */
+import type { BlockDevice } from '../../block/types.ts';
+import { noSpace } from '../../util/errors.ts';
+import { BLOCK, LocKind, PageType, encodeLoc, locPba, sealPage } from './format.ts';
+import { Journal, type Counters } from './journal.ts';
+import type { PageCache } from './page-cache.ts';
+import type { DataStore } from './data-store.ts';
+import type { Metadata } from './metadata.ts';
+import type { Plan, Planner, Prepared } from './planner.ts';
+import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
+import { volumeBroken } from './errors.ts';
+
+type Outcome = 'done' | 'space' | 'pages';
+
+export class Writer {
+  readonly ranges = new RangeLock();
+  readonly gate = new ApplyGate();
+  private readonly mutex = new Mutex();
+  /** Dirty pages that windows past phase 1 may still add in phase 2 (map pages, replaced blocks' refcount pages). */
+  private reservedPages = 0;
+  /** Group commit: flushes asked for, flushes a finished commit covers, the commit running. */
+  private wantGen = 0;
+  private doneGen = 0;
+  private running: Promise<void> | null = null;
+  /** Flushes served by a commit another flush started (group commit). */
+  groupedFlushes = 0;
+  /** Set when the volume stopped: no metadata step or commit may run after it. */
+  stopped: unknown = null;
+
+  constructor(
+    private readonly backing: BlockDevice,
+    private readonly meta: Metadata,
+    private readonly store: DataStore,
+    private readonly planner: Planner,
+    private readonly cache: PageCache,
+    private readonly journal: Journal,
+    private readonly counters: Counters,
+    /** Pages one journal commit may carry. */
+    private readonly dirtyLimit: number,
+    /** Blocks per write chunk, so a chunk always fits in a commit. */
+    readonly chunkBlocks: number,
+  ) {}
+
+  /** Write any byte range: partial blocks at the edges are read, merged and written whole. */
+  async writeRange(buf: Uint8Array, offset: number): Promise<void> {
+    const first = Math.floor(offset / BLOCK);
+    const endBlock = Math.ceil((offset + buf.byteLength) / BLOCK);
+    let data = buf;
+    if (offset % BLOCK !== 0 || buf.byteLength % BLOCK !== 0 || buf.byteOffset % 4 !== 0) {
+      data = new Uint8Array((endBlock - first) * BLOCK);
+      if (offset % BLOCK !== 0) await this.store.readBlock(first, data.subarray(0, BLOCK));
+      if ((offset + buf.byteLength) % BLOCK !== 0) await this.store.readBlock(endBlock - 1, data.subarray(data.length - BLOCK));
+      data.set(buf, offset - first * BLOCK);
+    }
+    for (let lbn = first; lbn < endBlock; lbn += this.chunkBlocks) {
+      const n = Math.min(this.chunkBlocks, endBlock - lbn);
+      await this.writeChunk(data.subarray((lbn - first) * BLOCK, (lbn - first + n) * BLOCK), lbn);
+    }
+  }
+
+  private async writeChunk(data: Uint8Array, firstLbn: number): Promise<void> {
+    const count = data.byteLength / BLOCK;
+    const blocks = Array.from({ length: count }, (_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK));
+    const prepared = await this.planner.prepare(blocks);
+    let retried = false;
+    for (;;) {
+      await this.gate.enter();
+      let outcome: Outcome;
+      try {
+        outcome = await this.apply(prepared, firstLbn, retried);
+      } finally {
+        this.gate.leave();
+      }
+      if (outcome === 'done') return;
+      // 'space': blocks freed since the last commit become reusable once the freeing is durable.
+      // 'pages': the chunk's pages might not fit in the next transaction.
+      if (outcome === 'space') retried = true;
+      await this.commitNow();
+    }
+  }
+
+  /**
+   * Whether a step that may dirty `pages` more pages fits in the next transaction,
+   * counting what open windows may still add. Checked under the mutex, where the dirty
+   * count is exact.
+   */
+  private fits(pages: number): boolean {
+    return this.cache.dirtyCount + this.reservedPages + pages <= this.dirtyLimit;
+  }
+
+  /**
+   * Pages a chunk over [first, first+count) may newly dirty: its map pages that are not
+   * dirty yet, and a refcount page per new and per replaced block plus the packers' (two),
+   * but never more refcount pages than are not dirty yet.
+   */
+  private worstPages(first: number, count: number): number {
+    let map = 0;
+    for (let p = this.meta.mapPageOf(first); p <= this.meta.mapPageOf(first + count - 1); p++) if (!this.cache.isDirty(p)) map++;
+    return map + Math.min(2 * count + 2, this.meta.layout.refPages - this.cache.dirtyOfType(PageType.Refcount));
+  }
+
+  /** Phase 1, data, phase 2; or why a commit must come first. */
+  private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
+    const meta = this.meta;
+    const count = prepared.blocks.length;
+    const up = await this.mutex.run(async () => {
+      this.alive();
+      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages' as const;
+      const plans = await this.planner.plan(prepared);
+      const need = this.planner.spaceNeeded(plans);
+      if (need > meta.freeBlocks()) {
+        if (!retried && meta.pendingFree.size > 0) return 'space' as const;
+        throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
+      }
+      return unsafe(async () => {
+        const up = await this.referencesUp(plans);
+        this.store.writeSeals(); // the packed blocks this chunk filled, together
+        const rest = await this.phase2Pages(firstLbn, count);
+        this.reservedPages += rest;
+        return { ...up, rest };
+      });
+    });
+    if (typeof up === 'string') return up;
+    const { plans, locs, rawAt, waitFor, rest } = up;
+    try {
+      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, rawAt, waitFor);
+    } finally {
+      this.reservedPages -= rest;
+    }
+  }
+
+  /** Pages phase 2 will dirty that are not dirty yet: the map pages of the range, the replaced blocks' refcount pages. */
+  private async phase2Pages(firstLbn: number, count: number): Promise<number> {
+    const pages = new Set<number>();
+    for (let i = 0; i < count; i++) {
+      pages.add(this.meta.mapPageOf(firstLbn + i));
+      const old = await this.meta.getLoc(firstLbn + i);
+      if (old !== 0 && !this.meta.locProblem(old)) pages.add(this.meta.refPageOf(locPba(old)));
+    }
+    let n = 0;
+    for (const no of pages) if (!this.cache.isDirty(no)) n++;
+    return n;
+  }
+
+  private async dataAndPhase2(
+    prepared: Prepared,
+    firstLbn: number,
+    plans: Plan[],
+    locs: number[],
+    rawAt: number[],
+    waitFor: Promise<void>[],
+  ): Promise<Outcome> {
+    const meta = this.meta;
+    const count = prepared.blocks.length;
+    const rawPbas = rawAt.map((i) => locPba(locs[i]!));
+    try {
+      // Our raw blocks, and any block we share whose write (another request's) is still in flight.
+      await Promise.all([this.store.writeRaw(rawAt.map((i, k) => ({ pba: rawPbas[k]!, data: prepared.blocks[i]! }))), ...waitFor]);
+    } catch (err) {
+      // Nothing maps the new blocks, and a block whose write failed is refused to everyone
+      // (DataStore.inflight): take back every reference this chunk took.
+      await this.mutex.run(() =>
+        unsafe(async () => {
+          for (let i = 0; i < count; i++) if (locs[i] !== 0) await meta.decRef(locPba(locs[i]!));
+          this.store.forgetFailed(rawPbas);
+        }),
+      );
+      throw err;
+    }
+    await this.mutex.run(() =>
+      unsafe(async () => {
+        this.alive();
+        const olds: number[] = [];
+        for (let i = 0; i < count; i++) {
+          const old = await meta.getLoc(firstLbn + i);
+          olds.push(old);
+          if (old !== locs[i]) await meta.setLoc(firstLbn + i, locs[i]!);
+          this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+        }
+        for (const old of olds) if (old !== 0 && !meta.locProblem(old)) await meta.decRef(locPba(old));
+      }),
+    );
+    this.planner.count(plans);
+    return 'done';
+  }
+
+  /**
+   * Every reference the chunk will hold, taken before any data is written: fresh raw
+   * blocks (allocated with their reference), then shared blocks (before packing: sealing
+   * the open packer drops its own reference, and a candidate in it must not be freed),
+   * then fragments, then duplicates inside the chunk.
+   */
+  private async referencesUp(plans: Plan[]): Promise<{ plans: Plan[]; locs: number[]; rawAt: number[]; waitFor: Promise<void>[] }> {
+    const meta = this.meta;
+    const count = plans.length;
+    const locs: number[] = new Array(count).fill(0);
+    const rawAt: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind === 'new' && !p.fragment) {
+        locs[i] = encodeLoc(LocKind.Raw, await meta.allocate(1, 1));
+        rawAt.push(i);
+      }
+    }
+    const waitFor: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'dup') continue;
+      locs[i] = p.loc;
+      await meta.incRef(locPba(p.loc));
+      const f = this.store.inflight.get(locPba(p.loc));
+      if (f) waitFor.push(f.done);
+    }
+    // Raw blocks go in the index now, before their data lands, so concurrent writes of the
+    // same bytes share them (verified against DataStore.inflight).
+    for (const i of rawAt) {
+      const p = plans[i]!;
+      if (p.kind === 'new' && p.tag) await meta.indexInsert(p.tag, locs[i]!);
+    }
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'new' || !p.fragment) continue;
+      locs[i] = await this.store.pack(p.fragment);
+      if (p.tag) await meta.indexInsert(p.tag, locs[i]!); // the fragment is readable at once (packer, sealing)
+    }
+    for (let i = 0; i < count; i++) {
+      const p = plans[i]!;
+      if (p.kind !== 'sameAs') continue;
+      locs[i] = locs[p.index]!;
+      await meta.incRef(locPba(locs[i]!));
+    }
+    return { plans, locs, rawAt, waitFor };
+  }
+
+  /** Unmap whole blocks [first, last): they read as zeroes. */
+  async unmap(first: number, last: number): Promise<void> {
+    const meta = this.meta;
+    for (let lbn = first; lbn < last; ) {
+      const end = Math.min(last, lbn + this.chunkBlocks);
+      await this.gate.enter();
+      let done: boolean;
+      try {
+        done = await this.mutex.run(async () => {
+          this.alive();
+          if (!this.fits(this.worstPages(lbn, end - lbn))) return false;
+          await unsafe(async () => {
+            for (let b = lbn; b < end; b++) {
+              const old = await meta.getLoc(b);
+              if (old === 0) continue;
+              await meta.setLoc(b, 0);
+              this.counters.mappedBlocks--;
+              if (!meta.locProblem(old)) await meta.decRef(locPba(old));
+            }
+          });
+          return true;
+        });
+      } finally {
+        this.gate.leave();
+      }
+      if (done) lbn = end;
+      else await this.commitNow();
+    }
+  }
+
+  // ------------------------------------------------------------------ windows and commits
+
+  /** Refuse to touch metadata once the volume stopped (a concurrent step failed halfway). */
+  private alive(): void {
+    if (this.stopped) throw volumeBroken(this.stopped);
+  }
+
+  /** Commit now (no window open meanwhile). */
+  commitNow(): Promise<void> {
+    return this.gate.exclusive(() => this.commit());
+  }
+
+  /**
+   * Make every write finished before this call durable. Flushes that arrive while a
+   * commit runs wait for the next one, which serves them all (group commit).
+   */
+  async sync(): Promise<void> {
+    const mine = ++this.wantGen;
+    while (this.doneGen < mine) {
+      if (!this.running) {
+        const covers = this.wantGen;
+        if (covers - this.doneGen > 1) this.groupedFlushes += covers - this.doneGen - 1;
+        this.running = this.commitNow().then(
+          () => {
+            this.doneGen = Math.max(this.doneGen, covers);
+            this.running = null;
+          },
+          (err: unknown) => {
+            this.running = null;
+            throw err;
+          },
+        );
+      }
+      await this.running;
+    }
+  }
+
+  /** Data first, then one atomic journal transaction. Runs with no window open. */
+  async commit(): Promise<void> {
+    this.alive();
+    await unsafe(() => this.store.settle());
+    const pages = this.cache.dirtyPages();
+    if (pages.length === 0) return;
+    await unsafe(async () => {
+      await this.backing.flush(); // data before the mapping that points at it
+      for (const p of pages) sealPage(p.buf);
+      await this.journal.commit(pages, { ...this.counters });
+    });
+    this.cache.markCommitted(pages);
+    this.meta.pendingFree.clear(); // the freeing is durable: the blocks may be reused
+    if (this.journal.free < Journal.worstCase(this.dirtyLimit)) await this.checkpoint();
+  }
+
+  /** Write committed pages home and empty the journal. Needs no dirty pages (right after a commit). */
+  async checkpoint(): Promise<void> {
+    await unsafe(async () => {
+      await this.cache.writeBack();
+      await this.backing.flush();
+      await this.journal.checkpoint({ ...this.counters });
+    });
+  }
+}
