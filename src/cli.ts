@@ -20,6 +20,7 @@ usage:
   storvisor volume create NAME SIZE [--config FILE] [--api URL]     SIZE like 1G, 512M, 4096
   storvisor volume resize NAME SIZE [--allow-shrink] [--config FILE] [--api URL]
   storvisor volume delete NAME [--config FILE] [--api URL]
+  storvisor volume takeover NAME [--config FILE] [--api URL]    an RBD volume whose holder is dead (controller running)
   storvisor functions                        the function modules this build knows
 
 The volume commands work on the data directory directly when no controller runs,
@@ -175,6 +176,10 @@ async function volumeViaApi(config: Config, apiUrl: string | undefined, verb: st
     case 'delete':
       if (!name) throw new Error('usage: storvisor volume delete NAME');
       res = await apiRequest(config, 'DELETE', `/volumes/${encodeURIComponent(name)}`, apiUrl, {});
+      break;
+    case 'takeover': // an RBD volume from a dead controller: the running controller takes it (src/api/rbd-routes.ts)
+      if (!name) throw new Error('usage: storvisor volume takeover NAME');
+      res = await apiRequest(config, 'POST', `/volumes/${encodeURIComponent(name)}/takeover`, apiUrl, {});
       break;
     default:
       throw new Error(`unknown volume command '${verb ?? ''}' (list, create, resize, delete)`);

@@ -4,6 +4,7 @@ import type { Controller } from '../controller/controller.ts';
 import { invalidArgument, misdirected, StorvisorError, unsupportedMediaType } from '../util/errors.ts';
 import { checkBearer } from './token.ts';
 import { prometheus } from './metrics.ts';
+import { rbdRoute } from './rbd-routes.ts';
 
 /**
  * The management API: JSON over HTTP on loopback.
@@ -163,6 +164,7 @@ async function handle(c: Controller, token: string, allowed: Set<string>, req: I
     if (b.allowShrink !== undefined && typeof b.allowShrink !== 'boolean') throw invalidArgument('"allowShrink" must be true or false');
     return reply(res, 200, await c.resizeVolume(parts[1]!, sizeField(b), { allowShrink: b.allowShrink === true }));
   }
+  const rbd = await rbdRoute(c, req.method, parts); if (rbd) return reply(res, rbd.status, rbd.body);
   if (route === 'DELETE /volumes' && parts.length === 2) {
     await c.deleteVolume(parts[1]!);
     return reply(res, 200, { deleted: parts[1] });

@@ -2,7 +2,7 @@ import type { BlockDevice, WriteFlags } from '../block/types.ts';
 import { outOfRange, readOnly, shutDown } from '../util/errors.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
-import { PromiseTarget, type FileBackend } from './backend.ts';
+import { PromiseTarget, type StorageBackend } from './backend.ts';
 import type { IoTarget } from '../block/types.ts';
 
 /**
@@ -117,7 +117,7 @@ export class Volume implements BlockDevice {
 
   constructor(
     readonly info: VolumeInfo,
-    private readonly backend: FileBackend,
+    private readonly backend: StorageBackend,
     private readonly cache: BlockCache,
     readonly readOnly = false,
   ) {
@@ -345,7 +345,7 @@ export class Volume implements BlockDevice {
       this.counters.errors++;
     }
     this.cache.invalidateRange(this.info.id, 0, Math.ceil(this.size / BLOCK));
-    this.backend.close();
+    await this.backend.close();
     // Closed either way, but a failed sync is the caller's to report, never swallowed.
     if (syncError !== undefined) throw syncError;
   }
@@ -506,7 +506,7 @@ export class Volume implements BlockDevice {
       await this.lock(b, n);
       try {
         this.cache.invalidateRange(this.info.id, b, n);
-        if (!this.backend.punchHole(b * BLOCK, n * BLOCK)) {
+        if (!(await this.backend.punchHole(b * BLOCK, n * BLOCK, mustZero))) {
           if (!mustZero) return;
           const slot = await this.getBounce();
           try {
