@@ -195,7 +195,9 @@ async function readHolder(l: RbdLib, img: Ptr): Promise<RbdHolder | undefined> {
   const r = await offThread(l.rbd_metadata_get, img, HOLDER_KEY, buf, len);
   if (r < 0) return undefined;
   try {
-    return JSON.parse(buf.subarray(0, Math.max(0, len[0]! - 1)).toString('utf8')) as RbdHolder;
+    const raw = buf.subarray(0, Math.min(buf.length, len[0]!));
+    const nul = raw.indexOf(0);
+    return JSON.parse(raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8')) as RbdHolder;
   } catch {
     return undefined;
   }
