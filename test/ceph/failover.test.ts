@@ -9,6 +9,7 @@ import { tempDir, rng } from '../helpers/tmp.ts';
 import { run } from '../helpers/controller.ts';
 import { writeLoad, verifyBlocks, shuffledBlocks } from '../helpers/load.ts';
 import { startCluster, rbdConfig, type Cluster } from './cluster.ts';
+import { RespClient } from '../database/helpers.ts';
 
 /**
  * Controllers on one cluster, as real processes (bin/storvisor.js): kill -9
@@ -24,6 +25,7 @@ let cluster: Cluster;
 interface Running {
   child: ChildProcess;
   nbd: Map<string, { host: string; port: number }>;
+  redis: number | undefined;
   api: string | undefined;
   output: () => string;
 }
@@ -40,13 +42,14 @@ function startProcess(t: { after: (fn: () => unknown) => void }, configFile: str
       const nbd = new Map<string, { host: string; port: number }>();
       for (const m of out.matchAll(/nbd:\/\/([\d.]+):(\d+)\/(\S*)/g)) nbd.set(m[3] || '', { host: m[1]!, port: Number(m[2]) });
       const api = /(http:\/\/[\d.]+:\d+)\/status/.exec(out)?.[1];
-      resolve({ child, nbd, api, output: () => out });
+      const redis = /redis:\/\/[\d.]+:(\d+)/.exec(out)?.[1];
+      resolve({ child, nbd, api, redis: redis === undefined ? undefined : Number(redis), output: () => out });
     });
     child.once('exit', (code) => reject(new Error(`controller exited (${code}) before it was ready:\n${out}`)));
   });
 }
 
-function writeConfig(dir: string, image: string, opts: { api?: boolean; guest?: boolean } = {}): string {
+function writeConfig(dir: string, image: string, opts: { api?: boolean; guest?: boolean; database?: boolean } = {}): string {
   const file = join(dir, 'storvisor.json');
   writeFileSync(
     file,
@@ -56,7 +59,11 @@ function writeConfig(dir: string, image: string, opts: { api?: boolean; guest?: 
       api: opts.api ? { port: 0 } : null,
       nbd: { port: 0 },
       volumes: [{ name: 'v', sizeMiB: 16, backend: 'rbd', rbd: rbdConfig(cluster, image) }],
-      functions: opts.guest ? [{ name: 'g', function: 'nbd-export', volume: 'v', options: { exportName: 'g' } }] : [],
+      functions: opts.guest
+        ? [{ name: 'g', function: 'nbd-export', volume: 'v', options: { exportName: 'g' } }]
+        : opts.database
+          ? [{ name: 'db', function: 'database', volume: 'v', options: { appendfsync: 'always' } }]
+          : [],
     }),
   );
   return file;
@@ -102,6 +109,44 @@ describe('RBD controllers: kill -9, lock refusal and takeover', () => {
     const dev2 = await NbdClient.connect({ ...second.nbd.get('v')!, exportName: 'v' });
     assert.deepEqual(await verifyBlocks(dev2, acked), []);
     await dev2.close();
+    second.child.kill('SIGINT');
+    await new Promise((r) => second.child.once('exit', r));
+  });
+
+  test('the database on an RBD volume keeps every acknowledged SET across kill -9 of the controller', async (t) => {
+    const config = writeConfig(tempDir(t), 'failover-db', { database: true });
+    const first = await startProcess(t, config);
+    const acknowledged = new Map<string, string>();
+    let killed = false;
+    const clients = await Promise.all(Array.from({ length: 8 }, () => RespClient.connect(first.redis!)));
+    await Promise.all(
+      clients.map(async (c, ci) => {
+        for (let i = 0; !killed && i < 10_000; i++) {
+          const key = `c${ci}:k${i}`;
+          const value = `value-${ci}-${i}-${'x'.repeat(i % 50)}`;
+          try {
+            assert.deepEqual(await c.call('SET', key, value), { status: 'OK' });
+          } catch {
+            return; // killed mid-request: never acknowledged
+          }
+          acknowledged.set(key, value);
+          if (acknowledged.size >= 300 && !killed) {
+            killed = true;
+            first.child.kill('SIGKILL');
+          }
+        }
+      }),
+    );
+    clients.forEach((c) => c.close());
+    assert.ok(killed && acknowledged.size >= 300, `acknowledged ${acknowledged.size}`);
+    await new Promise((resolve) => (first.child.exitCode !== null || first.child.signalCode !== null ? resolve(null) : first.child.once('exit', resolve)));
+
+    const second = await startProcess(t, config);
+    const c = await RespClient.connect(second.redis!);
+    const keys = [...acknowledged.keys()];
+    const values = (await c.call('MGET', ...keys)) as (string | null)[];
+    assert.deepEqual(keys.filter((k, i) => values[i] !== acknowledged.get(k)), []);
+    c.close();
     second.child.kill('SIGINT');
     await new Promise((r) => second.child.once('exit', r));
   });
