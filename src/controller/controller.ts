@@ -340,6 +340,8 @@ export class Controller {
     return {
       volumes: [
         ...this.store.list().map((m) => ({ ...m, ...this.store.backendOf(m.name), open: open.has(m.name), direct: open.get(m.name)?.direct, error: this.volumeErrors.get(m.name), stats: open.get(m.name)?.stats() })),
+        // Configured volumes that could not even be created (an RBD cluster out of reach): named, with why.
+        ...[...this.volumeErrors].filter(([n]) => !this.store.exists(n)).map(([name, error]) => ({ name, backend: this.config.volumes.find((v) => v.name === name)?.backend ?? 'file', open: false, error })),
         ...[...this.virtual.values()].map((v) => ({ name: v.name, size: v.size, virtual: true, provider: this.config.volumes.find((c) => c.name === v.name)?.provider })),
       ],
       functions: await Promise.all([...this.functions.values()].map((f) => this.functionStatus(f))),
