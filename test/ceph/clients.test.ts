@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { startController, run, nbdUri, fioVerify } from '../helpers/controller.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { startCluster, rbdConfig, type Cluster } from './cluster.ts';
+import { NbdClient } from '../../src/nbd/client.ts';
 
 /**
  * An RBD-backed volume is a volume like any other: real NBD clients (fio with
@@ -75,5 +76,21 @@ describe('RBD volumes with real NBD clients', () => {
     assert.ok(out.subarray(12288).every((b) => b === 0xab));
     const stats = (await c.status()).volumes[0] as { stats: Record<string, number> };
     assert.ok(stats.stats.backend_syncs >= 2, `syncs ${stats.stats.backend_syncs}`);
+  });
+
+  test('resize and delete of an RBD volume go to the image', async (t) => {
+    const c = await startController(t, { volumes: [{ name: 'rd', size: SIZE, backend: 'rbd', rbd: rbdConfig(cluster, 'clients-rd') }] });
+    await c.resizeVolume('rd', 2 * SIZE);
+    const info = JSON.parse(await cluster.rbd('info', '--format', 'json', 'rbd/clients-rd')) as { size: number; features: string[] };
+    assert.equal(info.size, 2 * SIZE);
+    assert.ok(info.features.includes('exclusive-lock'), `features ${info.features.join(',')}`);
+    const dev = await NbdClient.connect({ ...c.nbdEndpoint(), exportName: 'rd' });
+    assert.equal(dev.size, 2 * SIZE);
+    await dev.pwrite(Buffer.alloc(4096, 3), 2 * SIZE - 4096);
+    await dev.close();
+    // The export notices the disconnect on its own turn: wait for it (bounded), then delete.
+    for (const until = Date.now() + 10_000; c.volumeUsers('rd').length > 0 && Date.now() < until; ) await new Promise((r) => setImmediate(r));
+    await c.deleteVolume('rd');
+    assert.doesNotMatch(await cluster.rbd('ls', 'rbd'), /clients-rd\b/);
   });
 });
