@@ -63,7 +63,7 @@ stop_daemon() { # stop_daemon DIR NAME: SIGTERM, then wait (bounded) for the pro
 
 start_osd() {
   local dir=$1
-  ceph-osd -c "$dir/ceph.conf" -i 0 || die "ceph-osd failed to start (see $dir/log/osd.0.log)"
+  ceph-osd -c "$dir/ceph.conf" -i 0 2>/dev/null || die "ceph-osd failed to start (see $dir/log/osd.0.log)"
   wait_for 60 "the OSD to come up" osd_up "$dir"
 }
 
@@ -126,15 +126,17 @@ EOF
   ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
   monmaptool --create --addv a "[v2:127.0.0.1:$port]" --fsid "$fsid" "$dir/monmap" >/dev/null
   ceph-mon -c "$dir/ceph.conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null 2>&1 || die "ceph-mon --mkfs failed"
-  ceph-mon -c "$dir/ceph.conf" -i a || die "ceph-mon failed to start (see $dir/log/mon.a.log)"
-  ceph-mgr -c "$dir/ceph.conf" -i x || die "ceph-mgr failed to start (see $dir/log/mgr.x.log)"
+  ceph-mon -c "$dir/ceph.conf" -i a 2>/dev/null || die "ceph-mon failed to start (see $dir/log/mon.a.log)"
+  ceph-mgr -c "$dir/ceph.conf" -i x 2>/dev/null || die "ceph-mgr failed to start (see $dir/log/mgr.x.log)"
   uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
   id=$(timeout 30 ceph -c "$dir/ceph.conf" osd new "$uuid") || die "ceph osd new failed (is the mon up? $dir/log/mon.a.log)"
   [ "$id" = 0 ] || die "expected osd id 0, got $id"
+  # The pool needs only the mon; created while the OSD formats its store.
+  ceph -c "$dir/ceph.conf" osd pool create rbd 8 8 >/dev/null 2>&1 || die "creating pool rbd failed"
   ceph-osd -c "$dir/ceph.conf" -i 0 --mkfs --osd-uuid "$uuid" >/dev/null 2>&1 || die "ceph-osd --mkfs failed (see $dir/log/osd.0.log)"
-  start_osd "$dir"
-  ceph -c "$dir/ceph.conf" osd pool create rbd 8 8 >/dev/null 2>&1
-  ceph -c "$dir/ceph.conf" osd pool application enable rbd rbd >/dev/null 2>&1
+  ceph-osd -c "$dir/ceph.conf" -i 0 2>/dev/null || die "ceph-osd failed to start (see $dir/log/osd.0.log)"
+  # rbd (C++, quick to start, unlike the python ceph CLI) tags the pool for RBD once the OSD serves it.
+  timeout 60 rbd -c "$dir/ceph.conf" pool init rbd || die "rbd pool init failed (see $dir/log/osd.0.log)"
   wait_for 60 "HEALTH_OK, 1 OSD up and an active mgr" ready "$dir"
   echo "$dir/ceph.conf"
   ;;
