@@ -118,9 +118,15 @@ class Session {
       const io: Ptr[] = [null as unknown as Ptr];
       r = await offThread(l.rados_ioctx_create, cluster, loc.pool, io);
       if (r < 0) throw rbdFailed(`${what}: opening pool '${loc.pool}'`, r);
-      const addrs: string[] = [''];
-      r = l.rados_getaddrs(cluster, addrs);
-      return new Session(l, cluster, io[0]!, r === 0 ? (addrs[0] ?? '') : '');
+      // This client's address: the lock owner others see, and what a takeover blocklists.
+      const out = new BigUint64Array(1);
+      r = l.rados_getaddrs(cluster, out);
+      let address = '';
+      if (r === 0 && out[0] !== 0n) {
+        address = cString(l, Number(out[0]));
+        l.rados_buffer_free(Number(out[0]));
+      }
+      return new Session(l, cluster, io[0]!, address);
     } catch (err) {
       await offThread(l.rados_shutdown, cluster).catch(() => {});
       throw err;

@@ -30,7 +30,8 @@ export interface RbdLib {
   rados_shutdown: AsyncFn<[Ptr], void>;
   rados_ioctx_create: AsyncFn<[Ptr, string, Ptr[]], number>;
   rados_ioctx_destroy: AsyncFn<[Ptr], void>;
-  rados_getaddrs: AsyncFn<[Ptr, string[]], number>;
+  rados_getaddrs: AsyncFn<[Ptr, BigUint64Array], number>;
+  rados_buffer_free: (addr: number) => void;
   rados_blocklist_add: AsyncFn<[Ptr, string, number], number>;
   // librbd: management
   rbd_create2: AsyncFn<[Ptr, string, number, number, number[]], number>;
@@ -111,7 +112,8 @@ function load(): RbdLib | null {
     rados_shutdown: r('void rados_shutdown(void *cluster)'),
     rados_ioctx_create: r('int rados_ioctx_create(void *cluster, const char *pool, _Out_ void **ioctx)'),
     rados_ioctx_destroy: r('void rados_ioctx_destroy(void *ioctx)'),
-    rados_getaddrs: r('int rados_getaddrs(void *cluster, _Out_ char **addrs)'),
+    rados_getaddrs: r('int rados_getaddrs(void *cluster, uint64_t *addrs)'),
+    rados_buffer_free: r('void rados_buffer_free(uint64_t buf)'),
     rados_blocklist_add: r('int rados_blocklist_add(void *cluster, const char *client_address, uint32_t expire_seconds)'),
     rbd_create2: b('int rbd_create2(void *io, const char *name, uint64_t size, uint64_t features, _Inout_ int *order)'),
     rbd_remove: b('int rbd_remove(void *io, const char *name)'),
