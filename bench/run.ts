@@ -34,6 +34,8 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
   snapshots: script('snapshots'),
   // what operating costs: CPU per /status and /metrics scrape, runtime deploy/notify/undeploy, a clean stop
   ops: script('ops'),
+  // RBD volumes (controller export, nbd-export guest) against fio's rbd engine on the same image
+  rbd: script('rbd'),
   // dedup+compress against a plain volume on the same backend, 0/50/90% duplicates
   dedup: async (resultsDir) => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./dedup.ts', import.meta.url))]);

@@ -366,6 +366,14 @@ function program(): Command {
   v.command('delete <name>')
     .description('delete a volume and its data (refused while in use)')
     .action(async (name: string, _o, cmd: Command) => volume(globals(cmd), { verb: 'delete', name }));
+  v.command('takeover <name>')
+    .description('take an RBD volume over from a dead controller: blocklist it, break its lock, start the functions on it')
+    .action(async (name: string, _o, cmd: Command) =>
+      functionCmd(globals(cmd), (c) => c.request('POST', `/volumes/${encodeURIComponent(name)}/takeover`, {}), (r) => {
+        const started = (r as { started?: string[] }).started ?? [];
+        return `took volume ${name} over${started.length ? `; started ${started.join(', ')}` : ''}\n`;
+      }),
+    );
 
   const f = p.command('function').alias('fn').description('deploy, undeploy, restart and list functions on the running controller');
   f.command('list')

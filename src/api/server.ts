@@ -8,6 +8,7 @@ import { volumeRoutes } from './routes/volumes.ts';
 import { functionRoutes } from './routes/functions.ts';
 import type { Route } from './routes/types.ts';
 import { snapshotRoutes } from './routes/snapshots.ts';
+import { rbdRoutes } from './routes/rbd.ts';
 
 /**
  * The management API: plain REST, JSON over HTTP on loopback. The routes are
@@ -141,7 +142,7 @@ function checkJson(req: IncomingMessage): void {
 }
 
 /** Every route, from the route modules (a new module adds its list here). */
-const ROUTES: Route[] = [...statusRoutes, ...volumeRoutes, ...functionRoutes, ...snapshotRoutes];
+const ROUTES: Route[] = [...statusRoutes, ...volumeRoutes, ...functionRoutes, ...snapshotRoutes, ...rbdRoutes];
 
 /** The route for `method` and `path`, with its `:name` segments decoded; else the methods the path has (none: no such path). */
 function match(method: string, parts: string[]): { route: Route; params: string[] } | { allowed: string[] } {

@@ -26,6 +26,10 @@ export interface VolumeConfig {
    * other functions like any volume. Names the providing function instance.
    */
   provider?: string;
+  /** Where the blocks are (default 'file': a sparse file in the data directory). */
+  backend?: 'file' | 'rbd';
+  /** backend 'rbd': the Ceph cluster, pool and image (see rbdLocation below). */
+  rbd?: { conf: string; user: string; pool: string; image: string; timeoutSec: number };
 }
 
 export interface FunctionConfig {
@@ -203,14 +207,14 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const volumes = volumesRaw.map((v, i): VolumeConfig => {
     const path = `volumes[${i}]`;
     const vo = obj(v, path);
-    onlyKeys(vo, path, ['name', 'size', 'sizeMiB', 'sizeGiB', 'provider']);
+    onlyKeys(vo, path, ['name', 'size', 'sizeMiB', 'sizeGiB', 'provider', 'backend', 'rbd']);
     if (vo.provider !== undefined) {
       if (['size', 'sizeMiB', 'sizeGiB'].some((k) => vo[k] !== undefined)) throw new ConfigError(join(path, 'provider'), 'a virtual volume takes its size from its provider: give no size');
       return { name: name(vo, path), size: 0, provider: str(vo, 'provider', path) };
     }
     const bytes = size(vo, path, 'size');
     if (bytes <= 0 || bytes % 4096) throw new ConfigError(join(path, 'size'), `must be a positive multiple of 4096 bytes (got ${bytes})`);
-    return { name: name(vo, path), size: bytes };
+    return { name: name(vo, path), size: bytes, ...volumeBackend(vo, path) };
   });
   unique(volumes.map((v) => v.name), 'volumes');
 
@@ -264,6 +268,34 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     spinBudgetUs: num(o, 'spinBudgetUs', '', 200, 0, 1e7),
     volumes,
     functions,
+  };
+}
+
+/**
+ * volumes[i].backend: 'file' (default) or 'rbd' with volumes[i].rbd = { conf,
+ * user, pool, image, timeoutSec }; defaults /etc/ceph/ceph.conf, admin, rbd,
+ * the volume's name, 30 s.
+ */
+function volumeBackend(vo: Raw, path: string): Pick<VolumeConfig, 'backend' | 'rbd'> {
+  const backend = oneOf(vo, 'backend', path, 'file', ['file', 'rbd'] as const);
+  if (backend === 'file') {
+    if (vo.rbd !== undefined) throw new ConfigError(join(path, 'rbd'), `only for backend "rbd" (backend is "file")`);
+    return {};
+  }
+  const p = join(path, 'rbd');
+  const ro = obj(vo.rbd ?? {}, p);
+  onlyKeys(ro, p, ['conf', 'user', 'pool', 'image', 'timeoutSec']);
+  const user = str(ro, 'user', p, 'admin');
+  if (user.startsWith('client.')) throw new ConfigError(join(p, 'user'), `give the user without 'client.' (got ${show(user)})`);
+  return {
+    backend,
+    rbd: {
+      conf: str(ro, 'conf', p, '/etc/ceph/ceph.conf'),
+      user,
+      pool: str(ro, 'pool', p, 'rbd'),
+      image: str(ro, 'image', p, str(vo, 'name', path)),
+      timeoutSec: int(ro, 'timeoutSec', p, 30, 0, 3600),
+    },
   };
 }
 

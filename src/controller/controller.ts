@@ -117,6 +117,7 @@ export class Controller {
     c.runtime = state;
     try {
       c.ensureVolumes();
+      await c.attachRbdVolumes();
       if (config.nbd) await c.startNbd(config.nbd);
       for (const f of config.functions) {
         try {
@@ -136,6 +137,7 @@ export class Controller {
   private ensureVolumes(): void {
     for (const v of this.config.volumes) {
       if (v.provider !== undefined) continue; // virtual: exists once its provider runs
+      if (v.backend === 'rbd') continue; // attachRbdVolumes
       try {
         if (!this.store.exists(v.name)) this.store.create(v.name, v.size);
         else {
@@ -148,6 +150,45 @@ export class Controller {
         this.log(`volume ${v.name}: unavailable: ${(err as Error).message}`);
       }
     }
+  }
+
+  /**
+   * RBD volumes: create (or adopt) the image, open it and take its exclusive
+   * lock. A volume another controller holds is unavailable here, with the
+   * holder named, until `takeoverVolume`.
+   */
+  private async attachRbdVolumes(): Promise<void> {
+    for (const v of this.config.volumes) {
+      if (v.backend !== 'rbd') continue;
+      try {
+        if (!this.store.exists(v.name)) await this.store.createRbd(v.name, v.size, v.rbd!);
+        else if (this.store.manifest(v.name).backend !== 'rbd') throw invalidArgument(`the config says backend "rbd", but volume '${v.name}' exists here as a file volume`);
+        await this.store.attach(v.name);
+      } catch (err) {
+        this.volumeErrors.set(v.name, (err as Error).message);
+        this.log(`volume ${v.name}: unavailable: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * Take an RBD volume over from a dead controller (`storvisor volume takeover`):
+   * blocklist the holder, break its lock, take ours, then start the functions
+   * that could not start without the volume.
+   */
+  async takeoverVolume(name: string): Promise<{ volume: string; started: string[] }> {
+    const v = this.config.volumes.find((c) => c.name === name);
+    if (!this.store.exists(name) && v?.backend === 'rbd') await this.store.createRbd(name, v.size, v.rbd!);
+    await this.store.attach(name, { takeover: true });
+    this.volumeErrors.delete(name);
+    const started: string[] = [];
+    for (const f of this.config.functions) {
+      if (f.volume !== name || this.deployments.has(f.name)) continue;
+      await this.deploy(f);
+      started.push(f.name);
+    }
+    this.log(`volume ${name}: taken over${started.length ? `; started ${started.join(', ')}` : ''}`);
+    return { volume: name, started };
   }
 
   private async startNbd(at: { host: string; port: number }): Promise<void> {
@@ -344,7 +385,9 @@ export class Controller {
     const open = new Map(this.store.openVolumes().map((v) => [v.name, v]));
     return {
       volumes: [
-        ...this.store.list().map((m) => ({ ...m, usedBytes: this.usedBytes(m.name), open: open.has(m.name), direct: open.get(m.name)?.direct, stats: open.get(m.name)?.stats(), latency: this.volumeLatency(open.get(m.name)) })),
+        ...this.store.list().map((m) => ({ ...m, ...this.store.backendOf(m.name), usedBytes: this.usedBytes(m.name), open: open.has(m.name), direct: open.get(m.name)?.direct, error: this.volumeErrors.get(m.name), stats: open.get(m.name)?.stats(), latency: this.volumeLatency(open.get(m.name)) })),
+        // Configured volumes that could not even be created (an RBD cluster out of reach): named, with why.
+        ...[...this.volumeErrors].filter(([n]) => !this.store.exists(n)).map(([name, error]) => ({ name, backend: this.config.volumes.find((v) => v.name === name)?.backend ?? 'file', open: false, error })),
         ...[...this.virtual.values()].map((v) => ({ name: v.name, size: v.size, virtual: true, provider: this.config.volumes.find((c) => c.name === v.name)?.provider })),
       ],
       functions: await Promise.all([...this.functions.values()].map((f) => this.functionStatus(f))),

@@ -29,6 +29,25 @@ export interface BackendStats {
   errors: number;
 }
 
+/**
+ * What a Volume needs from the store under it: FileBackend (a file on the I/O
+ * engine) and RbdBackend (src/storage/rbd-backend.ts, a Ceph RBD image).
+ */
+export interface StorageBackend {
+  readonly stats: BackendStats;
+  /** No host page cache under it (buffers from `alloc` can take reads straight into cache slots). */
+  readonly direct: boolean;
+  alloc(size: number): AlignedSlab;
+  readTo(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void;
+  read(buf: Uint8Array, at: number, length: number, position: number): Promise<void>;
+  write(buf: Uint8Array, at: number, length: number, position: number): Promise<void>;
+  datasync(): Promise<void>;
+  /** Deallocate a range; false when it cannot (the caller writes zeroes). `mustZero`: it must read back as zeroes. */
+  punchHole(position: number, length: number, mustZero?: boolean): boolean | Promise<boolean>;
+  truncate(size: number): Promise<void>;
+  close(): void | Promise<void>;
+}
+
 /** One read or write in progress; pooled per backend. */
 class BackendOp implements IoTarget {
   buf: Uint8Array = EMPTY;
@@ -69,7 +88,7 @@ export function backendError(result: number, what: string): StorvisorError {
   return backendFailure(name, errnoOf({ code: name }), `${what}: ${name}`);
 }
 
-export class FileBackend {
+export class FileBackend implements StorageBackend {
   readonly stats: BackendStats = {
     reads: 0,
     writes: 0,

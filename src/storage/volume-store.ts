@@ -7,6 +7,7 @@ import { Volume } from './volume.ts';
 import { Snapshots, type CloneParent } from './snapshots/snapshots.ts';
 import { alreadyExists, inUse, invalidArgument, notFound, overcommitted, badManifest, StorvisorError } from '../util/errors.ts';
 import { formatBytes } from '../util/size.ts';
+import { createImage, removeImage, openRbd, describeLocation, checkLocation, type RbdLocation, type RbdBackend } from './rbd-backend.ts';
 
 /**
  * The volumes of one data directory: `<data>/volumes/<name>.img` is the thin
@@ -30,6 +31,9 @@ export interface VolumeManifest {
   createdAt: string;
   /** A clone: the snapshot it shares unwritten blocks with (snapshots/). */
   parent?: CloneParent;
+  /** Where the blocks are: absent or 'file' = `<name>.img` here; 'rbd' = the Ceph RBD image in `rbd`. */
+  backend?: 'file' | 'rbd';
+  rbd?: RbdLocation;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -128,6 +132,9 @@ export class VolumeStore {
     const snap = Snapshots.split(name);
     if (snap) return this.openSnapshot(name, snap.volume, snap.snapshot);
     const manifest = this.manifest(name);
+    if (manifest.backend === 'rbd') {
+      throw new StorvisorError('SV_ERR_VOLUME_UNAVAILABLE', 'EIO', `volume '${name}' (${describeLocation(manifest.rbd!)}) is not open on this controller`);
+    }
     const backend = this.snapshots.isLayered(name) ? this.snapshots.acquire(name) : FileBackend.open(this.imagePath(name), { direct: this.direct, log: this.log });
     const volume = new Volume({ id: this.nextId++, name, size: manifest.size }, backend, this.cache);
     this.open.set(name, volume);
@@ -157,6 +164,7 @@ export class VolumeStore {
     try {
       const volume = this.open.get(name);
       if (volume) await volume.resize(size);
+      else if (manifest.backend === 'rbd') throw inUse(`volume '${name}' (${describeLocation(manifest.rbd!)}) is not open on this controller: resize it where it is open`);
       else syncFile(this.imagePath(name), 'r+', (fd) => ftruncateSync(fd, size));
       this.writeManifest({ ...manifest, size });
     } finally {
@@ -168,11 +176,12 @@ export class VolumeStore {
   }
 
   async delete(name: string): Promise<void> {
-    this.manifest(name);
+    const m = this.manifest(name);
     if (this.open.has(name)) throw inUse(`volume '${name}' is open; stop what uses it first`);
+    if (m.backend === 'rbd') await removeImage(m.rbd!);
     this.snapshots.beforeDelete(name);
     unlinkSync(this.manifestPath(name));
-    unlinkSync(this.imagePath(name));
+    if (m.backend !== 'rbd') unlinkSync(this.imagePath(name));
     this.syncDir();
     this.snapshots.afterDelete(name);
     this.log(`volume ${name}: deleted`);
@@ -197,6 +206,69 @@ export class VolumeStore {
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
+  // ---- RBD volumes (src/storage/rbd-backend.ts) ------------------------------
+
+  /**
+   * Create an RBD volume: the image (adopted if it already exists, with its own
+   * size), then the manifest that points at it.
+   */
+  async createRbd(name: string, size: number, rbd: RbdLocation): Promise<VolumeManifest> {
+    VolumeStore.checkName(name);
+    VolumeStore.checkSize(size);
+    checkLocation(rbd);
+    if (this.exists(name)) throw alreadyExists(`volume '${name}'`);
+    const image = await createImage(rbd, size);
+    const manifest: VolumeManifest = { name, uuid: randomUUID(), size: image.size, createdAt: new Date().toISOString(), backend: 'rbd', rbd };
+    this.writeManifest(manifest);
+    this.log(`volume ${name}: ${image.created ? 'created' : 'adopted existing'} ${describeLocation(rbd)}, ${image.size} bytes`);
+    return manifest;
+  }
+
+  /**
+   * Open an RBD volume and take its image's exclusive lock (refused, naming the
+   * holder, when another controller has it). With `takeover`, a foreign holder
+   * is blocklisted and its lock broken first: only for a holder known dead.
+   */
+  async attach(name: string, opts: { takeover?: boolean } = {}): Promise<Volume> {
+    const existing = this.open.get(name);
+    if (existing) return existing;
+    const manifest = this.manifest(name);
+    if (manifest.backend !== 'rbd') throw invalidArgument(`volume '${name}' is not an RBD volume`);
+    const backend: RbdBackend = await openRbd(manifest.rbd!, { controller: this.controllerId(), takeover: opts.takeover, volume: name, log: this.log });
+    if (this.open.has(name)) {
+      await backend.close();
+      return this.open.get(name)!;
+    }
+    if (backend.size() !== manifest.size) {
+      this.log(`volume ${name}: ${describeLocation(manifest.rbd!)} is ${backend.size()} bytes, the manifest said ${manifest.size}; using the image's size`);
+      this.writeManifest({ ...manifest, size: backend.size() });
+    }
+    const volume = new Volume({ id: this.nextId++, name, size: backend.size() }, backend, this.cache);
+    this.open.set(name, volume);
+    this.log(`volume ${name}: ${describeLocation(manifest.rbd!)} open, exclusive lock held (client ${backend.address})`);
+    return volume;
+  }
+
+  /** Where a volume's blocks are, for /status: 'file', or 'rbd' with its pool and image. */
+  backendOf(name: string): { backend: 'file' | 'rbd'; rbd?: { pool: string; image: string; conf: string } } {
+    const m = this.manifest(name);
+    if (m.backend !== 'rbd') return { backend: 'file' };
+    return { backend: 'rbd', rbd: { pool: m.rbd!.pool, image: m.rbd!.image, conf: m.rbd!.conf } };
+  }
+
+  /** This controller's identity in RBD lock records: one per data directory, kept across restarts. */
+  controllerId(): string {
+    const path = join(this.dir, '..', 'controller-id');
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch {
+      const id = randomUUID();
+      writeFileSync(path, id + '\n');
+      syncFile(path, 'r');
+      return id;
+    }
+  }
+
   openVolumes(): Volume[] {
     return [...this.open.values()];
   }
@@ -206,10 +278,12 @@ export class VolumeStore {
    * together would then exceed the overcommit limit (see the class comment).
    */
   private checkCommit(name: string, newSize: number, oldSize: number): void {
+    if (this.exists(name) && this.manifest(name).backend === 'rbd') return; // the cluster's space, not this disk's
     const fs = statfsSync(this.dir);
     let committed = newSize + this.reserved;
     let allocated = 0;
     for (const m of this.list()) {
+      if (m.backend === 'rbd') continue;
       if (m.name !== name) committed += m.size;
       try {
         allocated += statSync(this.imagePath(m.name)).blocks * 512;

@@ -2,7 +2,7 @@ import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
-import { PromiseTarget, type FileBackend } from './backend.ts';
+import { PromiseTarget, type StorageBackend } from './backend.ts';
 import type { IoTarget } from '../block/types.ts';
 
 /**
@@ -23,7 +23,8 @@ export const MAX_IO = 128 * 1024;
 const BOUNCE_BUFFERS = 64;
 
 /** What a volume needs of its backend: a FileBackend, or the layered backend of a volume with snapshots (snapshots/). */
-export type VolumeBackend = Pick<FileBackend, 'direct' | 'stats' | 'alloc' | 'readTo' | 'read' | 'write' | 'datasync' | 'punchHole' | 'truncate' | 'close'>;
+/** What a volume reads and writes through: a file, an RBD image, or a snapshot layer over either. */
+export type VolumeBackend = StorageBackend;
 
 export interface VolumeInfo {
   id: number;
@@ -363,7 +364,7 @@ export class Volume extends BlockDeviceBase {
       this.counters.errors++;
     }
     this.cache.invalidateRange(this.info.id, 0, Math.ceil(this.size / BLOCK));
-    this.backend.close();
+    await this.backend.close();
     // Closed either way, but a failed sync is the caller's to report, never swallowed.
     if (syncError !== undefined) throw syncError;
   }
@@ -550,7 +551,7 @@ export class Volume extends BlockDeviceBase {
       await this.lock(b, n);
       try {
         this.cache.invalidateRange(this.info.id, b, n);
-        if (!this.backend.punchHole(b * BLOCK, n * BLOCK)) {
+        if (!(await this.backend.punchHole(b * BLOCK, n * BLOCK, mustZero))) {
           if (!mustZero) return;
           const slot = await this.getBounce();
           const gen = this.backendWriteBegin();

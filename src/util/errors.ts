@@ -165,3 +165,20 @@ export const runtimeStateError = (message: string) => new StorvisorError('SV_ERR
 
 /** A bounded resource is full (functions per controller, ...). */
 export const limitReached = (message: string) => new StorvisorError('SV_ERR_LIMIT', 'ENOSPC', message);
+/** RBD volumes (src/storage/rbd*.ts). */
+/** librbd cannot be used here (not installed, or disabled): the message says how to get it. */
+export const rbdUnavailableError = (message: string) => new StorvisorError('SV_ERR_RBD_UNAVAILABLE', 'ENOTSUP', message);
+/** A cluster call failed: `what` names the call and the image, `result` is librados' negative errno. */
+export const rbdFailed = (what: string, result: number) =>
+  new StorvisorError('SV_ERR_RBD', result === -16 ? 'EBUSY' : result === -2 ? 'ENOENT' : result === -17 ? 'EEXIST' : 'EIO', `${what}: ${rbdErrno(result)}`);
+/** Another controller holds the image's exclusive lock: the message names it. */
+export const rbdLocked = (message: string) => new StorvisorError('SV_ERR_RBD_LOCKED', 'EBUSY', message);
+
+const RBD_ERRNO: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 11: 'EAGAIN', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 22: 'EINVAL', 28: 'ENOSPC',
+  30: 'EROFS', 95: 'EOPNOTSUPP', 108: 'ESHUTDOWN (this client is blocklisted)', 110: 'ETIMEDOUT (the cluster did not answer in time)',
+  111: 'ECONNREFUSED', 125: 'ECANCELED',
+};
+function rbdErrno(result: number): string {
+  return `${RBD_ERRNO[-result] ?? 'error'} (${result})`;
+}

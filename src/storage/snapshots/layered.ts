@@ -137,9 +137,9 @@ export class LayeredBackend implements VolumeBackend {
   }
 
   /** Holes cannot be punched under a snapshot or in a clone (the old data is still needed, or the parent would show). */
-  punchHole(position: number, length: number): boolean {
+  punchHole(position: number, length: number, mustZero?: boolean): boolean | Promise<boolean> {
     if (this.own !== null || this.chain.length > 0) return false;
-    return this.raw.punchHole(position, length);
+    return this.raw.punchHole(position, length, mustZero);
   }
 
   truncate(size: number): Promise<void> {
@@ -432,7 +432,7 @@ export class LayeredBackend implements VolumeBackend {
           const view = buf.subarray(0, (e - b) * BLOCK);
           await this.readParent(view, 0, b, e - b);
           // The image may hold an unacknowledged write from before a crash: never leave it visible.
-          if (view.every((v) => v === 0) && this.raw.punchHole(b * BLOCK, (e - b) * BLOCK)) zeroed = true;
+          if (view.every((v) => v === 0) && (await this.raw.punchHole(b * BLOCK, (e - b) * BLOCK, true))) zeroed = true;
           else await this.raw.write(view, 0, (e - b) * BLOCK, b * BLOCK);
           copied += e - b;
           b = e;

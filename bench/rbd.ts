@@ -1,0 +1,181 @@
+/**
+ * RBD volumes against fio's rbd engine on the same image: 4 KiB random read
+ * and write at QD1 and QD32, median of BENCH_REPEATS runs of BENCH_SECONDS
+ * each, with CPU per operation (everything on this machine the path uses:
+ * fio and, for the controller rows, the controller with its librbd threads).
+ *
+ *   npm run bench -- rbd        (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
+ *
+ * Rows:
+ * - fio rbd: fio's own librbd client on the image (the limit),
+ * - controller export: fio's nbd engine -> the controller's NBD export -> the RBD volume,
+ * - nbd-export guest: fio's nbd engine -> an nbd-export function in a thread guest
+ *   -> the shared-memory queue -> the controller's poller -> the RBD volume.
+ * The controller's read cache is kept small (2 MiB against a 256 MiB image) so
+ * reads measure the cluster, as fio's rbd engine (rbd cache off) does.
+ *
+ * The cluster is a throwaway single-node one (scripts/ceph/cluster.sh), or
+ * yours with BENCH_CEPH_CONF=/etc/ceph/ceph.conf (pool `rbd`, image
+ * `storvisor-bench` created and left there).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseConfig } from '../src/config/config.ts';
+import { Controller } from '../src/controller/controller.ts';
+import { selfCpuSeconds } from './lib/cpu.ts';
+import { median } from './lib/fio.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const IMAGE = 'storvisor-bench';
+const SIZE_MIB = Number(process.env.BENCH_RBD_MIB ?? 256);
+const exec = promisify(execFile);
+const clusterScript = fileURLToPath(new URL('../scripts/ceph/cluster.sh', import.meta.url));
+
+interface Sample {
+  iops: number;
+  p50Us: number;
+  cpuUsPerOp: number;
+}
+
+const WORKLOADS = [
+  { name: '4k randread QD1', rw: 'randread', depth: 1 },
+  { name: '4k randread QD32', rw: 'randread', depth: 32 },
+  { name: '4k randwrite QD1', rw: 'randwrite', depth: 1 },
+  { name: '4k randwrite QD32', rw: 'randwrite', depth: 32 },
+];
+
+/** Run fio; IOPS, median latency and fio's own CPU seconds (its librbd threads included). */
+function fio(args: string[], env: NodeJS.ProcessEnv): Promise<{ iops: number; p50Us: number; ios: number; cpuSec: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('fio', [...args, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`fio ${args.join(' ')} failed (${code}): ${err}`));
+      const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+      if (job.error) return reject(new Error(`fio job error ${job.error}`));
+      const side = job.read.total_ios > 0 ? job.read : job.write;
+      const cpuSec = ((job.usr_cpu + job.sys_cpu) / 100) * (job.elapsed ?? SECONDS);
+      resolve({ iops: side.iops, p50Us: (side.clat_ns.percentile?.['50.000000'] ?? NaN) / 1000, ios: side.total_ios, cpuSec });
+    });
+  });
+}
+
+const common = (w: (typeof WORKLOADS)[number]) => [
+  '--name=bench',
+  `--rw=${w.rw}`,
+  '--bs=4k',
+  `--iodepth=${w.depth}`,
+  `--runtime=${SECONDS}`,
+  '--time_based=1',
+  '--ramp_time=1',
+  `--size=${SIZE_MIB}M`,
+  '--randrepeat=0',
+];
+
+async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+  const r = await fio([...common(w), '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`], { ...process.env, CEPH_CONF: conf });
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (r.cpuSec / r.ios) * 1e6 };
+}
+
+async function fioNbd(uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+  const cpu0 = selfCpuSeconds();
+  const r = await fio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
+  const controllerSec = selfCpuSeconds() - cpu0;
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((r.cpuSec + controllerSec) / r.ios) * 1e6 };
+}
+
+async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
+  const config = parseConfig(
+    {
+      dataDir,
+      cacheMiB: 2,
+      api: null,
+      nbd: { port: 0 },
+      volumes: [{ name: 'rbd', sizeMiB: SIZE_MIB, backend: 'rbd', rbd: { conf, image: IMAGE } }],
+      functions: guest ? [{ name: 'g', function: 'nbd-export', volume: 'rbd', deploy: 'guest', options: { exportName: 'g' } }] : [],
+    },
+    dataDir,
+    {},
+  );
+  const c = await Controller.start(config);
+  try {
+    const status = await c.status();
+    const vol = status.volumes[0] as { error?: string };
+    if (vol.error) throw new Error(`the RBD volume did not open: ${vol.error}`);
+    let uri: string;
+    if (guest) {
+      const a = status.functions[0]!.address!;
+      uri = `nbd://${a.host}:${a.port}/g`;
+    } else {
+      const a = c.nbdEndpoint();
+      uri = `nbd://${a.host}:${a.port}/rbd`;
+    }
+    await fn(uri);
+  } finally {
+    await c.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  let conf = process.env.BENCH_CEPH_CONF;
+  let clusterDir: string | undefined;
+  if (!conf) {
+    conf = (await exec(clusterScript, ['start'], { timeout: 180_000 })).stdout.trim().split('\n').pop()!;
+    clusterDir = join(conf, '..');
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'storvisor-bench-rbd-'));
+  try {
+    // Create the image through the controller once, then fill it, so reads meet real objects (not holes).
+    await withController(conf, dataDir, false, async () => {});
+    await fio(['--name=fill', '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${SIZE_MIB}M`], { ...process.env, CEPH_CONF: conf });
+
+    const rows = new Map<string, Map<string, Sample[]>>();
+    const add = (how: string, w: string, s: Sample) => {
+      if (!rows.has(how)) rows.set(how, new Map());
+      const m = rows.get(how)!;
+      if (!m.has(w)) m.set(w, []);
+      m.get(w)!.push(s);
+    };
+    for (let rep = 0; rep < REPEATS; rep++) {
+      // fio's librbd needs the image's lock: no controller holds it during these runs.
+      for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
+      await withController(conf, dataDir, false, async (uri) => {
+        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(uri, w));
+      });
+      await withController(conf, dataDir, true, async (uri) => {
+        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(uri, w));
+      });
+    }
+
+    const limit = rows.get('fio rbd engine')!;
+    const lines = [
+      `## RBD volumes against fio's rbd engine (same image, ${SIZE_MIB} MiB; ${SECONDS} s runs, median of ${REPEATS})`,
+      '',
+      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op |',
+      '|---|---|---:|---:|---:|---:|',
+    ];
+    for (const [how, m] of rows) {
+      for (const w of WORKLOADS) {
+        const s = m.get(w.name)!;
+        const iops = median(s.map((x) => x.iops));
+        const base = median(limit.get(w.name)!.map((x) => x.iops));
+        lines.push(`| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${median(s.map((x) => x.cpuUsPerOp)).toFixed(1)} |`);
+      }
+    }
+    lines.push('', 'CPU µs/op: fio (with librbd for the rbd engine) plus, for the controller rows, the controller process (its librbd threads included).');
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+    if (clusterDir) await exec(clusterScript, ['stop', clusterDir], { timeout: 60_000 });
+  }
+}
+
+await main();
