@@ -84,28 +84,59 @@ export class FileData {
     return this.dirtyBytes > this.maxDirtyBytes;
   }
 
-  /** Bytes [offset, offset+length) of a regular file, clipped at its end. */
+  /**
+   * Bytes [offset, offset+length) of a regular file, clipped at its end. Runs of
+   * consecutive blocks are one device read each (straight into the result), holes
+   * read as zeroes, dirty pages come from memory.
+   */
   async read(ino: number, inode: Inode, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }> {
     const dirty = this.files.get(ino);
     const size = dirty ? dirty.size : inode.size;
     if (offset >= size) return { data: new Uint8Array(0), eof: true };
     const end = Math.min(size, offset + length);
     const out = new Uint8Array(end - offset);
-    const io: Promise<void>[] = [];
+    let io: Promise<void>[] | null = null;
+    let one: Promise<void> | null = null;
+    // The pending run: bytes [runFrom, runTo) of the file at device byte runDev.
+    let runFrom = -1;
+    let runTo = 0;
+    let runDev = 0;
+    const flush = (): void => {
+      if (runFrom < 0) return;
+      const p = this.device.pread(out.subarray(runFrom - offset, runTo - offset), runDev);
+      if (one === null && io === null) one = p;
+      else (io ??= [one!]).push(p);
+      runFrom = -1;
+    };
     for (let fb = Math.floor(offset / BLOCK_SIZE); fb * BLOCK_SIZE < end; fb++) {
       const bStart = fb * BLOCK_SIZE;
       const from = Math.max(offset, bStart);
       const to = Math.min(end, bStart + BLOCK_SIZE);
       const page = dirty?.pages.get(fb);
       if (page) {
+        flush();
         out.set(page.subarray(from - bStart, to - bStart), from - offset);
         continue;
       }
-      const phys = await lookupBlock(this.readMeta, inode, fb);
-      if (!phys) continue; // a hole reads as zeroes
-      io.push(this.device.pread(out.subarray(from - offset, to - offset), phys * BLOCK_SIZE + (from - bStart)));
+      const l = lookupBlock(this.readMeta, inode, fb);
+      const phys = typeof l === 'number' ? l : await l;
+      if (!phys) {
+        flush(); // a hole reads as zeroes
+        continue;
+      }
+      const dev = phys * BLOCK_SIZE + (from - bStart);
+      if (runFrom >= 0 && dev === runDev + (runTo - runFrom) && runTo - runFrom < MAX_RUN_BYTES) {
+        runTo = to;
+      } else {
+        flush();
+        runFrom = from;
+        runTo = to;
+        runDev = dev;
+      }
     }
-    await Promise.all(io);
+    flush();
+    if (io) await Promise.all(io);
+    else if (one) await one;
     return { data: out, eof: end >= size };
   }
 

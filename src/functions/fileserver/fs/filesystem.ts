@@ -669,7 +669,7 @@ export class VolumeFileSystem implements FileSystem {
 
   // ---- FileSystem: data ----------------------------------------------------
 
-  async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }> {
+  async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean; attr: Attr }> {
     this.assertOpen();
     if (!isCount(offset) || !isCount(length)) throw new FsError('INVAL', 'read: offset and length must be non-negative integers');
     if (length > MAX_READ) throw new FsError('INVAL', `read: length ${length} exceeds ${MAX_READ}`);
@@ -680,7 +680,8 @@ export class VolumeFileSystem implements FileSystem {
       if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
       if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
       this.counters.reads++;
-      return await this.data.read(ino, inode, offset, length);
+      const { data, eof } = await this.data.read(ino, inode, offset, length);
+      return { data, eof, attr: this.attrOf(ino, inode) };
     } finally {
       unlock();
     }

@@ -112,7 +112,11 @@ export interface FileSystem {
   rmdir(dir: number, dirGen: number, name: string): Promise<void>;
   rename(fromDir: number, fromGen: number, fromName: string, toDir: number, toGen: number, toName: string): Promise<void>;
   link(ino: number, gen: number, dir: number, dirGen: number, name: string): Promise<Attr>;
-  read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }>;
+  /**
+   * `attr`, when given, is the file's attributes as of the read (taken under the
+   * same lock), so a server needs no second call for its post-op attributes.
+   */
+  read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean; attr?: Attr }>;
   /** stable=true: data and size durable before resolving (FILE_SYNC / DATA_SYNC). */
   write(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr>;
   /** Make every earlier unstable write to this inode (or all inodes) durable. */
