@@ -201,3 +201,34 @@ export async function walkBlocks(
     base += SPANS[d - 1];
   }
 }
+
+/**
+ * One past the highest logical block the file maps (0 when it maps none): where
+ * a truncate done in steps from the end resumes, also after a crash, when the
+ * size no longer says how far the blocks reach.
+ */
+export async function mappedEnd(read: BlockReader, ino: Inode): Promise<number> {
+  const starts = [DIRECT_BLOCKS, DIRECT_BLOCKS + SPANS[0], DIRECT_BLOCKS + SPANS[0] + SPANS[1]];
+  for (let d = 3; d >= 1; d--) {
+    const top = ino.indirect[d - 1];
+    if (!top) continue;
+    const last = await lastInTree(read, top, d, starts[d - 1]);
+    if (last >= 0) return last + 1;
+  }
+  for (let i = DIRECT_BLOCKS - 1; i >= 0; i--) if (ino.direct[i]) return i + 1;
+  return 0;
+}
+
+/** Highest logical block mapped under the tree at `ptr` (depth levels, first logical block `start`), or -1. */
+async function lastInTree(read: BlockReader, ptr: number, depth: number, start: number): Promise<number> {
+  const v = viewOf(await read(ptr));
+  const span = PTRS_PER_BLOCK ** (depth - 1);
+  for (let i = PTRS_PER_BLOCK - 1; i >= 0; i--) {
+    const c = v.getUint32(i * 4, true);
+    if (!c) continue;
+    if (depth === 1) return start + i;
+    const last = await lastInTree(read, c, depth - 1, start + i * span);
+    if (last >= 0) return last;
+  }
+  return -1;
+}

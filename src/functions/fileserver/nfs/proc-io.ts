@@ -77,8 +77,11 @@ export function ioProcedures(st: NfsServerState) {
         const after = await st.fs.write(r.ino, r.gen, Number(a.offset), a.data.subarray(0, a.count), stable);
         st.stats.writes++;
         st.stats.writeBytes += a.count;
-        // DATA_SYNC is served as FILE_SYNC: the filesystem makes data and size durable together.
-        return { status: NfsStat3.OK, wcc: { before, after }, count: a.count, committed: stable ? StableHow.FILE_SYNC : StableHow.UNSTABLE };
+        // A stable write is answered with the level asked for, which is what was done: the data and
+        // everything needed to read it back (block map, size) are durable before the reply. An
+        // in-place overwrite's new mtime/ctime rides on the next journal commit (fs/README.md:
+        // "The write path"), as ext4's fdatasync leaves them.
+        return { status: NfsStat3.OK, wcc: { before, after }, count: a.count, committed: stable ? a.stable : StableHow.UNSTABLE };
       } catch (err) {
         return { status: fail(st, err), wcc: { before, after: await attrsOf(st, ref) } };
       }
