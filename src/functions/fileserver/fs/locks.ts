@@ -55,9 +55,18 @@ export class InodeLocks {
     return this.lockMany(inos, false);
   }
 
-  /** Lock one inode shared. */
-  lockShared(ino: number): Promise<Unlock> {
-    return this.lockMany([ino], true);
+  /** Lock one inode shared: the unlock function itself when the lock is free (no promise), else a promise of it. */
+  lockShared(ino: number): Unlock | Promise<Unlock> {
+    const s = this.states.get(ino);
+    if (s && (s.writer || s.waiters.length > 0)) return this.lockMany([ino], true);
+    if (s) s.readers++;
+    else this.states.set(ino, { readers: 1, writer: false, waiters: [] });
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.release(ino, true);
+    };
   }
 
   private async lockMany(inos: number[], shared: boolean): Promise<Unlock> {
