@@ -194,3 +194,18 @@ test('a read of consecutive blocks is one device read', async () => {
   assert.equal(dev.reads.filter(([o]) => o >= dev.dataFrom).length, 1);
   await fs.close();
 });
+
+test('an in-place overwrite of blocks whose mapping has not committed yet waits for it before it is acknowledged', async () => {
+  const dev = new CountingDevice(64 << 20);
+  const fs = await openFileSystem(dev, { maxDirtyBytes: 64 * 1024 });
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  // Over the dirty limit: written back and mapped, in a transaction nobody waits for.
+  await fs.write(f.ino, f.generation, 0, pattern(128 * 1024, 1), false);
+  await fs.write(f.ino, f.generation, 4096, pattern(4096, 2), true); // in place, acknowledged
+  const crashed = await openFileSystem(dev.snapshot());
+  const c = await crashed.lookup(ROOT, ROOT_GEN, 'f');
+  assert.equal(c.size, 128 * 1024, 'the mapping the overwrite relied on is durable');
+  assert.ok(same((await crashed.read(c.ino, c.generation, 4096, 4096)).data, pattern(4096, 2)), 'and so is the overwrite');
+  await crashed.close();
+  await fs.close();
+});

@@ -36,6 +36,8 @@ export interface MountOptions {
 }
 
 const MAX_READ = 64 << 20;
+/** Entries of `mapSeq` before the durable ones are swept out. */
+const MAP_SEQ_SWEEP = 4096;
 /** Steps of a large truncate or remove between commits. */
 const ORPHAN_COMMIT_STEPS = 64;
 const MAX_NLINK = 65000;
@@ -871,6 +873,14 @@ export class VolumeFileSystem implements FileSystem {
         unlockRange();
       }
       this.counters.overwrites++;
+      // The blocks may have been mapped by a writeback whose transaction has not
+      // committed yet (an unstable write over the dirty limit): the data is only
+      // reachable after a crash once that mapping is durable.
+      const mapped = this.mapSeq.get(ino);
+      if (mapped !== undefined) {
+        if (this.journal.isDurable(mapped)) this.mapSeq.delete(ino);
+        else await this.journal.waitDurable(mapped);
+      }
       const now = this.now();
       const cur = await this.readInode(ino);
       if (cur.mtimeMs !== now || cur.ctimeMs !== now) {
@@ -918,8 +928,14 @@ export class VolumeFileSystem implements FileSystem {
       throw e;
     }
     this.data.drop(ino);
+    if (this.mapSeq.size >= MAP_SEQ_SWEEP) {
+      for (const [i, s] of this.mapSeq) if (this.journal.isDurable(s)) this.mapSeq.delete(i);
+    }
+    this.mapSeq.set(ino, seq);
     return seq;
   }
+  /** Per inode, the last writeback transaction that mapped blocks (in-place overwrites wait for it). */
+  private readonly mapSeq = new Map<number, number>();
 
   /**
    * Write back and make durable one file (or every file). A commit of one file

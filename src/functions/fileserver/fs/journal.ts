@@ -368,6 +368,11 @@ export class Journal {
     }
   }
 
+  /** Transaction `seq` is durable already. */
+  isDurable(seq: number): boolean {
+    return seq <= this.committedSeq;
+  }
+
   /** Resolve once transaction `seq` is durable. */
   waitDurable(seq: number): Promise<void> {
     if (this.failure) return Promise.reject(new FsError('IO', `filesystem journal failed: ${this.failure.message}`));
