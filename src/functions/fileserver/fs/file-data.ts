@@ -149,9 +149,13 @@ export class FileData {
     const last = Math.floor((end - 1) / BLOCK_SIZE);
     // Pass 1: find which pages are new and whether they are mapped (no state changes yet).
     const fresh: Array<{ fb: number; phys: number }> = [];
+    let unmappedFresh = 0;
     for (let fb = first; fb <= last; fb++) {
       if (d0?.pages.has(fb)) continue;
-      fresh.push({ fb, phys: await lookupBlock(this.readMeta, inode, fb) });
+      const l = lookupBlock(this.readMeta, inode, fb);
+      const phys = typeof l === 'number' ? l : await l;
+      if (phys === 0) unmappedFresh++;
+      fresh.push({ fb, phys });
     }
     // Extending past a partial last block that this write does not touch: that block's
     // bytes past the old end must become zeroes, so it joins the dirty pages.
@@ -160,7 +164,7 @@ export class FileData {
       const phys = await lookupBlock(this.readMeta, inode, oldLast);
       if (phys) fresh.push({ fb: oldLast, phys });
     }
-    const unmapped = (d0?.unmapped ?? 0) + fresh.filter((p) => p.phys === 0).length;
+    const unmapped = (d0?.unmapped ?? 0) + unmappedFresh;
     const need = worstCaseBlocks(unmapped) - (d0?.reserved ?? 0);
     if (need > 0) await this.reserve(need);
     // Pass 2: read the partial pages that have old data, then apply. Pages of one
@@ -168,17 +172,23 @@ export class FileData {
     // land in consecutive blocks then go to the device as one view, without a copy.
     const pages = new Map<number, Uint8Array>();
     const slab = fresh.length > 1 ? new Uint8Array(fresh.length * BLOCK_SIZE) : null;
-    await Promise.all(
-      fresh.map(async ({ fb, phys }, i) => {
-        const page = slab ? slab.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE) : new Uint8Array(BLOCK_SIZE);
-        const covered = fb * BLOCK_SIZE >= offset && (fb + 1) * BLOCK_SIZE <= end;
-        if (phys && !covered && fb * BLOCK_SIZE < size) {
-          await this.device.pread(page, phys * BLOCK_SIZE);
-          if (size < (fb + 1) * BLOCK_SIZE) page.fill(0, size - fb * BLOCK_SIZE); // stale bytes past EOF
-        }
-        pages.set(fb, page);
-      }),
-    );
+    let reads: Promise<void>[] | null = null;
+    for (let i = 0; i < fresh.length; i++) {
+      const { fb, phys } = fresh[i];
+      const page = slab ? slab.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE) : new Uint8Array(BLOCK_SIZE);
+      const covered = fb * BLOCK_SIZE >= offset && (fb + 1) * BLOCK_SIZE <= end;
+      if (phys && !covered && fb * BLOCK_SIZE < size) {
+        // Only the partial head and tail pages (and an old partial last block) have old bytes to keep.
+        const tail = size < (fb + 1) * BLOCK_SIZE ? size - fb * BLOCK_SIZE : -1;
+        (reads ??= []).push(
+          this.device.pread(page, phys * BLOCK_SIZE).then(() => {
+            if (tail >= 0) page.fill(0, tail); // stale bytes past EOF
+          }),
+        );
+      }
+      pages.set(fb, page);
+    }
+    if (reads) await Promise.all(reads);
     let d = this.files.get(ino);
     if (!d) {
       d = { pages: new Map(), size: inode.size, mtimeMs: inode.mtimeMs, unmapped: 0, reserved: 0 };
@@ -188,12 +198,17 @@ export class FileData {
     this.dirtyBytes += pages.size * BLOCK_SIZE;
     d.unmapped = unmapped;
     if (need > 0) d.reserved += need;
-    for (let fb = first; fb <= last; fb++) {
-      const page = d.pages.get(fb)!;
-      const bStart = fb * BLOCK_SIZE;
-      const from = Math.max(offset, bStart);
-      const to = Math.min(end, bStart + BLOCK_SIZE);
-      page.set(data.subarray(from - offset, to - offset), from - bStart);
+    if (slab && fresh.length >= last - first + 1 && fresh[0].fb === first && fresh[last - first].fb === last) {
+      // Every page of the write is new and sits in order in the slab: one copy.
+      slab.set(data, offset - first * BLOCK_SIZE);
+    } else {
+      for (let fb = first; fb <= last; fb++) {
+        const page = d.pages.get(fb)!;
+        const bStart = fb * BLOCK_SIZE;
+        const from = Math.max(offset, bStart);
+        const to = Math.min(end, bStart + BLOCK_SIZE);
+        page.set(data.subarray(from - offset, to - offset), from - bStart);
+      }
     }
     d.size = Math.max(d.size, end);
     d.mtimeMs = this.now();
