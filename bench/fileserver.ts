@@ -402,7 +402,7 @@ async function compare(): Promise<void> {
     `cached: a ${cachedMiB} MiB file, read once before the timed passes; it fits the controller cache (${cacheMiB} MiB) and the page cache.`,
     `uncached: a ${uncachedMiB} MiB file, ${(uncachedMiB / cacheMiB).toFixed(0)}x the controller cache; ganesha's copy is fdatasync'd and dropped from the page cache (posix_fadvise DONTNEED) before each timed pass, and its reads warm the page cache again as the pass goes on.`,
     'fill: sequential 1 MiB UNSTABLE WRITEs to a new file, 4 in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.',
-    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs integrated on a controller volume (O_DIRECT backend); its CPU includes the controller.',
+    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs integrated on a controller volume (O_DIRECT backend); its CPU includes the whole controller, whose poller spins while I/O is outstanding (so at low op rates, QD1 most, it is mostly polling).',
     'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
     ...notes,
   ];
