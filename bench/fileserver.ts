@@ -1,95 +1,83 @@
 /**
- * NFS file server benchmark: the fileserver function started integrated (in this
- * process) on a FileBlockDevice, driven by the TS RPC client over loopback TCP.
+ * NFS file server benchmark: storvisor's file server and nfs-ganesha in the same
+ * run, on the same workloads, with the load generator in its own process.
  *
- *   4 KiB random READs, many in flight, over a file larger than the filesystem's cache
- *   4 KiB random WRITEs with FILE_SYNC (the sync write path)
+ * Compare mode (the default):
+ *   node --import tsx bench/fileserver.ts [--out results]
+ * starts the fileserver function integrated on a real controller (volume, block
+ * cache, O_DIRECT backend) and nfs-ganesha (VFS FSAL on a local directory) when it
+ * is installed, then, interleaved (repeat × data set × server):
+ *   fill    sequential 1 MiB UNSTABLE WRITEs to a new file (4 in flight), then COMMIT: MiB/s
+ *   READ    4 KiB random READ, 1 and 32 in flight
+ *   WRITE   4 KiB random FILE_SYNC WRITE over the filled file, 1 and 32 in flight
+ * on two data sets:
+ *   cached    a file that fits the controller cache and the page cache (read once
+ *             before the timed passes, so both servers serve it from memory)
+ *   uncached  a file 8x the controller cache (ours misses it); ganesha's file is
+ *             written back and dropped from the page cache (fdatasync +
+ *             posix_fadvise DONTNEED) before every timed pass, so each pass starts
+ *             cold (its reads warm the page cache as the pass goes on)
+ * plus fio (O_DIRECT, io_uring) on a raw file of the uncached size, the floor both
+ * servers' uncached READs stand on. Each row: ops/s (MiB/s for fill), p50, and CPU
+ * per op of the server (ours: this process, which hosts the controller; ganesha:
+ * its daemon from /proc), median of BENCH_REPEATS (3) passes of BENCH_SECONDS (4).
+ * Writes a Markdown table, JSON and two SVG charts (absolute, and storvisor ÷
+ * ganesha) to --out.
+ *   BENCH_NFS_CACHE_MIB (64)  controller cache; cached file = half of it
+ *   BENCH_NFS_FILE_MIB (8 x cache)  uncached file
  *
- * Prints IOPS, p50 and p99 per workload. Options (all optional):
- *   --file-mib 64   --cache-mib 8   --seconds 4   --depth 32   --connections 4
- *   --target HOST:NFSPORT[:MOUNTPORT] --export /path   drive an already running NFSv3
- *     server instead (a peer such as nfs-ganesha or unfs3) with the same load
- *   --json   print one JSON line instead of a table (bench/functions.ts uses it)
- * Run: node --import tsx bench/fileserver.ts [options]
+ * Driver mode (one client load against a running server; what compare mode and
+ * bench/functions.ts spawn):
+ *   --target HOST:NFSPORT[:MOUNTPORT] --export /path --file-mib N --seconds S
+ *   --json          fill, then 4 KiB READ and FILE_SYNC WRITE at --depth (32), one JSON line
+ *   --session NAME  the phases above one at a time: prints {"ready":phase}, waits for
+ *                   a line on stdin, runs it and prints its result (compare mode's protocol)
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { FileBlockDevice } from '../src/block/file-device.ts';
-import { createFileServer } from '../src/functions/fileserver/index.ts';
-import { openFileSystem } from '../src/functions/fileserver/fs/index.ts';
 import { NfsClient } from '../test/fileserver/nfs/helpers/nfs-client.ts';
+import { barChart } from './lib/chart.ts';
+import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
+import { startDeployment } from './lib/deployment.ts';
+import { median, runFio } from './lib/fio.ts';
+import { evictFromPageCache, hasGanesha, startGanesha } from './lib/ganesha.ts';
 
 const { values } = parseArgs({
   options: {
     'file-mib': { type: 'string', default: '64' },
-    'cache-mib': { type: 'string', default: '8' },
-    seconds: { type: 'string', default: '4' },
+    seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '4' },
     depth: { type: 'string', default: '32' },
     connections: { type: 'string', default: '4' },
     target: { type: 'string' },
     export: { type: 'string', default: '/export' },
     json: { type: 'boolean', default: false },
+    session: { type: 'string' },
+    out: { type: 'string', default: 'results' },
   },
 });
-const fileBytes = Number(values['file-mib']) << 20;
-const cacheBlocks = (Number(values['cache-mib']) << 20) / 4096;
-const seconds = Number(values.seconds);
-const depth = Number(values.depth);
-const connections = Number(values.connections);
-const exportPath = values.export!;
 const IO = 4096;
+const FILL_IO = 1 << 20;
+const FILL_DEPTH = 4;
 
-interface Result {
-  workload: string;
+// ---- driver: one client load ---------------------------------------------------------
+
+interface PhaseResult {
+  phase: string;
   ops: number;
-  iops: number;
+  seconds: number;
+  /** ops/s, or MiB/s for fill */
+  value: number;
   p50us: number;
   p99us: number;
 }
 
-/** Where the load goes: our function started here, or a peer server given by --target. */
-interface Target {
-  label: string;
-  host: string;
-  nfsPort: number;
-  mountPort: number;
-  stop(): Promise<void>;
-}
-
-async function startIntegrated(): Promise<Target> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'storvisor-bench-nfs-'));
-  const device = await FileBlockDevice.open(path.join(dir, 'volume.img'), fileBytes * 2 + (64 << 20));
-  const fn = createFileServer((d, o) => openFileSystem(d, { ...o, cacheBlocks }));
-  const running = await fn.start({
-    device,
-    listen: { host: '127.0.0.1', port: 0 },
-    options: { exportPath },
-    instance: 'bench',
-    log: () => {},
-  });
-  return {
-    label: `storvisor fileserver (integrated, FileBlockDevice, fs metadata cache ${values['cache-mib']} MiB)`,
-    host: '127.0.0.1',
-    nfsPort: running.address.port,
-    mountPort: running.address.port,
-    async stop() {
-      await running.stop();
-      await device.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-function external(spec: string): Target {
-  const [host, nfs, mount] = spec.split(':');
-  if (!host || !nfs) throw new Error('--target must be HOST:NFSPORT[:MOUNTPORT]');
-  return { label: `peer at ${spec}`, host, nfsPort: Number(nfs), mountPort: Number(mount ?? nfs), stop: async () => {} };
-}
-
 /** `depth` loops spread over the connections, each issuing one op at a time until the deadline. */
-async function drive(workload: string, clients: NfsClient[], op: (c: NfsClient) => Promise<void>): Promise<Result> {
+async function drive(phase: string, clients: NfsClient[], depth: number, seconds: number, op: (c: NfsClient) => Promise<void>): Promise<PhaseResult> {
   const latencies: number[] = [];
   const start = performance.now();
   const deadline = start + seconds * 1000;
@@ -106,63 +94,334 @@ async function drive(workload: string, clients: NfsClient[], op: (c: NfsClient) 
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]! * 1000);
-  return { workload, ops: latencies.length, iops: Math.round(latencies.length / elapsed), p50us: pct(0.5), p99us: pct(0.99) };
+  return { phase, ops: latencies.length, seconds: elapsed, value: Math.round(latencies.length / elapsed), p50us: pct(0.5), p99us: pct(0.99) };
 }
 
-async function run(target: Target): Promise<void> {
-  const clients = await Promise.all(Array.from({ length: connections }, () => NfsClient.connect(target.nfsPort, target.host)));
-  try {
-    const mounter = target.mountPort === target.nfsPort ? clients[0]! : await NfsClient.connect(target.mountPort, target.host);
+class Load {
+  private constructor(
+    readonly clients: NfsClient[],
+    readonly root: Buffer,
+    readonly name: string,
+    readonly fh: Buffer,
+    readonly fileBytes: number,
+    readonly seconds: number,
+  ) {}
+
+  static async open(spec: string, exportPath: string, name: string, fileBytes: number, seconds: number, connections: number): Promise<Load> {
+    const [host, nfs, mount] = spec.split(':');
+    if (!host || !nfs) throw new Error('--target must be HOST:NFSPORT[:MOUNTPORT]');
+    const clients = await Promise.all(Array.from({ length: connections }, () => NfsClient.connect(Number(nfs), host)));
+    const mountPort = Number(mount ?? nfs);
+    const mounter = mountPort === Number(nfs) ? clients[0]! : await NfsClient.connect(mountPort, host);
     const root = await mounter.root(exportPath);
     if (mounter !== clients[0]) await mounter.close();
-    const name = `bench-${process.pid}`;
     const created = await clients[0]!.create(root, name, 0, { mode: 0o644, size: 0 });
     if (created.status !== 0) throw new Error(`CREATE failed: nfsstat3 ${created.status}`);
-    const fh = created.fh!;
+    return new Load(clients, root, name, created.fh!, fileBytes, seconds);
+  }
 
-    // Fill with UNSTABLE 1 MiB writes and one COMMIT: fast, and every 4 KiB block is real data.
-    const fill = Buffer.alloc(1 << 20);
+  /** Sequential 1 MiB UNSTABLE writes, FILL_DEPTH in flight, then one COMMIT; every 4 KiB block is real data. */
+  async fill(): Promise<PhaseResult> {
+    const c = this.clients[0]!;
+    let next = 0;
     const t0 = performance.now();
-    for (let off = 0; off < fileBytes; off += fill.length) {
-      for (let i = 0; i < fill.length; i += 8) fill.writeUInt32BE(off + i, i);
-      const w = await clients[0]!.write(fh, off, fill, 0);
-      if (w.status !== 0) throw new Error(`fill write failed: nfsstat3 ${w.status}`);
-    }
-    await clients[0]!.commit(fh);
-    const fillSecs = (performance.now() - t0) / 1000;
-
-    const blocks = fileBytes / IO;
-    const randomOffset = () => Math.floor(Math.random() * blocks) * IO;
-    const payload = Buffer.alloc(IO, 0xab);
-    const results = [
-      await drive('4K random READ', clients, async (c) => {
-        const r = await c.read(fh, randomOffset(), IO);
-        if (r.status !== 0 || r.count !== IO) throw new Error(`READ failed: nfsstat3 ${r.status}`);
+    await Promise.all(
+      Array.from({ length: FILL_DEPTH }, async () => {
+        const buf = Buffer.alloc(FILL_IO);
+        while (next < this.fileBytes) {
+          const off = next;
+          next += FILL_IO;
+          for (let i = 0; i < FILL_IO; i += 8) buf.writeUInt32BE((off + i) >>> 0, i);
+          const w = await c.write(this.fh, off, buf.subarray(0, Math.min(FILL_IO, this.fileBytes - off)), 0);
+          if (w.status !== 0) throw new Error(`fill write failed: nfsstat3 ${w.status}`);
+        }
       }),
-      await drive('4K random WRITE FILE_SYNC', clients, async (c) => {
-        const w = await c.write(fh, randomOffset(), payload, 2);
-        if (w.status !== 0 || w.committed !== 2) throw new Error(`WRITE failed: nfsstat3 ${w.status}`);
-      }),
-    ];
-    await clients[0]!.remove(root, name);
-
-    if (values.json) {
-      console.log(JSON.stringify({ label: target.label, fileBytes, depth, connections, seconds, results }));
-      return;
-    }
-    console.log(
-      `${target.label}: file ${fileBytes >> 20} MiB (filled at ${((fileBytes >> 20) / fillSecs).toFixed(0)} MiB/s), ` +
-        `${depth} in flight over ${connections} connections, ${seconds} s per workload`,
     );
-    console.table(results.map((r) => ({ workload: r.workload, ops: r.ops, IOPS: r.iops, 'p50 µs': r.p50us, 'p99 µs': r.p99us })));
-  } finally {
-    await Promise.all(clients.map((c) => c.close()));
+    const cm = await c.commit(this.fh);
+    if (cm.status !== 0) throw new Error(`COMMIT failed: nfsstat3 ${cm.status}`);
+    const secs = (performance.now() - t0) / 1000;
+    const ops = Math.ceil(this.fileBytes / FILL_IO);
+    return { phase: 'fill', ops, seconds: secs, value: Math.round((this.fileBytes / (1 << 20) / secs) * 10) / 10, p50us: NaN, p99us: NaN };
+  }
+
+  /** Read the whole file once (1 MiB READs) so a cached pass starts warm. */
+  async warm(): Promise<PhaseResult> {
+    const t0 = performance.now();
+    for (let off = 0; off < this.fileBytes; off += FILL_IO) {
+      const r = await this.clients[0]!.read(this.fh, off, FILL_IO);
+      if (r.status !== 0) throw new Error(`READ failed: nfsstat3 ${r.status}`);
+    }
+    return { phase: 'warm', ops: this.fileBytes / FILL_IO, seconds: (performance.now() - t0) / 1000, value: NaN, p50us: NaN, p99us: NaN };
+  }
+
+  private randomOffset = () => Math.floor(Math.random() * (this.fileBytes / IO)) * IO;
+
+  read(depth: number, phase = `READ QD${depth}`): Promise<PhaseResult> {
+    return drive(phase, this.clients, depth, this.seconds, async (c) => {
+      const r = await c.read(this.fh, this.randomOffset(), IO);
+      if (r.status !== 0 || r.count !== IO) throw new Error(`READ failed: nfsstat3 ${r.status}`);
+    });
+  }
+
+  private payload = Buffer.alloc(IO, 0xab);
+  write(depth: number, phase = `WRITE FILE_SYNC QD${depth}`): Promise<PhaseResult> {
+    return drive(phase, this.clients, depth, this.seconds, async (c) => {
+      const w = await c.write(this.fh, this.randomOffset(), this.payload, 2);
+      if (w.status !== 0 || w.committed !== 2) throw new Error(`WRITE failed: nfsstat3 ${w.status}`);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.clients[0]!.remove(this.root, this.name);
+    await Promise.all(this.clients.map((c) => c.close()));
   }
 }
 
-const target = values.target ? external(values.target) : await startIntegrated();
-try {
-  await run(target);
-} finally {
-  await target.stop();
+const SESSION_PHASES = ['fill', 'warm', 'READ QD1', 'READ QD32', 'WRITE FILE_SYNC QD1', 'WRITE FILE_SYNC QD32'] as const;
+type Phase = (typeof SESSION_PHASES)[number];
+
+function runPhase(load: Load, phase: Phase): Promise<PhaseResult> {
+  switch (phase) {
+    case 'fill':
+      return load.fill();
+    case 'warm':
+      return load.warm();
+    case 'READ QD1':
+      return load.read(1);
+    case 'READ QD32':
+      return load.read(32);
+    case 'WRITE FILE_SYNC QD1':
+      return load.write(1);
+    case 'WRITE FILE_SYNC QD32':
+      return load.write(32);
+  }
 }
+
+async function driver(): Promise<void> {
+  const fileBytes = Number(values['file-mib']) << 20;
+  const seconds = Number(values.seconds);
+  const name = values.session ?? `bench-${process.pid}`;
+  const load = await Load.open(values.target!, values.export!, name, fileBytes, seconds, Number(values.connections));
+  try {
+    if (values.session) {
+      const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+      const say = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
+      for (const phase of SESSION_PHASES) {
+        say({ ready: phase });
+        const go = await lines.next();
+        if (go.done || go.value.trim() === 'skip') continue;
+        say({ result: await runPhase(load, phase) });
+      }
+      say({ done: true });
+      return;
+    }
+    // bench/functions.ts's load: fill, then READ and FILE_SYNC WRITE at --depth.
+    const depth = Number(values.depth);
+    const fill = await load.fill();
+    const results = [await load.read(depth, '4K random READ'), await load.write(depth, '4K random WRITE FILE_SYNC')].map((r) => ({
+      workload: r.phase,
+      ops: r.ops,
+      iops: r.value,
+      p50us: r.p50us,
+      p99us: r.p99us,
+    }));
+    if (values.json) {
+      console.log(JSON.stringify({ label: `peer at ${values.target}`, fileBytes, depth, seconds, fillMiBps: fill.value, results }));
+      return;
+    }
+    console.log(`${values.target}: file ${fileBytes >> 20} MiB filled at ${fill.value} MiB/s, ${depth} in flight, ${seconds} s per workload`);
+    console.table(results);
+  } finally {
+    await load.close();
+  }
+}
+
+// ---- compare mode: both servers, both data sets, same run ------------------------------------
+
+interface Server {
+  label: string;
+  target: string;
+  exportPath: string;
+  /** Path of a file created at the export root, on this machine (ganesha), for eviction. */
+  localFile?: (name: string) => string;
+  cpuSeconds(): number;
+  stop(): Promise<void>;
+}
+
+interface Cell {
+  value: number;
+  p50us: number;
+  cpuUsPerOp: number;
+}
+
+const DRIVER = fileURLToPath(import.meta.url);
+const progress = (m: string) => process.stderr.write(`[nfs] ${m}\n`);
+
+/** One session of the driver against `server`; `beforePhase` runs before each timed phase. */
+async function session(server: Server, fileMiB: number, seconds: number, cached: boolean, onResult: (phase: Phase, c: Cell) => void): Promise<void> {
+  const name = `bench-${cached ? 'cached' : 'uncached'}-${process.pid}`;
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', DRIVER, '--target', server.target, '--export', server.exportPath, '--file-mib', String(fileMiB), '--seconds', String(seconds), '--session', name],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let cpu0 = 0;
+  let phase: Phase | null = null;
+  for await (const line of createInterface({ input: child.stdout! })) {
+    const msg = JSON.parse(line) as { ready?: Phase; result?: PhaseResult; done?: boolean };
+    if (msg.ready) {
+      phase = msg.ready;
+      if (phase === 'warm' && !cached) {
+        child.stdin!.write('skip\n');
+        continue;
+      }
+      // Uncached: ganesha's file leaves the page cache before every timed pass (ours is 8x the controller cache).
+      if (!cached && phase !== 'fill' && server.localFile) await evictFromPageCache(server.localFile(name));
+      cpu0 = server.cpuSeconds();
+      child.stdin!.write('go\n');
+    } else if (msg.result) {
+      const cpu = server.cpuSeconds() - cpu0;
+      const r = msg.result;
+      if (phase !== 'warm') onResult(phase!, { value: r.value, p50us: r.p50us, cpuUsPerOp: (cpu / r.ops) * 1e6 });
+    } else if (msg.done) {
+      child.stdin!.end();
+    }
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`load generator against ${server.label} exited with ${code}`);
+}
+
+async function startOurs(volumeMiB: number, cacheMiB: number): Promise<Server> {
+  const dep = await startDeployment({ label: 'integrated', deploy: 'integrated' }, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB, cacheMiB });
+  return {
+    label: 'storvisor (integrated)',
+    target: `${dep.host}:${dep.port}`,
+    exportPath: '/export',
+    // The controller and the function run in this process; the load generator does not.
+    cpuSeconds: selfCpuSeconds,
+    stop: dep.stop,
+  };
+}
+
+async function startPeer(): Promise<Server> {
+  const g = await startGanesha();
+  return {
+    label: 'nfs-ganesha (VFS)',
+    target: `${g.host}:${g.nfsPort}:${g.mountPort}`,
+    exportPath: g.exportPath,
+    localFile: (name) => path.join(g.exportPath, name),
+    cpuSeconds: () => processCpuSeconds(g.pid),
+    stop: g.stop,
+  };
+}
+
+async function compare(): Promise<void> {
+  const seconds = Number(values.seconds);
+  const repeats = Number(process.env.BENCH_REPEATS ?? 3);
+  const cacheMiB = Number(process.env.BENCH_NFS_CACHE_MIB ?? 64);
+  const cachedMiB = Math.max(1, cacheMiB >> 1);
+  const uncachedMiB = Number(process.env.BENCH_NFS_FILE_MIB ?? cacheMiB * 8);
+  const servers: Server[] = [await startOurs(cachedMiB + uncachedMiB + 256, cacheMiB)];
+  const notes: string[] = [];
+  if (hasGanesha()) servers.push(await startPeer());
+  else notes.push('nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind): no peer column.');
+  // rows[dataSet + phase][server] = cells of every repeat
+  const rows = new Map<string, Map<string, Cell[]>>();
+  const add = (row: string, server: string, c: Cell) => {
+    if (!rows.has(row)) rows.set(row, new Map());
+    const m = rows.get(row)!;
+    m.set(server, [...(m.get(server) ?? []), c]);
+  };
+  const sets = [
+    { label: 'cached', cached: true, mib: cachedMiB },
+    { label: 'uncached', cached: false, mib: uncachedMiB },
+  ];
+  try {
+    for (let r = 0; r < repeats; r++) {
+      for (const set of sets) {
+        // Alternate which server goes first, so neither always meets the warmer machine.
+        const order = r % 2 === 0 ? servers : [...servers].reverse();
+        for (const s of order) {
+          await session(s, set.mib, seconds, set.cached, (phase, c) => add(`${set.label} ${phase}`, s.label, c));
+          progress(`${r + 1}/${repeats} ${set.label} ${set.mib} MiB ${s.label}: done`);
+        }
+      }
+    }
+  } finally {
+    for (const s of servers) await s.stop();
+  }
+
+  // fio on a raw file of the uncached size: what the disk gives 4 KiB random reads.
+  const fioDir = mkdtempSync(path.join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-nfs-fio-'));
+  const fio: Record<string, number> = {};
+  try {
+    for (const qd of [1, 32]) {
+      const res = await runFio([
+        '--name=raw', `--filename=${path.join(fioDir, 'raw')}`, `--size=${uncachedMiB}M`, '--direct=1', '--rw=randread', '--bs=4k',
+        '--ioengine=io_uring', `--iodepth=${qd}`, `--runtime=${seconds}`, '--time_based',
+      ]);
+      fio[`uncached READ QD${qd}`] = res.iops;
+    }
+  } catch (err) {
+    notes.push(`fio did not run: ${(err as Error).message.split('\n')[0]}`);
+  } finally {
+    rmSync(fioDir, { recursive: true, force: true });
+  }
+
+  const ours = servers[0]!.label;
+  const peer = servers[1]?.label;
+  const med = (cells: Cell[] | undefined, k: keyof Cell) => median((cells ?? []).map((c) => c[k]));
+  const table = [...rows].map(([row, cols]) => {
+    const o = cols.get(ours);
+    const g = peer ? cols.get(peer) : undefined;
+    return {
+      row,
+      unit: row.endsWith('fill') ? 'MiB/s' : 'ops/s',
+      ours: med(o, 'value'),
+      peer: med(g, 'value'),
+      oursP50: med(o, 'p50us'),
+      peerP50: med(g, 'p50us'),
+      oursCpu: med(o, 'cpuUsPerOp'),
+      peerCpu: med(g, 'cpuUsPerOp'),
+      fio: fio[row] ?? NaN,
+    };
+  });
+  const f0 = (x: number) => (Number.isFinite(x) ? String(Math.round(x)) : '-');
+  const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const lines = [
+    `# nfs: storvisor vs nfs-ganesha, same run, median of ${repeats} × ${seconds} s`,
+    '',
+    '| data set | workload | unit | storvisor | ganesha | storvisor ÷ ganesha | p50 µs s / g | CPU µs/op s / g | fio raw | storvisor ÷ fio |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...table.map((t) => {
+      const [set, ...w] = t.row.split(' ');
+      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${t.unit === 'MiB/s' ? t.ours.toFixed(1) : f0(t.ours)} | ${t.unit === 'MiB/s' ? f2(t.peer) : f0(t.peer)} | ${f2(t.ours / t.peer)} | ${f0(t.oursP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.peerCpu)} | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
+    }),
+    '',
+    `cached: a ${cachedMiB} MiB file, read once before the timed passes; it fits the controller cache (${cacheMiB} MiB) and the page cache.`,
+    `uncached: a ${uncachedMiB} MiB file, ${(uncachedMiB / cacheMiB).toFixed(0)}x the controller cache; ganesha's copy is fdatasync'd and dropped from the page cache (posix_fadvise DONTNEED) before each timed pass, and its reads warm the page cache again as the pass goes on.`,
+    'fill: sequential 1 MiB UNSTABLE WRITEs to a new file, 4 in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.',
+    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs integrated on a controller volume (O_DIRECT backend); its CPU includes the whole controller, whose poller spins while I/O is outstanding (so at low op rates, QD1 most, it is mostly polling).',
+    'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
+    ...notes,
+  ];
+  const text = lines.join('\n') + '\n';
+  process.stdout.write(text);
+  mkdirSync(values.out!, { recursive: true });
+  const stem = path.join(values.out!, `nfs-compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  writeFileSync(`${stem}.md`, text);
+  writeFileSync(`${stem}.json`, JSON.stringify({ seconds, repeats, cacheMiB, cachedMiB, uncachedMiB, table }, null, 2));
+  const ops = table.filter((t) => t.unit === 'ops/s');
+  const series = [{ label: ours, values: ops.map((t) => t.ours) }];
+  if (peer) series.push({ label: peer, values: ops.map((t) => t.peer) });
+  writeFileSync(`${stem}.svg`, barChart({ title: `NFS 4 KiB ops/s, median of ${repeats}`, unit: 'ops/s', groups: ops.map((t) => t.row), series }));
+  writeFileSync(
+    `${stem}-ratio.svg`,
+    barChart({ title: 'storvisor ÷ nfs-ganesha (1.0 = parity)', unit: 'x', groups: table.map((t) => `${t.row} (${t.unit})`), series: [{ label: 'storvisor ÷ ganesha', values: table.map((t) => t.ours / t.peer) }] }),
+  );
+  progress(`wrote ${stem}.md, .json, .svg and -ratio.svg`);
+}
+
+if (values.target) await driver();
+else await compare();

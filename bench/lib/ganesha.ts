@@ -13,7 +13,18 @@ import { NfsClient } from '../../test/fileserver/nfs/helpers/nfs-client.ts';
  */
 export const hasGanesha = () => ['ganesha.nfsd', 'rpcbind'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
 
-export async function startGanesha(): Promise<{ host: string; nfsPort: number; mountPort: number; exportPath: string; stop(): Promise<void> }> {
+export interface Ganesha {
+  host: string;
+  nfsPort: number;
+  mountPort: number;
+  /** The exported directory on this machine (files a client creates at the export root are here). */
+  exportPath: string;
+  /** The daemon's process id, for its CPU time (bench/lib/cpu.ts). */
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export async function startGanesha(): Promise<Ganesha> {
   if (spawnSync('sh', ['-c', 'pgrep -x rpcbind']).status !== 0) spawnSync('rpcbind', ['-w']);
   const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-ganesha-'));
   const exportPath = join(dir, 'export');
@@ -39,7 +50,7 @@ LOG { Default_Log_Level = WARN; }
       const c = await NfsClient.connect(mountPort, '127.0.0.1');
       try {
         await c.root(exportPath);
-        return { host: '127.0.0.1', nfsPort, mountPort, exportPath, stop };
+        return { host: '127.0.0.1', nfsPort, mountPort, exportPath, pid: child.pid ?? 0, stop };
       } finally {
         await c.close();
       }
@@ -49,4 +60,22 @@ LOG { Default_Log_Level = WARN; }
   }
   await stop();
   throw new Error('nfs-ganesha did not start serving MOUNT within 30 s');
+}
+
+/**
+ * Drop a file's pages from the kernel page cache, so the next reads of it reach
+ * the disk: its dirty pages are written first (fdatasync), then
+ * posix_fadvise(POSIX_FADV_DONTNEED) over the whole file, which GNU dd does for
+ * `iflag=nocache count=0`. Needs no privileges (unlike vm.drop_caches).
+ */
+export async function evictFromPageCache(path: string): Promise<void> {
+  const { open } = await import('node:fs/promises');
+  const fh = await open(path, 'r+');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  const r = spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+  if (r.status !== 0) throw new Error(`dd iflag=nocache on ${path} failed: ${r.stderr?.toString() ?? r.status}`);
 }

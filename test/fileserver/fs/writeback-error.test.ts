@@ -40,9 +40,10 @@ test('a data write failing with EIO mid-writeback reports IO and commits none of
   const base = await fsck(dev.snapshot());
   assert.deepEqual(base.problems, []);
   const statBefore = await fs.statfs();
-  // 200 KiB: 50 data blocks and an indirect block; the 21st data write fails.
-  await fs.write(a.ino, a.generation, 0, pattern(200 * 1024, 3), false);
-  dev.failWrites(dataFrom, dev.size, { skip: 20, kind: 'EIO' });
+  // 1.5 MiB: 384 data blocks and an indirect block, written as a 1 MiB run and a
+  // 512 KiB run (the largest device write is 1 MiB); the second one fails.
+  await fs.write(a.ino, a.generation, 0, pattern(1536 * 1024, 3), false);
+  dev.failWrites(dataFrom, dev.size, { skip: 1, kind: 'EIO' });
   await assert.rejects(fs.commit(a.ino, a.generation), code('IO'));
   assert.equal(dev.failed, 1, 'the fault fired');
   dev.clearFaults();
@@ -82,7 +83,7 @@ test('ENOSPC from the device during an over-the-limit writeback fails that write
   const f = await fs.create(ROOT, ROOT_GEN, 'c', { ...OWNER, exclusive: true });
   const data = pattern(96 * 1024, 6);
   await fs.write(f.ino, f.generation, 0, data.subarray(0, 32 * 1024), false); // acknowledged, still in memory
-  dev.failWrites(dataFrom, dev.size, { skip: 10, kind: 'ENOSPC' });
+  dev.failWrites(dataFrom, dev.size, { kind: 'ENOSPC' }); // the writeback's one data write (24 consecutive blocks)
   await assert.rejects(fs.write(f.ino, f.generation, 32 * 1024, data.subarray(32 * 1024), false), code('NOSPC'));
   assert.equal(dev.failed, 1, 'the fault fired');
   dev.clearFaults();

@@ -83,6 +83,62 @@ export class Bitmap {
     return -1;
   }
 
+  /**
+   * Find the first clear bit at or after the hint (as `allocate`) and set it and
+   * up to `max - 1` clear bits right after it, within one bitmap block: one run
+   * of consecutive items. Returns the first item and the run length (0 when
+   * nothing is free). If the handle aborts, the bits still set are cleared and
+   * `onUndo` accounts for each item.
+   */
+  async allocateRun(
+    h: Handle,
+    max: number,
+    skip: (item: number) => boolean,
+    onUndo: (item: number) => void,
+  ): Promise<{ start: number; count: number; giveBack: (n: number) => void }> {
+    const first = await this.allocate(h, skip, onUndo);
+    if (first < 0) return { start: -1, count: 0, giveBack: () => {} };
+    const bi = Math.floor(first / BITS_PER_BLOCK);
+    const buf = await h.get(this.start + bi);
+    const base = bi * BITS_PER_BLOCK;
+    const limit = Math.min(BITS_PER_BLOCK, this.count - base);
+    let count = 1;
+    while (count < max) {
+      const idx = first - base + count;
+      if (idx >= limit) break;
+      const mask = 1 << (idx & 7);
+      if (buf[idx >> 3] & mask || skip(base + idx)) break;
+      buf[idx >> 3] |= mask;
+      count++;
+    }
+    const extra = count - 1;
+    // Undo of the extension (the first item has its own): clears what is still set.
+    let held = extra;
+    if (extra > 0) {
+      this.free -= extra;
+      h.onAbort(() => {
+        for (let i = 1; i <= held; i++) {
+          const idx = first - base + i;
+          buf[idx >> 3] &= ~(1 << (idx & 7));
+          onUndo(base + idx);
+        }
+      });
+    }
+    this.hint = first + count >= this.count ? 0 : first + count;
+    /** Return the last `n` items of the extension unused (never the first item). */
+    const giveBack = (n: number): void => {
+      const k = Math.min(n, held);
+      for (let i = held - k + 1; i <= held; i++) {
+        const idx = first - base + i;
+        buf[idx >> 3] &= ~(1 << (idx & 7));
+      }
+      held -= k;
+      this.free += k;
+      if (this.hint === first + count) this.hint = first + 1 + held;
+    };
+    return { start: first, count, giveBack };
+  }
+
   async clear(h: Handle, item: number): Promise<void> {
     const bi = Math.floor(item / BITS_PER_BLOCK);
     const buf = await h.get(this.start + bi);
@@ -142,6 +198,40 @@ export class BlockAllocator {
       h.allocated--;
     });
     return b;
+  }
+
+  /**
+   * Allocate up to `max` consecutive blocks out of the caller's reservation (an
+   * extent for a large write): one bitmap scan, blocks that sit together on the
+   * volume so their data goes out in one device write. `giveBack(n)` returns the
+   * last n of them unused (to free and to the reservation) before the handle ends.
+   */
+  async allocateRun(h: Handle, max: number): Promise<{ start: number; count: number; giveBack: (n: number) => void }> {
+    const run = await this.bitmap.allocateRun(
+      h,
+      max,
+      (item) => this.quarantine.has(item),
+      (item) => this.quarantine.set(item, h.seq),
+    );
+    if (run.count === 0) throw new FsError('NOSPC', 'no free block (reservation accounting is off)');
+    let held = run.count;
+    this.reserved -= held;
+    h.allocated += held;
+    h.onAbort(() => {
+      this.reserved += held;
+      h.allocated -= held;
+    });
+    return {
+      start: run.start,
+      count: run.count,
+      giveBack: (n: number) => {
+        const k = Math.min(n, held - 1);
+        run.giveBack(k);
+        held -= k;
+        this.reserved += k;
+        h.allocated -= k;
+      },
+    };
   }
 
   async free(h: Handle, block: number): Promise<void> {

@@ -26,15 +26,23 @@ function locate(fb: number): { depth: number; rel: number } {
   throw new RangeError(`logical block ${fb} beyond the largest file`);
 }
 
-/** Physical block of logical block `fb`, or 0 for a hole. */
-export async function lookupBlock(read: BlockReader, ino: Inode, fb: number): Promise<number> {
+/**
+ * Physical block of logical block `fb`, or 0 for a hole. Synchronous (a plain
+ * number) while the pointer blocks are cached, which is the common case on the
+ * read and write paths; a promise only when one must be read.
+ */
+export function lookupBlock(read: BlockReader, ino: Inode, fb: number): number | Promise<number> {
   if (fb < DIRECT_BLOCKS) return ino.direct[fb];
-  const { depth, rel: r0 } = locate(fb);
-  let rel = r0;
-  let ptr = ino.indirect[depth - 1];
+  const { depth, rel } = locate(fb);
+  return walkFrom(read, ino.indirect[depth - 1], depth, rel);
+}
+
+function walkFrom(read: BlockReader, ptr: number, depth: number, rel: number): number | Promise<number> {
   for (let d = depth; d >= 1 && ptr !== 0; d--) {
     const span = PTRS_PER_BLOCK ** (d - 1);
-    ptr = viewOf(await read(ptr)).getUint32(Math.floor(rel / span) * 4, true);
+    const b = read(ptr);
+    if (b instanceof Promise) return b.then((buf) => walkFrom(read, viewOf(buf).getUint32(Math.floor(rel / span) * 4, true), d - 1, rel % span));
+    ptr = viewOf(b).getUint32(Math.floor(rel / span) * 4, true);
     rel %= span;
   }
   return ptr;
@@ -58,10 +66,12 @@ export async function ensureBlock(
   alloc: BlockAllocator,
   ino: Inode,
   fb: number,
+  /** Where a new data block comes from (an extent the caller allocated); default: one block. */
+  takeData?: () => Promise<number>,
 ): Promise<{ block: number; fresh: boolean }> {
   if (fb < DIRECT_BLOCKS) {
     if (ino.direct[fb]) return { block: ino.direct[fb], fresh: false };
-    ino.direct[fb] = await alloc.allocate(h);
+    ino.direct[fb] = takeData ? await takeData() : await alloc.allocate(h);
     ino.blocks++;
     h.onAbort(() => {
       ino.direct[fb] = 0;
@@ -89,7 +99,7 @@ export async function ensureBlock(
     const v = viewOf(await h.get(ptr));
     let child = v.getUint32(slot, true);
     if (!child) {
-      child = await alloc.allocate(h);
+      child = d === 1 && takeData ? await takeData() : await alloc.allocate(h);
       if (d > 1) h.create(child);
       v.setUint32(slot, child, true);
       h.dirty(ptr);
@@ -190,4 +200,35 @@ export async function walkBlocks(
     if (ino.indirect[d - 1]) await visit(ino.indirect[d - 1], d, base);
     base += SPANS[d - 1];
   }
+}
+
+/**
+ * One past the highest logical block the file maps (0 when it maps none): where
+ * a truncate done in steps from the end resumes, also after a crash, when the
+ * size no longer says how far the blocks reach.
+ */
+export async function mappedEnd(read: BlockReader, ino: Inode): Promise<number> {
+  const starts = [DIRECT_BLOCKS, DIRECT_BLOCKS + SPANS[0], DIRECT_BLOCKS + SPANS[0] + SPANS[1]];
+  for (let d = 3; d >= 1; d--) {
+    const top = ino.indirect[d - 1];
+    if (!top) continue;
+    const last = await lastInTree(read, top, d, starts[d - 1]);
+    if (last >= 0) return last + 1;
+  }
+  for (let i = DIRECT_BLOCKS - 1; i >= 0; i--) if (ino.direct[i]) return i + 1;
+  return 0;
+}
+
+/** Highest logical block mapped under the tree at `ptr` (depth levels, first logical block `start`), or -1. */
+async function lastInTree(read: BlockReader, ptr: number, depth: number, start: number): Promise<number> {
+  const v = viewOf(await read(ptr));
+  const span = PTRS_PER_BLOCK ** (depth - 1);
+  for (let i = PTRS_PER_BLOCK - 1; i >= 0; i--) {
+    const c = v.getUint32(i * 4, true);
+    if (!c) continue;
+    if (depth === 1) return start + i;
+    const last = await lastInTree(read, c, depth - 1, start + i * span);
+    if (last >= 0) return last;
+  }
+  return -1;
 }

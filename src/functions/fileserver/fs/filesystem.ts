@@ -1,12 +1,12 @@
 import type { BlockDevice } from '../../../block/types.ts';
 import { BlockAllocator, Bitmap } from './alloc.ts';
-import { MAX_FILE_BLOCKS, truncateBlocks } from './blockmap.ts';
+import { MAX_FILE_BLOCKS, mappedEnd, truncateBlocks } from './blockmap.ts';
 import { FileData, writebackError } from './file-data.ts';
 import { MetaCache } from './cache.ts';
 import { dirBlocks, dirCreate, dirInsert, dirList, dirLookup, dirProbe, dirRemove, INSERT_RESERVE } from './directory.ts';
 import { decodeInode, emptyInode, encodeInode, fileTypeOf, InodeType, verifyInodeBlock, type Inode, type InodeTypeCode } from './inode.ts';
 import { Journal, type Handle, type JournalHeader } from './journal.ts';
-import { InodeLocks } from './locks.ts';
+import { InodeLocks, RangeLocks } from './locks.ts';
 import { PATH_MAX, validateName } from './names.ts';
 import { BLOCK_SIZE, INODE_SIZE, INODES_PER_BLOCK, type Superblock } from './superblock.ts';
 import {
@@ -27,9 +27,19 @@ export interface MountOptions {
   maxDirtyBytes?: number;
   /** Time source for inode times (tests and golden fixtures fix it). */
   clock?: () => number;
+  /**
+   * Logical blocks one transaction of a large truncate or remove frees at most
+   * (default 256): it dirties at most that many bitmap blocks plus a few pointer
+   * blocks, so it always fits one journal record beside a full running transaction.
+   */
+  truncateStepBlocks?: number;
 }
 
 const MAX_READ = 64 << 20;
+/** Entries of `mapSeq` before the durable ones are swept out. */
+const MAP_SEQ_SWEEP = 4096;
+/** Steps of a large truncate or remove between commits. */
+const ORPHAN_COMMIT_STEPS = 64;
 const MAX_NLINK = 65000;
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 
@@ -45,6 +55,8 @@ const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isS
 export class VolumeFileSystem implements FileSystem {
   readonly fsid: bigint;
   readonly rootIno: number;
+  /** Set at mount from the root inode. */
+  rootGeneration = 0;
   readonly blockSize = BLOCK_SIZE;
   private readonly cache: MetaCache;
   private readonly journal: Journal;
@@ -53,11 +65,14 @@ export class VolumeFileSystem implements FileSystem {
   private readonly locks = new InodeLocks();
   /** Serializes renames that move a directory to another parent (loop check needs a stable tree). */
   private readonly renameLocks = new InodeLocks();
+  /** Blocks of a file being overwritten in place (under the inode's shared lock). */
+  private readonly ranges = new RangeLocks();
   private readonly data: FileData;
   private readonly now: () => number;
   private readonly log: (m: string) => void;
   private closed = false;
-  readonly counters = { ops: 0, writes: 0, reads: 0, writebacks: 0, writebackErrors: 0 };
+  private readonly truncateStep: number;
+  readonly counters = { ops: 0, writes: 0, overwrites: 0, reads: 0, writebacks: 0, writebackErrors: 0 };
 
   private constructor(
     private readonly device: BlockDevice,
@@ -75,6 +90,7 @@ export class VolumeFileSystem implements FileSystem {
     this.now = opts.clock ?? Date.now;
     this.data = new FileData(device, this.readMeta, this.alloc, (n) => this.reserve(n), this.now, opts.maxDirtyBytes ?? 64 << 20);
     this.log = opts.log ?? (() => {});
+    this.truncateStep = Math.max(1, Math.min(256, opts.truncateStepBlocks ?? 256));
   }
 
   /** Mount a volume whose journal has been replayed (see index.ts). */
@@ -84,6 +100,8 @@ export class VolumeFileSystem implements FileSystem {
     await fs.inodeMap.countFree();
     const root = await fs.readInode(sb.rootIno);
     if (root.type !== InodeType.dir) throw new FsError('IO', 'root inode is not a directory');
+    fs.rootGeneration = root.generation;
+    await fs.recoverOrphans();
     return fs;
   }
 
@@ -91,6 +109,7 @@ export class VolumeFileSystem implements FileSystem {
     return {
       ...this.counters,
       ...this.journal.stats,
+      ...this.data.counters,
       cacheBlocks: this.cache.size,
       cacheHits: this.cache.hits,
       cacheMisses: this.cache.misses,
@@ -138,7 +157,8 @@ export class VolumeFileSystem implements FileSystem {
   private async live(ino: number, gen: number): Promise<Inode> {
     this.checkIno(ino);
     const inode = await this.readInode(ino);
-    if (inode.type === InodeType.free || inode.generation !== gen) {
+    if (inode.type === InodeType.free || inode.generation !== gen || (inode.nlink === 0 && inode.type !== InodeType.dir)) {
+      // nlink 0: a removed file whose blocks are being freed in steps (an orphan).
       throw new FsError('STALE', `inode ${ino} generation ${gen} no longer exists`);
     }
     return inode;
@@ -273,6 +293,92 @@ export class VolumeFileSystem implements FileSystem {
     this.inodeMap.free++;
   }
 
+  // ---- large truncates and removes: bounded steps, an orphan list ------------
+  //
+  // One transaction must fit one journal record, and freeing the blocks of a huge
+  // file touches a bitmap block per 128 MiB of it (more when fragmented). So a
+  // truncate or remove that frees more than `truncateStep` blocks runs as several
+  // transactions: the first one sets the new size (or unlinks the name and drops
+  // nlink to 0) and puts the inode on the orphan list; each next one frees up to
+  // `truncateStep` blocks from the end of the file; the last one takes the inode
+  // off the list (and frees it, for a remove). A crash at any point leaves the
+  // inode on the list, and mount finishes the job before anything else runs.
+  // The list: inode record 0 (never a real inode) holds the head in `parent`;
+  // each orphan holds the next one in its own `parent` (unused by files).
+
+  /** Blocks past `keep` a file maps, at most (its block count is an upper bound). */
+  private needsSteps(inode: Inode, keep: number): boolean {
+    return inode.type !== InodeType.dir && inode.blocks > this.truncateStep && inode.blocks > keep;
+  }
+
+  private async orphanAdd(h: Handle, ino: number, inode: Inode): Promise<void> {
+    const head = await this.readInode(0);
+    inode.parent = head.parent;
+    head.parent = ino;
+    await this.putInode(h, 0, head);
+  }
+
+  private async orphanRemove(h: Handle, ino: number, inode: Inode): Promise<void> {
+    const head = await this.readInode(0);
+    if (head.parent === ino) {
+      head.parent = inode.parent;
+      await this.putInode(h, 0, head);
+    } else {
+      for (let prev = head.parent, n = 0; prev !== 0 && n < this.sb.inodeCount; n++) {
+        const p = await this.readInode(prev);
+        if (p.parent === ino) {
+          p.parent = inode.parent;
+          await this.putInode(h, prev, p);
+          break;
+        }
+        prev = p.parent;
+      }
+    }
+    inode.parent = 0;
+  }
+
+  /**
+   * Free the blocks of orphan `ino` at logical index >= `keep`, `truncateStep`
+   * at a time from the end, then take it off the list (freeing it if its last
+   * link is gone). Caller holds the inode's lock (or is mounting). Returns the
+   * last transaction.
+   */
+  private async finishOrphan(ino: number, keep: number): Promise<number> {
+    let seq = 0;
+    for (let step = 0; ; step++) {
+      // Commit as it goes (the orphan entry first): a crash redoes at most this much.
+      if (step % ORPHAN_COMMIT_STEPS === 0) await this.journal.sync();
+      const r = await this.inTx(0, async (h) => {
+        const inode = await this.readInode(ino);
+        const end = await mappedEnd(h.read, inode);
+        if (end > keep) {
+          await truncateBlocks(h, this.alloc, inode, Math.max(keep, end - this.truncateStep));
+          await this.putInode(h, ino, inode);
+          return false;
+        }
+        await this.orphanRemove(h, ino, inode);
+        if (inode.nlink === 0) await this.freeInode(h, ino, inode);
+        else await this.putInode(h, ino, inode);
+        return true;
+      });
+      seq = r.seq;
+      if (r.value) return seq;
+    }
+  }
+
+  /** Mount: finish every truncate and remove a crash interrupted. */
+  private async recoverOrphans(): Promise<void> {
+    const seen = new Set<number>();
+    for (let ino = (await this.readInode(0)).parent; ino !== 0; ino = (await this.readInode(0)).parent) {
+      if (seen.has(ino) || ino >= this.sb.inodeCount) throw new FsError('IO', `orphan list is corrupt at inode ${ino}`);
+      seen.add(ino);
+      const inode = await this.readInode(ino);
+      this.log(`finishing the interrupted ${inode.nlink === 0 ? 'remove' : 'truncate'} of inode ${ino}`);
+      await this.finishOrphan(ino, inode.nlink === 0 ? 0 : Math.ceil(inode.size / BLOCK_SIZE));
+    }
+    if (seen.size > 0) await this.journal.sync();
+  }
+
   private touch(inode: Inode, now: number): void {
     inode.mtimeMs = now;
     inode.ctimeMs = now;
@@ -303,12 +409,19 @@ export class VolumeFileSystem implements FileSystem {
         if (cur.type === InodeType.symlink) throw new FsError('INVAL', 'setattr: cannot set the size of a symlink');
         await this.writeback(ino);
       }
-      return this.inTx(0, async (h) => {
+      const keep = attrs.size === undefined ? 0 : Math.ceil(attrs.size / BLOCK_SIZE);
+      let stepped = false;
+      const r = await this.inTx(0, async (h) => {
         const inode = await this.readInode(ino);
         const now = this.now();
         if (attrs.size !== undefined && attrs.size !== inode.size) {
-          if (attrs.size < inode.size) await truncateBlocks(h, this.alloc, inode, Math.ceil(attrs.size / BLOCK_SIZE));
-          else await this.data.zeroTailPastEof(inode);
+          if (attrs.size < inode.size) {
+            // A large truncate: the new size and the orphan entry now, the blocks in steps after.
+            if (this.needsSteps(inode, keep)) {
+              stepped = true;
+              await this.orphanAdd(h, ino, inode);
+            } else await truncateBlocks(h, this.alloc, inode, keep);
+          } else await this.data.zeroTailPastEof(inode);
           inode.size = attrs.size;
           inode.mtimeMs = now;
         }
@@ -321,6 +434,9 @@ export class VolumeFileSystem implements FileSystem {
         await this.putInode(h, ino, inode);
         return this.attrOf(ino, inode);
       });
+      if (!stepped) return r;
+      const seq = await this.finishOrphan(ino, keep);
+      return { value: this.attrOf(ino, await this.readInode(ino)), seq };
     });
   }
 
@@ -369,10 +485,13 @@ export class VolumeFileSystem implements FileSystem {
     return this.attrOf(ino, inode);
   }
 
-  async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean }): Promise<Attr> {
+  async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean; times?: { atimeMs: number; mtimeMs: number } }): Promise<Attr> {
     this.assertOpen();
     const bytes = validateName(name);
     this.checkCreateOptions(opts);
+    if (opts.times && !(Number.isFinite(opts.times.atimeMs) && Number.isFinite(opts.times.mtimeMs))) {
+      throw new FsError('INVAL', 'create: times must be finite numbers');
+    }
     this.checkIno(dir);
     return this.mutate([dir], async () => {
       const d = await this.liveDir(dir, dirGen);
@@ -386,6 +505,10 @@ export class VolumeFileSystem implements FileSystem {
       return this.inTx(INSERT_RESERVE, async (h) => {
         const now = this.now();
         const { ino, inode } = await this.newInode(h, InodeType.file, opts, now);
+        if (opts.times) {
+          inode.atimeMs = opts.times.atimeMs;
+          inode.mtimeMs = opts.times.mtimeMs;
+        }
         return this.addEntry(h, dir, bytes, name, key, ino, inode, now);
       });
     });
@@ -494,11 +617,12 @@ export class VolumeFileSystem implements FileSystem {
     this.checkIno(dir);
     await this.withEntryLocked(dir, dirGen, bytes, name, async (_d, child, c) => {
       if (c.type === InodeType.dir) throw new FsError('ISDIR', `'${name}' is a directory`);
-      return this.inTx(0, async (h) => {
+      const r = await this.inTx(0, async (h) => {
         const now = this.now();
         await this.unlinkEntry(h, dir, bytes, name, now);
-        await this.dropLink(h, child, now);
+        return this.dropLink(h, child, now);
       });
+      return r.value ? { value: undefined, seq: await this.finishOrphan(child, 0) } : { value: undefined, seq: r.seq };
     });
   }
 
@@ -528,17 +652,28 @@ export class VolumeFileSystem implements FileSystem {
     await this.putInode(h, dir, d);
   }
 
-  /** One name of `ino` went away: drop a link, free the inode with its last name. */
-  private async dropLink(h: Handle, ino: number, now: number): Promise<void> {
+  /**
+   * One name of `ino` went away: drop a link, free the inode with its last name.
+   * Returns true when the inode is a large file left on the orphan list instead:
+   * the caller frees it in steps (finishOrphan) once this transaction has ended.
+   */
+  private async dropLink(h: Handle, ino: number, now: number): Promise<boolean> {
     const c = await this.readInode(ino);
     if (c.type === InodeType.dir) {
       await this.freeInode(h, ino, c);
-      return;
+      return false;
     }
     c.nlink--;
     c.ctimeMs = now;
+    if (c.nlink === 0 && this.needsSteps(c, 0)) {
+      this.data.forget(ino);
+      await this.orphanAdd(h, ino, c);
+      await this.putInode(h, ino, c);
+      return true;
+    }
     if (c.nlink === 0) await this.freeInode(h, ino, c);
     else await this.putInode(h, ino, c);
+    return false;
   }
 
   async rename(fromDir: number, fromGen: number, fromName: string, toDir: number, toGen: number, toName: string): Promise<void> {
@@ -603,11 +738,12 @@ export class VolumeFileSystem implements FileSystem {
         p = (await this.readInode(p)).parent;
       }
     }
-    return this.inTx(INSERT_RESERVE, async (h) => {
+    let orphan = false;
+    const r = await this.inTx(INSERT_RESERVE, async (h) => {
       const now = this.now();
       if (dstIno) {
         await this.unlinkEntry(h, toDir, toBytes, toName, now);
-        await this.dropLink(h, dstIno, now);
+        orphan = await this.dropLink(h, dstIno, now);
       }
       await this.unlinkEntry(h, fromDir, fromBytes, fromName, now);
       const moved = await this.readInode(srcIno);
@@ -621,6 +757,7 @@ export class VolumeFileSystem implements FileSystem {
       this.touch(td, now);
       await this.putInode(h, toDir, td);
     });
+    return orphan ? { value: undefined, seq: await this.finishOrphan(dstIno, 0) } : r;
   }
 
   async link(ino: number, gen: number, dir: number, dirGen: number, name: string): Promise<Attr> {
@@ -666,7 +803,7 @@ export class VolumeFileSystem implements FileSystem {
 
   // ---- FileSystem: data ----------------------------------------------------
 
-  async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }> {
+  async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean; attr: Attr }> {
     this.assertOpen();
     if (!isCount(offset) || !isCount(length)) throw new FsError('INVAL', 'read: offset and length must be non-negative integers');
     if (length > MAX_READ) throw new FsError('INVAL', `read: length ${length} exceeds ${MAX_READ}`);
@@ -677,7 +814,8 @@ export class VolumeFileSystem implements FileSystem {
       if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
       if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
       this.counters.reads++;
-      return await this.data.read(ino, inode, offset, length);
+      const { data, eof } = await this.data.read(ino, inode, offset, length);
+      return { data, eof, attr: this.attrOf(ino, inode) };
     } finally {
       unlock();
     }
@@ -692,6 +830,10 @@ export class VolumeFileSystem implements FileSystem {
     this.counters.writes++;
     // Unstable writes only buffer; refuse them too once nothing can commit.
     if (this.journal.failed) throw this.journal.readOnlyError();
+    if (stable && data.byteLength > 0) {
+      const attr = await this.overwrite(ino, gen, offset, data);
+      if (attr) return attr;
+    }
     let seq = 0;
     const attr = await this.locked([ino], async () => {
       const inode = await this.live(ino, gen);
@@ -703,6 +845,59 @@ export class VolumeFileSystem implements FileSystem {
     });
     if (stable) await this.journal.waitDurable(seq);
     return attr;
+  }
+
+  /**
+   * The fast stable write: bytes over blocks the file already has, inside its
+   * size, with no unstable data of the file in memory. Written in place under the
+   * inode's shared lock and a lock on just those blocks, so writes to other blocks
+   * of the same file (and reads) go on meanwhile; one durable device write per
+   * run of consecutive blocks and no journal commit of its own. The new mtime and
+   * ctime join the running transaction and ride on the next commit, as ext4's
+   * fdatasync leaves them. After a crash: the data is there (it was durable before
+   * the reply), the size is unchanged, the times may be those of the last commit.
+   * Returns null, having done nothing, when the write needs the allocating path.
+   */
+  private async overwrite(ino: number, gen: number, offset: number, data: Uint8Array): Promise<Attr | null> {
+    const unlock = await this.locks.lockShared(ino);
+    try {
+      const inode = await this.live(ino, gen);
+      if (inode.type !== InodeType.file || this.data.pending(ino)) return null;
+      if (offset + data.byteLength > inode.size) return null;
+      const unlockRange = await this.ranges.lock(ino, Math.floor(offset / BLOCK_SIZE), Math.floor((offset + data.byteLength - 1) / BLOCK_SIZE));
+      try {
+        if (!(await this.data.overwrite(inode, offset, data))) return null;
+      } catch (err) {
+        throw writebackError(ino, err);
+      } finally {
+        unlockRange();
+      }
+      this.counters.overwrites++;
+      // The blocks may have been mapped by a writeback whose transaction has not
+      // committed yet (an unstable write over the dirty limit): the data is only
+      // reachable after a crash once that mapping is durable.
+      const mapped = this.mapSeq.get(ino);
+      if (mapped !== undefined) {
+        if (this.journal.isDurable(mapped)) this.mapSeq.delete(ino);
+        else await this.journal.waitDurable(mapped);
+      }
+      const now = this.now();
+      const cur = await this.readInode(ino);
+      if (cur.mtimeMs !== now || cur.ctimeMs !== now) {
+        const { value } = await this.inTx(0, async (h) => {
+          const latest = await this.readInode(ino);
+          latest.mtimeMs = Math.max(latest.mtimeMs, now);
+          latest.ctimeMs = Math.max(latest.ctimeMs, now);
+          await this.putInode(h, ino, latest);
+          return this.attrOf(ino, latest);
+        });
+        this.journal.commitSoon();
+        return value;
+      }
+      return this.attrOf(ino, cur);
+    } finally {
+      unlock();
+    }
   }
 
   /**
@@ -733,8 +928,14 @@ export class VolumeFileSystem implements FileSystem {
       throw e;
     }
     this.data.drop(ino);
+    if (this.mapSeq.size >= MAP_SEQ_SWEEP) {
+      for (const [i, s] of this.mapSeq) if (this.journal.isDurable(s)) this.mapSeq.delete(i);
+    }
+    this.mapSeq.set(ino, seq);
     return seq;
   }
+  /** Per inode, the last writeback transaction that mapped blocks (in-place overwrites wait for it). */
+  private readonly mapSeq = new Map<number, number>();
 
   /**
    * Write back and make durable one file (or every file). A commit of one file

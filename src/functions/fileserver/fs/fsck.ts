@@ -16,6 +16,8 @@ export interface FsckStats {
   dirEntries: number;
   /** Committed journal records that a mount would replay (fsck reads through them). */
   journalRecords: number;
+  /** Files on the orphan list: an interrupted large truncate or remove the next mount finishes. */
+  orphans: number;
 }
 
 export interface FsckResult {
@@ -40,7 +42,7 @@ export async function fsck(device: BlockDevice): Promise<FsckResult> {
     counts.set(kind, n);
     if (n <= MAX_PER_KIND) problems.push(msg);
   };
-  const stats: FsckStats = { totalBlocks: 0, usedBlocks: 0, freeBlocks: 0, inodes: 0, files: 0, dirs: 0, symlinks: 0, dirEntries: 0, journalRecords: 0 };
+  const stats: FsckStats = { totalBlocks: 0, usedBlocks: 0, freeBlocks: 0, inodes: 0, files: 0, dirs: 0, symlinks: 0, dirEntries: 0, journalRecords: 0, orphans: 0 };
 
   const b0 = new Uint8Array(BLOCK_SIZE);
   await device.pread(b0, 0);
@@ -97,6 +99,29 @@ export async function fsck(device: BlockDevice): Promise<FsckResult> {
   }
   stats.inodes = inodes.size;
 
+  // The orphan list (filesystem.ts): inode record 0 holds its head, each orphan the next.
+  // Its files are a truncate or remove a crash interrupted; mount finishes them.
+  const orphans = new Set<number>();
+  {
+    const tb = await read(sb.inodeTableStart);
+    let next = 0;
+    try {
+      next = decodeInode(tb, 0).parent;
+    } catch (e) {
+      report('orphan', `orphan list head (inode record 0): ${(e as Error).message}`);
+    }
+    while (next !== 0) {
+      const o = inodes.get(next);
+      if (!o || o.type === InodeType.dir || orphans.has(next)) {
+        report('orphan', `orphan list reaches inode ${next}, which is ${!o ? 'free' : orphans.has(next) ? 'already on it (a loop)' : 'a directory'}`);
+        break;
+      }
+      orphans.add(next);
+      next = o.parent;
+    }
+  }
+  stats.orphans = orphans.size;
+
   // Blocks: who owns what.
   const owner = new Map<number, number>();
   const claim = (b: number, ino: number) => {
@@ -150,7 +175,7 @@ export async function fsck(device: BlockDevice): Promise<FsckResult> {
   }
 
   for (const [ino, inode] of inodes) {
-    if (!reached.has(ino)) report('orphan', `inode ${ino} is in use but no directory reaches it`);
+    if (!reached.has(ino) && !(orphans.has(ino) && inode.nlink === 0)) report('orphan', `inode ${ino} is in use but no directory reaches it`);
     if (inode.type === InodeType.dir) {
       stats.dirs++;
       const want = 2 + (subdirs.get(ino) ?? 0);

@@ -43,6 +43,8 @@ const MAGIC_DESC = 0x444a5653; // "SVJD"
 const MAGIC_COMMIT = 0x434a5653; // "SVJC"
 const JOURNAL_VERSION = 1;
 /** Home block numbers that fit in one descriptor block. */
+/** Longest a change nobody waits for stays uncommitted (ext4's default commit interval is 5 s). */
+const COMMIT_INTERVAL_MS = 1000;
 export const MAX_RECORD_BLOCKS = (BLOCK_SIZE - 24 - 4) / 4;
 
 export interface JournalHeader {
@@ -366,6 +368,11 @@ export class Journal {
     }
   }
 
+  /** Transaction `seq` is durable already. */
+  isDurable(seq: number): boolean {
+    return seq <= this.committedSeq;
+  }
+
   /** Resolve once transaction `seq` is durable. */
   waitDurable(seq: number): Promise<void> {
     if (this.failure) return Promise.reject(new FsError('IO', `filesystem journal failed: ${this.failure.message}`));
@@ -375,6 +382,20 @@ export class Journal {
       this.requestCommit();
     });
   }
+
+  /**
+   * Changes nobody waits for (the times of an in-place overwrite) commit with the
+   * next transaction someone does wait for, or after `ms` at the latest.
+   */
+  commitSoon(ms = COMMIT_INTERVAL_MS): void {
+    if (this.lazyTimer || this.failure) return;
+    this.lazyTimer = setTimeout(() => {
+      this.lazyTimer = null;
+      if (this.running.dirty.size > 0 && !this.failure) this.requestCommit();
+    }, ms);
+    this.lazyTimer.unref();
+  }
+  private lazyTimer: ReturnType<typeof setTimeout> | null = null;
 
   /** Commit whatever is running and wait for it. */
   async sync(): Promise<void> {
@@ -529,6 +550,8 @@ export class Journal {
 
   /** Wait for everything queued to finish (close). */
   async drain(): Promise<void> {
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
     await this.chain;
     if (this.failure) throw new FsError('IO', `filesystem journal failed: ${this.failure.message}`);
   }

@@ -98,13 +98,19 @@ export interface FileSystem {
   /** Identifies this filesystem (stable across restarts; goes into fsid). */
   readonly fsid: bigint;
   readonly rootIno: number;
+  /** The root directory's generation: with rootIno, the export root's file handle. */
+  readonly rootGeneration: number;
   readonly blockSize: number;
   getattr(ino: number, gen: number): Promise<Attr>;
   setattr(ino: number, gen: number, attrs: SetAttr): Promise<Attr>;
   /** '.' and '..' are allowed here. */
   lookup(dir: number, dirGen: number, name: string): Promise<Attr>;
-  /** exclusive: fail with EXIST if the name exists; otherwise return the existing file (truncated if attrs.size = 0 is set by the caller via setattr). */
-  create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean }): Promise<Attr>;
+  /**
+   * exclusive: fail with EXIST if the name exists; otherwise return the existing file (truncated if attrs.size = 0 is set by the caller via setattr).
+   * `times`: the new file's atime and mtime, set in the same transaction as the name (NFS EXCLUSIVE
+   * create keeps its verifier there, so a crash can never leave the file without it).
+   */
+  create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean; times?: { atimeMs: number; mtimeMs: number } }): Promise<Attr>;
   mkdir(dir: number, dirGen: number, name: string, opts: CreateOptions): Promise<Attr>;
   symlink(dir: number, dirGen: number, name: string, target: string, opts: CreateOptions): Promise<Attr>;
   readlink(ino: number, gen: number): Promise<string>;
@@ -112,7 +118,11 @@ export interface FileSystem {
   rmdir(dir: number, dirGen: number, name: string): Promise<void>;
   rename(fromDir: number, fromGen: number, fromName: string, toDir: number, toGen: number, toName: string): Promise<void>;
   link(ino: number, gen: number, dir: number, dirGen: number, name: string): Promise<Attr>;
-  read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }>;
+  /**
+   * `attr`, when given, is the file's attributes as of the read (taken under the
+   * same lock), so a server needs no second call for its post-op attributes.
+   */
+  read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean; attr?: Attr }>;
   /** stable=true: data and size durable before resolving (FILE_SYNC / DATA_SYNC). */
   write(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr>;
   /** Make every earlier unstable write to this inode (or all inodes) durable. */

@@ -110,6 +110,9 @@ export function peerAddress(remote: string): string {
 }
 
 /** The export's rules, compiled once per server. */
+/** Peers ("address:port") whose admission is remembered. */
+const DECIDED_PEERS = 1024;
+
 export class ExportPolicy {
   private readonly list = new net.BlockList();
   private readonly any: boolean;
@@ -128,18 +131,24 @@ export class ExportPolicy {
   /** Is the peer of this connection ("address:port") on the client list? */
   allows(remote: string): boolean {
     if (this.any) return true;
+    // The answer per peer is fixed for the life of the policy: remember it (BlockList.check
+    // builds SocketAddress objects, a measurable cost on every READ). Bounded; cleared when full.
+    const known = this.decided.get(remote);
+    if (known !== undefined) return known;
     const addr = peerAddress(remote);
     const v = net.isIP(addr);
-    if (v === 0) return false;
-    return this.list.check(addr, v === 4 ? 'ipv4' : 'ipv6');
+    const ok = v !== 0 && this.list.check(addr, v === 4 ? 'ipv4' : 'ipv6');
+    if (this.decided.size >= DECIDED_PEERS) this.decided.clear();
+    this.decided.set(remote, ok);
+    return ok;
   }
+  private readonly decided = new Map<string, boolean>();
 
   /** The identity the call acts as, or null when it may not act at all (refused AUTH_NONE). */
   callerOf(cred: Credential): Caller | null {
     const o = this.options;
-    const anon: Caller = { uid: o.anonUid, gid: o.anonGid, gids: [], readOnly: false };
-    if (cred.flavor !== AUTH_SYS) return o.authNone === 'read-only' ? { ...anon, readOnly: true } : null;
-    if (o.allSquash) return anon;
+    if (cred.flavor !== AUTH_SYS) return o.authNone === 'read-only' ? { uid: o.anonUid, gid: o.anonGid, gids: [], readOnly: true } : null;
+    if (o.allSquash) return { uid: o.anonUid, gid: o.anonGid, gids: [], readOnly: false };
     if (!o.rootSquash) return { uid: cred.uid, gid: cred.gid, gids: cred.gids, readOnly: false };
     // Like knfsd's root_squash: uid 0 and gid 0 (primary and auxiliary) are mapped.
     return {

@@ -83,6 +83,8 @@ const NAME_MAX = 255;
 export class MemoryFileSystem implements FileSystem {
   readonly fsid: bigint;
   readonly rootIno = ROOT;
+  /** Set when the root is made (the first generation handed out). */
+  readonly rootGeneration: number;
   readonly blockSize: number;
   private readonly inodes = new Map<number, Inode>();
   private readonly freeInos: number[] = [];
@@ -102,6 +104,7 @@ export class MemoryFileSystem implements FileSystem {
     this.totalFiles = opts.totalFiles ?? 1_000_000;
     this.now = opts.now ?? Date.now;
     const root = this.newInode(ROOT, 'dir', { mode: 0o777, uid: 0, gid: 0 });
+    this.rootGeneration = root.attr.generation;
     root.dir = new Directory(ROOT);
     root.attr.nlink = 2;
   }
@@ -221,7 +224,7 @@ export class MemoryFileSystem implements FileSystem {
     if (exclusive && d.dir.byName.has(name)) throw new FsError('EXIST', `${name} exists`);
   }
 
-  async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean }): Promise<Attr> {
+  async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean; times?: { atimeMs: number; mtimeMs: number } }): Promise<Attr> {
     const d = this.getDir(dir, dirGen);
     this.checkName(name);
     const existing = d.dir.byName.get(name);
@@ -232,6 +235,10 @@ export class MemoryFileSystem implements FileSystem {
       return this.snapshot(node);
     }
     const node = this.allocate('file', opts);
+    if (opts.times) {
+      node.attr.atimeMs = opts.times.atimeMs;
+      node.attr.mtimeMs = opts.times.mtimeMs;
+    }
     d.dir.add(name, node.attr.ino);
     this.touch(d);
     return this.snapshot(node);

@@ -72,14 +72,18 @@ export function createProcedures(st: NfsServerState) {
 
   /**
    * EXCLUSIVE create stores the client's verifier in atime/mtime seconds (as
-   * knfsd does), so a retransmitted CREATE finds its own file and succeeds.
+   * knfsd does), so a retransmitted CREATE finds its own file and succeeds. The
+   * times are set in the same transaction as the name: a crash leaves either no
+   * file or a file with its verifier, so a CREATE retried after a server restart
+   * succeeds. RFC 1813 (3.3.8): until the client's SETATTR after a successful
+   * exclusive create, the file's attributes are the server's to overload; that
+   * SETATTR replaces the times, and no retransmission can follow it.
    */
   async function createExclusive(dir: HandleRef, dirAttr: Attr, name: string, verifier: Buffer, caller: Caller): Promise<Attr> {
     const times = { atimeMs: verifier.readUInt32BE(0) * 1000, mtimeMs: verifier.readUInt32BE(4) * 1000 };
     try {
       const owned = newObjectOwner(dirAttr, caller, {}, false, 0o644);
-      const obj = await st.fs.create(dir.ino, dir.gen, name, { ...owned, exclusive: true });
-      return await st.fs.setattr(obj.ino, obj.generation, times);
+      return await st.fs.create(dir.ino, dir.gen, name, { ...owned, exclusive: true, times });
     } catch (err) {
       if (nfsStatusOf(err) !== NfsStat3.EXIST) throw err;
       const existing = await st.fs.lookup(dir.ino, dir.gen, name);

@@ -18,17 +18,22 @@ export function ioProcedures(st: NfsServerState) {
     async handle(a, call: RpcCall): Promise<{ status: NfsStat3; attr?: Attr; data?: Uint8Array; eof?: boolean }> {
       const ref = tryResolve(st, a.fh);
       try {
-        const r = resolve(st, a.fh);
-        const current = await st.fs.getattr(r.ino, r.gen);
-        if (current.type === 'file') requireIo(current, callerOf(call), MAY_READ);
+        const r = ref ?? resolve(st, a.fh); // resolve again only to throw the precise error
+        const caller = callerOf(call);
         // RFC 1813: the server may return fewer bytes than asked; we clamp to rtmax.
         const count = Math.min(a.count, st.rtmax);
         if (a.offset > BigInt(Number.MAX_SAFE_INTEGER - st.rtmax)) {
           const attr = await st.fs.getattr(r.ino, r.gen);
+          if (attr.type === 'file') requireIo(attr, caller, MAY_READ);
           if (attr.type !== 'file') throw new NfsError(attr.type === 'dir' ? NfsStat3.ISDIR : NfsStat3.INVAL, 'not a file');
           return { status: NfsStat3.OK, attr, data: new Uint8Array(0), eof: true };
         }
-        const [res, attr] = await Promise.all([st.fs.read(r.ino, r.gen, Number(a.offset), count), st.fs.getattr(r.ino, r.gen)]);
+        // One filesystem call: the read returns the attributes it ran under (else one
+        // getattr). The access check comes before any byte leaves; a denied read
+        // costs only the device read.
+        const res = await st.fs.read(r.ino, r.gen, Number(a.offset), count);
+        const attr = res.attr ?? (await st.fs.getattr(r.ino, r.gen));
+        requireIo(attr, caller, MAY_READ);
         st.stats.reads++;
         st.stats.readBytes += res.data.byteLength;
         return { status: NfsStat3.OK, attr, data: res.data, eof: res.eof };
@@ -40,7 +45,8 @@ export function ioProcedures(st: NfsServerState) {
       enc.u32(r.status);
       postOp(enc, r.attr);
       if (r.status !== NfsStat3.OK) return;
-      enc.u32(r.data!.byteLength).bool(r.eof!).opaque(r.data!);
+      // The data goes out from the buffer it was read into: no copy into the reply.
+      enc.u32(r.data!.byteLength).bool(r.eof!).opaqueTail(r.data!);
     },
   });
 
@@ -71,8 +77,11 @@ export function ioProcedures(st: NfsServerState) {
         const after = await st.fs.write(r.ino, r.gen, Number(a.offset), a.data.subarray(0, a.count), stable);
         st.stats.writes++;
         st.stats.writeBytes += a.count;
-        // DATA_SYNC is served as FILE_SYNC: the filesystem makes data and size durable together.
-        return { status: NfsStat3.OK, wcc: { before, after }, count: a.count, committed: stable ? StableHow.FILE_SYNC : StableHow.UNSTABLE };
+        // A stable write is answered with the level asked for, which is what was done: the data and
+        // everything needed to read it back (block map, size) are durable before the reply. An
+        // in-place overwrite's new mtime/ctime rides on the next journal commit (fs/README.md:
+        // "The write path"), as ext4's fdatasync leaves them.
+        return { status: NfsStat3.OK, wcc: { before, after }, count: a.count, committed: stable ? a.stable : StableHow.UNSTABLE };
       } catch (err) {
         return { status: fail(st, err), wcc: { before, after: await attrsOf(st, ref) } };
       }

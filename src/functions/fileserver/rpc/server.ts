@@ -141,11 +141,11 @@ export class RpcServer {
     if (reply === null) return void conn.count();
     if (!(reply instanceof Promise)) {
       conn.count();
-      return void conn.send(reply);
+      return void send(conn, reply);
     }
     conn.begin();
     void reply.then((buf) => {
-      if (buf) conn.send(buf);
+      if (buf) send(conn, buf);
       conn.end();
     });
   }
@@ -162,7 +162,7 @@ export class RpcServer {
    * Everything up to the handler happens synchronously and yields a framed reply
    * at once (errors), a promise of one (a real call), or null (not a call: dropped).
    */
-  private dispatch(record: Buffer, remote: string): Buffer | Promise<Buffer | null> | null {
+  private dispatch(record: Buffer, remote: string): Reply | Promise<Reply | null> | null {
     const dec = new XdrDecoder(record);
     const parsed = parseCall(dec);
     if (parsed.kind === 'ignore') {
@@ -209,19 +209,23 @@ export class RpcServer {
       .catch((err) => this.systemError(header.xid, proc.name, err));
   }
 
-  private unavailable(xid: number, stat: AcceptStat): Buffer {
+  private unavailable(xid: number, stat: AcceptStat): Reply {
     this.stats.unavailable++;
     return this.frame((enc) => encodeAccepted(enc, xid, stat));
   }
 
-  private systemError(xid: number, name: string, err: unknown): Buffer {
+  private systemError(xid: number, name: string, err: unknown): Reply {
     this.stats.systemErrors++;
     this.log(`rpc ${name} xid ${xid}: SYSTEM_ERR: ${(err as Error)?.stack ?? String(err)}`);
     return this.frame((enc) => encodeAccepted(enc, xid, AcceptStat.SYSTEM_ERR));
   }
 
-  /** Encode one reply into the scratch encoder behind a record mark, and copy it out. */
-  private frame(body: (enc: XdrEncoder) => void): Buffer {
+  /**
+   * Encode one reply into the scratch encoder behind a record mark, and copy it
+   * out; a payload the procedure left as the encoder's tail (READ data) goes out
+   * by reference, after the copied header, in the same corked write.
+   */
+  private frame(body: (enc: XdrEncoder) => void): Reply {
     const enc = this.enc.reset();
     enc.u32(0);
     try {
@@ -231,8 +235,13 @@ export class RpcServer {
       enc.reset().u32(0);
       throw err;
     }
-    enc.patchU32(0, (LAST_FRAGMENT | (enc.length - RECORD_MARK_BYTES)) >>> 0);
-    return enc.take();
+    enc.patchU32(0, (LAST_FRAGMENT | (enc.wireLength - RECORD_MARK_BYTES)) >>> 0);
+    const head = enc.take();
+    const tail = enc.tail;
+    if (!tail) return head;
+    const pad = enc.tailPad;
+    enc.reset(); // drop the scratch encoder's reference to the payload
+    return pad ? [head, tail, pad] : [head, tail];
   }
 }
 
@@ -294,6 +303,14 @@ class RpcConnection implements ConnectionHandler {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A framed reply: one buffer, or a header followed by a payload sent by reference. */
+type Reply = Buffer | Buffer[];
+
+function send(conn: TcpConnection, reply: Reply): void {
+  if (Buffer.isBuffer(reply)) return conn.send(reply);
+  for (const part of reply) conn.send(part);
+}
 
 /** A counters object whose TCP service fields are read live (so `{ ...stats }` copies current values). */
 function liveStats<T extends object>(read: () => TcpServiceStats, own: T): T & TcpServiceStats {

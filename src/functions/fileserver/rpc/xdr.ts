@@ -15,6 +15,9 @@ export class GarbageArgs extends Error {
 
 const pad4 = (n: number) => (4 - (n & 3)) & 3;
 const PAGE = 4096;
+const ZEROS = Buffer.alloc(4);
+/** Below this an opaque tail is cheaper to copy than to send as its own buffer. */
+const TAIL_MIN = 512;
 
 export class XdrDecoder {
   private offset = 0;
@@ -100,6 +103,8 @@ export class XdrDecoder {
 export class XdrEncoder {
   private buf: Buffer;
   private offset = 0;
+  /** A payload sent by reference after the encoded bytes (see `opaqueTail`). */
+  private tailData: Buffer | null = null;
 
   constructor(initial = PAGE) {
     this.buf = Buffer.allocUnsafe(initial);
@@ -111,6 +116,37 @@ export class XdrEncoder {
 
   reset(): this {
     this.offset = 0;
+    this.tailData = null;
+    return this;
+  }
+
+  /** Bytes of the whole message: the encoded ones, plus a tail and its padding. */
+  get wireLength(): number {
+    const t = this.tailData;
+    return t ? this.offset + t.length + pad4(t.length) : this.offset;
+  }
+
+  /** The payload `opaqueTail` left to send after the encoded bytes, or null. */
+  get tail(): Buffer | null {
+    return this.tailData;
+  }
+
+  /** Zero bytes that pad the tail to a multiple of 4 (a shared constant, never written to). */
+  get tailPad(): Buffer | null {
+    const t = this.tailData;
+    const n = t ? pad4(t.length) : 0;
+    return n ? ZEROS.subarray(0, n) : null;
+  }
+
+  /**
+   * A variable-length opaque as the last item of the message, not copied: the
+   * caller sends `tail` (and `tailPad`) after `take()`. For READ replies, whose
+   * data is read straight into its own buffer. Small payloads are copied anyway.
+   */
+  opaqueTail(data: Uint8Array): this {
+    if (data.byteLength < TAIL_MIN) return this.opaque(data);
+    this.u32(data.byteLength);
+    this.tailData = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     return this;
   }
 
@@ -139,6 +175,13 @@ export class XdrEncoder {
 
   u64(v: bigint | number): this {
     this.ensure(8);
+    if (typeof v === 'number' && v >= 0 && v <= Number.MAX_SAFE_INTEGER) {
+      // Sizes, inode numbers, times: no BigInt on the hot path.
+      this.buf.writeUInt32BE(Math.floor(v / 0x100000000), this.offset);
+      this.buf.writeUInt32BE(v >>> 0, this.offset + 4);
+      this.offset += 8;
+      return this;
+    }
     this.buf.writeBigUInt64BE(BigInt.asUintN(64, BigInt(v)), this.offset);
     this.offset += 8;
     return this;
