@@ -36,8 +36,10 @@ test('ioredis gets the same replies from the database guest as from redis-server
   });
   const mismatches: string[] = [];
   let compared = 0;
+  // ioredis tracks subscriptions itself and wants its own subscribe API (tested below), not call().
+  const subscribing = new Set(['SUBSCRIBE', 'UNSUBSCRIBE', 'PSUBSCRIBE', 'PUNSUBSCRIBE', 'RESET']);
   for (const [args, how] of script) {
-    if (args.length === 0) continue;
+    if (args.length === 0 || subscribing.has(args[0]!)) continue;
     const [a, b] = await Promise.all([call(ours, args), call(theirs, args)]);
     compared++;
     const na = normalise(a, how);

@@ -14,11 +14,16 @@ export class ErrorReply {
   constructor(readonly message: string) {}
 }
 
+/** Several replies to one command, sent back to back (SUBSCRIBE a b answers once per channel). */
+export class ReplySequence {
+  constructor(readonly items: Reply[]) {}
+}
+
 /** "*-1": the null array (e.g. LPOP key count on a missing key). */
 export const NULL_ARRAY = Symbol('null array');
 
 /** A reply: status, error, integer, bulk string (Buffer), null bulk (null), array, or null array. */
-export type Reply = SimpleString | ErrorReply | number | bigint | Buffer | null | Reply[] | typeof NULL_ARRAY;
+export type Reply = SimpleString | ErrorReply | number | bigint | Buffer | null | Reply[] | typeof NULL_ARRAY | ReplySequence;
 
 export const OK = new SimpleString('OK');
 export const PONG = new SimpleString('PONG');
@@ -62,6 +67,8 @@ export function encodeReply(reply: Reply, out: Buffer[]): void {
   } else if (reply instanceof ErrorReply) {
     // Redis replaces newlines inside error text so the reply stays one line.
     out.push(Buffer.from(`-${reply.message.replace(/[\r\n]/g, ' ')}\r\n`, 'latin1'));
+  } else if (reply instanceof ReplySequence) {
+    for (const item of reply.items) encodeReply(item, out);
   } else {
     out.push(Buffer.from(`*${reply.length}\r\n`, 'latin1'));
     for (const item of reply) encodeReply(item, out);
