@@ -29,7 +29,7 @@ export function commandContext(db: Database): CommandContext {
   return {
     db,
     client,
-    server: { startedAt: 0, port: 0, appendfsync: 'always', connectedClients: () => 1, stats: () => ({}), pubsub: new Hub() },
+    server: { startedAt: 0, port: 0, appendfsync: 'always', connectedClients: () => 1, blockedClients: () => 0, stats: () => ({}), pubsub: new Hub() },
   };
 }
 

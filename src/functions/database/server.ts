@@ -138,6 +138,21 @@ class Connection implements ClientState, ConnectionHandler {
     this.srv.forget(this);
   }
 
+  /**
+   * The client closed its side. A blocked or subscribed client is waiting for
+   * nothing it can still receive: drop that (as Redis frees such a client);
+   * replies waiting for the log are still sent.
+   */
+  end(): void {
+    if (this.blocked !== null) this.unblock(null, 0, false);
+    this.releaseSubscriptions();
+    if (this.subscribedHold) {
+      this.subscribedHold = false;
+      this.conn.end(0, 1);
+    }
+    this.conn.endGracefully();
+  }
+
   /** A pub/sub message: after every reply already queued, in order. */
   deliver(reply: Reply): void {
     if (this.gone) return;
@@ -190,9 +205,11 @@ class Connection implements ClientState, ConnectionHandler {
     this.blocked = null;
     if (b.timer !== null) clearTimeout(b.timer);
     this.srv.unblockFrom(this, b.keys);
-    if (!answer || this.gone) return;
-    this.srv.counters.commands++;
-    this.queue(reply, seq);
+    if (this.gone) return;
+    if (answer) {
+      this.srv.counters.commands++;
+      this.queue(reply, seq);
+    }
     // Ending the hold wakes the connection: the parser goes on with what the client pipelined.
     this.conn.end(0, 1);
   }
@@ -301,6 +318,7 @@ export class RespServer {
   /** Clients blocked on each key, in the order they blocked (served first come, first served). */
   private readonly blockedOn = new Map<string, Connection[]>();
   private serving = false;
+  blockedCount = 0;
   private readonly connections = new Set<Connection>();
   private readonly service: TcpService;
   readonly info: ServerInfo;
@@ -314,6 +332,7 @@ export class RespServer {
       port: 0,
       appendfsync: options.appendfsync,
       connectedClients: () => this.connections.size,
+      blockedClients: () => this.blockedCount,
       stats: () => ({ total_connections_received: this.counters.connections, total_commands_processed: this.counters.commands }),
       pubsub: new Hub(),
     };
@@ -337,6 +356,7 @@ export class RespServer {
   }
 
   blockOn(c: Connection, keys: string[]): void {
+    this.blockedCount++;
     for (const k of keys) {
       let list = this.blockedOn.get(k);
       if (list === undefined) this.blockedOn.set(k, (list = []));
@@ -346,6 +366,7 @@ export class RespServer {
   }
 
   unblockFrom(c: Connection, keys: string[]): void {
+    this.blockedCount--;
     for (const k of keys) {
       const list = this.blockedOn.get(k);
       if (list === undefined) continue;

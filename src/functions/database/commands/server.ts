@@ -36,7 +36,10 @@ function info(ctx: CommandContext, a: Buffer[]): Reply {
       ['tcp_port', server.port],
       ['uptime_in_seconds', Math.floor((Date.now() - server.startedAt) / 1000)],
     ],
-    clients: [['connected_clients', server.connectedClients()]],
+    clients: [
+      ['connected_clients', server.connectedClients()],
+      ['blocked_clients', server.blockedClients()],
+    ],
     persistence: [
       ['loading', 0],
       ['aof_enabled', 1],

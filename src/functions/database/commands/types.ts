@@ -56,6 +56,7 @@ export interface ServerInfo {
   port: number;
   appendfsync: string;
   connectedClients: () => number;
+  blockedClients: () => number;
   stats: () => Record<string, number>;
   /** Channels and patterns of every client (PUBLISH). */
   pubsub: PubSubHub;
