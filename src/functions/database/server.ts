@@ -5,7 +5,7 @@ import { unwatchAll } from './commands/transactions.ts';
 import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
-import { ErrorReply, encodeReply, type Reply } from './resp/writer.ts';
+import { ErrorReply, ReplyWriter, encodeReply, type Reply } from './resp/writer.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
 export const OUTPUT_SOFT_LIMIT = 4 << 20;
@@ -88,7 +88,10 @@ class Connection implements ClientState, ConnectionHandler {
   blocked: Blocked | null = null;
   private readonly parser: RespParser;
   private readonly pending: PendingReply[] = [];
+  /** Replies encoded since the last flush, sent as one write per flush. */
+  private readonly w = new ReplyWriter();
   private readonly out: Buffer[] = [];
+  private flushScheduled = false;
   private gone = false;
   private readonly ctx: CommandContext;
 
@@ -109,12 +112,14 @@ class Connection implements ClientState, ConnectionHandler {
 
   data(chunk: Buffer): void {
     this.parser.feed(chunk);
+    this.flushOut();
     this.settle();
   }
 
   resume(): void {
     if (this.blocked !== null) return;
     if (this.parser.paused) this.parser.resume();
+    this.flushOut();
     this.settle();
   }
 
@@ -251,9 +256,11 @@ class Connection implements ClientState, ConnectionHandler {
 
   private queue(reply: Reply, seq: number): void {
     if (seq === 0 && this.pending.length === 0) {
-      encodeReply(reply, this.out);
+      this.w.write(reply);
       this.conn.count();
-      this.flushOut();
+      // Big replies go at once (the output limits must see them); small ones leave with the batch.
+      if (this.w.pendingBytes >= FLUSH_BYTES) this.flushOut();
+      else this.flushSoon();
       return;
     }
     const bytes: Buffer[] = [];
@@ -275,9 +282,9 @@ class Connection implements ClientState, ConnectionHandler {
       n++;
       size += p.size;
       if (p.seq > durable && failure) {
-        encodeReply(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`), this.out);
+        this.w.write(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`));
       } else {
-        for (const b of p.bytes) this.out.push(b);
+        for (const b of p.bytes) this.w.append(b);
       }
     }
     if (this.pending.length === 0) this.srv.waiting.delete(this);
@@ -285,12 +292,21 @@ class Connection implements ClientState, ConnectionHandler {
     if (n > 0 && !this.gone) this.conn.end(size, n);
   }
 
-  /** Each reply buffer goes to the socket as is (corked per tick: one writev), never concatenated. */
-  private flushOut(): void {
+  /** Send what the writer holds: one slab piece per flush, plus large values by reference (corked per tick: one writev). */
+  flushOut(): void {
+    this.flushScheduled = false;
+    if (this.w.pendingBytes === 0) return;
     const out = this.out;
-    if (out.length === 0) return;
+    this.w.take(out);
     if (!this.gone) for (const b of out) this.conn.send(b);
     out.length = 0;
+  }
+
+  /** Flush before this tick ends (replies produced outside this client's own input: messages, wake-ups, timeouts). */
+  private flushSoon(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(flushConnection, this);
   }
 
   private dropPending(): void {
@@ -309,6 +325,13 @@ class Connection implements ClientState, ConnectionHandler {
     this.closeAfterReply = true;
     this.queue(new ErrorReply(`ERR ${message}`), 0);
   }
+}
+
+/** Replies held in a connection's writer up to this many bytes before they are sent mid-batch. */
+const FLUSH_BYTES = 32 * 1024;
+
+function flushConnection(c: Connection): void {
+  c.flushOut();
 }
 
 export class RespServer {

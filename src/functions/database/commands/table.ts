@@ -44,9 +44,49 @@ const VOLUME_FULL = new ErrorReply('ERR volume full: command not allowed when th
 /** A rough upper bound of the bytes a write adds to the log, for admission before running it. */
 const estimateBytes = (args: Buffer[]) => args.reduce((n, a) => n + a.length + 8, 64);
 
+/** Hash of a command name as its lower-case bytes (ASCII letters folded), for lookup without decoding a string. */
+function nameHash(b: Buffer): number {
+  let h = b.length;
+  for (let i = 0; i < b.length; i++) {
+    let c = b[i];
+    if (c >= 65 && c <= 90) c |= 0x20;
+    h = (Math.imul(h, 31) + c) | 0;
+  }
+  return h;
+}
+
+const byHash = new Map<number, { spec: CommandSpec; name: Buffer }[]>();
+for (const spec of table.values()) {
+  const name = Buffer.from(spec.name, 'latin1');
+  const h = nameHash(name);
+  const list = byHash.get(h);
+  if (list === undefined) byHash.set(h, [{ spec, name }]);
+  else list.push({ spec, name });
+}
+
+/** Case-insensitive match of the request's name bytes against a lower-case name. */
+function sameName(b: Buffer, name: Buffer): boolean {
+  if (b.length !== name.length) return false;
+  for (let i = 0; i < b.length; i++) {
+    let c = b[i];
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== name[i]) return false;
+  }
+  return true;
+}
+
+/** The spec named by these bytes, found without allocating (every command runs this). */
+function findSpec(b: Buffer): CommandSpec | undefined {
+  if (b.length > 32) return undefined;
+  const list = byHash.get(nameHash(b));
+  if (list === undefined) return undefined;
+  for (const e of list) if (sameName(b, e.name)) return e.spec;
+  return undefined;
+}
+
 /** The command named by args[0] with its arity checked, or the error Redis answers. */
 export function lookup(args: Buffer[]): CommandSpec | ErrorReply {
-  const spec = table.get(args[0].toString('latin1').toLowerCase());
+  const spec = findSpec(args[0]);
   if (spec === undefined) return unknownCommand(args);
   if ((spec.arity > 0 && args.length !== spec.arity) || args.length < -spec.arity) return arityError(spec.name);
   return spec;
