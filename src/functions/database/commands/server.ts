@@ -179,6 +179,7 @@ const REWRITE_STARTED = new SimpleString('Background append only file rewriting 
 
 /** BGREWRITEAOF: compact the log now (the writer runs it between batches; a failure fails the log as any write would). */
 function bgrewriteaof(ctx: CommandContext): Reply {
+  if (ctx.db.writer.compacting) return new ErrorReply('ERR Background append only file rewriting already in progress');
   ctx.db.writer.compactNow().catch(() => {});
   return REWRITE_STARTED;
 }

@@ -284,7 +284,23 @@ export class LogWriter {
    * recovered), the queue joins the snapshot and waits for the flip (the
    * old, stalling behaviour).
    */
+  /** A compaction is running or requested. */
+  get compacting(): boolean {
+    return this.compactRunning || this.compactRequested;
+  }
+
+  private compactRunning = false;
+
   private async compact(): Promise<void> {
+    this.compactRunning = true;
+    try {
+      await this.compactBeside();
+    } finally {
+      this.compactRunning = false;
+    }
+  }
+
+  private async compactBeside(): Promise<void> {
     let beside = this.queueFitsActive();
     if (beside && this.queue.length > 0) await this.writeQueued();
     // From here to the end of serialisation nothing awaits: the snapshot holds exactly
