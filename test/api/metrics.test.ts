@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fioVerify, hasTool, nbdUri, startController, waitRunning } from '../helpers/controller.ts';
+import { fioVerify, nbdUri, startController, waitRunning } from '../helpers/controller.ts';
+import { requireTools } from '../helpers/tools.ts';
 import { call, startTestApi } from './helpers.ts';
 import { prometheus } from '../../src/api/metrics.ts';
 
@@ -38,7 +39,7 @@ async function liveMetrics(t: { after: (fn: () => unknown) => void }): Promise<s
 }
 
 test('promtool check metrics accepts /metrics of a controller with a guest that has served traffic', async (t) => {
-  assert.ok(hasTool('promtool'), 'promtool is missing: apt-get install prometheus');
+  requireTools('promtool');
   const text = await liveMetrics(t);
   const r = await promtool(text);
   assert.equal(r.code, 0, r.out);

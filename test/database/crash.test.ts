@@ -75,3 +75,60 @@ test('after kill -9 during a SET load in always mode, every acknowledged key is 
   assert.deepEqual(missing, []);
   assert.ok(keys.length >= KILL_AFTER);
 });
+
+test('after kill -9 during MULTI/EXEC load in always mode, every transaction is all there or not at all', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-crash-tx-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'db.img');
+  const first = await startRunner(image, 'always');
+  t.after(() => first.child.kill('SIGKILL'));
+
+  // Each client's transaction i writes i to its three keys and pushes i to its list:
+  // a torn transaction would leave the keys disagreeing (or the list out of step).
+  const acknowledged = new Map<number, number>();
+  const KILL_AFTER = 300;
+  let total = 0;
+  let killed = false;
+  let reachedTarget!: () => void;
+  const target = new Promise<void>((resolve) => (reachedTarget = resolve));
+  const clients = await Promise.all(Array.from({ length: 6 }, () => RespClient.connect(first.port)));
+  const loads = clients.map(async (c, ci) => {
+    for (let i = 1; !killed && i < 10_000; i++) {
+      try {
+        const v = String(i);
+        const replies = await c.pipeline([
+          ['MULTI'],
+          ['SET', `t${ci}:a`, v],
+          ['SET', `t${ci}:b`, v],
+          ['RPUSH', `t${ci}:log`, v],
+          ['SET', `t${ci}:c`, v],
+          ['EXEC'],
+        ]);
+        assert.deepEqual(replies[5], [{ status: 'OK' }, { status: 'OK' }, i, { status: 'OK' }]);
+        acknowledged.set(ci, i);
+        if (++total >= KILL_AFTER) reachedTarget();
+      } catch {
+        return; // killed mid-transaction: never acknowledged
+      }
+    }
+  });
+  await target;
+  killed = true;
+  first.child.kill('SIGKILL');
+  await once(first.child, 'exit');
+  await Promise.all(loads);
+  clients.forEach((c) => c.close());
+
+  const second = await startRunner(image, 'always');
+  t.after(() => second.child.kill('SIGKILL'));
+  const c = await RespClient.connect(second.port);
+  t.after(() => c.close());
+  for (let ci = 0; ci < clients.length; ci++) {
+    const [a, b, cc] = (await c.call('MGET', `t${ci}:a`, `t${ci}:b`, `t${ci}:c`)) as (string | null)[];
+    const len = (await c.call('LLEN', `t${ci}:log`)) as number;
+    assert.equal(a, b, `client ${ci}: a and b disagree`);
+    assert.equal(a, cc, `client ${ci}: a and c disagree`);
+    assert.equal(String(len), a ?? '0', `client ${ci}: the list is out of step`);
+    assert.ok(Number(a ?? 0) >= (acknowledged.get(ci) ?? 0), `client ${ci}: an acknowledged transaction is missing`);
+  }
+});

@@ -55,7 +55,7 @@ function assertGoldenData(ks: Database['ks']): void {
   const list = ks.get('list');
   assert.deepEqual(list?.type === 'list' ? list.data.slice(0, list.data.length).map(String) : null, ['b', 'c']);
   const z = ks.get('zset');
-  assert.deepEqual(z?.type === 'zset' ? z.data.entries().map((e) => [e.member, e.score]) : null, [['n', -2], ['m', 1.5]]);
+  assert.deepEqual(z?.type === 'zset' ? [...z.data.entries()].map((e) => [e.member, e.score]) : null, [['n', -2], ['m', 1.5]]);
   assert.equal(ks.get('ttl')?.expireAt, GOLDEN_EXPIRY);
   assert.equal(str(Buffer.from([0, 0xff, 0x0d, 0x0a]).toString('latin1')), '\x01\x02\x03');
   assert.equal(ks.size, 7);

@@ -11,6 +11,27 @@ import type { BlockDevice } from '../../src/block/types.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import database from '../../src/functions/database/index.ts';
 import type { RunningFunction } from '../../src/functions/types.ts';
+import type { Database } from '../../src/functions/database/database.ts';
+import type { ClientState, CommandContext } from '../../src/functions/database/commands/types.ts';
+import { Hub } from '../../src/functions/database/commands/pubsub.ts';
+
+/** A command context without a server (store and replay tests): one client, its own pub/sub hub. */
+export function commandContext(db: Database): CommandContext {
+  const client: ClientState = {
+    closeAfterReply: false,
+    id: 1,
+    name: '',
+    inExec: false,
+    tx: { active: false, failed: false, queued: [], queuedBytes: 0, watched: new Map() },
+    pubsub: { channels: new Set(), patterns: new Set() },
+    deliver: () => {},
+  };
+  return {
+    db,
+    client,
+    server: { startedAt: 0, port: 0, appendfsync: 'always', connectedClients: () => 1, blockedClients: () => 0, stats: () => ({}), pubsub: new Hub() },
+  };
+}
 
 /** A decoded reply, in a shape that compares with deepEqual. */
 export type Value = string | number | null | { err: string } | { status: string } | Value[];
@@ -155,7 +176,6 @@ export async function startDatabase(
   return { fn, port: fn.address.port, device, logs };
 }
 
-export const hasTool = (tool: string) => spawnSync('which', [tool]).status === 0;
 
 /** Start redis-server on a free port with persistence off; stopped after the test. */
 export async function startRedisServer(t: TestContext): Promise<number> {

@@ -14,10 +14,6 @@ export async function startController(t: T, raw: Record<string, unknown>): Promi
   return c;
 }
 
-export function hasTool(name: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
-}
-
 /** Run a tool to completion; resolves with its output, rejects with stderr on failure. */
 export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

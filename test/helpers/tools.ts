@@ -14,6 +14,9 @@ const PACKAGE: Record<string, string> = {
   'redis-cli': 'redis-tools',
   'redis-benchmark': 'redis-tools',
   mke2fs: 'e2fsprogs',
+  promtool: 'prometheus',
+  sockperf: 'sockperf',
+  iperf3: 'iperf3',
 };
 
 const found = new Map<string, boolean>();

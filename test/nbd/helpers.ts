@@ -37,10 +37,6 @@ export function tempDir(t: T): string {
   return dir;
 }
 
-export function hasTool(name: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
-}
-
 /** Run a tool; resolves with exit code and output (never rejects on a non-zero exit). */
 export function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startController, hasTool, run, nbdUri, fioVerify } from '../helpers/controller.ts';
+import { startController, run, nbdUri, fioVerify } from '../helpers/controller.ts';
+import { requireTools } from '../helpers/tools.ts';
 import { startTestApi, call } from '../api/helpers.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
@@ -13,9 +14,7 @@ import { NbdClient } from '../../src/nbd/client.ts';
  */
 const MiB = 1024 * 1024;
 const B = 4096;
-for (const tool of ['fio', 'nbdcopy', 'nbdinfo']) {
-  if (!hasTool(tool)) throw new Error(`${tool} is not installed (apt-get install fio libnbd-bin)`);
-}
+requireTools('fio', 'nbdcopy', 'nbdinfo');
 
 function block(b: number, gen: number): Buffer {
   const buf = Buffer.alloc(B);

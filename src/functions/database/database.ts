@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../../block/types.ts';
 import { Keyspace } from './store/keyspace.ts';
-import { applyMutation, mutationsForKey, MutationError, type Mutation } from './store/mutations.ts';
+import { Op, applyMutation, encodeMutation, mutationsForKey, MutationError, touchedKeys, type Mutation } from './store/mutations.ts';
 import type { ScoredMember } from './store/sorted-set.ts';
 import { openLog } from './log/recovery.ts';
 import { LogWriter, type AppendFsync } from './log/writer.ts';
@@ -54,11 +54,78 @@ export class Database {
     return db;
   }
 
-  /** Apply a mutation to memory and append it to the log. */
+  /** Mutations of the transaction being run (see atomically), or null. */
+  private group: Mutation[] | null = null;
+  /**
+   * Version counters of the keys some client WATCHes (and only those, so the
+   * map is bounded by the watchers): every mutation touching one bumps it.
+   */
+  private readonly watched = new Map<string, { version: number; refs: number }>();
+  /** Keys some client is blocked on (BLPOP...), and those of them a mutation touched since the last look. */
+  readonly blockedKeys = new Map<string, number>();
+  readonly readyKeys = new Set<string>();
+  private readonly touched: Buffer[] = [];
+
+  /** Apply a mutation to memory and append it to the log (or to the running transaction's record). */
   mutate(m: Mutation): number | Buffer[] | ScoredMember[] {
     const result = applyMutation(this.ks, m);
-    this.lastSeq = this.writer.append(m);
+    if (this.watched.size > 0 || this.blockedKeys.size > 0) this.touch(m);
+    if (this.group !== null) this.group.push(m);
+    else this.lastSeq = this.writer.append(m);
     return result;
+  }
+
+  /**
+   * Run `fn` as one transaction: every mutation it makes goes to the log as
+   * one record (Op.Multi when there are several), so replay after a crash
+   * finds all of them or none. Nested calls join the outer transaction.
+   */
+  atomically<T>(fn: () => T): T {
+    if (this.group !== null) return fn();
+    const group: Mutation[] = [];
+    this.group = group;
+    try {
+      return fn();
+    } finally {
+      // Whatever was applied to memory is logged, even if fn failed halfway.
+      this.group = null;
+      if (group.length === 1) this.lastSeq = this.writer.append(group[0]);
+      else if (group.length > 1) this.lastSeq = this.writer.append({ op: Op.Multi, args: group.map(encodeMutation) });
+    }
+  }
+
+  /** Start watching key: returns its current version (compare with watchVersion at EXEC). */
+  watch(key: string): number {
+    let w = this.watched.get(key);
+    if (w === undefined) this.watched.set(key, (w = { version: 0, refs: 0 }));
+    w.refs++;
+    return w.version;
+  }
+
+  unwatch(key: string): void {
+    const w = this.watched.get(key);
+    if (w !== undefined && --w.refs === 0) this.watched.delete(key);
+  }
+
+  watchVersion(key: string): number {
+    return this.watched.get(key)?.version ?? -1;
+  }
+
+  private touch(m: Mutation): void {
+    const keys = this.touched;
+    keys.length = 0;
+    if (!touchedKeys(m, keys)) {
+      for (const w of this.watched.values()) w.version++;
+      for (const k of this.blockedKeys.keys()) this.readyKeys.add(k);
+      return;
+    }
+    for (const kb of keys) {
+      const k = kb.toString('latin1');
+      const w = this.watched.get(k);
+      if (w !== undefined) w.version++;
+      if (this.blockedKeys.has(k)) this.readyKeys.add(k);
+    }
+    keys.length = 0;
   }
 
   /** Every live key as the mutations that rebuild it. */

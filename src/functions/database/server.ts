@@ -1,9 +1,11 @@
 import { TcpService, type ConnectionHandler, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../../net/tcp-service.ts';
-import { dispatch } from './commands/table.ts';
-import type { ClientState, CommandContext, ServerInfo } from './commands/types.ts';
+import { Hub } from './commands/pubsub.ts';
+import { dispatch, execute, lookup } from './commands/table.ts';
+import { unwatchAll } from './commands/transactions.ts';
+import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
-import { ErrorReply, encodeReply, type Reply } from './resp/writer.ts';
+import { ErrorReply, ReplyWriter, encodeReply, type Reply } from './resp/writer.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
 export const OUTPUT_SOFT_LIMIT = 4 << 20;
@@ -51,6 +53,15 @@ export function respLimits(given: Partial<TcpServiceLimits> = {}): Partial<TcpSe
   };
 }
 
+/** A client waiting in BLPOP and friends: the command runs again when one of its keys changes. */
+interface Blocked {
+  spec: CommandSpec;
+  args: Buffer[];
+  keys: string[];
+  onTimeout: Reply;
+  timer: NodeJS.Timeout | null;
+}
+
 /** Replies that may only be sent once the log holds mutation `seq` durably. */
 interface PendingReply {
   seq: number;
@@ -67,9 +78,20 @@ interface PendingReply {
  */
 class Connection implements ClientState, ConnectionHandler {
   closeAfterReply = false;
+  readonly id: number;
+  name = '';
+  inExec = false;
+  readonly tx: TransactionState = { active: false, failed: false, queued: [], queuedBytes: 0, watched: new Map() };
+  readonly pubsub: PubSubState = { channels: new Set(), patterns: new Set() };
+  /** Subscribed clients hold one in-flight slot: they wait for messages, they are not idle. */
+  private subscribedHold = false;
+  blocked: Blocked | null = null;
   private readonly parser: RespParser;
   private readonly pending: PendingReply[] = [];
+  /** Replies encoded since the last flush, sent as one write per flush. */
+  private readonly w = new ReplyWriter();
   private readonly out: Buffer[] = [];
+  private flushScheduled = false;
   private gone = false;
   private readonly ctx: CommandContext;
 
@@ -77,6 +99,7 @@ class Connection implements ClientState, ConnectionHandler {
     private readonly conn: TcpConnection,
     private readonly srv: RespServer,
   ) {
+    this.id = srv.nextClientId++;
     this.ctx = { db: srv.db, client: this, server: srv.info };
     this.parser = new RespParser(
       {
@@ -89,28 +112,121 @@ class Connection implements ClientState, ConnectionHandler {
 
   data(chunk: Buffer): void {
     this.parser.feed(chunk);
+    this.flushOut();
     this.settle();
   }
 
   resume(): void {
+    if (this.blocked !== null) return;
     if (this.parser.paused) this.parser.resume();
+    this.flushOut();
     this.settle();
   }
 
   /** Server stop: replies still waiting for the log are dropped (none of them was acknowledged). */
   stop(): void {
     this.dropPending();
+    if (this.blocked !== null) this.unblock(null, 0, false);
+    this.releaseSubscriptions();
+    if (this.subscribedHold) {
+      this.subscribedHold = false;
+      this.conn.end(0, 1);
+    }
   }
 
   closed(): void {
     this.gone = true;
     this.dropPending();
+    if (this.blocked !== null) this.unblock(null, 0, false);
+    this.releaseSubscriptions();
+    unwatchAll(this.ctx);
     this.srv.forget(this);
   }
 
+  /**
+   * The client closed its side. A blocked or subscribed client is waiting for
+   * nothing it can still receive: drop that (as Redis frees such a client);
+   * replies waiting for the log are still sent.
+   */
+  end(): void {
+    if (this.blocked !== null) this.unblock(null, 0, false);
+    this.releaseSubscriptions();
+    if (this.subscribedHold) {
+      this.subscribedHold = false;
+      this.conn.end(0, 1);
+    }
+    this.conn.endGracefully();
+  }
+
+  /** A pub/sub message: after every reply already queued, in order. */
+  deliver(reply: Reply): void {
+    if (this.gone) return;
+    this.queue(reply, 0);
+  }
+
+  private releaseSubscriptions(): void {
+    const hub = this.srv.info.pubsub;
+    for (const ch of [...this.pubsub.channels]) hub.unsubscribe(this, ch);
+    for (const p of [...this.pubsub.patterns]) hub.punsubscribe(this, p);
+  }
+
   private settle(): void {
-    this.conn.setBuffered(this.parser.bufferedBytes, this.parser.midRequest);
+    // A MULTI queue is held request memory too: it counts against the connection's and the server's budget.
+    this.conn.setBuffered(this.parser.bufferedBytes + this.tx.queuedBytes, this.parser.midRequest);
     if (this.closeAfterReply && !this.gone) this.conn.endGracefully();
+  }
+
+  /** Wait for a key (BLPOP...): the parser stays stopped until the command is answered. */
+  private block(args: Buffer[], br: BlockReply): void {
+    const spec = lookup(args) as CommandSpec;
+    const b: Blocked = { spec, args: args.map((a) => Buffer.from(a)), keys: [...new Set(br.keys)], onTimeout: br.onTimeout, timer: null };
+    this.blocked = b;
+    this.srv.blockOn(this, b.keys);
+    if (br.timeoutMs > 0) b.timer = setTimeout(() => this.unblock(b.onTimeout, 0, true), br.timeoutMs);
+    this.conn.begin(0);
+  }
+
+  /** Run the blocked command again (one of its keys changed); returns whether it was answered. */
+  retryBlocked(): boolean {
+    const b = this.blocked;
+    if (b === null) return true;
+    const before = this.srv.db.lastSeq;
+    let reply: Reply | BlockReply;
+    try {
+      reply = execute(this.ctx, b.spec, b.args);
+    } catch (err) {
+      this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
+      reply = new ErrorReply(`ERR internal error: ${(err as Error).message}`);
+    }
+    if (reply instanceof BlockReply) return false;
+    const wrote = this.srv.db.lastSeq !== before;
+    this.unblock(reply, wrote && this.srv.options.appendfsync === 'always' ? this.srv.db.lastSeq : 0, true);
+    return true;
+  }
+
+  private unblock(reply: Reply, seq: number, answer: boolean): void {
+    const b = this.blocked;
+    if (b === null) return;
+    this.blocked = null;
+    if (b.timer !== null) clearTimeout(b.timer);
+    this.srv.unblockFrom(this, b.keys);
+    if (this.gone) return;
+    if (answer) {
+      this.srv.counters.commands++;
+      this.queue(reply, seq);
+    }
+    // Ending the hold wakes the connection: the parser goes on with what the client pipelined.
+    this.conn.end(0, 1);
+  }
+
+  private afterCommand(): void {
+    const subscribed = this.pubsub.channels.size > 0 || this.pubsub.patterns.size > 0;
+    if (subscribed !== this.subscribedHold) {
+      this.subscribedHold = subscribed;
+      if (subscribed) this.conn.begin(0);
+      else this.conn.end(0, 1);
+    }
+    if (this.srv.db.readyKeys.size > 0) this.srv.serveReady();
   }
 
   /** Returns whether the parser may go on with the next command. */
@@ -118,7 +234,7 @@ class Connection implements ClientState, ConnectionHandler {
     if (this.gone || this.closeAfterReply || this.conn.isStopping) return false;
     this.srv.counters.commands++;
     const before = this.srv.db.lastSeq;
-    let reply: Reply;
+    let reply: Reply | BlockReply;
     try {
       reply = dispatch(this.ctx, args);
     } catch (err) {
@@ -126,16 +242,25 @@ class Connection implements ClientState, ConnectionHandler {
       this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
       reply = new ErrorReply(`ERR internal error: ${(err as Error).message}`);
     }
+    if (reply instanceof BlockReply) {
+      this.srv.counters.commands--; // counted when answered
+      this.block(args, reply);
+      this.afterCommand();
+      return false;
+    }
     const wrote = this.srv.db.lastSeq !== before;
     this.queue(reply, wrote && this.srv.options.appendfsync === 'always' ? this.srv.db.lastSeq : 0);
-    return !this.closeAfterReply && this.conn.canAccept();
+    this.afterCommand();
+    return this.blocked === null && !this.closeAfterReply && this.conn.canAccept();
   }
 
   private queue(reply: Reply, seq: number): void {
     if (seq === 0 && this.pending.length === 0) {
-      encodeReply(reply, this.out);
+      this.w.write(reply);
       this.conn.count();
-      this.flushOut();
+      // Big replies go at once (the output limits must see them); small ones leave with the batch.
+      if (this.w.pendingBytes >= FLUSH_BYTES) this.flushOut();
+      else this.flushSoon();
       return;
     }
     const bytes: Buffer[] = [];
@@ -157,9 +282,9 @@ class Connection implements ClientState, ConnectionHandler {
       n++;
       size += p.size;
       if (p.seq > durable && failure) {
-        encodeReply(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`), this.out);
+        this.w.write(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`));
       } else {
-        for (const b of p.bytes) this.out.push(b);
+        for (const b of p.bytes) this.w.append(b);
       }
     }
     if (this.pending.length === 0) this.srv.waiting.delete(this);
@@ -167,12 +292,21 @@ class Connection implements ClientState, ConnectionHandler {
     if (n > 0 && !this.gone) this.conn.end(size, n);
   }
 
-  /** Each reply buffer goes to the socket as is (corked per tick: one writev), never concatenated. */
-  private flushOut(): void {
+  /** Send what the writer holds: one slab piece per flush, plus large values by reference (corked per tick: one writev). */
+  flushOut(): void {
+    this.flushScheduled = false;
+    if (this.w.pendingBytes === 0) return;
     const out = this.out;
-    if (out.length === 0) return;
+    this.w.take(out);
     if (!this.gone) for (const b of out) this.conn.send(b);
     out.length = 0;
+  }
+
+  /** Flush before this tick ends (replies produced outside this client's own input: messages, wake-ups, timeouts). */
+  private flushSoon(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(flushConnection, this);
   }
 
   private dropPending(): void {
@@ -193,9 +327,21 @@ class Connection implements ClientState, ConnectionHandler {
   }
 }
 
+/** Replies held in a connection's writer up to this many bytes before they are sent mid-batch. */
+const FLUSH_BYTES = 32 * 1024;
+
+function flushConnection(c: Connection): void {
+  c.flushOut();
+}
+
 export class RespServer {
   readonly counters = { connections: 0, commands: 0, protocolErrors: 0 };
   readonly waiting = new Set<Connection>();
+  nextClientId = 1;
+  /** Clients blocked on each key, in the order they blocked (served first come, first served). */
+  private readonly blockedOn = new Map<string, Connection[]>();
+  private serving = false;
+  blockedCount = 0;
   private readonly connections = new Set<Connection>();
   private readonly service: TcpService;
   readonly info: ServerInfo;
@@ -209,7 +355,9 @@ export class RespServer {
       port: 0,
       appendfsync: options.appendfsync,
       connectedClients: () => this.connections.size,
+      blockedClients: () => this.blockedCount,
       stats: () => ({ total_connections_received: this.counters.connections, total_commands_processed: this.counters.commands }),
+      pubsub: new Hub(),
     };
     this.service = new TcpService({
       name: 'resp',
@@ -228,6 +376,56 @@ export class RespServer {
   /** Called by the log when records up to `seq` are durable (or when it failed). */
   durable(seq: number, failure: Error | null = null): void {
     for (const c of [...this.waiting]) c.released(seq, failure);
+  }
+
+  blockOn(c: Connection, keys: string[]): void {
+    this.blockedCount++;
+    for (const k of keys) {
+      let list = this.blockedOn.get(k);
+      if (list === undefined) this.blockedOn.set(k, (list = []));
+      list.push(c);
+      this.db.blockedKeys.set(k, list.length);
+    }
+  }
+
+  unblockFrom(c: Connection, keys: string[]): void {
+    this.blockedCount--;
+    for (const k of keys) {
+      const list = this.blockedOn.get(k);
+      if (list === undefined) continue;
+      const i = list.indexOf(c);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) {
+        this.blockedOn.delete(k);
+        this.db.blockedKeys.delete(k);
+      } else this.db.blockedKeys.set(k, list.length);
+    }
+  }
+
+  /**
+   * Serve clients blocked on keys that commands changed, oldest waiter first,
+   * while the key still holds a list (a served BLMOVE may make another key ready).
+   */
+  serveReady(): void {
+    if (this.serving) return;
+    this.serving = true;
+    try {
+      const ready = this.db.readyKeys;
+      while (ready.size > 0) {
+        for (const k of ready) {
+          ready.delete(k);
+          const list = this.blockedOn.get(k);
+          if (list === undefined) continue;
+          for (const c of list.slice()) {
+            const e = this.db.ks.get(k);
+            if (e === undefined || e.type !== 'list') break;
+            c.retryBlocked();
+          }
+        }
+      }
+    } finally {
+      this.serving = false;
+    }
   }
 
   forget(c: Connection): void {

@@ -66,3 +66,28 @@ export function normaliseRange(start: number, stop: number, length: number): [nu
   if (stop >= length) stop = length - 1;
   return [start, stop + 1];
 }
+
+/**
+ * Format an INCRBYFLOAT result as Redis does ("%.17Lf" of a long double with
+ * trailing zeros cut). Doubles carry less precision than Redis's long double,
+ * so the value is rounded to 15 significant digits first: that hides binary
+ * noise (0.1 + 0.2 prints as 0.3, as in Redis) for everyday values.
+ */
+export function formatLongDouble(x: number): string {
+  const rounded = Number(x.toPrecision(15));
+  if (Object.is(rounded, -0) || rounded === 0) return '0';
+  const abs = Math.abs(rounded);
+  let text: string;
+  if (abs >= 1e21 || abs < 1e-6) {
+    // String() switches to exponents out here; expand them to plain digits, as %Lf prints.
+    const [m, e] = rounded.toExponential().split('e');
+    const exp = Number(e);
+    const digits = m.replace('-', '').replace('.', '');
+    const sign = rounded < 0 ? '-' : '';
+    if (exp >= 0) text = sign + digits.padEnd(exp + 1, '0');
+    else text = `${sign}0.${'0'.repeat(-exp - 1)}${digits}`;
+  } else {
+    text = String(rounded);
+  }
+  return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
+}

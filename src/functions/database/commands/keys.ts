@@ -15,7 +15,7 @@ function exists(ctx: CommandContext, a: Buffer[]): Reply {
   return n;
 }
 
-function expireGeneric(ctx: CommandContext, a: Buffer[], unitMs: 1n | 1000n, name: string): Reply {
+function expireGeneric(ctx: CommandContext, a: Buffer[], unitMs: 1n | 1000n, name: string, absolute = false): Reply {
   let nx = false;
   let xx = false;
   let gt = false;
@@ -33,7 +33,7 @@ function expireGeneric(ctx: CommandContext, a: Buffer[], unitMs: 1n | 1000n, nam
   const v = parseInt64(a[2]);
   if (v === null) return NOT_INTEGER;
   const ms = v * unitMs;
-  const at = ms + BigInt(ctx.db.ks.now());
+  const at = absolute ? ms : ms + BigInt(ctx.db.ks.now());
   if (!inInt64(ms) || !inInt64(at)) return new ErrorReply(`ERR invalid expire time in '${name}' command`);
   const k = keyOf(a[1]);
   const e = ctx.db.ks.get(k);
@@ -119,7 +119,28 @@ function flushdb(ctx: CommandContext, a: Buffer[]): Reply {
   return OK;
 }
 
+function expiretime(ctx: CommandContext, a: Buffer[], inMs: boolean): Reply {
+  const e = ctx.db.ks.get(keyOf(a[1]));
+  if (e === undefined) return -2;
+  if (e.expireAt === 0) return -1;
+  return inMs ? e.expireAt : Math.floor(e.expireAt / 1000);
+}
+
+function renamenx(ctx: CommandContext, a: Buffer[]): Reply {
+  if (ctx.db.ks.get(keyOf(a[1])) === undefined) return new ErrorReply('ERR no such key');
+  if (ctx.db.ks.get(keyOf(a[2])) !== undefined) return 0;
+  ctx.db.mutate({ op: Op.Rename, args: [a[1], a[2]] });
+  return 1;
+}
+
 export const keyCommands: CommandSpec[] = [
+  cmd('unlink', -2, 'write fast', [1, -1, 1], del),
+  cmd('expireat', -3, 'write fast', [1, 1, 1], (ctx, a) => expireGeneric(ctx, a, 1000n, 'expireat', true)),
+  cmd('pexpireat', -3, 'write fast', [1, 1, 1], (ctx, a) => expireGeneric(ctx, a, 1n, 'pexpireat', true)),
+  cmd('expiretime', 2, 'readonly fast', [1, 1, 1], (ctx, a) => expiretime(ctx, a, false)),
+  cmd('pexpiretime', 2, 'readonly fast', [1, 1, 1], (ctx, a) => expiretime(ctx, a, true)),
+  cmd('renamenx', 3, 'write fast', [1, 2, 1], renamenx),
+  cmd('touch', -2, 'readonly fast', [1, -1, 1], exists),
   cmd('del', -2, 'write', [1, -1, 1], del),
   cmd('exists', -2, 'readonly fast', [1, -1, 1], exists),
   cmd('expire', -3, 'write fast', [1, 1, 1], (ctx, a) => expireGeneric(ctx, a, 1000n, 'expire')),

@@ -1,10 +1,17 @@
 import { globMatch } from '../store/glob.ts';
 import { ErrorReply, OK, PONG, SimpleString, type Reply } from '../resp/writer.ts';
-import { lower, parseInt64 } from './args.ts';
+import { bufOf, lower, parseInt64 } from './args.ts';
+import { unsubscribe } from './pubsub.ts';
+import { resetTransaction, unwatchAll } from './transactions.ts';
 import { NOT_INTEGER, arityError, cmd, type CommandContext, type CommandSpec } from './types.ts';
 
-function ping(_ctx: CommandContext, a: Buffer[]): Reply {
+const PONG_LOWER = Buffer.from('pong');
+const EMPTY = Buffer.alloc(0);
+
+function ping(ctx: CommandContext, a: Buffer[]): Reply {
   if (a.length > 2) return arityError('ping');
+  // RESP2 subscribed mode answers a push-style pair.
+  if (ctx.client.pubsub.channels.size > 0 || ctx.client.pubsub.patterns.size > 0) return [PONG_LOWER, a.length === 2 ? a[1] : EMPTY];
   return a.length === 2 ? a[1] : PONG;
 }
 
@@ -29,7 +36,10 @@ function info(ctx: CommandContext, a: Buffer[]): Reply {
       ['tcp_port', server.port],
       ['uptime_in_seconds', Math.floor((Date.now() - server.startedAt) / 1000)],
     ],
-    clients: [['connected_clients', server.connectedClients()]],
+    clients: [
+      ['connected_clients', server.connectedClients()],
+      ['blocked_clients', server.blockedClients()],
+    ],
     persistence: [
       ['loading', 0],
       ['aof_enabled', 1],
@@ -108,6 +118,81 @@ function quit(ctx: CommandContext): Reply {
   return OK;
 }
 
+/** Redis allows names of printable ASCII without spaces. */
+function validName(b: Buffer): boolean {
+  for (const c of b) if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
+function client(ctx: CommandContext, a: Buffer[]): Reply {
+  const sub = lower(a[1]);
+  if (sub === 'id') return a.length === 2 ? ctx.client.id : arityError('client|id');
+  if (sub === 'getname') {
+    if (a.length !== 2) return arityError('client|getname');
+    return ctx.client.name === '' ? null : bufOf(ctx.client.name);
+  }
+  if (sub === 'setname') {
+    if (a.length !== 3) return arityError('client|setname');
+    if (!validName(a[2])) return new ErrorReply('ERR Client names cannot contain spaces, newlines or special characters.');
+    ctx.client.name = a[2].toString('latin1');
+    return OK;
+  }
+  if (sub === 'setinfo') return OK; // newer clients announce their library; nothing to keep
+  return new ErrorReply(`ERR unknown subcommand '${a[1].toString('latin1')}'. Try CLIENT HELP.`);
+}
+
+/** HELLO: this server speaks RESP2 only, so HELLO 3 is refused as Redis refuses an unknown version. */
+function hello(ctx: CommandContext, a: Buffer[]): Reply {
+  let i = 1;
+  if (a.length >= 2) {
+    const v = parseInt64(a[1]);
+    if (v === null) return new ErrorReply('ERR Protocol version is not an integer or out of range');
+    if (v !== 2n) return new ErrorReply('NOPROTO unsupported protocol version');
+    i = 2;
+  }
+  let name: Buffer | null = null;
+  for (; i < a.length; i++) {
+    const opt = lower(a[i]);
+    if (opt === 'setname' && i + 1 < a.length) {
+      name = a[++i];
+      if (!validName(name)) return new ErrorReply('ERR Client names cannot contain spaces, newlines or special characters.');
+    } else if (opt === 'auth' && i + 2 < a.length) {
+      return new ErrorReply('WRONGPASS invalid username-password pair or user is disabled.');
+    } else {
+      return new ErrorReply(`ERR Syntax error in HELLO option '${a[i].toString('latin1')}'`);
+    }
+  }
+  if (name !== null) ctx.client.name = name.toString('latin1');
+  return [
+    Buffer.from('server'), Buffer.from('redis'),
+    Buffer.from('version'), Buffer.from('7.0.0'),
+    Buffer.from('proto'), 2,
+    Buffer.from('id'), ctx.client.id,
+    Buffer.from('mode'), Buffer.from('standalone'),
+    Buffer.from('role'), Buffer.from('master'),
+    Buffer.from('modules'), [],
+  ];
+}
+
+const RESET = new SimpleString('RESET');
+const REWRITE_STARTED = new SimpleString('Background append only file rewriting started');
+
+/** BGREWRITEAOF: compact the log now (the writer runs it between batches; a failure fails the log as any write would). */
+function bgrewriteaof(ctx: CommandContext): Reply {
+  if (ctx.db.writer.compacting) return new ErrorReply('ERR Background append only file rewriting already in progress');
+  ctx.db.writer.compactNow().catch(() => {});
+  return REWRITE_STARTED;
+}
+
+function reset(ctx: CommandContext): Reply {
+  resetTransaction(ctx);
+  unwatchAll(ctx);
+  unsubscribe(ctx, [], false);
+  unsubscribe(ctx, [], true);
+  ctx.client.name = '';
+  return RESET;
+}
+
 export function serverCommands(table: () => Map<string, CommandSpec>): CommandSpec[] {
   return [
     cmd('ping', -1, 'fast', [0, 0, 0], ping),
@@ -117,5 +202,9 @@ export function serverCommands(table: () => Map<string, CommandSpec>): CommandSp
     cmd('config', -2, 'admin noscript loading stale', [0, 0, 0], config),
     cmd('command', -1, 'loading stale', [0, 0, 0], (ctx, a) => command(ctx, a, table)),
     cmd('quit', -1, 'allow_busy', [0, 0, 0], quit),
+    cmd('client', -2, 'admin noscript loading stale', [0, 0, 0], client),
+    cmd('hello', -1, 'noscript loading stale fast', [0, 0, 0], hello),
+    cmd('reset', 1, 'noscript loading stale fast', [0, 0, 0], reset),
+    cmd('bgrewriteaof', 1, 'admin noscript no_async_loading', [0, 0, 0], bgrewriteaof),
   ];
 }

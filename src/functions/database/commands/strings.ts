@@ -1,8 +1,8 @@
 import { Op, num } from '../store/mutations.ts';
 import type { Entry } from '../store/keyspace.ts';
 import { ErrorReply, OK, type Reply } from '../resp/writer.ts';
-import { inInt64, keyOf, lower, parseInt64 } from './args.ts';
-import { NOT_INTEGER, SYNTAX, WRONGTYPE, arityError, cmd, type CommandContext, type CommandSpec } from './types.ts';
+import { formatLongDouble, inInt64, keyOf, lower, parseFloatArg, parseInt64 } from './args.ts';
+import { NOT_FLOAT, NOT_INTEGER, SYNTAX, WRONGTYPE, arityError, cmd, type CommandContext, type CommandSpec } from './types.ts';
 
 /** Redis proto-max-bulk-len: the largest string a command may build. */
 const MAX_STRING = 512 * 1024 * 1024;
@@ -41,12 +41,9 @@ function set(ctx: CommandContext, a: Buffer[]): Reply {
   }
   let expireAt = 0;
   if (expireKind !== null) {
-    const v = parseInt64(expireArg as Buffer);
-    if (v === null) return NOT_INTEGER;
-    const ms = expireKind === 'ex' || expireKind === 'exat' ? v * 1000n : v;
-    const at = expireKind === 'ex' || expireKind === 'px' ? ms + BigInt(ctx.db.ks.now()) : ms;
-    if (v <= 0n || !inInt64(ms) || !inInt64(at)) return new ErrorReply("ERR invalid expire time in 'set' command");
-    expireAt = Number(at);
+    const at = expireAtOf(ctx, expireKind, expireArg as Buffer, 'set');
+    if (at instanceof ErrorReply) return at;
+    expireAt = at;
   }
   const k = keyOf(a[1]);
   const old = ctx.db.ks.get(k);
@@ -117,7 +114,144 @@ function strlen(ctx: CommandContext, a: Buffer[]): Reply {
   return e === undefined ? 0 : (e.data as Buffer).length;
 }
 
+/** The absolute expiry (ms) of an EX/PX/EXAT/PXAT argument, or an error (Redis's getExpireMillisecondsOrReply). */
+export function expireAtOf(ctx: CommandContext, kind: string, arg: Buffer, name: string): number | ErrorReply {
+  const v = parseInt64(arg);
+  if (v === null) return NOT_INTEGER;
+  const ms = kind === 'ex' || kind === 'exat' ? v * 1000n : v;
+  const at = kind === 'ex' || kind === 'px' ? ms + BigInt(ctx.db.ks.now()) : ms;
+  if (v <= 0n || !inInt64(ms) || !inInt64(at)) return new ErrorReply(`ERR invalid expire time in '${name}' command`);
+  return Number(at);
+}
+
+function setnx(ctx: CommandContext, a: Buffer[]): Reply {
+  if (ctx.db.ks.get(keyOf(a[1])) !== undefined) return 0;
+  ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(0)] });
+  return 1;
+}
+
+function setex(ctx: CommandContext, a: Buffer[], kind: 'ex' | 'px', name: string): Reply {
+  const at = expireAtOf(ctx, kind, a[2], name);
+  if (at instanceof ErrorReply) return at;
+  ctx.db.mutate({ op: Op.Set, args: [a[1], a[3], num(at)] });
+  return OK;
+}
+
+function getdel(ctx: CommandContext, a: Buffer[]): Reply {
+  const e = stringEntry(ctx, a[1]);
+  if (e instanceof ErrorReply) return e;
+  if (e === undefined) return null;
+  const value = e.data as Buffer;
+  ctx.db.mutate({ op: Op.Del, args: [a[1]] });
+  return value;
+}
+
+function getex(ctx: CommandContext, a: Buffer[]): Reply {
+  let kind: string | null = null;
+  let arg: Buffer | null = null;
+  let persist = false;
+  for (let i = 2; i < a.length; i++) {
+    const opt = lower(a[i]);
+    if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && kind === null && !persist && i + 1 < a.length) {
+      kind = opt;
+      arg = a[++i];
+    } else if (opt === 'persist' && kind === null && !persist) persist = true;
+    else return SYNTAX;
+  }
+  let at = 0;
+  if (kind !== null) {
+    const v = expireAtOf(ctx, kind, arg as Buffer, 'getex');
+    if (v instanceof ErrorReply) return v;
+    at = v;
+  }
+  const e = stringEntry(ctx, a[1]);
+  if (e instanceof ErrorReply) return e;
+  if (e === undefined) return null;
+  const value = e.data as Buffer;
+  if (kind !== null) {
+    if (at <= ctx.db.ks.now()) ctx.db.mutate({ op: Op.Del, args: [a[1]] });
+    else ctx.db.mutate({ op: Op.PExpireAt, args: [a[1], num(at)] });
+  } else if (persist && e.expireAt !== 0) {
+    ctx.db.mutate({ op: Op.Persist, args: [a[1]] });
+  }
+  return value;
+}
+
+function msetnx(ctx: CommandContext, a: Buffer[]): Reply {
+  if (a.length % 2 === 0) return arityError('msetnx');
+  for (let i = 1; i < a.length; i += 2) if (ctx.db.ks.get(keyOf(a[i])) !== undefined) return 0;
+  ctx.db.mutate({ op: Op.MSet, args: a.slice(1) });
+  return 1;
+}
+
+function incrbyfloat(ctx: CommandContext, a: Buffer[]): Reply {
+  const e = stringEntry(ctx, a[1]);
+  if (e instanceof ErrorReply) return e;
+  const by = parseFloatArg(a[2]);
+  if (by === null) return NOT_FLOAT;
+  let current = 0;
+  if (e !== undefined) {
+    const v = parseFloatArg(e.data as Buffer);
+    if (v === null) return NOT_FLOAT;
+    current = v;
+  }
+  const next = current + by;
+  if (!Number.isFinite(next)) return new ErrorReply('ERR increment would produce NaN or Infinity');
+  const text = Buffer.from(formatLongDouble(next), 'latin1');
+  ctx.db.mutate({ op: Op.SetKeepTtl, args: [a[1], text] });
+  return text;
+}
+
+function getrange(ctx: CommandContext, a: Buffer[]): Reply {
+  const startBig = parseInt64(a[2]);
+  const endBig = parseInt64(a[3]);
+  if (startBig === null || endBig === null) return NOT_INTEGER;
+  const e = stringEntry(ctx, a[1]);
+  if (e instanceof ErrorReply) return e;
+  const v = e === undefined ? Buffer.alloc(0) : (e.data as Buffer);
+  let start = Number(startBig);
+  let end = Number(endBig);
+  const len = v.length;
+  if (start < 0 && end < 0 && start > end) return Buffer.alloc(0);
+  if (start < 0) start = len + start;
+  if (end < 0) end = len + end;
+  if (start < 0) start = 0;
+  if (end < 0) end = 0;
+  if (end >= len) end = len - 1;
+  if (start > end || len === 0) return Buffer.alloc(0);
+  return Buffer.from(v.subarray(start, end + 1));
+}
+
+function setrange(ctx: CommandContext, a: Buffer[]): Reply {
+  const offBig = parseInt64(a[2]);
+  if (offBig === null) return NOT_INTEGER;
+  if (offBig < 0n) return new ErrorReply('ERR offset is out of range');
+  const e = stringEntry(ctx, a[1]);
+  if (e instanceof ErrorReply) return e;
+  const old = e === undefined ? Buffer.alloc(0) : (e.data as Buffer);
+  if (a[3].length === 0) return old.length;
+  if (offBig + BigInt(a[3].length) > BigInt(MAX_STRING)) {
+    return new ErrorReply('ERR string exceeds maximum allowed size (proto-max-bulk-len)');
+  }
+  const off = Number(offBig);
+  const next = Buffer.alloc(Math.max(old.length, off + a[3].length));
+  old.copy(next);
+  a[3].copy(next, off);
+  ctx.db.mutate({ op: Op.SetKeepTtl, args: [a[1], next] });
+  return next.length;
+}
+
 export const stringCommands: CommandSpec[] = [
+  cmd('setnx', 3, 'write denyoom fast', [1, 1, 1], setnx),
+  cmd('setex', 4, 'write denyoom', [1, 1, 1], (ctx, a) => setex(ctx, a, 'ex', 'setex')),
+  cmd('psetex', 4, 'write denyoom', [1, 1, 1], (ctx, a) => setex(ctx, a, 'px', 'psetex')),
+  cmd('getdel', 2, 'write fast', [1, 1, 1], getdel),
+  cmd('getex', -2, 'write fast', [1, 1, 1], getex),
+  cmd('msetnx', -3, 'write denyoom', [1, -1, 2], msetnx),
+  cmd('incrbyfloat', 3, 'write denyoom fast', [1, 1, 1], incrbyfloat),
+  cmd('getrange', 4, 'readonly', [1, 1, 1], getrange),
+  cmd('substr', 4, 'readonly', [1, 1, 1], getrange),
+  cmd('setrange', 4, 'write denyoom', [1, 1, 1], setrange),
   cmd('get', 2, 'readonly fast', [1, 1, 1], get),
   cmd('set', -3, 'write denyoom', [1, 1, 1], set),
   cmd('getset', 3, 'write denyoom fast', [1, 1, 1], getset),

@@ -5,7 +5,9 @@ import { listCommands } from './lists.ts';
 import { serverCommands } from './server.ts';
 import { setCommands } from './sets.ts';
 import { stringCommands } from './strings.ts';
-import { arityError, type CommandContext, type CommandSpec } from './types.ts';
+import { pubsubCommands } from './pubsub.ts';
+import { queueCommand, transactionCommands } from './transactions.ts';
+import { BlockReply, arityError, type CommandContext, type CommandSpec } from './types.ts';
 import { zsetCommands } from './zsets.ts';
 
 const table = new Map<string, CommandSpec>();
@@ -17,6 +19,8 @@ for (const c of [
   ...setCommands,
   ...zsetCommands,
   ...serverCommands(() => table),
+  ...pubsubCommands,
+  ...transactionCommands((ctx, spec, args) => execute(ctx, spec, args)),
 ]) {
   table.set(c.name, c);
 }
@@ -40,27 +44,96 @@ const VOLUME_FULL = new ErrorReply('ERR volume full: command not allowed when th
 /** A rough upper bound of the bytes a write adds to the log, for admission before running it. */
 const estimateBytes = (args: Buffer[]) => args.reduce((n, a) => n + a.length + 8, 64);
 
-/**
- * Validate then handle: look the command up, check arity, refuse writes the
- * log cannot take (failed log, full volume), then run it.
- */
-export function dispatch(ctx: CommandContext, args: Buffer[]): Reply {
-  const name = args[0].toString('latin1').toLowerCase();
-  const spec = table.get(name);
+/** Hash of a command name as its lower-case bytes (ASCII letters folded), for lookup without decoding a string. */
+function nameHash(b: Buffer): number {
+  let h = b.length;
+  for (let i = 0; i < b.length; i++) {
+    let c = b[i];
+    if (c >= 65 && c <= 90) c |= 0x20;
+    h = (Math.imul(h, 31) + c) | 0;
+  }
+  return h;
+}
+
+const byHash = new Map<number, { spec: CommandSpec; name: Buffer }[]>();
+for (const spec of table.values()) {
+  const name = Buffer.from(spec.name, 'latin1');
+  const h = nameHash(name);
+  const list = byHash.get(h);
+  if (list === undefined) byHash.set(h, [{ spec, name }]);
+  else list.push({ spec, name });
+}
+
+/** Case-insensitive match of the request's name bytes against a lower-case name. */
+function sameName(b: Buffer, name: Buffer): boolean {
+  if (b.length !== name.length) return false;
+  for (let i = 0; i < b.length; i++) {
+    let c = b[i];
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== name[i]) return false;
+  }
+  return true;
+}
+
+/** The spec named by these bytes, found without allocating (every command runs this). */
+function findSpec(b: Buffer): CommandSpec | undefined {
+  if (b.length > 32) return undefined;
+  const list = byHash.get(nameHash(b));
+  if (list === undefined) return undefined;
+  for (const e of list) if (sameName(b, e.name)) return e.spec;
+  return undefined;
+}
+
+/** The command named by args[0] with its arity checked, or the error Redis answers. */
+export function lookup(args: Buffer[]): CommandSpec | ErrorReply {
+  const spec = findSpec(args[0]);
   if (spec === undefined) return unknownCommand(args);
   if ((spec.arity > 0 && args.length !== spec.arity) || args.length < -spec.arity) return arityError(spec.name);
-  if (spec.isWrite) {
-    const failed = ctx.db.writer.failed;
-    if (failed) {
-      return new ErrorReply(
-        `MISCONF Errors writing to the volume, commands that may modify the data set are disabled: ${failed.message}`,
-      );
-    }
-    if (spec.denyOom && !ctx.db.writer.hasRoomFor(estimateBytes(args))) {
-      return VOLUME_FULL;
-    }
+  return spec;
+}
+
+/** Why a write may not run now (failed log, full volume), or null. */
+function refusal(ctx: CommandContext, spec: CommandSpec, args: Buffer[]): ErrorReply | null {
+  if (!spec.isWrite) return null;
+  const failed = ctx.db.writer.failed;
+  if (failed) {
+    return new ErrorReply(`MISCONF Errors writing to the volume, commands that may modify the data set are disabled: ${failed.message}`);
   }
-  return spec.run(ctx, args);
+  if (spec.denyOom && !ctx.db.writer.hasRoomFor(estimateBytes(args))) return VOLUME_FULL;
+  return null;
+}
+
+/** Run a looked-up command now (refusals checked). */
+export function execute(ctx: CommandContext, spec: CommandSpec, args: Buffer[]): Reply | BlockReply {
+  return refusal(ctx, spec, args) ?? spec.run(ctx, args);
+}
+
+const subscribedOnly = (name: string) =>
+  new ErrorReply(`ERR Can't execute '${name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`);
+
+/**
+ * Validate then handle: look the command up, check arity, apply the
+ * subscribed-mode and MULTI rules (queue instead of run), refuse writes the
+ * log cannot take (failed log, full volume), then run it. A BlockReply means
+ * the client must wait (BLPOP and friends).
+ */
+export function dispatch(ctx: CommandContext, args: Buffer[]): Reply | BlockReply {
+  const spec = lookup(args);
+  const c = ctx.client;
+  if (spec instanceof ErrorReply) {
+    if (c.tx.active) c.tx.failed = true;
+    return spec;
+  }
+  if ((c.pubsub.channels.size > 0 || c.pubsub.patterns.size > 0) && !spec.pubsubOk) return subscribedOnly(spec.name);
+  if (c.tx.active && !spec.noQueue) {
+    const refused = refusal(ctx, spec, args);
+    if (refused !== null) {
+      c.tx.failed = true;
+      return refused;
+    }
+    return queueCommand(ctx, spec, args);
+  }
+  return execute(ctx, spec, args);
 }
 
 export function commandTable(): ReadonlyMap<string, CommandSpec> {

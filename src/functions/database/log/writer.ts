@@ -50,6 +50,8 @@ export class LogWriter {
   private running = false;
   private idleWaiters: (() => void)[] = [];
   private compactRequested = false;
+  /** The active region may be appended to (false for a just-recovered one until its first compaction). */
+  private appendable: boolean;
   private failure: Error | null = null;
   /** Size of the snapshot at the start of the active region (live data then). */
   private snapshotBytes: number;
@@ -70,6 +72,7 @@ export class LogWriter {
     this.nextSeq = pos.nextSeq;
     // No kick: a log that is only read is never written.
     this.compactRequested = pos.compactFirst;
+    this.appendable = !pos.compactFirst;
     this.snapshotBytes = pos.tail; // unknown after recovery: assume it is all live
     if (options.appendfsync === 'everysec') {
       this.everysecTimer = setInterval(() => void this.flushIfDirty(), 1000);
@@ -162,21 +165,14 @@ export class LogWriter {
   private async run(): Promise<void> {
     try {
       while (!this.failure && (this.queue.length > 0 || this.compactRequested)) {
-        const batch = this.queue;
         const batchBytes = this.queueBytes;
         const batchShrinks = this.queueShrinks;
-        const lastSeq = this.appended;
-        this.queue = [];
-        this.queueBytes = 0;
-        this.queueShrinks = false;
         if (this.compactRequested || this.shouldCompact(batchBytes, batchShrinks)) {
           this.compactRequested = false;
           await this.compact();
-        } else {
-          await this.writeBatch(batch, batchBytes);
+          continue;
         }
-        this.written = lastSeq;
-        this.options.onDurable(lastSeq);
+        await this.writeQueued();
       }
     } catch (err) {
       this.failure = err instanceof Error ? err : new Error(String(err));
@@ -186,6 +182,30 @@ export class LogWriter {
       this.running = false;
       for (const w of this.idleWaiters.splice(0)) w();
     }
+  }
+
+  /** Write the queue as one batch to the active region and acknowledge it; returns the batch. */
+  private async writeQueued(): Promise<Mutation[]> {
+    const batch = this.queue;
+    const batchBytes = this.queueBytes;
+    const lastSeq = this.appended;
+    this.queue = [];
+    this.queueBytes = 0;
+    this.queueShrinks = false;
+    await this.writeBatch(batch, batchBytes);
+    this.acknowledge(lastSeq);
+    return batch;
+  }
+
+  private acknowledge(seq: number): void {
+    if (seq <= this.written) return;
+    this.written = seq;
+    this.options.onDurable(seq);
+  }
+
+  /** May the queue be appended to the active region as it is (room, version, not a just-recovered region)? */
+  private queueFitsActive(): boolean {
+    return this.appendable && this.sb.version === LOG_VERSION && this.tail + this.queueBytes <= this.sb.regionSize;
   }
 
   private shouldCompact(batchBytes: number, batchShrinks: boolean): boolean {
@@ -230,15 +250,63 @@ export class LogWriter {
     this.counters.bytesWritten += buf.length;
   }
 
+  /**
+   * Compaction beside the traffic. When the active region can still take
+   * appends, the queue is first written there (so everything up to the
+   * snapshot point is durable and acknowledged), the snapshot is serialised
+   * (one synchronous step: a single point in time), and while its chunks are
+   * written to the other region, new batches keep going to the active region
+   * and are acknowledged as usual; they are also carried: appended after the
+   * snapshot in the new region before the superblock flips. A crash before
+   * the flip finds everything in the old region, after it in the new one.
+   * When the active region cannot take appends (full, version 1, or just
+   * recovered), the queue joins the snapshot and waits for the flip (the
+   * old, stalling behaviour).
+   */
+  /** A compaction is running or requested. */
+  get compacting(): boolean {
+    return this.compactRunning || this.compactRequested;
+  }
+
+  private compactRunning = false;
+
   private async compact(): Promise<void> {
+    this.compactRunning = true;
+    try {
+      await this.compactBeside();
+    } finally {
+      this.compactRunning = false;
+    }
+  }
+
+  private async compactBeside(): Promise<void> {
+    let beside = this.queueFitsActive();
+    if (beside && this.queue.length > 0) await this.writeQueued();
+    // From here to the end of serialisation nothing awaits: the snapshot holds exactly
+    // the mutations appended so far. Those still queued are in it (not to be carried);
+    // until some region holds them, they are acknowledged only at the flip.
+    const heldSeq = this.appended;
+    let notCarried = this.queue.length;
+    if (!beside) {
+      this.queue = [];
+      this.queueBytes = 0;
+      this.queueShrinks = false;
+      notCarried = 0;
+    }
     // Numbering goes on from the last record: the other region's leftovers from
-    // its previous pass all carry lower numbers than anything written now.
+    // its previous pass all carry lower numbers than anything written now. Beside
+    // the traffic, the active region goes on taking records while the snapshot is
+    // written: the queued ones already in the snapshot (not carried) and the
+    // carried ones. The snapshot's numbers start past the first kind, and the
+    // carried ones follow it, so the new region ends above every number the
+    // region being left holds, and the next pass into it numbers above them all.
+    const room = notCarried;
     const next: Superblock = {
       ...this.sb,
       version: LOG_VERSION,
       activeRegion: this.sb.activeRegion === 0 ? 1 : 0,
       generation: this.sb.generation + 1,
-      firstSeq: this.nextSeq,
+      firstSeq: this.nextSeq + room,
     };
     // Serialise synchronously: the snapshot is one consistent point in time.
     const bs = this.sb.blockSize;
@@ -251,28 +319,59 @@ export class LogWriter {
       }
       crc = image.appendRecord(m, crc, seq++);
     }
-    const total = image.length;
-    // Every chunk but the last is a whole number of blocks; the last is zero padded to one.
+    const imageBytes = image.length;
+    const carry: Mutation[] = [];
+    let carryBytes = 0;
     let offset = regionOffset(next, next.activeRegion);
+    // Every chunk but the last is a whole number of blocks; the last is zero padded to one.
     for (const c of image.chunks(bs)) {
       await this.device.pwrite(c, offset);
       offset += c.length;
+      // Between chunks, what arrived goes to the active region (acknowledged now) and is carried.
+      if (beside && this.queue.length > 0) {
+        if (!this.queueFitsActive() || imageBytes + carryBytes + this.queueBytes > next.regionSize) beside = false;
+        else {
+          for (const m of await this.writeQueued()) {
+            if (notCarried > 0) notCarried--;
+            else {
+              carry.push(m);
+              carryBytes += recordSize(m);
+            }
+          }
+        }
+      }
+    }
+    if (notCarried > 0) {
+      // Still queued and already in the snapshot: drop them (acknowledged at the flip).
+      for (const m of this.queue.splice(0, notCarried)) this.queueBytes -= recordSize(m);
     }
     await this.device.flush();
-    // The new region is durable; now make it the active one.
-    await this.device.pwrite(encodeSuperblock(next), (next.generation % 2) * bs, { fua: true });
-    if (!this.device.writeThrough) await this.device.flush();
+    // The snapshot is durable in the other region; continue it with the carried records there.
+    const previous = { sb: this.sb, tail: this.tail, lastCrc: this.lastCrc, tailBlock: this.tailBlock, nextSeq: this.nextSeq };
     this.sb = next;
-    this.tail = total;
+    this.tail = imageBytes;
     this.lastCrc = crc;
     this.nextSeq = seq;
-    this.tailBlock = await readTailBlock(this.device, next, total);
-    this.snapshotBytes = total;
+    this.tailBlock = await readTailBlock(this.device, next, imageBytes);
+    try {
+      if (carry.length > 0) await this.writeBatch(carry, carryBytes);
+      if (!this.device.writeThrough) await this.device.flush();
+      // The new region is durable; now make it the active one.
+      await this.device.pwrite(encodeSuperblock(next), (next.generation % 2) * bs, { fua: true });
+      if (!this.device.writeThrough) await this.device.flush();
+    } catch (err) {
+      // Not flipped: the old region is still the one on the volume (the log is failed from here on).
+      Object.assign(this, previous);
+      throw err;
+    }
+    this.appendable = true;
+    this.snapshotBytes = imageBytes;
     this.refusedSinceSnapshot = false;
     this.dirtySince = 0;
     this.counters.compactions++;
-    this.counters.compactedBytes += total;
-    this.options.log?.(`database log compacted: ${total} live bytes in region ${next.activeRegion}`);
+    this.counters.compactedBytes += imageBytes;
+    this.acknowledge(heldSeq);
+    this.options.log?.(`database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carry.length} records carried)`);
   }
 
   private async flushIfDirty(): Promise<void> {

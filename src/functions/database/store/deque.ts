@@ -1,3 +1,5 @@
+const REMOVED: unknown = Symbol('removed');
+
 /** A growable ring buffer: O(1) push and pop at both ends, O(1) indexed reads (Redis lists). */
 export class Deque<T> {
   private items: (T | undefined)[] = new Array(8);
@@ -43,11 +45,56 @@ export class Deque<T> {
     return item;
   }
 
+  set(index: number, item: T): void {
+    this.items[(this.head + index) & (this.items.length - 1)] = item;
+  }
+
+  /** Insert before position `index` (0..length), shifting the shorter side. */
+  insert(index: number, item: T): void {
+    if (index === 0) return this.pushFront(item);
+    if (index === this.count) return this.pushBack(item);
+    const all = this.slice(0, this.count);
+    all.splice(index, 0, item);
+    this.rebuild(all);
+  }
+
+  /**
+   * Remove items equal to `item`: the first |count| from the head (count > 0),
+   * from the tail (count < 0), or all (0), as LREM does. Returns how many.
+   */
+  remove(item: T, count: number, eq: (a: T, b: T) => boolean): number {
+    const all = this.slice(0, this.count);
+    let removed = 0;
+    const limit = count === 0 ? Infinity : Math.abs(count);
+    if (count >= 0) {
+      for (let i = 0; i < all.length && removed < limit; i++) if (eq(all[i], item)) (all[i] = REMOVED as T), removed++;
+    } else {
+      for (let i = all.length - 1; i >= 0 && removed < limit; i--) if (eq(all[i], item)) (all[i] = REMOVED as T), removed++;
+    }
+    if (removed > 0) this.rebuild(all.filter((x) => x !== (REMOVED as T)));
+    return removed;
+  }
+
+  /** Keep only items [start, end) (already clamped). */
+  trim(start: number, end: number): void {
+    while (this.count > end) this.popBack();
+    for (let i = 0; i < start && this.count > 0; i++) this.popFront();
+  }
+
   /** Items [start, end) in order; indexes must already be clamped. */
   slice(start: number, end: number): T[] {
     const out: T[] = [];
     for (let i = start; i < end; i++) out.push(this.at(i));
     return out;
+  }
+
+  private rebuild(all: T[]): void {
+    let cap = 8;
+    while (cap < all.length) cap *= 2;
+    this.items = new Array(cap);
+    for (let i = 0; i < all.length; i++) this.items[i] = all[i];
+    this.head = 0;
+    this.count = all.length;
   }
 
   private grow(): void {

@@ -30,6 +30,12 @@ export const Op = {
   ZPopMin: 18, // key count
   FlushDb: 19, // (none)
   MSet: 20, // key value key value ... (clears expiry, like SET)
+  Multi: 21, // encoded mutation... (one transaction: applied and logged as one record)
+  LRem: 22, // key count(signed) elem
+  LTrim: 23, // key start end   ([start, end) already normalised)
+  LSet: 24, // key index elem   (index already normalised)
+  LInsert: 25, // key where(0 before, 1 after) pivot elem
+  LMove: 26, // src dst from(0 left, 1 right) to(0 left, 1 right)
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -48,6 +54,64 @@ export const f64 = (x: number) => {
   return b;
 };
 const readNum = (b: Buffer) => Number(b.toString('latin1'));
+
+/** A mutation as bytes (op u8, argc u32, then u32 length + bytes per arg): the body of a record, and one part of a Multi. */
+export function encodeMutation(m: Mutation): Buffer {
+  let size = 5;
+  for (const a of m.args) size += 4 + a.length;
+  const out = Buffer.allocUnsafe(size);
+  out[0] = m.op;
+  out.writeUInt32LE(m.args.length, 1);
+  let p = 5;
+  for (const a of m.args) {
+    out.writeUInt32LE(a.length, p);
+    a.copy(out, p + 4);
+    p += 4 + a.length;
+  }
+  return out;
+}
+
+/** The inverse of encodeMutation; throws MutationError when the bytes are not one whole mutation. */
+export function decodeMutation(b: Buffer): Mutation {
+  if (b.length < 5) throw new MutationError('short mutation');
+  const argc = b.readUInt32LE(1);
+  const args: Buffer[] = [];
+  let p = 5;
+  for (let i = 0; i < argc; i++) {
+    if (p + 4 > b.length) throw new MutationError('truncated mutation');
+    const len = b.readUInt32LE(p);
+    if (p + 4 + len > b.length) throw new MutationError('truncated mutation');
+    args.push(b.subarray(p + 4, p + 4 + len));
+    p += 4 + len;
+  }
+  if (p !== b.length) throw new MutationError('trailing bytes in mutation');
+  return { op: b[0] as OpCode, args };
+}
+
+/** Push the keys a mutation changes onto `out` (for WATCH and blocked clients); false means every key (FLUSHDB). */
+export function touchedKeys(m: Mutation, out: Buffer[]): boolean {
+  const a = m.args;
+  switch (m.op) {
+    case Op.FlushDb:
+      return false;
+    case Op.Del:
+      for (const k of a) out.push(k);
+      return true;
+    case Op.MSet:
+      for (let i = 0; i < a.length; i += 2) out.push(a[i]);
+      return true;
+    case Op.Rename:
+    case Op.LMove:
+      out.push(a[0], a[1]);
+      return true;
+    case Op.Multi:
+      for (const part of a) if (!touchedKeys(decodeMutation(part), out)) return false;
+      return true;
+    default:
+      if (a.length > 0) out.push(a[0]);
+      return true;
+  }
+}
 const key = (b: Buffer) => b.toString('latin1');
 /** Stored values are copied: incoming buffers are views of large socket or log chunks. */
 const own = (b: Buffer) => Buffer.from(b);
@@ -193,6 +257,61 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     case Op.FlushDb:
       ks.clear();
       return 1;
+    case Op.Multi: {
+      // Decode every part first: a damaged record changes nothing rather than half.
+      const parts = a.map(decodeMutation);
+      for (const p of parts) applyMutation(ks, p);
+      return parts.length;
+    }
+    case Op.LRem: {
+      const k = key(a[0]);
+      const e = existingOf(ks, k, 'list');
+      if (e === undefined || e.type !== 'list') return 0;
+      const n = e.data.remove(a[2], readNum(a[1]), (x, y) => x.equals(y));
+      if (e.data.length === 0) ks.delete(k);
+      return n;
+    }
+    case Op.LTrim: {
+      const k = key(a[0]);
+      const e = existingOf(ks, k, 'list');
+      if (e === undefined || e.type !== 'list') return 0;
+      e.data.trim(readNum(a[1]), readNum(a[2]));
+      if (e.data.length === 0) ks.delete(k);
+      return 1;
+    }
+    case Op.LSet: {
+      const e = existingOf(ks, key(a[0]), 'list');
+      const i = readNum(a[1]);
+      if (e === undefined || e.type !== 'list' || !(i >= 0 && i < e.data.length)) throw new MutationError('lset out of range');
+      e.data.set(i, own(a[2]));
+      return 1;
+    }
+    case Op.LInsert: {
+      const e = existingOf(ks, key(a[0]), 'list');
+      if (e === undefined || e.type !== 'list') return 0;
+      for (let i = 0; i < e.data.length; i++) {
+        if (e.data.at(i).equals(a[2])) {
+          e.data.insert(a[1][0] === 0x31 ? i + 1 : i, own(a[3]));
+          return e.data.length;
+        }
+      }
+      return -1;
+    }
+    case Op.LMove: {
+      const src = key(a[0]);
+      const s = existingOf(ks, src, 'list');
+      if (s === undefined || s.type !== 'list' || s.data.length === 0) return [];
+      const dst = key(a[1]);
+      const d0 = existingOf(ks, dst, 'list');
+      const item = (a[2][0] === 0x31 ? s.data.popBack() : s.data.popFront()) as Buffer;
+      if (s.data.length === 0) ks.delete(src);
+      // The destination may have been the source, just emptied and removed.
+      const d = d0 !== undefined && ks.get(dst) === d0 ? d0 : ks.put(dst, emptyValue('list'), 0);
+      if (d.type !== 'list') throw new MutationError('unreachable');
+      if (a[3][0] === 0x31) d.data.pushBack(item);
+      else d.data.pushFront(item);
+      return [item];
+    }
     default:
       throw new MutationError(`unknown op ${m.op as number}`);
   }
