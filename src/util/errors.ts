@@ -94,3 +94,6 @@ export function errnoOf(err: unknown): Errno {
       return 'EIO';
   }
 }
+
+/** A feature that needs the native addon (process guests: shared memory, eventfds, affinity), which is not built or not loadable. */
+export const nativeUnavailable = (message: string) => new StorvisorError('SV_ERR_NATIVE_UNAVAILABLE', 'ENOTSUP', message);
