@@ -1,10 +1,9 @@
 import type { NotifyMode } from '../../config/config.ts';
 
-/** What the controller hands a guest worker at birth. */
-export interface GuestWorkerData {
+/** What the controller hands a guest at birth (a process guest gets its region as fds). */
+export interface GuestBootData {
   name: string;
   functionName: string;
-  region: SharedArrayBuffer;
   notify: NotifyMode;
   spinBudgetUs: number;
   idlePoll: boolean;
@@ -13,6 +12,18 @@ export interface GuestWorkerData {
   listen: { host: string; port: number };
   options: Record<string, unknown>;
 }
+
+export interface GuestWorkerData extends GuestBootData {
+  region: SharedArrayBuffer;
+}
+
+export interface ProcessBootData extends GuestBootData {
+  /** The region's size; its memory arrives as fd 4 (kick eventfd 5, call eventfd 6). */
+  regionBytes: number;
+}
+
+/** Controller → process guest, the first line on its channel. */
+export type ToProcessGuest = ToGuest | { type: 'boot'; data: ProcessBootData };
 
 export type ToGuest = { type: 'stop' } | { type: 'stats'; id: number };
 

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import type { EventEmitter } from 'node:events';
 import type { FunctionConfig } from '../../config/config.ts';
 import type { BlockDevice } from '../../block/types.ts';
 import type { Poller } from '../../queue/poller.ts';
@@ -7,7 +8,7 @@ import { VirtioBlkDevice } from '../../queue/blk-device.ts';
 import { Restarter, restartStatus } from '../restart-policy.ts';
 import { StatsRequests } from '../stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../types.ts';
-import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
+import type { FromGuest, GuestBootData, ToGuest } from './messages.ts';
 
 /**
  * A thread guest, seen from the controller: a worker thread with its own V8 heap
@@ -23,8 +24,20 @@ import type { FromGuest, GuestWorkerData, ToGuest } from './messages.ts';
  */
 const STOP_TIMEOUT_MS = 5000;
 
+/** What runs a guest: a worker thread, or a child process (ProcessGuest). Emits 'message', 'error' and 'exit' (code). */
+export interface GuestHost extends EventEmitter {
+  postMessage(m: ToGuest): void;
+  terminate(): Promise<unknown>;
+}
+
+/** A guest's region and how to let it go once the guest is gone and its requests drained. */
+export interface GuestRegion {
+  region: SharedArrayBuffer | ArrayBuffer;
+  dispose(): void;
+}
+
 export class ThreadGuest implements Deployment {
-  private worker: Worker | undefined;
+  protected worker: GuestHost | undefined;
   private device: VirtioBlkDevice | undefined;
   private state: DeploymentState = 'stopped';
   private address: { host: string; port: number } | null = null;
@@ -37,11 +50,11 @@ export class ThreadGuest implements Deployment {
   private everReady = false;
 
   constructor(
-    private readonly cfg: FunctionConfig,
-    private readonly volume: BlockDevice,
+    protected readonly cfg: FunctionConfig,
+    protected readonly volume: BlockDevice,
     private readonly poller: Poller,
     private readonly spinBudgetUs: number,
-    private readonly log: (m: string) => void,
+    protected readonly log: (m: string) => void,
   ) {
     this.restarter = new Restarter(cfg.restart);
   }
@@ -55,9 +68,9 @@ export class ThreadGuest implements Deployment {
     return this.launch();
   }
 
-  private launch(): Promise<{ host: string; port: number }> {
+  /** A fresh region for every start: a restarted guest never sees its predecessor's queue. */
+  protected makeRegion(): GuestRegion {
     const cfg = this.cfg;
-    this.restarter.started();
     const region = createRegion({
       queueSize: cfg.queueSize,
       dataBytes: cfg.memory,
@@ -66,6 +79,32 @@ export class ThreadGuest implements Deployment {
       // A virtual volume (another function's export) may cache writes: the guest must then flush.
       writeback: !this.volume.writeThrough,
     });
+    return { region, dispose: () => {} };
+  }
+
+  /** Start what runs the guest. */
+  protected spawnHost(data: GuestBootData, region: GuestRegion): GuestHost {
+    const cfg = this.cfg;
+    return new Worker(new URL('./worker-boot.mjs', import.meta.url), {
+      workerData: { ...data, region: region.region },
+      name: `guest:${cfg.name}`,
+      resourceLimits: {
+        maxOldGenerationSizeMb: cfg.heapMiB,
+        maxYoungGenerationSizeMb: Math.max(4, Math.min(64, cfg.heapMiB / 8)),
+      },
+    });
+  }
+
+  /** Kind-specific facts for /status (a process guest's pid, cores, priority, huge pages). */
+  protected guestInfo(): Record<string, unknown> {
+    return { kind: 'thread', idle: this.cfg.idle };
+  }
+
+  private launch(): Promise<{ host: string; port: number }> {
+    const cfg = this.cfg;
+    this.restarter.started();
+    const guestRegion = this.makeRegion();
+    const region = guestRegion.region;
     const device = new VirtioBlkDevice({
       region,
       backend: this.volume,
@@ -78,10 +117,9 @@ export class ThreadGuest implements Deployment {
     });
     this.device = device;
     this.poller.add(device, cfg.notify);
-    const data: GuestWorkerData = {
+    const data: GuestBootData = {
       name: cfg.name,
       functionName: cfg.function,
-      region,
       notify: cfg.notify,
       spinBudgetUs: this.spinBudgetUs,
       idlePoll: cfg.idle === 'poll',
@@ -91,14 +129,14 @@ export class ThreadGuest implements Deployment {
       listen: this.address ?? cfg.listen,
       options: cfg.options,
     };
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
-      workerData: data,
-      name: `guest:${cfg.name}`,
-      resourceLimits: {
-        maxOldGenerationSizeMb: cfg.heapMiB,
-        maxYoungGenerationSizeMb: Math.max(4, Math.min(64, cfg.heapMiB / 8)),
-      },
-    });
+    let worker: GuestHost;
+    try {
+      worker = this.spawnHost(data, guestRegion);
+    } catch (err) {
+      this.poller.remove(device);
+      guestRegion.dispose();
+      throw err;
+    }
     this.worker = worker;
 
     return new Promise((resolve, reject) => {
@@ -131,8 +169,11 @@ export class ThreadGuest implements Deployment {
       });
       let exitDone!: () => void;
       this.exited = new Promise((r) => (exitDone = r));
-      worker.once('exit', (code) => {
-        void this.onExit(device, code, ready).finally(exitDone);
+      worker.once('exit', (code: number) => {
+        void this.onExit(device, code, ready).finally(() => {
+          guestRegion.dispose();
+          exitDone();
+        });
         if (!ready) reject(new Error(`guest ${cfg.name} failed to start: ${this.lastError ?? `exit code ${code}`}`));
       });
     });
@@ -231,6 +272,7 @@ export class ThreadGuest implements Deployment {
       restarts: this.restarts,
       lastError: this.lastError,
       nextRestart: restartStatus(this.restarter),
+      guest: this.guestInfo(),
       stats,
     };
   }
