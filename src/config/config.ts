@@ -69,6 +69,11 @@ export interface FunctionConfig {
   hugepages?: boolean;
   /** Process guest only: its threads' priority. */
   priority?: Priority;
+  /**
+   * Guest only: keep a warm spare (region made, code loaded) so a crash is
+   * replaced in milliseconds. Unset = on for process guests, off for thread guests.
+   */
+  standby?: boolean;
   /** Client connections the function accepts at once (more are closed at once); unset = the function's default (128). */
   maxConnections?: number;
   /** Close a client idle this long, ms (0 = never); unset = the protocol's default. */
@@ -252,7 +257,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const functions = functionsRaw.map((f, i): FunctionConfig => {
     const path = `functions[${i}]`;
     const fo = obj(f, path);
-    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'maxConnections', 'idleTimeoutMs', 'options', 'kind', 'cores', 'hugepages', 'priority']);
+    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'maxConnections', 'idleTimeoutMs', 'options', 'kind', 'cores', 'hugepages', 'priority', 'standby']);
     const volume = str(fo, 'volume', path);
     if (!volumes.some((v) => v.name === volume)) {
       throw new ConfigError(join(path, 'volume'), `no volume named '${volume}' in volumes (have: ${volumes.map((v) => v.name).join(', ') || 'none'})`);
@@ -271,6 +276,8 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     if (typeof hugepages !== 'boolean') throw new ConfigError(join(path, 'hugepages'), `must be true or false (got ${show(hugepages)})`);
     const cores = fo.cores === undefined ? undefined : cpuList(fo.cores, join(path, 'cores'), cpuCount);
     const priority = fo.priority === undefined ? undefined : parsePriority(fo.priority, join(path, 'priority'));
+    if (fo.standby !== undefined && typeof fo.standby !== 'boolean') throw new ConfigError(join(path, 'standby'), `must be true or false (got ${show(fo.standby)})`);
+    if (fo.standby !== undefined && deploy !== 'guest') throw new ConfigError(join(path, 'standby'), `only a guest has a standby (deploy is '${deploy}')`);
     return {
       name: name(fo, path),
       function: str(fo, 'function', path),
@@ -287,6 +294,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
       ...(cores ? { cores } : {}),
       hugepages,
       ...(priority ? { priority } : {}),
+      ...(fo.standby !== undefined ? { standby: fo.standby as boolean } : {}),
       ...limits,
       options: { ...options, ...limits },
     };

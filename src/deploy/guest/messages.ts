@@ -13,21 +13,26 @@ export interface GuestBootData {
   options: Record<string, unknown>;
 }
 
-export interface GuestWorkerData extends GuestBootData {
+/** A thread guest's workerData: its region, and its function (loaded ahead, so a standby starts at once). */
+export interface GuestWorkerData {
   region: SharedArrayBuffer;
+  functionName: string;
 }
 
-export interface ProcessBootData extends GuestBootData {
-  /** The region's size; its memory arrives as fd 4 (kick eventfd 5, call eventfd 6). */
-  regionBytes: number;
-}
-
-/** Controller → process guest, the first line on its channel. */
-export type ToProcessGuest = ToGuest | { type: 'boot'; data: ProcessBootData };
-
-export type ToGuest = { type: 'stop' } | { type: 'stats'; id: number };
+/**
+ * Controller → guest. A guest is spawned first (`prepare` for a process: it
+ * maps its region and loads its function's code), then `boot`ed: a warm
+ * standby waits between the two until a crashed guest needs replacing.
+ */
+export type ToGuest =
+  | { type: 'prepare'; functionName: string; regionBytes: number }
+  | { type: 'boot'; data: GuestBootData }
+  | { type: 'stop' }
+  | { type: 'stats'; id: number };
 
 export type FromGuest =
+  /** Spawned and its function's code loaded: ready to boot. */
+  | { type: 'prepared' }
   | { type: 'ready'; address: { host: string; port: number } }
   | { type: 'log'; msg: string }
   | { type: 'stats'; id: number; stats: Record<string, number> }

@@ -6,7 +6,7 @@ import { createControllerRegion, type ControllerRegion } from './process-region.
 import { ThreadGuest, type GuestHost, type GuestRegion } from './thread-guest.ts';
 import { LineChannel } from './line-channel.ts';
 import { guestEntry } from './entry.ts';
-import type { FromGuest, GuestBootData, ProcessBootData, ToGuest } from './messages.ts';
+import type { FromGuest, ToGuest } from './messages.ts';
 
 /**
  * A process guest: the function runs in its own OS process (its own address
@@ -26,7 +26,8 @@ const MAX_MESSAGE_BYTES = 256 * 1024;
 const MAX_LOG_CHARS = 2000;
 
 export class ProcessGuest extends ThreadGuest {
-  private current: { region: ControllerRegion; pid: number; applied: string[]; refused: string[] } | undefined;
+  /** Per host (the running guest and its standby): what was spawned and applied. */
+  private readonly spawned = new WeakMap<GuestHost, { region: ControllerRegion; pid: number; applied: string[]; refused: string[] }>();
   private lastHuge: { huge: boolean; why: string } | undefined;
 
   protected override makeRegion(): GuestRegion {
@@ -43,10 +44,10 @@ export class ProcessGuest extends ThreadGuest {
     return Object.assign(region, { dispose: () => region.close() });
   }
 
-  protected override spawnHost(data: GuestBootData, guestRegion: GuestRegion): GuestHost {
+  protected override spawnHost(guestRegion: GuestRegion): GuestHost {
     const region = guestRegion as unknown as ControllerRegion & GuestRegion;
     const cfg = this.cfg;
-    const entry = guestEntry('process');
+    const entry = guestEntry('process', cfg.function);
     const args = [
       ...entry.execArgv,
       `--max-old-space-size=${cfg.heapMiB}`,
@@ -66,7 +67,7 @@ export class ProcessGuest extends ThreadGuest {
     const host = new ProcessHost(child, (why) => {
       this.log(`guest ${cfg.name}: killed: ${why}`);
     });
-    this.current = { region, pid: child.pid ?? -1, applied, refused };
+    this.spawned.set(host, { region, pid: child.pid ?? -1, applied, refused });
     if (child.pid !== undefined) {
       if (cfg.priority) {
         const r = prioritise(child.pid, cfg.priority);
@@ -82,14 +83,13 @@ export class ProcessGuest extends ThreadGuest {
         if (cfg.priority) prioritise(child.pid!, cfg.priority);
       });
     }
-    const boot: ProcessBootData = { ...data, regionBytes: region.regionBytes };
-    host.postBoot(boot);
+    host.postMessage({ type: 'prepare', functionName: cfg.function, regionBytes: region.regionBytes });
     return host;
   }
 
   protected override guestInfo(): Record<string, unknown> {
     const cfg = this.cfg;
-    const cur = this.current;
+    const cur = this.worker ? this.spawned.get(this.worker) : undefined;
     let readback: SchedReadback | null = null;
     if (cur && this.worker && cur.pid > 0) readback = readSched(cur.pid);
     return {
@@ -112,7 +112,7 @@ export class ProcessGuest extends ThreadGuest {
 
   /** The guest's pid while it runs (tests, `storvisor status`). */
   pid(): number | null {
-    return this.worker && this.current ? this.current.pid : null;
+    return (this.worker && this.spawned.get(this.worker)?.pid) || null;
   }
 }
 
@@ -129,6 +129,7 @@ const isFromGuest = (m: Record<string, unknown>): m is FromGuest & Record<string
     case 'fatal':
       return typeof m.error === 'string';
     case 'stopped':
+    case 'prepared':
       return true;
     default:
       return false;
@@ -173,10 +174,6 @@ class ProcessHost extends EventEmitter implements GuestHost {
     this.onViolation(`it sent ${why}`);
     this.emit('error', new Error(`guest process sent ${why}`));
     this.child.kill('SIGKILL');
-  }
-
-  postBoot(data: ProcessBootData): void {
-    this.channel.send({ type: 'boot', data });
   }
 
   postMessage(m: ToGuest): void {

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import type { FunctionConfig } from '../../config/config.ts';
 import type { BlockDevice } from '../../block/types.ts';
 import type { Poller } from '../../queue/poller.ts';
@@ -8,7 +8,8 @@ import { VirtioBlkDevice } from '../../queue/blk-device.ts';
 import { Restarter, restartStatus } from '../restart-policy.ts';
 import { StatsRequests } from '../stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../types.ts';
-import type { FromGuest, GuestBootData, ToGuest } from './messages.ts';
+import type { FromGuest, GuestBootData, GuestWorkerData, ToGuest } from './messages.ts';
+import { guestEntry } from './entry.ts';
 
 /**
  * A thread guest, seen from the controller: a worker thread with its own V8 heap
@@ -21,13 +22,48 @@ import type { FromGuest, GuestBootData, ToGuest } from './messages.ts';
  * (drain) before anything else may use it; requests still in the ring die with
  * the region and were never acknowledged. A fresh region is made for every
  * start, so a restarted guest never sees its predecessor's queue.
+ *
+ * Fast restart: guest code is compiled JavaScript (build/guest, see entry.ts),
+ * and with `standby` a spare guest is spawned once this one runs: its region
+ * made, its function's code loaded, waiting for `boot`. A crash then costs a
+ * message and the function's own start, not a process or thread start.
  */
 const STOP_TIMEOUT_MS = 5000;
+/** First restart delay; doubles per crash in a row (restart-policy.ts), so a crash loop still backs off. */
+const RESTART_BASE_MS = 10;
+/** How long after a (re)start the standby is made: the new guest's first clients come first. */
+const STANDBY_DELAY_MS = 500;
 
 /** What runs a guest: a worker thread, or a child process (ProcessGuest). Emits 'message', 'error' and 'exit' (code). */
 export interface GuestHost extends EventEmitter {
   postMessage(m: ToGuest): void;
   terminate(): Promise<unknown>;
+}
+
+interface Standby {
+  region: GuestRegion;
+  host: GuestHost;
+  dead: boolean;
+  /** Its function's code is loaded: booting it costs only the function's start. */
+  warm: boolean;
+}
+
+/** A worker thread as a GuestHost. */
+class WorkerHost extends EventEmitter implements GuestHost {
+  constructor(private readonly worker: Worker) {
+    super();
+    worker.on('message', (m) => this.emit('message', m));
+    worker.on('error', (e) => this.emit('error', e));
+    worker.once('exit', (code) => this.emit('exit', code));
+  }
+
+  postMessage(m: ToGuest): void {
+    this.worker.postMessage(m);
+  }
+
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
 }
 
 /** A guest's region and how to let it go once the guest is gone and its requests drained. */
@@ -48,6 +84,8 @@ export class ThreadGuest implements Deployment {
   private readonly statsRequests = new StatsRequests();
   private exited: Promise<void> = Promise.resolve();
   private everReady = false;
+  private standby: Standby | undefined;
+  private readonly useStandby: boolean;
 
   constructor(
     protected readonly cfg: FunctionConfig,
@@ -56,7 +94,8 @@ export class ThreadGuest implements Deployment {
     private readonly spinBudgetUs: number,
     protected readonly log: (m: string) => void,
   ) {
-    this.restarter = new Restarter(cfg.restart);
+    this.restarter = new Restarter(cfg.restart, { baseMs: RESTART_BASE_MS });
+    this.useStandby = cfg.standby ?? cfg.kind === 'process';
   }
 
   get name(): string {
@@ -82,17 +121,62 @@ export class ThreadGuest implements Deployment {
     return { region, dispose: () => {} };
   }
 
-  /** Start what runs the guest. */
-  protected spawnHost(data: GuestBootData, region: GuestRegion): GuestHost {
+  /** Start what runs the guest, up to loading its code; it starts serving when sent `boot`. */
+  protected spawnHost(region: GuestRegion): GuestHost {
     const cfg = this.cfg;
-    return new Worker(new URL('./worker-boot.mjs', import.meta.url), {
-      workerData: { ...data, region: region.region },
+    const entry = guestEntry('thread', cfg.function);
+    // worker-boot.mjs registers tsx itself; a compiled entry with a .ts function module needs it too.
+    const file = entry.compiled && entry.execArgv.length > 0 ? new URL('./worker-boot.mjs', import.meta.url) : entry.file;
+    const workerData: GuestWorkerData = { region: region.region as SharedArrayBuffer, functionName: cfg.function };
+    return new WorkerHost(new Worker(file, {
+      workerData,
       name: `guest:${cfg.name}`,
       resourceLimits: {
         maxOldGenerationSizeMb: cfg.heapMiB,
         maxYoungGenerationSizeMb: Math.max(4, Math.min(64, cfg.heapMiB / 8)),
       },
+    }));
+  }
+
+  /** Spawn the spare that the next restart will boot (once the guest runs; never while stopping). */
+  private prepareStandby(): void {
+    if (!this.useStandby || this.standby || this.state !== 'running') return;
+    let sb: Standby;
+    try {
+      const region = this.makeRegion();
+      try {
+        sb = { region, host: this.spawnHost(region), dead: false, warm: false };
+      } catch (err) {
+        region.dispose();
+        throw err;
+      }
+    } catch (err) {
+      this.log(`guest ${this.cfg.name}: no warm standby: ${(err as Error).message}`);
+      return;
+    }
+    sb.host.on('error', () => {});
+    const onPrepared = (m: FromGuest) => {
+      if (m.type !== 'prepared') return;
+      sb.warm = true;
+      sb.host.off('message', onPrepared);
+    };
+    sb.host.on('message', onPrepared);
+    sb.host.once('exit', () => {
+      sb.dead = true;
+      if (this.standby !== sb) return; // promoted: its exit is the guest's, handled by launch()
+      this.standby = undefined;
+      sb.region.dispose();
     });
+    this.standby = sb;
+  }
+
+  private dropStandby(): Promise<unknown> {
+    const sb = this.standby;
+    this.standby = undefined;
+    if (!sb) return Promise.resolve();
+    const gone = sb.host.terminate();
+    sb.region.dispose();
+    return gone;
   }
 
   /** Kind-specific facts for /status (a process guest's pid, cores, priority, huge pages). */
@@ -103,7 +187,23 @@ export class ThreadGuest implements Deployment {
   private launch(): Promise<{ host: string; port: number }> {
     const cfg = this.cfg;
     this.restarter.started();
-    const guestRegion = this.makeRegion();
+    // A warm standby when there is a live one; else a fresh region and host.
+    const sb = this.standby;
+    this.standby = undefined;
+    let guestRegion: GuestRegion;
+    let worker: GuestHost;
+    if (sb && !sb.dead) {
+      guestRegion = sb.region;
+      worker = sb.host;
+    } else {
+      guestRegion = this.makeRegion();
+      try {
+        worker = this.spawnHost(guestRegion);
+      } catch (err) {
+        guestRegion.dispose();
+        throw err;
+      }
+    }
     const region = guestRegion.region;
     const device = new VirtioBlkDevice({
       region,
@@ -129,14 +229,6 @@ export class ThreadGuest implements Deployment {
       listen: this.address ?? cfg.listen,
       options: cfg.options,
     };
-    let worker: GuestHost;
-    try {
-      worker = this.spawnHost(data, guestRegion);
-    } catch (err) {
-      this.poller.remove(device);
-      guestRegion.dispose();
-      throw err;
-    }
     this.worker = worker;
 
     return new Promise((resolve, reject) => {
@@ -149,6 +241,8 @@ export class ThreadGuest implements Deployment {
             this.address = m.address;
             this.state = 'running';
             resolve(m.address);
+            // Off the restart's critical path: making a region (populated, locked) and spawning cost the controller's thread time.
+            setTimeout(() => this.prepareStandby(), STANDBY_DELAY_MS).unref();
             break;
           case 'log':
             this.log(`guest ${cfg.name}: ${m.msg}`);
@@ -160,6 +254,7 @@ export class ThreadGuest implements Deployment {
             this.lastError = m.error;
             break;
           case 'stopped':
+          case 'prepared':
             break;
         }
       });
@@ -176,6 +271,7 @@ export class ThreadGuest implements Deployment {
         });
         if (!ready) reject(new Error(`guest ${cfg.name} failed to start: ${this.lastError ?? `exit code ${code}`}`));
       });
+      worker.postMessage({ type: 'boot', data });
     });
   }
 
@@ -227,6 +323,7 @@ export class ThreadGuest implements Deployment {
   async stop(): Promise<void> {
     clearTimeout(this.restartTimer);
     this.restarter.cancel();
+    await this.dropStandby();
     const worker = this.worker;
     if (!worker) {
       this.state = 'stopped';
@@ -272,7 +369,7 @@ export class ThreadGuest implements Deployment {
       restarts: this.restarts,
       lastError: this.lastError,
       nextRestart: restartStatus(this.restarter),
-      guest: this.guestInfo(),
+      guest: { ...this.guestInfo(), standby: this.standby ? (this.standby.warm ? 'warm' : 'starting') : this.useStandby ? 'none' : 'off' },
       stats,
     };
   }
