@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { NbdClient } from '../../src/nbd/client.ts';
 import type { ProcessGuest } from '../../src/deploy/guest/process-guest.ts';
 import { fioVerify, nbdUri, startController, waitRunning } from '../helpers/controller.ts';
@@ -101,4 +101,54 @@ test('a process guest killed with SIGKILL mid-load loses no acknowledged write, 
   assert.deepEqual(await verifyBlocks(a2, ra.acked), []);
   assert.deepEqual(await verifyBlocks(b, rb.acked), []);
   await Promise.all([a2.close(), b.close(), a.close().catch(() => {})]);
+});
+
+/** Reserve `pages` more huge pages for the test (root only); restores the old count after. Null when refused. */
+function reserveHugePages(t: { after: (fn: () => void) => void }, pages: number): number | null {
+  const file = '/proc/sys/vm/nr_hugepages';
+  try {
+    const before = Number(readFileSync(file, 'utf8'));
+    writeFileSync(file, String(before + pages));
+    t.after(() => writeFileSync(file, String(before)));
+    const free = Number(/^HugePages_Free:\s*(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
+    return free >= pages ? free : null;
+  } catch {
+    return null;
+  }
+}
+
+test('a process guest asking for huge pages gets its region on them, as /proc shows', async (t) => {
+  if (reserveHugePages(t, 4) === null) {
+    t.skip('this machine refuses to reserve huge pages (nr_hugepages)');
+    return;
+  }
+  const c = await startController(t, {
+    volumes: [{ name: 'v', sizeMiB: 8 }],
+    functions: [{ name: 'p', function: 'nbd-export', volume: 'v', kind: 'process', hugepages: true, standby: false, memoryMiB: 4, options: { exportName: 'p' } }],
+  });
+  await waitRunning(c, 'p');
+  const s = await c.deployment('p')!.status();
+  assert.equal(s.guest?.hugepages, true);
+  assert.equal(s.guest?.hugepagesWhyNot, null);
+  // The guest's mapping of its region, read from its smaps: 2 MiB pages.
+  const smaps = readFileSync(`/proc/${s.guest?.pid}/smaps`, 'utf8');
+  const region = smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/).find((m) => m.includes('storvisor:p'));
+  assert.ok(region, 'the region is mapped in the guest');
+  assert.match(region!, /KernelPageSize:\s+2048 kB/);
+});
+
+test('a process guest asking for huge pages where none are free falls back and says why', async (t) => {
+  const free = Number(/^HugePages_Free:\s*(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
+  if (free > 0) {
+    t.skip('huge pages are free on this machine: no fallback to see');
+    return;
+  }
+  const c = await startController(t, {
+    volumes: [{ name: 'v', sizeMiB: 8 }],
+    functions: [{ name: 'p', function: 'nbd-export', volume: 'v', kind: 'process', hugepages: true, standby: false, memoryMiB: 4, options: { exportName: 'p' } }],
+  });
+  await waitRunning(c, 'p');
+  const s = await c.deployment('p')!.status();
+  assert.equal(s.guest?.hugepages, false);
+  assert.match(String(s.guest?.hugepagesWhyNot), /huge pages|hugetlb/);
 });
