@@ -118,7 +118,9 @@ const MiB = 1024 * 1024;
 
 /**
  * What `npm start` runs with no config file: one of each function, each in a
- * thread guest on its own thin volume, plus the controller's own NBD export.
+ * guest on its own thin volume, plus the controller's own NBD export. The NBD
+ * re-export runs as a process guest (its own address space); the others are
+ * thread guests. defaultConfig() adds static cores where there are two.
  */
 export const DEFAULT_CONFIG = {
   dataDir: './data',
@@ -133,7 +135,7 @@ export const DEFAULT_CONFIG = {
     { name: 'dedup-backing', sizeGiB: 1 },
   ],
   functions: [
-    { name: 'nbd0', function: 'nbd-export', volume: 'nbd-guest', listen: { port: 10810 }, options: { exportName: 'export' } },
+    { name: 'nbd0', function: 'nbd-export', volume: 'nbd-guest', kind: 'process', listen: { port: 10810 }, options: { exportName: 'export' } },
     { name: 'nfs0', function: 'fileserver', volume: 'files', listen: { port: 12049 }, options: { exportPath: '/export' } },
     { name: 'redis0', function: 'database', volume: 'db', listen: { port: 16379 }, options: { appendfsync: 'always' } },
     {
@@ -145,6 +147,20 @@ export const DEFAULT_CONFIG = {
     },
   ],
 };
+
+/**
+ * The default config for a machine with `cpus` CPUs: with two or more, the
+ * process guest gets its own core (the last) and the controller's poller the
+ * first, statically, as the paper gives each its own core.
+ */
+export function defaultConfig(cpus: number = os.cpus().length): typeof DEFAULT_CONFIG & { poller?: PollerConfig } {
+  if (cpus < 2) return DEFAULT_CONFIG;
+  return {
+    ...DEFAULT_CONFIG,
+    poller: { cores: [0] },
+    functions: DEFAULT_CONFIG.functions.map((f) => (f.name === 'nbd0' ? { ...f, cores: [cpus - 1] } : f)),
+  };
+}
 
 type Raw = Record<string, unknown>;
 
@@ -420,7 +436,7 @@ function unique(names: string[], path: string): void {
 
 /** Load a config file, or the built-in default when `file` is undefined. */
 export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
-  if (file === undefined) return parseConfig(DEFAULT_CONFIG, process.cwd(), env);
+  if (file === undefined) return parseConfig(defaultConfig(), process.cwd(), env);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

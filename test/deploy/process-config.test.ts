@@ -48,3 +48,16 @@ test('a priority is a nice value or a real-time policy, checked', () => {
   fails(base({ priority: { policy: 'fifo', rtPriority: 100 } }), 'functions[0].priority.rtPriority', /1 to 99/);
   fails(base({}, { poller: { priority: { policy: 'batch' } } }), 'poller.priority.policy', /fifo, rr/);
 });
+
+test('the default config runs the NBD re-export as a process guest on its own core, the poller on another', async () => {
+  const { defaultConfig } = await import('../../src/config/config.ts');
+  const two = parseConfig(defaultConfig(2), '/tmp', env);
+  const nbd0 = two.functions.find((f) => f.name === 'nbd0')!;
+  assert.equal(nbd0.kind, 'process');
+  assert.deepEqual(nbd0.cores, [1]);
+  assert.deepEqual(two.poller?.cores, [0]);
+  // One CPU: nothing to give statically, still a process guest.
+  const one = parseConfig(defaultConfig(1), '/tmp', { STORVISOR_CPUS: '1' });
+  assert.equal(one.functions.find((f) => f.name === 'nbd0')!.cores, undefined);
+  assert.equal(one.poller?.cores, undefined);
+});

@@ -57,7 +57,8 @@ export class ProcessGuest extends ThreadGuest {
     const child = withAffinity(cfg.cores, () =>
       spawn(process.execPath, args, {
         stdio: ['ignore', 'ignore', 'inherit', 'pipe', region.fds.region, region.fds.kick, region.fds.call],
-        env: { ...process.env, STORVISOR_GUEST: cfg.name },
+        // A guest's own libuv pool: small (its disk I/O goes through the queue, not the pool).
+        env: { ...process.env, STORVISOR_GUEST: cfg.name, UV_THREADPOOL_SIZE: '4' },
       }),
     );
     region.closeFds();

@@ -10,6 +10,7 @@ import { StatsRequests } from '../stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../types.ts';
 import type { FromGuest, GuestBootData, GuestWorkerData, ToGuest } from './messages.ts';
 import { guestEntry } from './entry.ts';
+import { withAffinity } from '../../native/sched.ts';
 
 /**
  * A thread guest, seen from the controller: a worker thread with its own V8 heap
@@ -128,14 +129,15 @@ export class ThreadGuest implements Deployment {
     // worker-boot.mjs registers tsx itself; a compiled entry with a .ts function module needs it too.
     const file = entry.compiled && entry.execArgv.length > 0 ? new URL('./worker-boot.mjs', import.meta.url) : entry.file;
     const workerData: GuestWorkerData = { region: region.region as SharedArrayBuffer, functionName: cfg.function };
-    return new WorkerHost(new Worker(file, {
+    // A thread inherits its creator's CPU mask: not the poller's core, when the poller is pinned.
+    return withAffinity(undefined, () => new WorkerHost(new Worker(file, {
       workerData,
       name: `guest:${cfg.name}`,
       resourceLimits: {
         maxOldGenerationSizeMb: cfg.heapMiB,
         maxYoungGenerationSizeMb: Math.max(4, Math.min(64, cfg.heapMiB / 8)),
       },
-    }));
+    })));
   }
 
   /** Spawn the spare that the next restart will boot (once the guest runs; never while stopping). */
