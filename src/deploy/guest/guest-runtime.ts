@@ -24,11 +24,12 @@ export interface GuestChannel {
  */
 const BUFFER_CHECK_MS = 100;
 
-export async function runGuest(data: GuestBootData, region: SharedArrayBuffer | ArrayBuffer, ch: GuestChannel, regionCounted = 0): Promise<void> {
+export async function runGuest(data: GuestBootData, region: SharedArrayBuffer | ArrayBuffer, ch: GuestChannel): Promise<void> {
   const log = (msg: string) => ch.send({ type: 'log', msg });
   let running: RunningFunction | undefined;
   setInterval(() => {
-    const used = process.memoryUsage().arrayBuffers - regionCounted;
+    // A process guest's region is an external buffer over a mapping: not counted here.
+    const used = process.memoryUsage().arrayBuffers;
     if (used <= data.bufferLimitBytes) return;
     ch.send({ type: 'fatal', error: `guest buffer memory limit exceeded: ${Math.round(used / 2 ** 20)} MiB of Buffers > ${Math.round(data.bufferLimitBytes / 2 ** 20)} MiB` });
     process.exit(70);

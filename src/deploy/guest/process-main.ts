@@ -46,7 +46,6 @@ const channel = new LineChannel(
             setTimeout(() => process.exit(0), 50).unref();
           },
         },
-        regionBytes,
       );
     } else {
       handler?.(msg);
