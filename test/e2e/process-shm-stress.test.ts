@@ -54,8 +54,8 @@ async function run(mode: NotifyMode, ops: number, seed: number): Promise<{ reply
 const cases: Array<{ mode: NotifyMode; ops: number }> = [
   // Adaptive carries the volume: poll spins on both sides, and on a shared 2-core machine two spinners crawl.
   { mode: 'adaptive', ops: Number(process.env.STRESS_OPS ?? 150_000) },
-  { mode: 'poll', ops: 20_000 },
-  { mode: 'notify', ops: 10_000 },
+  { mode: 'poll', ops: 10_000 },
+  { mode: 'notify', ops: 5_000 },
 ];
 
 for (const c of cases) {
