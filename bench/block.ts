@@ -9,11 +9,18 @@ import { barChart } from './lib/chart.ts';
 import { childPids, cpuMeter } from './lib/cpu.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { freePort } from './lib/net.ts';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { pinSelf, startAffinity, withAffinity } from '../src/native/sched.ts';
 
 /**
  * The block-level comparison of issue #2: the nbd-export function in every
  * deployment, driven by fio's nbd engine, beside fio on a raw file (the
  * physical limit) and the controller's own NBD export, all in one run.
+ * Process guests (issue #9) in each notification mode, and an ablation of the
+ * paper's mechanisms on a process guest: all on, then each one off
+ * (polling, static cores, huge pages, idle=poll, priorities), as ratios to
+ * integrated in the same run.
  *
  *   npm run bench -- block            (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
  */
@@ -69,7 +76,7 @@ function nbdkitTarget(file: string): Target {
   };
 }
 
-const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, idle: FunctionConfig['idle'] = 'adaptive'): FunctionConfig => ({
+const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, idle: FunctionConfig['idle'] = 'adaptive', more: Partial<FunctionConfig> = {}): FunctionConfig => ({
   name,
   function: 'nbd-export',
   volume: 'bench',
@@ -81,18 +88,87 @@ const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, 
   listen: { host: '127.0.0.1', port: 0 },
   restart: 'never',
   idle,
+  // No warm spare in a benchmark: it would only sit beside the measurement.
+  ...(deploy === 'guest' ? { standby: false } : {}),
   options: { exportName: 'bench' },
+  ...more,
 });
 
-function deployed(name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode = 'adaptive', idle: FunctionConfig['idle'] = 'adaptive'): Target {
+function deployed(
+  name: string,
+  deploy: FunctionConfig['deploy'],
+  notify: NotifyMode = 'adaptive',
+  idle: FunctionConfig['idle'] = 'adaptive',
+  more: Partial<FunctionConfig> = {},
+  around: { before?: () => void; after?: () => void } = {},
+): Target {
+  const id = name.replace(/\W/g, '-');
   return {
     name,
     async setup(c) {
-      const a = await c.deploy(fn(name.replace(/\W/g, '-'), deploy, notify, idle));
+      around.before?.();
+      const a = await c.deploy(fn(id, deploy, notify, idle, more));
+      const s = await c.deployment(id)?.status();
+      if (s?.guest?.kind === 'process') {
+        const g = s.guest;
+        process.stderr.write(`[block] ${name}: pid ${g.pid}, affinity ${JSON.stringify(g.affinity)}, nice ${JSON.stringify(g.nice)} ${JSON.stringify(g.policy)}, huge pages ${g.hugepages}${g.hugepagesWhyNot ? ` (${g.hugepagesWhyNot})` : ''}, idle ${g.idle}\n`);
+      }
       return ['--ioengine=nbd', `--uri=nbd://${a.host}:${a.port}/bench`];
     },
-    teardown: (c) => c.undeploy(name.replace(/\W/g, '-')),
+    async teardown(c) {
+      await c.undeploy(id);
+      around.after?.();
+    },
   };
+}
+
+/**
+ * The ablation: a process guest with every mechanism on (poll, static cores:
+ * guest on the last CPU and the poller on CPU 0, huge pages, idle=poll,
+ * priorities: nice -5 for guest and poller), then each turned off alone.
+ */
+const ABLATION = [
+  { label: 'all on', off: '' },
+  { label: '- polling', off: 'polling' },
+  { label: '- static cores', off: 'cores' },
+  { label: '- huge pages', off: 'hugepages' },
+  { label: '- idle=poll', off: 'idle' },
+  { label: '- priorities', off: 'priority' },
+] as const;
+
+function ablationTargets(): Target[] {
+  const cpus = os.cpus().length;
+  return ABLATION.map(({ label, off }) => {
+    const cores = off !== 'cores' && cpus >= 2;
+    const priority = off !== 'priority';
+    const more: Partial<FunctionConfig> = {
+      kind: 'process',
+      hugepages: off !== 'hugepages',
+      ...(cores ? { cores: [cpus - 1] } : {}),
+      ...(priority ? { priority: { nice: -5 } } : {}),
+    };
+    return deployed(`ablation: ${label}`, 'guest', off === 'polling' ? 'notify' : 'poll', off === 'idle' ? 'adaptive' : 'poll', more, {
+      // The poller is this process's main thread: pinned and prioritised for the rows that have those on.
+      before: () => {
+        const r = pinSelf(cores ? [0] : startAffinity, { nice: priority ? -5 : 0 });
+        for (const why of r.refused) process.stderr.write(`[block] ablation ${label}: poller ${why}\n`);
+      },
+      after: () => void pinSelf(startAffinity, { nice: 0 }),
+    });
+  });
+}
+
+/** Reserve huge pages for the ablation's regions where permitted (root); returns a restore function. */
+function reserveHugePages(pages: number): () => void {
+  const file = '/proc/sys/vm/nr_hugepages';
+  try {
+    const before = Number(readFileSync(file, 'utf8'));
+    writeFileSync(file, String(before + pages));
+    return () => writeFileSync(file, String(before));
+  } catch (err) {
+    process.stderr.write(`[block] cannot reserve huge pages (${(err as Error).message}): the ablation's huge-page rows fall back, and say so\n`);
+    return () => {};
+  }
 }
 
 function prefill(path: string, size: number): void {
@@ -140,8 +216,14 @@ export async function blockBench(resultsDir: string): Promise<void> {
       deployed('guest/poll-guest', 'guest', 'poll-guest'),
       deployed('guest/poll-guest+idle', 'guest', 'poll-guest', 'poll'),
       deployed('guest/poll-controller', 'guest', 'poll-controller'),
+      deployed('process/poll', 'guest', 'poll', 'adaptive', { kind: 'process' }),
+      deployed('process/adaptive', 'guest', 'adaptive', 'adaptive', { kind: 'process' }),
+      deployed('process/notify', 'guest', 'notify', 'adaptive', { kind: 'process' }),
       deployed('gateway/NBD', 'gateway'),
+      ...ablationTargets(),
     ];
+    // A 64 MiB region in 2 MiB pages, plus its queue: 34 pages (one guest at a time).
+    const restoreHugePages = reserveHugePages(40);
     // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings) narrow a run while tuning.
     const pick = <T extends { name: string }>(all: T[], env: string | undefined) =>
       env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
@@ -159,9 +241,10 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const engine = raw ? [w.qd === 1 ? '--ioengine=psync' : '--ioengine=libaio'] : [];
           const sync = raw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
           const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach];
-          if (w.warm) await runFio([...common, '--rw=read', '--iodepth=16']);
+          // fio is spawned on every CPU this process started with, not on a pinned poller's core.
+          if (w.warm) await withAffinity(undefined, () => runFio([...common, '--rw=read', '--iodepth=16']));
           const meter = cpuMeter(childPids);
-          const fio = await runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]);
+          const fio = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
           // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
           const res = { ...fio, cpuMsPerK: raw ? NaN : (meter() * 1e6) / Math.max(1, fio.ios) };
           const key = `${target.name}|${w.name}`;
@@ -174,6 +257,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
       }
     }
     await controller.stop();
+    restoreHugePages();
 
     const rows = targets.map((t) => ({
       deployment: t.name,
@@ -198,7 +282,23 @@ export async function blockBench(resultsDir: string): Promise<void> {
         lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${Number.isFinite(x.cpuMsPerK) ? x.cpuMsPerK.toFixed(1) : '—'} | ${x.runs.join(', ')} |`);
       }
     }
+    const ablated = rows.filter((r) => r.deployment.startsWith('ablation: '));
+    if (ablated.length > 0) {
+      lines.push('\n## ablation: a process guest with each mechanism off alone (ratios to integrated, same run)\n');
+      for (const w of workloads) {
+        const base = at('integrated', w.name);
+        lines.push(`\n### ${w.name}\n`);
+        lines.push('| process guest | IOPS / integrated | p50 / integrated | p99 / integrated | IOPS / all on | CPU ms / 1k req |');
+        lines.push('|---|---:|---:|---:|---:|---:|');
+        const all = at('ablation: all on', w.name);
+        for (const r of ablated) {
+          const x = r.workloads[w.name]!;
+          lines.push(`| ${r.deployment.slice('ablation: '.length)} | ${(x.iops / base.iops).toFixed(2)} | ${(x.p50Us / base.p50Us).toFixed(2)} | ${(x.p99Us / base.p99Us).toFixed(2)} | ${(x.iops / all.iops).toFixed(2)} | ${Number.isFinite(x.cpuMsPerK) ? x.cpuMsPerK.toFixed(1) : '—'} |`);
+        }
+      }
+    }
     const ratio = (a: string, b: string, w: string) => at(a, w).iops / at(b, w).iops;
+    const latency = (a: string, b: string, w: string) => at(a, w).p50Us / at(b, w).p50Us;
     const checks = [
       ['guest/poll / integrated, read miss QD1 (target >= 0.95)', ratio('guest/poll', 'integrated', 'read miss QD1')],
       ['guest/poll / integrated, read miss QD32 (target >= 0.95)', ratio('guest/poll', 'integrated', 'read miss QD32')],
@@ -209,6 +309,11 @@ export async function blockBench(resultsDir: string): Promise<void> {
       ['controller export / fio raw, read miss QD32 (target >= 0.80)', ratio('controller export', 'fio raw file', 'read miss QD32')],
       ['guest/adaptive / integrated, read miss QD1', ratio('guest/adaptive', 'integrated', 'read miss QD1')],
       ['gateway / integrated, read miss QD1', ratio('gateway/NBD', 'integrated', 'read miss QD1')],
+      ['process/poll / integrated, read miss QD1 (target >= 0.95)', ratio('process/poll', 'integrated', 'read miss QD1')],
+      ['process/poll / integrated, read miss QD32 (target >= 0.95)', ratio('process/poll', 'integrated', 'read miss QD32')],
+      ['process/poll p50 / integrated p50, sync write QD1 (target <= 1.05)', latency('process/poll', 'integrated', 'sync write QD1')],
+      ['ablation all on / integrated, read miss QD1 (target >= 0.95)', ratio('ablation: all on', 'integrated', 'read miss QD1')],
+      ['ablation all on p50 / integrated p50, sync write QD1 (target <= 1.05)', latency('ablation: all on', 'integrated', 'sync write QD1')],
     ] as const;
     lines.push('\n## ratios (same run)\n');
     for (const [name, v] of checks) lines.push(`- ${name}: ${v.toFixed(2)}`);

@@ -9,7 +9,12 @@
  *              when nothing spins, a completion wakes that loop directly: no
  *              thread-pool hop. notify(false) sets IORING_CQ_EVENTFD_DISABLED
  *              while a poller spins, so the kernel skips the eventfd write.
- *   scheduling sched_yield, thread affinity, thread nice value, gettid.
+ *   shared     guest regions for process guests: a sealed memfd (huge pages
+ *              when asked and available), mapped into an ArrayBuffer; eventfd
+ *              doorbells with a libuv watch that calls back into JS.
+ *   scheduling sched_yield, thread affinity, thread nice value, gettid; the
+ *              same for another thread of this process (by tid), and the
+ *              real-time policies where the process is permitted them.
  *   memory     the address alignment of a buffer (O_DIRECT needs 512 bytes).
  *
  * Raw system calls against <linux/io_uring.h>: no liburing needed to build.
@@ -27,6 +32,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -652,6 +658,359 @@ static napi_value address_alignment(napi_env env, napi_callback_info info) {
   return result;
 }
 
+
+/* ---- shared regions and doorbells (process guests) ---------------------- */
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 0x0004U
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
+#define HUGE_BYTES (2u * 1024 * 1024)
+
+static void set_named_int(napi_env env, napi_value o, const char *k, int64_t v) {
+  napi_value x;
+  napi_create_int64(env, v, &x);
+  napi_set_named_property(env, o, k, x);
+}
+
+static void set_named_str(napi_env env, napi_value o, const char *k, const char *v) {
+  napi_value x;
+  napi_create_string_utf8(env, v, NAPI_AUTO_LENGTH, &x);
+  napi_set_named_property(env, o, k, x);
+}
+
+/*
+ * memfdCreate(name, bytes, huge) → { fd, huge, bytes, why }. With huge, first
+ * a hugetlb memfd (size rounded up to 2 MiB; its pages are reserved when it is
+ * mapped, so the caller maps it at once and falls back on failure). Sealed
+ * against shrinking and growing: the other side (an untrusted guest process)
+ * could otherwise truncate it and turn the controller's next access into a
+ * SIGBUS. `why` says why huge pages were not used ("" when they were or were
+ * not asked for).
+ */
+static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[64] = "storvisor";
+  size_t nlen;
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nlen);
+  int64_t bytes = i64_arg(env, argv[1]);
+  bool huge = false;
+  napi_get_value_bool(env, argv[2], &huge);
+  if (bytes <= 0 || bytes > ((int64_t)1 << 40)) return throw_errno(env, "memfdCreate", EINVAL);
+  char why[160] = "";
+  int fd = -1;
+  int64_t size = bytes;
+  int got_huge = 0;
+  if (huge) {
+    size = (bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
+    fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+    if (fd < 0) {
+      snprintf(why, sizeof why, "hugetlb memfd: %s", strerror(errno));
+    } else if (ftruncate(fd, size) != 0) {
+      snprintf(why, sizeof why, "hugetlb ftruncate: %s", strerror(errno));
+      close(fd);
+      fd = -1;
+    } else {
+      got_huge = 1;
+    }
+  }
+  if (fd < 0) {
+    size = bytes;
+    fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return throw_errno(env, "memfd_create", errno);
+    if (ftruncate(fd, size) != 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, "ftruncate", e);
+    }
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "memfd seal", e);
+  }
+  napi_value o;
+  napi_create_object(env, &o);
+  set_named_int(env, o, "fd", fd);
+  set_named_int(env, o, "bytes", size);
+  napi_value h;
+  napi_get_boolean(env, got_huge, &h);
+  napi_set_named_property(env, o, "huge", h);
+  set_named_str(env, o, "why", why);
+  return o;
+}
+
+typedef struct mapping {
+  void *addr;
+  size_t len;
+} mapping_t;
+
+static void mapping_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  mapping_t *m = hint;
+  munmap(m->addr, m->len);
+  free(m);
+}
+
+/*
+ * mapShared(fd, bytes, lock) → { buffer, locked, fileBytes }. Maps the whole
+ * file (MAP_SHARED, populated up front so the I/O path takes no page faults)
+ * and hands JS an ArrayBuffer over its first `bytes`. Refuses a file smaller
+ * than `bytes` and one that can still shrink (a sealed memfd cannot), so no
+ * access through the buffer can fault. With lock, tries mlock (reported; a
+ * refusal is not an error). The mapping goes when the buffer is collected.
+ */
+static napi_value map_shared(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  int64_t bytes = i64_arg(env, argv[1]);
+  bool lock = false;
+  napi_get_value_bool(env, argv[2], &lock);
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, "fstat", errno);
+  if (bytes <= 0 || st.st_size < bytes) return throw_errno(env, "mapShared: file smaller than the region", EINVAL);
+#ifdef F_GET_SEALS
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) return throw_errno(env, "mapShared: region file is not sealed against shrinking", EINVAL);
+#endif
+  size_t len = (size_t)st.st_size;
+  void *addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (addr == MAP_FAILED) return throw_errno(env, "mmap", errno);
+  int locked = lock ? (mlock(addr, len) == 0) : 0;
+  mapping_t *m = malloc(sizeof *m);
+  if (!m) {
+    munmap(addr, len);
+    return throw_errno(env, "malloc", ENOMEM);
+  }
+  m->addr = addr;
+  m->len = len;
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, addr, (size_t)bytes, mapping_finalize, m, &ab) != napi_ok) {
+    munmap(addr, len);
+    free(m);
+    napi_throw_error(env, NULL, "napi_create_external_arraybuffer failed");
+    return NULL;
+  }
+  napi_value o, l;
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "buffer", ab);
+  napi_get_boolean(env, locked, &l);
+  napi_set_named_property(env, o, "locked", l);
+  set_named_int(env, o, "fileBytes", (int64_t)len);
+  return o;
+}
+
+/* eventfdCreate() → fd (non-blocking, close-on-exec; spawn's stdio mapping clears that in the child). */
+static napi_value eventfd_create_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "eventfd", errno);
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
+/* eventfdWrite(fd): add 1 (one system call; a full counter means a wake-up is already due). */
+static napi_value eventfd_write_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  uint64_t one = 1;
+  ssize_t n = write(fd, &one, sizeof one);
+  (void)n;
+  return NULL;
+}
+
+/* closeFd(fd) */
+static napi_value close_fd_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  if (fd > 2) close(fd);
+  return NULL;
+}
+
+typedef struct fdwatch {
+  int fd;
+  uv_poll_t poll;
+  int watching;
+  int refs; /* the JS external and the uv handle */
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+} fdwatch_t;
+
+static void fdwatch_unref(fdwatch_t *w) {
+  if (--w->refs > 0) return;
+  free(w);
+}
+
+static void fdwatch_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  fdwatch_t *w = data;
+  if (w->watching) {
+    uv_poll_stop(&w->poll);
+    w->watching = 0;
+    w->callback = NULL;
+  }
+  fdwatch_unref(w);
+}
+
+static void on_fdwatch(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  fdwatch_t *w = handle->data;
+  uint64_t value;
+  /* Drain: one callback covers every ring so far. */
+  while (read(w->fd, &value, sizeof value) > 0) {
+  }
+  if (status < 0 || w->callback == NULL) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, ignored;
+  if (napi_get_reference_value(env, w->callback, &cb) == napi_ok && cb != NULL) {
+    napi_get_global(env, &recv);
+    napi_make_callback(env, w->async, recv, cb, 0, NULL, &ignored);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_fdwatch_closed(uv_handle_t *handle) {
+  fdwatch_unref(handle->data);
+}
+
+/*
+ * fdWatch(fd, callback) → watch. Calls back (no arguments) on this thread's
+ * loop whenever the eventfd was written; unref'd (a waiter keeps the loop
+ * alive itself). The fd stays the caller's: watchClose does not close it.
+ */
+static napi_value fd_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  uv_loop_t *loop;
+  CHECK(env, napi_get_uv_event_loop(env, &loop));
+  fdwatch_t *w = calloc(1, sizeof *w);
+  if (!w) return throw_errno(env, "fdWatch", ENOMEM);
+  w->fd = fd;
+  w->env = env;
+  if (uv_poll_init(loop, &w->poll, fd) != 0) {
+    free(w);
+    return throw_errno(env, "uv_poll_init", EBADF);
+  }
+  w->poll.data = w;
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  napi_value name, resource, ext;
+  napi_create_string_utf8(env, "storvisor:doorbell", NAPI_AUTO_LENGTH, &name);
+  napi_create_object(env, &resource);
+  napi_async_init(env, resource, name, &w->async);
+  w->refs = 2;
+  uv_poll_start(&w->poll, UV_READABLE, on_fdwatch);
+  uv_unref((uv_handle_t *)&w->poll);
+  w->watching = 1;
+  CHECK(env, napi_create_external(env, w, fdwatch_finalize, NULL, &ext));
+  return ext;
+}
+
+/* watchClose(watch): stop calling back; idempotent. */
+static napi_value watch_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *p = NULL;
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL) return NULL;
+  fdwatch_t *w = p;
+  if (!w->watching) return NULL;
+  w->watching = 0;
+  if (w->callback) napi_delete_reference(env, w->callback);
+  w->callback = NULL;
+  if (w->async) napi_async_destroy(env, w->async);
+  w->async = NULL;
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, on_fdwatch_closed);
+  return NULL;
+}
+
+/* setThreadAffinity(tid, cpus): pin one thread of this process (tid 0 = the caller). */
+static napi_value set_thread_affinity(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t tid = 0;
+  napi_get_value_int32(env, argv[0], &tid);
+  uint32_t n = 0;
+  CHECK(env, napi_get_array_length(env, argv[1], &n));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    uint32_t cpu = 0;
+    napi_get_element(env, argv[1], i, &v);
+    napi_get_value_uint32(env, v, &cpu);
+    if (cpu >= CPU_SETSIZE) return throw_errno(env, "sched_setaffinity", EINVAL);
+    CPU_SET(cpu, &set);
+  }
+  if (sched_setaffinity((pid_t)tid, sizeof set, &set) != 0) return throw_errno(env, "sched_setaffinity", errno);
+  return NULL;
+}
+
+/* setThreadNice(tid, nice): one thread's nice value (tid 0 = the caller). */
+static napi_value set_thread_nice(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t tid = 0, nice = 0;
+  napi_get_value_int32(env, argv[0], &tid);
+  napi_get_value_int32(env, argv[1], &nice);
+  if (setpriority(PRIO_PROCESS, (id_t)(tid ? tid : syscall(SYS_gettid)), nice) != 0) return throw_errno(env, "setpriority", errno);
+  return NULL;
+}
+
+/*
+ * setThreadScheduler(tid, policy, rtPriority): policy 0 = SCHED_OTHER,
+ * 1 = SCHED_FIFO, 2 = SCHED_RR. Throws EPERM where the process is not
+ * permitted a real-time policy; the caller reports what was applied.
+ */
+static napi_value set_thread_scheduler(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t tid = 0, policy = 0, prio = 0;
+  napi_get_value_int32(env, argv[0], &tid);
+  napi_get_value_int32(env, argv[1], &policy);
+  napi_get_value_int32(env, argv[2], &prio);
+  int pol = policy == 1 ? SCHED_FIFO : policy == 2 ? SCHED_RR : SCHED_OTHER;
+  struct sched_param sp;
+  memset(&sp, 0, sizeof sp);
+  sp.sched_priority = pol == SCHED_OTHER ? 0 : prio;
+  if (sched_setscheduler((pid_t)tid, pol, &sp) != 0) return throw_errno(env, "sched_setscheduler", errno);
+  return NULL;
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
@@ -672,6 +1031,16 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
     {"getAffinity", NULL, get_affinity, NULL, NULL, NULL, napi_default, NULL},
     {"setNice", NULL, set_nice, NULL, NULL, NULL, napi_default, NULL},
     {"addressAlignment", NULL, address_alignment, NULL, NULL, NULL, napi_default, NULL},
+    {"memfdCreate", NULL, memfd_create_js, NULL, NULL, NULL, napi_default, NULL},
+    {"mapShared", NULL, map_shared, NULL, NULL, NULL, napi_default, NULL},
+    {"eventfdCreate", NULL, eventfd_create_js, NULL, NULL, NULL, napi_default, NULL},
+    {"eventfdWrite", NULL, eventfd_write_js, NULL, NULL, NULL, napi_default, NULL},
+    {"closeFd", NULL, close_fd_js, NULL, NULL, NULL, napi_default, NULL},
+    {"fdWatch", NULL, fd_watch, NULL, NULL, NULL, napi_default, NULL},
+    {"watchClose", NULL, watch_close, NULL, NULL, NULL, napi_default, NULL},
+    {"setThreadAffinity", NULL, set_thread_affinity, NULL, NULL, NULL, napi_default, NULL},
+    {"setThreadNice", NULL, set_thread_nice, NULL, NULL, NULL, napi_default, NULL},
+    {"setThreadScheduler", NULL, set_thread_scheduler, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value rwf;

@@ -38,7 +38,7 @@ export function deployments(only?: string): Deployment[] {
     { label: 'guest/adaptive', fields: { deploy: 'guest', notify: 'adaptive' } },
     { label: 'guest/notify', fields: { deploy: 'guest', notify: 'notify' } },
     { label: 'gateway', fields: { deploy: 'gateway' } },
-    { label: 'process/poll', fields: { deploy: 'process' as FunctionConfig['deploy'], notify: 'poll' } },
+    { label: 'process/poll', fields: { deploy: 'guest', kind: 'process', standby: false, notify: 'poll' } },
   ];
   const picked = only ? all.filter((d) => only.split(',').some((p) => d.label === p.trim())) : all;
   return picked.map((d) => ({ ...d, unsupported: unsupportedDeploy(d.fields) }));

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { parseConfig, type DeployKind, type NotifyMode } from '../../src/config/config.ts';
+import { parseConfig, type DeployKind, type GuestKind, type NotifyMode } from '../../src/config/config.ts';
 import { Controller } from '../../src/controller/controller.ts';
 
 /**
@@ -14,6 +14,8 @@ export interface DeploymentUnderTest {
   notify?: NotifyMode;
   /** More of the function's config (a process guest's cores, priority, ...). */
   extra?: Record<string, unknown>;
+  /** Guests: a worker thread (default) or its own process. */
+  kind?: GuestKind;
 }
 
 export const DEPLOYMENTS: DeploymentUnderTest[] = [
@@ -21,6 +23,9 @@ export const DEPLOYMENTS: DeploymentUnderTest[] = [
   { label: 'guest/poll', deploy: 'guest', notify: 'poll' },
   { label: 'guest/adaptive', deploy: 'guest', notify: 'adaptive' },
   { label: 'guest/notify', deploy: 'guest', notify: 'notify' },
+  { label: 'process/poll', deploy: 'guest', kind: 'process', notify: 'poll' },
+  { label: 'process/adaptive', deploy: 'guest', kind: 'process', notify: 'adaptive' },
+  { label: 'process/notify', deploy: 'guest', kind: 'process', notify: 'notify' },
   { label: 'gateway', deploy: 'gateway' },
 ];
 
@@ -36,7 +41,20 @@ export async function startDeployment(
       api: null,
       nbd: { port: 0 },
       volumes: [{ name: 'vol', sizeMiB: fn.volumeMiB }],
-      functions: [{ name: 'fn', function: fn.function, volume: 'vol', deploy: d.deploy, notify: d.notify ?? 'adaptive', restart: 'never', ...d.extra, options: fn.options }],
+      functions: [
+        {
+          name: 'fn',
+          function: fn.function,
+          volume: 'vol',
+          deploy: d.deploy,
+          notify: d.notify ?? 'adaptive',
+          restart: 'never',
+          // No warm spare: it would only sit beside the measurement.
+          ...(d.deploy === 'guest' ? { kind: d.kind ?? 'thread', standby: false } : {}),
+          ...d.extra,
+          options: fn.options,
+        },
+      ],
     },
     dir,
     {},

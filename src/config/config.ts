@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { resolve, dirname } from 'node:path';
 import { ConfigError } from '../util/errors.ts';
 
@@ -10,6 +11,20 @@ import { ConfigError } from '../util/errors.ts';
 export type NotifyMode = 'poll' | 'notify' | 'adaptive' | 'poll-guest' | 'poll-controller';
 export type DeployKind = 'integrated' | 'guest' | 'gateway';
 export type RestartPolicy = 'always' | 'on-failure' | 'never';
+/** A guest is a worker thread (own V8 heap) or its own OS process (own address space). */
+export type GuestKind = 'thread' | 'process';
+/**
+ * A thread priority: a nice value (-20..19; below 0 needs the privilege), or a
+ * real-time policy with its priority (1..99), applied where permitted.
+ */
+export type Priority = { nice: number } | { policy: 'fifo' | 'rr'; rtPriority: number };
+
+/** The controller's data-plane poller: where it runs. */
+export interface PollerConfig {
+  /** CPUs the controller's main thread (the poller) is pinned to; unset = not pinned. */
+  cores?: number[];
+  priority?: Priority;
+}
 
 export interface Endpoint {
   host: string;
@@ -51,6 +66,19 @@ export interface FunctionConfig {
   restart: RestartPolicy;
   /** Guest idle loop: `poll` keeps the guest's event loop spinning in poll modes (idle=poll); `adaptive` lets it sleep. */
   idle: 'poll' | 'adaptive';
+  /** Guest only: a worker thread or its own process (unset = thread). */
+  kind?: GuestKind;
+  /** Process guest only: CPUs it is pinned to (static; no other pinned guest or the poller may share them). */
+  cores?: number[];
+  /** Process guest only: back its region with huge pages (falls back, and says so, when none are free). */
+  hugepages?: boolean;
+  /** Process guest only: its threads' priority. */
+  priority?: Priority;
+  /**
+   * Guest only: keep a warm spare (region made, code loaded) so a crash is
+   * replaced in milliseconds. Unset = on for process guests, off for thread guests.
+   */
+  standby?: boolean;
   /** Client connections the function accepts at once (more are closed at once); unset = the function's default (128). */
   maxConnections?: number;
   /** Close a client idle this long, ms (0 = never); unset = the protocol's default. */
@@ -76,6 +104,8 @@ export interface Config {
   spinBudgetUs: number;
   volumes: VolumeConfig[];
   functions: FunctionConfig[];
+  /** Unset = not pinned, default priority. */
+  poller?: PollerConfig;
 }
 
 /** Lives with every other error in util/errors.ts; re-exported for config's callers. */
@@ -85,7 +115,9 @@ const MiB = 1024 * 1024;
 
 /**
  * What `npm start` runs with no config file: one of each function, each in a
- * thread guest on its own thin volume, plus the controller's own NBD export.
+ * guest on its own thin volume, plus the controller's own NBD export. The NBD
+ * re-export runs as a process guest (its own address space); the others are
+ * thread guests. defaultConfig() adds static cores where there are two.
  */
 export const DEFAULT_CONFIG = {
   dataDir: './data',
@@ -100,7 +132,7 @@ export const DEFAULT_CONFIG = {
     { name: 'dedup-backing', sizeGiB: 1 },
   ],
   functions: [
-    { name: 'nbd0', function: 'nbd-export', volume: 'nbd-guest', listen: { port: 10810 }, options: { exportName: 'export' } },
+    { name: 'nbd0', function: 'nbd-export', volume: 'nbd-guest', kind: 'process', listen: { port: 10810 }, options: { exportName: 'export' } },
     { name: 'nfs0', function: 'fileserver', volume: 'files', listen: { port: 12049 }, options: { exportPath: '/export' } },
     { name: 'redis0', function: 'database', volume: 'db', listen: { port: 16379 }, options: { appendfsync: 'always' } },
     {
@@ -112,6 +144,20 @@ export const DEFAULT_CONFIG = {
     },
   ],
 };
+
+/**
+ * The default config for a machine with `cpus` CPUs: with two or more, the
+ * process guest gets its own core (the last) and the controller's poller the
+ * first, statically, as the paper gives each its own core.
+ */
+export function defaultConfig(cpus: number = os.cpus().length): typeof DEFAULT_CONFIG & { poller?: PollerConfig } {
+  if (cpus < 2) return DEFAULT_CONFIG;
+  return {
+    ...DEFAULT_CONFIG,
+    poller: { cores: [0] },
+    functions: DEFAULT_CONFIG.functions.map((f) => (f.name === 'nbd0' ? { ...f, cores: [cpus - 1] } : f)),
+  };
+}
 
 type Raw = Record<string, unknown>;
 
@@ -196,7 +242,8 @@ function name(o: Raw, path: string): string {
  */
 export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
   const o = obj(raw, 'config');
-  onlyKeys(o, '', ['dataDir', 'cacheMiB', 'cache', 'direct', 'overcommit', 'nbd', 'api', 'spinBudgetUs', 'volumes', 'functions', '$comment']);
+  onlyKeys(o, '', ['dataDir', 'cacheMiB', 'cache', 'direct', 'overcommit', 'nbd', 'api', 'spinBudgetUs', 'volumes', 'functions', 'poller', '$comment']);
+  const cpuCount = env.STORVISOR_CPUS !== undefined ? Number(env.STORVISOR_CPUS) : os.cpus().length;
   const dataDir = resolve(baseDir, env.STORVISOR_DATA ?? str(o, 'dataDir', '', DEFAULT_CONFIG.dataDir));
   const cacheBytes = size(o, '', 'cache', DEFAULT_CONFIG.cacheMiB * MiB);
   const direct = o.direct ?? true;
@@ -223,7 +270,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   const functions = functionsRaw.map((f, i): FunctionConfig => {
     const path = `functions[${i}]`;
     const fo = obj(f, path);
-    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'maxConnections', 'idleTimeoutMs', 'options']);
+    onlyKeys(fo, path, ['name', 'function', 'volume', 'deploy', 'notify', 'memory', 'memoryMiB', 'heapMiB', 'queueSize', 'listen', 'restart', 'idle', 'maxConnections', 'idleTimeoutMs', 'options', 'kind', 'cores', 'hugepages', 'priority', 'standby']);
     const volume = str(fo, 'volume', path);
     if (!volumes.some((v) => v.name === volume)) {
       throw new ConfigError(join(path, 'volume'), `no volume named '${volume}' in volumes (have: ${volumes.map((v) => v.name).join(', ') || 'none'})`);
@@ -232,11 +279,23 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     if (queueSize & (queueSize - 1)) throw new ConfigError(join(path, 'queueSize'), `must be a power of two (got ${queueSize})`);
     const options = fo.options === undefined ? {} : obj(fo.options, join(path, 'options'));
     const limits = connectionLimits(fo, path, options);
+    const deploy = oneOf(fo, 'deploy', path, 'guest', ['integrated', 'guest', 'gateway'] as const);
+    const kind = oneOf(fo, 'kind', path, 'thread', ['thread', 'process'] as const);
+    if (fo.kind !== undefined && deploy !== 'guest') throw new ConfigError(join(path, 'kind'), `only a guest has a kind (deploy is '${deploy}')`);
+    for (const key of ['cores', 'hugepages', 'priority'] as const) {
+      if (fo[key] !== undefined && (deploy !== 'guest' || kind !== 'process')) throw new ConfigError(join(path, key), 'only a process guest takes it (set "kind": "process")');
+    }
+    const hugepages = fo.hugepages ?? false;
+    if (typeof hugepages !== 'boolean') throw new ConfigError(join(path, 'hugepages'), `must be true or false (got ${show(hugepages)})`);
+    const cores = fo.cores === undefined ? undefined : cpuList(fo.cores, join(path, 'cores'), cpuCount);
+    const priority = fo.priority === undefined ? undefined : parsePriority(fo.priority, join(path, 'priority'));
+    if (fo.standby !== undefined && typeof fo.standby !== 'boolean') throw new ConfigError(join(path, 'standby'), `must be true or false (got ${show(fo.standby)})`);
+    if (fo.standby !== undefined && deploy !== 'guest') throw new ConfigError(join(path, 'standby'), `only a guest has a standby (deploy is '${deploy}')`);
     return {
       name: name(fo, path),
       function: str(fo, 'function', path),
       volume,
-      deploy: oneOf(fo, 'deploy', path, 'guest', ['integrated', 'guest', 'gateway'] as const),
+      deploy,
       notify: oneOf(fo, 'notify', path, 'adaptive', ['poll', 'notify', 'adaptive', 'poll-guest', 'poll-controller'] as const),
       memory: size(fo, path, 'memory', 64 * MiB),
       heapMiB: int(fo, 'heapMiB', path, 256, 16, 65536),
@@ -244,6 +303,11 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
       listen: endpoint(fo.listen, join(path, 'listen'), { host: '127.0.0.1', port: 0 })!,
       restart: oneOf(fo, 'restart', path, 'on-failure', ['always', 'on-failure', 'never'] as const),
       idle: oneOf(fo, 'idle', path, 'adaptive', ['poll', 'adaptive'] as const),
+      kind,
+      ...(cores ? { cores } : {}),
+      hugepages,
+      ...(priority ? { priority } : {}),
+      ...(fo.standby !== undefined ? { standby: fo.standby as boolean } : {}),
       ...limits,
       options: { ...options, ...limits },
     };
@@ -258,6 +322,9 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     if (early >= 0) throw new ConfigError(`functions[${early}].volume`, `'${v.name}' is provided by '${v.provider}', which must come first in functions`);
   }
 
+  const poller = parsePoller(o.poller, cpuCount);
+  staticCores(functions, poller);
+
   return {
     dataDir,
     cacheBytes,
@@ -268,6 +335,7 @@ export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
     spinBudgetUs: num(o, 'spinBudgetUs', '', 200, 0, 1e7),
     volumes,
     functions,
+    poller,
   };
 }
 
@@ -300,6 +368,76 @@ function volumeBackend(vo: Raw, path: string): Pick<VolumeConfig, 'backend' | 'r
 }
 
 /**
+ * A CPU list: [0, 2] or "0,2-3". Every CPU must exist on this machine
+ * (0..cpus-1); duplicates are refused. Returned sorted.
+ */
+function cpuList(v: unknown, path: string, cpuCount: number): number[] {
+  let list: unknown[];
+  if (typeof v === 'string') {
+    list = [];
+    for (const part of v.split(',')) {
+      const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+      if (!m) throw new ConfigError(path, `must be a CPU list like "0,2-3" (got ${show(v)})`);
+      const lo = Number(m[1]);
+      const hi = m[2] === undefined ? lo : Number(m[2]);
+      if (hi < lo || hi - lo > 4096) throw new ConfigError(path, `bad CPU range '${part.trim()}'`);
+      for (let c = lo; c <= hi; c++) list.push(c);
+    }
+  } else if (Array.isArray(v)) {
+    list = v;
+  } else {
+    throw new ConfigError(path, `must be a list of CPU numbers or a CPU list string (got ${show(v)})`);
+  }
+  if (list.length === 0) throw new ConfigError(path, 'must name at least one CPU');
+  const out = new Set<number>();
+  for (const c of list) {
+    if (typeof c !== 'number' || !Number.isInteger(c) || c < 0) throw new ConfigError(path, `${show(c)} is not a CPU number`);
+    if (c >= cpuCount) throw new ConfigError(path, `CPU ${c} does not exist (this machine has CPUs 0-${cpuCount - 1})`);
+    if (out.has(c)) throw new ConfigError(path, `CPU ${c} is listed twice`);
+    out.add(c);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+function parsePriority(v: unknown, path: string): Priority {
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v) || v < -20 || v > 19) throw new ConfigError(path, `a nice value must be a whole number from -20 to 19 (got ${show(v)})`);
+    return { nice: v };
+  }
+  const o = obj(v, path);
+  onlyKeys(o, path, ['nice', 'policy', 'rtPriority']);
+  if (o.policy === undefined) return { nice: int(o, 'nice', path, 0, -20, 19) };
+  if (o.nice !== undefined) throw new ConfigError(join(path, 'nice'), 'give either nice or a real-time policy');
+  return { policy: oneOf(o, 'policy', path, 'fifo', ['fifo', 'rr'] as const), rtPriority: int(o, 'rtPriority', path, 1, 1, 99) };
+}
+
+function parsePoller(v: unknown, cpuCount: number): PollerConfig {
+  if (v === undefined) return {};
+  const o = obj(v, 'poller');
+  onlyKeys(o, 'poller', ['cores', 'priority']);
+  const out: PollerConfig = {};
+  if (o.cores !== undefined) out.cores = cpuList(o.cores, 'poller.cores', cpuCount);
+  if (o.priority !== undefined) out.priority = parsePriority(o.priority, 'poller.priority');
+  return out;
+}
+
+/**
+ * Static cores: a pinned process guest owns its cores. No two guests, and
+ * no guest and the poller, may share one (the paper gives each its own).
+ */
+function staticCores(functions: FunctionConfig[], poller: PollerConfig): void {
+  const owner = new Map<number, string>();
+  for (const c of poller.cores ?? []) owner.set(c, 'poller.cores');
+  for (const [i, f] of functions.entries()) {
+    for (const c of f.cores ?? []) {
+      const other = owner.get(c);
+      if (other !== undefined) throw new ConfigError(`functions[${i}].cores`, `CPU ${c} is already given to ${other}: static cores must not overlap`);
+      owner.set(c, `functions[${i}].cores (${f.name})`);
+    }
+  }
+}
+
+/**
  * functions[i].maxConnections / idleTimeoutMs: checked here, handed to the
  * function in its options (the start options every deployment passes on).
  */
@@ -323,7 +461,7 @@ function unique(names: string[], path: string): void {
 
 /** Load a config file, or the built-in default when `file` is undefined. */
 export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
-  if (file === undefined) return parseConfig(DEFAULT_CONFIG, process.cwd(), env);
+  if (file === undefined) return parseConfig(defaultConfig(), process.cwd(), env);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

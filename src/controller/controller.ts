@@ -6,6 +6,8 @@ import { defaultEngine, engineDescription } from '../storage/engine.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { NbdServer } from '../nbd/server.ts';
 import { ThreadGuest } from '../deploy/guest/thread-guest.ts';
+import { ProcessGuest } from '../deploy/guest/process-guest.ts';
+import { pinSelf, readThread } from '../native/sched.ts';
 import { IntegratedDeployment } from '../deploy/integrated.ts';
 import { GatewayDeployment } from '../deploy/gateway.ts';
 import type { Deployment, DeploymentStatus } from '../deploy/types.ts';
@@ -77,6 +79,7 @@ export class Controller {
   private stopping: Promise<void> | undefined;
   /** Failures on the way down, each also logged: nothing is swallowed silently. */
   readonly counters = { stopFailures: 0 };
+  private pollerTid = process.pid;
 
   private constructor(
     readonly config: Config,
@@ -87,6 +90,13 @@ export class Controller {
     this.store = new VolumeStore(config.dataDir, this.cache, log, config.direct, config.overcommit);
     this.poller = new Poller(config.spinBudgetUs, defaultEngine(), { spinOnEngine: process.env.STORVISOR_ENGINE_SPIN !== '0' });
     log(`backend: ${engineDescription()}`);
+    const pc = config.poller;
+    if (pc?.cores || pc?.priority) {
+      // The poller is the controller's main thread: pin and prioritise it (threads it starts later inherit this).
+      const { refused, tid } = pinSelf(pc.cores, pc.priority);
+      this.pollerTid = tid;
+      for (const r of refused) log(`poller: not applied: ${r}`);
+    }
     for (const f of config.functions) this.claim(f);
   }
 
@@ -251,7 +261,9 @@ export class Controller {
           d = new IntegratedDeployment(f, volume, flog);
           break;
         case 'guest':
-          d = new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, flog);
+          d = f.kind === 'process'
+            ? new ProcessGuest(f, volume, this.poller, this.config.spinBudgetUs, flog)
+            : new ThreadGuest(f, volume, this.poller, this.config.spinBudgetUs, flog);
           break;
         case 'gateway':
           d = new GatewayDeployment(f, () => this.nbdEndpoint(), flog);
@@ -392,7 +404,7 @@ export class Controller {
       ],
       functions: await Promise.all([...this.functions.values()].map((f) => this.functionStatus(f))),
       cache: this.cache.stats(),
-      poller: { ...this.poller.counters, spinning: this.poller.spinningCount() },
+      poller: { ...this.poller.counters, spinning: this.poller.spinningCount(), thread: readThread(process.pid, this.pollerTid), cores: this.config.poller?.cores ?? null },
       engine: { ...defaultEngine().stats(), description: engineDescription() },
       nbd: this.nbd ? { address: this.nbdAddress, ...this.nbd.stats() } : null,
       controller: { ...this.counters },

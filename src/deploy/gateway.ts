@@ -1,5 +1,6 @@
 import { startFailed } from '../util/errors.ts';
 import { fork, type ChildProcess } from 'node:child_process';
+import { withAffinity } from '../native/sched.ts';
 import { fileURLToPath } from 'node:url';
 import type { FunctionConfig } from '../config/config.ts';
 import { tsxExecArgv } from '../util/runtime.ts';
@@ -41,10 +42,13 @@ export class GatewayDeployment implements Deployment {
   start(): Promise<{ host: string; port: number }> {
     this.state = 'starting';
     this.restarter.started();
-    const child = fork(fileURLToPath(new URL('./gateway-main.ts', import.meta.url)), [], {
-      execArgv: tsxExecArgv(),
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    // Not on a pinned poller's core: a child inherits the spawning thread's CPU mask.
+    const child = withAffinity(undefined, () =>
+      fork(fileURLToPath(new URL('./gateway-main.ts', import.meta.url)), [], {
+        execArgv: tsxExecArgv(),
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      }),
+    );
     this.child = child;
     let exitDone!: () => void;
     this.exited = new Promise((r) => (exitDone = r));

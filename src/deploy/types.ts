@@ -19,6 +19,8 @@ export interface DeploymentStatus {
   lastError: string | null;
   /** While `restarting`: when the next start is due and how many crashes in a row led to it. */
   nextRestart?: { at: string; inMs: number; consecutiveCrashes: number } | null;
+  /** Guests: what really runs it (kind, idle mode; a process guest's pid, affinity and priority read back from /proc, huge pages). */
+  guest?: Record<string, unknown>;
   /** Flat numeric counters: function stats, queue stats (guest), client stats (gateway). */
   stats: Record<string, number>;
   /** Guest only: the queue's request latency histogram (power-of-two µs buckets, see util/histogram.ts). */

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
  * fall back to portable code, and `nativeUnavailable` says why.
  */
 export type Ring = { readonly __ring: unique symbol };
+export type FdWatch = { readonly __watch: unique symbol };
 
 export interface NativeAddon {
   ringCreate(entries: number, cqEntries: number): Ring;
@@ -31,10 +32,34 @@ export interface NativeAddon {
   getAffinity(): number[];
   setNice(nice: number): void;
   addressAlignment(buf: Uint8Array): number;
+  /** A sealed memfd of `bytes` (huge pages first when asked); `why` says why huge pages were not used. */
+  memfdCreate(name: string, bytes: number, huge: boolean): { fd: number; bytes: number; huge: boolean; why: string };
+  /** Map a sealed file shared and populated; an ArrayBuffer (not shared) over its first `bytes`. */
+  mapShared(fd: number, bytes: number, lock: boolean): { buffer: ArrayBuffer; locked: boolean; fileBytes: number };
+  eventfdCreate(): number;
+  eventfdWrite(fd: number): void;
+  closeFd(fd: number): void;
+  /** Call back on this thread's loop whenever the eventfd is written (unref'd). */
+  fdWatch(fd: number, callback: () => void): FdWatch;
+  watchClose(watch: FdWatch): void;
+  /** tid 0 = the calling thread. */
+  setThreadAffinity(tid: number, cpus: number[]): void;
+  setThreadNice(tid: number, nice: number): void;
+  /** policy 0 = SCHED_OTHER, 1 = SCHED_FIFO, 2 = SCHED_RR. */
+  setThreadScheduler(tid: number, policy: number, rtPriority: number): void;
   readonly RWF_DSYNC: number;
 }
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The package root: the nearest directory up with a package.json (this file may also run from a bundle in build/). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = dirname(dir);
+  }
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+const root = packageRoot();
 const addonPath = join(root, 'build', 'Release', 'storvisor.node');
 
 function load(): { addon: NativeAddon | null; why: string } {

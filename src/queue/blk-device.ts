@@ -27,6 +27,7 @@ import {
   regionLayout,
   type RegionLayout,
   waitDoorbell,
+  wakeDoorbell,
 } from './layout.ts';
 import { MapFailure, VirtqDevice, type VirtqElement } from './virtq-device.ts';
 import { Histogram } from '../util/histogram.ts';
@@ -207,7 +208,7 @@ export class VirtioBlkDevice {
 
   /** Wake a waitKick() in progress without a kick (so a poller can shut down promptly). */
   wake(): void {
-    if (this.views.shared) Atomics.notify(this.views.ctl, Ctl.kick);
+    wakeDoorbell(this.views, Ctl.kick);
   }
 
   /** Stop taking requests; resolves once every in-flight backend operation has completed and been published. */

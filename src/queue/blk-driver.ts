@@ -33,6 +33,7 @@ import {
   regionLayout,
   ringDoorbell,
   waitDoorbell,
+  wakeDoorbell,
   driverSpins,
   type QueueModeName,
   type RegionLayout,
@@ -283,7 +284,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     if (this.closed) return;
     this.failAll(shutDown('queue driver'));
     // Wake our own doorbell wait so the loop sees `closed` and exits now.
-    if (this.views.shared) Atomics.notify(this.views.ctl, Ctl.call);
+    wakeDoorbell(this.views, Ctl.call);
   }
 
   // ---- request building ----

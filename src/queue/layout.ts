@@ -66,8 +66,16 @@ export const Ctl = {
   writeback: 14,
   /** driver → device counter: Atomics.add + Atomics.notify. */
   kick: 16,
+  /**
+   * Cross-process doorbells only (eventfd): the device is about to sleep on
+   * `kick` (set before its last ring check), so the driver must write the
+   * eventfd. Sits beside its counter: `index + 1` of every doorbell.
+   */
+  kickSleeping: 17,
   /** device → driver counter: Atomics.add + Atomics.notify. */
   call: 32,
+  /** Cross-process doorbells only: the driver is about to sleep on `call`. */
+  callSleeping: 33,
 } as const;
 
 // Descriptor flags (§2.7.5).
@@ -142,6 +150,17 @@ export interface CreateRegionOptions {
   shared?: boolean;
   /** The backend acknowledges writes before they are durable (see Ctl.writeback). Default false. */
   writeback?: boolean;
+  /**
+   * Where the region's memory comes from, given its size: a process guest's
+   * region is mapped from a shared file (see src/native/shm.ts). It must be
+   * zero-filled. Default: a new SharedArrayBuffer.
+   */
+  allocate?: (regionBytes: number) => ArrayBuffer | SharedArrayBuffer;
+}
+
+/** Bytes a region created with these options takes (for allocating it elsewhere first). */
+export function regionBytesFor(options: { queueSize?: number; dataBytes: number }): number {
+  return queueOffsets(options.queueSize ?? DEFAULT_QUEUE_SIZE).dataOffset + alignUp(options.dataBytes, 4096);
 }
 
 /** Create and initialise a region (controller side). Throws EINVAL on bad options. */
@@ -166,9 +185,12 @@ export function createRegion(options: CreateRegionOptions): SharedArrayBuffer {
   }
   if (!Number.isInteger(segMax) || segMax < 1) throw invalidArgument(`segMax ${segMax} must be >= 1`);
 
-  const buffer = options.shared === false
-    ? (new ArrayBuffer(regionBytes) as unknown as SharedArrayBuffer)
-    : new SharedArrayBuffer(regionBytes);
+  const buffer = options.allocate
+    ? (options.allocate(regionBytes) as SharedArrayBuffer)
+    : options.shared === false
+      ? (new ArrayBuffer(regionBytes) as unknown as SharedArrayBuffer)
+      : new SharedArrayBuffer(regionBytes);
+  if (buffer.byteLength !== regionBytes) throw invalidArgument(`allocated region is ${buffer.byteLength} bytes, not ${regionBytes}`);
   const ctl = new Int32Array(buffer, 0, CONTROL_BYTES / 4);
   const sectors = capacityBytes / SECTOR_BYTES;
   ctl[Ctl.version] = REGION_VERSION;
@@ -234,8 +256,11 @@ export class RegionViews {
   readonly u16: Uint16Array;
   readonly u32: Uint32Array;
   readonly shared: boolean;
+  /** Cross-process doorbells bound to this region (see bindDoorbells), or null for Atomics. */
+  readonly doorbells: Doorbells | null;
 
   constructor(readonly buffer: SharedArrayBuffer | ArrayBuffer, readonly layout: RegionLayout) {
+    this.doorbells = boundDoorbells.get(buffer) ?? null;
     this.ctl = new Int32Array(buffer, 0, CONTROL_BYTES / 4);
     this.u8 = new Uint8Array(buffer);
     this.u16 = new Uint16Array(buffer, 0, buffer.byteLength >>> 1);
@@ -256,6 +281,31 @@ export class RegionViews {
   desc16(i: number) { return (this.layout.descOffset >>> 1) + 8 * i; }
 }
 
+/**
+ * How the two sides of a region wake each other when it is shared across
+ * processes (Atomics.wait/notify reach only threads of one process): eventfds
+ * in practice (src/native/shm.ts). Indexes are the Ctl doorbell counters.
+ */
+export interface Doorbells {
+  /** Signal the other side's waiter on `index`. */
+  ring(index: number): void;
+  /** Sleep until rung or timeoutMs; true when rung. The counter check is the caller's. */
+  wait(index: number, timeoutMs: number): Promise<boolean>;
+  /** Wake this side's own waiter (for shutdown). */
+  wakeLocal(index: number): void;
+}
+
+const boundDoorbells = new WeakMap<object, Doorbells>();
+
+/**
+ * Bind cross-process doorbells to a region buffer, on each side, before the
+ * driver or device is built on it. The queue code is otherwise the same for
+ * thread and process guests.
+ */
+export function bindDoorbells(buffer: ArrayBuffer | SharedArrayBuffer, doorbells: Doorbells): void {
+  boundDoorbells.set(buffer, doorbells);
+}
+
 /** Atomics.waitAsync is in Node 20 but not in the ES2023 lib typings. */
 type WaitAsync = (
   ta: Int32Array,
@@ -272,6 +322,21 @@ const waitAsyncImpl = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsyn
  * only re-checks the value after the timeout.
  */
 export async function waitDoorbell(views: RegionViews, index: number, seen: number, timeoutMs: number): Promise<boolean> {
+  const bells = views.doorbells;
+  if (bells !== null) {
+    // Dekker with the ringer: we store "sleeping" then load the counter; it adds
+    // to the counter then loads "sleeping" (all seq-cst). Either we see its ring
+    // here, or it sees our flag and writes the eventfd.
+    const flag = index + 1;
+    Atomics.store(views.ctl, flag, 1);
+    if (Atomics.load(views.ctl, index) !== seen) {
+      Atomics.store(views.ctl, flag, 0);
+      return true;
+    }
+    const woken = await bells.wait(index, timeoutMs);
+    Atomics.store(views.ctl, flag, 0);
+    return woken || Atomics.load(views.ctl, index) !== seen;
+  }
   if (!views.shared || waitAsyncImpl === undefined) {
     if (Atomics.load(views.ctl, index) !== seen) return true;
     await new Promise((r) => setTimeout(r, timeoutMs));
@@ -292,5 +357,14 @@ export async function waitDoorbell(views: RegionViews, index: number, seen: numb
 /** Ring a doorbell: bump the counter (so a waiter that has not slept yet sees the change), then wake sleepers. */
 export function ringDoorbell(views: RegionViews, index: number): void {
   Atomics.add(views.ctl, index, 1);
-  if (views.shared) Atomics.notify(views.ctl, index);
+  if (views.doorbells !== null) {
+    // A system call only when the other side said it sleeps (see waitDoorbell).
+    if (Atomics.load(views.ctl, index + 1) !== 0) views.doorbells.ring(index);
+  } else if (views.shared) Atomics.notify(views.ctl, index);
+}
+
+/** Wake this side's own wait on a doorbell without ringing it (so a loop can see it was closed). */
+export function wakeDoorbell(views: RegionViews, index: number): void {
+  if (views.doorbells !== null) views.doorbells.wakeLocal(index);
+  else if (views.shared) Atomics.notify(views.ctl, index);
 }

@@ -182,3 +182,8 @@ const RBD_ERRNO: Record<number, string> = {
 function rbdErrno(result: number): string {
   return `${RBD_ERRNO[-result] ?? 'error'} (${result})`;
 }
+/** A feature that needs the native addon (process guests: shared memory, eventfds, affinity), which is not built or not loadable. */
+export const nativeUnavailable = (message: string) => new StorvisorError('SV_ERR_NATIVE_UNAVAILABLE', 'ENOTSUP', message);
+
+/** A guest broke its side of the control protocol (an overlong or malformed message): it is killed. */
+export const guestViolation = (message: string) => new StorvisorError('SV_ERR_GUEST_VIOLATION', 'EIO', message);

@@ -8,13 +8,13 @@ import { ratioOf, summarize } from '../stats.ts';
 type Fields = Partial<FunctionConfig> & Pick<FunctionConfig, 'deploy'> & Record<string, unknown>;
 
 /** A process guest with every mechanism on, and each mechanism's "off" setting. */
-const ALL_ON: Fields = { deploy: 'process' as FunctionConfig['deploy'], notify: 'poll', idle: 'poll', cores: [1], hugepages: true, priority: -5 };
+const ALL_ON: Fields = { deploy: 'guest', kind: 'process', standby: false, notify: 'poll', idle: 'poll', cores: [1], hugepages: true, priority: { nice: -5 } };
 const MECHANISMS: Array<{ name: string; off: Record<string, unknown> }> = [
   { name: 'polling', off: { notify: 'notify' } },
   { name: 'static cores', off: { cores: undefined } },
   { name: 'huge pages', off: { hugepages: false } },
   { name: 'idle=poll', off: { idle: 'adaptive' } },
-  { name: 'priorities', off: { priority: 0 } },
+  { name: 'priorities', off: { priority: undefined } },
 ];
 
 /**

@@ -44,7 +44,7 @@ export async function fileserverStep(ctx: EvalContext): Promise<Section[]> {
     }
   };
   const scaling = ['1 core', '2 cores'];
-  const coresOf = (n: number): Deployment => ({ label: `process/poll, ${n} core(s)`, fields: { deploy: 'process' as Deployment['fields']['deploy'], notify: 'poll', cores: n === 1 ? [1] : [0, 1] } as Deployment['fields'] });
+  const coresOf = (n: number): Deployment => ({ label: `process/poll, ${n} core(s)`, fields: { deploy: 'guest', kind: 'process', standby: false, notify: 'poll', cores: n === 1 ? [1] : [0, 1] } });
   const scalingUnsupported = unsupportedDeploy(coresOf(1).fields);
   for (let rep = 0; rep < ctx.repeats; rep++) {
     for (const d of ctx.deployments) {

@@ -1,10 +1,9 @@
 import type { NotifyMode } from '../../config/config.ts';
 
-/** What the controller hands a guest worker at birth. */
-export interface GuestWorkerData {
+/** What the controller hands a guest at birth (a process guest gets its region as fds). */
+export interface GuestBootData {
   name: string;
   functionName: string;
-  region: SharedArrayBuffer;
   notify: NotifyMode;
   spinBudgetUs: number;
   idlePoll: boolean;
@@ -14,9 +13,26 @@ export interface GuestWorkerData {
   options: Record<string, unknown>;
 }
 
-export type ToGuest = { type: 'stop' } | { type: 'stats'; id: number };
+/** A thread guest's workerData: its region, and its function (loaded ahead, so a standby starts at once). */
+export interface GuestWorkerData {
+  region: SharedArrayBuffer;
+  functionName: string;
+}
+
+/**
+ * Controller → guest. A guest is spawned first (`prepare` for a process: it
+ * maps its region and loads its function's code), then `boot`ed: a warm
+ * standby waits between the two until a crashed guest needs replacing.
+ */
+export type ToGuest =
+  | { type: 'prepare'; functionName: string; regionBytes: number }
+  | { type: 'boot'; data: GuestBootData }
+  | { type: 'stop' }
+  | { type: 'stats'; id: number };
 
 export type FromGuest =
+  /** Spawned and its function's code loaded: ready to boot. */
+  | { type: 'prepared' }
   | { type: 'ready'; address: { host: string; port: number } }
   | { type: 'log'; msg: string }
   | { type: 'stats'; id: number; stats: Record<string, number> }
