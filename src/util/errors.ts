@@ -187,3 +187,28 @@ export const nativeUnavailable = (message: string) => new StorvisorError('SV_ERR
 
 /** A guest broke its side of the control protocol (an overlong or malformed message): it is killed. */
 export const guestViolation = (message: string) => new StorvisorError('SV_ERR_GUEST_VIOLATION', 'EIO', message);
+
+/**
+ * Function front ends (src/functions/): database, fileserver, dedup.
+ */
+/** A bug: an invariant the code keeps was found broken. Protocols report it as a server fault (NFS SERVERFAULT, RESP "ERR internal error"). */
+export const internalError = (message: string, cause?: unknown) =>
+  new StorvisorError('SV_ERR_INTERNAL', 'EIO', message, { cause });
+/** database: a logged mutation that does not fit the data (only possible for a corrupt log). */
+export const badMutation = (message: string) => new StorvisorError('SV_ERR_DB_BAD_MUTATION', 'EIO', message);
+/** fileserver: RPC/XDR arguments that cannot be decoded (the RPC layer answers GARBAGE_ARGS). */
+export const garbageArgs = (reason: string) => new StorvisorError('SV_ERR_RPC_GARBAGE_ARGS', 'EINVAL', reason);
+
+const FS_ERRNO: Record<string, Errno> = {
+  PERM: 'EACCES', NOENT: 'ENOENT', IO: 'EIO', ACCES: 'EACCES', EXIST: 'EEXIST', INVAL: 'EINVAL', FBIG: 'ERANGE',
+  NOSPC: 'ENOSPC', ROFS: 'EROFS', NOTSUPP: 'ENOTSUP', NAMETOOLONG: 'EINVAL', NOTEMPTY: 'EBUSY', MLINK: 'ENOSPC',
+};
+/**
+ * fileserver: a filesystem call refused with an NFS-named status (NOENT, STALE, NOTDIR...):
+ * SV_ERR_FS_<status>. The NFS mapper (nfs/errors.ts) turns the name back into the nfsstat3.
+ */
+export const fsError = (status: string, message: string) =>
+  new StorvisorError(`SV_ERR_FS_${status}`, FS_ERRNO[status] ?? 'EINVAL', message);
+/** fileserver: a refusal raised by the NFS layer itself (bad handle, bad cookie...): SV_ERR_NFS_<nfsstat3 name>. */
+export const nfsRefused = (status: string, message: string) =>
+  new StorvisorError(`SV_ERR_NFS_${status}`, FS_ERRNO[status] ?? 'EINVAL', message);

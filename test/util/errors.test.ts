@@ -27,7 +27,7 @@ test('every factory gives a StorvisorError whose code starts SV_ERR_ and is the 
   const made: Array<[string, unknown]> = [];
   for (const [name, f] of Object.entries(errors)) {
     if (typeof f !== 'function' || f === StorvisorError || f === ConfigError || f === errnoOf) continue;
-    const args = name === 'outOfRange' ? [0, 1, 0] : name === 'backendFailure' ? ['EIO', 'EIO', 'x'] : name === 'nbdWireError' ? ['EIO', 'x'] : ['x'];
+    const args = name === 'outOfRange' ? [0, 1, 0] : name === 'backendFailure' ? ['EIO', 'EIO', 'x'] : name === 'nbdWireError' ? ['EIO', 'x'] : name === 'fsError' || name === 'nfsRefused' ? ['NOENT', 'x'] : ['x'];
     const a = (f as (...a: unknown[]) => unknown)(...args);
     const b = (f as (...a: unknown[]) => unknown)(...args);
     assert.ok(a instanceof StorvisorError, name);

@@ -6,7 +6,7 @@ import { memFs, OWNER, pattern, reopen, ROOT, ROOT_GEN } from './helpers.ts';
 /** A read's bytes and eof (its attributes are checked elsewhere). */
 const dataEof = (r: { data: Uint8Array; eof: boolean }) => ({ data: r.data, eof: r.eof });
 
-const code = (c: string) => ({ name: 'FsError', code: c });
+const code = (c: string) => ({ name: 'StorvisorError', code: `SV_ERR_FS_${c}` });
 const GiB = 2 ** 30;
 
 test('a sparse file reads zeroes in its holes and allocates only what was written', async () => {
@@ -70,7 +70,7 @@ test('a full volume answers NOSPC and leaves the file as it was', async () => {
       await fs.write(f.ino, f.generation, off, chunk, true);
       off += chunk.byteLength;
     } catch (e) {
-      assert.equal((e as { code?: string }).code, 'NOSPC');
+      assert.equal((e as { code?: string }).code, 'SV_ERR_FS_NOSPC');
       break;
     }
     assert.ok(off < 4 << 20, 'a 2 MiB volume must fill up');

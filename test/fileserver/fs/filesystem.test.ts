@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { fsck } from '../../../src/functions/fileserver/fs/index.ts';
 import { bytes, listAll, memFs, OWNER, reopen, ROOT, ROOT_GEN, text } from './helpers.ts';
 
-const code = (c: string) => ({ name: 'FsError', code: c });
+const code = (c: string) => ({ name: 'StorvisorError', code: `SV_ERR_FS_${c}` });
 /** A read's bytes and eof (its attributes are checked elsewhere). */
 const dataEof = (r: { data: Uint8Array; eof: boolean }) => ({ data: r.data, eof: r.eof });
 
@@ -303,7 +303,7 @@ test('concurrent operations on different files and the same directory all comple
 test('operations after close fail with IO', async () => {
   const { fs } = await memFs();
   await fs.close();
-  await assert.rejects(fs.getattr(ROOT, ROOT_GEN), { name: 'FsError', code: 'IO', message: 'filesystem is closed' });
+  await assert.rejects(fs.getattr(ROOT, ROOT_GEN), { name: 'StorvisorError', code: 'SV_ERR_FS_IO', message: 'filesystem is closed' });
 });
 
 import { MemoryBlockDevice } from '../../../src/block/memory-device.ts';

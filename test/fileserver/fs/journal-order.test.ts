@@ -104,7 +104,7 @@ test('a crash at any device operation, losing or keeping any unflushed writes, l
       try {
         a = await fs.lookup(ROOT, ROOT_GEN, f.name);
       } catch (e) {
-        assert.equal((e as { code?: string }).code, 'NOENT');
+        assert.equal((e as { code?: string }).code, 'SV_ERR_FS_NOENT');
         assert.ok(!acked.has(f.name) || removing.has(f.name), `${where}: acknowledged ${f.name} is missing`);
         continue;
       }

@@ -20,7 +20,7 @@ test('a truncate larger than one step keeps the head, frees the tail in steps an
   assert.ok(same((await fs.read(f.ino, f.generation, 0, 200_000)).data, data.subarray(0, 100_000)));
   assert.equal(a.used, 26 * 4096, 'the blocks past the new end are gone (25 data blocks and the indirect block left)');
   await fs.remove(ROOT, ROOT_GEN, 'big');
-  await assert.rejects(fs.getattr(f.ino, f.generation), { code: 'STALE' });
+  await assert.rejects(fs.getattr(f.ino, f.generation), { code: 'SV_ERR_FS_STALE' });
   await fs.close();
   const r = await fsck(dev);
   assert.deepEqual(r.problems, []);

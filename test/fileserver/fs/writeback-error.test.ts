@@ -5,7 +5,7 @@ import { BLOCK_SIZE } from '../../../src/functions/fileserver/fs/superblock.ts';
 import { FaultDevice } from './fault-device.ts';
 import { OWNER, pattern, ROOT, ROOT_GEN } from './helpers.ts';
 
-const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
+const code = (c: string) => (e: unknown) => (e as { code?: string }).code === `SV_ERR_FS_${c}`;
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
 
 async function open(dev: FaultDevice, opts: OpenOptions = {}) {

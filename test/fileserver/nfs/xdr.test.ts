@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { GarbageArgs, XdrDecoder, XdrEncoder } from '../../../src/functions/fileserver/rpc/xdr.ts';
+import { isGarbageArgs, XdrDecoder, XdrEncoder } from '../../../src/functions/fileserver/rpc/xdr.ts';
 
 test('values written by the encoder read back identically, with opaque data padded to 4 bytes', () => {
   fc.assert(
@@ -35,7 +35,7 @@ test('the encoder grows past its initial size without losing earlier bytes', () 
   for (let i = 0; i < 5000; i++) assert.equal(d.u32(), i);
 });
 
-test('every decoder failure is GarbageArgs: short input, over-long opaque, bad bool, bad enum, bad UTF-8', () => {
+test('every decoder failure is garbageArgs (SV_ERR_RPC_GARBAGE_ARGS): short input, over-long opaque, bad bool, bad enum, bad UTF-8', () => {
   const cases: Array<[string, Buffer, (d: XdrDecoder) => unknown, RegExp]> = [
     ['short u32', Buffer.from([0, 0, 1]), (d) => d.u32(), /need 4 bytes at 0, have 3/],
     ['short u64', Buffer.alloc(4), (d) => d.u64(), /need 8 bytes/],
@@ -47,6 +47,6 @@ test('every decoder failure is GarbageArgs: short input, over-long opaque, bad b
     ['invalid UTF-8', Buffer.from([0, 0, 0, 2, 0xc3, 0x28, 0, 0]), (d) => d.string(64), /string is not UTF-8/],
   ];
   for (const [name, buf, read, message] of cases) {
-    assert.throws(() => read(new XdrDecoder(buf)), (err: unknown) => err instanceof GarbageArgs && message.test(err.message), name);
+    assert.throws(() => read(new XdrDecoder(buf)), (err: unknown) => isGarbageArgs(err) && message.test(err.message), name);
   }
 });

@@ -1,7 +1,7 @@
 import type { MetaCache } from './cache.ts';
 import type { Handle } from './journal.ts';
 import { BITS_PER_BLOCK } from './superblock.ts';
-import { FsError } from './types.ts';
+import { fsError } from '../../../util/errors.ts';
 
 /** Count set bits of one bitmap block, ignoring bits past `limit`. */
 function countSet(buf: Uint8Array, limit: number): number {
@@ -143,7 +143,7 @@ export class Bitmap {
     const bi = Math.floor(item / BITS_PER_BLOCK);
     const buf = await h.get(this.start + bi);
     const bit = item % BITS_PER_BLOCK;
-    if (!(buf[bit >> 3] & (1 << (bit & 7)))) throw new FsError('IO', `freeing item ${item} that is not allocated`);
+    if (!(buf[bit >> 3] & (1 << (bit & 7)))) throw fsError('IO', `freeing item ${item} that is not allocated`);
     buf[bit >> 3] &= ~(1 << (bit & 7));
     h.dirty(this.start + bi);
   }
@@ -190,7 +190,7 @@ export class BlockAllocator {
       (item) => this.quarantine.has(item),
       (item) => this.quarantine.set(item, h.seq),
     );
-    if (b < 0) throw new FsError('NOSPC', 'no free block (reservation accounting is off)');
+    if (b < 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
     this.reserved--;
     h.allocated++;
     h.onAbort(() => {
@@ -213,7 +213,7 @@ export class BlockAllocator {
       (item) => this.quarantine.has(item),
       (item) => this.quarantine.set(item, h.seq),
     );
-    if (run.count === 0) throw new FsError('NOSPC', 'no free block (reservation accounting is off)');
+    if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
     let held = run.count;
     this.reserved -= held;
     h.allocated += held;

@@ -12,7 +12,9 @@
 import { stat } from 'node:fs/promises';
 import { FileBlockDevice } from '../../../block/file-device.ts';
 import { fsck, mkfs, openFileSystem } from './index.ts';
-import { FsError } from './types.ts';
+import { fsError, usage, StorvisorError } from '../../../util/errors.ts';
+
+const isUsage = (e: unknown): e is StorvisorError => e instanceof StorvisorError && e.code === 'SV_ERR_USAGE';
 
 const USAGE = 'usage: cli.ts mkfs IMAGE [--size MiB] [--inodes N] [--journal BLOCKS] | fsck IMAGE | ls IMAGE [PATH]';
 
@@ -20,11 +22,9 @@ function flag(args: string[], name: string): number | undefined {
   const i = args.indexOf(name);
   if (i < 0) return undefined;
   const v = Number(args[i + 1]);
-  if (!Number.isSafeInteger(v) || v <= 0) throw new UsageError(`${name} needs a positive integer`);
+  if (!Number.isSafeInteger(v) || v <= 0) throw usage(`${name} needs a positive integer`);
   return v;
 }
-
-class UsageError extends Error {}
 
 async function imageSize(path: string): Promise<number | undefined> {
   try {
@@ -37,7 +37,7 @@ async function imageSize(path: string): Promise<number | undefined> {
 async function runMkfs(image: string, args: string[]): Promise<number> {
   const sizeMiB = flag(args, '--size');
   const size = sizeMiB !== undefined ? sizeMiB * 2 ** 20 : await imageSize(image);
-  if (!size) throw new UsageError('mkfs: the image does not exist; give --size MiB');
+  if (!size) throw usage('mkfs: the image does not exist; give --size MiB');
   const dev = await FileBlockDevice.open(image, size);
   try {
     const sb = await mkfs(dev, { inodes: flag(args, '--inodes'), journalBlocks: flag(args, '--journal') });
@@ -50,7 +50,7 @@ async function runMkfs(image: string, args: string[]): Promise<number> {
 
 async function runFsck(image: string): Promise<number> {
   const size = await imageSize(image);
-  if (size === undefined) throw new UsageError(`fsck: ${image} does not exist`);
+  if (size === undefined) throw usage(`fsck: ${image} does not exist`);
   const dev = await FileBlockDevice.open(image, size, { readOnly: true });
   try {
     const r = await fsck(dev);
@@ -68,13 +68,13 @@ async function runFsck(image: string): Promise<number> {
 
 async function runLs(image: string, path: string): Promise<number> {
   const size = await imageSize(image);
-  if (size === undefined) throw new UsageError(`ls: ${image} does not exist`);
+  if (size === undefined) throw usage(`ls: ${image} does not exist`);
   const dev = await FileBlockDevice.open(image, size);
   const fs = await openFileSystem(dev);
   try {
     let dir = await fs.getattr(fs.rootIno, 1);
     for (const part of path.split('/').filter(Boolean)) dir = await fs.lookup(dir.ino, dir.generation, part);
-    if (dir.type !== 'dir') throw new FsError('NOTDIR', `${path} is not a directory`);
+    if (dir.type !== 'dir') throw fsError('NOTDIR', `${path} is not a directory`);
     let cookie = 0;
     for (;;) {
       const r = await fs.readdir(dir.ino, dir.generation, cookie, 1000);
@@ -97,14 +97,14 @@ async function runLs(image: string, path: string): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   const [cmd, image, ...rest] = argv;
   try {
-    if (!image) throw new UsageError(USAGE);
+    if (!image) throw usage(USAGE);
     if (cmd === 'mkfs') return await runMkfs(image, rest);
     if (cmd === 'fsck') return await runFsck(image);
     if (cmd === 'ls') return await runLs(image, rest[0] ?? '/');
-    throw new UsageError(USAGE);
+    throw usage(USAGE);
   } catch (e) {
-    console.error(e instanceof UsageError ? e.message : `${cmd}: ${(e as Error).message}`);
-    return e instanceof UsageError ? 2 : 1;
+    console.error(isUsage(e) ? e.message : `${cmd}: ${(e as Error).message}`);
+    return isUsage(e) ? 2 : 1;
   }
 }
 

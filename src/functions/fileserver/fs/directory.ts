@@ -19,7 +19,7 @@ import type { Inode } from './inode.ts';
 import type { Handle } from './journal.ts';
 import { nameHash } from './names.ts';
 import { BLOCK_SIZE, BlockType } from './superblock.ts';
-import { FsError } from './types.ts';
+import { fsError } from '../../../util/errors.ts';
 
 const MAGIC_NODE = 0x4e445653; // "SVDN"
 const NODE_VERSION = 1;
@@ -65,7 +65,7 @@ function parseNode(buf: Uint8Array, block: number): Node {
   if (cached) return cached;
   const v = viewOf(buf);
   if (v.getUint32(0, true) !== MAGIC_NODE || v.getUint16(4, true) !== BlockType.dirNode || !blockSealOk(buf)) {
-    throw new FsError('IO', `directory block ${block} is corrupt`);
+    throw fsError('IO', `directory block ${block} is corrupt`);
   }
   const kind = buf[7];
   const count = v.getUint16(8, true);
@@ -95,7 +95,7 @@ function parseNode(buf: Uint8Array, block: number): Node {
     }
     node = { kind: 2, children, keys };
   } else {
-    throw new FsError('IO', `directory block ${block} has unknown node kind ${kind}`);
+    throw fsError('IO', `directory block ${block} has unknown node kind ${kind}`);
   }
   parsed.set(buf, node);
   return node;
@@ -219,7 +219,7 @@ async function scanHash(read: BlockReader, root: number, hash: number) {
     if (passed || leaf.next === 0) return found;
     block = leaf.next;
     const n = await readNode(read, block);
-    if (n.kind !== 1) throw new FsError('IO', `directory leaf chain reaches non-leaf block ${block}`);
+    if (n.kind !== 1) throw fsError('IO', `directory leaf chain reaches non-leaf block ${block}`);
     leaf = n;
   }
 }
@@ -241,7 +241,7 @@ export async function dirProbe(
     if (x.entry.name === name) return { existing: x.entry, key: x.entry.key };
     maxSeq = Math.max(maxSeq, x.entry.key % SEQ_SPAN);
   }
-  if (maxSeq + 1 >= SEQ_SPAN) throw new FsError('NOSPC', 'too many names with the same hash in one directory');
+  if (maxSeq + 1 >= SEQ_SPAN) throw fsError('NOSPC', 'too many names with the same hash in one directory');
   return { existing: null, key: keyOf(hash, maxSeq + 1) };
 }
 
@@ -391,7 +391,7 @@ export async function dirList(read: BlockReader, root: number, cookie: number, m
     }
     if (leaf.next === 0) return { entries: out, eof: true };
     const n = await readNode(read, leaf.next);
-    if (n.kind !== 1) throw new FsError('IO', `directory leaf chain reaches non-leaf block ${leaf.next}`);
+    if (n.kind !== 1) throw fsError('IO', `directory leaf chain reaches non-leaf block ${leaf.next}`);
     leaf = n;
   }
 }

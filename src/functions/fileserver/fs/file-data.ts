@@ -4,14 +4,15 @@ import { ensureBlock, lookupBlock, worstCaseBlocks, type BlockReader } from './b
 import type { Inode } from './inode.ts';
 import type { Handle } from './journal.ts';
 import { BLOCK_SIZE } from './superblock.ts';
-import { FsError } from './types.ts';
+import { fsError, type StorvisorError } from '../../../util/errors.ts';
+import { fsCodeOf } from './types.ts';
 
 /** A file-data write failed: NOSPC if the device ran out of space, IO otherwise. */
-export function writebackError(ino: number, cause: unknown): FsError {
-  if (cause instanceof FsError) return cause;
+export function writebackError(ino: number, cause: unknown): StorvisorError {
+  if (fsCodeOf(cause) !== undefined) return cause as StorvisorError;
   const errno = (cause as { errno?: unknown } | null)?.errno;
   const msg = cause instanceof Error ? cause.message : String(cause);
-  return new FsError(errno === 'ENOSPC' ? 'NOSPC' : 'IO', `writing back data of inode ${ino} failed: ${msg}`);
+  return fsError(errno === 'ENOSPC' ? 'NOSPC' : 'IO', `writing back data of inode ${ino} failed: ${msg}`);
 }
 
 /** Blocks one device write of file data carries at most (1 MiB). */
@@ -57,7 +58,7 @@ export interface DirtyFile {
 export class FileData {
   private readonly files = new Map<number, DirtyFile>();
   /** Failed writebacks not yet reported by a commit: at most one per inode. */
-  private readonly errors = new Map<number, FsError>();
+  private readonly errors = new Map<number, StorvisorError>();
   dirtyBytes = 0;
   /** Device writes of file data (a run of blocks counts once). */
   readonly counters = { dataWrites: 0 };
@@ -318,13 +319,13 @@ export class FileData {
    * and the error is kept for the next COMMIT of the file, which must not
    * report success for unstable writes that were acknowledged and then lost.
    */
-  failed(ino: number, err: FsError): void {
+  failed(ino: number, err: StorvisorError): void {
     this.drop(ino);
     this.errors.set(ino, err);
   }
 
   /** The error of a failed writeback not yet reported by a commit (and forget it). */
-  takeError(ino: number): FsError | undefined {
+  takeError(ino: number): StorvisorError | undefined {
     const e = this.errors.get(ino);
     if (e) this.errors.delete(ino);
     return e;

@@ -10,7 +10,7 @@ import { InodeLocks, RangeLocks } from './locks.ts';
 import { PATH_MAX, validateName } from './names.ts';
 import { BLOCK_SIZE, INODE_SIZE, INODES_PER_BLOCK, type Superblock } from './superblock.ts';
 import {
-  FsError,
+  fsCodeOf,
   type Attr,
   type CreateOptions,
   type DirEntry,
@@ -18,6 +18,7 @@ import {
   type FsStat,
   type SetAttr,
 } from './types.ts';
+import { fsError } from '../../../util/errors.ts';
 
 export interface MountOptions {
   log?: (m: string) => void;
@@ -99,7 +100,7 @@ export class VolumeFileSystem implements FileSystem {
     await fs.alloc.bitmap.countFree();
     await fs.inodeMap.countFree();
     const root = await fs.readInode(sb.rootIno);
-    if (root.type !== InodeType.dir) throw new FsError('IO', 'root inode is not a directory');
+    if (root.type !== InodeType.dir) throw fsError('IO', 'root inode is not a directory');
     fs.rootGeneration = root.generation;
     await fs.recoverOrphans();
     return fs;
@@ -133,7 +134,7 @@ export class VolumeFileSystem implements FileSystem {
       const bad = verifyInodeBlock(e.buf);
       if (bad >= 0) {
         const badIno = Math.floor(ino / INODES_PER_BLOCK) * INODES_PER_BLOCK + bad;
-        if (badIno === ino) throw new FsError('IO', `inode ${ino}: record checksum mismatch`);
+        if (badIno === ino) throw fsError('IO', `inode ${ino}: record checksum mismatch`);
       } else this.verifiedInodeBlocks.add(e.buf);
       if (bad >= 0) return decodeInode(e.buf, (ino % INODES_PER_BLOCK) * INODE_SIZE);
     }
@@ -149,7 +150,7 @@ export class VolumeFileSystem implements FileSystem {
 
   private checkIno(ino: unknown): asserts ino is number {
     if (!Number.isSafeInteger(ino) || (ino as number) < 1 || (ino as number) >= this.sb.inodeCount) {
-      throw new FsError('BADHANDLE', `inode number ${String(ino)} is out of range`);
+      throw fsError('BADHANDLE', `inode number ${String(ino)} is out of range`);
     }
   }
 
@@ -159,14 +160,14 @@ export class VolumeFileSystem implements FileSystem {
     const inode = await this.readInode(ino);
     if (inode.type === InodeType.free || inode.generation !== gen || (inode.nlink === 0 && inode.type !== InodeType.dir)) {
       // nlink 0: a removed file whose blocks are being freed in steps (an orphan).
-      throw new FsError('STALE', `inode ${ino} generation ${gen} no longer exists`);
+      throw fsError('STALE', `inode ${ino} generation ${gen} no longer exists`);
     }
     return inode;
   }
 
   private async liveDir(ino: number, gen: number): Promise<Inode> {
     const d = await this.live(ino, gen);
-    if (d.type !== InodeType.dir) throw new FsError('NOTDIR', `inode ${ino} is not a directory`);
+    if (d.type !== InodeType.dir) throw fsError('NOTDIR', `inode ${ino} is not a directory`);
     return d;
   }
 
@@ -196,7 +197,7 @@ export class VolumeFileSystem implements FileSystem {
   // ---- transactions --------------------------------------------------------
 
   private assertOpen(): void {
-    if (this.closed) throw new FsError('IO', 'filesystem is closed');
+    if (this.closed) throw fsError('IO', 'filesystem is closed');
     this.counters.ops++;
   }
 
@@ -207,7 +208,7 @@ export class VolumeFileSystem implements FileSystem {
       await this.journal.checkpointNow();
       if (this.alloc.tryReserve(n)) return;
     }
-    throw new FsError('NOSPC', `no space: need ${n} blocks, ${Math.max(0, this.alloc.available)} available`);
+    throw fsError('NOSPC', `no space: need ${n} blocks, ${Math.max(0, this.alloc.available)} available`);
   }
 
   /**
@@ -264,7 +265,7 @@ export class VolumeFileSystem implements FileSystem {
 
   private async newInode(h: Handle, type: InodeTypeCode, opts: CreateOptions, now: number): Promise<{ ino: number; inode: Inode }> {
     const ino = await this.inodeMap.allocate(h);
-    if (ino < 0) throw new FsError('NOSPC', 'no free inode');
+    if (ino < 0) throw fsError('NOSPC', 'no free inode');
     const old = await this.readInode(ino);
     const inode = emptyInode(((old.generation + 1) >>> 0) || 1);
     Object.assign(inode, {
@@ -370,7 +371,7 @@ export class VolumeFileSystem implements FileSystem {
   private async recoverOrphans(): Promise<void> {
     const seen = new Set<number>();
     for (let ino = (await this.readInode(0)).parent; ino !== 0; ino = (await this.readInode(0)).parent) {
-      if (seen.has(ino) || ino >= this.sb.inodeCount) throw new FsError('IO', `orphan list is corrupt at inode ${ino}`);
+      if (seen.has(ino) || ino >= this.sb.inodeCount) throw fsError('IO', `orphan list is corrupt at inode ${ino}`);
       seen.add(ino);
       const inode = await this.readInode(ino);
       this.log(`finishing the interrupted ${inode.nlink === 0 ? 'remove' : 'truncate'} of inode ${ino}`);
@@ -395,18 +396,18 @@ export class VolumeFileSystem implements FileSystem {
   async setattr(ino: number, gen: number, attrs: SetAttr): Promise<Attr> {
     this.assertOpen();
     for (const k of ['mode', 'uid', 'gid', 'size'] as const) {
-      if (attrs[k] !== undefined && !isCount(attrs[k])) throw new FsError('INVAL', `setattr: ${k} must be a non-negative integer`);
+      if (attrs[k] !== undefined && !isCount(attrs[k])) throw fsError('INVAL', `setattr: ${k} must be a non-negative integer`);
     }
     for (const k of ['atimeMs', 'mtimeMs'] as const) {
-      if (attrs[k] !== undefined && !Number.isFinite(attrs[k])) throw new FsError('INVAL', `setattr: ${k} must be a finite number`);
+      if (attrs[k] !== undefined && !Number.isFinite(attrs[k])) throw fsError('INVAL', `setattr: ${k} must be a finite number`);
     }
-    if (attrs.size !== undefined && attrs.size > MAX_FILE_BLOCKS * BLOCK_SIZE) throw new FsError('FBIG', 'setattr: size too large');
+    if (attrs.size !== undefined && attrs.size > MAX_FILE_BLOCKS * BLOCK_SIZE) throw fsError('FBIG', 'setattr: size too large');
     this.checkIno(ino);
     return this.mutate([ino], async () => {
       const cur = await this.live(ino, gen);
       if (attrs.size !== undefined) {
-        if (cur.type === InodeType.dir) throw new FsError('ISDIR', 'setattr: cannot set the size of a directory');
-        if (cur.type === InodeType.symlink) throw new FsError('INVAL', 'setattr: cannot set the size of a symlink');
+        if (cur.type === InodeType.dir) throw fsError('ISDIR', 'setattr: cannot set the size of a directory');
+        if (cur.type === InodeType.symlink) throw fsError('INVAL', 'setattr: cannot set the size of a symlink');
         await this.writeback(ino);
       }
       const keep = attrs.size === undefined ? 0 : Math.ceil(attrs.size / BLOCK_SIZE);
@@ -452,7 +453,7 @@ export class VolumeFileSystem implements FileSystem {
         return this.attrOf(target, await this.readInode(target));
       }
       const e = await dirLookup(this.readMeta, d.dirRoot, bytes, name);
-      if (!e) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+      if (!e) throw fsError('NOENT', `no entry '${name}' in directory ${dir}`);
       return this.attrOf(e.ino, await this.readInode(e.ino));
     } finally {
       unlock();
@@ -463,13 +464,13 @@ export class VolumeFileSystem implements FileSystem {
   private async checkNewEntry(dir: number, dirGen: number, bytes: Uint8Array, name: string): Promise<{ parent: Inode; key: number }> {
     const parent = await this.liveDir(dir, dirGen);
     const probe = await dirProbe(this.readMeta, parent.dirRoot, bytes, name);
-    if (probe.existing) throw new FsError('EXIST', `'${name}' already exists`);
+    if (probe.existing) throw fsError('EXIST', `'${name}' already exists`);
     return { parent, key: probe.key };
   }
 
   private checkCreateOptions(opts: CreateOptions): void {
     if (!opts || !isCount(opts.mode) || !isCount(opts.uid) || !isCount(opts.gid)) {
-      throw new FsError('INVAL', 'create options need non-negative integer mode, uid and gid');
+      throw fsError('INVAL', 'create options need non-negative integer mode, uid and gid');
     }
   }
 
@@ -490,16 +491,16 @@ export class VolumeFileSystem implements FileSystem {
     const bytes = validateName(name);
     this.checkCreateOptions(opts);
     if (opts.times && !(Number.isFinite(opts.times.atimeMs) && Number.isFinite(opts.times.mtimeMs))) {
-      throw new FsError('INVAL', 'create: times must be finite numbers');
+      throw fsError('INVAL', 'create: times must be finite numbers');
     }
     this.checkIno(dir);
     return this.mutate([dir], async () => {
       const d = await this.liveDir(dir, dirGen);
       const { existing: e, key } = await dirProbe(this.readMeta, d.dirRoot, bytes, name);
       if (e) {
-        if (opts.exclusive) throw new FsError('EXIST', `'${name}' already exists`);
-        if (e.type === InodeType.dir) throw new FsError('ISDIR', `'${name}' is a directory`);
-        if (e.type !== InodeType.file) throw new FsError('EXIST', `'${name}' exists and is not a regular file`);
+        if (opts.exclusive) throw fsError('EXIST', `'${name}' already exists`);
+        if (e.type === InodeType.dir) throw fsError('ISDIR', `'${name}' is a directory`);
+        if (e.type !== InodeType.file) throw fsError('EXIST', `'${name}' exists and is not a regular file`);
         return { value: this.attrOf(e.ino, await this.readInode(e.ino)), seq: 0 };
       }
       return this.inTx(INSERT_RESERVE, async (h) => {
@@ -521,7 +522,7 @@ export class VolumeFileSystem implements FileSystem {
     this.checkIno(dir);
     return this.mutate([dir], async () => {
       const { parent, key } = await this.checkNewEntry(dir, dirGen, bytes, name);
-      if (parent.nlink >= MAX_NLINK) throw new FsError('MLINK', 'too many subdirectories');
+      if (parent.nlink >= MAX_NLINK) throw fsError('MLINK', 'too many subdirectories');
       return this.inTx(INSERT_RESERVE + 1, async (h) => {
         const now = this.now();
         const { ino, inode } = await this.newInode(h, InodeType.dir, opts, now);
@@ -539,10 +540,10 @@ export class VolumeFileSystem implements FileSystem {
     this.assertOpen();
     const bytes = validateName(name);
     this.checkCreateOptions(opts);
-    if (typeof target !== 'string' || target.length === 0) throw new FsError('INVAL', 'empty symlink target');
-    if (target.includes('\0')) throw new FsError('INVAL', 'symlink target contains NUL');
+    if (typeof target !== 'string' || target.length === 0) throw fsError('INVAL', 'empty symlink target');
+    if (target.includes('\0')) throw fsError('INVAL', 'symlink target contains NUL');
     const tbytes = new TextEncoder().encode(target);
-    if (tbytes.byteLength > PATH_MAX) throw new FsError('NAMETOOLONG', `symlink target is ${tbytes.byteLength} bytes (max ${PATH_MAX})`);
+    if (tbytes.byteLength > PATH_MAX) throw fsError('NAMETOOLONG', `symlink target is ${tbytes.byteLength} bytes (max ${PATH_MAX})`);
     this.checkIno(dir);
     return this.mutate([dir], async () => {
       const { key } = await this.checkNewEntry(dir, dirGen, bytes, name);
@@ -573,7 +574,7 @@ export class VolumeFileSystem implements FileSystem {
   async readlink(ino: number, gen: number): Promise<string> {
     this.assertOpen();
     const inode = await this.live(ino, gen);
-    if (inode.type !== InodeType.symlink) throw new FsError('INVAL', `inode ${ino} is not a symlink`);
+    if (inode.type !== InodeType.symlink) throw fsError('INVAL', `inode ${ino} is not a symlink`);
     const buf = new Uint8Array(BLOCK_SIZE);
     await this.device.pread(buf, inode.direct[0] * BLOCK_SIZE);
     return new TextDecoder().decode(buf.subarray(0, inode.size));
@@ -593,13 +594,13 @@ export class VolumeFileSystem implements FileSystem {
     for (;;) {
       const d0 = await this.liveDir(dir, dirGen);
       const e0 = await dirLookup(this.readMeta, d0.dirRoot, bytes, name);
-      if (!e0) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+      if (!e0) throw fsError('NOENT', `no entry '${name}' in directory ${dir}`);
       const unlock = await this.locks.lock(dir, e0.ino);
       let r: { value: T; seq: number } | undefined;
       try {
         const d = await this.liveDir(dir, dirGen);
         const e = await dirLookup(this.readMeta, d.dirRoot, bytes, name);
-        if (!e) throw new FsError('NOENT', `no entry '${name}' in directory ${dir}`);
+        if (!e) throw fsError('NOENT', `no entry '${name}' in directory ${dir}`);
         if (e.ino === e0.ino) r = await fn(d, e.ino, await this.readInode(e.ino));
       } finally {
         unlock();
@@ -616,7 +617,7 @@ export class VolumeFileSystem implements FileSystem {
     const bytes = validateName(name);
     this.checkIno(dir);
     await this.withEntryLocked(dir, dirGen, bytes, name, async (_d, child, c) => {
-      if (c.type === InodeType.dir) throw new FsError('ISDIR', `'${name}' is a directory`);
+      if (c.type === InodeType.dir) throw fsError('ISDIR', `'${name}' is a directory`);
       const r = await this.inTx(0, async (h) => {
         const now = this.now();
         await this.unlinkEntry(h, dir, bytes, name, now);
@@ -631,8 +632,8 @@ export class VolumeFileSystem implements FileSystem {
     const bytes = validateName(name);
     this.checkIno(dir);
     await this.withEntryLocked(dir, dirGen, bytes, name, async (_d, child, c) => {
-      if (c.type !== InodeType.dir) throw new FsError('NOTDIR', `'${name}' is not a directory`);
-      if (c.entries > 0) throw new FsError('NOTEMPTY', `directory '${name}' is not empty`);
+      if (c.type !== InodeType.dir) throw fsError('NOTDIR', `'${name}' is not a directory`);
+      if (c.entries > 0) throw fsError('NOTEMPTY', `directory '${name}' is not empty`);
       return this.inTx(0, async (h) => {
         const now = this.now();
         await this.unlinkEntry(h, dir, bytes, name, now);
@@ -645,7 +646,7 @@ export class VolumeFileSystem implements FileSystem {
   private async unlinkEntry(h: Handle, dir: number, bytes: Uint8Array, name: string, now: number): Promise<void> {
     const d = await this.readInode(dir);
     const e = await dirRemove(h, dir, d, bytes, name);
-    if (!e) throw new FsError('IO', `entry '${name}' vanished from directory ${dir} under its lock`);
+    if (!e) throw fsError('IO', `entry '${name}' vanished from directory ${dir} under its lock`);
     d.entries--;
     if (e.type === InodeType.dir) d.nlink--;
     this.touch(d, now);
@@ -686,7 +687,7 @@ export class VolumeFileSystem implements FileSystem {
       const fd0 = await this.liveDir(fromDir, fromGen);
       const td0 = await this.liveDir(toDir, toGen);
       const src0 = await dirLookup(this.readMeta, fd0.dirRoot, fromBytes, fromName);
-      if (!src0) throw new FsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
+      if (!src0) throw fsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
       const dst0 = await dirLookup(this.readMeta, td0.dirRoot, toBytes, toName);
       const movesDir = src0.type === InodeType.dir && fromDir !== toDir;
       const unlockRename = movesDir ? await this.renameLocks.lock(0) : null;
@@ -696,7 +697,7 @@ export class VolumeFileSystem implements FileSystem {
         const fd = await this.liveDir(fromDir, fromGen);
         const td = await this.liveDir(toDir, toGen);
         const src = await dirLookup(this.readMeta, fd.dirRoot, fromBytes, fromName);
-        if (!src) throw new FsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
+        if (!src) throw fsError('NOENT', `no entry '${fromName}' in directory ${fromDir}`);
         const dst = await dirLookup(this.readMeta, td.dirRoot, toBytes, toName);
         if (src.ino === src0.ino && (dst?.ino ?? 0) === (dst0?.ino ?? 0)) {
           r = await this.renameLocked(fromDir, fromBytes, fromName, toDir, toBytes, toName, src.ino, dst?.ino ?? 0);
@@ -726,14 +727,14 @@ export class VolumeFileSystem implements FileSystem {
     if (dstIno === srcIno) return { value: undefined, seq: 0 }; // same file: POSIX says do nothing
     if (dstIno) {
       const dst = await this.readInode(dstIno);
-      if (src.type === InodeType.dir && dst.type !== InodeType.dir) throw new FsError('NOTDIR', `'${toName}' is not a directory`);
-      if (src.type !== InodeType.dir && dst.type === InodeType.dir) throw new FsError('ISDIR', `'${toName}' is a directory`);
-      if (dst.type === InodeType.dir && dst.entries > 0) throw new FsError('NOTEMPTY', `directory '${toName}' is not empty`);
+      if (src.type === InodeType.dir && dst.type !== InodeType.dir) throw fsError('NOTDIR', `'${toName}' is not a directory`);
+      if (src.type !== InodeType.dir && dst.type === InodeType.dir) throw fsError('ISDIR', `'${toName}' is a directory`);
+      if (dst.type === InodeType.dir && dst.entries > 0) throw fsError('NOTEMPTY', `directory '${toName}' is not empty`);
     }
     if (src.type === InodeType.dir && fromDir !== toDir) {
       // Moving a directory under itself would detach a loop from the tree.
       for (let p = toDir; ; ) {
-        if (p === srcIno) throw new FsError('INVAL', `cannot move directory '${fromName}' into itself`);
+        if (p === srcIno) throw fsError('INVAL', `cannot move directory '${fromName}' into itself`);
         if (p === this.rootIno) break;
         p = (await this.readInode(p)).parent;
       }
@@ -767,8 +768,8 @@ export class VolumeFileSystem implements FileSystem {
     this.checkIno(dir);
     return this.mutate([ino, dir], async () => {
       const target = await this.live(ino, gen);
-      if (target.type === InodeType.dir) throw new FsError('ISDIR', 'cannot hard-link a directory');
-      if (target.nlink >= MAX_NLINK) throw new FsError('MLINK', `inode ${ino} has too many links`);
+      if (target.type === InodeType.dir) throw fsError('ISDIR', 'cannot hard-link a directory');
+      if (target.nlink >= MAX_NLINK) throw fsError('MLINK', `inode ${ino} has too many links`);
       const { key } = await this.checkNewEntry(dir, dirGen, bytes, name);
       return this.inTx(INSERT_RESERVE, async (h) => {
         const now = this.now();
@@ -788,8 +789,8 @@ export class VolumeFileSystem implements FileSystem {
 
   async readdir(dir: number, dirGen: number, cookie: number, maxEntries: number): Promise<{ entries: DirEntry[]; eof: boolean }> {
     this.assertOpen();
-    if (!isCount(cookie)) throw new FsError('INVAL', 'readdir: cookie must be a non-negative integer');
-    if (!isCount(maxEntries) || maxEntries < 1) throw new FsError('INVAL', 'readdir: maxEntries must be a positive integer');
+    if (!isCount(cookie)) throw fsError('INVAL', 'readdir: cookie must be a non-negative integer');
+    if (!isCount(maxEntries) || maxEntries < 1) throw fsError('INVAL', 'readdir: maxEntries must be a positive integer');
     this.checkIno(dir);
     const unlock = await this.locks.lockShared(dir);
     try {
@@ -805,14 +806,14 @@ export class VolumeFileSystem implements FileSystem {
 
   async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean; attr: Attr }> {
     this.assertOpen();
-    if (!isCount(offset) || !isCount(length)) throw new FsError('INVAL', 'read: offset and length must be non-negative integers');
-    if (length > MAX_READ) throw new FsError('INVAL', `read: length ${length} exceeds ${MAX_READ}`);
+    if (!isCount(offset) || !isCount(length)) throw fsError('INVAL', 'read: offset and length must be non-negative integers');
+    if (length > MAX_READ) throw fsError('INVAL', `read: length ${length} exceeds ${MAX_READ}`);
     this.checkIno(ino);
     const unlock = await this.locks.lockShared(ino);
     try {
       const inode = await this.live(ino, gen);
-      if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
-      if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
+      if (inode.type === InodeType.dir) throw fsError('ISDIR', `inode ${ino} is a directory`);
+      if (inode.type !== InodeType.file) throw fsError('INVAL', `inode ${ino} is not a regular file`);
       this.counters.reads++;
       const { data, eof } = await this.data.read(ino, inode, offset, length);
       return { data, eof, attr: this.attrOf(ino, inode) };
@@ -823,9 +824,9 @@ export class VolumeFileSystem implements FileSystem {
 
   async write(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr> {
     this.assertOpen();
-    if (!isCount(offset)) throw new FsError('INVAL', 'write: offset must be a non-negative integer');
-    if (!(data instanceof Uint8Array)) throw new FsError('INVAL', 'write: data must be bytes');
-    if (offset + data.byteLength > MAX_FILE_BLOCKS * BLOCK_SIZE) throw new FsError('FBIG', 'write: beyond the largest file size');
+    if (!isCount(offset)) throw fsError('INVAL', 'write: offset must be a non-negative integer');
+    if (!(data instanceof Uint8Array)) throw fsError('INVAL', 'write: data must be bytes');
+    if (offset + data.byteLength > MAX_FILE_BLOCKS * BLOCK_SIZE) throw fsError('FBIG', 'write: beyond the largest file size');
     this.checkIno(ino);
     this.counters.writes++;
     // Unstable writes only buffer; refuse them too once nothing can commit.
@@ -837,8 +838,8 @@ export class VolumeFileSystem implements FileSystem {
     let seq = 0;
     const attr = await this.locked([ino], async () => {
       const inode = await this.live(ino, gen);
-      if (inode.type === InodeType.dir) throw new FsError('ISDIR', `inode ${ino} is a directory`);
-      if (inode.type !== InodeType.file) throw new FsError('INVAL', `inode ${ino} is not a regular file`);
+      if (inode.type === InodeType.dir) throw fsError('ISDIR', `inode ${ino} is a directory`);
+      if (inode.type !== InodeType.file) throw fsError('INVAL', `inode ${ino} is not a regular file`);
       if (data.byteLength > 0) await this.data.buffer(ino, inode, offset, data);
       if (stable || this.data.overLimit) seq = await this.writeback(ino);
       return this.attrOf(ino, await this.readInode(ino));
@@ -986,8 +987,9 @@ export class VolumeFileSystem implements FileSystem {
       await this.commit();
     } catch (err) {
       // A failed writeback was rolled back and logged; the metadata still closes clean.
-      if (!(err instanceof FsError) || (err.code !== 'IO' && err.code !== 'NOSPC') || this.journal.failed) throw err;
-      this.log(`closing despite a failed writeback: ${err.message}`);
+      const code = fsCodeOf(err);
+      if ((code !== 'IO' && code !== 'NOSPC') || this.journal.failed) throw err;
+      this.log(`closing despite a failed writeback: ${(err as Error).message}`);
     }
     this.closed = true;
     await this.journal.checkpointNow();

@@ -3,7 +3,8 @@ import { VolumeFileSystem, type MountOptions } from './filesystem.ts';
 import { replayJournal } from './journal.ts';
 import { mkfs, type MkfsOptions } from './mkfs.ts';
 import { BLOCK_SIZE, decodeSuperblock, isAllZero } from './superblock.ts';
-import { FsError, type FileSystem } from './types.ts';
+import type { FileSystem } from './types.ts';
+import { fsError } from '../../../util/errors.ts';
 
 export { mkfs, type MkfsOptions } from './mkfs.ts';
 export { fsck, type FsckResult } from './fsck.ts';
@@ -21,16 +22,16 @@ export interface OpenOptions extends MountOptions {
  */
 export async function openFileSystem(device: BlockDevice, opts: OpenOptions = {}): Promise<FileSystem & VolumeFileSystem> {
   const log = opts.log ?? (() => {});
-  if (device.size < 64 * BLOCK_SIZE) throw new FsError('INVAL', `device of ${device.size} bytes is too small for a filesystem`);
+  if (device.size < 64 * BLOCK_SIZE) throw fsError('INVAL', `device of ${device.size} bytes is too small for a filesystem`);
   const b0 = new Uint8Array(BLOCK_SIZE);
   await device.pread(b0, 0);
   if (isAllZero(b0)) {
-    if (device.readOnly) throw new FsError('ROFS', 'empty read-only volume: cannot create a filesystem');
+    if (device.readOnly) throw fsError('ROFS', 'empty read-only volume: cannot create a filesystem');
     log('empty volume: creating a filesystem');
     try {
       await mkfs(device, opts.mkfs);
     } catch (e) {
-      throw new FsError('INVAL', `mkfs failed: ${(e as Error).message}`);
+      throw fsError('INVAL', `mkfs failed: ${(e as Error).message}`);
     }
     await device.pread(b0, 0);
   }
@@ -38,13 +39,13 @@ export async function openFileSystem(device: BlockDevice, opts: OpenOptions = {}
   try {
     sb = decodeSuperblock(b0, device.size);
   } catch (e) {
-    throw new FsError('IO', `cannot mount: ${(e as Error).message}`);
+    throw fsError('IO', `cannot mount: ${(e as Error).message}`);
   }
   let replay;
   try {
     replay = await replayJournal(device, sb);
   } catch (e) {
-    throw new FsError('IO', `cannot mount: ${(e as Error).message}`);
+    throw fsError('IO', `cannot mount: ${(e as Error).message}`);
   }
   if (replay.records > 0) log(`journal: replayed ${replay.records} committed transactions`);
   const fs = await VolumeFileSystem.mount(device, sb, replay.header, opts);

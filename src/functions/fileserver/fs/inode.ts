@@ -1,6 +1,7 @@
 import { crc32, viewOf } from './checksum.ts';
 import { INODE_SIZE } from './superblock.ts';
 import type { FileType } from './types.ts';
+import { fsCorrupt } from '../../../util/errors.ts';
 
 /** Pointers in the inode: 12 direct, then single, double and triple indirect (ext2's map). */
 export const DIRECT_BLOCKS = 12;
@@ -88,7 +89,7 @@ export function decodeInode(block: Uint8Array, off: number, verified = false): I
   if (isBlank(block, off)) return emptyInode(0);
   const v = viewOf(block);
   if (!verified && v.getUint32(off + R.crc, true) !== crc32(block, off, off + R.crc)) {
-    throw new Error('inode record checksum mismatch');
+    throw fsCorrupt('inode record checksum mismatch');
   }
   const direct: number[] = [];
   for (let i = 0; i < DIRECT_BLOCKS; i++) direct.push(v.getUint32(off + R.direct + 4 * i, true));

@@ -36,7 +36,7 @@ import type { BlockDevice } from '../../../block/types.ts';
 import type { CacheEntry, MetaCache } from './cache.ts';
 import { blockSealOk, crc32, crc32Update, sealBlock, viewOf } from './checksum.ts';
 import { BLOCK_SIZE, BlockType, type Superblock } from './superblock.ts';
-import { FsError } from './types.ts';
+import { fsCorrupt, fsError, internalError, type StorvisorError } from '../../../util/errors.ts';
 
 const MAGIC_HEADER = 0x484a5653; // "SVJH"
 const MAGIC_DESC = 0x444a5653; // "SVJD"
@@ -71,15 +71,15 @@ export function encodeJournalHeader(sb: Pick<Superblock, 'journalBlocks'>, h: Jo
 function decodeJournalHeader(b: Uint8Array, sb: Superblock): JournalHeader {
   const v = viewOf(b);
   if (v.getUint32(0, true) !== MAGIC_HEADER || v.getUint16(4, true) !== BlockType.journalHeader) {
-    throw new Error('journal header: bad magic');
+    throw fsCorrupt('journal header: bad magic');
   }
-  if (!blockSealOk(b)) throw new Error('journal header: checksum mismatch');
-  if (v.getUint16(6, true) !== JOURNAL_VERSION) throw new Error('journal header: unsupported version');
-  if (v.getUint32(12, true) !== sb.journalBlocks) throw new Error('journal header: size disagrees with superblock');
+  if (!blockSealOk(b)) throw fsCorrupt('journal header: checksum mismatch');
+  if (v.getUint16(6, true) !== JOURNAL_VERSION) throw fsCorrupt('journal header: unsupported version');
+  if (v.getUint32(12, true) !== sb.journalBlocks) throw fsCorrupt('journal header: size disagrees with superblock');
   const tailPos = v.getUint32(16, true);
   const tailSeq = v.getFloat64(20, true);
   if (tailPos < 1 || tailPos >= sb.journalBlocks || !Number.isSafeInteger(tailSeq) || tailSeq < 1) {
-    throw new Error('journal header: tail out of range');
+    throw fsCorrupt('journal header: tail out of range');
   }
   return { tailPos, tailSeq };
 }
@@ -253,7 +253,7 @@ export class Handle {
   /** Record that a block obtained through `get` was changed. */
   dirty(block: number): void {
     const e = this.journal.cache.peek(block);
-    if (!e || e.pins === 0) throw new Error(`journal: block ${block} dirtied without being pinned`);
+    if (!e || e.pins === 0) throw internalError(`journal: block ${block} dirtied without being pinned`);
     this.markDirty(e);
   }
 
@@ -269,7 +269,7 @@ export class Handle {
    * the blocks it touches, so it may change their buffers in place.
    */
   onAbort(step: () => void): void {
-    if (this.ended) throw new Error('journal: onAbort after the handle ended');
+    if (this.ended) throw internalError('journal: onAbort after the handle ended');
     this.undo.push(step);
   }
 
@@ -282,7 +282,7 @@ export class Handle {
    * handles of the same transaction may have changed the same bitmap block.
    */
   abort(): void {
-    if (this.ended) throw new Error('journal: abort after the handle ended');
+    if (this.ended) throw internalError('journal: abort after the handle ended');
     const steps = this.undo;
     this.undo = [];
     for (let i = steps.length - 1; i >= 0; i--) steps[i]();
@@ -375,7 +375,7 @@ export class Journal {
 
   /** Resolve once transaction `seq` is durable. */
   waitDurable(seq: number): Promise<void> {
-    if (this.failure) return Promise.reject(new FsError('IO', `filesystem journal failed: ${this.failure.message}`));
+    if (this.failure) return Promise.reject(fsError('IO', `filesystem journal failed: ${this.failure.message}`));
     if (seq <= this.committedSeq) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.waiters.push({ seq, resolve, reject });
@@ -427,8 +427,8 @@ export class Journal {
   }
 
   /** What every later change gets once the journal has failed: read-only until remounted. */
-  readOnlyError(): FsError {
-    return new FsError('ROFS', `filesystem is read-only after an error (remount to recover): ${this.failure?.message}`);
+  readOnlyError(): StorvisorError {
+    return fsError('ROFS', `filesystem is read-only after an error (remount to recover): ${this.failure?.message}`);
   }
 
   /**
@@ -442,8 +442,8 @@ export class Journal {
   }
 
   private fail(err: unknown): void {
-    this.failure ??= err instanceof Error ? err : new Error(String(err));
-    const e = new FsError('IO', `filesystem journal failed: ${this.failure.message}`);
+    this.failure ??= err instanceof Error ? err : internalError(String(err), err);
+    const e = fsError('IO', `filesystem journal failed: ${this.failure.message}`);
     for (const w of this.waiters.splice(0)) w.reject(e);
     for (const w of this.beginWaiters.splice(0)) w();
   }
@@ -455,7 +455,7 @@ export class Journal {
     const blocks = [...tx.dirty].sort((a, b) => a - b);
     if (blocks.length > 0) {
       if (blocks.length > MAX_RECORD_BLOCKS || blocks.length + 2 > this.area.capacity) {
-        throw new Error(`transaction of ${blocks.length} blocks does not fit in the journal`);
+        throw internalError(`transaction of ${blocks.length} blocks does not fit in the journal`);
       }
       // Make room first (new handles still wait): the record is built where it will be written.
       if (this.used + blocks.length + 2 > this.area.capacity) await this.checkpoint();
@@ -553,6 +553,6 @@ export class Journal {
     if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.lazyTimer = null;
     await this.chain;
-    if (this.failure) throw new FsError('IO', `filesystem journal failed: ${this.failure.message}`);
+    if (this.failure) throw fsError('IO', `filesystem journal failed: ${this.failure.message}`);
   }
 }

@@ -15,6 +15,7 @@ import {
   type GeometryOptions,
   type Superblock,
 } from './superblock.ts';
+import { invalidArgument, readOnly } from '../../../util/errors.ts';
 
 export interface MkfsOptions extends GeometryOptions {
   /** 16 bytes; random by default (fixed only for golden fixtures). */
@@ -37,13 +38,13 @@ function setBits(bitmap: Uint8Array, from: number, to: number): void {
  * superblock, so the next start simply runs mkfs again).
  */
 export async function mkfs(device: BlockDevice, opts: MkfsOptions = {}): Promise<Superblock> {
-  if (device.readOnly) throw new Error('mkfs: device is read-only');
+  if (device.readOnly) throw readOnly('mkfs: device');
   const totalBlocks = Math.min(MAX_BLOCKS, Math.floor(device.size / BLOCK_SIZE));
   const g = computeGeometry(totalBlocks, opts);
   const uuid = opts.uuid ?? new Uint8Array(randomBytes(16));
-  if (uuid.byteLength !== 16) throw new Error('mkfs: uuid must be 16 bytes');
+  if (uuid.byteLength !== 16) throw invalidArgument('mkfs: uuid must be 16 bytes');
   const now = opts.nowMs ?? Date.now();
-  if (opts.handleKey && opts.handleKey.byteLength !== 32) throw new Error('mkfs: handleKey must be 32 bytes');
+  if (opts.handleKey && opts.handleKey.byteLength !== 32) throw invalidArgument('mkfs: handleKey must be 32 bytes');
   const sb: Superblock = { ...g, version: FORMAT_VERSION, blockSize: BLOCK_SIZE, rootIno: ROOT_INO, uuid, createdMs: now, handleKey: opts.handleKey };
 
   await device.pwrite(new Uint8Array(BLOCK_SIZE), 0);

@@ -1,4 +1,4 @@
-import { FsError } from './types.ts';
+import { fsError } from '../../../util/errors.ts';
 
 /** Longest name, in UTF-8 bytes (POSIX NAME_MAX). */
 export const NAME_MAX = 255;
@@ -13,13 +13,13 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  * '', '.', '..', '/', NUL or lone surrogates, NAMETOOLONG past 255 bytes.
  */
 export function validateName(name: unknown): Uint8Array {
-  if (typeof name !== 'string' || name.length === 0) throw new FsError('INVAL', 'empty name');
-  if (name === '.' || name === '..') throw new FsError('INVAL', `name '${name}' is reserved`);
-  if (name.includes('/')) throw new FsError('INVAL', "name contains '/'");
-  if (name.includes('\0')) throw new FsError('INVAL', 'name contains NUL');
-  if (LONE_SURROGATE.test(name)) throw new FsError('INVAL', 'name is not valid Unicode');
+  if (typeof name !== 'string' || name.length === 0) throw fsError('INVAL', 'empty name');
+  if (name === '.' || name === '..') throw fsError('INVAL', `name '${name}' is reserved`);
+  if (name.includes('/')) throw fsError('INVAL', "name contains '/'");
+  if (name.includes('\0')) throw fsError('INVAL', 'name contains NUL');
+  if (LONE_SURROGATE.test(name)) throw fsError('INVAL', 'name is not valid Unicode');
   const bytes = encoder.encode(name);
-  if (bytes.byteLength > NAME_MAX) throw new FsError('NAMETOOLONG', `name is ${bytes.byteLength} bytes (max ${NAME_MAX})`);
+  if (bytes.byteLength > NAME_MAX) throw fsError('NAMETOOLONG', `name is ${bytes.byteLength} bytes (max ${NAME_MAX})`);
   return bytes;
 }
 

@@ -1,4 +1,5 @@
 import { blockSealOk, sealBlock, viewOf } from './checksum.ts';
+import { fsCorrupt, invalidArgument, notSupported } from '../../../util/errors.ts';
 
 /**
  * On-volume layout (all integers little-endian, 4 KiB blocks):
@@ -72,11 +73,11 @@ const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
 /** Lay out a volume of `totalBlocks`; throws a message naming the problem if it cannot hold a filesystem. */
 export function computeGeometry(totalBlocks: number, opts: GeometryOptions = {}): Geometry {
-  if (totalBlocks > MAX_BLOCKS) throw new Error(`volume too large: ${totalBlocks} blocks (max ${MAX_BLOCKS})`);
+  if (totalBlocks > MAX_BLOCKS) throw invalidArgument(`volume too large: ${totalBlocks} blocks (max ${MAX_BLOCKS})`);
   const journalBlocks = opts.journalBlocks ?? Math.min(8192, Math.max(64, Math.floor(totalBlocks / 64)));
   let inodeCount = opts.inodes ?? Math.max(64, Math.floor(totalBlocks / 4));
   inodeCount = ceilDiv(inodeCount, INODES_PER_BLOCK) * INODES_PER_BLOCK;
-  if (journalBlocks < 32) throw new Error(`journal too small: ${journalBlocks} blocks (min 32)`);
+  if (journalBlocks < 32) throw invalidArgument(`journal too small: ${journalBlocks} blocks (min 32)`);
   const journalStart = 1;
   const blockBitmapStart = journalStart + journalBlocks;
   const blockBitmapBlocks = ceilDiv(totalBlocks, BITS_PER_BLOCK);
@@ -86,7 +87,7 @@ export function computeGeometry(totalBlocks: number, opts: GeometryOptions = {})
   const inodeTableBlocks = inodeCount / INODES_PER_BLOCK;
   const dataStart = inodeTableStart + inodeTableBlocks;
   if (dataStart + 8 > totalBlocks) {
-    throw new Error(`volume too small: ${totalBlocks} blocks, metadata alone needs ${dataStart} + 8 data blocks`);
+    throw invalidArgument(`volume too small: ${totalBlocks} blocks, metadata alone needs ${dataStart} + 8 data blocks`);
   }
   return {
     totalBlocks,
@@ -166,17 +167,17 @@ export function isAllZero(b: Uint8Array): boolean {
  */
 export function decodeSuperblock(b: Uint8Array, deviceSize: number): Superblock {
   const v = viewOf(b);
-  if (v.getUint32(F.magic, true) !== MAGIC_SUPER) throw new Error('superblock: bad magic (not a storvisor filesystem)');
-  if (v.getUint16(F.type, true) !== BlockType.super) throw new Error('superblock: wrong block type');
-  if (!blockSealOk(b)) throw new Error('superblock: checksum mismatch');
+  if (v.getUint32(F.magic, true) !== MAGIC_SUPER) throw fsCorrupt('superblock: bad magic (not a storvisor filesystem)');
+  if (v.getUint16(F.type, true) !== BlockType.super) throw fsCorrupt('superblock: wrong block type');
+  if (!blockSealOk(b)) throw fsCorrupt('superblock: checksum mismatch');
   const version = v.getUint16(F.version, true);
-  if (version !== FORMAT_VERSION) throw new Error(`superblock: unsupported version ${version}`);
+  if (version !== FORMAT_VERSION) throw notSupported(`superblock: unsupported version ${version}`);
   const blockSize = v.getUint32(F.blockSize, true);
-  if (blockSize !== BLOCK_SIZE) throw new Error(`superblock: unsupported block size ${blockSize}`);
-  if (v.getUint32(F.inodeSize, true) !== INODE_SIZE) throw new Error('superblock: unsupported inode size');
+  if (blockSize !== BLOCK_SIZE) throw notSupported(`superblock: unsupported block size ${blockSize}`);
+  if (v.getUint32(F.inodeSize, true) !== INODE_SIZE) throw notSupported('superblock: unsupported inode size');
   const totalBlocks = v.getUint32(F.totalBlocks, true);
   if (totalBlocks * BLOCK_SIZE > deviceSize) {
-    throw new Error(`superblock: filesystem has ${totalBlocks} blocks but the device holds only ${Math.floor(deviceSize / BLOCK_SIZE)}`);
+    throw fsCorrupt(`superblock: filesystem has ${totalBlocks} blocks but the device holds only ${Math.floor(deviceSize / BLOCK_SIZE)}`);
   }
   const sb: Superblock = {
     version,
@@ -200,8 +201,8 @@ export function decodeSuperblock(b: Uint8Array, deviceSize: number): Superblock 
   // The layout must be exactly what computeGeometry would produce: no overlapping regions.
   const expect = computeGeometry(totalBlocks, { inodes: sb.inodeCount, journalBlocks: sb.journalBlocks });
   for (const k of Object.keys(expect) as (keyof Geometry)[]) {
-    if (expect[k] !== sb[k]) throw new Error(`superblock: inconsistent layout field ${k} (${sb[k]}, expected ${expect[k]})`);
+    if (expect[k] !== sb[k]) throw fsCorrupt(`superblock: inconsistent layout field ${k} (${sb[k]}, expected ${expect[k]})`);
   }
-  if (sb.rootIno !== ROOT_INO) throw new Error(`superblock: root inode ${sb.rootIno} is not ${ROOT_INO}`);
+  if (sb.rootIno !== ROOT_INO) throw fsCorrupt(`superblock: root inode ${sb.rootIno} is not ${ROOT_INO}`);
   return sb;
 }

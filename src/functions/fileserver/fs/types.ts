@@ -4,6 +4,7 @@
  * plus a per-inode generation make file handles that stay valid across server
  * restarts and go stale when an inode is freed and reused.
  */
+import { StorvisorError } from '../../../util/errors.ts';
 export type FileType = 'file' | 'dir' | 'symlink';
 
 export interface Attr {
@@ -70,14 +71,19 @@ export type FsErrorCode =
   | 'NOTSUPP'
   | 'SERVERFAULT';
 
-export class FsError extends Error {
-  readonly code: FsErrorCode;
-  constructor(code: FsErrorCode, message: string) {
-    super(message);
-    this.name = 'FsError';
-    this.code = code;
-  }
+/**
+ * A FileSystem refuses a call with a StorvisorError whose code is
+ * SV_ERR_FS_<FsErrorCode> (util/errors.ts `fsError`); this reads the name back.
+ */
+export function fsCodeOf(err: unknown): FsErrorCode | undefined {
+  if (!(err instanceof StorvisorError) || !err.code.startsWith('SV_ERR_FS_')) return undefined;
+  const name = err.code.slice(10);
+  return (FS_ERROR_CODES as readonly string[]).includes(name) ? (name as FsErrorCode) : undefined;
 }
+const FS_ERROR_CODES: readonly FsErrorCode[] = [
+  'PERM', 'NOENT', 'IO', 'ACCES', 'EXIST', 'XDEV', 'NOTDIR', 'ISDIR', 'INVAL', 'FBIG', 'NOSPC', 'ROFS', 'MLINK',
+  'NAMETOOLONG', 'NOTEMPTY', 'STALE', 'BADHANDLE', 'NOTSUPP', 'SERVERFAULT',
+];
 
 export interface CreateOptions {
   mode: number;

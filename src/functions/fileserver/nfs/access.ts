@@ -19,7 +19,7 @@ import {
   ACCESS3_READ,
   NfsStat3,
 } from './constants.ts';
-import { NfsError } from './errors.ts';
+import { nfsRefused } from '../../../util/errors.ts';
 import type { Caller } from './export.ts';
 
 export const MAY_READ = 4;
@@ -47,7 +47,7 @@ export function permits(a: Attr, c: Caller, want: number, ownerOverride = false)
 }
 
 export function requireAccess(a: Attr, c: Caller, want: number, what: string, ownerOverride = false): void {
-  if (!permits(a, c, want, ownerOverride)) throw new NfsError(NfsStat3.ACCES, `permission denied: ${what}`);
+  if (!permits(a, c, want, ownerOverride)) throw nfsRefused('ACCES', `permission denied: ${what}`);
 }
 
 /** Search (x) on a directory: LOOKUP and every step of a MOUNT path. */
@@ -70,7 +70,7 @@ export const requireIo = (a: Attr, c: Caller, want: number) =>
  */
 export function requireStickyOk(dir: Attr, victim: Attr, c: Caller): void {
   if (!(dir.mode & S_ISVTX) || isRoot(c) || isOwner(c, dir) || isOwner(c, victim)) return;
-  throw new NfsError(NfsStat3.PERM, 'sticky directory: not the owner of the entry or the directory');
+  throw nfsRefused('PERM', 'sticky directory: not the owner of the entry or the directory');
 }
 
 /**
@@ -82,22 +82,22 @@ export function checkSetattr(a: Attr, s: SetAttr, c: Caller, clientTime: boolean
   const root = isRoot(c);
   const owner = isOwner(c, a);
   const out: SetAttr = { ...s };
-  if (c.readOnly) throw new NfsError(NfsStat3.ACCES, 'read-only caller');
+  if (c.readOnly) throw nfsRefused('ACCES', 'read-only caller');
   const uidChanges = s.uid !== undefined && s.uid !== a.uid;
   const gidChanges = s.gid !== undefined && s.gid !== a.gid;
-  if (s.uid !== undefined && !root && (uidChanges || !owner)) throw new NfsError(NfsStat3.PERM, 'only root may change the owner');
+  if (s.uid !== undefined && !root && (uidChanges || !owner)) throw nfsRefused('PERM', 'only root may change the owner');
   if (s.gid !== undefined && !root && (!owner || (gidChanges && !inGroup(c, s.gid)))) {
-    throw new NfsError(NfsStat3.PERM, 'only the owner may change the group, and only to a group it is in');
+    throw nfsRefused('PERM', 'only the owner may change the group, and only to a group it is in');
   }
-  if (s.mode !== undefined && !root && !owner) throw new NfsError(NfsStat3.PERM, 'only the owner may change the mode');
+  if (s.mode !== undefined && !root && !owner) throw nfsRefused('PERM', 'only the owner may change the mode');
   const timesSet = s.atimeMs !== undefined || s.mtimeMs !== undefined;
   if (timesSet && !root && !owner) {
     // Arbitrary times are the owner's; "now" is anyone's who may write (utimes(NULL)).
-    if (clientTime) throw new NfsError(NfsStat3.PERM, 'only the owner may set arbitrary times');
+    if (clientTime) throw nfsRefused('PERM', 'only the owner may set arbitrary times');
     requireAccess(a, c, MAY_WRITE, 'set the times to now');
   }
   if (s.size !== undefined) {
-    if (a.type === 'dir') throw new NfsError(NfsStat3.ISDIR, 'cannot set the size of a directory');
+    if (a.type === 'dir') throw nfsRefused('ISDIR', 'cannot set the size of a directory');
     // With knfsd's owner override, like WRITE: O_TRUNC through an open the client already allowed.
     requireAccess(a, c, MAY_WRITE, 'change the size', true);
   }
@@ -133,13 +133,13 @@ export function modeAfterWrite(a: Attr, c: Caller): number | undefined {
  * Client-supplied uid/gid are honoured only where a chown would be.
  */
 export function newObjectOwner(dir: Attr, c: Caller, s: { uid?: number; gid?: number; mode?: number }, isDir: boolean, mode: number) {
-  if (c.readOnly) throw new NfsError(NfsStat3.ACCES, 'read-only caller');
+  if (c.readOnly) throw nfsRefused('ACCES', 'read-only caller');
   const root = isRoot(c);
-  if (s.uid !== undefined && s.uid !== c.uid && !root) throw new NfsError(NfsStat3.PERM, 'only root may create objects for another owner');
+  if (s.uid !== undefined && s.uid !== c.uid && !root) throw nfsRefused('PERM', 'only root may create objects for another owner');
   const inheritGid = (dir.mode & S_ISGID) !== 0;
   const defaultGid = inheritGid ? dir.gid : c.gid;
   if (s.gid !== undefined && s.gid !== defaultGid && !root && !inGroup(c, s.gid)) {
-    throw new NfsError(NfsStat3.PERM, 'cannot create objects in a group the caller is not in');
+    throw nfsRefused('PERM', 'cannot create objects in a group the caller is not in');
   }
   const uid = s.uid ?? c.uid;
   const gid = s.gid ?? defaultGid;

@@ -3,7 +3,8 @@ import type { Attr, FileSystem } from '../fs/types.ts';
 import type { Procedure, RpcCall } from '../rpc/server.ts';
 import type { XdrDecoder, XdrEncoder } from '../rpc/xdr.ts';
 import { NAME_MAX, NFS3_FHSIZE, NfsStat3, PATH_MAX } from './constants.ts';
-import { NfsError, nfsStatusOf } from './errors.ts';
+import { nfsStatusOf } from './errors.ts';
+import { nfsRefused } from '../../../util/errors.ts';
 import type { HandleCodec, HandleRef } from './handle.ts';
 import { encodePostOpAttr, encodeWcc, type Wcc } from './attrs.ts';
 import type { Caller, ExportPolicy } from './export.ts';
@@ -45,7 +46,7 @@ const callers = new WeakMap<RpcCall, Caller>();
 export const admitCall = (call: RpcCall, c: Caller) => void callers.set(call, c);
 export function callerOf(call: RpcCall): Caller {
   const c = callers.get(call);
-  if (!c) throw new NfsError(NfsStat3.SERVERFAULT, 'call reached a procedure without admission');
+  if (!c) throw nfsRefused('SERVERFAULT', 'call reached a procedure without admission');
   return c;
 }
 
@@ -57,13 +58,13 @@ export async function attrOf(st: NfsServerState, ref: HandleRef): Promise<Attr> 
 /** A directory's attributes, NOTDIR when it is not one (before any permission check, as the RFC orders it). */
 export async function dirAttrOf(st: NfsServerState, ref: HandleRef): Promise<Attr> {
   const a = await st.fs.getattr(ref.ino, ref.gen);
-  if (a.type !== 'dir') throw new NfsError(NfsStat3.NOTDIR, 'not a directory');
+  if (a.type !== 'dir') throw nfsRefused('NOTDIR', 'not a directory');
   return a;
 }
 
 export function checkName(name: string): void {
-  if (Buffer.byteLength(name, 'utf8') > NAME_MAX) throw new NfsError(NfsStat3.NAMETOOLONG, 'name too long');
-  if (name.includes('/') || name.includes('\0')) throw new NfsError(NfsStat3.INVAL, 'name contains / or NUL');
+  if (Buffer.byteLength(name, 'utf8') > NAME_MAX) throw nfsRefused('NAMETOOLONG', 'name too long');
+  if (name.includes('/') || name.includes('\0')) throw nfsRefused('INVAL', 'name contains / or NUL');
 }
 
 /** Attributes for post_op_attr / pre_op_attr: best effort, absent on any error. */
@@ -107,7 +108,7 @@ export function procKit(st: NfsServerState) {
       try {
         const ref = resolve(st, dirFh);
         const dirAttr = before ?? (await st.fs.getattr(ref.ino, ref.gen));
-        if (dirAttr.type !== 'dir') throw new NfsError(NfsStat3.NOTDIR, 'not a directory');
+        if (dirAttr.type !== 'dir') throw nfsRefused('NOTDIR', 'not a directory');
         const value = await op(ref, dirAttr);
         return { status: NfsStat3.OK, wcc: { before, after: await attrsOf(st, dir) }, value };
       } catch (err) {

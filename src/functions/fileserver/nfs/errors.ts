@@ -1,24 +1,20 @@
 /**
- * THE error mapper of the NFS front end: any error a FileSystem (or the device
- * beneath it) throws becomes one nfsstat3. FsError codes map one-to-one; block
- * device errnos map by meaning; anything else is a server fault.
+ * THE error mapper of the NFS front end: any error a FileSystem, the NFS layer
+ * or the device beneath it throws becomes one nfsstat3. Filesystem refusals
+ * (SV_ERR_FS_<name>, util/errors.ts fsError) and NFS-layer refusals
+ * (SV_ERR_NFS_<name>, nfsRefused) carry the nfsstat3 name in their code; other
+ * StorvisorErrors map by errno; internal errors and anything else are a server fault.
  */
-import { FsError } from '../fs/types.ts';
 import { StorvisorError } from '../../../util/errors.ts';
 import { NfsStat3 } from './constants.ts';
 
-/** A protocol-level failure raised by the NFS layer itself (bad handle, bad cookie, ...). */
-export class NfsError extends Error {
-  constructor(readonly status: NfsStat3, message: string) {
-    super(message);
-    this.name = 'NfsError';
-  }
-}
+const STATUS_CODE = /^SV_ERR_(?:FS|NFS)_([A-Z_]+)$/;
 
 export function nfsStatusOf(err: unknown): NfsStat3 {
-  if (err instanceof NfsError) return err.status;
-  if (err instanceof FsError) return NfsStat3[err.code];
   if (err instanceof StorvisorError) {
+    const named = STATUS_CODE.exec(err.code)?.[1];
+    if (named !== undefined && named !== 'OK' && Object.hasOwn(NfsStat3, named)) return NfsStat3[named as keyof typeof NfsStat3];
+    if (err.code === 'SV_ERR_INTERNAL') return NfsStat3.SERVERFAULT;
     switch (err.errno) {
       case 'ENOSPC':
         return NfsStat3.NOSPC;

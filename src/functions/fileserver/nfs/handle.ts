@@ -19,9 +19,8 @@
  * remount; a verified handle of another filesystem is STALE (RFC 1813 §2.3.3).
  */
 import { createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { invalidArgument } from '../../../util/errors.ts';
+import { invalidArgument, nfsRefused } from '../../../util/errors.ts';
 import { NfsStat3 } from './constants.ts';
-import { NfsError } from './errors.ts';
 
 export const HANDLE_VERSION = 2;
 const OLD_HANDLE_VERSION = 1;
@@ -85,20 +84,20 @@ export class HandleCodec {
 
   private verify(b: Buffer): HandleRef {
     if (b.length === OLD_HANDLE_SIZE && b[0] === OLD_HANDLE_VERSION) {
-      throw new NfsError(NfsStat3.STALE, 'version-1 handle (before keyed handles): mount again');
+      throw nfsRefused('STALE', 'version-1 handle (before keyed handles): mount again');
     }
-    if (b.length !== HANDLE_SIZE) throw new NfsError(NfsStat3.BADHANDLE, `handle of ${b.length} bytes`);
+    if (b.length !== HANDLE_SIZE) throw nfsRefused('BADHANDLE', `handle of ${b.length} bytes`);
     if (b[0] !== HANDLE_VERSION || b[1] !== 0 || b[2] !== 0 || b[3] !== 0) {
-      throw new NfsError(NfsStat3.BADHANDLE, `handle version ${b[0]}`);
+      throw nfsRefused('BADHANDLE', `handle version ${b[0]}`);
     }
     if (!timingSafeEqual(this.mac(b.subarray(0, BODY)), b.subarray(BODY))) {
-      throw new NfsError(NfsStat3.BADHANDLE, 'handle MAC mismatch');
+      throw nfsRefused('BADHANDLE', 'handle MAC mismatch');
     }
-    if (b.readBigUInt64BE(4) !== BigInt.asUintN(64, this.fsid)) throw new NfsError(NfsStat3.STALE, 'handle of another filesystem');
+    if (b.readBigUInt64BE(4) !== BigInt.asUintN(64, this.fsid)) throw nfsRefused('STALE', 'handle of another filesystem');
     const ino = b.readBigUInt64BE(12);
     const gen = b.readBigUInt64BE(20);
     if (ino > BigInt(Number.MAX_SAFE_INTEGER) || gen > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new NfsError(NfsStat3.BADHANDLE, 'handle inode out of range');
+      throw nfsRefused('BADHANDLE', 'handle inode out of range');
     }
     return { ino: Number(ino), gen: Number(gen) };
   }

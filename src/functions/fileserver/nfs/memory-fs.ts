@@ -1,10 +1,10 @@
+import { fsError } from '../../../util/errors.ts';
 /**
  * An in-memory FileSystem: the test double the NFS front end is developed and
  * tested against, and a reference for the contract in ../fs/types.ts. Freed
  * inode numbers are reused with a new generation, so stale handles are real.
  */
 import {
-  FsError,
   type Attr,
   type CreateOptions,
   type DirEntry,
@@ -131,7 +131,7 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   private allocate(type: FileType, opts: CreateOptions): Inode {
-    if (this.inodes.size >= this.totalFiles) throw new FsError('NOSPC', 'no free inodes');
+    if (this.inodes.size >= this.totalFiles) throw fsError('NOSPC', 'no free inodes');
     const ino = this.freeInos.pop() ?? this.nextIno++;
     return this.newInode(ino, type, opts);
   }
@@ -144,21 +144,21 @@ export class MemoryFileSystem implements FileSystem {
 
   private get(ino: number, gen: number): Inode {
     const node = this.inodes.get(ino);
-    if (!node || node.attr.generation !== gen) throw new FsError('STALE', `inode ${ino} gen ${gen} is stale`);
+    if (!node || node.attr.generation !== gen) throw fsError('STALE', `inode ${ino} gen ${gen} is stale`);
     return node;
   }
 
   private getDir(ino: number, gen: number): Inode & { dir: Directory } {
     const node = this.get(ino, gen);
-    if (!node.dir) throw new FsError('NOTDIR', `inode ${ino} is not a directory`);
+    if (!node.dir) throw fsError('NOTDIR', `inode ${ino} is not a directory`);
     return node as Inode & { dir: Directory };
   }
 
   private checkName(name: string): void {
     if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-      throw new FsError('INVAL', `invalid name ${JSON.stringify(name)}`);
+      throw fsError('INVAL', `invalid name ${JSON.stringify(name)}`);
     }
-    if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('NAMETOOLONG', 'name too long');
+    if (Buffer.byteLength(name) > NAME_MAX) throw fsError('NAMETOOLONG', 'name too long');
   }
 
   private touch(node: Inode, content = true): void {
@@ -178,8 +178,8 @@ export class MemoryFileSystem implements FileSystem {
   async setattr(ino: number, gen: number, s: SetAttr): Promise<Attr> {
     const node = this.get(ino, gen);
     if (s.size !== undefined) {
-      if (node.attr.type === 'dir') throw new FsError('ISDIR', 'cannot truncate a directory');
-      if (node.attr.type !== 'file') throw new FsError('INVAL', 'cannot truncate a symlink');
+      if (node.attr.type === 'dir') throw fsError('ISDIR', 'cannot truncate a directory');
+      if (node.attr.type !== 'file') throw fsError('INVAL', 'cannot truncate a symlink');
       this.resize(node, s.size);
       node.attr.mtimeMs = this.now();
     }
@@ -193,9 +193,9 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   private resize(node: Inode, size: number): void {
-    if (size > this.totalBytes) throw new FsError('FBIG', `size ${size} exceeds the filesystem`);
+    if (size > this.totalBytes) throw fsError('FBIG', `size ${size} exceeds the filesystem`);
     const used = Math.ceil(size / this.blockSize) * this.blockSize;
-    if (this.usedBytes - node.attr.used + used > this.totalBytes) throw new FsError('NOSPC', 'filesystem full');
+    if (this.usedBytes - node.attr.used + used > this.totalBytes) throw fsError('NOSPC', 'filesystem full');
     const data = node.data ?? new Uint8Array(0);
     if (size > data.length) {
       const grown = new Uint8Array(Math.max(size, Math.min(data.length * 2, size + (1 << 20))));
@@ -215,13 +215,13 @@ export class MemoryFileSystem implements FileSystem {
     if (name === '..') return this.snapshot(this.inodes.get(d.dir.parent)!);
     this.checkName(name);
     const e = d.dir.byName.get(name);
-    if (!e) throw new FsError('NOENT', `${name} not found`);
+    if (!e) throw fsError('NOENT', `${name} not found`);
     return this.snapshot(this.inodes.get(e.ino)!);
   }
 
   private insert(d: Inode & { dir: Directory }, name: string, exclusive = true): void {
     this.checkName(name);
-    if (exclusive && d.dir.byName.has(name)) throw new FsError('EXIST', `${name} exists`);
+    if (exclusive && d.dir.byName.has(name)) throw fsError('EXIST', `${name} exists`);
   }
 
   async create(dir: number, dirGen: number, name: string, opts: CreateOptions & { exclusive: boolean; times?: { atimeMs: number; mtimeMs: number } }): Promise<Attr> {
@@ -229,9 +229,9 @@ export class MemoryFileSystem implements FileSystem {
     this.checkName(name);
     const existing = d.dir.byName.get(name);
     if (existing) {
-      if (opts.exclusive) throw new FsError('EXIST', `${name} exists`);
+      if (opts.exclusive) throw fsError('EXIST', `${name} exists`);
       const node = this.inodes.get(existing.ino)!;
-      if (node.attr.type === 'dir') throw new FsError('ISDIR', `${name} is a directory`);
+      if (node.attr.type === 'dir') throw fsError('ISDIR', `${name} is a directory`);
       return this.snapshot(node);
     }
     const node = this.allocate('file', opts);
@@ -269,7 +269,7 @@ export class MemoryFileSystem implements FileSystem {
 
   async readlink(ino: number, gen: number): Promise<string> {
     const node = this.get(ino, gen);
-    if (node.attr.type !== 'symlink') throw new FsError('INVAL', 'not a symlink');
+    if (node.attr.type !== 'symlink') throw fsError('INVAL', 'not a symlink');
     return node.target!;
   }
 
@@ -283,9 +283,9 @@ export class MemoryFileSystem implements FileSystem {
     const d = this.getDir(dir, dirGen);
     this.checkName(name);
     const e = d.dir.byName.get(name);
-    if (!e) throw new FsError('NOENT', `${name} not found`);
+    if (!e) throw fsError('NOENT', `${name} not found`);
     const node = this.inodes.get(e.ino)!;
-    if (node.attr.type === 'dir') throw new FsError('ISDIR', `${name} is a directory`);
+    if (node.attr.type === 'dir') throw fsError('ISDIR', `${name} is a directory`);
     d.dir.delete(name);
     this.touch(d);
     this.unlinkNode(node);
@@ -295,10 +295,10 @@ export class MemoryFileSystem implements FileSystem {
     const d = this.getDir(dir, dirGen);
     this.checkName(name);
     const e = d.dir.byName.get(name);
-    if (!e) throw new FsError('NOENT', `${name} not found`);
+    if (!e) throw fsError('NOENT', `${name} not found`);
     const node = this.inodes.get(e.ino)!;
-    if (!node.dir) throw new FsError('NOTDIR', `${name} is not a directory`);
-    if (node.dir.byName.size > 0) throw new FsError('NOTEMPTY', `${name} is not empty`);
+    if (!node.dir) throw fsError('NOTDIR', `${name} is not a directory`);
+    if (node.dir.byName.size > 0) throw fsError('NOTEMPTY', `${name} is not empty`);
     d.dir.delete(name);
     d.attr.nlink--;
     this.touch(d);
@@ -311,12 +311,12 @@ export class MemoryFileSystem implements FileSystem {
     this.checkName(fromName);
     this.checkName(toName);
     const e = from.dir.byName.get(fromName);
-    if (!e) throw new FsError('NOENT', `${fromName} not found`);
+    if (!e) throw fsError('NOENT', `${fromName} not found`);
     const node = this.inodes.get(e.ino)!;
     if (node.dir) {
       // Moving a directory into its own subtree would detach it.
       for (let p = toDir; ; p = this.inodes.get(p)!.dir!.parent) {
-        if (p === node.attr.ino) throw new FsError('INVAL', 'cannot move a directory into itself');
+        if (p === node.attr.ino) throw fsError('INVAL', 'cannot move a directory into itself');
         if (p === ROOT) break;
       }
     }
@@ -324,9 +324,9 @@ export class MemoryFileSystem implements FileSystem {
     if (target) {
       if (target.ino === e.ino) return;
       const victim = this.inodes.get(target.ino)!;
-      if (victim.dir && !node.dir) throw new FsError('ISDIR', `${toName} is a directory`);
-      if (!victim.dir && node.dir) throw new FsError('NOTDIR', `${toName} is not a directory`);
-      if (victim.dir && victim.dir.byName.size > 0) throw new FsError('NOTEMPTY', `${toName} is not empty`);
+      if (victim.dir && !node.dir) throw fsError('ISDIR', `${toName} is a directory`);
+      if (!victim.dir && node.dir) throw fsError('NOTDIR', `${toName} is not a directory`);
+      if (victim.dir && victim.dir.byName.size > 0) throw fsError('NOTEMPTY', `${toName} is not empty`);
       to.dir.delete(toName);
       if (victim.dir) {
         to.attr.nlink--;
@@ -348,7 +348,7 @@ export class MemoryFileSystem implements FileSystem {
   async link(ino: number, gen: number, dir: number, dirGen: number, name: string): Promise<Attr> {
     const node = this.get(ino, gen);
     const d = this.getDir(dir, dirGen);
-    if (node.dir) throw new FsError('ISDIR', 'cannot hard-link a directory');
+    if (node.dir) throw fsError('ISDIR', 'cannot hard-link a directory');
     this.insert(d, name);
     d.dir.add(name, ino);
     node.attr.nlink++;
@@ -359,8 +359,8 @@ export class MemoryFileSystem implements FileSystem {
 
   async read(ino: number, gen: number, offset: number, length: number): Promise<{ data: Uint8Array; eof: boolean }> {
     const node = this.get(ino, gen);
-    if (node.attr.type === 'dir') throw new FsError('ISDIR', 'is a directory');
-    if (node.attr.type !== 'file') throw new FsError('INVAL', 'not a regular file');
+    if (node.attr.type === 'dir') throw fsError('ISDIR', 'is a directory');
+    if (node.attr.type !== 'file') throw fsError('INVAL', 'not a regular file');
     const end = Math.min(node.attr.size, offset + length);
     const data = offset >= end ? new Uint8Array(0) : node.data!.slice(offset, end);
     return { data, eof: offset + data.length >= node.attr.size };
@@ -368,8 +368,8 @@ export class MemoryFileSystem implements FileSystem {
 
   async write(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr> {
     const node = this.get(ino, gen);
-    if (node.attr.type === 'dir') throw new FsError('ISDIR', 'is a directory');
-    if (node.attr.type !== 'file') throw new FsError('INVAL', 'not a regular file');
+    if (node.attr.type === 'dir') throw fsError('ISDIR', 'is a directory');
+    if (node.attr.type !== 'file') throw fsError('INVAL', 'not a regular file');
     const end = offset + data.length;
     if (end > node.attr.size) this.resize(node, end);
     if (data.length > 0) node.data!.set(data, offset);

@@ -5,7 +5,7 @@ import type { Attr } from '../fs/types.ts';
 import type { XdrDecoder } from '../rpc/xdr.ts';
 import type { RpcCall } from '../rpc/server.ts';
 import { NfsStat3, StableHow } from './constants.ts';
-import { NfsError } from './errors.ts';
+import { nfsRefused } from '../../../util/errors.ts';
 import { attrsOf, callerOf, decodeFh, fail, proc, procKit, resolve, tryResolve, type NfsServerState } from './common.ts';
 import { MAY_READ, MAY_WRITE, modeAfterWrite, requireIo } from './access.ts';
 import type { Wcc } from './attrs.ts';
@@ -25,7 +25,7 @@ export function ioProcedures(st: NfsServerState) {
         if (a.offset > BigInt(Number.MAX_SAFE_INTEGER - st.rtmax)) {
           const attr = await st.fs.getattr(r.ino, r.gen);
           if (attr.type === 'file') requireIo(attr, caller, MAY_READ);
-          if (attr.type !== 'file') throw new NfsError(attr.type === 'dir' ? NfsStat3.ISDIR : NfsStat3.INVAL, 'not a file');
+          if (attr.type !== 'file') throw nfsRefused(attr.type === 'dir' ? 'ISDIR' : 'INVAL', 'not a file');
           return { status: NfsStat3.OK, attr, data: new Uint8Array(0), eof: true };
         }
         // One filesystem call: the read returns the attributes it ran under (else one
@@ -67,9 +67,9 @@ export function ioProcedures(st: NfsServerState) {
         const current = before ?? (await st.fs.getattr(r.ino, r.gen));
         const caller = callerOf(call);
         if (current.type === 'file') requireIo(current, caller, MAY_WRITE);
-        if (a.count > st.wtmax) throw new NfsError(NfsStat3.INVAL, `WRITE of ${a.count} bytes exceeds wtmax ${st.wtmax}`);
-        if (a.data.byteLength < a.count) throw new NfsError(NfsStat3.INVAL, 'WRITE count exceeds the data sent');
-        if (a.offset + BigInt(a.count) > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(NfsStat3.FBIG, 'offset too large');
+        if (a.count > st.wtmax) throw nfsRefused('INVAL', `WRITE of ${a.count} bytes exceeds wtmax ${st.wtmax}`);
+        if (a.data.byteLength < a.count) throw nfsRefused('INVAL', 'WRITE count exceeds the data sent');
+        if (a.offset + BigInt(a.count) > BigInt(Number.MAX_SAFE_INTEGER)) throw nfsRefused('FBIG', 'offset too large');
         const stable = a.stable !== StableHow.UNSTABLE;
         // A write by anyone but root drops setuid/setgid first, as Linux does.
         const killed = modeAfterWrite(current, caller);

@@ -5,7 +5,8 @@ import type { Attr } from '../fs/types.ts';
 import type { XdrDecoder } from '../rpc/xdr.ts';
 import type { RpcCall } from '../rpc/server.ts';
 import { NfsStat3 } from './constants.ts';
-import { NfsError, nfsStatusOf } from './errors.ts';
+import { nfsStatusOf } from './errors.ts';
+import { nfsRefused } from '../../../util/errors.ts';
 import type { HandleRef } from './handle.ts';
 import {
   attrsOf,
@@ -107,7 +108,7 @@ export function namespaceProcedures(st: NfsServerState) {
         // protected_hardlinks (Linux's default): link only what you own or may read and write.
         const target = await st.fs.getattr(file.ino, file.gen);
         if (!isRoot(c) && target.uid !== c.uid && !permits(target, c, MAY_READ | MAY_WRITE)) {
-          throw new NfsError(NfsStat3.PERM, 'may not link a file the caller neither owns nor may read and write');
+          throw nfsRefused('PERM', 'may not link a file the caller neither owns nor may read and write');
         }
         return st.fs.link(file.ino, file.gen, dir.ino, dir.gen, a.link.name);
       });

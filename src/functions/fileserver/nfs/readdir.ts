@@ -12,7 +12,8 @@ import type { Attr, DirEntry } from '../fs/types.ts';
 import type { Procedure, RpcCall } from '../rpc/server.ts';
 import { xdrOpaqueSize, type XdrDecoder, type XdrEncoder } from '../rpc/xdr.ts';
 import { NFS3_COOKIEVERFSIZE, NfsStat3 } from './constants.ts';
-import { NfsError } from './errors.ts';
+import { nfsRefused } from '../../../util/errors.ts';
+import { nfsStatusOf } from './errors.ts';
 import { HANDLE_SIZE } from './handle.ts';
 import { encodePostOpAttr } from './attrs.ts';
 import { attrsOf, callerOf, decodeFh, fail, resolve, type NfsServerState } from './common.ts';
@@ -53,13 +54,13 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
     try {
       dirRef = resolve(st, a.fh);
     } catch (err) {
-      return { status: (err as NfsError).status, entries: [], eof: false };
+      return { status: nfsStatusOf(err), entries: [], eof: false };
     }
     try {
       if (a.cookie !== 0n && !a.cookieverf.equals(verifier) && a.cookieverf.some((b) => b !== 0)) {
-        throw new NfsError(NfsStat3.BAD_COOKIE, 'cookie verifier from elsewhere');
+        throw nfsRefused('BAD_COOKIE', 'cookie verifier from elsewhere');
       }
-      if (a.cookie > BigInt(Number.MAX_SAFE_INTEGER)) throw new NfsError(NfsStat3.BAD_COOKIE, 'cookie out of range');
+      if (a.cookie > BigInt(Number.MAX_SAFE_INTEGER)) throw nfsRefused('BAD_COOKIE', 'cookie out of range');
       const caller = callerOf(call);
       const dirBefore = await st.fs.getattr(dirRef.ino, dirRef.gen);
       if (dirBefore.type === 'dir') requireRead(dirBefore, caller, 'list the directory');
@@ -82,7 +83,7 @@ export function readdirProcedures(st: NfsServerState): { READDIR: Procedure; REA
         dir += ENTRY_FIXED + nameBytes;
         entries.push(e);
       }
-      if (entries.length === 0 && page.entries.length > 0) throw new NfsError(NfsStat3.TOOSMALL, 'count too small for one entry');
+      if (entries.length === 0 && page.entries.length > 0) throw nfsRefused('TOOSMALL', 'count too small for one entry');
       // Attributes and handles are what LOOKUP would give: only to who may search the directory.
       if (plus && permits(dirAttr, caller, MAY_EXEC)) {
         // Attributes and handles via lookup: the entry's generation is not in DirEntry.

@@ -2,7 +2,7 @@
  * ONC RPC v2 messages (RFC 5531 §9): parsing a CALL header and encoding the
  * reply headers. Wire constants live here and nowhere else.
  */
-import { GarbageArgs, type XdrDecoder, type XdrEncoder } from './xdr.ts';
+import { isGarbageArgs, type XdrDecoder, type XdrEncoder } from './xdr.ts';
 import { parseCredential, type Credential, AUTH_NONE, MAX_AUTH_BYTES } from './auth.ts';
 
 export const RPC_VERSION = 2;
@@ -78,7 +78,7 @@ export function parseCall(dec: XdrDecoder): ParsedCall {
     if (verfFlavor !== AUTH_NONE) return { kind: 'badcred', header, stat: AuthStat.AUTH_BADVERF };
     return { kind: 'call', header, cred };
   } catch (err) {
-    if (err instanceof GarbageArgs) return { kind: 'badcred', header, stat: AuthStat.AUTH_BADCRED };
+    if (isGarbageArgs(err)) return { kind: 'badcred', header, stat: AuthStat.AUTH_BADCRED };
     throw err;
   }
 }

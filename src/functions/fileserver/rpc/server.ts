@@ -10,7 +10,7 @@
  */
 import { TcpService, type ConnectionHandler, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../../../net/tcp-service.ts';
 import { RecordReader } from './record-reader.ts';
-import { GarbageArgs, XdrDecoder, XdrEncoder } from './xdr.ts';
+import { isGarbageArgs, XdrDecoder, XdrEncoder } from './xdr.ts';
 import {
   AcceptStat,
   RPC_VERSION,
@@ -190,7 +190,7 @@ export class RpcServer {
     try {
       args = proc.decode(dec);
     } catch (err) {
-      if (!(err instanceof GarbageArgs)) return this.systemError(header.xid, proc.name, err);
+      if (!isGarbageArgs(err)) return this.systemError(header.xid, proc.name, err);
       this.stats.garbageArgs++;
       this.log(`rpc ${remote}: ${proc.name} xid ${header.xid}: garbage args: ${err.message}`);
       return this.frame((enc) => encodeAccepted(enc, header.xid, AcceptStat.GARBAGE_ARGS));

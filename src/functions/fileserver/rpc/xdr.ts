@@ -1,17 +1,13 @@
 /**
  * XDR (RFC 4506) over Buffer: big-endian 4-byte units, opaque data padded to a
- * multiple of 4. The decoder fails through ONE signal, `GarbageArgs`, on short or
+ * multiple of 4. The decoder fails through ONE signal, `garbageArgs` (SV_ERR_RPC_GARBAGE_ARGS), on short or
  * invalid input; the RPC layer turns it into GARBAGE_ARGS (or drops the record)
  * so no handler ever sees half-decoded arguments.
  */
+import { garbageArgs, StorvisorError } from '../../../util/errors.ts';
 
-/** The single decode failure. Carries a reason for logs, never reaches the wire. */
-export class GarbageArgs extends Error {
-  constructor(reason: string) {
-    super(reason);
-    this.name = 'GarbageArgs';
-  }
-}
+/** The single decode failure (util/errors.ts garbageArgs). Carries a reason for logs, never reaches the wire. */
+export const isGarbageArgs = (err: unknown): err is StorvisorError => err instanceof StorvisorError && err.code === 'SV_ERR_RPC_GARBAGE_ARGS';
 
 const pad4 = (n: number) => (4 - (n & 3)) & 3;
 const PAGE = 4096;
@@ -33,7 +29,7 @@ export class XdrDecoder {
   }
 
   private need(n: number): void {
-    if (this.buf.length - this.offset < n) throw new GarbageArgs(`need ${n} bytes at ${this.offset}, have ${this.remaining}`);
+    if (this.buf.length - this.offset < n) throw garbageArgs(`need ${n} bytes at ${this.offset}, have ${this.remaining}`);
   }
 
   u32(): number {
@@ -59,14 +55,14 @@ export class XdrDecoder {
 
   bool(): boolean {
     const v = this.u32();
-    if (v > 1) throw new GarbageArgs(`bool is ${v}`);
+    if (v > 1) throw garbageArgs(`bool is ${v}`);
     return v === 1;
   }
 
   /** An enum restricted to the given values. */
   enumOf<T extends number>(allowed: readonly T[]): T {
     const v = this.u32();
-    if (!allowed.includes(v as T)) throw new GarbageArgs(`enum value ${v} not allowed`);
+    if (!allowed.includes(v as T)) throw garbageArgs(`enum value ${v} not allowed`);
     return v as T;
   }
 
@@ -82,7 +78,7 @@ export class XdrDecoder {
   /** Variable-length opaque with a maximum (checked before the bytes are touched). */
   opaque(max: number): Buffer {
     const length = this.u32();
-    if (length > max) throw new GarbageArgs(`opaque of ${length} bytes exceeds ${max}`);
+    if (length > max) throw garbageArgs(`opaque of ${length} bytes exceeds ${max}`);
     return this.fixed(length);
   }
 
@@ -91,7 +87,7 @@ export class XdrDecoder {
     const bytes = this.opaque(max);
     const s = bytes.toString('utf8');
     // Invalid UTF-8 would decode to U+FFFD and silently alias another name.
-    if (s.includes('\uFFFD') && !Buffer.from(s, 'utf8').equals(bytes)) throw new GarbageArgs('string is not UTF-8');
+    if (s.includes('\uFFFD') && !Buffer.from(s, 'utf8').equals(bytes)) throw garbageArgs('string is not UTF-8');
     return s;
   }
 }
