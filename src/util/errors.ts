@@ -212,3 +212,6 @@ export const fsError = (status: string, message: string) =>
 /** fileserver: a refusal raised by the NFS layer itself (bad handle, bad cookie...): SV_ERR_NFS_<nfsstat3 name>. */
 export const nfsRefused = (status: string, message: string) =>
   new StorvisorError(`SV_ERR_NFS_${status}`, FS_ERRNO[status] ?? 'EINVAL', message);
+/** database: the append-only log could not be written (the cause is the device's error); RESP answers MISCONF until reopened. */
+export const dbLogFailed = (cause: unknown) =>
+  new StorvisorError('SV_ERR_DB_LOG_FAILED', errnoOf(cause), cause instanceof Error ? cause.message : String(cause), { cause });

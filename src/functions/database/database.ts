@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../../block/types.ts';
 import { Keyspace } from './store/keyspace.ts';
-import { Op, applyMutation, encodeMutation, mutationsForKey, MutationError, touchedKeys, type Mutation } from './store/mutations.ts';
+import { Op, applyMutation, encodeMutation, mutationsForKey, isBadMutation, touchedKeys, type Mutation } from './store/mutations.ts';
 import type { ScoredMember } from './store/sorted-set.ts';
 import { openLog } from './log/recovery.ts';
 import { LogWriter, type AppendFsync } from './log/writer.ts';
@@ -36,7 +36,7 @@ export class Database {
         applyMutation(ks, m);
       } catch (err) {
         // Only a damaged log can hold a mutation that does not fit: keep going.
-        if (!(err instanceof MutationError)) throw err;
+        if (!isBadMutation(err)) throw err;
         skipped++;
       }
     });

@@ -3,6 +3,7 @@ import type { ConnectionLimitOptions, FunctionContext, RunningFunction, StorageF
 import { Database } from './database.ts';
 import { BULK_MAX_DEFAULT } from './resp/parser.ts';
 import { RespServer } from './server.ts';
+import { invalidArgument } from '../../util/errors.ts';
 
 export interface DatabaseFunctionOptions extends ConnectionLimitOptions {
   /** `always`: reply only after the write is durable (group commit). `everysec`: flush once a second. */
@@ -17,15 +18,15 @@ const ACTIVE_EXPIRE_BUDGET = 20;
 function parseOptions(raw: Record<string, unknown>): DatabaseFunctionOptions {
   const appendfsync = raw.appendfsync ?? 'always';
   if (appendfsync !== 'always' && appendfsync !== 'everysec') {
-    throw new Error(`database option appendfsync must be 'always' or 'everysec', got ${JSON.stringify(appendfsync)}`);
+    throw invalidArgument(`database option appendfsync must be 'always' or 'everysec', got ${JSON.stringify(appendfsync)}`);
   }
   const maxBulkLength = raw.maxBulkLength ?? BULK_MAX_DEFAULT;
   if (typeof maxBulkLength !== 'number' || !Number.isInteger(maxBulkLength) || maxBulkLength < 1 || maxBulkLength > BULK_MAX_DEFAULT) {
-    throw new Error(`database option maxBulkLength must be an integer in [1, ${BULK_MAX_DEFAULT}]`);
+    throw invalidArgument(`database option maxBulkLength must be an integer in [1, ${BULK_MAX_DEFAULT}]`);
   }
   for (const k of Object.keys(raw)) {
     if (k !== 'appendfsync' && k !== 'maxBulkLength' && !(CONNECTION_LIMIT_KEYS as readonly string[]).includes(k)) {
-      throw new Error(`database option ${k} is unknown`);
+      throw invalidArgument(`database option ${k} is unknown`);
     }
   }
   return { appendfsync, maxBulkLength, ...parseConnectionLimits(raw, 'database') };

@@ -6,6 +6,7 @@ import { BlockReply, type ClientState, type CommandContext, type CommandSpec, ty
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
 import { ErrorReply, ReplyWriter, encodeReply, type Reply } from './resp/writer.ts';
+import { respErrorOf } from './resp/errors.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
 export const OUTPUT_SOFT_LIMIT = 4 << 20;
@@ -196,7 +197,7 @@ class Connection implements ClientState, ConnectionHandler {
       reply = execute(this.ctx, b.spec, b.args);
     } catch (err) {
       this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
-      reply = new ErrorReply(`ERR internal error: ${(err as Error).message}`);
+      reply = respErrorOf(err);
     }
     if (reply instanceof BlockReply) return false;
     const wrote = this.srv.db.lastSeq !== before;
@@ -240,7 +241,7 @@ class Connection implements ClientState, ConnectionHandler {
     } catch (err) {
       // A bug in one command must not take the server down: report it to this client.
       this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
-      reply = new ErrorReply(`ERR internal error: ${(err as Error).message}`);
+      reply = respErrorOf(err);
     }
     if (reply instanceof BlockReply) {
       this.srv.counters.commands--; // counted when answered
@@ -282,7 +283,7 @@ class Connection implements ClientState, ConnectionHandler {
       n++;
       size += p.size;
       if (p.seq > durable && failure) {
-        this.w.write(new ErrorReply(`MISCONF Errors writing to the volume: ${failure.message}`));
+        this.w.write(respErrorOf(failure));
       } else {
         for (const b of p.bytes) this.w.append(b);
       }

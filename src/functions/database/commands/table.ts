@@ -1,4 +1,5 @@
 import { ErrorReply, type Reply } from '../resp/writer.ts';
+import { respErrorOf } from '../resp/errors.ts';
 import { hashCommands } from './hashes.ts';
 import { keyCommands } from './keys.ts';
 import { listCommands } from './lists.ts';
@@ -96,9 +97,7 @@ export function lookup(args: Buffer[]): CommandSpec | ErrorReply {
 function refusal(ctx: CommandContext, spec: CommandSpec, args: Buffer[]): ErrorReply | null {
   if (!spec.isWrite) return null;
   const failed = ctx.db.writer.failed;
-  if (failed) {
-    return new ErrorReply(`MISCONF Errors writing to the volume, commands that may modify the data set are disabled: ${failed.message}`);
-  }
+  if (failed) return respErrorOf(failed, true);
   if (spec.denyOom && !ctx.db.writer.hasRoomFor(estimateBytes(args))) return VOLUME_FULL;
   return null;
 }

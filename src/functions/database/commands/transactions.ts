@@ -6,6 +6,7 @@
  * one transaction of the database: its mutations reach the log as one record.
  */
 import { ErrorReply, NULL_ARRAY, OK, SimpleString, type Reply } from '../resp/writer.ts';
+import { respErrorOf } from '../resp/errors.ts';
 import { keyOf } from './args.ts';
 import { BlockReply, cmd, type CommandContext, type CommandSpec } from './types.ts';
 
@@ -112,7 +113,7 @@ function exec(ctx: CommandContext, execute: Executor): Reply {
         try {
           r = execute(ctx, q.spec, q.args);
         } catch (err) {
-          r = new ErrorReply(`ERR internal error: ${(err as Error).message}`);
+          r = respErrorOf(err);
         }
         // Blocking commands inside a transaction answer at once (they return their timeout reply).
         out.push(r instanceof BlockReply ? r.onTimeout : r);

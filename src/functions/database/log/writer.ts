@@ -1,5 +1,5 @@
 import type { BlockDevice } from '../../../block/types.ts';
-import { ioError } from '../../../util/errors.ts';
+import { dbLogFailed, ioError, noSpace } from '../../../util/errors.ts';
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /** Mutations that can only make the data set smaller. */
@@ -175,7 +175,7 @@ export class LogWriter {
         await this.writeQueued();
       }
     } catch (err) {
-      this.failure = err instanceof Error ? err : new Error(String(err));
+      this.failure = dbLogFailed(err);
       this.options.log?.(`database log failed: ${this.failure.message}`);
       this.options.onFailure(this.failure);
     } finally {
@@ -315,7 +315,7 @@ export class LogWriter {
     let seq = next.firstSeq;
     for (const m of this.options.snapshot()) {
       if (image.length + recordSize(m) > next.regionSize) {
-        throw new Error(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
+        throw noSpace(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
       }
       crc = image.appendRecord(m, crc, seq++);
     }
@@ -384,7 +384,7 @@ export class LogWriter {
         this.counters.flushes++;
       })
       .catch((err: unknown) => {
-        this.failure = err instanceof Error ? err : new Error(String(err));
+        this.failure = dbLogFailed(err);
         this.options.onFailure(this.failure);
       })
       .finally(() => {

@@ -1,3 +1,4 @@
+import { badMutation, StorvisorError } from '../../../util/errors.ts';
 import { Keyspace, emptyValue, type Entry, type ValueType } from './keyspace.ts';
 import type { ScoredMember } from './sorted-set.ts';
 
@@ -44,8 +45,8 @@ export interface Mutation {
   args: Buffer[];
 }
 
-/** Thrown when a mutation does not fit the data (only possible for a corrupt log). */
-export class MutationError extends Error {}
+/** A mutation that does not fit the data (only possible for a corrupt log): util/errors.ts badMutation. */
+export const isBadMutation = (err: unknown): boolean => err instanceof StorvisorError && err.code === 'SV_ERR_DB_BAD_MUTATION';
 
 export const num = (n: number) => Buffer.from(String(n), 'latin1');
 export const f64 = (x: number) => {
@@ -71,20 +72,20 @@ export function encodeMutation(m: Mutation): Buffer {
   return out;
 }
 
-/** The inverse of encodeMutation; throws MutationError when the bytes are not one whole mutation. */
+/** The inverse of encodeMutation; throws badMutation (SV_ERR_DB_BAD_MUTATION) when the bytes are not one whole mutation. */
 export function decodeMutation(b: Buffer): Mutation {
-  if (b.length < 5) throw new MutationError('short mutation');
+  if (b.length < 5) throw badMutation('short mutation');
   const argc = b.readUInt32LE(1);
   const args: Buffer[] = [];
   let p = 5;
   for (let i = 0; i < argc; i++) {
-    if (p + 4 > b.length) throw new MutationError('truncated mutation');
+    if (p + 4 > b.length) throw badMutation('truncated mutation');
     const len = b.readUInt32LE(p);
-    if (p + 4 + len > b.length) throw new MutationError('truncated mutation');
+    if (p + 4 + len > b.length) throw badMutation('truncated mutation');
     args.push(b.subarray(p + 4, p + 4 + len));
     p += 4 + len;
   }
-  if (p !== b.length) throw new MutationError('trailing bytes in mutation');
+  if (p !== b.length) throw badMutation('trailing bytes in mutation');
   return { op: b[0] as OpCode, args };
 }
 
@@ -118,7 +119,7 @@ const own = (b: Buffer) => Buffer.from(b);
 
 function existingOf(ks: Keyspace, k: string, type: ValueType): Entry | undefined {
   const e = ks.get(k);
-  if (e !== undefined && e.type !== type) throw new MutationError(`${type} op on a ${e.type} key`);
+  if (e !== undefined && e.type !== type) throw badMutation(`${type} op on a ${e.type} key`);
   return e;
 }
 
@@ -170,7 +171,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
       const src = key(a[0]);
       const dst = key(a[1]);
       const e = ks.get(src);
-      if (e === undefined) throw new MutationError('rename of a missing key');
+      if (e === undefined) throw badMutation('rename of a missing key');
       if (src === dst) return 1;
       ks.delete(src);
       ks.delete(dst);
@@ -187,7 +188,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     case Op.LPush:
     case Op.RPush: {
       const e = collectionOf(ks, key(a[0]), 'list');
-      if (e.type !== 'list') throw new MutationError('unreachable');
+      if (e.type !== 'list') throw badMutation('unreachable');
       for (let i = 1; i < a.length; i++) {
         if (m.op === Op.LPush) e.data.pushFront(own(a[i]));
         else e.data.pushBack(own(a[i]));
@@ -208,7 +209,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     }
     case Op.HSet: {
       const e = collectionOf(ks, key(a[0]), 'hash');
-      if (e.type !== 'hash') throw new MutationError('unreachable');
+      if (e.type !== 'hash') throw badMutation('unreachable');
       let added = 0;
       for (let i = 1; i + 1 < a.length; i += 2) {
         const f = key(a[i]);
@@ -231,17 +232,17 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     }
     case Op.SAdd: {
       const e = collectionOf(ks, key(a[0]), 'set');
-      if (e.type !== 'set') throw new MutationError('unreachable');
+      if (e.type !== 'set') throw badMutation('unreachable');
       let n = 0;
       for (let i = 1; i < a.length; i++) if (e.data.add(key(a[i]))) n++;
       return n;
     }
     case Op.ZAdd: {
       const e = collectionOf(ks, key(a[0]), 'zset');
-      if (e.type !== 'zset') throw new MutationError('unreachable');
+      if (e.type !== 'zset') throw badMutation('unreachable');
       let n = 0;
       for (let i = 1; i + 1 < a.length; i += 2) {
-        if (a[i].length !== 8) throw new MutationError('bad score encoding');
+        if (a[i].length !== 8) throw badMutation('bad score encoding');
         if (e.data.set(key(a[i + 1]), a[i].readDoubleLE(0))) n++;
       }
       return n;
@@ -282,7 +283,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     case Op.LSet: {
       const e = existingOf(ks, key(a[0]), 'list');
       const i = readNum(a[1]);
-      if (e === undefined || e.type !== 'list' || !(i >= 0 && i < e.data.length)) throw new MutationError('lset out of range');
+      if (e === undefined || e.type !== 'list' || !(i >= 0 && i < e.data.length)) throw badMutation('lset out of range');
       e.data.set(i, own(a[2]));
       return 1;
     }
@@ -307,13 +308,13 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
       if (s.data.length === 0) ks.delete(src);
       // The destination may have been the source, just emptied and removed.
       const d = d0 !== undefined && ks.get(dst) === d0 ? d0 : ks.put(dst, emptyValue('list'), 0);
-      if (d.type !== 'list') throw new MutationError('unreachable');
+      if (d.type !== 'list') throw badMutation('unreachable');
       if (a[3][0] === 0x31) d.data.pushBack(item);
       else d.data.pushFront(item);
       return [item];
     }
     default:
-      throw new MutationError(`unknown op ${m.op as number}`);
+      throw badMutation(`unknown op ${m.op as number}`);
   }
 }
 

@@ -5,6 +5,8 @@
  * whose links carry spans (Redis's zskiplist): insert, remove, rank and
  * the start of a range are O(log n) expected; a range then walks level 0.
  */
+import { internalError } from '../../../util/errors.ts';
+
 export interface ScoredMember {
   member: string;
   score: number;
@@ -228,7 +230,7 @@ export class SortedSet {
       update[i] = x;
     }
     const node = x.next[0];
-    if (node === null || node.member !== member) throw new Error('sorted set: member missing from its skip list');
+    if (node === null || node.member !== member) throw internalError('sorted set: member missing from its skip list');
     for (let i = 0; i < this.level; i++) {
       if (update[i].next[i] === node) {
         update[i].span[i] += node.span[i] - 1;
