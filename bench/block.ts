@@ -1,15 +1,12 @@
-import { mkdirSync, openSync, writeSync, closeSync, fsyncSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { randomFillSync } from 'node:crypto';
 import { parseConfig, type FunctionConfig, type NotifyMode } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
 import { runFio, median, type FioResult } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
 import { childPids, cpuMeter } from './lib/cpu.ts';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { freePort } from './lib/net.ts';
-import { readFileSync } from 'node:fs';
+import { nbdkitTarget, prefill, type Target } from './lib/targets.ts';
 import os from 'node:os';
 import { pinSelf, startAffinity, withAffinity } from '../src/native/sched.ts';
 
@@ -46,35 +43,6 @@ const WORKLOADS: Workload[] = [
   { name: 'sync write QD1', rw: 'randwrite', qd: 1, region: DATA },
   { name: 'sync write QD32', rw: 'randwrite', qd: 32, region: DATA },
 ];
-
-interface Target {
-  name: string;
-  /** Start it; returns the fio arguments that reach it. */
-  setup(c: Controller): Promise<string[]>;
-  teardown(c: Controller): Promise<void>;
-}
-
-/** nbdkit's file plugin on the raw file (cache=none, 16 threads): the peer NBD server, over fio's nbd engine. */
-function nbdkitTarget(file: string): Target {
-  let child: ChildProcess | undefined;
-  return {
-    name: 'nbdkit file',
-    async setup() {
-      const port = await freePort();
-      child = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), '--threads', '16', 'file', file, 'cache=none'], { stdio: 'ignore' });
-      for (let i = 0; i < 200; i++) {
-        const r = await new Promise<number>((resolve) => spawn('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/`], { stdio: 'ignore' }).on('close', (c) => resolve(c ?? 1)));
-        if (r === 0) break;
-        await new Promise((r2) => setTimeout(r2, 50));
-      }
-      return ['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/`];
-    },
-    async teardown() {
-      child?.kill('SIGTERM');
-      if (child && child.exitCode === null) await new Promise((r) => child!.once('exit', r));
-    },
-  };
-}
 
 const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, idle: FunctionConfig['idle'] = 'adaptive', more: Partial<FunctionConfig> = {}): FunctionConfig => ({
   name,
@@ -169,17 +137,6 @@ function reserveHugePages(pages: number): () => void {
     process.stderr.write(`[block] cannot reserve huge pages (${(err as Error).message}): the ablation's huge-page rows fall back, and say so\n`);
     return () => {};
   }
-}
-
-function prefill(path: string, size: number): void {
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(4 * MiB);
-  for (let off = 0; off < size; off += chunk.length) {
-    randomFillSync(chunk);
-    writeSync(fd, chunk, 0, chunk.length, off);
-  }
-  fsyncSync(fd);
-  closeSync(fd);
 }
 
 export async function blockBench(resultsDir: string): Promise<void> {

@@ -60,7 +60,12 @@ export async function startDeployment(
     {},
   );
   const controller = await Controller.start(config);
-  const address = (await controller.status()).functions[0]!.address!;
+  const f = (await controller.status()).functions[0]!;
+  if (!f.address) {
+    await controller.stop();
+    throw new Error(`${d.label}: the function did not start (${f.state}: ${f.lastError ?? 'no error recorded'})`);
+  }
+  const address = f.address;
   return {
     ...address,
     async stop() {

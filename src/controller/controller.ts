@@ -127,6 +127,7 @@ export class Controller {
     c.runtime = state;
     try {
       c.ensureVolumes();
+      await c.store.snapshots.recover(); // finish snapshot deletions a crash cut short, before anyone reads
       await c.attachRbdVolumes();
       if (config.nbd) await c.startNbd(config.nbd);
       for (const f of config.functions) {
