@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
+import { BlockDeviceBase, capabilitiesOf } from '../../src/block/device.ts';
 import { DedupVolume, type DedupVolumeOptions } from '../../src/functions/dedup/volume.ts';
 import { computeLayout } from '../../src/functions/dedup/format.ts';
 import { BLOCK, compressibleBlock, randomBlock, randomBytes, prng } from './data.ts';
@@ -266,4 +267,19 @@ test('concurrent reads and writes complete in order: a read issued after a write
   }
   await Promise.all(ops);
   seen.forEach((b, i) => assert.deepEqual(b, randomBlock(i), `read ${i}`));
+});
+
+test('the dedup volume is a BlockDeviceBase declaring trim, zeroes, flush and FUA, and refuses writes on a read-only backing', async () => {
+  const { backing, vol } = await fresh();
+  assert.ok(vol instanceof BlockDeviceBase);
+  assert.deepEqual({ ...capabilitiesOf(vol) }, { trim: true, zeroes: true, flush: true, fua: true, fastRead: false });
+  await vol.pwrite(randomBlock(1), 0);
+  await vol.close();
+  await assert.rejects(vol.pread(new Uint8Array(BLOCK), 0), { code: 'SV_ERR_SHUT_DOWN', errno: 'ESHUTDOWN', message: 'dedup volume is shut down' });
+  const ro = await DedupVolume.open(Object.assign(Object.create(backing) as MemoryBlockDevice, { readOnly: true }), opts());
+  assert.deepEqual(await read(ro, 0, BLOCK), randomBlock(1));
+  await assert.rejects(ro.pwrite(randomBlock(2), 0), { code: 'SV_ERR_READ_ONLY', errno: 'EROFS', message: 'dedup volume is read-only' });
+  await assert.rejects(ro.trim(0, BLOCK), { errno: 'EROFS' });
+  await assert.rejects(ro.zero(0, BLOCK), { errno: 'EROFS' });
+  await ro.close();
 });

@@ -15,6 +15,7 @@
 import type { BlockDevice } from '../../block/types.ts';
 import { BLOCK, FORMAT_VERSION, blockCrc, getU64, setU64, viewOf, type Layout } from './format.ts';
 import { corruptMetadata } from './errors.ts';
+import { internalError } from '../../util/errors.ts';
 import type { Page } from './page-cache.ts';
 
 const TX_MAGIC = 0x544a5653; // "SVJT"
@@ -150,14 +151,14 @@ export class Journal {
   async commit(pages: Page[], counters: Counters): Promise<void> {
     const j = this.layout.journalBlocks;
     const k = 1 + pages.length;
-    if (pages.length > MAX_TX_PAGES) throw new Error(`journal transaction of ${pages.length} pages exceeds ${MAX_TX_PAGES}`);
+    if (pages.length > MAX_TX_PAGES) throw internalError(`journal transaction of ${pages.length} pages exceeds ${MAX_TX_PAGES}`);
     let pos = this.head;
     let waste = 0;
     if (pos + k > j) {
       waste = j - pos;
       pos = 0;
     }
-    if (this.live + waste + k > j) throw new Error('journal full: checkpoint was not taken in time');
+    if (this.live + waste + k > j) throw internalError('journal full: checkpoint was not taken in time');
     const buf = new Uint8Array(k * BLOCK);
     const v = viewOf(buf);
     v.setUint32(0, TX_MAGIC, true);

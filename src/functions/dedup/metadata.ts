@@ -3,7 +3,7 @@
  * (with allocation and deferred freeing) and the advisory fingerprint index, all through
  * the page cache. Every change marks its page dirty; the journal commit makes it durable.
  */
-import { noSpace } from '../../util/errors.ts';
+import { internalError, noSpace } from '../../util/errors.ts';
 import {
   PAGE_HEADER,
   MAP_ENTRIES,
@@ -110,7 +110,7 @@ export class Metadata {
   async decRef(pba: number): Promise<void> {
     const e = await this.getRef(pba);
     const refs = refCount(e) - 1;
-    if (refs < 0) throw new Error(`refcount underflow on block ${pba}`);
+    if (refs < 0) throw internalError(`refcount underflow on block ${pba}`);
     if (refs > 0) return this.setRef(pba, refEntry(refs, refFragments(e)));
     await this.setRef(pba, 0);
     this.counters.usedBlocks--;

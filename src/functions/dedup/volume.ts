@@ -25,14 +25,15 @@
  */
 import { rootLogger } from '../../util/log.ts';
 import type { BlockDevice, WriteFlags } from '../../block/types.ts';
-import { outOfRange, readOnly, invalidArgument, ioError, shutDown, errnoOf, StorvisorError } from '../../util/errors.ts';
+import { BlockDeviceBase, type BlockCapabilities } from '../../block/device.ts';
+import { readOnly, invalidArgument, ioError, StorvisorError } from '../../util/errors.ts';
 import { BLOCK, computeLayout, decodeSuperblock, type Compression, type FingerprintFn, type Layout } from './format.ts';
 import { PageCache } from './page-cache.ts';
 import { Journal, MAX_TX_PAGES, type Counters } from './journal.ts';
 import { codecFor } from './fragments.ts';
 import { BlockLru } from './block-lru.ts';
 import { formatVolume } from './mkfs.ts';
-import { volumeBroken } from './errors.ts';
+import { backingFailure, volumeBroken } from './errors.ts';
 import { Metadata } from './metadata.ts';
 import { DataStore, MAX_CHUNK } from './data-store.ts';
 import { Planner } from './planner.ts';
@@ -62,11 +63,19 @@ export interface DedupVolumeOptions {
 const DEFAULT_CACHE = 16 << 20;
 const MIN_CACHE = 1 << 20;
 
-export class DedupVolume implements BlockDevice {
+/**
+ * Trim unmaps whole blocks (they read as zeroes, their space is freed); zero
+ * unmaps too (writing zeroes only at partial edges); flush commits the journal;
+ * FUA is a commit after the write.
+ */
+const CAPABILITIES: BlockCapabilities = Object.freeze({ trim: true, zeroes: true, flush: true, fua: true, fastRead: false });
+
+export class DedupVolume extends BlockDeviceBase {
   readonly size: number;
   readonly blockSize = BLOCK;
   readonly readOnly: boolean;
   readonly writeThrough = false;
+  readonly capabilities = CAPABILITIES;
 
   private readonly log: (msg: string) => void;
   private readonly session = new SessionStats();
@@ -74,7 +83,6 @@ export class DedupVolume implements BlockDevice {
   private readonly store: DataStore;
   private readonly writer: Writer;
   private broken: unknown = null;
-  private closed = false;
   private closing = false;
 
   private constructor(
@@ -87,6 +95,7 @@ export class DedupVolume implements BlockDevice {
     dataCacheBlocks: number,
     workers: number,
   ) {
+    super();
     this.size = layout.logicalSize;
     this.readOnly = backing.readOnly;
     this.log = log;
@@ -151,7 +160,7 @@ export class DedupVolume implements BlockDevice {
   // ------------------------------------------------------------------ BlockDevice
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {
-    this.checkRange(offset, buf.byteLength);
+    this.checkRead(offset, buf.byteLength);
     return this.op(offset, buf.byteLength, false, async () => {
       this.session.logicalBytesRead += buf.byteLength;
       const end = offset + buf.byteLength;
@@ -172,8 +181,7 @@ export class DedupVolume implements BlockDevice {
   }
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
-    if (this.readOnly) throw readOnly('dedup volume');
-    this.checkRange(offset, buf.byteLength);
+    this.checkWrite(offset, buf.byteLength);
     await this.op(offset, buf.byteLength, true, async () => {
       this.session.logicalBytesWritten += buf.byteLength;
       await this.writer.writeRange(buf, offset);
@@ -188,14 +196,12 @@ export class DedupVolume implements BlockDevice {
 
   /** Discard: whole blocks are unmapped (they read as zeroes); partial blocks are left as they are. */
   async trim(offset: number, length: number): Promise<void> {
-    if (this.readOnly) throw readOnly('dedup volume');
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
     return this.op(offset, length, true, () => this.writer.unmap(Math.ceil(offset / BLOCK), Math.floor((offset + length) / BLOCK)));
   }
 
   async zero(offset: number, length: number): Promise<void> {
-    if (this.readOnly) throw readOnly('dedup volume');
-    this.checkRange(offset, length);
+    this.checkWrite(offset, length);
     return this.op(offset, length, true, async () => {
       const first = Math.ceil(offset / BLOCK);
       const last = Math.floor((offset + length) / BLOCK);
@@ -210,7 +216,7 @@ export class DedupVolume implements BlockDevice {
 
   /** Make everything durable, write the metadata home and stop. Does not close the backing volume. */
   async close(): Promise<void> {
-    if (this.closed || this.closing) throw shutDown('dedup volume');
+    if (this.closed || this.closing) throw this.closedError();
     this.closing = true;
     await this.writer.ranges.drain(); // every request that arrived before close
     return this.guard(() =>
@@ -251,10 +257,8 @@ export class DedupVolume implements BlockDevice {
 
   // ------------------------------------------------------------------ plumbing
 
-  private checkRange(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw outOfRange(offset, length, this.size);
-    }
+  protected label(): string {
+    return 'dedup volume';
   }
 
   /**
@@ -262,7 +266,7 @@ export class DedupVolume implements BlockDevice {
    * overlaps it and conflicts (a write and anything), concurrently with the rest.
    */
   private async op<T>(offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
-    if (this.closed || this.closing) throw shutDown('dedup volume');
+    if (this.closed || this.closing) throw this.closedError();
     const release = length > 0 ? await this.writer.ranges.acquire(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
     try {
       return await this.guard(fn);
@@ -273,7 +277,7 @@ export class DedupVolume implements BlockDevice {
 
   /** The failure rule: a half-done metadata update stops the volume (sticky); other errors keep their errno. */
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.closed) throw shutDown('dedup volume');
+    this.checkOpen();
     if (this.broken) throw volumeBroken(this.broken);
     try {
       const result = await fn();
@@ -286,7 +290,7 @@ export class DedupVolume implements BlockDevice {
       }
       if (err instanceof StorvisorError) throw err;
       // A backing-device failure that left metadata untouched: report it with its errno.
-      throw new StorvisorError('SV_ERR_IO', errnoOf(err), `dedup: backing volume: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      throw backingFailure(err);
     }
   }
 
