@@ -3,6 +3,7 @@ import { viewOf } from './checksum.ts';
 import { DIRECT_BLOCKS, type Inode } from './inode.ts';
 import type { Handle } from './journal.ts';
 import { BLOCK_SIZE } from './superblock.ts';
+import { internalError } from '../../../util/errors.ts';
 
 /**
  * Logical-to-physical block map of a file: 12 direct pointers, then single,
@@ -23,7 +24,7 @@ function locate(fb: number): { depth: number; rel: number } {
     if (rel < SPANS[d - 1]) return { depth: d, rel };
     rel -= SPANS[d - 1];
   }
-  throw new RangeError(`logical block ${fb} beyond the largest file`);
+  throw internalError(`logical block ${fb} beyond the largest file`);
 }
 
 /**
