@@ -1,5 +1,5 @@
 import type { BlockDevice } from '../../../block/types.ts';
-import { dbLogFailed, ioError, noSpace } from '../../../util/errors.ts';
+import { dbLogFailed, ioError, noSpace, type StorvisorError } from '../../../util/errors.ts';
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /** Mutations that can only make the data set smaller. */
@@ -52,7 +52,7 @@ export class LogWriter {
   private compactRequested = false;
   /** The active region may be appended to (false for a just-recovered one until its first compaction). */
   private appendable: boolean;
-  private failure: Error | null = null;
+  private failure: StorvisorError | null = null;
   /** Size of the snapshot at the start of the active region (live data then). */
   private snapshotBytes: number;
   private dirtySince = 0;
@@ -94,7 +94,7 @@ export class LogWriter {
     return this.tail + this.queueBytes;
   }
 
-  get failed(): Error | null {
+  get failed(): StorvisorError | null {
     return this.failure;
   }
 

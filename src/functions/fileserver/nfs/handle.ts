@@ -20,7 +20,6 @@
  */
 import { createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { invalidArgument, nfsRefused } from '../../../util/errors.ts';
-import { NfsStat3 } from './constants.ts';
 
 export const HANDLE_VERSION = 2;
 const OLD_HANDLE_VERSION = 1;
@@ -69,7 +68,7 @@ export class HandleCodec {
    */
   private readonly verified = new Map<string, HandleRef>();
 
-  /** Throws NfsError(BADHANDLE | STALE). */
+  /** Throws nfsRefused('BADHANDLE' | 'STALE') (SV_ERR_NFS_BADHANDLE, SV_ERR_NFS_STALE). */
   decode(h: Uint8Array): HandleRef {
     const b = Buffer.from(h.buffer, h.byteOffset, h.byteLength);
     if (b.length !== HANDLE_SIZE) return this.verify(b);

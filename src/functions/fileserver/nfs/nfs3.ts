@@ -1,6 +1,6 @@
 /**
  * The NFSv3 program (RFC 1813): the procedure table. Each procedure is
- * decode (wire → args, GarbageArgs only) / handle (args → result, never throws:
+ * decode (wire → args, garbageArgs only) / handle (args → result, never throws:
  * every failure becomes an nfsstat3 through nfsStatusOf) / encode (result → wire),
  * and carries the wcc_data / post_op_attr the RFC asks for on success AND failure.
  * The procedures live in proc-*.ts and readdir.ts, grouped by what they touch.

@@ -4,7 +4,7 @@
  * calls on one connection are pipelined and may be answered out of order.
  *
  * Validate, then handle: every procedure declares `decode` (pure, throws only
- * GarbageArgs), `handle` (async, trusts its arguments) and `encode`. A decode
+ * garbageArgs), `handle` (async, trusts its arguments) and `encode`. A decode
  * failure is GARBAGE_ARGS; a handler that throws is SYSTEM_ERR; neither closes
  * the connection. Only a broken record stream does, because it cannot resync.
  */
