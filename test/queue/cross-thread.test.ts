@@ -58,6 +58,7 @@ for (const c of cases) {
       assert.ok(reply.stats.interruptsWaited >= 1);
     }
     if (mode === 'poll') assert.equal(reply.stats.interruptsWaited, 0);
-    if (spinBudgetUs === 0 && maxSpinBudgetUs === undefined) assert.ok(reply.stats.interruptsWaited > 0);
+    // (Whether a zero-budget adaptive driver ever waits depends on the device's speed: it
+    // spins up to IN_FLIGHT_SPIN_MS while requests are in flight, whatever the budget.)
   });
 }
