@@ -1,4 +1,5 @@
 import type { DeploymentStatus } from '../deploy/types.ts';
+import type { VolumeInfo } from './render.ts';
 import { HISTOGRAM_BUCKETS } from '../util/histogram.ts';
 
 /**
@@ -16,6 +17,8 @@ import { HISTOGRAM_BUCKETS } from '../util/histogram.ts';
  */
 type Type = 'counter' | 'gauge' | 'histogram';
 type Labels = Record<string, string>;
+/** The /status volume entry (the CLI's tables read the same shape). */
+type VolumeStatus = VolumeInfo;
 export interface HistogramData {
   buckets: ArrayLike<number>;
   count: number;
@@ -136,17 +139,6 @@ const DRIVER_STATS: Array<[string, string, 'counter' | 'gauge', string]> = [
   ['spins', 'spins_total', 'counter', 'guest driver polling passes over the used ring'],
   ['waitTimeouts', 'wait_timeouts_total', 'counter', 'guest driver sleeps that ended by timeout'],
 ];
-
-interface VolumeStatus {
-  name: string;
-  size: number;
-  usedBytes?: number;
-  open?: boolean;
-  virtual?: boolean;
-  provider?: string;
-  stats?: Record<string, number>;
-  latency?: { read: HistogramData; write: HistogramData };
-}
 
 export interface MetricsInput {
   volumes: unknown[];
