@@ -18,7 +18,7 @@
  * yours with BENCH_CEPH_CONF=/etc/ceph/ceph.conf (pool `rbd`, image
  * `storvisor-bench` created and left there).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
 import { selfCpuSeconds } from './lib/cpu.ts';
-import { median } from './lib/fio.ts';
+import { median, runFio } from './lib/fio.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
@@ -49,25 +49,6 @@ const WORKLOADS = [
   { name: '4k randwrite QD32', rw: 'randwrite', depth: 32 },
 ];
 
-/** Run fio; IOPS, median latency and fio's own CPU seconds (its librbd threads included). */
-function fio(args: string[], env: NodeJS.ProcessEnv): Promise<{ iops: number; p50Us: number; ios: number; cpuSec: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('fio', [...args, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`fio ${args.join(' ')} failed (${code}): ${err}`));
-      const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-      if (job.error) return reject(new Error(`fio job error ${job.error}`));
-      const side = job.read.total_ios > 0 ? job.read : job.write;
-      const cpuSec = ((job.usr_cpu + job.sys_cpu) / 100) * (job.elapsed ?? SECONDS);
-      resolve({ iops: side.iops, p50Us: (side.clat_ns.percentile?.['50.000000'] ?? NaN) / 1000, ios: side.total_ios, cpuSec });
-    });
-  });
-}
-
 const common = (w: (typeof WORKLOADS)[number]) => [
   '--name=bench',
   `--rw=${w.rw}`,
@@ -81,15 +62,15 @@ const common = (w: (typeof WORKLOADS)[number]) => [
 ];
 
 async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
-  const r = await fio([...common(w), '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`], { ...process.env, CEPH_CONF: conf });
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (r.cpuSec / r.ios) * 1e6 };
+  const r = await runFio([...common(w), '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`], { ...process.env, CEPH_CONF: conf });
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (r.fioCpuSec / r.ios) * 1e6 };
 }
 
 async function fioNbd(uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
   const cpu0 = selfCpuSeconds();
-  const r = await fio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
+  const r = await runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
   const controllerSec = selfCpuSeconds() - cpu0;
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((r.cpuSec + controllerSec) / r.ios) * 1e6 };
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((r.fioCpuSec + controllerSec) / r.ios) * 1e6 };
 }
 
 async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
@@ -135,7 +116,7 @@ async function main(): Promise<void> {
   try {
     // Create the image through the controller once, then fill it, so reads meet real objects (not holes).
     await withController(conf, dataDir, false, async () => {});
-    await fio(['--name=fill', '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${SIZE_MIB}M`], { ...process.env, CEPH_CONF: conf });
+    await runFio(['--name=fill', '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${SIZE_MIB}M`], { ...process.env, CEPH_CONF: conf });
 
     const rows = new Map<string, Map<string, Sample[]>>();
     const add = (how: string, w: string, s: Sample) => {

@@ -7,11 +7,13 @@ export interface FioResult {
   p99Us: number;
   /** Requests completed in the run. */
   ios: number;
+  /** CPU seconds fio itself used (user + system over its run; with the rbd engine, its librbd threads too). */
+  fioCpuSec: number;
 }
 
-export function runFio(args: string[]): Promise<FioResult> {
+export function runFio(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<FioResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('fio', [...args, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('fio', [...args, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -23,7 +25,8 @@ export function runFio(args: string[]): Promise<FioResult> {
         if (job.error) return reject(new Error(`fio job error ${job.error}`));
         const side = job.read.total_ios > 0 ? job.read : job.write;
         const pct = side.clat_ns.percentile ?? {};
-        resolve({ iops: side.iops, p50Us: (pct['50.000000'] ?? NaN) / 1000, p99Us: (pct['99.000000'] ?? NaN) / 1000, ios: side.total_ios });
+        const fioCpuSec = ((job.usr_cpu + job.sys_cpu) / 100) * (job.elapsed ?? job.job_runtime / 1000);
+        resolve({ iops: side.iops, p50Us: (pct['50.000000'] ?? NaN) / 1000, p99Us: (pct['99.000000'] ?? NaN) / 1000, ios: side.total_ios, fioCpuSec });
       } catch (e) {
         reject(new Error(`cannot parse fio output: ${(e as Error).message}\n${out.slice(0, 500)}`));
       }

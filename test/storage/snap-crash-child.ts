@@ -11,20 +11,11 @@
  */
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
+import { B, block } from './helpers/blocks.ts';
 
-const B = 4096;
 const [dir, blocksArg] = process.argv.slice(2);
 const blocks = Number(blocksArg);
 const s = new VolumeStore(dir!, new BlockCache(1 << 20));
-
-function block(b: number, gen: number): Buffer {
-  const buf = Buffer.alloc(B);
-  for (let i = 0; i < B; i += 8) {
-    buf.writeUInt32LE(b, i);
-    buf.writeUInt32LE(gen, i + 4);
-  }
-  return buf;
-}
 
 const say = (line: string) => process.stdout.write(line + '\n');
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { B, block } from './helpers/blocks.ts';
 
 /**
  * kill -9 in the middle of writes to a volume with snapshots and to a clone,
@@ -14,18 +15,8 @@ import { tempDir } from '../helpers/tmp.ts';
  * write is there, no block is torn, the base snapshot and the clone's shared
  * blocks are intact, and every snapshot the chain lists holds a point in time.
  */
-const B = 4096;
 const BLOCKS = 256;
 const CHILD = fileURLToPath(new URL('./snap-crash-child.ts', import.meta.url));
-
-function block(b: number, gen: number): Buffer {
-  const buf = Buffer.alloc(B);
-  for (let i = 0; i < B; i += 8) {
-    buf.writeUInt32LE(b, i);
-    buf.writeUInt32LE(gen, i + 4);
-  }
-  return buf;
-}
 
 async function gens(v: { pread(buf: Uint8Array, off: number): Promise<void> }): Promise<number[]> {
   const out: number[] = [];

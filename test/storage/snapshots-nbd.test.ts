@@ -7,23 +7,14 @@ import { requireTools } from '../helpers/tools.ts';
 import { startTestApi, call } from '../api/helpers.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
+import { B, block } from './helpers/blocks.ts';
 
 /**
  * Snapshots and clones through the management API and the controller's NBD
  * export, checked with real clients (fio verify, nbdcopy, nbdinfo).
  */
 const MiB = 1024 * 1024;
-const B = 4096;
 requireTools('fio', 'nbdcopy', 'nbdinfo');
-
-function block(b: number, gen: number): Buffer {
-  const buf = Buffer.alloc(B);
-  for (let i = 0; i < B; i += 8) {
-    buf.writeUInt32LE(b, i);
-    buf.writeUInt32LE(gen, i + 4);
-  }
-  return buf;
-}
 
 /** Generation of each block of an image (0 = never written); fails on a torn or misplaced block. */
 function gensOf(image: Buffer): number[] {

@@ -8,22 +8,12 @@ import { MAX_SNAPSHOTS } from '../../src/storage/snapshots/snapshots.ts';
 import type { LayeredBackend } from '../../src/storage/snapshots/layered.ts';
 import type { FileBackend } from '../../src/storage/backend.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { B, block } from './helpers/blocks.ts';
 
 const MiB = 1024 * 1024;
-const B = 4096;
 
 function store(dir: string, opts: { maxMapBytes?: number } = {}): VolumeStore {
   return new VolumeStore(dir, new BlockCache(MiB), () => {}, true, 1, opts.maxMapBytes);
-}
-
-/** A block whose every byte says which block and which generation it is. */
-function block(b: number, gen: number): Buffer {
-  const buf = Buffer.alloc(B);
-  for (let i = 0; i < B; i += 8) {
-    buf.writeUInt32LE(b, i);
-    buf.writeUInt32LE(gen, i + 4);
-  }
-  return buf;
 }
 
 async function genOf(v: { pread(buf: Uint8Array, off: number): Promise<void> }, b: number): Promise<number> {
