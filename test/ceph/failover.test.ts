@@ -10,7 +10,7 @@ import { run } from '../helpers/controller.ts';
 import { writeLoad, verifyBlocks, shuffledBlocks } from '../helpers/load.ts';
 import { startCluster, rbdConfig, type Cluster } from './cluster.ts';
 import { RespClient } from '../database/helpers.ts';
-import { NfsClient } from '../fileserver/nfs/helpers/nfs-client.ts';
+import { verifyStableWrites, writeUntilKilled } from '../fileserver/nfs/helpers/stable-writes.ts';
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import { fsck } from '../../src/functions/fileserver/fs/index.ts';
 import type { ThreadGuest } from '../../src/deploy/guest/thread-guest.ts';
@@ -157,59 +157,16 @@ describe('RBD controllers: kill -9, lock refusal and takeover', () => {
   });
 
   test('a file server guest on an RBD volume killed mid-write comes back with every stable write, and fsck of the image is clean', async (t) => {
-    const CHUNK = 16 * 1024;
     const SIZE_MIB = 64;
-    const chunk = (file: number, offset: number) => {
-      const b = Buffer.alloc(CHUNK);
-      for (let i = 0; i < CHUNK; i += 8) b.writeUInt32BE(file, i), b.writeUInt32BE((offset + i) >>> 0, i + 4);
-      return b;
-    };
     const c = await startController(t, {
       nbd: null,
       volumes: [{ name: 'fs', sizeMiB: SIZE_MIB, backend: 'rbd', rbd: rbdConfig(cluster, 'failover-fs') }],
       functions: [{ name: 'nfs', function: 'fileserver', volume: 'fs', deploy: 'guest', restart: 'on-failure' }],
     });
     const { port } = await waitRunning(c, 'nfs');
-    const client = await NfsClient.connect(port);
-    const root = await client.root();
-    const acked = new Map<string, number>();
-    let total = 0;
-    let killed = false;
-    await Promise.all(
-      Array.from({ length: 4 }, async (_, f) => {
-        const name = `file-${f}`;
-        try {
-          const created = await client.create(root, name, 1, { mode: 0o644 });
-          assert.equal(created.status, 0);
-          acked.set(name, 0);
-          for (let off = 0; ; off += CHUNK) {
-            const w = await client.write(created.fh!, off, chunk(f, off), 2);
-            assert.equal(w.status, 0);
-            acked.set(name, off + CHUNK);
-            if (++total === 60 && !killed) {
-              killed = true;
-              void (c.deployment('nfs') as ThreadGuest).kill();
-            }
-          }
-        } catch (err) {
-          if (!killed) throw err;
-        }
-      }),
-    );
-    await client.close().catch(() => {});
+    const { acked } = await writeUntilKilled(port, 60, () => void (c.deployment('nfs') as ThreadGuest).kill());
     assert.equal((await waitRunning(c, 'nfs', 1)).port, port, 'the guest came back on its port');
-    const again = await NfsClient.connect(port);
-    const root2 = await again.root();
-    for (const [name, bytes] of acked) {
-      const found = await again.lookup(root2, name);
-      assert.equal(found.status, 0, `${name} was created and acknowledged`);
-      const f = Number(name.split('-')[1]);
-      for (let off = 0; off < bytes; off += CHUNK) {
-        const r = await again.read(found.fh!, off, CHUNK);
-        assert.ok(r.data!.equals(chunk(f, off)), `${name} @${off} lost in the crash`);
-      }
-    }
-    await again.close();
+    await verifyStableWrites(port, acked);
     await c.stop();
     // fsck the image itself, as the cluster has it.
     const image = join(tempDir(t), 'fs.img');
