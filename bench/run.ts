@@ -46,6 +46,14 @@ const suites: Record<string, (resultsDir: string) => Promise<void>> = {
 };
 
 const args = process.argv.slice(2);
+if (args[0] === '--publish') {
+  // Commit a finished run: docs/evaluation/ and the README's headline block.
+  const { publish } = await import('./eval/publish.ts');
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  if (!args[1]) throw new Error('usage: npm run bench -- --publish results/<date>');
+  for (const f of publish(resolve(args[1]), { docsDir: join(root, 'docs', 'evaluation'), readme: join(root, 'README.md') })) console.log(`wrote ${f}`);
+  process.exit();
+}
 const wanted = args.filter((a) => !a.startsWith('--'));
 if (wanted.length === 0) {
   // No suite named: the whole evaluation (bench/eval/run.ts), or its --quick form.

@@ -61,22 +61,31 @@ function table(columns: string[], rows: Row[], withPaper: boolean): { lines: str
   return { lines, reasons };
 }
 
+/** The rows marked headline, across sections, as one table with its footnotes (no rows: no lines). */
+export function renderHeadline(report: Report): string[] {
+  const headline = report.sections.flatMap((s) => s.rows.filter((r) => r.headline).map((r) => ({ s, r })));
+  if (headline.length === 0) return [];
+  const columns = [...new Set(headline.flatMap(({ s }) => s.columns))];
+  const { lines, reasons } = table(columns, headline.map(({ r }) => r), true);
+  return [...lines, ...(reasons.size ? ['', ...[...reasons].map(([why, n]) => `[${n}] ${why}  `)] : [])];
+}
+
+/** One line naming the machine a report was measured on. */
+export function machineLine(m: Machine): string {
+  return `${m.hostname}, ${m.cores} cores (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.kernel}, disk ${m.disk}, Node ${m.node}, engine ${m.engine}`;
+}
+
 export function renderMarkdown(report: Report): string {
-  const m = report.machine;
   const out: string[] = [
     `# storvisor evaluation${report.quick ? ' (quick)' : ''}`,
     '',
     `${report.date}. Each figure is the median of ${report.repeats} run(s) of ${report.seconds} s, with its spread (min–max) where runs differ. Every ratio compares figures of this one run.`,
     '',
-    `Machine: ${m.hostname}, ${m.cores} cores (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.kernel}, disk ${m.disk}, Node ${m.node}, engine ${m.engine}.`,
+    `Machine: ${machineLine(report.machine)}.`,
     '',
   ];
-  const headline = report.sections.flatMap((s) => s.rows.filter((r) => r.headline).map((r) => ({ s, r })));
-  if (headline.length > 0) {
-    const columns = [...new Set(headline.flatMap(({ s }) => s.columns))];
-    const { lines, reasons } = table(columns, headline.map(({ r }) => r), true);
-    out.push('## Headline', '', ...lines, '', ...[...reasons].map(([why, n]) => `[${n}] ${why}`), '');
-  }
+  const headline = renderHeadline(report);
+  if (headline.length > 0) out.push('## Headline', '', ...headline, '');
   for (const s of report.sections) {
     const withPaper = s.rows.some((r) => r.paper);
     const { lines, reasons } = table(s.columns, s.rows, withPaper);

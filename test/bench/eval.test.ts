@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatValue, ratioOf, summarize } from '../../bench/eval/stats.ts';
 import { renderMarkdown, sectionCharts, writeReport, type Report, type Section } from '../../bench/eval/report.ts';
@@ -8,6 +8,7 @@ import { diskOf, probeMachine } from '../../bench/eval/machine.ts';
 import { Progress, clock } from '../../bench/eval/progress.ts';
 import { Samples, overheadRow } from '../../bench/eval/context.ts';
 import { mergeSections } from '../../bench/eval/run.ts';
+import { BEGIN, END, publish, replaceBlock } from '../../bench/eval/publish.ts';
 import { parseRedisCsv, parseSockperf } from '../../bench/eval/steps/network.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -131,4 +132,35 @@ test('redis-benchmark CSV and sockperf output are read', () => {
   assert.deepEqual(parseRedisCsv(csv), { rps: 9803.92, p50Us: 95 });
   assert.throws(() => parseRedisCsv('ERROR'), /cannot read redis-benchmark/);
   assert.deepEqual(parseSockperf('sockperf: ---> percentile 50.000 =   21.250\n'), { rttUs: 42.5 });
+});
+
+test('publishing a full run copies it to the docs folder and rewrites only the README block', (t) => {
+  const root = tempDir(t, 'storvisor-eval-publish-');
+  const run = join(root, 'results', '2026-11-30');
+  writeReport(run, { ...report, quick: false });
+  const readme = join(root, 'README.md');
+  writeFileSync(readme, `# x\n\nbefore\n\n${BEGIN}\nold table\n${END}\n\nafter\n`);
+  const written = publish(run, { docsDir: join(root, 'docs', 'evaluation'), readme });
+  assert.ok(written.includes(join(root, 'docs', 'evaluation', 'report.md')));
+  assert.ok(existsSync(join(root, 'docs', 'evaluation', 'block-latency.svg')));
+  const text = readFileSync(readme, 'utf8');
+  assert.doesNotMatch(text, /old table/);
+  assert.match(text, /^# x\n\nbefore\n\n/);
+  assert.match(text, /\n\nafter\n$/);
+  assert.match(text, /Measured 2026-11-30 on h, 2 cores/);
+  assert.match(text, /\| sync write QD1 p50 \(µs, lower is better\) \| 334 \(330–340\) \| 367 \| n\/a \[1\] \| ~130 µs \|/);
+  assert.match(text, /!\[Block sync-write latency\]\(docs\/evaluation\/block-latency\.svg\)/);
+  // Publishing again replaces the block instead of adding a second one.
+  publish(run, { docsDir: join(root, 'docs', 'evaluation'), readme });
+  assert.equal(readFileSync(readme, 'utf8').split(BEGIN).length, 2);
+});
+
+test('publishing refuses a quick run and a README without the block', (t) => {
+  const root = tempDir(t, 'storvisor-eval-publish-');
+  const quick = join(root, 'quick');
+  writeReport(quick, report);
+  const readme = join(root, 'README.md');
+  writeFileSync(readme, `${BEGIN}\n${END}\n`);
+  assert.throws(() => publish(quick, { docsDir: join(root, 'docs'), readme }), /--quick run/);
+  assert.throws(() => replaceBlock('# no block\n', 'x'), /no evaluation block/);
 });
