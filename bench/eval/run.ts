@@ -7,6 +7,7 @@ import { Progress, clock } from './progress.ts';
 import { writeReport, type Report, type Section } from './report.ts';
 import { ablationStep } from './steps/ablation.ts';
 import { blockStep } from './steps/block.ts';
+import { databaseStep } from './steps/database.ts';
 import { dedupStep } from './steps/dedup.ts';
 import { fileserverStep } from './steps/fileserver.ts';
 import { idleStep } from './steps/idle.ts';
@@ -35,6 +36,7 @@ const STEPS: PlannedStep[] = [
   { name: 'idle', run: idleStep, plan: (c) => ({ steps: c.repeats * c.deployments.length, seconds: c.repeats * c.deployments.length * (c.quick ? 2 : 10) }) },
   { name: 'network', run: networkStep, plan: (c) => ({ steps: c.repeats * (2 * c.deployments.length + 3), seconds: c.repeats * (2 * c.deployments.length + 3) * c.seconds }) },
   { name: 'fileserver', run: fileserverStep, plan: (c) => ({ steps: c.repeats * (c.deployments.length + 3), seconds: c.repeats * (c.deployments.length + 3) * 2 * c.seconds }) },
+  { name: 'database', run: databaseStep, plan: (c) => ({ steps: c.repeats * (c.deployments.length + 1) * 2, seconds: c.repeats * (c.deployments.length + 1) * 4 * c.seconds }) },
   { name: 'ablation', run: ablationStep, plan: (c) => ({ steps: c.repeats * 14, seconds: c.repeats * 14 * c.seconds }) },
   { name: 'dedup', run: dedupStep, plan: (c) => ({ steps: c.repeats * 6, seconds: c.repeats * 6 * c.seconds }) },
 ];

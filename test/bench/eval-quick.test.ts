@@ -23,7 +23,7 @@ test('npm run bench -- --quick writes a report with every row of the table', { t
   const out = join(dir, 'results', `${day}-quick`);
   const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as Report;
   const ids = report.sections.map((s) => s.id);
-  for (const id of ['block-throughput', 'block-latency', 'cost', 'ablation', 'network', 'stream', 'fileserver', 'fileserver-scaling', 'dedup']) assert.ok(ids.includes(id), `section ${id} in ${ids.join(', ')}`);
+  for (const id of ['block-throughput', 'block-latency', 'cost', 'ablation', 'network', 'stream', 'fileserver', 'fileserver-scaling', 'database', 'dedup']) assert.ok(ids.includes(id), `section ${id} in ${ids.join(', ')}`);
   for (const s of report.sections) {
     assert.doesNotMatch(s.title, /FAILED/, s.notes.join('\n'));
     assert.ok(s.rows.length > 0, `${s.id} has rows`);

@@ -13,13 +13,24 @@ import { hasTool } from '../tools.ts';
 
 const run = promisify(execFile);
 
-/** redis-benchmark's CSV line for one test: requests per second and the p50 latency in µs. */
+/** redis-benchmark's CSV, one entry per test (SET, GET, ...): requests per second and p50/p99 in µs. */
+export function parseRedisCsvTests(csv: string): Map<string, { rps: number; p50Us: number; p99Us: number }> {
+  const out = new Map<string, { rps: number; p50Us: number; p99Us: number }>();
+  for (const l of csv.trim().split('\n')) {
+    if (!l.startsWith('"') || l.startsWith('"test"')) continue;
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    const cols = l.split(',').map((x) => x.replace(/"/g, ''));
+    const f = cols.map(Number);
+    if (Number.isFinite(f[1])) out.set(cols[0]!, { rps: f[1]!, p50Us: (f[4] ?? NaN) * 1000, p99Us: (f[6] ?? NaN) * 1000 });
+  }
+  if (out.size === 0) throw new Error(`cannot read redis-benchmark output: ${csv.slice(0, 200)}`);
+  return out;
+}
+
+/** redis-benchmark's CSV line for its first test: requests per second and the p50 latency in µs. */
 export function parseRedisCsv(csv: string): { rps: number; p50Us: number } {
-  const lines = csv.trim().split('\n').filter((l) => l.startsWith('"') && !l.startsWith('"test"'));
-  const f = lines[0]?.split(',').map((x) => Number(x.replace(/"/g, '')));
-  if (!f || !Number.isFinite(f[1])) throw new Error(`cannot read redis-benchmark output: ${csv.slice(0, 200)}`);
-  // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
-  return { rps: f[1]!, p50Us: (f[4] ?? NaN) * 1000 };
+  const { rps, p50Us } = [...parseRedisCsvTests(csv).values()][0]!;
+  return { rps, p50Us };
 }
 
 /** sockperf ping-pong's percentile 50 (it reports one-way latency: half the round trip). */
