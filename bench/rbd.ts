@@ -1,8 +1,13 @@
 /**
  * RBD volumes against fio's rbd engine on the same image: 4 KiB random read
  * and write at QD1 and QD32, median of BENCH_REPEATS runs of BENCH_SECONDS
- * each, with CPU per operation (everything on this machine the path uses:
- * fio and, for the controller rows, the controller with its librbd threads).
+ * each, with CPU per operation: fio's whole process tree (its librbd threads
+ * included: fio's own usr/sys figures leave them out) and, for the controller
+ * rows, the controller process (its librbd threads and the guest thread
+ * included), each on its own column. The cluster's daemons are not counted
+ * (the same OSD serves every row). A fio run's fixed cost (start, connect,
+ * open; measured once per engine with a one-request run) is taken off, and the
+ * ramp's requests are counted at the measured rate: CPU µs/op is per request.
  *
  *   npm run bench -- rbd        (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
  *
@@ -39,8 +44,15 @@ const clusterScript = fileURLToPath(new URL('../scripts/ceph/cluster.sh', import
 interface Sample {
   iops: number;
   p50Us: number;
+  /** fio (the client) plus the controller, per request. */
   cpuUsPerOp: number;
+  /** The controller process alone (NaN for fio's rbd engine). */
+  controllerUsPerOp: number;
 }
+
+const RAMP_SECONDS = 1;
+/** Requests a time-based run made, its ramp included (fio reports only those after the ramp). */
+const allIos = (ios: number) => (ios * (SECONDS + RAMP_SECONDS)) / SECONDS;
 
 const WORKLOADS = [
   { name: '4k randread QD1', rw: 'randread', depth: 1 },
@@ -56,21 +68,31 @@ const common = (w: (typeof WORKLOADS)[number]) => [
   `--iodepth=${w.depth}`,
   `--runtime=${SECONDS}`,
   '--time_based=1',
-  '--ramp_time=1',
+  `--ramp_time=${RAMP_SECONDS}`,
   `--size=${SIZE_MIB}M`,
   '--randrepeat=0',
 ];
 
+const rbdEngine = () => ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`];
+const oneRequest = ['--name=fixed', '--rw=randread', '--bs=4k', '--iodepth=1', `--size=${SIZE_MIB}M`, '--io_size=4k'];
+/** CPU seconds of a fio run that is all fixed cost (one request), per engine: taken off every run of that engine. */
+const fixedCpu = new Map<string, number>();
+
 async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
-  const r = await runFio([...common(w), '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`], { ...process.env, CEPH_CONF: conf });
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (r.fioCpuSec / r.ios) * 1e6 };
+  const env = { ...process.env, CEPH_CONF: conf };
+  if (!fixedCpu.has('rbd')) fixedCpu.set('rbd', (await runFio([...oneRequest, ...rbdEngine()], env)).fioCpuSec);
+  const r = await runFio([...common(w), ...rbdEngine()], env);
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / allIos(r.ios)) * 1e6, controllerUsPerOp: NaN };
 }
 
 async function fioNbd(uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+  if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
   const cpu0 = selfCpuSeconds();
   const r = await runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
   const controllerSec = selfCpuSeconds() - cpu0;
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((r.fioCpuSec + controllerSec) / r.ios) * 1e6 };
+  const ops = allIos(r.ios);
+  const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6 };
 }
 
 async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
@@ -140,18 +162,26 @@ async function main(): Promise<void> {
     const lines = [
       `## RBD volumes against fio's rbd engine (same image, ${SIZE_MIB} MiB; ${SECONDS} s runs, median of ${REPEATS})`,
       '',
-      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op |',
-      '|---|---|---:|---:|---:|---:|',
+      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | CPU x fio rbd |',
+      '|---|---|---:|---:|---:|---:|---:|---:|',
     ];
     for (const [how, m] of rows) {
       for (const w of WORKLOADS) {
         const s = m.get(w.name)!;
         const iops = median(s.map((x) => x.iops));
         const base = median(limit.get(w.name)!.map((x) => x.iops));
-        lines.push(`| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${median(s.map((x) => x.cpuUsPerOp)).toFixed(1)} |`);
+        const cpu = median(s.map((x) => x.cpuUsPerOp));
+        const baseCpu = median(limit.get(w.name)!.map((x) => x.cpuUsPerOp));
+        const ctl = median(s.map((x) => x.controllerUsPerOp));
+        lines.push(
+          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${(cpu / baseCpu).toFixed(2)} |`,
+        );
       }
     }
-    lines.push('', 'CPU µs/op: fio (with librbd for the rbd engine) plus, for the controller rows, the controller process (its librbd threads included).');
+    lines.push(
+      '',
+      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not counted.",
+    );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
