@@ -25,13 +25,13 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
-import { selfCpuSeconds } from './lib/cpu.ts';
+import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
 import { median, runFio } from './lib/fio.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -48,6 +48,25 @@ interface Sample {
   cpuUsPerOp: number;
   /** The controller process alone (NaN for fio's rbd engine). */
   controllerUsPerOp: number;
+  /** The OSD daemon, when it runs on this machine (NaN otherwise): the same for every path, the rest of the CPU budget. */
+  osdUsPerOp: number;
+}
+
+/** The local OSD's pid (a cluster started by scripts/ceph/cluster.sh, or yours if its pid file is there), or 0. */
+function osdPid(conf: string): number {
+  try {
+    return Number(readFileSync(join(dirname(conf), 'run', 'osd.0.pid'), 'utf8').trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Run a measurement and the OSD's CPU seconds during it (NaN without a local OSD). */
+async function withOsdCpu<T>(conf: string, fn: () => Promise<T>): Promise<[T, number]> {
+  const pid = osdPid(conf);
+  const before = pid ? processCpuSeconds(pid) : NaN;
+  const r = await fn();
+  return [r, pid ? processCpuSeconds(pid) - before : NaN];
 }
 
 const RAMP_SECONDS = 1;
@@ -81,18 +100,19 @@ const fixedCpu = new Map<string, number>();
 async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
   const env = { ...process.env, CEPH_CONF: conf };
   if (!fixedCpu.has('rbd')) fixedCpu.set('rbd', (await runFio([...oneRequest, ...rbdEngine()], env)).fioCpuSec);
-  const r = await runFio([...common(w), ...rbdEngine()], env);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / allIos(r.ios)) * 1e6, controllerUsPerOp: NaN };
+  const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), ...rbdEngine()], env));
+  const ops = allIos(r.ios);
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
-async function fioNbd(uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+async function fioNbd(conf: string, uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
   if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
   const cpu0 = selfCpuSeconds();
-  const r = await runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
+  const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env));
   const controllerSec = selfCpuSeconds() - cpu0;
   const ops = allIos(r.ios);
   const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6 };
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
 async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
@@ -151,10 +171,10 @@ async function main(): Promise<void> {
       // fio's librbd needs the image's lock: no controller holds it during these runs.
       for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
       await withController(conf, dataDir, false, async (uri) => {
-        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(uri, w));
+        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w));
       });
       await withController(conf, dataDir, true, async (uri) => {
-        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(uri, w));
+        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w));
       });
     }
 
@@ -162,8 +182,8 @@ async function main(): Promise<void> {
     const lines = [
       `## RBD volumes against fio's rbd engine (same image, ${SIZE_MIB} MiB; ${SECONDS} s runs, median of ${REPEATS})`,
       '',
-      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | CPU x fio rbd |',
-      '|---|---|---:|---:|---:|---:|---:|---:|',
+      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | CPU x fio rbd | OSD µs/op |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
     ];
     for (const [how, m] of rows) {
       for (const w of WORKLOADS) {
@@ -173,14 +193,15 @@ async function main(): Promise<void> {
         const cpu = median(s.map((x) => x.cpuUsPerOp));
         const baseCpu = median(limit.get(w.name)!.map((x) => x.cpuUsPerOp));
         const ctl = median(s.map((x) => x.controllerUsPerOp));
+        const osd = median(s.map((x) => x.osdUsPerOp));
         lines.push(
-          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${(cpu / baseCpu).toFixed(2)} |`,
+          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${(cpu / baseCpu).toFixed(2)} | ${Number.isNaN(osd) ? '—' : osd.toFixed(1)} |`,
         );
       }
     }
     lines.push(
       '',
-      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not counted.",
+      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not in CPU µs/op; OSD µs/op is the local OSD's (the rest of a 2-core machine's budget: at QD32 IOPS is bounded by cores / (CPU + OSD) per request).",
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
