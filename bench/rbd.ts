@@ -16,6 +16,9 @@
  * - controller export: fio's nbd engine -> the controller's NBD export -> the RBD volume,
  * - nbd-export guest: fio's nbd engine -> an nbd-export function in a thread guest
  *   -> the shared-memory queue -> the controller's poller -> the RBD volume.
+ * - controller export, cache hits: the export answering 4 KiB reads from its
+ *   warmed cache, no RBD behind it: the floor any NBD path adds to librbd's
+ *   latency, hence the best ratio at QD1 (printed under the table).
  * The controller's read cache is kept small (2 MiB against a 256 MiB image) so
  * reads measure the cluster, as fio's rbd engine (rbd cache off) does.
  *
@@ -80,7 +83,12 @@ const WORKLOADS = [
   { name: '4k randwrite QD32', rw: 'randwrite', depth: 32 },
 ];
 
-const common = (w: (typeof WORKLOADS)[number]) => [
+/** The cache-hit row: an export's own cost with no RBD request behind it. */
+const FLOOR = 'controller export, cache hits';
+const FLOOR_MIB = 16;
+
+type Workload = (typeof WORKLOADS)[number] & { sizeMiB?: number };
+const common = (w: Workload) => [
   '--name=bench',
   `--rw=${w.rw}`,
   '--bs=4k',
@@ -88,7 +96,7 @@ const common = (w: (typeof WORKLOADS)[number]) => [
   `--runtime=${SECONDS}`,
   '--time_based=1',
   `--ramp_time=${RAMP_SECONDS}`,
-  `--size=${SIZE_MIB}M`,
+  `--size=${w.sizeMiB ?? SIZE_MIB}M`,
   '--randrepeat=0',
 ];
 
@@ -105,7 +113,7 @@ async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Samp
   return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
-async function fioNbd(conf: string, uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+async function fioNbd(conf: string, uri: string, w: Workload): Promise<Sample> {
   if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
   const cpu0 = selfCpuSeconds();
   const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env));
@@ -115,11 +123,11 @@ async function fioNbd(conf: string, uri: string, w: (typeof WORKLOADS)[number]):
   return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
-async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
+async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>, cacheMiB = 2): Promise<void> {
   const config = parseConfig(
     {
       dataDir,
-      cacheMiB: 2,
+      cacheMiB,
       api: null,
       nbd: { port: 0 },
       volumes: [{ name: 'rbd', sizeMiB: SIZE_MIB, backend: 'rbd', rbd: { conf, image: IMAGE } }],
@@ -176,6 +184,17 @@ async function main(): Promise<void> {
       await withController(conf, dataDir, true, async (uri) => {
         for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w));
       });
+      // The NBD floor: the same export answering 4 KiB reads from its cache (16 MiB, warmed), no RBD at all.
+      await withController(
+        conf,
+        dataDir,
+        false,
+        async (uri) => {
+          await runFio(['--name=warm', '--ioengine=nbd', `--uri=${uri}`, '--rw=read', '--bs=1M', `--size=${FLOOR_MIB}M`]);
+          for (const w of WORKLOADS.filter((x) => x.rw === 'randread')) add(FLOOR, w.name, await fioNbd(conf!, uri, { ...w, sizeMiB: FLOOR_MIB }));
+        },
+        4 * FLOOR_MIB,
+      );
     }
 
     const limit = rows.get('fio rbd engine')!;
@@ -187,7 +206,8 @@ async function main(): Promise<void> {
     ];
     for (const [how, m] of rows) {
       for (const w of WORKLOADS) {
-        const s = m.get(w.name)!;
+        const s = m.get(w.name);
+        if (!s) continue;
         const iops = median(s.map((x) => x.iops));
         const base = median(limit.get(w.name)!.map((x) => x.iops));
         const cpu = median(s.map((x) => x.cpuUsPerOp));
@@ -202,6 +222,15 @@ async function main(): Promise<void> {
     lines.push(
       '',
       "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not in CPU µs/op; OSD µs/op is the local OSD's (the rest of a 2-core machine's budget: at QD32 IOPS is bounded by cores / (CPU + OSD) per request).",
+    );
+    // Where the limit is at QD1: an NBD path adds at least the floor's latency to librbd's own.
+    const p50 = (how: string, w: string) => median(rows.get(how)!.get(w)!.map((x) => x.p50Us));
+    const rbdLat = p50('fio rbd engine', '4k randread QD1');
+    const floorLat = p50(FLOOR, '4k randread QD1');
+    lines.push(
+      '',
+      `QD1 limit of any NBD path: fio rbd p50 ${rbdLat.toFixed(0)} µs + the export's cache-hit p50 ${floorLat.toFixed(0)} µs ` +
+        `(client wake-up, loopback TCP both ways, the controller's request path) -> at best ${(rbdLat / (rbdLat + floorLat)).toFixed(2)}x fio rbd at 4 KiB read QD1.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
