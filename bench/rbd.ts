@@ -16,6 +16,8 @@
  * - controller export: fio's nbd engine -> the controller's NBD export -> the RBD volume,
  * - nbd-export guest: fio's nbd engine -> an nbd-export function in a thread guest
  *   -> the shared-memory queue -> the controller's poller -> the RBD volume.
+ * - RBD backend alone: the controller's RbdBackend driven in this process (no
+ *   NBD, no volume): its librbd client against fio's,
  * - controller export, cache hits: the export answering 4 KiB reads from its
  *   warmed cache, no RBD behind it: the floor any NBD path adds to librbd's
  *   latency, hence the best ratio at QD1 (printed under the table).
@@ -36,6 +38,8 @@ import { parseConfig } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
 import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
 import { median, runFio } from './lib/fio.ts';
+import { openRbd } from '../src/storage/rbd-backend.ts';
+import type { IoTarget } from '../src/block/types.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
@@ -83,6 +87,7 @@ const WORKLOADS = [
   { name: '4k randwrite QD32', rw: 'randwrite', depth: 32 },
 ];
 
+const BACKEND = 'RBD backend alone';
 /** The cache-hit row: an export's own cost with no RBD request behind it. */
 const FLOOR = 'controller export, cache hits';
 const FLOOR_MIB = 16;
@@ -121,6 +126,63 @@ async function fioNbd(conf: string, uri: string, w: Workload): Promise<Sample> {
   const ops = allIos(r.ios);
   const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
   return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
+}
+
+/**
+ * The RBD backend alone, driven in this process at the workload's depth (no
+ * NBD, no volume, no cache): what the controller's librbd client costs next
+ * to fio's, and the part of each controller row that is not RBD's.
+ */
+async function backendAlone(conf: string, w: Workload): Promise<Sample> {
+  const b = await openRbd({ conf, user: 'admin', pool: 'rbd', image: IMAGE, timeoutSec: 30 }, { controller: 'bench-rbd-backend', volume: 'bench', takeover: true });
+  try {
+    const blocks = Math.floor(Math.min(b.size(), SIZE_MIB * 2 ** 20) / 4096);
+    const slab = b.alloc(4096 * w.depth).buf;
+    const write = w.rw === 'randwrite';
+    const started = new Float64Array(w.depth);
+    const lat: number[] = [];
+    let ops = 0;
+    let measuring = false;
+    let stopping = false;
+    let outstanding = 0;
+    let failed: Error | undefined;
+    let finished: () => void = () => {};
+    const issue = (slot: number) => {
+      started[slot] = performance.now();
+      outstanding++;
+      const pos = Math.floor(Math.random() * blocks) * 4096;
+      if (write) b.writeFrom(slab, slot * 4096, 4096, pos, target, slot);
+      else b.readTo(slab, slot * 4096, 4096, pos, target, slot);
+    };
+    const target: IoTarget = {
+      ioDone: (slot, result) => {
+        outstanding--;
+        if (result < 0) failed ??= new Error(`rbd ${w.rw} failed: ${result}`);
+        if (measuring) {
+          ops++;
+          lat.push((performance.now() - started[slot]!) * 1000);
+        }
+        if (!stopping && !failed) issue(slot);
+        else if (outstanding === 0) finished();
+      },
+    };
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    for (let i = 0; i < w.depth; i++) issue(i);
+    await new Promise((r) => setTimeout(r, RAMP_SECONDS * 1000));
+    const cpu0 = selfCpuSeconds();
+    const t0 = performance.now();
+    measuring = true;
+    const [, osdSec] = await withOsdCpu(conf, () => new Promise((r) => setTimeout(r, SECONDS * 1000)));
+    measuring = false;
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu = selfCpuSeconds() - cpu0;
+    stopping = true;
+    await done;
+    if (failed) throw failed;
+    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
+  } finally {
+    await b.close();
+  }
 }
 
 async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>, cacheMiB = 2): Promise<void> {
@@ -178,6 +240,7 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < REPEATS; rep++) {
       // fio's librbd needs the image's lock: no controller holds it during these runs.
       for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
+      for (const w of WORKLOADS) add(BACKEND, w.name, await backendAlone(conf, w));
       await withController(conf, dataDir, false, async (uri) => {
         for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w));
       });
