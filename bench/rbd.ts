@@ -1,8 +1,13 @@
 /**
  * RBD volumes against fio's rbd engine on the same image: 4 KiB random read
  * and write at QD1 and QD32, median of BENCH_REPEATS runs of BENCH_SECONDS
- * each, with CPU per operation (everything on this machine the path uses:
- * fio and, for the controller rows, the controller with its librbd threads).
+ * each, with CPU per operation: fio's whole process tree (its librbd threads
+ * included: fio's own usr/sys figures leave them out) and, for the controller
+ * rows, the controller process (its librbd threads and the guest thread
+ * included), each on its own column. The cluster's daemons are not counted
+ * (the same OSD serves every row). A fio run's fixed cost (start, connect,
+ * open; measured once per engine with a one-request run) is taken off, and the
+ * ramp's requests are counted at the measured rate: CPU µs/op is per request.
  *
  *   npm run bench -- rbd        (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
  *
@@ -11,6 +16,11 @@
  * - controller export: fio's nbd engine -> the controller's NBD export -> the RBD volume,
  * - nbd-export guest: fio's nbd engine -> an nbd-export function in a thread guest
  *   -> the shared-memory queue -> the controller's poller -> the RBD volume.
+ * - RBD backend alone: the controller's RbdBackend driven in this process (no
+ *   NBD, no volume): its librbd client against fio's,
+ * - controller export, cache hits: the export answering 4 KiB reads from its
+ *   warmed cache, no RBD behind it: the floor any NBD path adds to librbd's
+ *   latency, hence the best ratio at QD1 (printed under the table).
  * The controller's read cache is kept small (2 MiB against a 256 MiB image) so
  * reads measure the cluster, as fio's rbd engine (rbd cache off) does.
  *
@@ -20,14 +30,16 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
-import { selfCpuSeconds } from './lib/cpu.ts';
+import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
 import { median, runFio } from './lib/fio.ts';
+import { openRbd } from '../src/storage/rbd-backend.ts';
+import type { IoTarget } from '../src/block/types.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
@@ -39,8 +51,34 @@ const clusterScript = fileURLToPath(new URL('../scripts/ceph/cluster.sh', import
 interface Sample {
   iops: number;
   p50Us: number;
+  /** fio (the client) plus the controller, per request. */
   cpuUsPerOp: number;
+  /** The controller process alone (NaN for fio's rbd engine). */
+  controllerUsPerOp: number;
+  /** The OSD daemon, when it runs on this machine (NaN otherwise): the same for every path, the rest of the CPU budget. */
+  osdUsPerOp: number;
 }
+
+/** The local OSD's pid (a cluster started by scripts/ceph/cluster.sh, or yours if its pid file is there), or 0. */
+function osdPid(conf: string): number {
+  try {
+    return Number(readFileSync(join(dirname(conf), 'run', 'osd.0.pid'), 'utf8').trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Run a measurement and the OSD's CPU seconds during it (NaN without a local OSD). */
+async function withOsdCpu<T>(conf: string, fn: () => Promise<T>): Promise<[T, number]> {
+  const pid = osdPid(conf);
+  const before = pid ? processCpuSeconds(pid) : NaN;
+  const r = await fn();
+  return [r, pid ? processCpuSeconds(pid) - before : NaN];
+}
+
+const RAMP_SECONDS = 1;
+/** Requests a time-based run made, its ramp included (fio reports only those after the ramp). */
+const allIos = (ios: number) => (ios * (SECONDS + RAMP_SECONDS)) / SECONDS;
 
 const WORKLOADS = [
   { name: '4k randread QD1', rw: 'randread', depth: 1 },
@@ -49,35 +87,109 @@ const WORKLOADS = [
   { name: '4k randwrite QD32', rw: 'randwrite', depth: 32 },
 ];
 
-const common = (w: (typeof WORKLOADS)[number]) => [
+const BACKEND = 'RBD backend alone';
+/** The cache-hit row: an export's own cost with no RBD request behind it. */
+const FLOOR = 'controller export, cache hits';
+const FLOOR_MIB = 16;
+
+type Workload = (typeof WORKLOADS)[number] & { sizeMiB?: number };
+const common = (w: Workload) => [
   '--name=bench',
   `--rw=${w.rw}`,
   '--bs=4k',
   `--iodepth=${w.depth}`,
   `--runtime=${SECONDS}`,
   '--time_based=1',
-  '--ramp_time=1',
-  `--size=${SIZE_MIB}M`,
+  `--ramp_time=${RAMP_SECONDS}`,
+  `--size=${w.sizeMiB ?? SIZE_MIB}M`,
   '--randrepeat=0',
 ];
 
+const rbdEngine = () => ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`];
+const oneRequest = ['--name=fixed', '--rw=randread', '--bs=4k', '--iodepth=1', `--size=${SIZE_MIB}M`, '--io_size=4k'];
+/** CPU seconds of a fio run that is all fixed cost (one request), per engine: taken off every run of that engine. */
+const fixedCpu = new Map<string, number>();
+
 async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
-  const r = await runFio([...common(w), '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`], { ...process.env, CEPH_CONF: conf });
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (r.fioCpuSec / r.ios) * 1e6 };
+  const env = { ...process.env, CEPH_CONF: conf };
+  if (!fixedCpu.has('rbd')) fixedCpu.set('rbd', (await runFio([...oneRequest, ...rbdEngine()], env)).fioCpuSec);
+  const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), ...rbdEngine()], env));
+  const ops = allIos(r.ios);
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
-async function fioNbd(uri: string, w: (typeof WORKLOADS)[number]): Promise<Sample> {
+async function fioNbd(conf: string, uri: string, w: Workload): Promise<Sample> {
+  if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
   const cpu0 = selfCpuSeconds();
-  const r = await runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env);
+  const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env));
   const controllerSec = selfCpuSeconds() - cpu0;
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((r.fioCpuSec + controllerSec) / r.ios) * 1e6 };
+  const ops = allIos(r.ios);
+  const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
 }
 
-async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>): Promise<void> {
+/**
+ * The RBD backend alone, driven in this process at the workload's depth (no
+ * NBD, no volume, no cache): what the controller's librbd client costs next
+ * to fio's, and the part of each controller row that is not RBD's.
+ */
+async function backendAlone(conf: string, w: Workload): Promise<Sample> {
+  const b = await openRbd({ conf, user: 'admin', pool: 'rbd', image: IMAGE, timeoutSec: 30 }, { controller: 'bench-rbd-backend', volume: 'bench', takeover: true });
+  try {
+    const blocks = Math.floor(Math.min(b.size(), SIZE_MIB * 2 ** 20) / 4096);
+    const slab = b.alloc(4096 * w.depth).buf;
+    const write = w.rw === 'randwrite';
+    const started = new Float64Array(w.depth);
+    const lat: number[] = [];
+    let ops = 0;
+    let measuring = false;
+    let stopping = false;
+    let outstanding = 0;
+    let failed: Error | undefined;
+    let finished: () => void = () => {};
+    const issue = (slot: number) => {
+      started[slot] = performance.now();
+      outstanding++;
+      const pos = Math.floor(Math.random() * blocks) * 4096;
+      if (write) b.writeFrom(slab, slot * 4096, 4096, pos, target, slot);
+      else b.readTo(slab, slot * 4096, 4096, pos, target, slot);
+    };
+    const target: IoTarget = {
+      ioDone: (slot, result) => {
+        outstanding--;
+        if (result < 0) failed ??= new Error(`rbd ${w.rw} failed: ${result}`);
+        if (measuring) {
+          ops++;
+          lat.push((performance.now() - started[slot]!) * 1000);
+        }
+        if (!stopping && !failed) issue(slot);
+        else if (outstanding === 0) finished();
+      },
+    };
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    for (let i = 0; i < w.depth; i++) issue(i);
+    await new Promise((r) => setTimeout(r, RAMP_SECONDS * 1000));
+    const cpu0 = selfCpuSeconds();
+    const t0 = performance.now();
+    measuring = true;
+    const [, osdSec] = await withOsdCpu(conf, () => new Promise((r) => setTimeout(r, SECONDS * 1000)));
+    measuring = false;
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu = selfCpuSeconds() - cpu0;
+    stopping = true;
+    await done;
+    if (failed) throw failed;
+    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
+  } finally {
+    await b.close();
+  }
+}
+
+async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>, cacheMiB = 2): Promise<void> {
   const config = parseConfig(
     {
       dataDir,
-      cacheMiB: 2,
+      cacheMiB,
       api: null,
       nbd: { port: 0 },
       volumes: [{ name: 'rbd', sizeMiB: SIZE_MIB, backend: 'rbd', rbd: { conf, image: IMAGE } }],
@@ -128,30 +240,61 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < REPEATS; rep++) {
       // fio's librbd needs the image's lock: no controller holds it during these runs.
       for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
+      for (const w of WORKLOADS) add(BACKEND, w.name, await backendAlone(conf, w));
       await withController(conf, dataDir, false, async (uri) => {
-        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(uri, w));
+        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w));
       });
       await withController(conf, dataDir, true, async (uri) => {
-        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(uri, w));
+        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w));
       });
+      // The NBD floor: the same export answering 4 KiB reads from its cache (16 MiB, warmed), no RBD at all.
+      await withController(
+        conf,
+        dataDir,
+        false,
+        async (uri) => {
+          await runFio(['--name=warm', '--ioengine=nbd', `--uri=${uri}`, '--rw=read', '--bs=1M', `--size=${FLOOR_MIB}M`]);
+          for (const w of WORKLOADS.filter((x) => x.rw === 'randread')) add(FLOOR, w.name, await fioNbd(conf!, uri, { ...w, sizeMiB: FLOOR_MIB }));
+        },
+        4 * FLOOR_MIB,
+      );
     }
 
     const limit = rows.get('fio rbd engine')!;
     const lines = [
       `## RBD volumes against fio's rbd engine (same image, ${SIZE_MIB} MiB; ${SECONDS} s runs, median of ${REPEATS})`,
       '',
-      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op |',
-      '|---|---|---:|---:|---:|---:|',
+      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | CPU x fio rbd | OSD µs/op |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
     ];
     for (const [how, m] of rows) {
       for (const w of WORKLOADS) {
-        const s = m.get(w.name)!;
+        const s = m.get(w.name);
+        if (!s) continue;
         const iops = median(s.map((x) => x.iops));
         const base = median(limit.get(w.name)!.map((x) => x.iops));
-        lines.push(`| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${median(s.map((x) => x.cpuUsPerOp)).toFixed(1)} |`);
+        const cpu = median(s.map((x) => x.cpuUsPerOp));
+        const baseCpu = median(limit.get(w.name)!.map((x) => x.cpuUsPerOp));
+        const ctl = median(s.map((x) => x.controllerUsPerOp));
+        const osd = median(s.map((x) => x.osdUsPerOp));
+        lines.push(
+          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${(cpu / baseCpu).toFixed(2)} | ${Number.isNaN(osd) ? '—' : osd.toFixed(1)} |`,
+        );
       }
     }
-    lines.push('', 'CPU µs/op: fio (with librbd for the rbd engine) plus, for the controller rows, the controller process (its librbd threads included).');
+    lines.push(
+      '',
+      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not in CPU µs/op; OSD µs/op is the local OSD's (the rest of a 2-core machine's budget: at QD32 IOPS is bounded by cores / (CPU + OSD) per request).",
+    );
+    // Where the limit is at QD1: an NBD path adds at least the floor's latency to librbd's own.
+    const p50 = (how: string, w: string) => median(rows.get(how)!.get(w)!.map((x) => x.p50Us));
+    const rbdLat = p50('fio rbd engine', '4k randread QD1');
+    const floorLat = p50(FLOOR, '4k randread QD1');
+    lines.push(
+      '',
+      `QD1 limit of any NBD path: fio rbd p50 ${rbdLat.toFixed(0)} µs + the export's cache-hit p50 ${floorLat.toFixed(0)} µs ` +
+        `(client wake-up, loopback TCP both ways, the controller's request path) -> at best ${(rbdLat / (rbdLat + floorLat)).toFixed(2)}x fio rbd at 4 KiB read QD1.`,
+    );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

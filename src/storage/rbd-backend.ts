@@ -2,8 +2,8 @@ import { closeSync, readSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { allocAligned, type AlignedSlab } from './aligned.ts';
 import { PromiseTarget, type BackendStats, type StorageBackend } from './backend.ts';
-import { defaultEngine, UringEngine, LibuvEngine, type IoEngine, type IoTarget } from './engine.ts';
-import { native } from '../native/addon.ts';
+import { LibuvEngine, type IoEngine, type IoTarget } from './engine.ts';
+import { native, type FdWatch } from '../native/addon.ts';
 import {
   rbdLib,
   rbdUnavailable,
@@ -30,12 +30,22 @@ import { rbdFailed, rbdLocked, rbdUnavailableError, invalidArgument } from '../u
  * Completions without a hop per request: librbd completes requests on its own
  * threads. Completions are created without a callback, and the image is given
  * an eventfd (rbd_set_image_notification): librbd queues each finished request
- * in its own completion list and bumps the eventfd. While requests are in
- * flight, one read of that eventfd sits on the controller's I/O engine
- * (io_uring: a poll-armed read, no thread), so the poller that reaps the
- * engine sees "RBD completions ready" as one CQE and drains every completion
- * with rbd_poll_io_events, however many arrived. Nothing is armed while the
- * image is idle, so an idle RBD volume never keeps the poller spinning.
+ * in its own completion list and bumps the eventfd. The event loop watches
+ * that eventfd (the addon's fdWatch: one epoll registration for the image's
+ * life, no system call to arm it per request), and one wake-up drains every
+ * completion with rbd_poll_io_events, however many arrived. Nobody spins for
+ * an RBD request: it takes hundreds of µs, and on a shared machine a spinner
+ * takes the core librbd's threads and the OSD need (measured: see #17 and
+ * bench/rbd.ts). Without the addon, a libuv read of the eventfd does it.
+ *
+ * Submission without a hop: `rbd_non_blocking_aio=false`, so librbd dispatches
+ * a request in the calling thread instead of posting it to its io_context
+ * thread first (fio's rbd engine pays that hop; measured: about 40 µs of
+ * librbd thread CPU per request less, for about 20 more on this thread).
+ * What could then block the caller is the objecter's throttle (1024 object
+ * operations or 100 MiB in flight per client); requests beyond this backend's
+ * own, lower bounds (MAX_IN_FLIGHT_OPS, MAX_IN_FLIGHT_BYTES) wait here in
+ * order, so the event loop never blocks in librbd.
  *
  * Exclusive lock: see openImage(). One controller writes an image; another
  * refuses with who holds it; `takeover` breaks a dead holder's lock and
@@ -67,6 +77,14 @@ export interface RbdHolder {
 
 const HOLDER_KEY = 'storvisor.holder';
 const MAX_POLL = 64;
+/**
+ * Bounds on what one image has in flight in librbd, in object operations
+ * (a request touching k objects counts k) and bytes: well under the objecter's
+ * throttle (objecter_inflight_ops 1024, objecter_inflight_op_bytes 100 MiB),
+ * which would block the calling thread. Beyond them requests queue here, in order.
+ */
+export const MAX_IN_FLIGHT_OPS = 512;
+export const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 const ERR_NOT_FOUND = -2;
 
@@ -108,6 +126,8 @@ class Session {
         ['rados_osd_op_timeout', t],
         ['log_to_stderr', 'false'],
         ['err_to_stderr', 'false'],
+        // Dispatch aio in the caller's thread: no hop to librbd's io_context thread per request (see the top).
+        ['rbd_non_blocking_aio', 'false'],
       ];
       for (const [k, v] of settings) {
         r = l.rados_conf_set(cluster, k, v);
@@ -283,11 +303,17 @@ export async function openRbd(loc: RbdLocation, opts: OpenOptions): Promise<RbdB
     const size = [0];
     r = await offThread(l.rbd_get_size, img, size);
     if (r < 0) throw rbdFailed(`${what}: reading its size`, r);
-    efd = l.eventfd(0, EFD_CLOEXEC); // blocking: io_uring arms a poll on it, libuv parks one pool thread while I/O is in flight
+    const info = Buffer.alloc(RBD_IMAGE_INFO_BYTES);
+    r = await offThread(l.rbd_stat, img, info, info.length);
+    if (r < 0) throw rbdFailed(`${what}: reading its object size`, r);
+    const objectSize = Number(info.readBigUInt64LE(8)) || 4 << 20;
+    // Non-blocking for the addon's watch (it drains the counter until EAGAIN); blocking for a libuv read (a pool thread parks on it).
+    const watched = opts.engine === undefined && native !== null;
+    efd = watched ? native!.eventfdCreate() : l.eventfd(0, EFD_CLOEXEC);
     if (efd < 0) throw rbdFailed(`${what}: eventfd`, -24);
     r = l.rbd_set_image_notification(img, efd, EVENT_TYPE_EVENTFD);
     if (r < 0) throw rbdFailed(`${what}: setting the completion eventfd`, r);
-    return new RbdBackend(loc, s, img, efd, size[0]!, opts.engine ?? doorbellEngine());
+    return new RbdBackend(loc, s, img, efd, size[0]!, objectSize, watched ? null : (opts.engine ?? doorbellEngine()));
   } catch (err) {
     if (efd >= 0) closeSync(efd);
     if (img) await offThread(l.rbd_close, img).catch(() => {});
@@ -299,31 +325,26 @@ export async function openRbd(loc: RbdLocation, opts: OpenOptions): Promise<RbdB
 let bells: IoEngine | undefined;
 
 /**
- * The engine the doorbells (eventfd reads) sit on: a small io_uring of its own,
- * not the poller's. The poller spins while its engine has requests in flight,
- * which pays off for a disk that answers in microseconds; an RBD request takes
- * hundreds, and a spinning poller would take a core from librbd's threads and
- * the OSD on a shared machine. This ring wakes the event loop through its own
- * eventfd instead: one wake-up per batch of completions, no thread. Falls back
- * to a libuv read (one pool thread parked per busy image) without io_uring.
+ * Without the addon (no fdWatch): the eventfd is read through libuv, one pool
+ * thread parked on it per busy image. Not the poller's engine: the poller spins
+ * while its engine has requests in flight, which pays off for a disk that
+ * answers in microseconds, not for an RBD request of hundreds.
  */
 function doorbellEngine(): IoEngine {
-  if (bells) return bells;
-  if (native && defaultEngine().kind === 'io_uring') {
-    try {
-      bells = new UringEngine(native, 64, 256);
-    } catch {
-      /* io_uring refused: libuv below */
-    }
-  }
   return (bells ??= new LibuvEngine());
 }
 
+/** sizeof(rbd_image_info_t) is 160 on LP64; librbd refuses a smaller buffer, a larger one is fine. */
+const RBD_IMAGE_INFO_BYTES = 256;
+const noop = (): void => {};
+
 const OP_READ = 0;
 const OP_WRITE = 1;
-const OP_OTHER = 2;
+const OP_FLUSH = 2;
+const OP_ZEROES = 3;
+const OP_DISCARD = 4;
 
-/** Wakes the backend when its eventfd read completes on the engine. */
+/** Wakes the backend when its eventfd read completes on the (fallback) engine. */
 class Doorbell implements IoTarget {
   constructor(private readonly backend: RbdBackend) {}
   ioDone(_tag: number, result: number): void {
@@ -331,10 +352,24 @@ class Doorbell implements IoTarget {
   }
 }
 
+/** A request waiting for room under the in-flight bounds (made only when the bounds are reached). */
+interface Waiting {
+  op: number;
+  buf: Uint8Array;
+  at: number;
+  length: number;
+  position: number;
+  target: IoTarget;
+  tag: number;
+}
+
 export class RbdBackend implements StorageBackend {
   readonly stats: BackendStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, syncs: 0, inFlight: 0, maxInFlight: 0, errors: 0 };
-  /** Wake-ups of the doorbell and completions drained, for the CPU-per-op picture. */
-  readonly rbdCounters = { wakeups: 0, drained: 0, submitErrors: 0 };
+  /**
+   * For the CPU-per-op picture: event-loop wake-ups by the eventfd, completions
+   * drained, librbd calls made (koffi), requests that waited for the in-flight bounds.
+   */
+  readonly rbdCounters = { wakeups: 0, drained: 0, submitErrors: 0, libCalls: 0, waited: 0 };
   readonly readOnly = false;
   readonly direct = true;
   readonly kind = 'rbd';
@@ -344,10 +379,17 @@ export class RbdBackend implements StorageBackend {
   private tags: number[] = [];
   private ops: number[] = [];
   private lengths: number[] = [];
+  private objectOps: number[] = [];
   private bufs: Array<Uint8Array> = [];
   private readonly free: number[] = [];
   private used = 0;
+  private usedOps = 0;
+  private usedBytes = 0;
+  private readonly waiting: Waiting[] = [];
   private armed = false;
+  private readonly watch: FdWatch | null = null;
+  /** Holds the event loop open while requests are in flight (the watch itself does not). */
+  private readonly keepAlive: NodeJS.Timeout;
   private readonly doorbell = new Doorbell(this);
   private readonly bell = Buffer.alloc(8);
   private readonly compOut = new BigUint64Array(1);
@@ -364,9 +406,15 @@ export class RbdBackend implements StorageBackend {
     private readonly image: Ptr,
     private readonly efd: number,
     private imageSize: number,
-    private readonly engine: IoEngine,
+    /** Bytes per RADOS object (a request's object operations count against MAX_IN_FLIGHT_OPS). */
+    readonly objectSize: number,
+    /** null: the addon watches the (non-blocking) eventfd; else the engine reads the (blocking) one. */
+    private readonly engine: IoEngine | null,
   ) {
     this.l = session.l;
+    if (engine === null) this.watch = native!.fdWatch(efd, () => this.rang(0));
+    this.keepAlive = setInterval(noop, 0x7fffffff);
+    this.keepAlive.unref();
   }
 
   get address(): string {
@@ -374,7 +422,7 @@ export class RbdBackend implements StorageBackend {
   }
 
   get engineKind(): string {
-    return `rbd+${this.engine.kind}`;
+    return this.engine === null ? 'rbd+eventfd' : `rbd+${this.engine.kind}`;
   }
 
   alloc(size: number): AlignedSlab {
@@ -405,7 +453,7 @@ export class RbdBackend implements StorageBackend {
   datasync(): Promise<void> {
     this.stats.syncs++;
     if (this.closed) return Promise.resolve();
-    return new Promise((resolve, reject) => this.submit(OP_OTHER, EMPTY, 0, 0, -1, new PromiseTarget(resolve, reject, 'rbd flush'), 0));
+    return new Promise((resolve, reject) => this.submit(OP_FLUSH, EMPTY, 0, 0, 0, new PromiseTarget(resolve, reject, 'rbd flush'), 0));
   }
 
   /**
@@ -414,7 +462,7 @@ export class RbdBackend implements StorageBackend {
    */
   punchHole(position: number, length: number, mustZero = true): Promise<boolean> {
     return new Promise((resolve, reject) =>
-      this.submit(mustZero ? OP_OTHER + 1 : OP_OTHER + 2, EMPTY, 0, length, position, new PromiseTarget(() => resolve(true), reject, mustZero ? 'rbd write zeroes' : 'rbd discard'), 0),
+      this.submit(mustZero ? OP_ZEROES : OP_DISCARD, EMPTY, 0, length, position, new PromiseTarget(() => resolve(true), reject, mustZero ? 'rbd write zeroes' : 'rbd discard'), 0),
     );
   }
 
@@ -422,6 +470,11 @@ export class RbdBackend implements StorageBackend {
     const r = await offThread(this.l.rbd_resize, this.image, size);
     if (r < 0) throw rbdFailed(`${describeLocation(this.location)}: resizing to ${size} bytes`, r);
     this.imageSize = size;
+  }
+
+  /** Requests waiting for room under the in-flight bounds (for tests and status). */
+  get queued(): number {
+    return this.waiting.length;
   }
 
   private addressOf(buf: Uint8Array): number {
@@ -433,11 +486,30 @@ export class RbdBackend implements StorageBackend {
     return a;
   }
 
+  /** Object operations a request costs the objecter (a flush: one). */
+  private objectOpsOf(op: number, position: number, length: number): number {
+    if (op === OP_FLUSH || length === 0) return 1;
+    const o = this.objectSize;
+    return Math.floor((position + length - 1) / o) - Math.floor(position / o) + 1;
+  }
+
   private submit(op: number, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
     if (this.closed) {
       process.nextTick(() => target.ioDone(tag, -108)); // ESHUTDOWN
       return;
     }
+    const objectOps = this.objectOpsOf(op, position, length);
+    const bytes = op === OP_READ || op === OP_WRITE ? length : 0;
+    // In order: once one request waits, every later one (a flush above all) waits behind it.
+    if (this.waiting.length > 0 || (this.used > 0 && (this.usedOps + objectOps > MAX_IN_FLIGHT_OPS || this.usedBytes + bytes > MAX_IN_FLIGHT_BYTES))) {
+      this.waiting.push({ op, buf, at, length, position, target, tag });
+      this.rbdCounters.waited++;
+      return;
+    }
+    this.start(op, buf, at, length, position, target, tag, objectOps, bytes);
+  }
+
+  private start(op: number, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number, objectOps: number, bytes: number): void {
     let slot = this.free.pop();
     if (slot === undefined) {
       slot = this.targets.length;
@@ -445,13 +517,20 @@ export class RbdBackend implements StorageBackend {
       this.tags.push(0);
       this.ops.push(0);
       this.lengths.push(0);
+      this.objectOps.push(0);
       this.bufs.push(EMPTY);
     }
     this.targets[slot] = target;
     this.tags[slot] = tag;
     this.ops[slot] = op;
     this.lengths[slot] = length;
+    this.objectOps[slot] = objectOps;
     this.bufs[slot] = buf; // keeps the memory alive while librbd uses it
+    if (this.used++ === 0) this.keepAlive.ref();
+    this.usedOps += objectOps;
+    this.usedBytes += bytes;
+    const s = this.stats;
+    if (++s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
     const l = this.l;
     let r = l.rbd_aio_create_completion(slot, null, this.compOut);
     let comp = 0;
@@ -465,37 +544,36 @@ export class RbdBackend implements StorageBackend {
         case OP_WRITE:
           r = l.rbd_aio_write(img, position, length, this.addressOf(buf) + at, comp);
           break;
-        case OP_OTHER:
+        case OP_FLUSH:
           r = l.rbd_aio_flush(img, comp);
           break;
-        case OP_OTHER + 1:
+        case OP_ZEROES:
           r = l.rbd_aio_write_zeroes(img, position, length, comp, 0, 0);
           break;
         default:
           r = l.rbd_aio_discard(img, position, length, comp);
       }
+      this.rbdCounters.libCalls += 2;
     }
-    const s = this.stats;
-    if (++s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
-    this.used++;
     if (r < 0) {
       // Not queued: no completion will come for it.
       if (comp !== 0) l.rbd_aio_release(comp);
       this.rbdCounters.submitErrors++;
-      process.nextTick(() => this.finish(slot!, r));
+      const failed = slot;
+      process.nextTick(() => this.finish(failed, r));
       return;
     }
-    if (!this.armed) this.arm();
+    if (this.engine !== null && !this.armed) this.arm();
   }
 
-  /** Put one read of the eventfd on the engine: it completes when librbd has finished something. */
+  /** Fallback engine: put one read of the eventfd on it; it completes when librbd has finished something. */
   private arm(): void {
     this.armed = true;
     // An eventfd ignores the offset: io_uring takes 0, libuv's fs.read needs -1 (read(), not pread()).
-    this.engine.read(this.efd, this.bell, 0, 8, this.engine.kind === 'io_uring' ? 0 : -1, this.doorbell, 0);
+    this.engine!.read(this.efd, this.bell, 0, 8, this.engine!.kind === 'io_uring' ? 0 : -1, this.doorbell, 0);
   }
 
-  /** @internal The eventfd read completed: drain every completion, re-arm while requests remain. */
+  /** @internal The eventfd was written (the watch drained it; the engine's read consumed it): drain every completion. */
   rang(result: number): void {
     this.armed = false;
     this.rbdCounters.wakeups++;
@@ -508,7 +586,7 @@ export class RbdBackend implements StorageBackend {
       }
     }
     this.drain();
-    if (this.used > 0 && !this.armed) this.arm();
+    if (this.engine !== null && this.used > 0 && !this.armed) this.arm();
   }
 
   private drain(): void {
@@ -516,6 +594,7 @@ export class RbdBackend implements StorageBackend {
     const comps32 = this.comps32;
     for (;;) {
       const n = l.rbd_poll_io_events(this.image, this.comps, MAX_POLL);
+      this.rbdCounters.libCalls += 1 + 3 * Math.max(0, n);
       if (n <= 0) return;
       this.rbdCounters.drained += n;
       for (let i = 0; i < n; i++) {
@@ -537,7 +616,9 @@ export class RbdBackend implements StorageBackend {
     this.targets[slot] = null;
     this.bufs[slot] = EMPTY;
     this.free.push(slot);
-    this.used--;
+    this.usedOps -= this.objectOps[slot]!;
+    if (op === OP_READ || op === OP_WRITE) this.usedBytes -= length;
+    if (--this.used === 0) this.keepAlive.unref();
     const s = this.stats;
     s.inFlight--;
     if (ret < 0) s.errors++;
@@ -548,7 +629,24 @@ export class RbdBackend implements StorageBackend {
       s.writes++;
       s.bytesWritten += length;
     }
+    if (this.waiting.length > 0) this.startWaiting();
     target.ioDone(tag, ret < 0 ? ret : 0);
+  }
+
+  /** Start waiting requests, in order, while they fit under the bounds. */
+  private startWaiting(): void {
+    const w = this.waiting;
+    let k = 0;
+    while (k < w.length) {
+      const q = w[k]!;
+      const objectOps = this.objectOpsOf(q.op, q.position, q.length);
+      const bytes = q.op === OP_READ || q.op === OP_WRITE ? q.length : 0;
+      if (this.used > 0 && (this.usedOps + objectOps > MAX_IN_FLIGHT_OPS || this.usedBytes + bytes > MAX_IN_FLIGHT_BYTES)) break;
+      k++;
+      if (this.closed) process.nextTick(() => q.target.ioDone(q.tag, -108));
+      else this.start(q.op, q.buf, q.at, q.length, q.position, q.target, q.tag, objectOps, bytes);
+    }
+    if (k > 0) w.splice(0, k);
   }
 
   /** Release the lock and the image; every request has completed by then (the Volume waits for them). */
@@ -557,9 +655,12 @@ export class RbdBackend implements StorageBackend {
     this.closed = true;
     // Requests that are still out (a caller that did not wait) complete first: their memory is in use.
     while (this.used > 0) await new Promise((r) => setTimeout(r, 5));
+    for (const q of this.waiting.splice(0)) q.target.ioDone(q.tag, -108); // never started: ESHUTDOWN
     const l = this.l;
     await offThread(l.rbd_lock_release, this.image).catch(() => {});
     const r = await offThread(l.rbd_close, this.image);
+    if (this.watch) native!.watchClose(this.watch);
+    clearInterval(this.keepAlive);
     closeSync(this.efd);
     await this.session.close();
     if (r < 0) throw rbdFailed(`${describeLocation(this.location)}: closing the image`, r);

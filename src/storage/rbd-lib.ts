@@ -39,6 +39,7 @@ export interface RbdLib {
   rbd_open: AsyncFn<[Ptr, string, Ptr[], null], number>;
   rbd_close: AsyncFn<[Ptr], number>;
   rbd_get_size: AsyncFn<[Ptr, number[]], number>;
+  rbd_stat: AsyncFn<[Ptr, Buffer, number], number>;
   rbd_get_features: AsyncFn<[Ptr, number[]], number>;
   rbd_update_features: AsyncFn<[Ptr, number, number], number>;
   rbd_resize: AsyncFn<[Ptr, number], number>;
@@ -120,6 +121,7 @@ function load(): RbdLib | null {
     rbd_open: b('int rbd_open(void *io, const char *name, _Out_ void **image, const char *snap_name)'),
     rbd_close: b('int rbd_close(void *image)'),
     rbd_get_size: b('int rbd_get_size(void *image, _Out_ uint64_t *size)'),
+    rbd_stat: b('int rbd_stat(void *image, uint8_t *info, size_t infosize)'),
     rbd_get_features: b('int rbd_get_features(void *image, _Out_ uint64_t *features)'),
     rbd_update_features: b('int rbd_update_features(void *image, uint64_t features, uint8_t enabled)'),
     rbd_resize: b('int rbd_resize(void *image, uint64_t size)'),

@@ -7,6 +7,7 @@ import { startController, run, nbdUri, fioVerify } from '../helpers/controller.t
 import { tempDir } from '../helpers/tmp.ts';
 import { startCluster, rbdConfig, type Cluster } from './cluster.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
+import { createImage, openRbd, MAX_IN_FLIGHT_OPS } from '../../src/storage/rbd-backend.ts';
 
 /**
  * An RBD-backed volume is a volume like any other: real NBD clients (fio with
@@ -92,5 +93,33 @@ describe('RBD volumes with real NBD clients', () => {
     for (const until = Date.now() + 10_000; c.volumeUsers('rd').length > 0 && Date.now() < until; ) await new Promise((r) => setImmediate(r));
     await c.deleteVolume('rd');
     assert.doesNotMatch(await cluster.rbd('ls', 'rbd'), /clients-rd\b/);
+  });
+
+  test('requests past the in-flight bound wait in order, a flush behind them covers them all, and every completion arrives through the eventfd watch', async () => {
+    const loc = { ...(rbdConfig(cluster, 'clients-bound') as { conf: string; user: string; pool: string; timeoutSec: number }), image: 'clients-bound' };
+    await createImage(loc, SIZE);
+    const b = await openRbd(loc, { controller: 'bound-test', volume: 'bound' });
+    try {
+      assert.equal(b.engineKind, 'rbd+eventfd');
+      const n = MAX_IN_FLIGHT_OPS + 88; // 4 KiB writes, one object operation each
+      const data = b.alloc(n * 4096).buf;
+      for (let i = 0; i < n; i++) data.fill((i * 7 + 1) & 0xff, i * 4096, (i + 1) * 4096);
+      const done: Promise<void>[] = [];
+      for (let i = 0; i < n; i++) done.push(b.write(data, i * 4096, 4096, i * 4096));
+      assert.equal(b.stats.inFlight, MAX_IN_FLIGHT_OPS);
+      assert.equal(b.queued, n - MAX_IN_FLIGHT_OPS);
+      done.push(b.datasync()); // behind the waiting writes, never ahead of them
+      assert.equal(b.queued, n - MAX_IN_FLIGHT_OPS + 1);
+      await Promise.all(done);
+      assert.equal(b.stats.maxInFlight, MAX_IN_FLIGHT_OPS);
+      assert.equal(b.queued, 0);
+      const back = b.alloc(n * 4096).buf;
+      await b.read(back, 0, n * 4096, 0);
+      assert.ok(back.subarray(0, n * 4096).equals(data.subarray(0, n * 4096)), 'a write was lost or reordered');
+      assert.equal(b.rbdCounters.drained, n + 2);
+      assert.ok(b.rbdCounters.wakeups <= b.rbdCounters.drained, `wake-ups ${b.rbdCounters.wakeups}`);
+    } finally {
+      await b.close();
+    }
   });
 });
