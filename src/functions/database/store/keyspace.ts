@@ -49,6 +49,16 @@ export class Keyspace {
     return e;
   }
 
+  /** The entry for key as stored, expired or not, without removing it (the snapshot cursor's look). */
+  peek(key: string): Entry | undefined {
+    return this.map.get(key);
+  }
+
+  /** The id the next created key will get: every key that exists now has a lower one. */
+  get idMark(): number {
+    return this.nextId;
+  }
+
   /** Store a value under key, replacing whatever was there (expiry given explicitly). */
   put(key: string, value: Value, expireAt: number): Entry {
     const old = this.map.get(key);
