@@ -383,6 +383,10 @@ export class LogWriter {
         for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
           if (overflow !== null) break;
           await this.device.pwrite(c, offset);
+          // Made durable chunk by chunk: otherwise the next batch's FUA (an fdatasync of
+          // the whole backing file) would carry every chunk written since, and its
+          // clients would wait for that. This way a batch waits for one chunk at most.
+          if (!this.device.writeThrough) await this.device.flush();
           offset += c.length;
           image.recycle(c);
           if (pumpError !== null) throw pumpError;
@@ -476,8 +480,11 @@ export class LogWriter {
   }
 }
 
-/** Snapshot chunks are this big: a multiple of every block size in use. */
-const SNAPSHOT_CHUNK = 1 << 20;
+/**
+ * Snapshot chunks are this big: a multiple of every block size in use, and
+ * small enough that flushing one does not hold a batch's sync for long.
+ */
+const SNAPSHOT_CHUNK = 256 << 10;
 /** Longest synchronous step of the snapshot walk (ms); the event loop runs between steps. */
 const SNAPSHOT_SLICE_MS = 1;
 
