@@ -245,8 +245,9 @@ export class LogWriter {
     let crc = this.lastCrc;
     let seq = this.nextSeq;
     for (const m of batch) {
-      crc = encodeRecord(m, buf, pos, crc, seq++);
-      pos += recordSize(m);
+      const size = recordSize(m);
+      crc = encodeRecord(m, buf, pos, crc, seq++, size);
+      pos += size;
     }
     const always = this.options.appendfsync === 'always';
     await this.device.pwrite(buf, regionOffset(this.sb, this.sb.activeRegion) + blockStart, {
@@ -516,14 +517,14 @@ class ChunkedImage {
   appendRecord(m: Mutation, prevCrc: number, seq: number): number {
     const size = recordSize(m);
     if (this.used + size <= this.chunkSize) {
-      const crc = encodeRecord(m, this.current, this.used, prevCrc, seq);
+      const crc = encodeRecord(m, this.current, this.used, prevCrc, seq, size);
       this.used += size;
       this.length += size;
       if (this.used === this.chunkSize) this.nextChunk();
       return crc;
     }
     if (this.temp.length < size) this.temp = Buffer.alloc(Math.max(size, 64 * 1024));
-    const crc = encodeRecord(m, this.temp, 0, prevCrc, seq);
+    const crc = encodeRecord(m, this.temp, 0, prevCrc, seq, size);
     for (let done = 0; done < size; ) {
       const n = this.temp.copy(this.current, this.used, done, size);
       this.used += n;

@@ -9,6 +9,13 @@ import { SortedSet } from './sorted-set.ts';
  * Redis does; removal of an expired key is not logged, because the expiry
  * time itself is in the log and replay drops keys whose time has passed.
  */
+/**
+ * A key's bytes as the latin1 string the keyspace is keyed by. Buffer's own
+ * latin1Slice, without toString's encoding dispatch: this runs for every key
+ * of every command.
+ */
+export const keyString = (b: Buffer): string => (b as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length);
+
 export type Value =
   | { type: 'string'; data: Buffer }
   | { type: 'list'; data: Deque<Buffer> }

@@ -1,5 +1,5 @@
 import { badMutation, StorvisorError } from '../../../util/errors.ts';
-import { Keyspace, emptyValue, type Entry, type ValueType } from './keyspace.ts';
+import { Keyspace, emptyValue, keyString, type Entry, type ValueType } from './keyspace.ts';
 import type { ScoredMember } from './sorted-set.ts';
 
 /**
@@ -48,7 +48,9 @@ export interface Mutation {
 /** A mutation that does not fit the data (only possible for a corrupt log): util/errors.ts badMutation. */
 export const isBadMutation = (err: unknown): boolean => err instanceof StorvisorError && err.code === 'SV_ERR_DB_BAD_MUTATION';
 
-export const num = (n: number) => Buffer.from(String(n), 'latin1');
+const ZERO = Buffer.from('0', 'latin1');
+/** A number argument; 0 (no expiry: every SET) is one shared Buffer (mutation arguments are never written to). */
+export const num = (n: number) => (n === 0 ? ZERO : Buffer.from(String(n), 'latin1'));
 export const f64 = (x: number) => {
   const b = Buffer.allocUnsafe(8);
   b.writeDoubleLE(x);
@@ -113,7 +115,7 @@ export function touchedKeys(m: Mutation, out: Buffer[]): boolean {
       return true;
   }
 }
-const key = (b: Buffer) => b.toString('latin1');
+const key = keyString;
 /** Stored values are copied: incoming buffers are views of large socket or log chunks. */
 const own = (b: Buffer) => Buffer.from(b);
 
