@@ -384,10 +384,12 @@ export class LogWriter {
         for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
           if (overflow !== null) break;
           await this.device.pwrite(c, offset);
-          // Made durable chunk by chunk: otherwise the next batch's FUA (an fdatasync of
-          // the whole backing file) would carry every chunk written since, and its
-          // clients would wait for that. This way a batch waits for one chunk at most.
-          if (!this.device.writeThrough) await this.device.flush();
+          // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
+          // FUA (an fdatasync of the whole backing file) would carry every chunk written
+          // since, and its clients would wait for that; this way a batch waits for one
+          // chunk at most. Without batches beside (the queue waits for the flip), one
+          // flush at the end is enough.
+          if (beside && !this.device.writeThrough) await this.device.flush();
           offset += c.length;
           image.recycle(c);
           if (pumpError !== null) throw pumpError;
