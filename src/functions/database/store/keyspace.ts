@@ -77,6 +77,16 @@ export class Keyspace {
     return entry;
   }
 
+  /** put() of a string value without the Value object in between (SET's path). */
+  putString(key: string, data: Buffer, expireAt: number): Entry {
+    const old = this.map.get(key);
+    const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
+    this.map.set(key, entry);
+    if (old === undefined) this.scanOrder.push({ id: entry.id, key });
+    if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
+    return entry;
+  }
+
   setExpire(entry: Entry, key: string, expireAt: number): void {
     entry.expireAt = expireAt;
     if (expireAt !== 0) this.volatile.add(key);

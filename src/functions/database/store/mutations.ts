@@ -56,7 +56,17 @@ export const f64 = (x: number) => {
   b.writeDoubleLE(x);
   return b;
 };
-const readNum = (b: Buffer) => Number(b.toString('latin1'));
+/** A number argument back (plain decimal digits without a string in between; anything else through Number). */
+function readNum(b: Buffer): number {
+  if (b.length === 0 || b.length > 15) return Number(b.toString('latin1'));
+  let n = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = b[i] - 0x30;
+    if (d < 0 || d > 9) return Number(b.toString('latin1'));
+    n = n * 10 + d;
+  }
+  return n;
+}
 
 /** A mutation as bytes (op u8, argc u32, then u32 length + bytes per arg): the body of a record, and one part of a Multi. */
 export function encodeMutation(m: Mutation): Buffer {
@@ -134,8 +144,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
   const a = m.args;
   switch (m.op) {
     case Op.Set: {
-      const at = readNum(a[2]);
-      ks.put(key(a[0]), { type: 'string', data: own(a[1]) }, at);
+      ks.putString(key(a[0]), own(a[1]), readNum(a[2]));
       return 1;
     }
     case Op.MSet: {
