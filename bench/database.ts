@@ -1,40 +1,58 @@
 /**
- * Database benchmark: redis-benchmark SET and GET (50 clients, without and
- * with pipelining -P 16, 100-byte and 4 KiB values) against the database
- * function integrated on a FileBlockDevice, and against redis-server with
- * appendonly yes in the same durability modes, data on the same disk.
+ * The database benchmark (issue #10), one run, every figure of the issue's targets:
  *
- *   node --import tsx bench/database.ts [--requests N] [--keys N]
+ *  1. redis-benchmark SET and GET (50 clients, keyspace 10,000), -P 1 and -P 16,
+ *     100 B and 4 KiB values, against the database function integrated and in a
+ *     guest (thread, adaptive notification), and against redis-server with
+ *     appendonly yes, each in `always` and `everysec`, data on the same disk.
+ *     Median of BENCH_REPEATS runs (targets alternate within a repeat); CPU per
+ *     command is measured beside (this process for storvisor, /proc for redis-server).
+ *  2. SET -P 1 latency (p50, p99, max) over a preloaded data set, without and with
+ *     compaction beside the traffic (BGREWRITEAOF every 100 ms, so one compaction
+ *     after another), for storvisor integrated, guest/adaptive and redis-server, `always`.
  *
- * Then SET latency (p50, p99, max) with and without compaction running beside
- * the traffic (BGREWRITEAOF every 100 ms over a preloaded data set).
- *
- * Targets are a list: a deployment (guest, gateway) is one more entry whose
- * start() returns the port it serves on.
+ *   npm run bench -- database          (results/database-*.md and .json)
+ *   node --import tsx bench/database.ts
+ * Environment: BENCH_SECONDS (about how long each redis-benchmark test runs, default 4),
+ * BENCH_REPEATS (default 3), BENCH_DB_KEYS (preloaded keys for the compaction runs,
+ * default 100,000).
  */
 import { freePort } from './lib/net.ts';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { FileBlockDevice } from '../src/block/file-device.ts';
 import database from '../src/functions/database/index.ts';
+import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
+import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
 
 const run = promisify(execFile);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const progress = (m: string) => process.stderr.write(`[database] ${m}\n`);
+
+type Fsync = 'always' | 'everysec';
 
 export interface BenchTarget {
   name: string;
-  start(dir: string): Promise<{ port: number; stop(): Promise<void> }>;
+  /** storvisor deployment or the peer. */
+  kind: 'integrated' | 'guest/adaptive' | 'redis-server';
+  appendfsync: Fsync;
+  start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number }>;
 }
 
-export function integratedTarget(appendfsync: 'always' | 'everysec'): BenchTarget {
+/** The database function inside this process on a FileBlockDevice (the bare-metal baseline). */
+export function integratedTarget(appendfsync: Fsync): BenchTarget {
   return {
     name: `storvisor integrated ${appendfsync}`,
+    kind: 'integrated',
+    appendfsync,
     async start(dir) {
-      const device = await FileBlockDevice.open(join(dir, `db-${appendfsync}.img`), 256 * 1024 * 1024);
+      const device = await FileBlockDevice.open(join(dir, `db-${appendfsync}.img`), 512 * 1024 * 1024);
       const fn = await database.start({
         device,
         listen: { host: '127.0.0.1', port: 0 },
@@ -44,6 +62,7 @@ export function integratedTarget(appendfsync: 'always' | 'everysec'): BenchTarge
       });
       return {
         port: fn.address.port,
+        cpuSeconds: selfCpuSeconds,
         async stop() {
           await fn.stop();
           await device.close();
@@ -53,15 +72,31 @@ export function integratedTarget(appendfsync: 'always' | 'everysec'): BenchTarge
   };
 }
 
-export function redisTarget(appendfsync: 'always' | 'everysec'): BenchTarget {
+/** The database function in a thread guest with adaptive notification, on a controller in this process. */
+export function guestTarget(appendfsync: Fsync): BenchTarget {
+  const d = DEPLOYMENTS.find((x) => x.label === 'guest/adaptive')!;
+  return {
+    name: `storvisor guest/adaptive ${appendfsync}`,
+    kind: 'guest/adaptive',
+    appendfsync,
+    async start() {
+      const dep = await startDeployment(d, { function: 'database', options: { appendfsync }, volumeMiB: 512, cacheMiB: 64 });
+      return { port: dep.port, stop: dep.stop, cpuSeconds: selfCpuSeconds };
+    },
+  };
+}
+
+export function redisTarget(appendfsync: Fsync): BenchTarget {
   return {
     name: `redis-server aof ${appendfsync}`,
+    kind: 'redis-server',
+    appendfsync,
     async start(dir) {
       const port = await freePort();
       const child = spawn(
         'redis-server',
         ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
-          '--appendfsync', appendfsync, '--dir', dir, '--appenddirname', `aof-${appendfsync}`],
+          '--appendfsync', appendfsync, '--dir', dir, '--appenddirname', `aof-${appendfsync}-${port}`],
         { stdio: ['ignore', 'pipe', 'inherit'] },
       );
       await new Promise<void>((resolve, reject) => {
@@ -72,8 +107,10 @@ export function redisTarget(appendfsync: 'always' | 'everysec'): BenchTarget {
         });
         child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}`)));
       });
+      child.stdout!.resume();
       return {
         port,
+        cpuSeconds: () => processCpuSeconds(child.pid!),
         async stop() {
           child.kill('SIGTERM');
           await once(child, 'exit');
@@ -83,23 +120,32 @@ export function redisTarget(appendfsync: 'always' | 'everysec'): BenchTarget {
   };
 }
 
-interface Row {
+export interface Row {
   target: string;
   test: string;
   pipeline: number;
   size: number;
+  requests: number;
   rps: number;
   p50: number;
   p99: number;
   max: number;
+  /** Server CPU per command (µs), over SET and GET together. */
+  cpuUs: number;
 }
 
-async function benchOne(port: number, pipeline: number, size: number, requests: number): Promise<Row[]> {
+/** Requests for about SECONDS per test: redis-benchmark counts requests, not time (a guess of the rate, floored). */
+function requestsFor(pipeline: number): number {
+  const rate = pipeline === 1 ? 25_000 : 150_000;
+  return Math.max(1000, Math.round((SECONDS * rate) / 1000) * 1000);
+}
+
+async function benchOne(port: number, tests: string, pipeline: number, size: number, requests: number, keyspace = 10_000): Promise<Omit<Row, 'target' | 'cpuUs'>[]> {
   const { stdout } = await run(
     'redis-benchmark',
-    ['-h', '127.0.0.1', '-p', String(port), '-t', 'set,get', '-c', '50', '-P', String(pipeline), '-d', String(size),
-      '-n', String(requests), '-r', '10000', '--csv'],
-    { timeout: 60_000 },
+    ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-c', '50', '-P', String(pipeline), '-d', String(size),
+      '-n', String(requests), '-r', String(keyspace), '--csv'],
+    { timeout: 600_000 },
   );
   return stdout
     .trim()
@@ -107,25 +153,49 @@ async function benchOne(port: number, pipeline: number, size: number, requests: 
     .slice(1)
     .map((line) => JSON.parse(`[${line}]`) as string[])
     // CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
-    .map(([test, rps, , , p50, , p99, max]) => ({ target: '', test, pipeline, size, rps: Number(rps), p50: Number(p50), p99: Number(p99), max: Number(max) }));
+    .map(([test, rps, , , p50, , p99, max]) => ({ test, pipeline, size, requests, rps: Number(rps), p50: Number(p50), p99: Number(p99), max: Number(max) }));
 }
 
-/** Send BGREWRITEAOF every `everyMs` until stopped (replies ignored: redis-server refuses one while another runs). */
+/** Every SET/GET case on one target (started once), with server CPU per command. */
+export async function benchDatabase(targets: BenchTarget[]): Promise<Row[]> {
+  const rows: Row[] = [];
+  const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-db-bench-'));
+  try {
+    for (const target of targets) {
+      const server = await target.start(dir);
+      try {
+        for (const pipeline of [1, 16]) {
+          for (const size of [100, 4096]) {
+            const requests = requestsFor(pipeline);
+            const cpu0 = server.cpuSeconds();
+            const got = await benchOne(server.port, 'set,get', pipeline, size, requests);
+            const cpuUs = ((server.cpuSeconds() - cpu0) * 1e6) / (2 * requests);
+            for (const row of got) rows.push({ ...row, target: target.name, cpuUs });
+          }
+        }
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/** Send BGREWRITEAOF every `everyMs` until stopped; counts the rewrites that started (others are refused while one runs). */
 function compactionLoop(port: number, everyMs: number): { stop(): Promise<number> } {
   const socket = connect(port, '127.0.0.1');
   socket.on('error', () => {});
-  socket.on('data', () => {});
-  let sent = 0;
-  const timer = setInterval(() => {
-    socket.write('BGREWRITEAOF\r\n');
-    sent++;
-  }, everyMs);
+  let started = 0;
+  socket.on('data', (d: Buffer) => (started += d.toString('latin1').split('rewriting started').length - 1));
+  const timer = setInterval(() => socket.write('BGREWRITEAOF\r\n'), everyMs);
   return {
     async stop() {
       clearInterval(timer);
       socket.end();
       await once(socket, 'close');
-      return sent;
+      return started;
     },
   };
 }
@@ -141,22 +211,22 @@ export interface CompactionRow {
 }
 
 /**
- * SET latency with and without compaction running beside the traffic: a data
- * set of `keys` 100-byte values is loaded, then redis-benchmark SET -P 1 runs
- * twice, the second time with a compaction (BGREWRITEAOF) requested every
- * 100 ms. The issue's target: p99 while compacting at most 2x p99 without.
+ * SET latency with and without compaction beside the traffic: `keys` 100-byte
+ * values are loaded, then redis-benchmark SET -P 1 runs twice, the second time
+ * with a compaction (BGREWRITEAOF) requested every 100 ms. The issue's target:
+ * p99 while compacting at most 2x p99 without.
  */
-export async function benchCompaction(targets: BenchTarget[], requests = 5000, keys = 100_000): Promise<CompactionRow[]> {
+export async function benchCompaction(targets: BenchTarget[], keys: number): Promise<CompactionRow[]> {
   const rows: CompactionRow[] = [];
-  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-compact-'));
+  const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-db-compact-'));
   try {
     for (const target of targets) {
       const server = await target.start(dir);
       try {
-        await run('redis-benchmark', ['-h', '127.0.0.1', '-p', String(server.port), '-t', 'set', '-c', '50', '-P', '16', '-d', '100', '-n', String(keys), '-r', String(keys), '-q'], { timeout: 600_000 });
+        await run('redis-benchmark', ['-h', '127.0.0.1', '-p', String(server.port), '-t', 'set', '-c', '50', '-P', '16', '-d', '100', '-n', String(keys * 2), '-r', String(keys), '-q'], { timeout: 600_000 });
         for (const compacting of [false, true]) {
           const loop = compacting ? compactionLoop(server.port, 100) : null;
-          const [row] = (await benchOne(server.port, 1, 100, requests)).filter((r) => r.test === 'SET');
+          const [row] = await benchOne(server.port, 'set', 1, 100, requestsFor(1), keys);
           const compactions = loop ? await loop.stop() : 0;
           rows.push({ target: target.name, compacting, compactions, rps: row.rps, p50: row.p50, p99: row.p99, max: row.max });
         }
@@ -170,60 +240,87 @@ export async function benchCompaction(targets: BenchTarget[], requests = 5000, k
   return rows;
 }
 
-export async function benchDatabase(targets: BenchTarget[], requests = 5000): Promise<Row[]> {
-  const rows: Row[] = [];
-  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-bench-'));
-  try {
-    for (const target of targets) {
-      const server = await target.start(dir);
-      try {
-        for (const pipeline of [1, 16]) {
-          for (const size of [100, 4096]) {
-            for (const row of await benchOne(server.port, pipeline, size, requests)) rows.push({ ...row, target: target.name });
-          }
-        }
-      } finally {
-        await server.stop();
-      }
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-  return rows;
+const median = (xs: number[]): number => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : '-');
+
+function table(header: string[], lines: string[][]): string[] {
+  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`, ...lines.map((l) => `| ${l.join(' | ')} |`)];
 }
 
-function printTable(rows: Row[]): void {
-  const header = ['target', 'test', '-P', 'value', 'req/s', 'p50 ms', 'p99 ms', 'max ms'];
-  const lines = rows.map((r) => [r.target, r.test, String(r.pipeline), `${r.size} B`, r.rps.toFixed(0), r.p50.toFixed(3), r.p99.toFixed(3), r.max.toFixed(3)]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => (i >= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
-  console.log(fmt(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const l of lines) console.log(fmt(l));
+/** `npm run bench -- database`: both parts, median of REPEATS, written to resultsDir. */
+export async function databaseSuite(resultsDir: string): Promise<void> {
+  for (const tool of ['redis-benchmark', 'redis-server']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is not installed (apt-get install redis-tools redis-server)`);
+  }
+  const started = Date.now();
+  const modes: Fsync[] = ['always', 'everysec'];
+  const targets = modes.flatMap((m) => [integratedTarget(m), guestTarget(m), redisTarget(m)]);
+  const all: Row[] = [];
+  for (let r = 0; r < REPEATS; r++) {
+    // Alternate the order between repeats so no target always runs first.
+    const order = r % 2 === 0 ? targets : [...targets].reverse();
+    for (const row of await benchDatabase(order)) all.push(row);
+    progress(`repeat ${r + 1}/${REPEATS} done`);
+  }
+  const cell = (target: BenchTarget, test: string, p: number, size: number) => {
+    const rs = all.filter((x) => x.target === target.name && x.test === test && x.pipeline === p && x.size === size);
+    return { rps: median(rs.map((x) => x.rps)), p99: median(rs.map((x) => x.p99)), cpuUs: median(rs.map((x) => x.cpuUs)), runs: rs.map((x) => Math.round(x.rps)) };
+  };
+  const out: string[] = [`# database bench: median of ${REPEATS} runs, about ${SECONDS} s per test (requests/s)`, ''];
+  const json: Record<string, unknown>[] = [];
+  for (const mode of modes) {
+    const [integ, guest, redis] = targets.filter((t) => t.appendfsync === mode);
+    const lines: string[][] = [];
+    for (const test of ['SET', 'GET']) {
+      for (const p of [1, 16]) {
+        for (const size of [100, 4096]) {
+          const [i, g, x] = [integ, guest, redis].map((t) => cell(t, test, p, size));
+          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(x.cpuUs, 1)]);
+          json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x });
+        }
+      }
+    }
+    out.push(`## appendfsync ${mode}`, '');
+    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'redis CPU µs/cmd'], lines), '');
+  }
+  out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor: this whole process, including the controller; redis-server: its process).', '');
+
+  const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);
+  const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')];
+  const crows: CompactionRow[] = [];
+  for (let r = 0; r < REPEATS; r++) {
+    crows.push(...(await benchCompaction(r % 2 === 0 ? compactionTargets : [...compactionTargets].reverse(), keys)));
+    progress(`compaction repeat ${r + 1}/${REPEATS} done`);
+  }
+  const clines: string[][] = [];
+  for (const t of compactionTargets) {
+    const [off, on] = [false, true].map((c) => {
+      const rs = crows.filter((x) => x.target === t.name && x.compacting === c);
+      return { rps: median(rs.map((x) => x.rps)), p50: median(rs.map((x) => x.p50)), p99: median(rs.map((x) => x.p99)), max: median(rs.map((x) => x.max)), compactions: median(rs.map((x) => x.compactions)) };
+    });
+    clines.push([t.name, 'no', '-', fmt(off.rps), fmt(off.p50, 3), fmt(off.p99, 3), fmt(off.max, 3), '']);
+    clines.push([t.name, 'yes', fmt(on.compactions), fmt(on.rps), fmt(on.p50, 3), fmt(on.p99, 3), fmt(on.max, 3), fmt(on.p99 / off.p99, 2)]);
+    json.push({ compaction: t.name, without: off, with: on });
+  }
+  out.push(`## SET -P 1, 100 B, ${keys} keys preloaded, without and with compaction (BGREWRITEAOF every 100 ms), appendfsync always`, '');
+  out.push(...table(['target', 'compacting', 'compactions started', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'p99 with / without (target ≤ 2)'], clines), '');
+  out.push(`${((Date.now() - started) / 1000).toFixed(0)} s in all.`);
+
+  const text = out.join('\n') + '\n';
+  process.stdout.write(text);
+  mkdirSync(resultsDir, { recursive: true });
+  const stem = join(resultsDir, `database-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  writeFileSync(`${stem}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, keys, rows: json, raw: all, compaction: crows }, null, 2));
+  writeFileSync(`${stem}.md`, text);
+  progress(`wrote ${stem}.json and .md`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  if (spawnSync('which', ['redis-benchmark']).status !== 0) {
-    console.error('redis-benchmark is not installed (apt-get install redis-tools)');
-    process.exit(1);
-  }
-  const i = process.argv.indexOf('--requests');
-  const requests = i > 0 ? Number(process.argv[i + 1]) : 5000;
-  const targets = [integratedTarget('always'), integratedTarget('everysec')];
-  if (spawnSync('which', ['redis-server']).status === 0) targets.push(redisTarget('always'), redisTarget('everysec'));
-  const started = Date.now();
-  printTable(await benchDatabase(targets, requests));
-  console.log(`\n${requests} requests per run, 50 clients, keyspace 10000; ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-  const k = process.argv.indexOf('--keys');
-  const keys = k > 0 ? Number(process.argv[k + 1]) : 100_000;
-  const compaction = await benchCompaction(targets.filter((x) => x.name.includes('always')), requests, keys);
-  console.log('SET -P 1, 100 B, with and without compaction (BGREWRITEAOF every 100 ms) beside it');
-  console.log('target                              compacting  requested  req/s     p50 ms   p99 ms   max ms');
-  for (const r of compaction) {
-    console.log(`${r.target.padEnd(36)}${String(r.compacting).padEnd(12)}${String(r.compactions).padEnd(11)}${r.rps.toFixed(0).padEnd(10)}${r.p50.toFixed(3).padEnd(9)}${r.p99.toFixed(3).padEnd(9)}${r.max.toFixed(3)}`);
-  }
-  for (const name of new Set(compaction.map((r) => r.target))) {
-    const [off, on] = [false, true].map((c) => compaction.find((r) => r.target === name && r.compacting === c)!);
-    console.log(`${name}: p99 while compacting / p99 without = ${(on.p99 / off.p99).toFixed(2)} (target at most 2)`);
-  }
+  await databaseSuite(resolve(process.env.BENCH_RESULTS ?? 'results'));
+  process.exit(0);
 }

@@ -6,15 +6,13 @@ import { promisify } from 'node:util';
 import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
 import { median } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
-import { benchDatabase, redisTarget, type BenchTarget } from './database.ts';
 import { hasGanesha, startGanesha } from './lib/ganesha.ts';
 
 /**
  * The function benchmarks of issues #3 and #4, every deployment in one run:
  *   nfs       4 KiB random NFS READ (data set larger than the controller cache) and
  *             4 KiB FILE_SYNC WRITE, load generator in its own process
- *   database  redis-benchmark SET/GET, 50 clients, -P 1 and 16, 100 B and 4 KiB values,
- *             beside redis-server (appendonly yes, appendfsync always / everysec)
+ *   database  see bench/database.ts
  */
 const run = promisify(execFile);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -109,28 +107,5 @@ export async function nfsBench(resultsDir: string): Promise<void> {
   ]);
 }
 
-export async function databaseBench(resultsDir: string): Promise<void> {
-  if (spawnSync('sh', ['-c', 'command -v redis-benchmark']).status !== 0) throw new Error('redis-benchmark is not installed (apt-get install redis-tools)');
-  const requests = Number(process.env.BENCH_DB_REQUESTS ?? 20000);
-  const targets: BenchTarget[] = DEPLOYMENTS.map((d) => ({
-    name: d.label,
-    start: async () => {
-      const dep = await startDeployment(d, { function: 'database', options: { appendfsync: 'always' }, volumeMiB: 512, cacheMiB: 64 });
-      return { port: dep.port, stop: dep.stop };
-    },
-  }));
-  if (spawnSync('sh', ['-c', 'command -v redis-server']).status === 0) targets.push(redisTarget('always'), redisTarget('everysec'));
-  const rows = new Map<string, Map<string, Cell[]>>();
-  const columns = new Set<string>();
-  for (let r = 0; r < REPEATS; r++) {
-    for (const row of await benchDatabase(targets, requests)) {
-      const col = `${row.test} -P${row.pipeline} ${row.size}B`;
-      columns.add(col);
-      add(rows, row.target, col, { value: row.rps, p50Us: row.p50 * 1000, runs: [] });
-    }
-    progress('database', `repeat ${r + 1}/${REPEATS} done`);
-  }
-  report('database', resultsDir, 'requests/s', [...columns], rows, [
-    `redis-benchmark -c 50 -n ${requests} -r 10000; storvisor database with appendfsync always (a reply only after the write is durable on the volume).`,
-  ]);
-}
+/** The database suite lives in bench/database.ts (SET/GET against redis-server, CPU per command, compaction latency). */
+export { databaseSuite as databaseBench } from './database.ts';

@@ -116,7 +116,7 @@ test('a snapshot bigger than one write chunk survives compaction and reopen inta
   const noop = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
   const device = new MemoryBlockDevice(8 * 1024 * 1024);
   const db = await Database.open(device, noop);
-  // Odd sizes so records straddle the 1 MiB chunk boundaries at odd offsets.
+  // Odd sizes so records straddle the chunk boundaries at odd offsets.
   for (let i = 0; i < 300; i++) {
     db.mutate({ op: Op.Set, args: [Buffer.from(`k${i}`), Buffer.alloc(5000 + i, i & 0xff), num(0)] });
   }

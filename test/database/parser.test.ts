@@ -42,7 +42,8 @@ test('any command split at any points parses back to its arguments', () => {
         }
         chunks.push(wire.subarray(last));
         const got: Buffer[][] = [];
-        const parser = new RespParser({ onCommand: (a) => got.push(a), onError: (m) => assert.fail(m) });
+        // The parser reuses its argument array: keep a copy.
+        const parser = new RespParser({ onCommand: (a) => got.push([...a]), onError: (m) => assert.fail(m) });
         for (const c of chunks) parser.feed(c);
         assert.equal(got.length, 1);
         assert.deepEqual(got[0].map((b) => [...b]), args.map((a) => [...a]));
@@ -97,4 +98,19 @@ test('after a protocol error the parser ignores everything else', () => {
 
 test('empty multibulk requests are skipped as Redis skips them', () => {
   assert.deepEqual(parseAll(['*0\r\n*-1\r\n', encodeCommand(['PING'])]).commands, [['PING']]);
+});
+
+test('commands parsed in place from one chunk and those collected across chunks give the same arguments', () => {
+  const cmds = [['SET', 'k', 'v'], ['GET', 'k'], ['MSET', 'a', '', 'b', 'x'.repeat(300)], ['PING']];
+  const wire = Buffer.concat(cmds.map((c) => encodeCommand(c)));
+  const whole = parseAll([wire]);
+  const split = parseAll([...wire].map((b) => Buffer.from([b])));
+  assert.deepEqual(whole, { commands: cmds, errors: [] });
+  assert.deepEqual(split, whole);
+});
+
+test('a request with a leading zero or a sign in a length, whole in one chunk, still gets the Redis error', () => {
+  assert.deepEqual(parseAll(['*01\r\n$4\r\nPING\r\n']).errors, ['Protocol error: invalid multibulk length']);
+  assert.deepEqual(parseAll(['*1\r\n$04\r\nPING\r\n']).errors, ['Protocol error: invalid bulk length']);
+  assert.deepEqual(parseAll(['*1\r\n$+4\r\nPING\r\n']).errors, ['Protocol error: invalid bulk length']);
 });

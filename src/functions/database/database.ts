@@ -2,6 +2,7 @@ import type { BlockDevice } from '../../block/types.ts';
 import { Keyspace } from './store/keyspace.ts';
 import { Op, applyMutation, encodeMutation, mutationsForKey, isBadMutation, touchedKeys, type Mutation } from './store/mutations.ts';
 import type { ScoredMember } from './store/sorted-set.ts';
+import { SnapshotCursor, type SnapshotSink, type SnapshotSource } from './store/snapshot.ts';
 import { openLog } from './log/recovery.ts';
 import { LogWriter, type AppendFsync } from './log/writer.ts';
 
@@ -43,7 +44,7 @@ export class Database {
     let db: Database | null = null;
     const writer = new LogWriter(device, pos, {
       appendfsync: options.appendfsync,
-      snapshot: () => (db as Database).snapshot(),
+      snapshot: (sink) => (db as Database).startSnapshot(sink),
       onDurable: options.onDurable,
       onFailure: options.onFailure,
       log: options.log,
@@ -66,8 +67,12 @@ export class Database {
   readonly readyKeys = new Set<string>();
   private readonly touched: Buffer[] = [];
 
+  /** The snapshot being serialised by a compaction, if any: it sees every mutation first. */
+  private cursor: SnapshotCursor | null = null;
+
   /** Apply a mutation to memory and append it to the log (or to the running transaction's record). */
   mutate(m: Mutation): number | Buffer[] | ScoredMember[] {
+    if (this.cursor !== null) this.cursor.beforeMutation(m);
     const result = applyMutation(this.ks, m);
     if (this.watched.size > 0 || this.blockedKeys.size > 0) this.touch(m);
     if (this.group !== null) this.group.push(m);
@@ -128,7 +133,21 @@ export class Database {
     keys.length = 0;
   }
 
-  /** Every live key as the mutations that rebuild it. */
+  /**
+   * Start a snapshot of the data set as it is now (the cut), to be serialised
+   * into `sink` in slices (see SnapshotCursor): mutations made from here on are
+   * not in it, and the keys they change are saved first while it runs.
+   */
+  startSnapshot(sink: SnapshotSink): SnapshotSource {
+    this.cursor?.close();
+    const cursor: SnapshotCursor = new SnapshotCursor(this.ks, sink, () => {
+      if (this.cursor === cursor) this.cursor = null;
+    });
+    this.cursor = cursor;
+    return cursor;
+  }
+
+  /** Every live key as the mutations that rebuild it (all at once: tests and tools). */
   *snapshot(): Generator<Mutation> {
     for (const [k, e] of this.ks.entries()) {
       if (this.ks.isLive(e)) yield* mutationsForKey(k, e);

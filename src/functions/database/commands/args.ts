@@ -1,3 +1,4 @@
+import { keyString } from '../store/keyspace.ts';
 /**
  * Argument parsing with Redis's exact rules: integers as string2ll (no
  * spaces, no '+', no leading zeros, 64-bit range), floats as strtod without
@@ -54,7 +55,7 @@ export function formatDouble(x: number): string {
 }
 
 export const lower = (b: Buffer) => b.toString('latin1').toLowerCase();
-export const keyOf = (b: Buffer) => b.toString('latin1');
+export const keyOf = keyString;
 export const bufOf = (k: string) => Buffer.from(k, 'latin1');
 
 /** Redis's list/zset index normalisation; returns [start, end) or null when empty. */

@@ -146,10 +146,11 @@ export function recordSize(m: Mutation): number {
 }
 
 /** Encode `m` as a version 2 record with sequence number `seq` into `out` at `pos`; returns its crc (the next record's seed). */
-export function encodeRecord(m: Mutation, out: Buffer, pos: number, prevCrc: number, seq: number): number {
-  const size = recordSize(m);
+export function encodeRecord(m: Mutation, out: Buffer, pos: number, prevCrc: number, seq: number, size = recordSize(m)): number {
   out.writeUInt32LE(size - RECORD_HEADER, pos + 4);
-  out.writeBigUInt64LE(BigInt(seq), pos + 8);
+  // u64 as two u32 halves: no BigInt per record (seq is a safe integer).
+  out.writeUInt32LE(seq % 0x1_0000_0000, pos + 8);
+  out.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), pos + 12);
   let p = pos + RECORD_HEADER;
   out[p] = m.op;
   out.writeUInt32LE(m.args.length, p + 1);

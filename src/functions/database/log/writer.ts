@@ -1,6 +1,7 @@
 import type { BlockDevice } from '../../../block/types.ts';
 import { dbLogFailed, ioError, noSpace, type StorvisorError } from '../../../util/errors.ts';
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
+import type { SnapshotSink, SnapshotSource, SnapshotStats } from '../store/snapshot.ts';
 
 /** Mutations that can only make the data set smaller. */
 const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
@@ -12,8 +13,11 @@ export type AppendFsync = 'always' | 'everysec';
 
 export interface LogWriterOptions {
   appendfsync: AppendFsync;
-  /** Produces the mutations that rebuild the whole data set (for compaction). */
-  snapshot: () => Iterable<Mutation>;
+  /**
+   * Starts a snapshot of the data set as it is at the call (for compaction): it
+   * feeds `sink` the mutations that rebuild it, a slice per step().
+   */
+  snapshot: (sink: SnapshotSink) => SnapshotSource;
   /** Called when records up to `seq` are durable (always mode) or written (everysec). */
   onDurable: (seq: number) => void;
   /** Called once if a write fails; the log is then failed for good. */
@@ -155,6 +159,15 @@ export class LogWriter {
   }
 
   private kick(): void {
+    // A compaction's pump is waiting for work: wake it on the next turn, so that
+    // commands from every socket read in this turn join one batch.
+    if (this.pumpWake !== null && !this.wakeScheduled) {
+      this.wakeScheduled = true;
+      setImmediate(() => {
+        this.wakeScheduled = false;
+        this.wakePump();
+      });
+    }
     if (this.running || this.failure) return;
     this.running = true;
     // setImmediate, not a microtask: commands parsed from every socket in this
@@ -232,8 +245,9 @@ export class LogWriter {
     let crc = this.lastCrc;
     let seq = this.nextSeq;
     for (const m of batch) {
-      crc = encodeRecord(m, buf, pos, crc, seq++);
-      pos += recordSize(m);
+      const size = recordSize(m);
+      crc = encodeRecord(m, buf, pos, crc, seq++, size);
+      pos += size;
     }
     const always = this.options.appendfsync === 'always';
     await this.device.pwrite(buf, regionOffset(this.sb, this.sb.activeRegion) + blockStart, {
@@ -282,9 +296,9 @@ export class LogWriter {
   private async compactBeside(): Promise<void> {
     let beside = this.queueFitsActive();
     if (beside && this.queue.length > 0) await this.writeQueued();
-    // From here to the end of serialisation nothing awaits: the snapshot holds exactly
-    // the mutations appended so far. Those still queued are in it (not to be carried);
-    // until some region holds them, they are acknowledged only at the flip.
+    // The cut: the snapshot started below holds exactly the mutations appended so
+    // far. Those still queued are in it (not to be carried); until some region
+    // holds them, they are acknowledged only at the flip.
     const heldSeq = this.appended;
     let notCarried = this.queue.length;
     if (!beside) {
@@ -300,37 +314,45 @@ export class LogWriter {
     // carried ones. The snapshot's numbers start past the first kind, and the
     // carried ones follow it, so the new region ends above every number the
     // region being left holds, and the next pass into it numbers above them all.
-    const room = notCarried;
     const next: Superblock = {
       ...this.sb,
       version: LOG_VERSION,
       activeRegion: this.sb.activeRegion === 0 ? 1 : 0,
       generation: this.sb.generation + 1,
-      firstSeq: this.nextSeq + room,
+      firstSeq: this.nextSeq + notCarried,
     };
-    // Serialise synchronously: the snapshot is one consistent point in time.
     const bs = this.sb.blockSize;
-    const image = new ChunkedImage(SNAPSHOT_CHUNK);
+    const image = this.image ?? new ChunkedImage(SNAPSHOT_CHUNK);
+    this.image = null;
+    image.reset();
     let crc = chainSeed(next.generation);
     let seq = next.firstSeq;
-    for (const m of this.options.snapshot()) {
+    let overflow: StorvisorError | null = null;
+    // Records arrive from the walk's slices and from mutations that save a key
+    // ahead of it (beforeMutation); either way in one order, into one chain.
+    const source = this.options.snapshot((m) => {
+      if (overflow !== null) return;
       if (image.length + recordSize(m) > next.regionSize) {
-        throw noSpace(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
+        overflow = noSpace(`volume is full: the live data set needs more than the ${next.regionSize}-byte region`);
+        return;
       }
       crc = image.appendRecord(m, crc, seq++);
-    }
-    const imageBytes = image.length;
+    });
+    this.lastSnapshot = source.stats;
+
+    // Beside the snapshot, a pump writes what arrives to the active region
+    // (acknowledged there, as without compaction) and keeps it to carry.
     const carry: Mutation[] = [];
     let carryBytes = 0;
-    let offset = regionOffset(next, next.activeRegion);
-    // Every chunk but the last is a whole number of blocks; the last is zero padded to one.
-    for (const c of image.chunks(bs)) {
-      await this.device.pwrite(c, offset);
-      offset += c.length;
-      // Between chunks, what arrived goes to the active region (acknowledged now) and is carried.
-      if (beside && this.queue.length > 0) {
-        if (!this.queueFitsActive() || imageBytes + carryBytes + this.queueBytes > next.regionSize) beside = false;
-        else {
+    let pumpStop = false;
+    let pumpError: unknown = null;
+    const pump = async (): Promise<void> => {
+      for (;;) {
+        if (beside && this.queue.length > 0) {
+          if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize) {
+            beside = false;
+            continue;
+          }
           for (const m of await this.writeQueued()) {
             if (notCarried > 0) notCarried--;
             else {
@@ -338,8 +360,58 @@ export class LogWriter {
               carryBytes += recordSize(m);
             }
           }
+          continue;
         }
+        if (pumpStop) return;
+        await new Promise<void>((resolve) => (this.pumpWake = resolve));
       }
+    };
+    const pumping = pump().catch((err: unknown) => {
+      pumpError = err;
+    });
+    const stopPump = async () => {
+      pumpStop = true;
+      this.wakePump();
+      await pumping;
+    };
+
+    let offset = regionOffset(next, next.activeRegion);
+    try {
+      for (;;) {
+        const done = source.step(SNAPSHOT_SLICE_MS);
+        // Full chunks go to the disk before the next slice: the walk never runs
+        // ahead of the disk by more than one slice's worth.
+        for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
+          if (overflow !== null) break;
+          await this.device.pwrite(c, offset);
+          // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
+          // FUA (an fdatasync of the whole backing file) would carry every chunk written
+          // since, and its clients would wait for that; this way a batch waits for one
+          // chunk at most. Without batches beside (the queue waits for the flip), one
+          // flush at the end is enough.
+          if (beside && !this.device.writeThrough) await this.device.flush();
+          offset += c.length;
+          image.recycle(c);
+          if (pumpError !== null) throw pumpError;
+        }
+        if (overflow !== null) throw overflow;
+        if (pumpError !== null) throw pumpError;
+        if (done) break;
+        // Let the event loop run: sockets are read and replies sent between slices.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      // Complete (no mutation reaches the image any more): the last chunk, zero padded to a block.
+      const last = image.tail(bs);
+      if (last.length > 0) await this.device.pwrite(last, offset);
+    } finally {
+      source.close();
+      await stopPump();
+    }
+    if (pumpError !== null) throw pumpError;
+    const imageBytes = image.length;
+    this.image = image;
+    if (imageBytes + carryBytes > next.regionSize) {
+      throw noSpace(`volume is full: the live data set and the writes during its compaction need more than the ${next.regionSize}-byte region`);
     }
     if (notCarried > 0) {
       // Still queued and already in the snapshot: drop them (acknowledged at the flip).
@@ -371,7 +443,24 @@ export class LogWriter {
     this.counters.compactions++;
     this.counters.compactedBytes += imageBytes;
     this.acknowledge(heldSeq);
-    this.options.log?.(`database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carry.length} records carried)`);
+    const st = source.stats;
+    this.options.log?.(
+      `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carry.length} records carried; ` +
+        `${st.slices} slices, longest ${st.maxSliceMs.toFixed(2)} ms; ${st.early} keys saved ahead of the walk)`,
+    );
+  }
+
+  /** Statistics of the latest compaction's snapshot (slices and their longest time). */
+  lastSnapshot: SnapshotStats | null = null;
+  /** The snapshot chunks of the previous compaction, kept for the next. */
+  private image: ChunkedImage | null = null;
+  private pumpWake: (() => void) | null = null;
+  private wakeScheduled = false;
+
+  private wakePump(): void {
+    const w = this.pumpWake;
+    this.pumpWake = null;
+    w?.();
   }
 
   private async flushIfDirty(): Promise<void> {
@@ -394,50 +483,79 @@ export class LogWriter {
   }
 }
 
-/** Snapshot chunks are this big: a multiple of every block size in use. */
-const SNAPSHOT_CHUNK = 1 << 20;
+/**
+ * Snapshot chunks are this big: a multiple of every block size in use, and
+ * small enough that flushing one does not hold a batch's sync for long.
+ */
+const SNAPSHOT_CHUNK = 256 << 10;
+/** Longest synchronous step of the snapshot walk (ms); the event loop runs between steps. */
+const SNAPSHOT_SLICE_MS = 1;
 
 /**
  * Records laid out back to back in fixed-size chunks (a record may straddle
- * two), so the snapshot is written with block-aligned writes only.
+ * two), so the snapshot is written with block-aligned writes only. Full
+ * chunks are taken and written while later records are still being added;
+ * written chunks come back for reuse, so a compaction holds about two.
  */
 class ChunkedImage {
   private readonly full: Buffer[] = [];
+  private readonly spare: Buffer[] = [];
   private current: Buffer;
   private used = 0;
+  private temp: Buffer = Buffer.alloc(0);
   length = 0;
 
   constructor(private readonly chunkSize: number) {
     this.current = Buffer.alloc(chunkSize);
   }
 
+  reset(): void {
+    for (const c of this.full.splice(0)) this.recycle(c);
+    this.used = 0;
+    this.length = 0;
+  }
+
   /** Append one encoded record; returns its crc (the next record's seed). */
   appendRecord(m: Mutation, prevCrc: number, seq: number): number {
     const size = recordSize(m);
     if (this.used + size <= this.chunkSize) {
-      const crc = encodeRecord(m, this.current, this.used, prevCrc, seq);
+      const crc = encodeRecord(m, this.current, this.used, prevCrc, seq, size);
       this.used += size;
       this.length += size;
+      if (this.used === this.chunkSize) this.nextChunk();
       return crc;
     }
-    const temp = Buffer.alloc(size);
-    const crc = encodeRecord(m, temp, 0, prevCrc, seq);
+    if (this.temp.length < size) this.temp = Buffer.alloc(Math.max(size, 64 * 1024));
+    const crc = encodeRecord(m, this.temp, 0, prevCrc, seq, size);
     for (let done = 0; done < size; ) {
-      if (this.used === this.chunkSize) {
-        this.full.push(this.current);
-        this.current = Buffer.alloc(this.chunkSize);
-        this.used = 0;
-      }
-      const n = temp.copy(this.current, this.used, done);
+      const n = this.temp.copy(this.current, this.used, done, size);
       this.used += n;
       done += n;
+      if (this.used === this.chunkSize) this.nextChunk();
     }
     this.length += size;
     return crc;
   }
 
-  *chunks(blockSize: number): Generator<Buffer> {
-    yield* this.full;
-    if (this.used > 0) yield this.current.subarray(0, Math.ceil(this.used / blockSize) * blockSize);
+  /** The oldest full chunk, now owned by the caller (give it back with recycle). */
+  takeFull(): Buffer | null {
+    return this.full.shift() ?? null;
+  }
+
+  recycle(c: Buffer): void {
+    if (this.spare.length < 2) this.spare.push(c);
+  }
+
+  /** The partial last chunk, zero padded to a whole block (empty when there is none). */
+  tail(blockSize: number): Buffer {
+    const end = Math.ceil(this.used / blockSize) * blockSize;
+    this.current.fill(0, this.used, end);
+    return this.current.subarray(0, end);
+  }
+
+  private nextChunk(): void {
+    this.full.push(this.current);
+    this.current = this.spare.pop() ?? Buffer.alloc(this.chunkSize);
+    this.used = 0;
   }
 }

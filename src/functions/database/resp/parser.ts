@@ -31,7 +31,11 @@ export interface ParserOptions {
 }
 
 export interface ParserEvents {
-  /** A complete command. Return false to stop: the parser keeps the rest until `resume()`. */
+  /**
+   * A complete command. Return false to stop: the parser keeps the rest until `resume()`.
+   * The array is the parser's and is refilled for the next command: copy it to keep it
+   * (the Buffers are views of the received chunks and may be kept).
+   */
   onCommand(args: Buffer[]): unknown;
   onError(message: string): void;
 }
@@ -128,6 +132,12 @@ export class RespParser {
         case 'start': {
           const b = chunk[pos];
           if (b === 0x2a /* '*' */) {
+            // Most requests arrive whole in one chunk: parse those in place.
+            const end = this.wholeCommand(chunk, pos);
+            if (end > 0) {
+              pos = end;
+              break;
+            }
             this.state = 'count';
             pos++;
           } else {
@@ -246,6 +256,69 @@ export class RespParser {
 
   private command(args: Buffer[]): void {
     if (this.events.onCommand(args) === false) this.stopped = true;
+  }
+
+  /** The argument array the fast path fills again for every command (onCommand must not keep it). */
+  private readonly reused: Buffer[] = [];
+  private inCommand = false;
+
+  /**
+   * The fast path: a multibulk request that lies whole in `chunk` from `pos`
+   * (the '*'), in its plain form (decimal lengths without sign or leading
+   * zeros, within the limits), is parsed in place: one subarray per argument
+   * and no other allocation. Returns the position after it, or -1 when it is
+   * incomplete or anything is unusual: the general path then parses it from
+   * the start (and finds any error with its exact Redis text).
+   */
+  private wholeCommand(chunk: Buffer, pos: number): number {
+    const len = chunk.length;
+    let p = pos + 1;
+    // The count: 1 to 7 digits, no leading zero, at most MULTIBULK_MAX.
+    let n = 0;
+    let digits = 0;
+    for (; p < len; p++) {
+      const d = chunk[p] - 0x30;
+      if (d < 0 || d > 9) break;
+      n = n * 10 + d;
+      digits++;
+    }
+    if (digits === 0 || digits > 7 || (digits > 1 && chunk[pos + 1] === 0x30) || n === 0 || n > MULTIBULK_MAX) return -1;
+    if (p + 1 >= len || chunk[p] !== CR || chunk[p + 1] !== LF) return -1;
+    p += 2;
+    // Cheap bound first: each argument needs at least "$0\r\n\r\n".
+    if (len - p < n * 6) return -1;
+    const args = this.inCommand ? [] : this.reused;
+    args.length = 0;
+    let requestBytes = 0;
+    for (let i = 0; i < n; i++) {
+      if (p >= len || chunk[p] !== 0x24 /* '$' */) return -1;
+      const start = ++p;
+      let size = 0;
+      for (; p < len; p++) {
+        const d = chunk[p] - 0x30;
+        if (d < 0 || d > 9) break;
+        size = size * 10 + d;
+      }
+      digits = p - start;
+      if (digits === 0 || digits > 10 || (digits > 1 && chunk[start] === 0x30)) return -1;
+      if (size > this.maxBulk || size > this.maxRequest) return -1;
+      requestBytes += size + ARG_OVERHEAD;
+      if (requestBytes > this.maxRequest) return -1;
+      if (p + 1 >= len || chunk[p] !== CR || chunk[p + 1] !== LF) return -1;
+      p += 2;
+      if (p + size + 2 > len || chunk[p + size] !== CR || chunk[p + size + 1] !== LF) return -1;
+      args.push(chunk.subarray(p, p + size));
+      p += size + 2;
+    }
+    const outer = this.inCommand;
+    this.inCommand = true;
+    try {
+      this.command(args);
+    } finally {
+      this.inCommand = outer;
+      if (!outer) args.length = 0;
+    }
+    return p;
   }
 
   private fail(message: string): void {

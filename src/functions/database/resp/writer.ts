@@ -183,7 +183,8 @@ export class ReplyWriter {
     p = writeDecimal(slab, p, n);
     slab[p++] = 13;
     slab[p++] = 10;
-    p += b.copy(slab, p);
+    slab.set(b, p); // TypedArray set: no Buffer.copy argument handling for a small copy
+    p += n;
     slab[p++] = 13;
     slab[p++] = 10;
     this.pos = p;

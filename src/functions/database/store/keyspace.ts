@@ -9,6 +9,13 @@ import { SortedSet } from './sorted-set.ts';
  * Redis does; removal of an expired key is not logged, because the expiry
  * time itself is in the log and replay drops keys whose time has passed.
  */
+/**
+ * A key's bytes as the latin1 string the keyspace is keyed by. Buffer's own
+ * latin1Slice, without toString's encoding dispatch: this runs for every key
+ * of every command.
+ */
+export const keyString = (b: Buffer): string => (b as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length);
+
 export type Value =
   | { type: 'string'; data: Buffer }
   | { type: 'list'; data: Deque<Buffer> }
@@ -49,11 +56,31 @@ export class Keyspace {
     return e;
   }
 
+  /** The entry for key as stored, expired or not, without removing it (the snapshot cursor's look). */
+  peek(key: string): Entry | undefined {
+    return this.map.get(key);
+  }
+
+  /** The id the next created key will get: every key that exists now has a lower one. */
+  get idMark(): number {
+    return this.nextId;
+  }
+
   /** Store a value under key, replacing whatever was there (expiry given explicitly). */
   put(key: string, value: Value, expireAt: number): Entry {
     const old = this.map.get(key);
     // One object shape for every entry keeps property access monomorphic on the hot path.
     const entry = { type: value.type, data: value.data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
+    this.map.set(key, entry);
+    if (old === undefined) this.scanOrder.push({ id: entry.id, key });
+    if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
+    return entry;
+  }
+
+  /** put() of a string value without the Value object in between (SET's path). */
+  putString(key: string, data: Buffer, expireAt: number): Entry {
+    const old = this.map.get(key);
+    const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
     this.map.set(key, entry);
     if (old === undefined) this.scanOrder.push({ id: entry.id, key });
     if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);

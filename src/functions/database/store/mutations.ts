@@ -1,5 +1,5 @@
 import { badMutation, StorvisorError } from '../../../util/errors.ts';
-import { Keyspace, emptyValue, type Entry, type ValueType } from './keyspace.ts';
+import { Keyspace, emptyValue, keyString, type Entry, type ValueType } from './keyspace.ts';
 import type { ScoredMember } from './sorted-set.ts';
 
 /**
@@ -48,13 +48,25 @@ export interface Mutation {
 /** A mutation that does not fit the data (only possible for a corrupt log): util/errors.ts badMutation. */
 export const isBadMutation = (err: unknown): boolean => err instanceof StorvisorError && err.code === 'SV_ERR_DB_BAD_MUTATION';
 
-export const num = (n: number) => Buffer.from(String(n), 'latin1');
+const ZERO = Buffer.from('0', 'latin1');
+/** A number argument; 0 (no expiry: every SET) is one shared Buffer (mutation arguments are never written to). */
+export const num = (n: number) => (n === 0 ? ZERO : Buffer.from(String(n), 'latin1'));
 export const f64 = (x: number) => {
   const b = Buffer.allocUnsafe(8);
   b.writeDoubleLE(x);
   return b;
 };
-const readNum = (b: Buffer) => Number(b.toString('latin1'));
+/** A number argument back (plain decimal digits without a string in between; anything else through Number). */
+function readNum(b: Buffer): number {
+  if (b.length === 0 || b.length > 15) return Number(b.toString('latin1'));
+  let n = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = b[i] - 0x30;
+    if (d < 0 || d > 9) return Number(b.toString('latin1'));
+    n = n * 10 + d;
+  }
+  return n;
+}
 
 /** A mutation as bytes (op u8, argc u32, then u32 length + bytes per arg): the body of a record, and one part of a Multi. */
 export function encodeMutation(m: Mutation): Buffer {
@@ -113,7 +125,7 @@ export function touchedKeys(m: Mutation, out: Buffer[]): boolean {
       return true;
   }
 }
-const key = (b: Buffer) => b.toString('latin1');
+const key = keyString;
 /** Stored values are copied: incoming buffers are views of large socket or log chunks. */
 const own = (b: Buffer) => Buffer.from(b);
 
@@ -132,8 +144,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
   const a = m.args;
   switch (m.op) {
     case Op.Set: {
-      const at = readNum(a[2]);
-      ks.put(key(a[0]), { type: 'string', data: own(a[1]) }, at);
+      ks.putString(key(a[0]), own(a[1]), readNum(a[2]));
       return 1;
     }
     case Op.MSet: {

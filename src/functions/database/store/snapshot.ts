@@ -1,0 +1,243 @@
+import type { Deque } from './deque.ts';
+import type { IndexedSet } from './indexed-set.ts';
+import type { Entry, Keyspace } from './keyspace.ts';
+import { mutationsForKey, touchedKeys, type Mutation } from './mutations.ts';
+import type { SortedSet } from './sorted-set.ts';
+
+/** Collections with more elements than this are frozen (their element references copied) rather than written at once. */
+const FREEZE_AT = 256;
+/** Records of a split collection stay about this size, so the clock is read every few hundred KiB at most. */
+const RECORD_BYTES = 64 * 1024;
+
+/** Receives the snapshot's mutations in order (the log writer encodes each as a record). */
+export type SnapshotSink = (m: Mutation) => void;
+
+/** What the log writer drives: an incremental snapshot, advanced in slices. */
+export interface SnapshotSource {
+  /** Serialise for about `budgetMs` (at least one record); true when the snapshot is complete. */
+  step(budgetMs: number): boolean;
+  /** Stop for good (compaction done or abandoned): later mutations are no longer looked at. */
+  close(): void;
+  readonly stats: SnapshotStats;
+}
+
+export interface SnapshotStats {
+  /** Slices run by step(), and the longest one (ms): the event loop's longest stall from the walk. */
+  slices: number;
+  maxSliceMs: number;
+  /** Keys serialised ahead of the walk because a mutation was about to change them, and the longest such step (ms). */
+  early: number;
+  maxEarlyMs: number;
+  keys: number;
+  records: number;
+}
+
+const now = () => performance.now();
+
+/**
+ * A consistent snapshot of the keyspace as it was when the cursor was made
+ * (the cut), serialised a slice at a time while commands keep running.
+ *
+ * The walk goes over the keyspace's Map in its order, which is creation-id
+ * order (a key keeps its id and place when overwritten; a re-created key gets
+ * a new id at the end). So the walk's progress is one number, the id of the
+ * last key it took, and keys with an id at or past `cutId` were created after
+ * the cut and are not part of the snapshot (their mutations are in the log
+ * after it). Copy-on-write at key granularity: before a mutation changes a key
+ * the walk has not reached yet, the database calls beforeMutation, which
+ * serialises that key's state (still the one at the cut) first and remembers
+ * its name so the walk skips it. A small key is written at once; a collection
+ * of more than FREEZE_AT elements is frozen instead: its element references
+ * are copied (stored elements are never changed in place, only replaced), an
+ * O(n) step about a hundred times cheaper than encoding it, and its records
+ * are written by later slices. The walk freezes the big collections it takes
+ * too, so a mutation of the key being written never has to wait for it.
+ * Extra memory: the names of the keys written ahead of the walk, and one
+ * reference per element of the frozen collections not yet written.
+ *
+ * Expired keys are left out wherever they are met: replay would drop them.
+ */
+export class SnapshotCursor implements SnapshotSource {
+  private readonly cutId: number;
+  private readonly iter: Iterator<[string, Entry]>;
+  /** Id of the last key the walk took (every key at or below it is written or skipped). */
+  private walkedId = 0;
+  private current: Iterator<Mutation> | null = null;
+  /** The key `current` reads from the live data (a small one); null when frozen or none. */
+  private currentKey: string | null = null;
+  /** Frozen collections saved ahead of the walk, still to be written. */
+  private readonly pending: Iterator<Mutation>[] = [];
+  /** Keys between the walk and the cut that were written ahead of the walk. */
+  private readonly early = new Set<string>();
+  private readonly scratch: Buffer[] = [];
+  private done = false;
+  readonly stats: SnapshotStats = { slices: 0, maxSliceMs: 0, early: 0, maxEarlyMs: 0, keys: 0, records: 0 };
+
+  constructor(
+    private readonly ks: Keyspace,
+    private readonly sink: SnapshotSink,
+    private readonly onClose: () => void = () => {},
+  ) {
+    this.cutId = ks.idMark;
+    this.iter = ks.entries();
+  }
+
+  get complete(): boolean {
+    return this.done;
+  }
+
+  step(budgetMs: number): boolean {
+    if (this.done) return true;
+    const start = now();
+    const deadline = start + budgetMs;
+    let n = 0;
+    // The clock is read every 4 records (a record is at most about RECORD_BYTES).
+    while (!this.done && ((++n & 3) !== 0 || now() < deadline)) this.advance();
+    const ms = now() - start;
+    this.stats.slices++;
+    if (ms > this.stats.maxSliceMs) this.stats.maxSliceMs = ms;
+    return this.done;
+  }
+
+  /**
+   * A mutation is about to be applied: serialise, as they are now, the keys it
+   * changes that the snapshot still needs. FLUSHDB changes every key: the rest
+   * of the snapshot is written at once (FLUSHDB is O(n) anyway).
+   */
+  beforeMutation(m: Mutation): void {
+    if (this.done) return;
+    const start = now();
+    const keys = this.scratch;
+    keys.length = 0;
+    if (!touchedKeys(m, keys)) {
+      while (!this.done) this.advance();
+    } else {
+      for (const kb of keys) this.saveAhead(kb.toString('latin1'));
+    }
+    keys.length = 0;
+    const ms = now() - start;
+    if (ms > this.stats.maxEarlyMs) this.stats.maxEarlyMs = ms;
+  }
+
+  close(): void {
+    if (this.current !== null) this.current.return?.(undefined);
+    this.current = null;
+    this.currentKey = null;
+    this.pending.length = 0;
+    this.early.clear();
+    this.done = true;
+    this.detach();
+  }
+
+  private saveAhead(k: string): void {
+    if (k === this.currentKey) {
+      this.drainCurrent();
+      return;
+    }
+    const e = this.ks.peek(k);
+    if (e === undefined || e.id <= this.walkedId || e.id >= this.cutId || this.early.has(k)) return;
+    this.early.add(k);
+    this.stats.early++;
+    if (!this.ks.isLive(e)) return;
+    this.stats.keys++;
+    if (sizeOf(e) > FREEZE_AT) this.pending.push(mutationsForKey(k, frozen(e), RECORD_BYTES));
+    else for (const m of mutationsForKey(k, e, RECORD_BYTES)) this.emit(m);
+  }
+
+  /** One record of the walk (or one skipped key). */
+  private advance(): void {
+    if (this.current !== null) {
+      const r = this.current.next();
+      if (!r.done) {
+        this.emit(r.value);
+        return;
+      }
+      this.current = null;
+      this.currentKey = null;
+    }
+    const p = this.pending.pop();
+    if (p !== undefined) {
+      this.current = p;
+      return;
+    }
+    const r = this.iter.next();
+    if (r.done || r.value[1].id >= this.cutId) {
+      // Map order is id order: everything from here on was created after the cut.
+      this.finishWalk();
+      return;
+    }
+    const [k, e] = r.value;
+    this.walkedId = e.id;
+    if (this.early.delete(k) || !this.ks.isLive(e)) return;
+    this.stats.keys++;
+    if (sizeOf(e) > FREEZE_AT) this.current = mutationsForKey(k, frozen(e), RECORD_BYTES);
+    else {
+      this.current = mutationsForKey(k, e, RECORD_BYTES);
+      this.currentKey = k;
+    }
+  }
+
+  private drainCurrent(): void {
+    if (this.current === null || this.currentKey === null) return;
+    for (let r = this.current.next(); !r.done; r = this.current.next()) this.emit(r.value);
+    this.current = null;
+    this.currentKey = null;
+  }
+
+  private emit(m: Mutation): void {
+    this.stats.records++;
+    this.sink(m);
+  }
+
+  private finishWalk(): void {
+    this.done = true;
+    this.early.clear();
+    this.detach();
+  }
+
+  private detached = false;
+
+  private detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    this.onClose();
+  }
+}
+
+function sizeOf(e: Entry): number {
+  return e.type === 'string' ? 0 : e.type === 'list' ? e.data.length : e.data.size;
+}
+
+/**
+ * A copy of a collection entry that mutationsForKey can read while the live
+ * one changes: the element references are copied (elements themselves are
+ * never changed in place), in the shape mutationsForKey reads.
+ */
+function frozen(e: Entry): Entry {
+  switch (e.type) {
+    case 'list': {
+      const items = e.data.slice(0, e.data.length);
+      return { ...e, data: { length: items.length, at: (i: number) => items[i] } as unknown as Deque<Buffer> };
+    }
+    case 'hash':
+      return { ...e, data: new Map(e.data) };
+    case 'set': {
+      const members = e.data.values().slice();
+      return { ...e, data: { values: () => members } as unknown as IndexedSet };
+    }
+    case 'zset': {
+      const members: string[] = [];
+      const scores: number[] = [];
+      for (const x of e.data.entries()) {
+        members.push(x.member);
+        scores.push(x.score);
+      }
+      const entries = function* () {
+        for (let i = 0; i < members.length; i++) yield { member: members[i], score: scores[i] };
+      };
+      return { ...e, data: { entries } as unknown as SortedSet };
+    }
+    default:
+      return e;
+  }
+}
