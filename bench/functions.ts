@@ -1,22 +1,20 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
 import { median } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
 import { benchDatabase, redisTarget, type BenchTarget } from './database.ts';
-import { hasGanesha, startGanesha } from './lib/ganesha.ts';
 
 /**
  * The function benchmarks of issues #3 and #4, every deployment in one run:
- *   nfs       4 KiB random NFS READ (data set larger than the controller cache) and
- *             4 KiB FILE_SYNC WRITE, load generator in its own process
+ *   nfs       bench/fileserver.ts's compare mode: storvisor (integrated, guest/adaptive)
+ *             and nfs-ganesha, cached and uncached, load generator in its own process
  *   database  redis-benchmark SET/GET, 50 clients, -P 1 and 16, 100 B and 4 KiB values,
  *             beside redis-server (appendonly yes, appendfsync always / everysec)
  */
-const run = promisify(execFile);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const progress = (suite: string, m: string) => process.stderr.write(`[${suite}] ${m}\n`);
@@ -70,43 +68,15 @@ function add(rows: Map<string, Map<string, Cell[]>>, label: string, col: string,
   m.set(col, [...(m.get(col) ?? []), cell]);
 }
 
+/**
+ * `npm run bench -- nfs`: bench/fileserver.ts's compare mode in its own process
+ * (storvisor integrated and guest/adaptive beside nfs-ganesha, cached and
+ * uncached, fio on the raw file, the volume's sequential write), written to resultsDir.
+ */
 export async function nfsBench(resultsDir: string): Promise<void> {
-  const fileMiB = Number(process.env.BENCH_NFS_FILE_MIB ?? 256);
-  const cacheMiB = 16;
-  const rows = new Map<string, Map<string, Cell[]>>();
-  const columns = ['4K random READ', '4K random WRITE FILE_SYNC'];
-  for (let r = 0; r < REPEATS; r++) {
-    for (const d of DEPLOYMENTS) {
-      const dep = await startDeployment(d, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB: fileMiB * 2 + 256, cacheMiB });
-      try {
-        const { stdout } = await run(process.execPath, ['--import', 'tsx', loadGen, '--json', '--target', `${dep.host}:${dep.port}`, '--file-mib', String(fileMiB), '--seconds', String(SECONDS)], { timeout: 600_000 });
-        const out = JSON.parse(stdout.trim().split('\n').pop()!);
-        for (const res of out.results) add(rows, d.label, res.workload, { value: res.iops, p50Us: res.p50us, runs: [] });
-        progress('nfs', `${r + 1}/${REPEATS} ${d.label.padEnd(15)} ${out.results.map((x: any) => `${x.workload}: ${x.iops} IOPS`).join(', ')}`);
-      } finally {
-        await dep.stop();
-      }
-    }
-  }
-  const notes: string[] = [];
-  if (hasGanesha()) {
-    for (let r = 0; r < REPEATS; r++) {
-      const g = await startGanesha();
-      try {
-        const { stdout } = await run(process.execPath, ['--import', 'tsx', loadGen, '--json', '--target', `${g.host}:${g.nfsPort}:${g.mountPort}`, '--export', g.exportPath, '--file-mib', String(fileMiB), '--seconds', String(SECONDS)], { timeout: 600_000 });
-        const out = JSON.parse(stdout.trim().split('\n').pop()!);
-        for (const res of out.results) add(rows, 'nfs-ganesha (VFS)', res.workload, { value: res.iops, p50Us: res.p50us, runs: [] });
-        progress('nfs', `${r + 1}/${REPEATS} nfs-ganesha     ${out.results.map((x: any) => `${x.workload}: ${x.iops} IOPS`).join(', ')}`);
-      } finally {
-        await g.stop();
-      }
-    }
-    notes.push('nfs-ganesha serves a local directory through the kernel page cache: its READs are page-cache hits, not cache misses.');
-  } else notes.push('nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind): no peer row.');
-  report('nfs', resultsDir, 'IOPS', columns, rows, [
-    ...notes,
-    `4 KiB ops, 32 in flight over 4 connections, file ${fileMiB} MiB, controller read cache ${cacheMiB} MiB; load generator: bench/fileserver.ts in its own process.`,
-  ]);
+  const child = spawn(process.execPath, ['--import', 'tsx', loadGen, '--out', resultsDir], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const [code] = await once(child, 'exit');
+  if (code !== 0) throw new Error(`nfs bench (bench/fileserver.ts) exited with ${code}`);
 }
 
 export async function databaseBench(resultsDir: string): Promise<void> {
