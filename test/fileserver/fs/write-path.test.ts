@@ -22,6 +22,8 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   reads: Array<[number, number]> = [];
   writes: Array<[number, number]> = [];
   hold = false;
+  /** While set, writes below the data area (journal, metadata) are held instead. */
+  holdMeta = false;
   dataFrom = Infinity;
   private held: Array<() => void> = [];
   constructor(size: number) {
@@ -40,7 +42,7 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   }
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.writes.push([offset, buf.byteLength]);
-    if (this.hold && offset >= this.dataFrom) {
+    if ((this.hold && offset >= this.dataFrom) || (this.holdMeta && offset < this.dataFrom)) {
       await new Promise<void>((r) => {
         this.held.push(r);
         this.emit('held');
@@ -50,6 +52,7 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   }
   release(): void {
     this.hold = false;
+    this.holdMeta = false;
     for (const r of this.held.splice(0)) r();
   }
   flush(): Promise<void> {
@@ -207,5 +210,72 @@ test('an in-place overwrite of blocks whose mapping has not committed yet waits 
   assert.equal(c.size, 128 * 1024, 'the mapping the overwrite relied on is durable');
   assert.ok(same((await crashed.read(c.ino, c.generation, 4096, 4096)).data, pattern(4096, 2)), 'and so is the overwrite');
   await crashed.close();
+  await fs.close();
+});
+
+test('allocating FILE_SYNC writes to one file write their data together, outside the exclusive lock, and share one commit', async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  await fs.write(f.ino, f.generation, 0, pattern(BLOCK_SIZE, 1), true);
+  const commits = fs.stats().commits;
+  const mapped = fs.stats().mappedWrites;
+  dev.hold = true;
+  // Eight writes past the end and into holes: each allocates.
+  const writes = Array.from({ length: 8 }, (_, i) => fs.write(f.ino, f.generation, (2 + i * 3) * BLOCK_SIZE, pattern(2 * BLOCK_SIZE, 20 + i), true));
+  await until(() => dev.pending === 8, dev, 'eight allocating writes in flight together');
+  const r = await fs.read(f.ino, f.generation, 0, BLOCK_SIZE); // the inode is not held exclusively
+  assert.ok(same(r.data, pattern(BLOCK_SIZE, 1)));
+  dev.release();
+  await Promise.all(writes);
+  assert.ok(fs.stats().commits - commits <= 2, `group commit (${fs.stats().commits - commits} commits for 8 writes)`);
+  assert.equal(fs.stats().mappedWrites - mapped, 8, 'all took write-before-map');
+  for (let i = 0; i < 8; i++) {
+    const { data } = await fs.read(f.ino, f.generation, (2 + i * 3) * BLOCK_SIZE, 2 * BLOCK_SIZE);
+    assert.ok(same(data, pattern(2 * BLOCK_SIZE, 20 + i)), `write ${i} landed`);
+  }
+  const { data: hole } = await fs.read(f.ino, f.generation, BLOCK_SIZE, BLOCK_SIZE);
+  assert.ok(hole.every((b) => b === 0), 'a hole between writes reads as zeroes');
+  await fs.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test('a 1 MiB allocating FILE_SYNC write is one device write of the caller\'s buffer and one commit', async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  const commits = fs.stats().commits;
+  dev.writes = [];
+  const data = pattern(1 << 20, 9);
+  await fs.write(f.ino, f.generation, 0, data, true);
+  assert.deepEqual(dev.dataWrites().map(([, n]) => n), [1 << 20]);
+  assert.equal(fs.stats().commits - commits, 1);
+  assert.ok(same((await fs.read(f.ino, f.generation, 0, 1 << 20)).data, data));
+  await fs.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test("a crash after an allocating write's data but before its commit leaves the old file, free blocks and a clean fsck", async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  await fs.write(f.ino, f.generation, 0, pattern(3000, 1), true);
+  const free = fs.stats().freeBlocks;
+  dev.holdMeta = true;
+  const w = fs.write(f.ino, f.generation, 4 * BLOCK_SIZE, pattern(5 * BLOCK_SIZE + 100, 2), true);
+  await until(() => dev.pending > 0, dev, 'the commit of the map held');
+  const crashed = await openFileSystem(dev.snapshot());
+  const c = await crashed.lookup(ROOT, ROOT_GEN, 'f');
+  assert.equal(c.size, 3000, 'the old size');
+  assert.ok(same((await crashed.read(c.ino, c.generation, 0, 3000)).data, pattern(3000, 1)), 'the old content');
+  assert.equal((crashed as unknown as { stats(): { freeBlocks: number } }).stats().freeBlocks, free, 'the written blocks are free');
+  await crashed.close();
+  assert.deepEqual((await fsck(dev.snapshot())).problems, []);
+  dev.release();
+  const attr = await w;
+  assert.equal(attr.size, 9 * BLOCK_SIZE + 100);
+  const after = await openFileSystem(dev.snapshot());
+  const a = await after.lookup(ROOT, ROOT_GEN, 'f');
+  const { data } = await after.read(a.ino, a.generation, 0, a.size);
+  assert.ok(same(data.subarray(4 * BLOCK_SIZE), pattern(5 * BLOCK_SIZE + 100, 2)), 'acknowledged: the new content is durable');
+  assert.ok(data.subarray(3000, 4 * BLOCK_SIZE).every((b) => b === 0), 'the gap reads as zeroes');
+  await after.close();
   await fs.close();
 });

@@ -139,6 +139,54 @@ export class Bitmap {
     return { start: first, count, giveBack };
   }
 
+  /**
+   * Find (without setting anything) the first clear bit at or after the hint that
+   * `skip` does not reject, and up to `max - 1` more clear, unrejected bits right
+   * after it in the same bitmap block. Moves the hint past the run. Reads the
+   * cached blocks directly: what a claim (BlockAllocator.claim) holds in memory
+   * only until a handle sets the bits.
+   */
+  async findRun(max: number, skip: (item: number) => boolean): Promise<{ start: number; count: number }> {
+    const nb = this.blocks();
+    const first = Math.floor(this.hint / BITS_PER_BLOCK);
+    for (let k = 0; k <= nb; k++) {
+      const bi = (first + k) % nb;
+      const l = this.cache.load(this.start + bi);
+      const buf = (l instanceof Promise ? await l : l).buf;
+      const base = bi * BITS_PER_BLOCK;
+      const limit = Math.min(BITS_PER_BLOCK, this.count - base);
+      const startBit = k === 0 ? this.hint % BITS_PER_BLOCK : 0;
+      for (let idx = startBit; idx < limit; idx++) {
+        if (buf[idx >> 3] === 0xff && (idx & 7) === 0) {
+          idx += 7;
+          continue;
+        }
+        if (buf[idx >> 3] & (1 << (idx & 7)) || skip(base + idx)) continue;
+        let count = 1;
+        while (count < max && idx + count < limit && !(buf[(idx + count) >> 3] & (1 << ((idx + count) & 7))) && !skip(base + idx + count)) count++;
+        const start = base + idx;
+        this.hint = start + count >= this.count ? 0 : start + count;
+        return { start, count };
+      }
+    }
+    return { start: -1, count: 0 };
+  }
+
+  /** Set bit `item` (clear, and held by the caller's claim) through `h`; undone (and `onUndo` called) if the handle aborts. */
+  async set(h: Handle, item: number, onUndo: (item: number) => void): Promise<void> {
+    const bi = Math.floor(item / BITS_PER_BLOCK);
+    const buf = await h.get(this.start + bi);
+    const bit = item % BITS_PER_BLOCK;
+    const mask = 1 << (bit & 7);
+    if (buf[bit >> 3] & mask) throw fsError('IO', `claimed item ${item} is already allocated`);
+    buf[bit >> 3] |= mask;
+    h.dirty(this.start + bi);
+    h.onAbort(() => {
+      buf[bit >> 3] &= ~mask;
+      onUndo(item);
+    });
+  }
+
   async clear(h: Handle, item: number): Promise<void> {
     const bi = Math.floor(item / BITS_PER_BLOCK);
     const buf = await h.get(this.start + bi);
@@ -157,8 +205,18 @@ export class BlockAllocator {
   /** Blocks promised to operations in flight (checked before they touch anything). */
   reserved = 0;
   private readonly quarantine = new Map<number, number>();
+  /**
+   * Blocks claimed in memory by writes in flight (write-before-map): not set in
+   * the bitmap yet, so a crash leaves them free, but no allocation hands them out.
+   */
+  private readonly claimed = new Set<number>();
+  private readonly unusable = (item: number): boolean => this.quarantine.has(item) || this.claimed.has(item);
 
   constructor(readonly bitmap: Bitmap) {}
+
+  get claimedBlocks(): number {
+    return this.claimed.size;
+  }
 
   /** Blocks an operation may still claim. */
   get available(): number {
@@ -187,7 +245,7 @@ export class BlockAllocator {
     // before a checkpoint would let a replay write that copy over the data.
     const b = await this.bitmap.allocate(
       h,
-      (item) => this.quarantine.has(item),
+      this.unusable,
       (item) => this.quarantine.set(item, h.seq),
     );
     if (b < 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
@@ -210,7 +268,7 @@ export class BlockAllocator {
     const run = await this.bitmap.allocateRun(
       h,
       max,
-      (item) => this.quarantine.has(item),
+      this.unusable,
       (item) => this.quarantine.set(item, h.seq),
     );
     if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
@@ -232,6 +290,35 @@ export class BlockAllocator {
         h.allocated -= k;
       },
     };
+  }
+
+  /**
+   * Claim up to `max` consecutive free blocks out of the caller's reservation,
+   * in memory only (write-before-map): the caller writes file data into them
+   * outside any lock or transaction, then sets their bits with `commitClaim` in
+   * the transaction that maps them, or hands back the ones it did not map with
+   * `releaseClaim`. Nothing is on the volume until that transaction commits, so
+   * a crash before it leaves the blocks free and the file as it was.
+   */
+  async claim(max: number): Promise<{ start: number; count: number }> {
+    const run = await this.bitmap.findRun(max, this.unusable);
+    if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
+    for (let i = 0; i < run.count; i++) this.claimed.add(run.start + i);
+    this.bitmap.free -= run.count;
+    this.reserved -= run.count;
+    return run;
+  }
+
+  /** Set a claimed block's bit in `h` (it is allocated from now on; quarantined if the handle aborts). */
+  async commitClaim(h: Handle, block: number): Promise<void> {
+    if (!this.claimed.has(block)) throw fsError('IO', `block ${block} is not claimed`);
+    await this.bitmap.set(h, block, (item) => this.quarantine.set(item, h.seq));
+    this.claimed.delete(block);
+  }
+
+  /** Claimed blocks that will not be mapped are free again (their reservation stays with the caller, who gives it back). */
+  releaseClaim(block: number): void {
+    if (this.claimed.delete(block)) this.bitmap.free++;
   }
 
   async free(h: Handle, block: number): Promise<void> {
