@@ -142,11 +142,11 @@ export class Bitmap {
   /**
    * Find (without setting anything) the first clear bit at or after the hint that
    * `skip` does not reject, and up to `max - 1` more clear, unrejected bits right
-   * after it in the same bitmap block. Moves the hint past the run. Reads the
-   * cached blocks directly: what a claim (BlockAllocator.claim) holds in memory
-   * only until a handle sets the bits.
+   * after it in the same bitmap block, and hand them to `take` before anything
+   * else can run. Moves the hint past the run. Reads the cached blocks directly:
+   * what a claim (BlockAllocator.claim) holds in memory only until a handle sets the bits.
    */
-  async findRun(max: number, skip: (item: number) => boolean): Promise<{ start: number; count: number }> {
+  async findRun(max: number, skip: (item: number) => boolean, take: (start: number, count: number) => void): Promise<{ start: number; count: number }> {
     const nb = this.blocks();
     const first = Math.floor(this.hint / BITS_PER_BLOCK);
     for (let k = 0; k <= nb; k++) {
@@ -166,24 +166,34 @@ export class Bitmap {
         while (count < max && idx + count < limit && !(buf[(idx + count) >> 3] & (1 << ((idx + count) & 7))) && !skip(base + idx + count)) count++;
         const start = base + idx;
         this.hint = start + count >= this.count ? 0 : start + count;
+        // Taken in this same synchronous step: a concurrent finder resumes only after it.
+        take(start, count);
         return { start, count };
       }
     }
     return { start: -1, count: 0 };
   }
 
-  /** Set bit `item` (clear, and held by the caller's claim) through `h`; undone (and `onUndo` called) if the handle aborts. */
-  async set(h: Handle, item: number, onUndo: (item: number) => void): Promise<void> {
-    const bi = Math.floor(item / BITS_PER_BLOCK);
-    const buf = await h.get(this.start + bi);
-    const bit = item % BITS_PER_BLOCK;
-    const mask = 1 << (bit & 7);
-    if (buf[bit >> 3] & mask) throw fsError('IO', `claimed item ${item} is already allocated`);
-    buf[bit >> 3] |= mask;
+  /**
+   * Set bits start .. start+count-1 (clear, in one bitmap block, held by the
+   * caller's claim) through `h`; undone (and `onUndo` called for each) if the handle aborts.
+   */
+  async setRun(h: Handle, start: number, count: number, onUndo: (item: number) => void): Promise<void> {
+    const bi = Math.floor(start / BITS_PER_BLOCK);
+    if (Math.floor((start + count - 1) / BITS_PER_BLOCK) !== bi) throw fsError('IO', `run ${start}+${count} crosses a bitmap block`);
+    const l = h.get(this.start + bi);
+    const buf = l instanceof Promise ? await l : l;
+    const first = start % BITS_PER_BLOCK;
+    for (let b = first; b < first + count; b++) {
+      if (buf[b >> 3] & (1 << (b & 7))) throw fsError('IO', `claimed item ${start + b - first} is already allocated`);
+    }
+    for (let b = first; b < first + count; b++) buf[b >> 3] |= 1 << (b & 7);
     h.dirty(this.start + bi);
     h.onAbort(() => {
-      buf[bit >> 3] &= ~mask;
-      onUndo(item);
+      for (let b = first; b < first + count; b++) {
+        buf[b >> 3] &= ~(1 << (b & 7));
+        onUndo(start + b - first);
+      }
     });
   }
 
@@ -301,19 +311,22 @@ export class BlockAllocator {
    * a crash before it leaves the blocks free and the file as it was.
    */
   async claim(max: number): Promise<{ start: number; count: number }> {
-    const run = await this.bitmap.findRun(max, this.unusable);
+    const run = await this.bitmap.findRun(max, this.unusable, this.take);
     if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
-    for (let i = 0; i < run.count; i++) this.claimed.add(run.start + i);
-    this.bitmap.free -= run.count;
-    this.reserved -= run.count;
     return run;
   }
 
-  /** Set a claimed block's bit in `h` (it is allocated from now on; quarantined if the handle aborts). */
-  async commitClaim(h: Handle, block: number): Promise<void> {
-    if (!this.claimed.has(block)) throw fsError('IO', `block ${block} is not claimed`);
-    await this.bitmap.set(h, block, (item) => this.quarantine.set(item, h.seq));
-    this.claimed.delete(block);
+  private readonly take = (start: number, count: number): void => {
+    for (let i = 0; i < count; i++) this.claimed.add(start + i);
+    this.bitmap.free -= count;
+    this.reserved -= count;
+  };
+
+  /** Set the bits of claimed run start+count in `h` (allocated from now on; quarantined if the handle aborts). */
+  async commitClaim(h: Handle, start: number, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) if (!this.claimed.has(start + i)) throw fsError('IO', `block ${start + i} is not claimed`);
+    await this.bitmap.setRun(h, start, count, (item) => this.quarantine.set(item, h.seq));
+    for (let i = 0; i < count; i++) this.claimed.delete(start + i);
   }
 
   /** Claimed blocks that will not be mapped are free again (their reservation stays with the caller, who gives it back). */

@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../../../block/types.ts';
 import { BlockAllocator, Bitmap } from './alloc.ts';
-import { ensureBlock, MAX_FILE_BLOCKS, mappedEnd, truncateBlocks, worstCaseBlocks } from './blockmap.ts';
+import { MAX_FILE_BLOCKS, mapRun, mappedEnd, truncateBlocks, worstCaseBlocks } from './blockmap.ts';
 import { FileData, writebackError } from './file-data.ts';
 import { MetaCache } from './cache.ts';
 import { dirBlocks, dirCreate, dirInsert, dirList, dirLookup, dirProbe, dirRemove, INSERT_RESERVE } from './directory.ts';
@@ -39,6 +39,12 @@ export interface MountOptions {
 const MAX_READ = 64 << 20;
 /** Entries of `mapSeq` before the durable ones are swept out. */
 const MAP_SEQ_SWEEP = 4096;
+/**
+ * Unstable writes at least this large skip the page buffer and take
+ * write-before-map (not waiting for the commit); smaller ones are buffered, so
+ * small sequential writes still reach the device as extents at COMMIT.
+ */
+const DIRECT_UNSTABLE_BYTES = 64 * 1024;
 /** Steps of a large truncate or remove between commits. */
 const ORPHAN_COMMIT_STEPS = 64;
 const MAX_NLINK = 65000;
@@ -838,7 +844,13 @@ export class VolumeFileSystem implements FileSystem {
     // Unstable writes only buffer; refuse them too once nothing can commit.
     if (this.journal.failed) throw this.journal.readOnlyError();
     if (stable && data.byteLength > 0) {
-      const attr = (await this.overwrite(ino, gen, offset, data)) ?? (await this.writeBeforeMap(ino, gen, offset, data));
+      const attr = (await this.overwrite(ino, gen, offset, data)) ?? (await this.writeBeforeMap(ino, gen, offset, data, true));
+      if (attr) return attr;
+    } else if (data.byteLength >= DIRECT_UNSTABLE_BYTES) {
+      // A large unstable write gains nothing from the page buffer (no later write
+      // merges into it): it goes to the device now, straight from the request,
+      // into an extent claimed for it, and is mapped in the running transaction.
+      const attr = await this.writeBeforeMap(ino, gen, offset, data, false);
       if (attr) return attr;
     }
     let seq = 0;
@@ -931,7 +943,7 @@ export class VolumeFileSystem implements FileSystem {
    * file has dirty pages, or the write starts past an end of file inside a block
    * whose old tail must first be zeroed).
    */
-  private async writeBeforeMap(ino: number, gen: number, offset: number, data: Uint8Array): Promise<Attr | null> {
+  private async writeBeforeMap(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr | null> {
     let seq: number;
     let attr: Attr;
     const unlock = await this.locks.lockShared(ino);
@@ -954,6 +966,8 @@ export class VolumeFileSystem implements FileSystem {
         const need = worstCaseBlocks(n);
         await this.reserve(need);
         let claimed = 0;
+        // Runs of new blocks: phys[at .. at+count) = start .. start+count-1 (an extent).
+        const claims: Array<{ at: number; start: number; count: number }> = [];
         try {
           for (let i = 0; i < phys.length; ) {
             if (!fresh[i]) {
@@ -964,6 +978,7 @@ export class VolumeFileSystem implements FileSystem {
             while (i + want < phys.length && fresh[i + want]) want++;
             const run = await this.alloc.claim(want);
             claimed += run.count;
+            claims.push({ at: i, start: run.start, count: run.count });
             for (let k = 0; k < run.count; k++) phys[i + k] = run.start + k;
             i += run.count;
           }
@@ -975,13 +990,9 @@ export class VolumeFileSystem implements FileSystem {
               0,
               async (h) => {
                 const cur = await this.readInode(ino);
-                for (let i = 0; i < phys.length; i++) {
-                  if (!fresh[i]) continue;
-                  const block = phys[i];
-                  await ensureBlock(h, this.alloc, cur, first + i, async () => {
-                    await this.alloc.commitClaim(h, block);
-                    return block;
-                  });
+                for (const c of claims) {
+                  await this.alloc.commitClaim(h, c.start, c.count);
+                  await mapRun(h, this.alloc, cur, first + c.at, c.start, c.count);
                 }
                 if (end > cur.size) cur.size = end;
                 cur.mtimeMs = Math.max(cur.mtimeMs, mtime);
@@ -1013,7 +1024,10 @@ export class VolumeFileSystem implements FileSystem {
     } finally {
       unlock();
     }
-    await this.journal.waitDurable(seq);
+    // Unstable: the map commits with the next transaction someone waits for (a COMMIT
+    // of the file syncs the journal), or within the commit interval.
+    if (stable) await this.journal.waitDurable(seq);
+    else this.journal.commitSoon();
     return attr;
   }
 
