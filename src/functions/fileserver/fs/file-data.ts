@@ -96,6 +96,14 @@ export class FileData {
     if (offset >= size) return { data: new Uint8Array(0), eof: true };
     const end = Math.min(size, offset + length);
     const out = new Uint8Array(end - offset);
+    const fb0 = Math.floor(offset / BLOCK_SIZE);
+    if (!dirty && Math.floor((end - 1) / BLOCK_SIZE) === fb0) {
+      // One block (every 4 KiB READ): one lookup, one device read, no run bookkeeping.
+      const l = lookupBlock(this.readMeta, inode, fb0);
+      const phys = typeof l === 'number' ? l : await l;
+      if (phys) await this.device.pread(out, phys * BLOCK_SIZE + (offset - fb0 * BLOCK_SIZE));
+      return { data: out, eof: end >= size };
+    }
     let io: Promise<void>[] | null = null;
     let one: Promise<void> | null = null;
     // The pending run: bytes [runFrom, runTo) of the file at device byte runDev.
