@@ -2,11 +2,13 @@
  * NFS file server benchmark: storvisor's file server and nfs-ganesha in the same
  * run, on the same workloads, with the load generator in its own process.
  *
- * Compare mode (the default):
+ * Compare mode (the default; what `npm run bench -- nfs` runs):
  *   node --import tsx bench/fileserver.ts [--out results]
- * starts the fileserver function integrated on a real controller (volume, block
- * cache, O_DIRECT backend) and nfs-ganesha (VFS FSAL on a local directory) when it
- * is installed, then, interleaved (repeat × data set × server):
+ * the fileserver function on a real controller (volume, block cache, O_DIRECT
+ * backend), integrated and in a guest thread with adaptive polling (each started
+ * fresh for each session, so nothing idles beside a measurement), and
+ * nfs-ganesha (VFS FSAL on a local directory, rpcbind started if none runs; it
+ * must be installed), interleaved (repeat × data set × server):
  *   fill    sequential 1 MiB UNSTABLE WRITEs to a new file (4 in flight), then COMMIT: MiB/s
  *   READ    4 KiB random READ, 1 and 32 in flight
  *   WRITE   4 KiB random FILE_SYNC WRITE over the filled file, 1 and 32 in flight
@@ -17,11 +19,14 @@
  *             written back and dropped from the page cache (fdatasync +
  *             posix_fadvise DONTNEED) before every timed pass, so each pass starts
  *             cold (its reads warm the page cache as the pass goes on)
- * plus fio (O_DIRECT, io_uring) on a raw file of the uncached size, the floor both
- * servers' uncached READs stand on. Each row: ops/s (MiB/s for fill), p50, and CPU
- * per op of the server (ours: this process, which hosts the controller; ganesha:
- * its daemon from /proc), median of BENCH_REPEATS (3) passes of BENCH_SECONDS (4).
- * Writes a Markdown table, JSON and two SVG charts (absolute, and storvisor ÷
+ * plus fio (O_DIRECT, io_uring) on a raw file of the uncached size, the floor the
+ * uncached READs stand on, and the volume's own sequential write speed (fio nbd
+ * engine through the controller's export, 1 MiB, 4 in flight), the yardstick of
+ * the fill. Each row: ops/s (MiB/s for fill), p50, and CPU per op of the server
+ * (ours: this process, which hosts the controller and its guest threads;
+ * ganesha: its daemon from /proc), median of BENCH_REPEATS (3) passes of
+ * BENCH_SECONDS (4), then the issue's targets, each with its figure, met or not.
+ * Writes a Markdown table, JSON and two SVG charts (absolute, and integrated ÷
  * ganesha) to --out.
  *   BENCH_NFS_CACHE_MIB (64)  controller cache; cached file = half of it
  *   BENCH_NFS_FILE_MIB (8 x cache)  uncached file
@@ -43,9 +48,11 @@ import { parseArgs } from 'node:util';
 import { NfsClient } from '../test/fileserver/nfs/helpers/nfs-client.ts';
 import { barChart } from './lib/chart.ts';
 import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
-import { startDeployment } from './lib/deployment.ts';
+import { startDeployment, type DeploymentUnderTest } from './lib/deployment.ts';
+import { withController } from './lib/targets.ts';
+import { parseConfig } from '../src/config/config.ts';
 import { median, runFio } from './lib/fio.ts';
-import { evictFromPageCache, hasGanesha, startGanesha } from './lib/ganesha.ts';
+import { evictFromPageCache, startGanesha, type Ganesha } from './lib/ganesha.ts';
 
 const { values } = parseArgs({
   options: {
@@ -248,6 +255,14 @@ interface Server {
   stop(): Promise<void>;
 }
 
+/** A server for the run: ganesha starts once; ours start fresh for each session (nothing idle beside a measurement). */
+interface ServerKind {
+  label: string;
+  start(): Promise<Server>;
+  /** Stop what start() left running for the whole run (ganesha). */
+  close(): Promise<void>;
+}
+
 interface Cell {
   value: number;
   p50us: number;
@@ -257,7 +272,7 @@ interface Cell {
 const DRIVER = fileURLToPath(import.meta.url);
 const progress = (m: string) => process.stderr.write(`[nfs] ${m}\n`);
 
-/** One session of the driver against `server`; `beforePhase` runs before each timed phase. */
+/** One session of the driver against `server`: each phase runs when this side says go. */
 async function session(server: Server, fileMiB: number, seconds: number, cached: boolean, onResult: (phase: Phase, c: Cell) => void): Promise<void> {
   const name = `bench-${cached ? 'cached' : 'uncached'}-${process.pid}`;
   const child = spawn(
@@ -292,28 +307,64 @@ async function session(server: Server, fileMiB: number, seconds: number, cached:
   if (code !== 0) throw new Error(`load generator against ${server.label} exited with ${code}`);
 }
 
-async function startOurs(volumeMiB: number, cacheMiB: number): Promise<Server> {
-  const dep = await startDeployment({ label: 'integrated', deploy: 'integrated' }, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB, cacheMiB });
+function ours(d: DeploymentUnderTest, volumeMiB: number, cacheMiB: number): ServerKind {
+  const label = `storvisor ${d.label}`;
   return {
-    label: 'storvisor (integrated)',
-    target: `${dep.host}:${dep.port}`,
-    exportPath: '/export',
-    // The controller and the function run in this process; the load generator does not.
-    cpuSeconds: selfCpuSeconds,
-    stop: dep.stop,
+    label,
+    async start() {
+      const dep = await startDeployment(d, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB, cacheMiB });
+      // The controller and the function (integrated, or a guest thread) run in this process; the load generator does not.
+      return { label, target: `${dep.host}:${dep.port}`, exportPath: '/export', cpuSeconds: selfCpuSeconds, stop: dep.stop };
+    },
+    close: async () => {},
   };
 }
 
-async function startPeer(): Promise<Server> {
-  const g = await startGanesha();
+function ganeshaKind(): ServerKind {
+  let g: Ganesha | null = null;
+  const label = 'nfs-ganesha (VFS)';
   return {
-    label: 'nfs-ganesha (VFS)',
-    target: `${g.host}:${g.nfsPort}:${g.mountPort}`,
-    exportPath: g.exportPath,
-    localFile: (name) => path.join(g.exportPath, name),
-    cpuSeconds: () => processCpuSeconds(g.pid),
-    stop: g.stop,
+    label,
+    async start() {
+      g ??= await startGanesha();
+      const s = g;
+      return {
+        label,
+        target: `${s.host}:${s.nfsPort}:${s.mountPort}`,
+        exportPath: s.exportPath,
+        localFile: (name) => path.join(s.exportPath, name),
+        cpuSeconds: () => processCpuSeconds(s.pid),
+        stop: async () => {},
+      };
+    },
+    async close() {
+      await g?.stop();
+      g = null;
+    },
   };
+}
+
+/**
+ * The volume's own sequential write speed, the yardstick for the fill: fio's nbd
+ * engine writes `mib` MiB sequentially in 1 MiB requests, FILL_DEPTH in flight
+ * (as the fill), to a fresh volume of the same controller setup through the
+ * controller's NBD export over loopback (the same transport cost as NFS), then fsyncs.
+ */
+async function volumeSequentialWrite(mib: number, cacheMiB: number): Promise<{ mibps: number; cpuUsPerMiB: number }> {
+  const dir = mkdtempSync(path.join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-nfs-vol-'));
+  try {
+    const config = parseConfig({ dataDir: dir, cacheMiB, api: null, nbd: { port: 0 }, volumes: [{ name: 'seq', sizeMiB: mib + 64 }] }, dir, {});
+    return await withController(config, async (c) => {
+      const { host, port } = c.nbdEndpoint();
+      const cpu0 = selfCpuSeconds();
+      const t0 = performance.now();
+      await runFio(['--name=seq', '--ioengine=nbd', `--uri=nbd://${host}:${port}/seq`, '--rw=write', '--bs=1M', `--iodepth=${FILL_DEPTH}`, `--size=${mib}M`, '--end_fsync=1']);
+      const secs = (performance.now() - t0) / 1000;
+      return { mibps: mib / secs, cpuUsPerMiB: ((selfCpuSeconds() - cpu0) / mib) * 1e6 };
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function compare(): Promise<void> {
@@ -322,10 +373,11 @@ async function compare(): Promise<void> {
   const cacheMiB = Number(process.env.BENCH_NFS_CACHE_MIB ?? 64);
   const cachedMiB = Math.max(1, cacheMiB >> 1);
   const uncachedMiB = Number(process.env.BENCH_NFS_FILE_MIB ?? cacheMiB * 8);
-  const servers: Server[] = [await startOurs(cachedMiB + uncachedMiB + 256, cacheMiB)];
-  const notes: string[] = [];
-  if (hasGanesha()) servers.push(await startPeer());
-  else notes.push('nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind): no peer column.');
+  const volumeMiB = cachedMiB + uncachedMiB + 256;
+  const integrated = ours({ label: 'integrated', deploy: 'integrated' }, volumeMiB, cacheMiB);
+  const adaptive = ours({ label: 'guest/adaptive', deploy: 'guest', notify: 'adaptive' }, volumeMiB, cacheMiB);
+  const peer = ganeshaKind();
+  const kinds = [integrated, adaptive, peer];
   // rows[dataSet + phase][server] = cells of every repeat
   const rows = new Map<string, Map<string, Cell[]>>();
   const add = (row: string, server: string, c: Cell) => {
@@ -337,19 +389,27 @@ async function compare(): Promise<void> {
     { label: 'cached', cached: true, mib: cachedMiB },
     { label: 'uncached', cached: false, mib: uncachedMiB },
   ];
+  const volumeSeq: Array<{ mibps: number; cpuUsPerMiB: number }> = [];
   try {
     for (let r = 0; r < repeats; r++) {
       for (const set of sets) {
-        // Alternate which server goes first, so neither always meets the warmer machine.
-        const order = r % 2 === 0 ? servers : [...servers].reverse();
-        for (const s of order) {
-          await session(s, set.mib, seconds, set.cached, (phase, c) => add(`${set.label} ${phase}`, s.label, c));
-          progress(`${r + 1}/${repeats} ${set.label} ${set.mib} MiB ${s.label}: done`);
+        // Alternate which server goes first, so none always meets the warmer machine.
+        const order = r % 2 === 0 ? kinds : [...kinds].reverse();
+        for (const k of order) {
+          const s = await k.start();
+          try {
+            await session(s, set.mib, seconds, set.cached, (phase, c) => add(`${set.label} ${phase}`, k.label, c));
+          } finally {
+            await s.stop();
+          }
+          progress(`${r + 1}/${repeats} ${set.label} ${set.mib} MiB ${k.label}: done`);
         }
       }
+      volumeSeq.push(await volumeSequentialWrite(uncachedMiB, cacheMiB));
+      progress(`${r + 1}/${repeats} volume sequential write: ${volumeSeq.at(-1)!.mibps.toFixed(1)} MiB/s`);
     }
   } finally {
-    for (const s of servers) await s.stop();
+    for (const k of kinds) await k.close();
   }
 
   // fio on a raw file of the uncached size: what the disk gives 4 KiB random reads.
@@ -363,62 +423,87 @@ async function compare(): Promise<void> {
       ]);
       fio[`uncached READ QD${qd}`] = res.iops;
     }
-  } catch (err) {
-    notes.push(`fio did not run: ${(err as Error).message.split('\n')[0]}`);
   } finally {
     rmSync(fioDir, { recursive: true, force: true });
   }
 
-  const ours = servers[0]!.label;
-  const peer = servers[1]?.label;
   const med = (cells: Cell[] | undefined, k: keyof Cell) => median((cells ?? []).map((c) => c[k]));
   const table = [...rows].map(([row, cols]) => {
-    const o = cols.get(ours);
-    const g = peer ? cols.get(peer) : undefined;
+    const o = cols.get(integrated.label);
+    const a = cols.get(adaptive.label);
+    const g = cols.get(peer.label);
     return {
       row,
       unit: row.endsWith('fill') ? 'MiB/s' : 'ops/s',
       ours: med(o, 'value'),
+      adaptive: med(a, 'value'),
       peer: med(g, 'value'),
       oursP50: med(o, 'p50us'),
+      adaptiveP50: med(a, 'p50us'),
       peerP50: med(g, 'p50us'),
       oursCpu: med(o, 'cpuUsPerOp'),
+      adaptiveCpu: med(a, 'cpuUsPerOp'),
       peerCpu: med(g, 'cpuUsPerOp'),
       fio: fio[row] ?? NaN,
     };
   });
+  const volume = { mibps: median(volumeSeq.map((v) => v.mibps)), cpuUsPerMiB: median(volumeSeq.map((v) => v.cpuUsPerMiB)) };
   const f0 = (x: number) => (Number.isFinite(x) ? String(Math.round(x)) : '-');
+  const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
   const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+  const v = (t: (typeof table)[number], x: number) => (t.unit === 'MiB/s' ? f1(x) : f0(x));
+  const find = (row: string) => table.find((t) => t.row === row);
+  const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  // The issue's targets, each with its figure, met or not.
+  const targets: string[] = [];
+  for (const t of table.filter((x) => x.unit === 'ops/s')) {
+    targets.push(`- integrated ≥ nfs-ganesha, ${t.row}: ${f2(t.ours / t.peer)}x (${met(t.ours >= t.peer)})`);
+  }
+  const fillU = find('uncached fill');
+  if (fillU) targets.push(`- sequential 1 MiB UNSTABLE writes to a new file ≥ 0.5x the volume's sequential write: ${f1(fillU.ours)} ÷ ${f1(volume.mibps)} MiB/s = ${f2(fillU.ours / volume.mibps)}x (${met(fillU.ours >= 0.5 * volume.mibps)})`);
+  for (const t of table) targets.push(`- guest/adaptive ≥ 0.95x integrated, ${t.row}: ${f2(t.adaptive / t.ours)}x (${met(t.adaptive >= 0.95 * t.ours)})`);
+  for (const qd of [1, 32]) {
+    const t = find(`uncached READ QD${qd}`);
+    if (t) targets.push(`- uncached READ QD${qd} ÷ fio on the raw file: integrated ${f2(t.ours / t.fio)}x, guest/adaptive ${f2(t.adaptive / t.fio)}x, nfs-ganesha ${f2(t.peer / t.fio)}x (reported, no target)`);
+  }
   const lines = [
     `# nfs: storvisor vs nfs-ganesha, same run, median of ${repeats} × ${seconds} s`,
     '',
-    '| data set | workload | unit | storvisor | ganesha | storvisor ÷ ganesha | p50 µs s / g | CPU µs/op s / g | fio raw | storvisor ÷ fio |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| data set | workload | unit | integrated | guest/adaptive | ganesha | integrated ÷ ganesha | adaptive ÷ integrated | p50 µs i / a / g | CPU µs/op i / a / g | fio raw | integrated ÷ fio |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...table.map((t) => {
       const [set, ...w] = t.row.split(' ');
-      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${t.unit === 'MiB/s' ? t.ours.toFixed(1) : f0(t.ours)} | ${t.unit === 'MiB/s' ? f2(t.peer) : f0(t.peer)} | ${f2(t.ours / t.peer)} | ${f0(t.oursP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.peerCpu)} | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
+      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${v(t, t.ours)} | ${v(t, t.adaptive)} | ${v(t, t.peer)} | ${f2(t.ours / t.peer)} | ${f2(t.adaptive / t.ours)} | ${f0(t.oursP50)} / ${f0(t.adaptiveP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.adaptiveCpu)} / ${f0(t.peerCpu)} | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
     }),
+    `| volume | sequential write 1 MiB QD${FILL_DEPTH} (fio nbd, controller export) | MiB/s | ${f1(volume.mibps)} | | | | | | ${f0(volume.cpuUsPerMiB)} per MiB | | |`,
+    '',
+    '## Targets (issue #11)',
+    '',
+    ...targets,
     '',
     `cached: a ${cachedMiB} MiB file, read once before the timed passes; it fits the controller cache (${cacheMiB} MiB) and the page cache.`,
     `uncached: a ${uncachedMiB} MiB file, ${(uncachedMiB / cacheMiB).toFixed(0)}x the controller cache; ganesha's copy is fdatasync'd and dropped from the page cache (posix_fadvise DONTNEED) before each timed pass, and its reads warm the page cache again as the pass goes on.`,
-    'fill: sequential 1 MiB UNSTABLE WRITEs to a new file, 4 in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.',
-    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs integrated on a controller volume (O_DIRECT backend); its CPU includes the whole controller, whose poller spins while I/O is outstanding (so at low op rates, QD1 most, it is mostly polling).',
+    `fill: sequential 1 MiB UNSTABLE WRITEs to a new file, ${FILL_DEPTH} in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.`,
+    `volume: fio (nbd engine) writes ${uncachedMiB} MiB sequentially to a fresh volume through the controller's NBD export, 1 MiB requests, ${FILL_DEPTH} in flight, then fsync: the yardstick for the uncached fill.`,
+    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O is outstanding (so at low op rates, QD1 most, it is mostly polling).',
     'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
-    ...notes,
   ];
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
   mkdirSync(values.out!, { recursive: true });
   const stem = path.join(values.out!, `nfs-compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   writeFileSync(`${stem}.md`, text);
-  writeFileSync(`${stem}.json`, JSON.stringify({ seconds, repeats, cacheMiB, cachedMiB, uncachedMiB, table }, null, 2));
+  writeFileSync(`${stem}.json`, JSON.stringify({ seconds, repeats, cacheMiB, cachedMiB, uncachedMiB, volume, table, targets }, null, 2));
   const ops = table.filter((t) => t.unit === 'ops/s');
-  const series = [{ label: ours, values: ops.map((t) => t.ours) }];
-  if (peer) series.push({ label: peer, values: ops.map((t) => t.peer) });
+  const series = [
+    { label: integrated.label, values: ops.map((t) => t.ours) },
+    { label: adaptive.label, values: ops.map((t) => t.adaptive) },
+    { label: peer.label, values: ops.map((t) => t.peer) },
+  ];
   writeFileSync(`${stem}.svg`, barChart({ title: `NFS 4 KiB ops/s, median of ${repeats}`, unit: 'ops/s', groups: ops.map((t) => t.row), series }));
   writeFileSync(
     `${stem}-ratio.svg`,
-    barChart({ title: 'storvisor ÷ nfs-ganesha (1.0 = parity)', unit: 'x', groups: table.map((t) => `${t.row} (${t.unit})`), series: [{ label: 'storvisor ÷ ganesha', values: table.map((t) => t.ours / t.peer) }] }),
+    barChart({ title: 'storvisor integrated ÷ nfs-ganesha (1.0 = parity)', unit: 'x', groups: table.map((t) => `${t.row} (${t.unit})`), series: [{ label: 'integrated ÷ ganesha', values: table.map((t) => t.ours / t.peer) }] }),
   );
   progress(`wrote ${stem}.md, .json, .svg and -ratio.svg`);
 }

@@ -35,15 +35,24 @@ test('an NFS client gets NFS3ERR_IO and NFS3ERR_NOSPC for writes the device fail
   assert.equal((await c.write(f, 0, data, 2)).status, 0, 'the next write works');
   assert.deepEqual((await c.read(f, 0, data.length)).data, data);
 
-  // UNSTABLE write, then COMMIT: the backing store is full at writeback.
+  // A small UNSTABLE write (buffered), then COMMIT: the backing store is full at writeback.
   const g = (await c.create(root, 'g', 1, { mode: 0o644 })).fh!;
-  assert.equal((await c.write(g, 0, data, 0)).status, 0);
+  assert.equal((await c.write(g, 0, data.subarray(0, 32 * 1024), 0)).status, 0);
   device.failWrites(dataFrom, device.size, { kind: 'ENOSPC' });
   assert.equal((await c.commit(g)).status, NFS3ERR_NOSPC);
   device.clearFaults();
   assert.equal(Number((await c.getattr(g)).attr!.size), 0);
   assert.equal((await c.commit(g)).status, 0, 'the loss is reported once');
   assert.equal(device.failed, 2);
+
+  // A large UNSTABLE write goes to the device at once: its failure is the WRITE's reply.
+  const h = (await c.create(root, 'h', 1, { mode: 0o644 })).fh!;
+  device.failWrites(dataFrom, device.size, { kind: 'ENOSPC' });
+  assert.equal((await c.write(h, 0, data, 0)).status, NFS3ERR_NOSPC);
+  device.clearFaults();
+  assert.equal(Number((await c.getattr(h)).attr!.size), 0);
+  assert.equal((await c.commit(h)).status, 0, 'nothing acknowledged was lost');
+  assert.equal(device.failed, 3);
 
   stopped = true;
   await running.stop();

@@ -22,6 +22,8 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   reads: Array<[number, number]> = [];
   writes: Array<[number, number]> = [];
   hold = false;
+  /** While set, writes below the data area (journal, metadata) are held instead. */
+  holdMeta = false;
   dataFrom = Infinity;
   private held: Array<() => void> = [];
   constructor(size: number) {
@@ -40,7 +42,7 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   }
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.writes.push([offset, buf.byteLength]);
-    if (this.hold && offset >= this.dataFrom) {
+    if ((this.hold && offset >= this.dataFrom) || (this.holdMeta && offset < this.dataFrom)) {
       await new Promise<void>((r) => {
         this.held.push(r);
         this.emit('held');
@@ -50,6 +52,7 @@ class CountingDevice extends EventEmitter implements BlockDevice {
   }
   release(): void {
     this.hold = false;
+    this.holdMeta = false;
     for (const r of this.held.splice(0)) r();
   }
   flush(): Promise<void> {
@@ -151,29 +154,58 @@ test("an in-place overwrite's new mtime commits with the next transaction", asyn
   await fs.close();
 });
 
-test('a 1 MiB unstable write to a new file reaches the device at COMMIT as one write into one extent', async () => {
+test('sequential 1 MiB unstable writes to a new file go to the device at once, one write each into one extent, and COMMIT writes no data', async () => {
   const { dev, fs } = await setup();
   const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
-  const data = pattern(1 << 20, 4);
+  const data = pattern(8 << 20, 4);
   dev.writes = [];
-  await fs.write(f.ino, f.generation, 0, data, false);
-  assert.equal(dev.writes.length, 0, 'an unstable write stays in memory');
-  await fs.commit(f.ino, f.generation);
+  const commits = fs.stats().commits;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      for (let i = next++; i < 8; i = next++) await fs.write(f.ino, f.generation, i << 20, data.subarray(i << 20, (i + 1) << 20), false);
+    }),
+  );
   const w = dev.dataWrites();
-  assert.equal(w.length, 1, `one data write (got ${JSON.stringify(w)})`);
-  assert.equal(w[0][1], 1 << 20);
-  assert.ok(same((await fs.read(f.ino, f.generation, 0, data.byteLength)).data, data));
+  assert.deepEqual(w.map(([, n]) => n), Array(8).fill(1 << 20), 'one device write per 1 MiB WRITE, straight from it');
+  const starts = w.map(([o]) => o).sort((a, b) => a - b);
+  // Extents in a row; only the indirect blocks the map allocates sit between them.
+  assert.ok(starts.at(-1)! - starts[0] <= (7 << 20) + 4 * BLOCK_SIZE, `the extents lie together (${JSON.stringify(starts)})`);
+  assert.equal(fs.stats().commits, commits, 'nobody waited: no commit yet');
+  dev.writes = [];
+  await fs.commit(f.ino, f.generation);
+  assert.equal(dev.dataWrites().length, 0, 'COMMIT has no data left to write');
+  assert.equal(fs.stats().commits - commits, 1, 'one journal commit for all eight');
+  const crashed = await openFileSystem(dev.snapshot());
+  const c = await crashed.lookup(ROOT, ROOT_GEN, 'f');
+  assert.ok(same((await crashed.read(c.ino, c.generation, 0, c.size)).data, data), 'committed: durable');
+  await crashed.close();
   await fs.close();
   assert.deepEqual((await fsck(dev.mem)).problems, []);
 });
 
-test('two files filled at once each get contiguous extents', async () => {
+test('a 1 MiB unstable write into a file with buffered pages stays in memory until COMMIT', async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  await fs.write(f.ino, f.generation, 0, pattern(4096, 3), false);
+  dev.writes = [];
+  const data = pattern(1 << 20, 4);
+  await fs.write(f.ino, f.generation, 4096, data, false);
+  assert.equal(dev.writes.length, 0, 'buffered beside the earlier page (no older data may overwrite it later)');
+  await fs.commit(f.ino, f.generation);
+  assert.ok(same((await fs.read(f.ino, f.generation, 4096, data.byteLength)).data, data));
+  await fs.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test('two files filled at once with small unstable writes each get contiguous extents at COMMIT', async () => {
   const { dev, fs } = await setup();
   const a = await fs.create(ROOT, ROOT_GEN, 'a', { ...OWNER, exclusive: true });
   const b = await fs.create(ROOT, ROOT_GEN, 'b', { ...OWNER, exclusive: true });
-  for (let off = 0; off < 4 << 20; off += 256 << 10) {
-    await fs.write(a.ino, a.generation, off, pattern(256 << 10, off + 1), false);
-    await fs.write(b.ino, b.generation, off, pattern(256 << 10, off + 2), false);
+  // 32 KiB writes: small enough to be buffered, so their extents are made at COMMIT.
+  for (let off = 0; off < 4 << 20; off += 32 << 10) {
+    await fs.write(a.ino, a.generation, off, pattern(32 << 10, off + 1), false);
+    await fs.write(b.ino, b.generation, off, pattern(32 << 10, off + 2), false);
   }
   dev.writes = [];
   await Promise.all([fs.commit(a.ino, a.generation), fs.commit(b.ino, b.generation)]);
@@ -207,5 +239,72 @@ test('an in-place overwrite of blocks whose mapping has not committed yet waits 
   assert.equal(c.size, 128 * 1024, 'the mapping the overwrite relied on is durable');
   assert.ok(same((await crashed.read(c.ino, c.generation, 4096, 4096)).data, pattern(4096, 2)), 'and so is the overwrite');
   await crashed.close();
+  await fs.close();
+});
+
+test('allocating FILE_SYNC writes to one file write their data together, outside the exclusive lock, and share one commit', async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  await fs.write(f.ino, f.generation, 0, pattern(BLOCK_SIZE, 1), true);
+  const commits = fs.stats().commits;
+  const mapped = fs.stats().mappedWrites;
+  dev.hold = true;
+  // Eight writes past the end and into holes: each allocates.
+  const writes = Array.from({ length: 8 }, (_, i) => fs.write(f.ino, f.generation, (2 + i * 3) * BLOCK_SIZE, pattern(2 * BLOCK_SIZE, 20 + i), true));
+  await until(() => dev.pending === 8, dev, 'eight allocating writes in flight together');
+  const r = await fs.read(f.ino, f.generation, 0, BLOCK_SIZE); // the inode is not held exclusively
+  assert.ok(same(r.data, pattern(BLOCK_SIZE, 1)));
+  dev.release();
+  await Promise.all(writes);
+  assert.ok(fs.stats().commits - commits <= 2, `group commit (${fs.stats().commits - commits} commits for 8 writes)`);
+  assert.equal(fs.stats().mappedWrites - mapped, 8, 'all took write-before-map');
+  for (let i = 0; i < 8; i++) {
+    const { data } = await fs.read(f.ino, f.generation, (2 + i * 3) * BLOCK_SIZE, 2 * BLOCK_SIZE);
+    assert.ok(same(data, pattern(2 * BLOCK_SIZE, 20 + i)), `write ${i} landed`);
+  }
+  const { data: hole } = await fs.read(f.ino, f.generation, BLOCK_SIZE, BLOCK_SIZE);
+  assert.ok(hole.every((b) => b === 0), 'a hole between writes reads as zeroes');
+  await fs.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test('a 1 MiB allocating FILE_SYNC write is one device write of the caller\'s buffer and one commit', async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  const commits = fs.stats().commits;
+  dev.writes = [];
+  const data = pattern(1 << 20, 9);
+  await fs.write(f.ino, f.generation, 0, data, true);
+  assert.deepEqual(dev.dataWrites().map(([, n]) => n), [1 << 20]);
+  assert.equal(fs.stats().commits - commits, 1);
+  assert.ok(same((await fs.read(f.ino, f.generation, 0, 1 << 20)).data, data));
+  await fs.close();
+  assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test("a crash after an allocating write's data but before its commit leaves the old file, free blocks and a clean fsck", async () => {
+  const { dev, fs } = await setup();
+  const f = await fs.create(ROOT, ROOT_GEN, 'f', { ...OWNER, exclusive: true });
+  await fs.write(f.ino, f.generation, 0, pattern(3000, 1), true);
+  const free = fs.stats().freeBlocks;
+  dev.holdMeta = true;
+  const w = fs.write(f.ino, f.generation, 4 * BLOCK_SIZE, pattern(5 * BLOCK_SIZE + 100, 2), true);
+  await until(() => dev.pending > 0, dev, 'the commit of the map held');
+  const crashed = await openFileSystem(dev.snapshot());
+  const c = await crashed.lookup(ROOT, ROOT_GEN, 'f');
+  assert.equal(c.size, 3000, 'the old size');
+  assert.ok(same((await crashed.read(c.ino, c.generation, 0, 3000)).data, pattern(3000, 1)), 'the old content');
+  assert.equal((crashed as unknown as { stats(): { freeBlocks: number } }).stats().freeBlocks, free, 'the written blocks are free');
+  await crashed.close();
+  assert.deepEqual((await fsck(dev.snapshot())).problems, []);
+  dev.release();
+  const attr = await w;
+  assert.equal(attr.size, 9 * BLOCK_SIZE + 100);
+  const after = await openFileSystem(dev.snapshot());
+  const a = await after.lookup(ROOT, ROOT_GEN, 'f');
+  const { data } = await after.read(a.ino, a.generation, 0, a.size);
+  assert.ok(same(data.subarray(4 * BLOCK_SIZE), pattern(5 * BLOCK_SIZE + 100, 2)), 'acknowledged: the new content is durable');
+  assert.ok(data.subarray(3000, 4 * BLOCK_SIZE).every((b) => b === 0), 'the gap reads as zeroes');
+  await after.close();
   await fs.close();
 });

@@ -42,7 +42,9 @@ test('a data write failing with EIO mid-writeback reports IO and commits none of
   const statBefore = await fs.statfs();
   // 1.5 MiB: 384 data blocks and an indirect block, written as a 1 MiB run and a
   // 512 KiB run (the largest device write is 1 MiB); the second one fails.
-  await fs.write(a.ino, a.generation, 0, pattern(1536 * 1024, 3), false);
+  // Written as 32 KiB unstable writes: small enough to be buffered until the commit.
+  const whole = pattern(1536 * 1024, 3);
+  for (let off = 0; off < whole.byteLength; off += 32 * 1024) await fs.write(a.ino, a.generation, off, whole.subarray(off, off + 32 * 1024), false);
   dev.failWrites(dataFrom, dev.size, { skip: 1, kind: 'EIO' });
   await assert.rejects(fs.commit(a.ino, a.generation), code('IO'));
   assert.equal(dev.failed, 1, 'the fault fired');
@@ -160,4 +162,20 @@ test('a failed journal write makes the filesystem read-only and a remount finds 
   await again.create(ROOT, ROOT_GEN, 'later', { ...OWNER, exclusive: true });
   await again.close();
   assert.deepEqual((await fsck(dev.mem)).problems, []);
+});
+
+test('a large unstable write the device fails reports IO on the WRITE itself, and the file and free space stay as they were', async () => {
+  const { dev, fs, dataFrom } = await volumeWithFreedBlocks();
+  const a = await fs.create(ROOT, ROOT_GEN, 'a', { ...OWNER, exclusive: true });
+  const statBefore = await fs.statfs();
+  dev.failWrites(dataFrom, dev.size, { kind: 'EIO' });
+  await assert.rejects(fs.write(a.ino, a.generation, 0, pattern(1 << 20, 5), false), code('IO'));
+  dev.clearFaults();
+  await fs.commit(a.ino, a.generation); // nothing was acknowledged: nothing to report
+  const attr = await fs.getattr(a.ino, a.generation);
+  assert.equal(attr.size, 0);
+  assert.equal(attr.used, 0);
+  assert.equal((await fs.statfs()).freeBytes, statBefore.freeBytes, 'the claimed blocks are free again');
+  await fs.close();
+  assert.deepEqual((await fsck(dev.snapshot())).problems, []);
 });

@@ -139,6 +139,64 @@ export class Bitmap {
     return { start: first, count, giveBack };
   }
 
+  /**
+   * Find (without setting anything) the first clear bit at or after the hint that
+   * `skip` does not reject, and up to `max - 1` more clear, unrejected bits right
+   * after it in the same bitmap block, and hand them to `take` before anything
+   * else can run. Moves the hint past the run. Reads the cached blocks directly:
+   * what a claim (BlockAllocator.claim) holds in memory only until a handle sets the bits.
+   */
+  async findRun(max: number, skip: (item: number) => boolean, take: (start: number, count: number) => void): Promise<{ start: number; count: number }> {
+    const nb = this.blocks();
+    const first = Math.floor(this.hint / BITS_PER_BLOCK);
+    for (let k = 0; k <= nb; k++) {
+      const bi = (first + k) % nb;
+      const l = this.cache.load(this.start + bi);
+      const buf = (l instanceof Promise ? await l : l).buf;
+      const base = bi * BITS_PER_BLOCK;
+      const limit = Math.min(BITS_PER_BLOCK, this.count - base);
+      const startBit = k === 0 ? this.hint % BITS_PER_BLOCK : 0;
+      for (let idx = startBit; idx < limit; idx++) {
+        if (buf[idx >> 3] === 0xff && (idx & 7) === 0) {
+          idx += 7;
+          continue;
+        }
+        if (buf[idx >> 3] & (1 << (idx & 7)) || skip(base + idx)) continue;
+        let count = 1;
+        while (count < max && idx + count < limit && !(buf[(idx + count) >> 3] & (1 << ((idx + count) & 7))) && !skip(base + idx + count)) count++;
+        const start = base + idx;
+        this.hint = start + count >= this.count ? 0 : start + count;
+        // Taken in this same synchronous step: a concurrent finder resumes only after it.
+        take(start, count);
+        return { start, count };
+      }
+    }
+    return { start: -1, count: 0 };
+  }
+
+  /**
+   * Set bits start .. start+count-1 (clear, in one bitmap block, held by the
+   * caller's claim) through `h`; undone (and `onUndo` called for each) if the handle aborts.
+   */
+  async setRun(h: Handle, start: number, count: number, onUndo: (item: number) => void): Promise<void> {
+    const bi = Math.floor(start / BITS_PER_BLOCK);
+    if (Math.floor((start + count - 1) / BITS_PER_BLOCK) !== bi) throw fsError('IO', `run ${start}+${count} crosses a bitmap block`);
+    const l = h.get(this.start + bi);
+    const buf = l instanceof Promise ? await l : l;
+    const first = start % BITS_PER_BLOCK;
+    for (let b = first; b < first + count; b++) {
+      if (buf[b >> 3] & (1 << (b & 7))) throw fsError('IO', `claimed item ${start + b - first} is already allocated`);
+    }
+    for (let b = first; b < first + count; b++) buf[b >> 3] |= 1 << (b & 7);
+    h.dirty(this.start + bi);
+    h.onAbort(() => {
+      for (let b = first; b < first + count; b++) {
+        buf[b >> 3] &= ~(1 << (b & 7));
+        onUndo(start + b - first);
+      }
+    });
+  }
+
   async clear(h: Handle, item: number): Promise<void> {
     const bi = Math.floor(item / BITS_PER_BLOCK);
     const buf = await h.get(this.start + bi);
@@ -157,8 +215,18 @@ export class BlockAllocator {
   /** Blocks promised to operations in flight (checked before they touch anything). */
   reserved = 0;
   private readonly quarantine = new Map<number, number>();
+  /**
+   * Blocks claimed in memory by writes in flight (write-before-map): not set in
+   * the bitmap yet, so a crash leaves them free, but no allocation hands them out.
+   */
+  private readonly claimed = new Set<number>();
+  private readonly unusable = (item: number): boolean => this.quarantine.has(item) || this.claimed.has(item);
 
   constructor(readonly bitmap: Bitmap) {}
+
+  get claimedBlocks(): number {
+    return this.claimed.size;
+  }
 
   /** Blocks an operation may still claim. */
   get available(): number {
@@ -187,7 +255,7 @@ export class BlockAllocator {
     // before a checkpoint would let a replay write that copy over the data.
     const b = await this.bitmap.allocate(
       h,
-      (item) => this.quarantine.has(item),
+      this.unusable,
       (item) => this.quarantine.set(item, h.seq),
     );
     if (b < 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
@@ -210,7 +278,7 @@ export class BlockAllocator {
     const run = await this.bitmap.allocateRun(
       h,
       max,
-      (item) => this.quarantine.has(item),
+      this.unusable,
       (item) => this.quarantine.set(item, h.seq),
     );
     if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
@@ -232,6 +300,38 @@ export class BlockAllocator {
         h.allocated -= k;
       },
     };
+  }
+
+  /**
+   * Claim up to `max` consecutive free blocks out of the caller's reservation,
+   * in memory only (write-before-map): the caller writes file data into them
+   * outside any lock or transaction, then sets their bits with `commitClaim` in
+   * the transaction that maps them, or hands back the ones it did not map with
+   * `releaseClaim`. Nothing is on the volume until that transaction commits, so
+   * a crash before it leaves the blocks free and the file as it was.
+   */
+  async claim(max: number): Promise<{ start: number; count: number }> {
+    const run = await this.bitmap.findRun(max, this.unusable, this.take);
+    if (run.count === 0) throw fsError('NOSPC', 'no free block (reservation accounting is off)');
+    return run;
+  }
+
+  private readonly take = (start: number, count: number): void => {
+    for (let i = 0; i < count; i++) this.claimed.add(start + i);
+    this.bitmap.free -= count;
+    this.reserved -= count;
+  };
+
+  /** Set the bits of claimed run start+count in `h` (allocated from now on; quarantined if the handle aborts). */
+  async commitClaim(h: Handle, start: number, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) if (!this.claimed.has(start + i)) throw fsError('IO', `block ${start + i} is not claimed`);
+    await this.bitmap.setRun(h, start, count, (item) => this.quarantine.set(item, h.seq));
+    for (let i = 0; i < count; i++) this.claimed.delete(start + i);
+  }
+
+  /** Claimed blocks that will not be mapped are free again (their reservation stays with the caller, who gives it back). */
+  releaseClaim(block: number): void {
+    if (this.claimed.delete(block)) this.bitmap.free++;
   }
 
   async free(h: Handle, block: number): Promise<void> {

@@ -116,6 +116,77 @@ export async function ensureBlock(
   return { block: ptr, fresh: false };
 }
 
+/**
+ * Map logical blocks fb .. fb+count-1, all holes now, to physical blocks
+ * phys .. phys+count-1 (an extent the caller owns): missing indirect blocks are
+ * allocated out of the caller's reservation, and each pointer block is visited
+ * once per run of slots it holds (one undo step each), not once per block as
+ * `ensureBlock` would. Updates `ino` (caller writes it back).
+ */
+export async function mapRun(h: Handle, alloc: BlockAllocator, ino: Inode, fb: number, phys: number, count: number): Promise<void> {
+  let i = 0;
+  while (i < count && fb + i < DIRECT_BLOCKS) {
+    const f = fb + i;
+    if (ino.direct[f]) throw internalError(`mapRun: logical block ${f} is already mapped`);
+    ino.direct[f] = phys + i;
+    ino.blocks++;
+    h.onAbort(() => {
+      ino.direct[f] = 0;
+      ino.blocks--;
+    });
+    i++;
+  }
+  while (i < count) {
+    const { depth, rel: r0 } = locate(fb + i);
+    let rel = r0;
+    if (!ino.indirect[depth - 1]) {
+      const b = await alloc.allocate(h);
+      h.create(b);
+      ino.indirect[depth - 1] = b;
+      ino.blocks++;
+      h.onAbort(() => {
+        ino.indirect[depth - 1] = 0;
+        ino.blocks--;
+      });
+    }
+    let ptr = ino.indirect[depth - 1];
+    for (let d = depth; d > 1; d--) {
+      const span = PTRS_PER_BLOCK ** (d - 1);
+      const slot = Math.floor(rel / span) * 4;
+      rel %= span;
+      const v = viewOf(await h.get(ptr));
+      let child = v.getUint32(slot, true);
+      if (!child) {
+        child = await alloc.allocate(h);
+        h.create(child);
+        v.setUint32(slot, child, true);
+        h.dirty(ptr);
+        ino.blocks++;
+        h.onAbort(() => {
+          v.setUint32(slot, 0, true);
+          ino.blocks--;
+        });
+      }
+      ptr = child;
+    }
+    // ptr is the pointer block holding slot `rel` of logical block fb+i: fill it as far as the run goes.
+    const v = viewOf(await h.get(ptr));
+    const n = Math.min(count - i, PTRS_PER_BLOCK - rel);
+    for (let k = 0; k < n; k++) {
+      if (v.getUint32((rel + k) * 4, true)) throw internalError(`mapRun: logical block ${fb + i + k} is already mapped`);
+    }
+    for (let k = 0; k < n; k++) v.setUint32((rel + k) * 4, phys + i + k, true);
+    h.dirty(ptr);
+    ino.blocks += n;
+    const at = rel;
+    h.onAbort(() => {
+      for (let k = 0; k < n; k++) v.setUint32((at + k) * 4, 0, true);
+      ino.blocks -= n;
+    });
+    i += n;
+  }
+}
+
 /** Free every block of the subtree at `ptr` (depth levels of pointers) from index `from` on. */
 async function truncateTree(
   h: Handle,

@@ -96,6 +96,14 @@ export class FileData {
     if (offset >= size) return { data: new Uint8Array(0), eof: true };
     const end = Math.min(size, offset + length);
     const out = new Uint8Array(end - offset);
+    const fb0 = Math.floor(offset / BLOCK_SIZE);
+    if (!dirty && Math.floor((end - 1) / BLOCK_SIZE) === fb0) {
+      // One block (every 4 KiB READ): one lookup, one device read, no run bookkeeping.
+      const l = lookupBlock(this.readMeta, inode, fb0);
+      const phys = typeof l === 'number' ? l : await l;
+      if (phys) await this.device.pread(out, phys * BLOCK_SIZE + (offset - fb0 * BLOCK_SIZE));
+      return { data: out, eof: end >= size };
+    }
     let io: Promise<void>[] | null = null;
     let one: Promise<void> | null = null;
     // The pending run: bytes [runFrom, runTo) of the file at device byte runDev.
@@ -311,6 +319,81 @@ export class FileData {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     return true;
+  }
+
+  /** Physical block of each of blocks first..last of the file (0: a hole, or past the end). */
+  async blocksOf(inode: Inode, first: number, last: number): Promise<number[]> {
+    const out = new Array<number>(last - first + 1);
+    for (let fb = first; fb <= last; fb++) {
+      const l = lookupBlock(this.readMeta, inode, fb);
+      out[fb - first] = typeof l === 'number' ? l : await l;
+    }
+    return out;
+  }
+
+  /**
+   * Write-before-map: write `data` at file `offset` into `phys` (the block of
+   * each file block from the write's first on). Blocks with `fresh[i]` were just
+   * claimed and are not mapped yet: the bytes of them the write does not cover
+   * become zeroes (they were a hole or past the end). The others are the file's
+   * own blocks, written in place. One device write per run of consecutive blocks
+   * (up to 1 MiB), straight from `data`, except a partial new block at either
+   * end (one zero-padded page each). Not durable on return: the caller's
+   * transaction that maps the blocks flushes before its commit block.
+   */
+  async writeBlocks(ino: number, offset: number, data: Uint8Array, phys: number[], fresh: boolean[]): Promise<void> {
+    const end = offset + data.byteLength;
+    const first = Math.floor(offset / BLOCK_SIZE);
+    let writes: Promise<void>[] | null = null;
+    let one: Promise<void> | null = null;
+    // The pending run: data bytes [runAt, runAt + runLen) at device byte runDev.
+    let runAt = -1;
+    let runLen = 0;
+    let runDev = 0;
+    const issue = (buf: Uint8Array, dev: number): void => {
+      const p = this.device.pwrite(buf, dev);
+      this.counters.dataWrites++;
+      if (one === null && writes === null) one = p;
+      else (writes ??= [one!]).push(p);
+    };
+    const flush = (): void => {
+      if (runAt < 0) return;
+      issue(runAt === 0 && runLen === data.byteLength ? data : data.subarray(runAt, runAt + runLen), runDev);
+      runAt = -1;
+    };
+    for (let i = 0; i < phys.length; i++) {
+      const bStart = (first + i) * BLOCK_SIZE;
+      const from = Math.max(offset, bStart);
+      const to = Math.min(end, bStart + BLOCK_SIZE);
+      if (fresh[i] && (from > bStart || to < bStart + BLOCK_SIZE)) {
+        flush();
+        const page = new Uint8Array(BLOCK_SIZE);
+        page.set(data.subarray(from - offset, to - offset), from - bStart);
+        issue(page, phys[i] * BLOCK_SIZE);
+        continue;
+      }
+      const dev = phys[i] * BLOCK_SIZE + (from - bStart);
+      if (runAt >= 0 && dev === runDev + runLen && runLen < MAX_RUN_BYTES) runLen += to - from;
+      else {
+        flush();
+        runAt = from - offset;
+        runLen = to - from;
+        runDev = dev;
+      }
+    }
+    flush();
+    if (one && !writes) {
+      try {
+        await one;
+      } catch (err) {
+        throw writebackError(ino, err);
+      }
+      return;
+    }
+    // Wait for every write, failed or not: the caller frees the claimed blocks on failure.
+    const results = await Promise.allSettled(writes!);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw writebackError(ino, failed.reason);
   }
 
   /**

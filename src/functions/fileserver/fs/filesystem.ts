@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../../../block/types.ts';
 import { BlockAllocator, Bitmap } from './alloc.ts';
-import { MAX_FILE_BLOCKS, mappedEnd, truncateBlocks } from './blockmap.ts';
+import { MAX_FILE_BLOCKS, mapRun, mappedEnd, truncateBlocks, worstCaseBlocks } from './blockmap.ts';
 import { FileData, writebackError } from './file-data.ts';
 import { MetaCache } from './cache.ts';
 import { dirBlocks, dirCreate, dirInsert, dirList, dirLookup, dirProbe, dirRemove, INSERT_RESERVE } from './directory.ts';
@@ -39,6 +39,12 @@ export interface MountOptions {
 const MAX_READ = 64 << 20;
 /** Entries of `mapSeq` before the durable ones are swept out. */
 const MAP_SEQ_SWEEP = 4096;
+/**
+ * Unstable writes at least this large skip the page buffer and take
+ * write-before-map (not waiting for the commit); smaller ones are buffered, so
+ * small sequential writes still reach the device as extents at COMMIT.
+ */
+const DIRECT_UNSTABLE_BYTES = 64 * 1024;
 /** Steps of a large truncate or remove between commits. */
 const ORPHAN_COMMIT_STEPS = 64;
 const MAX_NLINK = 65000;
@@ -68,12 +74,18 @@ export class VolumeFileSystem implements FileSystem {
   private readonly renameLocks = new InodeLocks();
   /** Blocks of a file being overwritten in place (under the inode's shared lock). */
   private readonly ranges = new RangeLocks();
+  /**
+   * Changes to a file's inode record made under its shared lock (the block map
+   * and size of a write-before-map, the times of an in-place overwrite) take
+   * turns here: each reads the record, changes it and writes it back.
+   */
+  private readonly mapLocks = new InodeLocks();
   private readonly data: FileData;
   private readonly now: () => number;
   private readonly log: (m: string) => void;
   private closed = false;
   private readonly truncateStep: number;
-  readonly counters = { ops: 0, writes: 0, overwrites: 0, reads: 0, writebacks: 0, writebackErrors: 0 };
+  readonly counters = { ops: 0, writes: 0, overwrites: 0, mappedWrites: 0, reads: 0, writebacks: 0, writebackErrors: 0 };
 
   private constructor(
     private readonly device: BlockDevice,
@@ -832,7 +844,13 @@ export class VolumeFileSystem implements FileSystem {
     // Unstable writes only buffer; refuse them too once nothing can commit.
     if (this.journal.failed) throw this.journal.readOnlyError();
     if (stable && data.byteLength > 0) {
-      const attr = await this.overwrite(ino, gen, offset, data);
+      const attr = (await this.overwrite(ino, gen, offset, data)) ?? (await this.writeBeforeMap(ino, gen, offset, data, true));
+      if (attr) return attr;
+    } else if (data.byteLength >= DIRECT_UNSTABLE_BYTES) {
+      // A large unstable write gains nothing from the page buffer (no later write
+      // merges into it): it goes to the device now, straight from the request,
+      // into an extent claimed for it, and is mapped in the running transaction.
+      const attr = await this.writeBeforeMap(ino, gen, offset, data, false);
       if (attr) return attr;
     }
     let seq = 0;
@@ -885,20 +903,132 @@ export class VolumeFileSystem implements FileSystem {
       const now = this.now();
       const cur = await this.readInode(ino);
       if (cur.mtimeMs !== now || cur.ctimeMs !== now) {
-        const { value } = await this.inTx(0, async (h) => {
-          const latest = await this.readInode(ino);
-          latest.mtimeMs = Math.max(latest.mtimeMs, now);
-          latest.ctimeMs = Math.max(latest.ctimeMs, now);
-          await this.putInode(h, ino, latest);
-          return this.attrOf(ino, latest);
-        });
-        this.journal.commitSoon();
-        return value;
+        const unlockMap = await this.mapLocks.lock(ino);
+        try {
+          const { value } = await this.inTx(0, async (h) => {
+            const latest = await this.readInode(ino);
+            latest.mtimeMs = Math.max(latest.mtimeMs, now);
+            latest.ctimeMs = Math.max(latest.ctimeMs, now);
+            await this.putInode(h, ino, latest);
+            return this.attrOf(ino, latest);
+          });
+          this.journal.commitSoon();
+          return value;
+        } finally {
+          unlockMap();
+        }
       }
       return this.attrOf(ino, cur);
     } finally {
       unlock();
     }
+  }
+
+  /**
+   * A stable write that allocates blocks or extends the file, with no unstable
+   * data of the file in memory: write-before-map. Under the inode's shared lock
+   * and a lock on just its blocks (so other writes to the file and reads go on):
+   * claim the new blocks in memory (alloc.ts `claim`: nothing on the volume),
+   * write the data into them and over the blocks the file already has, outside
+   * any transaction; then, in a short section (the file's map lock), set the
+   * claimed bits, map them, set size and times, in the running transaction; then
+   * wait for that transaction with everyone else's (group commit).
+   * After a crash: acknowledged, the data, map and size are there (the commit's
+   * flush covered the data). Not acknowledged: either the transaction committed
+   * (new content) or it did not, and then the claimed blocks are free and
+   * unmapped, the size is the old one, so the file reads its old content (holes
+   * as zeroes) and no file sees the written blocks; blocks the file already had
+   * may hold the new bytes, as with any unacknowledged in-place write.
+   * Returns null, having done nothing, when the buffered path must take it (the
+   * file has dirty pages, or the write starts past an end of file inside a block
+   * whose old tail must first be zeroed).
+   */
+  private async writeBeforeMap(ino: number, gen: number, offset: number, data: Uint8Array, stable: boolean): Promise<Attr | null> {
+    let seq: number;
+    let attr: Attr;
+    const unlock = await this.locks.lockShared(ino);
+    try {
+      const inode = await this.live(ino, gen);
+      if (inode.type !== InodeType.file || this.data.pending(ino)) return null;
+      if (offset > inode.size && inode.size % BLOCK_SIZE !== 0) return null;
+      const end = offset + data.byteLength;
+      const first = Math.floor(offset / BLOCK_SIZE);
+      const last = Math.floor((end - 1) / BLOCK_SIZE);
+      const unlockRange = await this.ranges.lock(ino, first, last);
+      try {
+        const phys = await this.data.blocksOf(inode, first, last);
+        const fresh = phys.map((p) => p === 0);
+        let n = 0;
+        for (const f of fresh) if (f) n++;
+        // Blocks past the end of file are not the file's (a truncate freed them): never written in place.
+        const lastOwned = Math.ceil(inode.size / BLOCK_SIZE) - 1;
+        for (let i = 0; i < phys.length; i++) if (!fresh[i] && first + i > lastOwned) return null;
+        const need = worstCaseBlocks(n);
+        await this.reserve(need);
+        let claimed = 0;
+        // Runs of new blocks: phys[at .. at+count) = start .. start+count-1 (an extent).
+        const claims: Array<{ at: number; start: number; count: number }> = [];
+        try {
+          for (let i = 0; i < phys.length; ) {
+            if (!fresh[i]) {
+              i++;
+              continue;
+            }
+            let want = 1;
+            while (i + want < phys.length && fresh[i + want]) want++;
+            const run = await this.alloc.claim(want);
+            claimed += run.count;
+            claims.push({ at: i, start: run.start, count: run.count });
+            for (let k = 0; k < run.count; k++) phys[i + k] = run.start + k;
+            i += run.count;
+          }
+          await this.data.writeBlocks(ino, offset, data, phys, fresh);
+          const mtime = this.now();
+          const unlockMap = await this.mapLocks.lock(ino);
+          try {
+            ({ seq, value: attr } = await this.inTx(
+              0,
+              async (h) => {
+                const cur = await this.readInode(ino);
+                for (const c of claims) {
+                  await this.alloc.commitClaim(h, c.start, c.count);
+                  await mapRun(h, this.alloc, cur, first + c.at, c.start, c.count);
+                }
+                if (end > cur.size) cur.size = end;
+                cur.mtimeMs = Math.max(cur.mtimeMs, mtime);
+                cur.ctimeMs = Math.max(cur.ctimeMs, this.now());
+                await this.putInode(h, ino, cur);
+                return this.attrOf(ino, cur);
+              },
+              true,
+            ));
+          } finally {
+            unlockMap();
+          }
+        } catch (err) {
+          if (this.journal.failed) throw err;
+          throw writebackError(ino, err);
+        } finally {
+          // Claimed blocks the map did not take (a failed write or map) are free again.
+          for (let i = 0; i < phys.length; i++) if (fresh[i] && phys[i] !== 0) this.alloc.releaseClaim(phys[i]);
+          // The claims consumed their part of the reservation; the rest goes back
+          // (indirect blocks the map allocated are accounted by inTx, as for a writeback).
+          this.alloc.unreserve(need - claimed);
+        }
+      } finally {
+        unlockRange();
+      }
+      this.counters.mappedWrites++;
+      const prev = this.mapSeq.get(ino);
+      if (prev === undefined || prev < seq) this.mapSeq.set(ino, seq);
+    } finally {
+      unlock();
+    }
+    // Unstable: the map commits with the next transaction someone waits for (a COMMIT
+    // of the file syncs the journal), or within the commit interval.
+    if (stable) await this.journal.waitDurable(seq);
+    else this.journal.commitSoon();
+    return attr;
   }
 
   /**

@@ -147,6 +147,11 @@ export class RpcServer {
     void reply.then((buf) => {
       if (buf) send(conn, buf);
       conn.end();
+      // The connection's last call in flight: no other reply can join this write in
+      // this turn, so it leaves now instead of after the next event-loop pass (one
+      // client at QD1 waits on exactly that pass). With more in flight, replies
+      // that complete together still leave in one writev at the end of the turn.
+      if (buf && conn.inflight === 0) conn.uncorkNow();
     });
   }
 
@@ -196,8 +201,14 @@ export class RpcServer {
       return this.frame((enc) => encodeAccepted(enc, header.xid, AcceptStat.GARBAGE_ARGS));
     }
     const call: RpcCall = { header, cred: parsed.cred, remote };
-    return Promise.resolve()
-      .then(() => proc.handle(args, call))
+    let out: unknown;
+    try {
+      out = proc.handle(args, call);
+    } catch (err) {
+      return this.systemError(header.xid, proc.name, err);
+    }
+    // The handler's own promise (no extra hop through Promise.resolve().then).
+    return (out instanceof Promise ? out : Promise.resolve(out))
       .then(
         (result) =>
           this.frame((enc) => {
