@@ -19,6 +19,11 @@ export interface NativeAddon {
   prepFsync(ring: Ring, fd: number, tag: number, datasync: boolean): boolean;
   /** Hand the prepared SQEs to the kernel: how many, or -errno. */
   submit(ring: Ring): number;
+  /**
+   * Submit, then busy-poll the completion ring until `minComplete` completions are
+   * ready (0), `timeoutNs` passed (1), or the event loop has I/O waiting (2); -errno when the submission failed.
+   */
+  hold(ring: Ring, minComplete: number, timeoutNs: number): number;
   /** Completions into out as (tag, result) pairs; how many. */
   reap(ring: Ring, out: Int32Array): number;
   ready(ring: Ring): number;

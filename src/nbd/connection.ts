@@ -14,6 +14,7 @@ import {
 import { simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
 import { RequestParser, type NbdRequest } from './request-parser.ts';
 import type { NbdStats } from './stats.ts';
+import { PooledReply, type ReplyPool } from './reply-pool.ts';
 import { Transmission } from './transmission.ts';
 import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
 
@@ -24,6 +25,8 @@ export interface ConnectionOptions {
   log: (msg: string) => void;
   /** Called once the connection is gone. */
   onClosed?: () => void;
+  /** READ reply buffers shared by the server's connections (see reply-pool.ts). */
+  replyPool?: ReplyPool;
 }
 
 /** Backpressure: stop reading the socket beyond this many requests in flight... */
@@ -128,7 +131,7 @@ export class NbdConnection implements ConnectionHandler {
   }
 
   private enterTransmission(n: Negotiated): void {
-    this.transmission = new Transmission(n.export.device, n.structuredReplies, this.opts.stats);
+    this.transmission = new Transmission(n.export.device, n.structuredReplies, this.opts.stats, this.opts.replyPool ?? null);
     this.limits = { size: n.export.device.size, readOnly: n.export.device.readOnly, structuredReplies: n.structuredReplies };
     this.parser = new RequestParser(this.opts.maxRequestBytes);
     this.conn.setQueuedCap(null);
@@ -151,7 +154,8 @@ export class NbdConnection implements ConnectionHandler {
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
-      this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
+      if (reply instanceof PooledReply) this.conn.send(reply.bytes, reply.release);
+      else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
     });
   }

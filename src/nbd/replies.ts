@@ -32,8 +32,9 @@ export function simpleReply(req: Cookie, error: number): Buffer {
   return b;
 }
 
-export function simpleReadReply(req: Cookie, length: number): ReadReply {
-  const bytes = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
+/** `into`: memory to build the reply in (at least header + length bytes; see reply-pool.ts), else a fresh buffer. */
+export function simpleReadReply(req: Cookie, length: number, into?: Buffer): ReadReply {
+  const bytes = into !== undefined ? into.subarray(0, SIMPLE_REPLY_HEADER_BYTES + length) : Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + length);
   bytes.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
   bytes.writeUInt32BE(0, 4);
   writeCookie(bytes, 8, req);
@@ -49,16 +50,19 @@ function structuredHeader(b: Buffer, req: Cookie, type: number, payloadLength: n
 }
 
 /** One OFFSET_DATA chunk marked DONE: we never split a read (which is why DF is free). */
-export function structuredReadReply(req: Cookie, offset: number, length: number): ReadReply {
+export function structuredReadReply(req: Cookie, offset: number, length: number, into?: Buffer): ReadReply {
   if (length === 0) {
     // Nothing to cover: a lone NONE chunk ends the reply successfully.
     const bytes = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES);
     structuredHeader(bytes, req, NBD_REPLY_TYPE_NONE, 0);
     return { bytes, data: bytes.subarray(STRUCTURED_REPLY_HEADER_BYTES) };
   }
-  const bytes = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES + 8 + length);
+  const total = STRUCTURED_REPLY_HEADER_BYTES + 8 + length;
+  const bytes = into !== undefined ? into.subarray(0, total) : Buffer.allocUnsafe(total);
   structuredHeader(bytes, req, NBD_REPLY_TYPE_OFFSET_DATA, 8 + length);
-  bytes.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_BYTES);
+  // The offset in two halves: no BigInt per reply (offsets are below 2^53).
+  bytes.writeUInt32BE(Math.floor(offset / 2 ** 32), STRUCTURED_REPLY_HEADER_BYTES);
+  bytes.writeUInt32BE(offset >>> 0, STRUCTURED_REPLY_HEADER_BYTES + 4);
   return { bytes, data: bytes.subarray(STRUCTURED_REPLY_HEADER_BYTES + 8) };
 }
 

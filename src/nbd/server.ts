@@ -3,6 +3,7 @@ import { ConnectionCatalog, ExportCatalog, type ExportSource } from './catalog.t
 import { MAX_INFLIGHT_REQUESTS, MAX_UNSENT_REPLY_BYTES, NbdConnection } from './connection.ts';
 import { REQUEST_HEADER_BYTES } from './protocol.ts';
 import { newStats, type NbdStats } from './stats.ts';
+import { ReplyPool } from './reply-pool.ts';
 
 export type { NbdExport } from './catalog.ts';
 export type { NbdStats } from './stats.ts';
@@ -47,6 +48,8 @@ export function nbdLimits(maxRequestBytes: number, given: Partial<TcpServiceLimi
 export class NbdServer {
   private readonly service: TcpService;
   private readonly counters: NbdStats = newStats();
+  /** READ reply buffers, reused across this server's connections once written. */
+  private readonly replyPool = new ReplyPool();
   /** The export names each open connection has looked up (see closeExport). */
   private readonly exportsOf = new Map<TcpConnection, Set<string>>();
 
@@ -69,6 +72,7 @@ export class NbdServer {
           catalog: new ConnectionCatalog(catalog, (n) => names.add(n)),
           maxRequestBytes: max,
           stats: this.counters,
+          replyPool: this.replyPool,
           log,
           onClosed: () => this.exportsOf.delete(conn),
         });

@@ -4,6 +4,7 @@ import type { NbdRequest } from './request-parser.ts';
 import { simpleReadReply, simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
 import type { NbdStats } from './stats.ts';
 import { validateRequest, type ExportLimits } from './validate.ts';
+import { PooledReply, type ReplyPool } from './reply-pool.ts';
 import {
   NBD_CMD_CACHE,
   NBD_CMD_FLAG_FUA,
@@ -35,12 +36,17 @@ export class Transmission {
     private readonly device: BlockDevice,
     structuredReplies: boolean,
     private readonly stats: NbdStats,
+    /** Where READ replies are built (reused once the socket has written them); none: a fresh buffer each. */
+    private readonly pool: ReplyPool | null = null,
   ) {
     this.limits = { size: device.size, readOnly: device.readOnly, structuredReplies };
   }
 
-  /** Resolve to the complete reply for `req`; never rejects. */
-  async handle(req: NbdRequest): Promise<Buffer> {
+  /**
+   * Resolve to the complete reply for `req`; never rejects. A PooledReply
+   * must be given back (`release`) once the socket has written its `bytes`.
+   */
+  async handle(req: NbdRequest): Promise<Buffer | PooledReply> {
     this.stats.requests++;
     const verdict = validateRequest(req, this.limits);
     if (verdict !== 0) return this.errorReply(req, verdict, `invalid ${COMMAND_NAMES[req.type] ?? `command ${req.type}`} request`);
@@ -51,17 +57,26 @@ export class Transmission {
     }
   }
 
-  private async execute(req: NbdRequest): Promise<Buffer> {
+  private async execute(req: NbdRequest): Promise<Buffer | PooledReply> {
     const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (req.type) {
       case NBD_CMD_READ: {
+        const pooled = this.pool?.take(req.length) ?? null;
+        const into = pooled?.raw;
         const reply = this.limits.structuredReplies
-          ? structuredReadReply(req, req.offset, req.length)
-          : simpleReadReply(req, req.length);
-        await this.device.pread(reply.data, req.offset);
+          ? structuredReadReply(req, req.offset, req.length, into)
+          : simpleReadReply(req, req.length, into);
+        try {
+          await this.device.pread(reply.data, req.offset);
+        } catch (err) {
+          pooled?.release();
+          throw err;
+        }
         this.stats.reads++;
         this.stats.bytesRead += req.length;
-        return reply.bytes;
+        if (pooled === null) return reply.bytes;
+        pooled.bytes = reply.bytes;
+        return pooled;
       }
       case NBD_CMD_WRITE:
         await this.device.pwrite(req.payload!, req.offset, { fua });

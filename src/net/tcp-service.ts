@@ -420,9 +420,11 @@ export class TcpConnection {
 
   /**
    * Queue a reply. Replies sent in the same tick (or turn) leave in one writev.
-   * A client whose queued replies pass `maxOutputBytes` is closed.
+   * A client whose queued replies pass `maxOutputBytes` is closed. `written`
+   * is called once the socket is done with `bytes` (written, or failed), so
+   * the caller may reuse them; not at all when they were never queued.
    */
-  send(bytes: Buffer): void {
+  send(bytes: Buffer, written?: (err?: Error | null) => void): void {
     const socket = this.socket;
     if (this.closedFlag || socket.destroyed || !socket.writable) return;
     if (!this.corked) {
@@ -431,7 +433,7 @@ export class TcpConnection {
       if (this.uncorkMode === 'tick') process.nextTick(uncork, this);
       else setImmediate(uncork, this);
     }
-    socket.write(bytes);
+    socket.write(bytes, written);
     this.checkOutput();
   }
 

@@ -13,6 +13,11 @@ import { native, nativeUnavailable, type NativeAddon, type Ring } from '../nativ
  *   issued them). Completions are read from the completion ring by the poller
  *   while it spins (a memory read, no thread hand-off); when nothing spins, an
  *   eventfd registered with the ring wakes this thread's event loop directly.
+ *   A lone request (nothing else in flight, no poller spinning: a QD1 client)
+ *   goes to the kernel at once, and the microtask after its caller polls the
+ *   completion ring for it in C for a bounded time (`holdUs`, see
+ *   UringOptions): no event-loop pass, no eventfd, no poller and no wake-up of
+ *   a sleeping thread in between.
  * - `libuv` (the fallback): Node's fs calls on the libuv thread pool, two
  *   thread hand-offs per request; chosen where io_uring is missing or refused,
  *   or forced with STORVISOR_ENGINE=libuv.
@@ -31,6 +36,13 @@ export interface EngineStats {
   /** Completions found by a spinning poller, and by an eventfd wake-up. */
   reapedPolling: number;
   reapedWoken: number;
+  /**
+   * Lone requests completed while their submitter held the loop (io_uring `holdUs`),
+   * holds that timed out, and holds given up (or not begun) because other I/O waited on the loop.
+   */
+  reapedHeld?: number;
+  holdTimeouts?: number;
+  holdsYielded?: number;
   inFlight: number;
   maxInFlight: number;
 }
@@ -114,6 +126,32 @@ const OP_READ = 0;
 const OP_WRITE = 1;
 const OP_SYNC = 2;
 
+export interface UringOptions {
+  /**
+   * The longest a lone request may hold the event loop while this thread
+   * polls the completion ring for it (µs; 0: never hold). No hold when the
+   * loop already has I/O waiting, and a hold ends as soon as some arrives
+   * (several clients at once overlap on the disk instead); after that, the
+   * next CONTENDED_SKIP lone requests go without one. A hold that times out
+   * (a device slower than the bound) makes that kind of request (read, write,
+   * sync) go without for a while, doubling up to SLOW_SKIP_MAX lone requests
+   * while it keeps timing out. Default 0; the data path's engine
+   * (defaultEngine) uses DEFAULT_HOLD_US. Rings whose requests wait on
+   * something other than a disk (the RBD doorbells) leave it at 0.
+   */
+  holdUs?: number;
+}
+
+/** The data path's bound (µs): a fast disk's read or sync write, not a slow one's (STORVISOR_ENGINE_HOLD_US overrides). */
+export const DEFAULT_HOLD_US = 200;
+/** hold() stopped (or never started) because the event loop had I/O waiting. */
+const HOLD_LOOP_BUSY = 2;
+/** Lone requests that go without a hold after one found other work waiting. */
+const CONTENDED_SKIP = 32;
+/** Lone requests of one kind that go without a hold after holds for it timed out: first, and at most. */
+const SLOW_SKIP_MIN = 8;
+const SLOW_SKIP_MAX = 1024;
+
 export class UringEngine implements IoEngine {
   readonly kind = 'io_uring' as const;
   private readonly ring: Ring;
@@ -124,9 +162,21 @@ export class UringEngine implements IoEngine {
   private spinning = false;
   private referenced = false;
   onBusy: (() => void) | null = null;
-  private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, maxInFlight: 0 };
+  private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, reapedHeld: 0, holdTimeouts: 0, holdsYielded: 0, maxInFlight: 0 };
+  /** The hold bound (µs; 0: off). */
+  private readonly holdUs: number;
+  /** The lone request submitted in this turn (its slot) and its kind, or -1: the microtask decides about a hold. */
+  private loneSlot = -1;
+  private loneOp = 0;
+  /** Lone requests left to go without a hold: after one found other work waiting, and per kind (OP_*) after timeouts. */
+  private holdSkip = 0;
+  private readonly slowSkip = new Int32Array(3);
+  private readonly slowBackoff = new Int32Array(3);
+  /** The eventfd was switched off for a lone request; the microtask switches it back on. */
+  private quiet = false;
 
-  constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024) {
+  constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024, options: UringOptions = {}) {
+    this.holdUs = Math.max(0, options.holdUs ?? 0);
     this.ring = n.ringCreate(entries, maxInFlight);
     this.slots = new Slots(maxInFlight);
     this.cqes = new Int32Array(2 * 256);
@@ -175,11 +225,21 @@ export class UringEngine implements IoEngine {
     this.counters.submitted++;
     const inFlight = this.slots.used;
     if (inFlight > this.counters.maxInFlight) this.counters.maxInFlight = inFlight;
-    if (!this.referenced) {
-      this.referenced = true;
-      n.ref(ring, true); // requests in flight keep the loop alive
-      this.onBusy?.();
+    if (inFlight === 1 && this.holdUs > 0 && !this.spinning && !this.submitQueued) {
+      // A lone request: to the disk at once (it works while the caller finishes its
+      // callback); the microtask then decides whether to hold the loop for it.
+      // Its eventfd signal would only wake the loop for nothing: off until then.
+      n.notify(ring, false);
+      this.quiet = true;
+      this.submitNow();
+      this.loneSlot = slot;
+      this.loneOp = op;
+      this.submitQueued = true;
+      queueMicrotask(this.submitBound);
+      return;
     }
+    this.loneSlot = -1; // not lone any more: the loop must go on (and the poller may spin)
+    this.markBusy();
     if (!this.submitQueued) {
       // Everything issued by the current callback goes to the kernel in one system call.
       this.submitQueued = true;
@@ -187,10 +247,58 @@ export class UringEngine implements IoEngine {
     }
   }
 
+  private markBusy(): void {
+    if (this.referenced) return;
+    this.referenced = true;
+    this.n.ref(this.ring, true); // requests in flight keep the loop alive
+    this.onBusy?.();
+  }
+
   private readonly submitBound = (): void => {
     this.submitQueued = false;
+    const lone = this.loneSlot;
+    const quiet = this.quiet;
+    this.loneSlot = -1;
+    this.quiet = false;
     this.submitNow();
+    if (lone >= 0 && this.slots.targets[lone] !== null && this.slots.used === 1) this.hold(lone);
+    if (quiet) {
+      this.n.notify(this.ring, !this.spinning);
+      // Completions that landed while the eventfd was off signalled nobody: reap them now.
+      if (this.slots.used > 0 && this.n.ready(this.ring) > 0) this.reapAll(true);
+    }
+    // Still in flight (and no newer lone request deciding for itself): the loop and the poller take over.
+    if (this.slots.used > 0 && this.loneSlot < 0) this.markBusy();
   };
+
+  /** Poll the ring for the lone request in `slot` (native hold), when that pays and harms nobody. */
+  private hold(slot: number): void {
+    const op = this.loneOp;
+    if (this.holdSkip > 0) {
+      this.holdSkip--;
+      return;
+    }
+    if (this.slowSkip[op]! > 0) {
+      this.slowSkip[op]!--;
+      return;
+    }
+    const why = this.n.hold(this.ring, 1, this.holdUs * 1000);
+    // Other work is waiting on the loop: clients overlap, so let them overlap on the disk for a while.
+    if (why === HOLD_LOOP_BUSY) this.holdSkip = CONTENDED_SKIP;
+    this.reapAll(true);
+    if (why === HOLD_LOOP_BUSY) {
+      this.counters.holdsYielded++;
+    } else if (this.slots.targets[slot] === null) {
+      this.counters.reapedHeld++;
+      this.slowBackoff[op] = 0;
+    } else {
+      // Slower than the bound: the loop has better things to do than wait for this kind of request.
+      this.counters.holdTimeouts++;
+      const backoff = Math.min(SLOW_SKIP_MAX, Math.max(SLOW_SKIP_MIN, 2 * this.slowBackoff[op]!));
+      this.slowBackoff[op] = backoff;
+      this.slowSkip[op] = backoff;
+    }
+  }
 
   private submitNow(): void {
     const r = this.n.submit(this.ring);
@@ -275,7 +383,7 @@ export class LibuvEngine implements IoEngine {
   private readonly callbacks: Array<(err: NodeJS.ErrnoException | null, n?: number) => void> = [];
   private readonly free: number[] = [];
   private used = 0;
-  private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, maxInFlight: 0 };
+  private readonly counters = { submitted: 0, completed: 0, submits: 0, reapedPolling: 0, reapedWoken: 0, reapedHeld: 0, holdTimeouts: 0, holdsYielded: 0, maxInFlight: 0 };
 
   get inFlight(): number {
     return this.used;
@@ -365,9 +473,12 @@ export function defaultEngine(): IoEngine {
     engineNote = `libuv engine: ${nativeUnavailable}`;
     return (engine = new LibuvEngine());
   }
+  const hold = process.env.STORVISOR_ENGINE_HOLD_US;
+  const holdUs = hold === undefined || hold === '' ? DEFAULT_HOLD_US : Number(hold);
+  if (!Number.isFinite(holdUs) || holdUs < 0) throw invalidArgument(`STORVISOR_ENGINE_HOLD_US must be a number of microseconds >= 0 (got ${JSON.stringify(hold)})`);
   try {
-    engine = new UringEngine(native);
-    engineNote = 'io_uring engine';
+    engine = new UringEngine(native, 256, 1024, { holdUs });
+    engineNote = holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine';
   } catch (err) {
     if (want === 'io_uring') throw err;
     engineNote = `libuv engine: io_uring refused (${(err as Error).message})`;
