@@ -69,6 +69,16 @@ export class PageCache {
     return this.pages.get(no);
   }
 
+  /** The page if it is cached, counted as a hit (the synchronous fast path of `get`). */
+  hit(no: number): Page | undefined {
+    const p = this.pages.get(no);
+    if (p) {
+      this.hits++;
+      p.hot = true;
+    }
+    return p;
+  }
+
   get(no: number, type: PageType): Promise<Page> {
     const hit = this.pages.get(no);
     if (hit) {

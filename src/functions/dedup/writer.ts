@@ -26,7 +26,7 @@ import { noSpace } from '../../util/errors.ts';
 import { BLOCK, LocKind, PageType, encodeLoc, locPba, sealPage } from './format.ts';
 import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
-import type { DataStore } from './data-store.ts';
+import type { DataStore, RawClaim } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
 import type { Plan, Planner, Prepared } from './planner.ts';
 import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
@@ -38,6 +38,8 @@ export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
   private readonly mutex = new Mutex();
+  /** Phase 2's list of replaced locations (phase 2 runs under the mutex: one at a time). */
+  private readonly olds: number[] = [];
   /** Dirty pages that windows past phase 1 may still add in phase 2 (map pages, replaced blocks' refcount pages). */
   private reservedPages = 0;
   /** Group commit: flushes asked for, flushes a finished commit covers, the commit running. */
@@ -135,7 +137,7 @@ export class Writer {
         throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
       }
       return unsafe(async () => {
-        const up = await this.referencesUp(plans);
+        const up = await this.referencesUp(plans, prepared);
         this.store.writeSeals(); // the packed blocks this chunk filled, together
         const rest = await this.phase2Pages(firstLbn, count);
         this.reservedPages += rest;
@@ -143,9 +145,9 @@ export class Writer {
       });
     });
     if (typeof up === 'string') return up;
-    const { plans, locs, rawAt, waitFor, rest } = up;
+    const { plans, locs, claim, waitFor, rest } = up;
     try {
-      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, rawAt, waitFor);
+      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, claim, waitFor);
     } finally {
       this.reservedPages -= rest;
     }
@@ -153,15 +155,25 @@ export class Writer {
 
   /** Pages phase 2 will dirty that are not dirty yet: the map pages of the range, the replaced blocks' refcount pages. */
   private async phase2Pages(firstLbn: number, count: number): Promise<number> {
-    const pages = new Set<number>();
-    for (let i = 0; i < count; i++) {
-      pages.add(this.meta.mapPageOf(firstLbn + i));
-      const old = await this.meta.getLoc(firstLbn + i);
-      if (old !== 0 && !this.meta.locProblem(old)) pages.add(this.meta.refPageOf(locPba(old)));
-    }
+    const meta = this.meta;
     let n = 0;
-    for (const no of pages) if (!this.cache.isDirty(no)) n++;
-    return n;
+    let lastMap = -1;
+    let refPages: number[] | null = null;
+    for (let i = 0; i < count; i++) {
+      const mapNo = meta.mapPageOf(firstLbn + i);
+      if (mapNo !== lastMap) {
+        lastMap = mapNo;
+        if (!this.cache.isDirty(mapNo)) n++;
+      }
+      let old = meta.getLoc(firstLbn + i);
+      if (typeof old !== 'number') old = await old;
+      if (old === 0 || meta.locProblem(old)) continue;
+      const refNo = meta.refPageOf(locPba(old));
+      if (this.cache.isDirty(refNo)) continue;
+      refPages ??= [];
+      if (!refPages.includes(refNo)) refPages.push(refNo); // a handful per chunk at most
+    }
+    return n + (refPages?.length ?? 0);
   }
 
   private async dataAndPhase2(
@@ -169,16 +181,17 @@ export class Writer {
     firstLbn: number,
     plans: Plan[],
     locs: number[],
-    rawAt: number[],
+    claim: RawClaim,
     waitFor: Promise<void>[],
   ): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
-    const rawPbas = rawAt.map((i) => locPba(locs[i]!));
     try {
       // Our raw blocks, and any block we share whose write (another request's) is still in flight.
-      await Promise.all([this.store.writeRaw(rawAt.map((i, k) => ({ pba: rawPbas[k]!, data: prepared.blocks[i]! }))), ...waitFor]);
+      if (waitFor.length === 0) await this.store.writeRaw(claim);
+      else await Promise.all([this.store.writeRaw(claim), ...waitFor]);
     } catch (err) {
+      const rawPbas = claim.items.map((it) => it.pba);
       // Nothing maps the new blocks, and a block whose write failed is refused to everyone
       // (DataStore.inflight): take back every reference this chunk took.
       await this.mutex.run(() =>
@@ -192,14 +205,24 @@ export class Writer {
     await this.mutex.run(() =>
       unsafe(async () => {
         this.alive();
-        const olds: number[] = [];
+        const olds = this.olds;
+        olds.length = 0;
         for (let i = 0; i < count; i++) {
-          const old = await meta.getLoc(firstLbn + i);
+          let old = meta.getLoc(firstLbn + i);
+          if (typeof old !== 'number') old = await old;
           olds.push(old);
-          if (old !== locs[i]) await meta.setLoc(firstLbn + i, locs[i]!);
+          if (old !== locs[i]) {
+            const w = meta.setLoc(firstLbn + i, locs[i]!);
+            if (w) await w;
+          }
           this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
         }
-        for (const old of olds) if (old !== 0 && !meta.locProblem(old)) await meta.decRef(locPba(old));
+        for (let i = 0; i < olds.length; i++) {
+          const old = olds[i]!;
+          if (old === 0 || meta.locProblem(old)) continue;
+          const w = meta.decRef(locPba(old));
+          if (w) await w;
+        }
       }),
     );
     this.planner.count(plans);
@@ -212,24 +235,33 @@ export class Writer {
    * the open packer drops its own reference, and a candidate in it must not be freed),
    * then fragments, then duplicates inside the chunk.
    */
-  private async referencesUp(plans: Plan[]): Promise<{ plans: Plan[]; locs: number[]; rawAt: number[]; waitFor: Promise<void>[] }> {
+  private async referencesUp(
+    plans: Plan[],
+    prepared: Prepared,
+  ): Promise<{ plans: Plan[]; locs: number[]; claim: RawClaim; waitFor: Promise<void>[] }> {
     const meta = this.meta;
     const count = plans.length;
     const locs: number[] = new Array(count).fill(0);
     const rawAt: number[] = [];
+    const raw: Array<{ pba: number; data: Uint8Array }> = [];
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind === 'new' && !p.fragment) {
-        locs[i] = encodeLoc(LocKind.Raw, await meta.allocate(1, 1));
+        let pba = meta.allocate(1, 1);
+        if (typeof pba !== 'number') pba = await pba;
+        locs[i] = encodeLoc(LocKind.Raw, pba);
         rawAt.push(i);
+        raw.push({ pba, data: prepared.blocks[i]! });
       }
     }
+    const claim = this.store.claimRaw(raw); // visible to concurrent writes before the mutex is released
     const waitFor: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'dup') continue;
       locs[i] = p.loc;
-      await meta.incRef(locPba(p.loc));
+      const w = meta.incRef(locPba(p.loc));
+      if (w) await w;
       const f = this.store.inflight.get(locPba(p.loc));
       if (f) waitFor.push(f.done);
     }
@@ -237,21 +269,30 @@ export class Writer {
     // same bytes share them (verified against DataStore.inflight).
     for (const i of rawAt) {
       const p = plans[i]!;
-      if (p.kind === 'new' && p.tag) await meta.indexInsert(p.tag, locs[i]!);
+      if (p.kind === 'new' && p.tag) {
+        const w = meta.indexInsert(p.tag, locs[i]!);
+        if (w) await w;
+      }
     }
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'new' || !p.fragment) continue;
-      locs[i] = await this.store.pack(p.fragment);
-      if (p.tag) await meta.indexInsert(p.tag, locs[i]!); // the fragment is readable at once (packer, sealing)
+      let loc = this.store.pack(p.fragment);
+      if (typeof loc !== 'number') loc = await loc;
+      locs[i] = loc;
+      if (p.tag) {
+        const w = meta.indexInsert(p.tag, loc); // the fragment is readable at once (packer, sealing)
+        if (w) await w;
+      }
     }
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'sameAs') continue;
       locs[i] = locs[p.index]!;
-      await meta.incRef(locPba(locs[i]!));
+      const w = meta.incRef(locPba(locs[i]!));
+      if (w) await w;
     }
-    return { plans, locs, rawAt, waitFor };
+    return { plans, locs, claim, waitFor };
   }
 
   /** Unmap whole blocks [first, last): they read as zeroes. */
