@@ -34,6 +34,14 @@ import { volumeBroken } from './errors.ts';
 
 type Outcome = 'done' | 'space' | 'pages';
 
+/** 4 KiB views of a chunk. */
+function blocksOf(data: Uint8Array): Uint8Array[] {
+  const n = data.byteLength / BLOCK;
+  const blocks: Uint8Array[] = new Array(n);
+  for (let i = 0; i < n; i++) blocks[i] = data.subarray(i * BLOCK, (i + 1) * BLOCK);
+  return blocks;
+}
+
 export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
@@ -76,16 +84,21 @@ export class Writer {
       if ((offset + buf.byteLength) % BLOCK !== 0) await this.store.readBlock(endBlock - 1, data.subarray(data.length - BLOCK));
       data.set(buf, offset - first * BLOCK);
     }
+    // Chunk k+1 is prepared (hashed, compressed in the pool) while chunk k is applied
+    // (metadata steps, data write), so the worker hop overlaps the backing write.
+    const chunk = (lbn: number) => data.subarray((lbn - first) * BLOCK, Math.min(endBlock, lbn + this.chunkBlocks) * BLOCK - first * BLOCK);
+    let next = this.planner.prepare(blocksOf(chunk(first)));
     for (let lbn = first; lbn < endBlock; lbn += this.chunkBlocks) {
-      const n = Math.min(this.chunkBlocks, endBlock - lbn);
-      await this.writeChunk(data.subarray((lbn - first) * BLOCK, (lbn - first + n) * BLOCK), lbn);
+      const prepared = await next;
+      if (lbn + this.chunkBlocks < endBlock) {
+        next = this.planner.prepare(blocksOf(chunk(lbn + this.chunkBlocks)));
+        next.catch(() => {}); // awaited next round; if this chunk fails, nobody will
+      }
+      await this.writeChunk(prepared, lbn);
     }
   }
 
-  private async writeChunk(data: Uint8Array, firstLbn: number): Promise<void> {
-    const count = data.byteLength / BLOCK;
-    const blocks = Array.from({ length: count }, (_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK));
-    const prepared = await this.planner.prepare(blocks);
+  private async writeChunk(prepared: Prepared, firstLbn: number): Promise<void> {
     let retried = false;
     for (;;) {
       await this.gate.enter();
