@@ -63,11 +63,11 @@ export class ApplyGate {
   private exclusiveHeld = false;
   private readonly waiters: Array<{ exclusive: boolean; go: () => void }> = [];
 
-  /** Enter a write window (shared with other windows). */
-  enter(): Promise<void> {
+  /** Enter a write window (shared with other windows): at once (null) unless a commit holds or waits for the gate. */
+  enter(): Promise<void> | null {
     if (!this.exclusiveHeld && !this.waiters.some((w) => w.exclusive)) {
       this.active++;
-      return Promise.resolve();
+      return null;
     }
     return new Promise((go) => this.waiters.push({ exclusive: false, go: () => (this.active++, go()) }));
   }

@@ -101,7 +101,8 @@ export class Writer {
   private async writeChunk(prepared: Prepared, firstLbn: number): Promise<void> {
     let retried = false;
     for (;;) {
-      await this.gate.enter();
+      const entering = this.gate.enter();
+      if (entering) await entering;
       let outcome: Outcome;
       try {
         outcome = await this.apply(prepared, firstLbn, retried);
@@ -313,7 +314,8 @@ export class Writer {
     const meta = this.meta;
     for (let lbn = first; lbn < last; ) {
       const end = Math.min(last, lbn + this.chunkBlocks);
-      await this.gate.enter();
+      const entering = this.gate.enter();
+      if (entering) await entering;
       let done: boolean;
       try {
         done = await this.mutex.run(async () => {
