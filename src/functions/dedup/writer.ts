@@ -29,7 +29,7 @@ import type { PageCache } from './page-cache.ts';
 import type { DataStore, RawClaim } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
 import type { Plan, Planner, Prepared } from './planner.ts';
-import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
+import { ApplyGate, Mutex, RangeLock, unsafe, unsafeError } from './lock.ts';
 import { volumeBroken } from './errors.ts';
 
 type Outcome = 'done' | 'space' | 'pages';
@@ -141,27 +141,34 @@ export class Writer {
   private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
-    const up = await this.mutex.run(async () => {
+    // The metadata steps take the mutex directly (no closure, Promise or async frame per
+    // step when it is free: this runs for every request).
+    const locking = this.mutex.lock();
+    if (locking) await locking;
+    let up: Awaited<ReturnType<Writer['referencesUp']>>;
+    let rest: number;
+    try {
       this.alive();
-      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages' as const;
+      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages';
       const plans = await this.planner.plan(prepared);
       const need = this.planner.spaceNeeded(plans);
       if (need > meta.freeBlocks()) {
-        if (!retried && meta.pendingFree.size > 0) return 'space' as const;
+        if (!retried && meta.pendingFree.size > 0) return 'space';
         throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
       }
-      return unsafe(async () => {
-        const up = await this.referencesUp(plans, prepared);
+      try {
+        up = await this.referencesUp(plans, prepared);
         this.store.writeSeals(); // the packed blocks this chunk filled, together
-        const rest = await this.phase2Pages(firstLbn, count);
+        rest = await this.phase2Pages(firstLbn, count);
         this.reservedPages += rest;
-        return { ...up, rest };
-      });
-    });
-    if (typeof up === 'string') return up;
-    const { plans, locs, claim, waitFor, rest } = up;
+      } catch (err) {
+        throw unsafeError(err);
+      }
+    } finally {
+      this.mutex.unlock();
+    }
     try {
-      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, claim, waitFor);
+      return await this.dataAndPhase2(prepared, firstLbn, up.plans, up.locs, up.claim, up.waitFor);
     } finally {
       this.reservedPages -= rest;
     }
@@ -216,29 +223,33 @@ export class Writer {
       );
       throw err;
     }
-    await this.mutex.run(() =>
-      unsafe(async () => {
-        this.alive();
-        const olds = this.olds;
-        olds.length = 0;
-        for (let i = 0; i < count; i++) {
-          let old = meta.getLoc(firstLbn + i);
-          if (typeof old !== 'number') old = await old;
-          olds.push(old);
-          if (old !== locs[i]) {
-            const w = meta.setLoc(firstLbn + i, locs[i]!);
-            if (w) await w;
-          }
-          this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
-        }
-        for (let i = 0; i < olds.length; i++) {
-          const old = olds[i]!;
-          if (old === 0 || meta.locProblem(old)) continue;
-          const w = meta.decRef(locPba(old));
+    const locking = this.mutex.lock();
+    if (locking) await locking;
+    try {
+      this.alive();
+      const olds = this.olds;
+      olds.length = 0;
+      for (let i = 0; i < count; i++) {
+        let old = meta.getLoc(firstLbn + i);
+        if (typeof old !== 'number') old = await old;
+        olds.push(old);
+        if (old !== locs[i]) {
+          const w = meta.setLoc(firstLbn + i, locs[i]!);
           if (w) await w;
         }
-      }),
-    );
+        this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+      }
+      for (let i = 0; i < olds.length; i++) {
+        const old = olds[i]!;
+        if (old === 0 || meta.locProblem(old)) continue;
+        const w = meta.decRef(locPba(old));
+        if (w) await w;
+      }
+    } catch (err) {
+      throw unsafeError(err);
+    } finally {
+      this.mutex.unlock();
+    }
     this.planner.count(plans);
     return 'done';
   }
