@@ -34,6 +34,9 @@ import { volumeBroken } from './errors.ts';
 
 type Outcome = 'done' | 'space' | 'pages';
 
+/** Chunks of one request in flight at once (bounds what one large request holds: prepared fragments, claims). */
+const CHUNK_WINDOW = 4;
+
 /** 4 KiB views of a chunk. */
 function blocksOf(data: Uint8Array): Uint8Array[] {
   const n = data.byteLength / BLOCK;
@@ -84,18 +87,29 @@ export class Writer {
       if ((offset + buf.byteLength) % BLOCK !== 0) await this.store.readBlock(endBlock - 1, data.subarray(data.length - BLOCK));
       data.set(buf, offset - first * BLOCK);
     }
-    // Chunk k+1 is prepared (hashed, compressed in the pool) while chunk k is applied
-    // (metadata steps, data write), so the worker hop overlaps the backing write.
-    const chunk = (lbn: number) => data.subarray((lbn - first) * BLOCK, Math.min(endBlock, lbn + this.chunkBlocks) * BLOCK - first * BLOCK);
-    let next = this.planner.prepare(blocksOf(chunk(first)));
-    for (let lbn = first; lbn < endBlock; lbn += this.chunkBlocks) {
-      const prepared = await next;
-      if (lbn + this.chunkBlocks < endBlock) {
-        next = this.planner.prepare(blocksOf(chunk(lbn + this.chunkBlocks)));
-        next.catch(() => {}); // awaited next round; if this chunk fails, nobody will
+    // The chunks of one request cover different blocks, so up to CHUNK_WINDOW of them are
+    // in flight at once, as different requests' chunks are: one chunk's hashing and
+    // compression (in the pool) overlap another's metadata steps and data write, and a
+    // large write keeps several backing writes in flight.
+    const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
+    if (chunks === 1) return this.writeChunk(await this.planner.prepare(blocksOf(data)), first);
+    let nextChunk = 0;
+    let failure: unknown = null;
+    const lane = async (): Promise<void> => {
+      while (nextChunk < chunks && failure === null) {
+        const lbn = first + nextChunk++ * this.chunkBlocks;
+        const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
+        try {
+          await this.writeChunk(await this.planner.prepare(blocksOf(view)), lbn);
+        } catch (err) {
+          failure ??= err;
+        }
       }
-      await this.writeChunk(prepared, lbn);
-    }
+    };
+    const lanes: Promise<void>[] = [];
+    for (let k = 0; k < Math.min(CHUNK_WINDOW, chunks); k++) lanes.push(lane());
+    await Promise.all(lanes);
+    if (failure !== null) throw failure;
   }
 
   private async writeChunk(prepared: Prepared, firstLbn: number): Promise<void> {
