@@ -15,7 +15,7 @@
  * Run: npm run bench -- dedup     (BENCH_SECONDS=3 BENCH_REPEATS=3 BENCH_DATA_MIB=32 by default)
  * Check that it works: BENCH_SECONDS=0.2 BENCH_REPEATS=1 BENCH_DATA_MIB=2 node --import tsx bench/dedup.ts
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -80,6 +80,9 @@ async function inFlight(depth: number, stop: (i: number) => boolean, fn: (i: num
 interface Phase {
   rate: number;
   cpuPerMB: number;
+  /** CPU of the whole process and of the request thread alone, per 4 KiB block written or read. */
+  cpuUsPerBlock: number;
+  mainUsPerBlock: number;
 }
 
 const cpuSeconds = () => {
@@ -87,13 +90,37 @@ const cpuSeconds = () => {
   return (u.user + u.system) / 1e6;
 };
 
-async function timed(bytesPerOp: number, run: () => Promise<number>): Promise<{ ops: number; seconds: number; cpuPerMB: number }> {
+/** CPU seconds of the request (main) thread alone, from /proc (10 ms ticks; NaN where there is no /proc). */
+function mainThreadSeconds(): number {
+  try {
+    const s = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+async function timed(
+  bytesPerOp: number,
+  run: () => Promise<number>,
+): Promise<{ ops: number; seconds: number; cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number }> {
   const c0 = cpuSeconds();
+  const m0 = mainThreadSeconds();
   const t0 = performance.now();
   const ops = await run();
   const seconds = (performance.now() - t0) / 1000;
-  return { ops, seconds, cpuPerMB: (cpuSeconds() - c0) / ((ops * bytesPerOp) / 1e6) };
+  const cpu = cpuSeconds() - c0;
+  const blocks = (ops * bytesPerOp) / BLOCK;
+  return { ops, seconds, cpuPerMB: cpu / ((ops * bytesPerOp) / 1e6), cpuUsPerBlock: (cpu * 1e6) / blocks, mainUsPerBlock: ((mainThreadSeconds() - m0) * 1e6) / blocks };
 }
+
+const phase = (rate: number, r: { cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number }): Phase => ({
+  rate,
+  cpuPerMB: r.cpuPerMB,
+  cpuUsPerBlock: r.cpuUsPerBlock,
+  mainUsPerBlock: r.mainUsPerBlock,
+});
 
 async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
   const n = data.length / SEQ_REQUEST;
@@ -102,7 +129,7 @@ async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
     await dev.flush();
     return done;
   });
-  return { rate: (r.ops * SEQ_REQUEST) / 1e6 / r.seconds, cpuPerMB: r.cpuPerMB };
+  return phase((r.ops * SEQ_REQUEST) / 1e6 / r.seconds, r);
 }
 
 async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
@@ -112,7 +139,7 @@ async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
       await dev.pread(new Uint8Array(SEQ_REQUEST), i * SEQ_REQUEST);
     }),
   );
-  return { rate: (r.ops * SEQ_REQUEST) / 1e6 / r.seconds, cpuPerMB: r.cpuPerMB };
+  return phase((r.ops * SEQ_REQUEST) / 1e6 / r.seconds, r);
 }
 
 async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: number, depth: number, seed: number): Promise<Phase> {
@@ -127,7 +154,7 @@ async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: numbe
     await dev.flush();
     return done;
   });
-  return { rate: r.ops / r.seconds, cpuPerMB: r.cpuPerMB };
+  return phase(r.ops / r.seconds, r);
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -137,6 +164,10 @@ interface Row {
   volume: 'plain' | 'dedup';
   seqWriteMBs: number;
   seqWriteCpuPerMB: number;
+  seqWriteCpuUsPerBlock: number;
+  seqWriteMainUsPerBlock: number;
+  qd16CpuUsPerBlock: number;
+  qd16MainUsPerBlock: number;
   iopsQD1: number;
   iopsQD16: number;
   iopsCpuPerMB: number;
@@ -204,6 +235,10 @@ async function main(): Promise<void> {
           volume,
           seqWriteMBs: m((r) => r.seq.rate),
           seqWriteCpuPerMB: m((r) => r.seq.cpuPerMB),
+          seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
+          seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
+          qd16CpuUsPerBlock: m((r) => r.qd16.cpuUsPerBlock),
+          qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
           iopsQD1: m((r) => r.qd1.rate),
           iopsQD16: m((r) => r.qd16.rate),
           iopsCpuPerMB: m((r) => r.qd16.cpuPerMB),
@@ -243,6 +278,14 @@ async function main(): Promise<void> {
     lines.push(
       `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteMBs, 1)} | ${f(r.seqWriteCpuPerMB, 4)} | ${f(r.iopsQD1)} | ${f(r.iopsQD16)} | ${f(r.iopsCpuPerMB, 4)} | ${f(r.seqReadMBs, 1)} |`,
     );
+  }
+  lines.push('');
+  lines.push('CPU per 4 KiB block, whole process (request thread + compression workers + V8 and libuv helpers) / request thread alone, in us:');
+  lines.push('');
+  lines.push('| dup | volume | seq write: process | seq write: request thread | 4K QD16: process | 4K QD16: request thread |');
+  lines.push('|---:|---|---:|---:|---:|---:|');
+  for (const r of rows) {
+    lines.push(`| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteCpuUsPerBlock, 1)} | ${f(r.seqWriteMainUsPerBlock, 1)} | ${f(r.qd16CpuUsPerBlock, 1)} | ${f(r.qd16MainUsPerBlock, 1)} |`);
   }
   lines.push('');
   lines.push('| dup | seq write vs plain | 4K QD1 vs plain | 4K QD16 vs plain | hash us/block | compress us/block | compressed in workers | dedup x (data set) | compression x | commits | grouped flushes |');

@@ -8,18 +8,19 @@
  */
 import { FileBlockDevice } from '../../src/block/file-device.ts';
 import { DedupVolume } from '../../src/functions/dedup/volume.ts';
-import { BLOCK, contentFor, workload } from './data.ts';
+import { BLOCK, contentFor, scaledSeed, workload } from './data.ts';
 
-const [file, bytes, lanesArg, laneBlocksArg, seed, count] = process.argv.slice(2);
+const [file, bytes, lanesArg, laneBlocksArg, seed, count, scaleArg, workersArg] = process.argv.slice(2);
 const lanes = Number(lanesArg);
 const laneBlocks = Number(laneBlocksArg);
+const scale = Number(scaleArg ?? 1);
 const device = await FileBlockDevice.open(file!, Number(bytes));
 const vol = await DedupVolume.open(device, {
-  logicalSize: lanes * laneBlocks * BLOCK,
+  logicalSize: lanes * laneBlocks * scale * BLOCK,
   compression: 'lz4',
   dedup: true,
   cacheBytes: 1 << 20,
-  workers: 1,
+  workers: Number(workersArg ?? 1),
   log: (msg) => console.error(msg),
 });
 process.stdout.write('ready\n');
@@ -33,11 +34,13 @@ async function lane(k: number): Promise<void> {
       await vol.flush();
       process.stdout.write(`ack ${k} ${i}\n`); // stdout to a pipe is synchronous on Linux: never lost
     } else if (op.kind === 'zero') {
-      await vol.zero((base + op.lbn) * BLOCK, op.count * BLOCK);
+      await vol.zero((base + op.lbn) * scale * BLOCK, op.count * scale * BLOCK);
     } else {
-      const buf = new Uint8Array(op.count * BLOCK);
-      op.seeds.forEach((s, j) => buf.set(contentFor(s), j * BLOCK));
-      await vol.pwrite(buf, (base + op.lbn) * BLOCK, { fua: op.fua });
+      const buf = new Uint8Array(op.count * scale * BLOCK);
+      op.seeds.forEach((s, j) => {
+        for (let m = 0; m < scale; m++) buf.set(contentFor(scaledSeed(s, m, scale)), (j * scale + m) * BLOCK);
+      });
+      await vol.pwrite(buf, (base + op.lbn) * scale * BLOCK, { fua: op.fua });
       if (op.fua) process.stdout.write(`ack ${k} ${i}\n`);
     }
   }

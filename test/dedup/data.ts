@@ -36,6 +36,9 @@ export function contentFor(seed: number): Uint8Array {
   return seed % 2 === 1 ? compressibleBlock(seed) : randomBlock(seed);
 }
 
+/** Seed of sub-block `m` of a workload block scaled to `scale` blocks: the same seed gives the same contents (duplicates stay duplicates). */
+export const scaledSeed = (seed: number, m: number, scale: number): number => (scale === 1 || seed === 0 ? seed : seed * scale + m);
+
 export const digest = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex').slice(0, 16);
 
 export interface Op {

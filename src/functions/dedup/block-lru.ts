@@ -6,46 +6,84 @@
  *
  * Blocks are copied into one preallocated slab (no per-block allocation, no GC churn);
  * `get` returns a view that stays valid only until the next `put`, so callers use it
- * synchronously.
+ * synchronously. The LRU order is a doubly linked list over slot numbers (two Int32Arrays),
+ * so a hit, a put and an eviction are O(1) (a Map used as the LRU list, deleted from and
+ * re-inserted on every use, leaves deleted entries at its front for each eviction to skip).
  */
 const BLOCK = 4096;
+const NONE = -1;
 
 export class BlockLru {
   private readonly slab: Uint8Array;
-  private readonly slots = new Map<number, number>(); // pba -> slot, insertion order = LRU order
+  private readonly slotOf = new Map<number, number>(); // pba -> slot
+  private readonly pbaOf: Float64Array; // slot -> pba (NaN when free)
+  private readonly prev: Int32Array;
+  private readonly next: Int32Array;
+  /** Most and least recently used slots. */
+  private head = NONE;
+  private tail = NONE;
   private readonly freeSlots: number[] = [];
 
   constructor(capacity: number) {
-    this.slab = new Uint8Array(Math.max(1, capacity) * BLOCK);
-    for (let i = Math.max(1, capacity) - 1; i >= 0; i--) this.freeSlots.push(i);
+    const n = Math.max(1, capacity);
+    this.slab = new Uint8Array(n * BLOCK);
+    this.pbaOf = new Float64Array(n).fill(NaN);
+    this.prev = new Int32Array(n).fill(NONE);
+    this.next = new Int32Array(n).fill(NONE);
+    for (let i = n - 1; i >= 0; i--) this.freeSlots.push(i);
   }
 
   get(pba: number): Uint8Array | undefined {
-    const slot = this.slots.get(pba);
+    const slot = this.slotOf.get(pba);
     if (slot === undefined) return undefined;
-    this.slots.delete(pba);
-    this.slots.set(pba, slot);
+    this.unlink(slot);
+    this.pushFront(slot);
     return this.slab.subarray(slot * BLOCK, (slot + 1) * BLOCK);
   }
 
   /** Copy `block` in, evicting the least recently used block when full. */
   put(pba: number, block: Uint8Array): void {
-    let slot = this.slots.get(pba);
-    if (slot !== undefined) this.slots.delete(pba);
-    else slot = this.freeSlots.pop();
-    if (slot === undefined) {
-      const [oldest, reused] = this.slots.entries().next().value!;
-      this.slots.delete(oldest);
-      slot = reused;
+    let slot = this.slotOf.get(pba);
+    if (slot !== undefined) this.unlink(slot);
+    else {
+      slot = this.freeSlots.pop();
+      if (slot === undefined) {
+        slot = this.tail; // the least recently used
+        this.unlink(slot);
+        this.slotOf.delete(this.pbaOf[slot]!);
+      }
+      this.slotOf.set(pba, slot);
+      this.pbaOf[slot] = pba;
     }
     this.slab.set(block, slot * BLOCK);
-    this.slots.set(pba, slot);
+    this.pushFront(slot);
   }
 
   delete(pba: number): void {
-    const slot = this.slots.get(pba);
+    const slot = this.slotOf.get(pba);
     if (slot === undefined) return;
-    this.slots.delete(pba);
+    this.slotOf.delete(pba);
+    this.unlink(slot);
+    this.pbaOf[slot] = NaN;
     this.freeSlots.push(slot);
+  }
+
+  private unlink(slot: number): void {
+    const p = this.prev[slot]!;
+    const n = this.next[slot]!;
+    if (p === NONE) this.head = n;
+    else this.next[p] = n;
+    if (n === NONE) this.tail = p;
+    else this.prev[n] = p;
+    this.prev[slot] = NONE;
+    this.next[slot] = NONE;
+  }
+
+  private pushFront(slot: number): void {
+    this.prev[slot] = NONE;
+    this.next[slot] = this.head;
+    if (this.head !== NONE) this.prev[this.head] = slot;
+    this.head = slot;
+    if (this.tail === NONE) this.tail = slot;
   }
 }

@@ -19,6 +19,14 @@ export interface InFlight {
   failed: boolean;
 }
 
+/** A chunk's fresh raw blocks, visible from phase 1 on, settled when their writes land. */
+export interface RawClaim {
+  items: Array<{ pba: number; data: Uint8Array }>;
+  entries: InFlight[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 /** Physical blocks one coalesced read may cover. */
 const MAX_RUN = 64;
 /** Blocks per write chunk, at most. */
@@ -112,8 +120,11 @@ export class DataStore {
    */
   async readBlocks(first: number, out: Uint8Array): Promise<void> {
     const n = out.byteLength / BLOCK;
-    const locs: number[] = [];
-    for (let i = 0; i < n; i++) locs.push(await this.meta.getLoc(first + i));
+    const locs: number[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const loc = this.meta.getLoc(first + i);
+      locs[i] = typeof loc === 'number' ? loc : await loc;
+    }
     const reads: Promise<void>[] = [];
     const need = new Map<number, number[]>(); // physical block -> indexes of the blocks it holds
     for (let i = 0; i < n; i++) {
@@ -191,12 +202,29 @@ export class DataStore {
   }
 
   /** A candidate from the index is shared only if its block is live and its bytes are equal. */
-  async verifyCandidate(loc: number, data: Uint8Array): Promise<boolean> {
+  verifyCandidate(loc: number, data: Uint8Array): boolean | Promise<boolean> {
     if (this.meta.locProblem(loc)) return false;
     const pba = locPba(loc);
-    const e = await this.meta.getRef(pba);
+    const e = this.meta.getRef(pba);
+    if (typeof e !== 'number') return e.then((e) => this.verifyWith(loc, e, data));
+    return this.verifyWith(loc, e, data);
+  }
+
+  private verifyWith(loc: number, e: number, data: Uint8Array): boolean | Promise<boolean> {
     if (refCount(e) === 0 || refCount(e) >= REF_LIMIT) return false;
     if (locKind(loc) === LocKind.Packed && locSlot(loc) >= refFragments(e)) return false;
+    // In memory (being written, recent, packed and open or sealing): compared at once.
+    const pba = locPba(loc);
+    if (locKind(loc) === LocKind.Raw) {
+      const f = this.inflight.get(pba);
+      if (f) return !f.failed && sameBytes(f.data, data);
+      const cached = this.dataBlocks.get(pba);
+      if (cached) return sameBytes(cached, data);
+    }
+    return this.verifyRead(loc, data);
+  }
+
+  private async verifyRead(loc: number, data: Uint8Array): Promise<boolean> {
     try {
       await this.readLoc(loc, this.scratch, -1);
     } catch {
@@ -207,45 +235,69 @@ export class DataStore {
 
   // ------------------------------------------------------------------ writes
 
-  /** Write raw blocks, one pwrite per run of consecutive physical blocks. */
-  async writeRaw(items: Array<{ pba: number; data: Uint8Array }>): Promise<void> {
+  /**
+   * Phase 1 (under the metadata mutex): make a chunk's fresh raw blocks visible before their
+   * write starts, so a concurrent write of the same bytes that finds one in the index
+   * verifies against these bytes and waits for the write (never reads the block unwritten).
+   */
+  claimRaw(items: Array<{ pba: number; data: Uint8Array }>): RawClaim {
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((a, b) => ((resolve = a), (reject = b)));
+    done.catch(() => {}); // handled by writeRaw's caller and by any writer waiting on it
+    const entries: InFlight[] = new Array(items.length);
+    for (let k = 0; k < items.length; k++) {
+      const e: InFlight = { data: items[k]!.data, done, failed: false };
+      this.inflight.set(items[k]!.pba, e);
+      entries[k] = e;
+    }
+    return { items, entries, resolve, reject };
+  }
+
+  /** Write a claim's raw blocks, one pwrite per run of consecutive physical blocks. */
+  async writeRaw(claim: RawClaim): Promise<void> {
+    const items = claim.items;
     const writes: Promise<void>[] = [];
     for (let i = 0; i < items.length; ) {
       let j = i + 1;
       while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
       let run = items[i]!.data;
       const first = items[i]!.data;
-      const adjacent = items.slice(i, j).every((it, k) => it.data.buffer === first.buffer && it.data.byteOffset === first.byteOffset + k * BLOCK);
+      let adjacent = true;
+      for (let k = i + 1; k < j && adjacent; k++) adjacent = items[k]!.data.buffer === first.buffer && items[k]!.data.byteOffset === first.byteOffset + (k - i) * BLOCK;
       if (j - i > 1 && adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK); // already one buffer
       else if (j - i > 1) {
         run = new Uint8Array((j - i) * BLOCK);
         for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
       }
-      const write = this.backing.pwrite(run, items[i]!.pba * BLOCK);
-      const entries: InFlight[] = [];
-      for (let k = i; k < j; k++) {
-        const e: InFlight = { data: items[k]!.data, done: write, failed: false };
-        this.inflight.set(items[k]!.pba, e);
-        entries.push(e);
-      }
-      const first_ = items[i]!.pba;
-      writes.push(
-        write.then(
-          () => entries.forEach((e, k) => this.inflight.get(first_ + k) === e && this.inflight.delete(first_ + k)),
-          (err: unknown) => {
-            for (const e of entries) e.failed = true;
-            throw err;
-          },
-        ),
-      );
-      write.catch(() => {}); // handled through `writes` and by any writer waiting on it
+      writes.push(this.backing.pwrite(run, items[i]!.pba * BLOCK));
       // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
       if (this.dedup) for (let k = i; k < j; k++) this.dataBlocks.put(items[k]!.pba, items[k]!.data);
       i = j;
     }
-    const results = await Promise.allSettled(writes);
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    let failed = false;
+    let failure: unknown;
+    if (writes.length === 1) {
+      try {
+        await writes[0];
+      } catch (err) {
+        failed = true;
+        failure = err;
+      }
+    } else if (writes.length > 1) {
+      const rejected = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+      if (rejected) {
+        failed = true;
+        failure = (rejected as PromiseRejectedResult).reason;
+      }
+    }
+    if (failed) {
+      for (const e of claim.entries) e.failed = true; // refused to everyone until forgetFailed
+      claim.reject(failure);
+      throw failure;
+    }
+    for (let k = 0; k < items.length; k++) if (this.inflight.get(items[k]!.pba) === claim.entries[k]) this.inflight.delete(items[k]!.pba);
+    claim.resolve();
   }
 
   /** Forget raw blocks whose write failed, once their references are gone. */
@@ -256,21 +308,40 @@ export class DataStore {
     }
   }
 
-  /** Put a fragment in the open packed block (sealing it and opening another when full), with one reference. */
-  async pack(fragment: Uint8Array): Promise<number> {
-    if (this.packer && !this.packer.fits(fragment.length)) await this.sealPacker();
-    // The open packer holds one reference of its own, so it is never freed while filling.
-    if (!this.packer) this.packer = new Packer(await this.meta.allocate(0, 1));
-    const slot = this.packer.add(fragment);
-    const e = await this.meta.getRef(this.packer.pba);
-    await this.meta.setRef(this.packer.pba, refEntry(refCount(e) + 1, refFragments(e) + 1)); // the fragment's first reference
-    this.meta.counters.storedFragments++;
-    return encodeLoc(LocKind.Packed, this.packer.pba, slot);
+  /**
+   * Put a fragment in the open packed block (sealing it and opening another when full),
+   * with one reference. Synchronous while the refcount pages involved are cached.
+   */
+  pack(fragment: Uint8Array): number | Promise<number> {
+    if (this.packer && !this.packer.fits(fragment.length)) {
+      const w = this.sealPacker();
+      if (w) return w.then(() => this.packOpen(fragment));
+    }
+    return this.packOpen(fragment);
   }
 
-  async sealPacker(): Promise<void> {
+  private packOpen(fragment: Uint8Array): number | Promise<number> {
+    if (this.packer) return this.addFragment(this.packer, fragment);
+    // The open packer holds one reference of its own, so it is never freed while filling.
+    const pba = this.meta.allocate(0, 1);
+    if (typeof pba !== 'number') return pba.then((b) => this.addFragment((this.packer = new Packer(b)), fragment));
+    return this.addFragment((this.packer = new Packer(pba)), fragment);
+  }
+
+  private addFragment(packer: Packer, fragment: Uint8Array): number | Promise<number> {
+    const slot = packer.add(fragment);
+    this.meta.counters.storedFragments++;
+    const loc = encodeLoc(LocKind.Packed, packer.pba, slot);
+    const e = this.meta.getRef(packer.pba);
+    // The fragment's first reference.
+    const w = typeof e === 'number' ? this.meta.setRef(packer.pba, refEntry(refCount(e) + 1, refFragments(e) + 1)) : e.then((e) => this.meta.setRef(packer.pba, refEntry(refCount(e) + 1, refFragments(e) + 1)));
+    return w ? w.then(() => loc) : loc;
+  }
+
+  /** Seal the open packer: its block is written by writeSeals; its own reference is dropped. */
+  sealPacker(): Promise<void> | undefined {
     const p = this.packer;
-    if (!p) return;
+    if (!p) return undefined;
     this.packer = null;
     if (p.count > 0) {
       // Written later by writeSeals (several sealed blocks stored side by side go in one
@@ -279,7 +350,7 @@ export class DataStore {
       this.sealingBlocks.set(p.pba, p.buf);
       this.toSeal.push(p);
     }
-    await this.meta.decRef(p.pba); // drop the packer's own reference
+    return this.meta.decRef(p.pba); // drop the packer's own reference
   }
 
   /** Start the writes of every sealed packed block: one pwrite per run of consecutive blocks. Not awaited. */

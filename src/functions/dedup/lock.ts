@@ -20,9 +20,12 @@ export async function unsafe<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    throw new StorvisorError('SV_ERR_DEDUP_UNSAFE', 'EIO', 'metadata update failed', { cause: err });
+    throw unsafeError(err);
   }
 }
+
+/** The error a step that failed halfway throws (the volume stops; see unsafe). */
+export const unsafeError = (err: unknown): StorvisorError => new StorvisorError('SV_ERR_DEDUP_UNSAFE', 'EIO', 'metadata update failed', { cause: err });
 
 export const isUnsafe = (err: unknown): err is StorvisorError => err instanceof StorvisorError && err.code === 'SV_ERR_DEDUP_UNSAFE';
 
@@ -63,11 +66,11 @@ export class ApplyGate {
   private exclusiveHeld = false;
   private readonly waiters: Array<{ exclusive: boolean; go: () => void }> = [];
 
-  /** Enter a write window (shared with other windows). */
-  enter(): Promise<void> {
+  /** Enter a write window (shared with other windows): at once (null) unless a commit holds or waits for the gate. */
+  enter(): Promise<void> | null {
     if (!this.exclusiveHeld && !this.waiters.some((w) => w.exclusive)) {
       this.active++;
-      return Promise.resolve();
+      return null;
     }
     return new Promise((go) => this.waiters.push({ exclusive: false, go: () => (this.active++, go()) }));
   }
@@ -108,18 +111,32 @@ export class ApplyGate {
   }
 }
 
+/** FIFO mutex; lock() answers null when it was free (no Promise), and unlock() hands it to the next waiter. */
 export class Mutex {
-  private tail: Promise<void> = Promise.resolve();
+  private held = false;
+  private readonly waiters: Array<() => void> = [];
+
+  lock(): Promise<void> | null {
+    if (!this.held) {
+      this.held = true;
+      return null;
+    }
+    return new Promise<void>((go) => this.waiters.push(go));
+  }
+
+  unlock(): void {
+    const next = this.waiters.shift();
+    if (next) next(); // still held: ownership passes to the next waiter
+    else this.held = false;
+  }
 
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    let release!: () => void;
-    const prev = this.tail;
-    this.tail = new Promise<void>((r) => (release = r));
-    await prev;
+    const locking = this.lock();
+    if (locking) await locking;
     try {
       return await fn();
     } finally {
-      release();
+      this.unlock();
     }
   }
 }

@@ -57,19 +57,31 @@ export class Metadata {
     return this.layout.refStart + Math.floor((pba - this.layout.dataStart) / REF_ENTRIES);
   }
 
-  private async mapSlot(lbn: number): Promise<{ page: Page; at: number }> {
-    const page = await this.cache.get(this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES), PageType.Map);
-    return { page, at: PAGE_HEADER + 8 * (lbn % MAP_ENTRIES) };
+  /**
+   * The hot accessors below answer synchronously when their page is cached (nearly always:
+   * a write's map, refcount and index pages stay hot) and return a Promise only when the
+   * page must be read first. Callers on the write path test the result instead of
+   * awaiting it, so a cached access costs no async frame, Promise or microtask.
+   */
+  getLoc(lbn: number): number | Promise<number> {
+    const no = this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES);
+    const at = PAGE_HEADER + 8 * (lbn % MAP_ENTRIES);
+    const page = this.cache.hit(no);
+    if (page) return getU64(page.view, at);
+    return this.cache.get(no, PageType.Map).then((p) => getU64(p.view, at));
   }
 
-  async getLoc(lbn: number): Promise<number> {
-    const { page, at } = await this.mapSlot(lbn);
-    return getU64(page.view, at);
+  setLoc(lbn: number, loc: number): Promise<void> | undefined {
+    const no = this.layout.mapStart + Math.floor(lbn / MAP_ENTRIES);
+    const at = PAGE_HEADER + 8 * (lbn % MAP_ENTRIES);
+    const page = this.cache.hit(no);
+    if (!page) return this.cache.get(no, PageType.Map).then((p) => this.setU64At(p, at, loc));
+    this.setU64At(page, at, loc);
+    return undefined;
   }
 
-  async setLoc(lbn: number, loc: number): Promise<void> {
-    const { page, at } = await this.mapSlot(lbn);
-    setU64(page.view, at, loc);
+  private setU64At(page: Page, at: number, v: number): void {
+    setU64(page.view, at, v);
     this.cache.markDirty(page);
   }
 
@@ -85,37 +97,50 @@ export class Metadata {
 
   // ------------------------------------------------------------------ refcounts
 
-  private async refSlot(pba: number): Promise<{ page: Page; at: number }> {
+  getRef(pba: number): number | Promise<number> {
     const idx = pba - this.layout.dataStart;
-    const page = await this.cache.get(this.layout.refStart + Math.floor(idx / REF_ENTRIES), PageType.Refcount);
-    return { page, at: PAGE_HEADER + 4 * (idx % REF_ENTRIES) };
+    const no = this.layout.refStart + Math.floor(idx / REF_ENTRIES);
+    const at = PAGE_HEADER + 4 * (idx % REF_ENTRIES);
+    const page = this.cache.hit(no);
+    if (page) return page.view.getUint32(at, true);
+    return this.cache.get(no, PageType.Refcount).then((p) => p.view.getUint32(at, true));
   }
 
-  async getRef(pba: number): Promise<number> {
-    const { page, at } = await this.refSlot(pba);
-    return page.view.getUint32(at, true);
+  setRef(pba: number, entry: number): Promise<void> | undefined {
+    const idx = pba - this.layout.dataStart;
+    const no = this.layout.refStart + Math.floor(idx / REF_ENTRIES);
+    const at = PAGE_HEADER + 4 * (idx % REF_ENTRIES);
+    const page = this.cache.hit(no);
+    if (!page) return this.cache.get(no, PageType.Refcount).then((p) => this.setU32At(p, at, entry));
+    this.setU32At(page, at, entry);
+    return undefined;
   }
 
-  async setRef(pba: number, entry: number): Promise<void> {
-    const { page, at } = await this.refSlot(pba);
-    page.view.setUint32(at, entry, true);
+  private setU32At(page: Page, at: number, v: number): void {
+    page.view.setUint32(at, v, true);
     this.cache.markDirty(page);
   }
 
-  async incRef(pba: number): Promise<void> {
-    const e = await this.getRef(pba);
-    await this.setRef(pba, refEntry(refCount(e) + 1, refFragments(e)));
+  incRef(pba: number): Promise<void> | undefined {
+    const e = this.getRef(pba);
+    if (typeof e !== 'number') return e.then((e) => this.setRef(pba, refEntry(refCount(e) + 1, refFragments(e))));
+    return this.setRef(pba, refEntry(refCount(e) + 1, refFragments(e)));
   }
 
-  async decRef(pba: number): Promise<void> {
-    const e = await this.getRef(pba);
+  decRef(pba: number): Promise<void> | undefined {
+    const e = this.getRef(pba);
+    if (typeof e !== 'number') return e.then((e) => this.decRefFrom(pba, e));
+    return this.decRefFrom(pba, e);
+  }
+
+  private decRefFrom(pba: number, e: number): Promise<void> | undefined {
     const refs = refCount(e) - 1;
     if (refs < 0) throw internalError(`refcount underflow on block ${pba}`);
     if (refs > 0) return this.setRef(pba, refEntry(refs, refFragments(e)));
-    await this.setRef(pba, 0);
     this.counters.usedBlocks--;
     this.counters.storedFragments -= refFragments(e);
     this.pendingFree.add(pba);
+    return this.setRef(pba, 0);
   }
 
   /** Give back a block allocated for a write that failed before anything referenced it. */
@@ -126,12 +151,17 @@ export class Metadata {
     this.counters.storedFragments -= refFragments(e);
   }
 
-  /** Take a free data block (refcount entry 0, freeing durable) and mark it used. */
-  async allocate(fragments: number, refs: number): Promise<number> {
+  /**
+   * Take a free data block (refcount entry 0, freeing durable) and mark it used: at once
+   * while the refcount pages it scans are cached, else after reading the next one.
+   */
+  allocate(fragments: number, refs: number): number | Promise<number> {
     const n = this.layout.dataBlocks;
     for (let scanned = 0; scanned < n; ) {
       const pageIdx = Math.floor(this.allocCursor / REF_ENTRIES);
-      const page = await this.cache.get(this.layout.refStart + pageIdx, PageType.Refcount);
+      const no = this.layout.refStart + pageIdx;
+      const page = this.cache.hit(no);
+      if (!page) return this.cache.get(no, PageType.Refcount).then(() => this.allocate(fragments, refs));
       const end = Math.min((pageIdx + 1) * REF_ENTRIES, n);
       for (; this.allocCursor < end; this.allocCursor++, scanned++) {
         const pba = this.layout.dataStart + this.allocCursor;
@@ -155,13 +185,13 @@ export class Metadata {
 
   // ------------------------------------------------------------------ fingerprint index
 
-  private async indexPage(tag: Fingerprint): Promise<Page> {
-    return this.cache.get(this.layout.indexStart + (tag.hi % this.layout.indexPages), PageType.Index);
+  private indexPageNo(tag: Fingerprint): number {
+    return this.layout.indexStart + (tag.hi % this.layout.indexPages);
   }
 
   /** Whether the index holds `tag`, looking only at a cached page (a hint for planning: false when not cached). */
   indexHas(tag: Fingerprint): boolean {
-    const page = this.cache.peek(this.layout.indexStart + (tag.hi % this.layout.indexPages));
+    const page = this.cache.peek(this.indexPageNo(tag));
     if (!page) return false;
     const v = page.view;
     for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
@@ -173,21 +203,23 @@ export class Metadata {
   }
 
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
-  async indexLookup(tag: Fingerprint): Promise<number> {
-    const page = await this.indexPage(tag);
-    const v = page.view;
-    for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
-      const at = PAGE_HEADER + 16 * i;
-      const loc = getU64(v, at + 8);
-      if (loc === 0) return 0;
-      if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return loc;
-    }
-    return 0;
+  indexLookup(tag: Fingerprint): number | Promise<number> {
+    const no = this.indexPageNo(tag);
+    const page = this.cache.hit(no);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => probe(p, tag));
+    return probe(page, tag);
   }
 
   /** Insert or replace; a full page evicts the entry at the home slot (the index is advisory). */
-  async indexInsert(tag: Fingerprint, loc: number): Promise<void> {
-    const page = await this.indexPage(tag);
+  indexInsert(tag: Fingerprint, loc: number): Promise<void> | undefined {
+    const no = this.indexPageNo(tag);
+    const page = this.cache.hit(no);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => this.insertInto(p, tag, loc));
+    this.insertInto(page, tag, loc);
+    return undefined;
+  }
+
+  private insertInto(page: Page, tag: Fingerprint, loc: number): void {
     const v = page.view;
     const home = tag.lo % INDEX_ENTRIES;
     let target = home;
@@ -205,4 +237,16 @@ export class Metadata {
     setU64(v, at + 8, loc);
     this.cache.markDirty(page);
   }
+}
+
+/** The location an index page holds for `tag`, or 0. */
+function probe(page: Page, tag: Fingerprint): number {
+  const v = page.view;
+  for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+    const at = PAGE_HEADER + 16 * i;
+    const loc = getU64(v, at + 8);
+    if (loc === 0) return 0;
+    if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return loc;
+  }
+  return 0;
 }

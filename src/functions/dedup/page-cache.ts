@@ -34,6 +34,8 @@ const TYPE_NAME: Record<PageType, string> = {
 export class PageCache {
   private readonly pages = new Map<number, Page>(); // insertion order = LRU order
   private dirty = new Set<Page>();
+  /** Dirty pages per type (checked for every write chunk: no scan of the dirty set). */
+  private readonly dirtyByType = [0, 0, 0, 0];
   /** Pages being read: a second request for one waits for the same read (never two copies). */
   private readonly loading = new Map<number, Promise<Page>>();
   hits = 0;
@@ -54,9 +56,7 @@ export class PageCache {
 
   /** Dirty pages of one type. */
   dirtyOfType(type: PageType): number {
-    let n = 0;
-    for (const p of this.dirty) if (p.type === type) n++;
-    return n;
+    return this.dirtyByType[type] ?? 0;
   }
 
   /** Whether the page is cached and changed since the last commit. */
@@ -67,6 +67,16 @@ export class PageCache {
   /** The page if it is cached, without waiting for a read (a hint: no hit counted). */
   peek(no: number): Page | undefined {
     return this.pages.get(no);
+  }
+
+  /** The page if it is cached, counted as a hit (the synchronous fast path of `get`). */
+  hit(no: number): Page | undefined {
+    const p = this.pages.get(no);
+    if (p) {
+      this.hits++;
+      p.hot = true;
+    }
+    return p;
   }
 
   get(no: number, type: PageType): Promise<Page> {
@@ -112,8 +122,11 @@ export class PageCache {
       if (page.state === 'clean') page.state = 'unwritten';
       return;
     }
-    page.state = 'dirty';
-    this.dirty.add(page);
+    if (page.state !== 'dirty') {
+      page.state = 'dirty';
+      this.dirty.add(page);
+      this.dirtyByType[page.type]!++;
+    }
   }
 
   /** The pages the next journal commit must carry. */
@@ -124,8 +137,8 @@ export class PageCache {
   /** After the journal commit is durable, the pages may go home whenever convenient. */
   markCommitted(pages: Page[]): void {
     for (const p of pages) {
+      if (this.dirty.delete(p)) this.dirtyByType[p.type]!--;
       p.state = 'unwritten';
-      this.dirty.delete(p);
     }
   }
 
@@ -138,6 +151,11 @@ export class PageCache {
    * Evict until the cache is within capacity, oldest first; a page used since it was
    * last looked at gets a second chance (moves to the young end); dirty pages stay.
    */
+  /** Whether trim() has anything to do (checked per request, so most requests skip the call). */
+  get overCapacity(): boolean {
+    return this.pages.size > this.capacity;
+  }
+
   async trim(): Promise<void> {
     if (this.pages.size <= this.capacity) return;
     for (let pass = 0; pass < 2 && this.pages.size > this.capacity; pass++) {
@@ -162,6 +180,7 @@ export class PageCache {
   drop(): void {
     this.pages.clear();
     this.dirty.clear();
+    this.dirtyByType.fill(0);
   }
 
   /**

@@ -36,6 +36,9 @@ export interface Prepared {
   fragments: Array<Uint8Array | null | undefined>;
 }
 
+/** A number key for a fingerprint (53 of its 64 bits): a hint only, every match is byte-compared or re-checked. */
+const keyOf = (tag: Fingerprint): number => (tag.hi >>> 0) * 2097152 + (tag.lo >>> 11);
+
 export const isZero = (b: Uint8Array): boolean => {
   const w = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2); // callers pass 4 KiB-aligned views
   for (let i = 0; i < w.length; i++) if (w[i] !== 0) return false;
@@ -61,7 +64,7 @@ export class Planner {
     const tags: Array<Fingerprint | null> = new Array(n).fill(null);
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
     const compress: number[] = [];
-    const seen = this.dedup ? new Set<string>() : null;
+    const seen = this.dedup ? new Set<number>() : null;
     const t0 = performance.now();
     let hashed = 0;
     for (let i = 0; i < n; i++) {
@@ -71,7 +74,7 @@ export class Planner {
         const tag = this.hasher(blocks[i]!);
         tags[i] = tag;
         hashed++;
-        const key = `${tag.hi}:${tag.lo}`;
+        const key = keyOf(tag);
         if (seen.has(key) || this.meta.indexHas(tag)) continue; // a likely duplicate
         seen.add(key);
       }
@@ -97,7 +100,7 @@ export class Planner {
   /** Step 2: classify every block (zero, duplicate, new) without changing anything. */
   async plan(p: Prepared): Promise<Plan[]> {
     const plans: Plan[] = [];
-    const seen = new Map<string, number>(); // duplicates inside this chunk
+    const seen = new Map<number, number>(); // duplicates inside this chunk
     for (let i = 0; i < p.blocks.length; i++) {
       const data = p.blocks[i]!;
       if (p.zero[i]) {
@@ -106,14 +109,17 @@ export class Planner {
       }
       const tag = p.tags[i]!;
       if (tag) {
-        const key = `${tag.hi}:${tag.lo}`;
+        const key = keyOf(tag);
         const earlier = seen.get(key);
         if (earlier !== undefined && sameBytes(p.blocks[earlier]!, data)) {
           plans.push({ kind: 'sameAs', index: earlier });
           continue;
         }
-        const candidate = await this.meta.indexLookup(tag);
-        if (candidate !== 0 && (await this.store.verifyCandidate(candidate, data))) {
+        let candidate = this.meta.indexLookup(tag);
+        if (typeof candidate !== 'number') candidate = await candidate;
+        let same = candidate !== 0 && this.store.verifyCandidate(candidate, data);
+        if (typeof same !== 'boolean') same = await same;
+        if (same) {
           plans.push({ kind: 'dup', loc: candidate });
           continue;
         }

@@ -16,7 +16,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { BLOCK, type Compression } from './format.ts';
-import { codecFor, MAX_FRAGMENT } from './fragments.ts';
+import { codecFor, keepFragment, MAX_FRAGMENT } from './fragments.ts';
 
 /** Blocks per message, at most: 512 KiB in, 1 MiB of shared buffers per worker. */
 export const MAX_BATCH = 128;
@@ -171,7 +171,7 @@ export class CompressPool {
       const it = items[i]!;
       it.job.micros += micros / items.length;
       it.job.offloaded++;
-      it.job.out[it.index] = len > 0 ? slot.output.slice(i * MAX_FRAGMENT, i * MAX_FRAGMENT + len) : null;
+      it.job.out[it.index] = len > 0 ? keepFragment(slot.output.subarray(i * MAX_FRAGMENT, i * MAX_FRAGMENT + len)) : null;
       if (--it.job.left === 0) it.job.resolve();
     }
     if (this.queue.length > 0) this.send(slot);

@@ -281,7 +281,7 @@ export class DedupVolume extends BlockDeviceBase {
     if (this.broken) throw volumeBroken(this.broken);
     try {
       const result = await fn();
-      await this.cache.trim();
+      if (this.cache.overCapacity) await this.cache.trim();
       return result;
     } catch (err) {
       if (isUnsafe(err)) {

@@ -26,18 +26,31 @@ import { noSpace } from '../../util/errors.ts';
 import { BLOCK, LocKind, PageType, encodeLoc, locPba, sealPage } from './format.ts';
 import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
-import type { DataStore } from './data-store.ts';
+import type { DataStore, RawClaim } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
 import type { Plan, Planner, Prepared } from './planner.ts';
-import { ApplyGate, Mutex, RangeLock, unsafe } from './lock.ts';
+import { ApplyGate, Mutex, RangeLock, unsafe, unsafeError } from './lock.ts';
 import { volumeBroken } from './errors.ts';
 
 type Outcome = 'done' | 'space' | 'pages';
+
+/** Chunks of one request in flight at once (bounds what one large request holds: prepared fragments, claims). */
+const CHUNK_WINDOW = 4;
+
+/** 4 KiB views of a chunk. */
+function blocksOf(data: Uint8Array): Uint8Array[] {
+  const n = data.byteLength / BLOCK;
+  const blocks: Uint8Array[] = new Array(n);
+  for (let i = 0; i < n; i++) blocks[i] = data.subarray(i * BLOCK, (i + 1) * BLOCK);
+  return blocks;
+}
 
 export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
   private readonly mutex = new Mutex();
+  /** Phase 2's list of replaced locations (phase 2 runs under the mutex: one at a time). */
+  private readonly olds: number[] = [];
   /** Dirty pages that windows past phase 1 may still add in phase 2 (map pages, replaced blocks' refcount pages). */
   private reservedPages = 0;
   /** Group commit: flushes asked for, flushes a finished commit covers, the commit running. */
@@ -74,19 +87,36 @@ export class Writer {
       if ((offset + buf.byteLength) % BLOCK !== 0) await this.store.readBlock(endBlock - 1, data.subarray(data.length - BLOCK));
       data.set(buf, offset - first * BLOCK);
     }
-    for (let lbn = first; lbn < endBlock; lbn += this.chunkBlocks) {
-      const n = Math.min(this.chunkBlocks, endBlock - lbn);
-      await this.writeChunk(data.subarray((lbn - first) * BLOCK, (lbn - first + n) * BLOCK), lbn);
-    }
+    // The chunks of one request cover different blocks, so up to CHUNK_WINDOW of them are
+    // in flight at once, as different requests' chunks are: one chunk's hashing and
+    // compression (in the pool) overlap another's metadata steps and data write, and a
+    // large write keeps several backing writes in flight.
+    const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
+    if (chunks === 1) return this.writeChunk(await this.planner.prepare(blocksOf(data)), first);
+    let nextChunk = 0;
+    let failure: unknown = null;
+    const lane = async (): Promise<void> => {
+      while (nextChunk < chunks && failure === null) {
+        const lbn = first + nextChunk++ * this.chunkBlocks;
+        const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
+        try {
+          await this.writeChunk(await this.planner.prepare(blocksOf(view)), lbn);
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+    };
+    const lanes: Promise<void>[] = [];
+    for (let k = 0; k < Math.min(CHUNK_WINDOW, chunks); k++) lanes.push(lane());
+    await Promise.all(lanes);
+    if (failure !== null) throw failure;
   }
 
-  private async writeChunk(data: Uint8Array, firstLbn: number): Promise<void> {
-    const count = data.byteLength / BLOCK;
-    const blocks = Array.from({ length: count }, (_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK));
-    const prepared = await this.planner.prepare(blocks);
+  private async writeChunk(prepared: Prepared, firstLbn: number): Promise<void> {
     let retried = false;
     for (;;) {
-      await this.gate.enter();
+      const entering = this.gate.enter();
+      if (entering) await entering;
       let outcome: Outcome;
       try {
         outcome = await this.apply(prepared, firstLbn, retried);
@@ -125,27 +155,34 @@ export class Writer {
   private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
-    const up = await this.mutex.run(async () => {
+    // The metadata steps take the mutex directly (no closure, Promise or async frame per
+    // step when it is free: this runs for every request).
+    const locking = this.mutex.lock();
+    if (locking) await locking;
+    let up: Awaited<ReturnType<Writer['referencesUp']>>;
+    let rest: number;
+    try {
       this.alive();
-      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages' as const;
+      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages';
       const plans = await this.planner.plan(prepared);
       const need = this.planner.spaceNeeded(plans);
       if (need > meta.freeBlocks()) {
-        if (!retried && meta.pendingFree.size > 0) return 'space' as const;
+        if (!retried && meta.pendingFree.size > 0) return 'space';
         throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
       }
-      return unsafe(async () => {
-        const up = await this.referencesUp(plans);
+      try {
+        up = await this.referencesUp(plans, prepared);
         this.store.writeSeals(); // the packed blocks this chunk filled, together
-        const rest = await this.phase2Pages(firstLbn, count);
+        rest = await this.phase2Pages(firstLbn, count);
         this.reservedPages += rest;
-        return { ...up, rest };
-      });
-    });
-    if (typeof up === 'string') return up;
-    const { plans, locs, rawAt, waitFor, rest } = up;
+      } catch (err) {
+        throw unsafeError(err);
+      }
+    } finally {
+      this.mutex.unlock();
+    }
     try {
-      return await this.dataAndPhase2(prepared, firstLbn, plans, locs, rawAt, waitFor);
+      return await this.dataAndPhase2(prepared, firstLbn, up.plans, up.locs, up.claim, up.waitFor);
     } finally {
       this.reservedPages -= rest;
     }
@@ -153,15 +190,25 @@ export class Writer {
 
   /** Pages phase 2 will dirty that are not dirty yet: the map pages of the range, the replaced blocks' refcount pages. */
   private async phase2Pages(firstLbn: number, count: number): Promise<number> {
-    const pages = new Set<number>();
-    for (let i = 0; i < count; i++) {
-      pages.add(this.meta.mapPageOf(firstLbn + i));
-      const old = await this.meta.getLoc(firstLbn + i);
-      if (old !== 0 && !this.meta.locProblem(old)) pages.add(this.meta.refPageOf(locPba(old)));
-    }
+    const meta = this.meta;
     let n = 0;
-    for (const no of pages) if (!this.cache.isDirty(no)) n++;
-    return n;
+    let lastMap = -1;
+    let refPages: number[] | null = null;
+    for (let i = 0; i < count; i++) {
+      const mapNo = meta.mapPageOf(firstLbn + i);
+      if (mapNo !== lastMap) {
+        lastMap = mapNo;
+        if (!this.cache.isDirty(mapNo)) n++;
+      }
+      let old = meta.getLoc(firstLbn + i);
+      if (typeof old !== 'number') old = await old;
+      if (old === 0 || meta.locProblem(old)) continue;
+      const refNo = meta.refPageOf(locPba(old));
+      if (this.cache.isDirty(refNo)) continue;
+      refPages ??= [];
+      if (!refPages.includes(refNo)) refPages.push(refNo); // a handful per chunk at most
+    }
+    return n + (refPages?.length ?? 0);
   }
 
   private async dataAndPhase2(
@@ -169,16 +216,17 @@ export class Writer {
     firstLbn: number,
     plans: Plan[],
     locs: number[],
-    rawAt: number[],
+    claim: RawClaim,
     waitFor: Promise<void>[],
   ): Promise<Outcome> {
     const meta = this.meta;
     const count = prepared.blocks.length;
-    const rawPbas = rawAt.map((i) => locPba(locs[i]!));
     try {
       // Our raw blocks, and any block we share whose write (another request's) is still in flight.
-      await Promise.all([this.store.writeRaw(rawAt.map((i, k) => ({ pba: rawPbas[k]!, data: prepared.blocks[i]! }))), ...waitFor]);
+      if (waitFor.length === 0) await this.store.writeRaw(claim);
+      else await Promise.all([this.store.writeRaw(claim), ...waitFor]);
     } catch (err) {
+      const rawPbas = claim.items.map((it) => it.pba);
       // Nothing maps the new blocks, and a block whose write failed is refused to everyone
       // (DataStore.inflight): take back every reference this chunk took.
       await this.mutex.run(() =>
@@ -189,19 +237,33 @@ export class Writer {
       );
       throw err;
     }
-    await this.mutex.run(() =>
-      unsafe(async () => {
-        this.alive();
-        const olds: number[] = [];
-        for (let i = 0; i < count; i++) {
-          const old = await meta.getLoc(firstLbn + i);
-          olds.push(old);
-          if (old !== locs[i]) await meta.setLoc(firstLbn + i, locs[i]!);
-          this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+    const locking = this.mutex.lock();
+    if (locking) await locking;
+    try {
+      this.alive();
+      const olds = this.olds;
+      olds.length = 0;
+      for (let i = 0; i < count; i++) {
+        let old = meta.getLoc(firstLbn + i);
+        if (typeof old !== 'number') old = await old;
+        olds.push(old);
+        if (old !== locs[i]) {
+          const w = meta.setLoc(firstLbn + i, locs[i]!);
+          if (w) await w;
         }
-        for (const old of olds) if (old !== 0 && !meta.locProblem(old)) await meta.decRef(locPba(old));
-      }),
-    );
+        this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+      }
+      for (let i = 0; i < olds.length; i++) {
+        const old = olds[i]!;
+        if (old === 0 || meta.locProblem(old)) continue;
+        const w = meta.decRef(locPba(old));
+        if (w) await w;
+      }
+    } catch (err) {
+      throw unsafeError(err);
+    } finally {
+      this.mutex.unlock();
+    }
     this.planner.count(plans);
     return 'done';
   }
@@ -212,24 +274,33 @@ export class Writer {
    * the open packer drops its own reference, and a candidate in it must not be freed),
    * then fragments, then duplicates inside the chunk.
    */
-  private async referencesUp(plans: Plan[]): Promise<{ plans: Plan[]; locs: number[]; rawAt: number[]; waitFor: Promise<void>[] }> {
+  private async referencesUp(
+    plans: Plan[],
+    prepared: Prepared,
+  ): Promise<{ plans: Plan[]; locs: number[]; claim: RawClaim; waitFor: Promise<void>[] }> {
     const meta = this.meta;
     const count = plans.length;
     const locs: number[] = new Array(count).fill(0);
     const rawAt: number[] = [];
+    const raw: Array<{ pba: number; data: Uint8Array }> = [];
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind === 'new' && !p.fragment) {
-        locs[i] = encodeLoc(LocKind.Raw, await meta.allocate(1, 1));
+        let pba = meta.allocate(1, 1);
+        if (typeof pba !== 'number') pba = await pba;
+        locs[i] = encodeLoc(LocKind.Raw, pba);
         rawAt.push(i);
+        raw.push({ pba, data: prepared.blocks[i]! });
       }
     }
+    const claim = this.store.claimRaw(raw); // visible to concurrent writes before the mutex is released
     const waitFor: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'dup') continue;
       locs[i] = p.loc;
-      await meta.incRef(locPba(p.loc));
+      const w = meta.incRef(locPba(p.loc));
+      if (w) await w;
       const f = this.store.inflight.get(locPba(p.loc));
       if (f) waitFor.push(f.done);
     }
@@ -237,21 +308,30 @@ export class Writer {
     // same bytes share them (verified against DataStore.inflight).
     for (const i of rawAt) {
       const p = plans[i]!;
-      if (p.kind === 'new' && p.tag) await meta.indexInsert(p.tag, locs[i]!);
+      if (p.kind === 'new' && p.tag) {
+        const w = meta.indexInsert(p.tag, locs[i]!);
+        if (w) await w;
+      }
     }
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'new' || !p.fragment) continue;
-      locs[i] = await this.store.pack(p.fragment);
-      if (p.tag) await meta.indexInsert(p.tag, locs[i]!); // the fragment is readable at once (packer, sealing)
+      let loc = this.store.pack(p.fragment);
+      if (typeof loc !== 'number') loc = await loc;
+      locs[i] = loc;
+      if (p.tag) {
+        const w = meta.indexInsert(p.tag, loc); // the fragment is readable at once (packer, sealing)
+        if (w) await w;
+      }
     }
     for (let i = 0; i < count; i++) {
       const p = plans[i]!;
       if (p.kind !== 'sameAs') continue;
       locs[i] = locs[p.index]!;
-      await meta.incRef(locPba(locs[i]!));
+      const w = meta.incRef(locPba(locs[i]!));
+      if (w) await w;
     }
-    return { plans, locs, rawAt, waitFor };
+    return { plans, locs, claim, waitFor };
   }
 
   /** Unmap whole blocks [first, last): they read as zeroes. */
@@ -259,7 +339,8 @@ export class Writer {
     const meta = this.meta;
     for (let lbn = first; lbn < last; ) {
       const end = Math.min(last, lbn + this.chunkBlocks);
-      await this.gate.enter();
+      const entering = this.gate.enter();
+      if (entering) await entering;
       let done: boolean;
       try {
         done = await this.mutex.run(async () => {
