@@ -20,9 +20,14 @@ import { closeSync, openSync, readSync } from 'node:fs';
 const SAMPLE_MS = 5;
 /** Smoothing of the run-delay share (per sample). */
 const ALPHA = 0.25;
-/** Contended above this share of wall time spent waiting for a CPU; uncontended again below OFF. */
-const ON = 0.2;
-const OFF = 0.08;
+/**
+ * Contended above this share of wall time spent waiting for a CPU; uncontended
+ * again below OFF. Two spinners sharing a core while the client runs on the
+ * other (queue depth 1: each waits on the next's event) see up to ~0.2; three
+ * threads with real work and a spinner on 2 cores (queue depth 32) see 0.5.
+ */
+const ON = 0.35;
+const OFF = 0.15;
 
 export class CoreContention {
   private fd: number;
