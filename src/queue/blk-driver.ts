@@ -14,7 +14,7 @@ import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
-import { CoreContention } from './contention.ts';
+import { CoreContention, type ContentionMeter } from './contention.ts';
 import {
   BLK_HEADER_BYTES,
   Ctl,
@@ -57,9 +57,10 @@ export interface VirtioBlkDriverOptions {
   idlePoll?: boolean;
   /**
    * Adaptive mode: sleep at once instead of spinning while other threads want
-   * this core (CoreContention). Default true; false spins by the budget alone.
+   * this core. Default: a CoreContention on this thread; false spins by the
+   * budget alone.
    */
-  measureContention?: boolean;
+  contention?: ContentionMeter | false;
 }
 
 export interface VirtioBlkDriverStats {
@@ -151,7 +152,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
    */
   private readonly viewCache = new Map<number, Uint8Array>();
   /** Adaptive: whether other threads want this core, so spinning would take it from them. */
-  private readonly contention: CoreContention | null;
+  private readonly contention: ContentionMeter | null;
   private sleptAt = 0;
   private lastActivity = 0;
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
@@ -193,7 +194,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     // poll/adaptive: we spin on the used ring, so tell the device not to call us.
     // notify: never set it (every completion is signalled).
     Atomics.store(this.views.u16, this.views.availFlags, this.sleeps() ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
-    this.contention = this.mode === 'adaptive' && options.measureContention !== false ? new CoreContention() : null;
+    this.contention = this.mode !== 'adaptive' || options.contention === false ? null : (options.contention ?? new CoreContention());
     if (this.idlePoll) this.startLoop();
   }
 

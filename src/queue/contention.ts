@@ -18,6 +18,12 @@ import { closeSync, openSync, readSync } from 'node:fs';
  * Must be made on the thread it measures (thread-self is resolved at open).
  */
 const SAMPLE_MS = 5;
+
+/** What a spinning loop asks before it spins on (CoreContention; tests inject their own). */
+export interface ContentionMeter {
+  contended(now: number): boolean;
+  close(): void;
+}
 /** Smoothing of the run-delay share (per sample). */
 const ALPHA = 0.25;
 /**
@@ -29,7 +35,7 @@ const ALPHA = 0.25;
 const ON = 0.35;
 const OFF = 0.15;
 
-export class CoreContention {
+export class CoreContention implements ContentionMeter {
   private fd: number;
   private readonly buf = Buffer.alloc(96);
   private lastAt = 0;

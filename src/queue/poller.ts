@@ -2,7 +2,7 @@ import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
 import type { IoEngine } from '../storage/engine.ts';
 import { deviceSleeps } from './layout.ts';
-import { CoreContention } from './contention.ts';
+import { CoreContention, type ContentionMeter } from './contention.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue and reaps
@@ -69,7 +69,7 @@ export class Poller {
   private engineSpinning = false;
   readonly counters = { iterations: 0, requests: 0, sleeps: 0, wakeups: 0, completionsPolled: 0, busyPasses: 0, idlePasses: 0, contendedSleeps: 0 };
   /** Made on the thread that runs the loop (the constructor's). */
-  private readonly contention: CoreContention | null;
+  private readonly contention: ContentionMeter | null;
 
   /**
    * Spin on the engine while it has requests in flight: a completion is then a
@@ -83,9 +83,9 @@ export class Poller {
   constructor(
     private readonly spinBudgetUs: number,
     private readonly engine?: IoEngine,
-    options: { spinOnEngine?: boolean; queueBudget?: number; measureContention?: boolean } = {},
+    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false } = {},
   ) {
-    this.contention = options.measureContention === false ? null : new CoreContention();
+    this.contention = options.contention === false ? null : (options.contention ?? new CoreContention());
     this.queueBudget = options.queueBudget ?? QUEUE_BUDGET;
     this.spinOnEngine = (options.spinOnEngine ?? true) && engine?.kind === 'io_uring';
     if (this.spinOnEngine && engine) engine.onBusy = () => this.schedule();
