@@ -14,7 +14,7 @@ function fakeSchedstat(): { path: string; set(delayNs: number): void; done(): vo
   return { path, set, done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-test('a thread that waits for a CPU half of the time becomes contended, and uncontended once it stops waiting', () => {
+test('a thread that waits for a CPU most of the time becomes contended, and uncontended once it stops waiting', () => {
   const f = fakeSchedstat();
   const c = new CoreContention(f.path);
   try {
@@ -22,14 +22,14 @@ test('a thread that waits for a CPU half of the time becomes contended, and unco
     let delay = 0;
     assert.equal(c.contended(now), false);
     const verdicts: boolean[] = [];
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 12; i++) {
       now += 10; // 10 ms of wall time...
-      delay += 5e6; // ...of which 5 ms waiting on a run queue
+      delay += 8e6; // ...of which 8 ms waiting on a run queue
       f.set(delay);
       verdicts.push(c.contended(now));
     }
     assert.equal(verdicts.at(-1), true, `share ${c.runDelayShare}`);
-    assert.equal(verdicts[0], false, 'one sample is not enough (smoothed)');
+    assert.ok(!verdicts.slice(0, 3).includes(true), 'a few samples are not enough (smoothed)');
     for (let i = 0; i < 20; i++) {
       now += 10;
       f.set(delay); // no more waiting
