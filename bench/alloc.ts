@@ -26,6 +26,8 @@ const HOT_BLOCKS = 256;
 
 interface Count {
   bytesPerRequest: number;
+  /** Of which event-loop passes made (Immediate objects): spins, proportional to passes, not requests. */
+  loopBytesPerRequest: number;
   /** The biggest allocation sites: function (file:line) and bytes per request. */
   top: Array<[string, number]>;
 }
@@ -56,7 +58,9 @@ async function count(n: number, run: (n: number) => Promise<void>, warm = true):
   };
   walk(profile.head);
   const top = [...sites].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([k, v]) => [k, v / n] as [string, number]);
-  return { bytesPerRequest: total / n, top };
+  let loop = 0;
+  for (const [k, v] of sites) if (/Immediate|schedule queue\/poller|spinAgain/.test(k)) loop += v;
+  return { bytesPerRequest: total / n, loopBytesPerRequest: loop / n, top };
 }
 
 interface Node {
@@ -112,8 +116,8 @@ async function main(): Promise<void> {
     await worker.terminate();
     await store.closeAll();
 
-    const lines = [`# heap allocated per 4 KiB read (${N} requests, V8 sampling heap profiler, collected objects included)\n`, '| path | bytes per request | biggest sites (bytes per request) |', '|---|---:|---|'];
-    for (const [name, r] of rows) lines.push(`| ${name} | ${r.bytesPerRequest.toFixed(0)} | ${r.top.map(([k, v]) => `${k} ${v.toFixed(0)}`).join('; ')} |`);
+    const lines = [`# heap allocated per 4 KiB read (${N} requests, V8 sampling heap profiler, collected objects included)\n`, '| path | bytes per request | of which loop passes (Immediate) | biggest sites (bytes per request) |', '|---|---:|---:|---|'];
+    for (const [name, r] of rows) lines.push(`| ${name} | ${r.bytesPerRequest.toFixed(0)} | ${r.loopBytesPerRequest.toFixed(0)} | ${r.top.map(([k, v]) => `${k} ${v.toFixed(0)}`).join('; ')} |`);
     console.log(lines.join('\n'));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -14,6 +14,7 @@ import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
+import { CoreContention, type ContentionMeter } from './contention.ts';
 import {
   BLK_HEADER_BYTES,
   Ctl,
@@ -54,6 +55,12 @@ export interface VirtioBlkDriverOptions {
    * flight, so a request arriving on the guest's socket needs no wake-up.
    */
   idlePoll?: boolean;
+  /**
+   * Adaptive mode: sleep at once instead of spinning while other threads want
+   * this core. Default: a CoreContention on this thread; false spins by the
+   * budget alone.
+   */
+  contention?: ContentionMeter | false;
 }
 
 export interface VirtioBlkDriverStats {
@@ -64,6 +71,8 @@ export interface VirtioBlkDriverStats {
   spins: number;
   /** Doorbell waits that ended by the safety timeout with requests outstanding: each one is a lost wake-up. */
   waitTimeouts: number;
+  /** Adaptive: waits that slept at once because other threads wanted this core (see CoreContention). */
+  contendedSleeps: number;
 }
 
 /** Per-head control slot: header at +0, discard/zero segment at +16, status at +32. */
@@ -74,6 +83,8 @@ const SLOT_STATUS = 32;
 const WAIT_TIMEOUT_MS = 1000;
 /** Adaptive mode: how long the driver spins for a completion before it sleeps on the call doorbell. */
 const IN_FLIGHT_SPIN_MS = 2;
+/** Cached data-buffer views at most (one per pool offset in use; reset past this). */
+const VIEW_CACHE_MAX = 1024;
 
 interface Job {
   type: number;
@@ -90,7 +101,9 @@ interface Job {
   resolve: () => void;
   reject: (err: Error) => void;
   // Set on submission:
+  /** The chain's descriptors: [head, data or status, status]; `ndesc` of them in use. */
   descs: number[];
+  ndesc: number;
   buffer: number;
 }
 
@@ -123,13 +136,31 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   private kickScheduled = false;
   /** Fast-path jobs, reused. */
   private readonly jobs: Job[] = [];
+  /** Index of the first job still waiting in `waiting` (a FIFO without Array.shift). */
+  private waitHead = 0;
+  /** The job single() is making a promise for (read by the shared executor). */
+  private executing: Job | null = null;
+  private readonly executor = (resolve: () => void, reject: (err: Error) => void): void => {
+    const job = this.executing!;
+    job.resolve = resolve;
+    job.reject = reject;
+  };
+  /**
+   * Views of the data buffers, per offset: the pool hands the same offsets out
+   * again and again, so copying a read out needs no new Uint8Array. Bounded by
+   * the pool's granules in use; reset when it grows past VIEW_CACHE_MAX.
+   */
+  private readonly viewCache = new Map<number, Uint8Array>();
+  /** Adaptive: whether other threads want this core, so spinning would take it from them. */
+  private readonly contention: ContentionMeter | null;
+  private sleptAt = 0;
   private lastActivity = 0;
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
   private refusal: StorvisorError = shutDown('queue driver');
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
   private rmwTail: Promise<void> = Promise.resolve();
   private readonly idlePoll: boolean;
-  private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0 };
+  private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0, contendedSleeps: 0 };
 
   constructor(options: VirtioBlkDriverOptions) {
     super();
@@ -163,6 +194,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     // poll/adaptive: we spin on the used ring, so tell the device not to call us.
     // notify: never set it (every completion is signalled).
     Atomics.store(this.views.u16, this.views.availFlags, this.sleeps() ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT);
+    this.contention = this.mode !== 'adaptive' || options.contention === false ? null : (options.contention ?? new CoreContention());
     if (this.idlePoll) this.startLoop();
   }
 
@@ -221,11 +253,11 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     job.dataBytes = bytes;
     job.src = src;
     job.dst = dst;
-    return new Promise<void>((resolve, reject) => {
-      job.resolve = resolve;
-      job.reject = reject;
-      this.submit(job);
-    });
+    this.executing = job;
+    const done = new Promise<void>(this.executor);
+    this.executing = null;
+    this.submit(job);
+    return done;
   }
 
   private async pwriteSlow(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
@@ -283,6 +315,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   close(): void {
     if (this.closed) return;
     this.failAll(shutDown('queue driver'));
+    this.contention?.close();
     // Wake our own doorbell wait so the loop sees `closed` and exits now.
     wakeDoorbell(this.views, Ctl.call);
   }
@@ -339,9 +372,9 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     return run;
   }
 
-  private enqueue(spec: Omit<Job, 'resolve' | 'reject' | 'descs' | 'buffer'>): Promise<void> {
+  private enqueue(spec: Omit<Job, 'resolve' | 'reject' | 'descs' | 'ndesc' | 'buffer'>): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.submit({ ...spec, resolve, reject, descs: [], buffer: -1 });
+      this.submit({ ...spec, resolve, reject, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
     });
   }
 
@@ -352,6 +385,11 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       this.failAll(ioError('queue is broken'));
       return job.reject(this.refusal);
     }
+    // Nothing waiting ahead of it (the usual case): place it at once, no FIFO round trip.
+    if (this.waitHead === this.waiting.length && this.place(job)) {
+      this.publish(1);
+      return;
+    }
     this.waiting.push(job);
     this.pump();
   }
@@ -359,27 +397,40 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   /** Submit waiting jobs in FIFO order while descriptors and buffer space last; publish and kick once. */
   private pump(): void {
     let submitted = 0;
-    while (this.waiting.length > 0) {
-      const job = this.waiting[0]!;
-      const need = job.dataBytes > 0 ? 3 : 2;
-      if (this.freeDescs.length < need) break;
-      let buffer = -1;
-      if (job.dataBytes > 0) {
-        const at = this.pool.alloc(job.dataBytes);
-        if (at === null) break;
-        buffer = at;
-      }
-      this.waiting.shift();
-      job.buffer = buffer;
-      for (let i = 0; i < need; i++) job.descs.push(this.freeDescs.pop()!);
-      this.writeChain(job);
-      this.inflight[job.descs[0]!] = job;
-      this.inflightCount++;
-      // Plain store of the ring entry; made visible by the idx store below.
-      this.views.u16[this.views.availRing(this.availIdx & (this.n - 1))] = job.descs[0]!;
-      this.availIdx = (this.availIdx + 1) & 0xffff;
+    while (this.waitHead < this.waiting.length) {
+      if (!this.place(this.waiting[this.waitHead]!)) break;
+      this.waiting[this.waitHead++] = undefined as unknown as Job;
       submitted++;
     }
+    // Emptied: start over at index 0 (the array keeps its storage).
+    if (this.waitHead === this.waiting.length && this.waitHead > 0) this.waiting.length = this.waitHead = 0;
+    this.publish(submitted);
+  }
+
+  /** Take descriptors and a data buffer for the job and write its chain and ring entry (not yet published); false if either is short. */
+  private place(job: Job): boolean {
+    const need = job.dataBytes > 0 ? 3 : 2;
+    if (this.freeDescs.length < need) return false;
+    let buffer = -1;
+    if (job.dataBytes > 0) {
+      const at = this.pool.alloc(job.dataBytes);
+      if (at === null) return false;
+      buffer = at;
+    }
+    job.buffer = buffer;
+    for (let i = 0; i < need; i++) job.descs[i] = this.freeDescs.pop()!;
+    job.ndesc = need;
+    this.writeChain(job);
+    this.inflight[job.descs[0]!] = job;
+    this.inflightCount++;
+    // Plain store of the ring entry; made visible by the idx store in publish().
+    this.views.u16[this.views.availRing(this.availIdx & (this.n - 1))] = job.descs[0]!;
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    return true;
+  }
+
+  /** Make placed entries visible with one avail.idx store; kick once per tick if the device sleeps. */
+  private publish(submitted: number): void {
     if (submitted === 0) return;
     this.counters.submitted += submitted;
     this.lastActivity = performance.now();
@@ -392,7 +443,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       // Requests published in the same tick (chunks of one large I/O, concurrent
       // callers) share one kick: it goes when this tick's code is done.
       this.kickScheduled = true;
-      queueMicrotask(this.kickBound);
+      void SETTLED.then(this.kickBound); // a microtask without queueMicrotask's AsyncResource
     }
     this.startLoop();
   }
@@ -424,13 +475,15 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       headerLen += SLOT_SEGMENT;
     }
     u8[slot + SLOT_STATUS] = 0xff; // not a valid status: a device that skips it is detected
-    const [d0, d1, d2] = job.descs as [number, number, number | undefined];
+    const d0 = job.descs[0]!;
+    const d1 = job.descs[1]!;
+    const d2 = job.descs[2]!;
     if (job.dataBytes > 0) {
       if (job.src) u8.set(job.src, job.buffer);
-      else if (job.fill) job.fill(u8.subarray(job.buffer, job.buffer + job.dataBytes));
+      else if (job.fill) job.fill(this.dataView(job.buffer, job.dataBytes));
       this.writeDesc(d0, slot, headerLen, VIRTQ_DESC_F_NEXT, d1);
-      this.writeDesc(d1, job.buffer, job.dataBytes, VIRTQ_DESC_F_NEXT | (job.type === VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), d2!);
-      this.writeDesc(d2!, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+      this.writeDesc(d1, job.buffer, job.dataBytes, VIRTQ_DESC_F_NEXT | (job.type === VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), d2);
+      this.writeDesc(d2, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
     } else {
       this.writeDesc(d0, slot, headerLen, VIRTQ_DESC_F_NEXT, d1);
       this.writeDesc(d1, slot + SLOT_STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
@@ -481,10 +534,10 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     const status = this.views.u8[this.slotBase + job.descs[0]! * SLOT_BYTES + SLOT_STATUS]!;
     let error: Error | null = null;
     if (status === VIRTIO_BLK_S_OK) {
-      if (job.dst) job.dst.set(this.views.u8.subarray(job.buffer, job.buffer + job.dataBytes));
+      if (job.dst) job.dst.set(this.dataView(job.buffer, job.dataBytes));
       else if (job.extract) {
         try {
-          job.extract(this.views.u8.subarray(job.buffer, job.buffer + job.dataBytes));
+          job.extract(this.dataView(job.buffer, job.dataBytes));
         } catch (err) {
           error = err as Error;
         }
@@ -492,8 +545,8 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     } else if (status === VIRTIO_BLK_S_UNSUPP) error = notSupported(`virtio-blk request type ${job.type} unsupported by the device`);
     else error = ioError(`virtio-blk request type ${job.type} at sector ${job.sector} failed (status ${status})`);
     if (job.buffer >= 0) this.pool.release(job.buffer, job.dataBytes);
-    for (const d of job.descs) this.freeDescs.push(d);
-    job.descs.length = 0;
+    for (let i = 0; i < job.ndesc; i++) this.freeDescs.push(job.descs[i]!);
+    job.ndesc = 0;
     const { resolve, reject } = job;
     if (job.dst !== undefined || job.src !== undefined) {
       // A fast-path job: back to the pool.
@@ -514,73 +567,99 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       job.reject(err);
     }
     this.inflightCount = 0;
-    for (const job of this.waiting.splice(0)) job.reject(err);
+    const waiting = this.waiting.splice(this.waitHead);
+    this.waiting.length = this.waitHead = 0;
+    for (const job of waiting) job.reject(err);
     if (!this.closed) {
       this.closed = true;
       this.refusal = err;
     }
   }
 
+  /** A view of a data buffer (cached per offset: the pool reuses offsets). */
+  private dataView(at: number, bytes: number): Uint8Array {
+    const cached = this.viewCache.get(at);
+    if (cached !== undefined && cached.byteLength === bytes) return cached;
+    if (this.viewCache.size >= VIEW_CACHE_MAX) this.viewCache.clear();
+    const view = this.views.u8.subarray(at, at + bytes);
+    this.viewCache.set(at, view);
+    return view;
+  }
+
+  /**
+   * The completion loops are callbacks (a bound function per mode, rescheduled
+   * with setImmediate), not async loops: a spin costs one Immediate, not a
+   * promise, a closure and an async frame.
+   */
   private startLoop(): void {
     if (this.loopRunning || this.closed) return;
     this.loopRunning = true;
-    const loop = driverSpins(this.mode) ? this.pollLoop() : this.sleeps() ? this.notifyLoop() : this.adaptiveLoop();
-    loop.finally(() => {
-      this.loopRunning = false;
-      // A submission that raced with the loop's exit must still be reaped.
-      if ((this.inflightCount > 0 || this.idlePoll) && !this.closed) this.startLoop();
-    });
+    if (driverSpins(this.mode)) this.pollPass();
+    else if (this.sleeps()) this.notifyPass();
+    else this.adaptivePass();
   }
 
-  /** poll: spin on the used ring through setImmediate (the worker's sockets keep being served); stop when idle. */
-  private async pollLoop(): Promise<void> {
-    while ((this.inflightCount > 0 || this.idlePoll) && !this.closed) {
-      if (this.reap() === 0) {
-        this.counters.spins++;
-        yieldCpu();
-        await nextTurn();
-      }
-    }
+  private loopEnded(): void {
+    this.loopRunning = false;
   }
+
+  /** Give the core away, then come back on the next event-loop turn (the worker's sockets are served between). */
+  private spinAgain(pass: () => void): void {
+    this.counters.spins++;
+    yieldCpu();
+    setImmediate(pass);
+  }
+
+  /** poll: spin on the used ring; stop when nothing is in flight (unless idle=poll). */
+  private readonly pollPass = (): void => {
+    for (;;) {
+      if (this.closed || (this.inflightCount === 0 && !this.idlePoll)) return this.loopEnded();
+      if (this.reap() === 0) break;
+    }
+    this.spinAgain(this.pollPass);
+  };
 
   /** notify: sleep on the call doorbell between completions. */
-  private async notifyLoop(): Promise<void> {
+  private readonly notifyPass = (): void => {
     while (this.inflightCount > 0 && !this.closed) {
       // Snapshot the doorbell before re-checking used.idx: a call after the check changes it.
       const seen = Atomics.load(this.views.ctl, Ctl.call);
       if (this.reap() > 0) continue;
       this.counters.interruptsWaited++;
-      if (!(await waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS)) && !this.closed) this.counters.waitTimeouts++;
+      void waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS).then(this.notifyWoke);
+      return;
     }
-  }
+    this.loopEnded();
+  };
 
-  /** adaptive: spin for the budget after the last activity, then arm the call doorbell and sleep. */
+  private readonly notifyWoke = (woken: boolean): void => {
+    if (!woken && !this.closed) this.counters.waitTimeouts++;
+    this.notifyPass();
+  };
+
   /**
    * adaptive: spin while requests are in flight (their completions are due
-   * within a disk access: measured on 2 cores, a driver that spins then beats
-   * one that sleeps in every row), for at most IN_FLIGHT_SPIN_MS; after the
-   * last completion keep the loop turning for the spin budget, so a request
-   * that arrives on the guest's socket right away (a client at queue depth 1)
+   * within a disk access), for at most IN_FLIGHT_SPIN_MS; after the last
+   * completion keep the loop turning for the spin budget, so a request that
+   * arrives on the guest's socket right away (a client at queue depth 1)
    * finds a thread that is not asleep (haltpoll's idea); then let it sleep.
+   * Whenever other threads want this core (CoreContention: this thread's own
+   * run delay while it spins and yields), spinning would take the core from
+   * work that produces its next event: it arms the call doorbell and sleeps
+   * at once instead, and lets the event loop sleep when idle.
    */
-  private async adaptiveLoop(): Promise<void> {
+  private readonly adaptivePass = (): void => {
     const { u16 } = this.views;
     while (!this.closed) {
       if (this.reap() > 0) continue;
-      const since = performance.now() - this.lastActivity;
+      const now = performance.now();
+      const since = now - this.lastActivity;
+      const contended = this.contention !== null && this.contention.contended(now);
       if (this.inflightCount === 0) {
-        if (since >= this.spinBudget.ms) return; // idle past the budget: the event loop may sleep
-        this.counters.spins++;
-        yieldCpu();
-        await nextTurn();
-        continue;
+        if (contended || since >= this.spinBudget.ms) return this.loopEnded(); // the event loop may sleep
+        return this.spinAgain(this.adaptivePass);
       }
-      if (since < Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS)) {
-        this.counters.spins++;
-        yieldCpu();
-        await nextTurn();
-        continue;
-      }
+      if (!contended && since < Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS)) return this.spinAgain(this.adaptivePass);
       // Arm: clear NO_INTERRUPT, snapshot the doorbell, then re-check the used
       // ring. The device stores used.idx before loading avail.flags, so either
       // this re-check sees its completion or it sees the flag clear and calls.
@@ -588,22 +667,32 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       const seen = Atomics.load(this.views.ctl, Ctl.call);
       if (this.reap() === 0 && this.inflightCount > 0) {
         this.counters.interruptsWaited++;
-        const sleptAt = performance.now();
-        if (!(await waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS)) && !this.closed) this.counters.waitTimeouts++;
-        this.spinBudget.slept((performance.now() - sleptAt) * 1000);
+        if (contended) this.counters.contendedSleeps++;
+        this.sleptAt = performance.now();
+        void waitDoorbell(this.views, Ctl.call, seen, WAIT_TIMEOUT_MS).then(this.adaptiveWoke);
+        return;
       }
       Atomics.store(u16, this.views.availFlags, VIRTQ_AVAIL_F_NO_INTERRUPT);
       this.lastActivity = performance.now();
     }
-  }
+    this.loopEnded();
+  };
+
+  private readonly adaptiveWoke = (woken: boolean): void => {
+    if (!woken && !this.closed) this.counters.waitTimeouts++;
+    this.spinBudget.slept((performance.now() - this.sleptAt) * 1000);
+    Atomics.store(this.views.u16, this.views.availFlags, VIRTQ_AVAIL_F_NO_INTERRUPT);
+    this.lastActivity = performance.now();
+    this.adaptivePass();
+  };
 }
 
 const noop = (): void => {};
-const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, resolve: noop, reject: noop, descs: [], buffer: -1 });
+const SETTLED = Promise.resolve();
+const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, resolve: noop, reject: noop, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
 
 const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
 const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Wait for every op (none may still be copying into a caller's buffer), then reject with the first error. */
 async function allOrFirstError(ops: Promise<void>[]): Promise<void> {

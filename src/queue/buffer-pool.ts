@@ -6,6 +6,14 @@
 export class BufferPool {
   /** Free extents as [start, length] pairs, sorted by start, never adjacent. */
   private free: Array<[number, number]>;
+  /**
+   * Released buffers of the last size asked for, kept aside uncoalesced: a
+   * queue of same-sized requests (4 KiB reads) then allocates and releases
+   * with a push and a pop, no extent arrays made or spliced. Given back to the
+   * extent list (and coalesced) whenever first-fit alone cannot serve.
+   */
+  private hotSize = 0;
+  private readonly hot: number[] = [];
 
   constructor(readonly start: number, readonly end: number, readonly granule = 512) {
     this.free = end > start ? [[start, end - start]] : [];
@@ -18,6 +26,15 @@ export class BufferPool {
   /** Offset of a buffer of at least `bytes` (rounded to the granule), or null if none fits now. */
   alloc(bytes: number): number | null {
     const size = this.round(bytes);
+    if (size === this.hotSize && this.hot.length > 0) return this.hot.pop()!;
+    // Another size (or the extents alone cannot serve): everything kept aside goes back first.
+    this.returnHot();
+    const at = this.firstFit(size);
+    if (at !== null) this.hotSize = size;
+    return at;
+  }
+
+  private firstFit(size: number): number | null {
     for (let i = 0; i < this.free.length; i++) {
       const extent = this.free[i]!;
       if (extent[1] < size) continue;
@@ -34,6 +51,20 @@ export class BufferPool {
 
   release(at: number, bytes: number): void {
     const size = this.round(bytes);
+    if (size === this.hotSize) {
+      this.hot.push(at);
+      return;
+    }
+    this.insert(at, size);
+  }
+
+  /** Give the buffers kept aside back to the extent list. */
+  private returnHot(): void {
+    const size = this.hotSize;
+    while (this.hot.length > 0) this.insert(this.hot.pop()!, size);
+  }
+
+  private insert(at: number, size: number): void {
     let i = 0;
     while (i < this.free.length && this.free[i]![0] < at) i++;
     this.free.splice(i, 0, [at, size]);
@@ -52,7 +83,7 @@ export class BufferPool {
 
   /** Bytes currently free (for tests and stats). */
   freeBytes(): number {
-    return this.free.reduce((n, [, len]) => n + len, 0);
+    return this.free.reduce((n, [, len]) => n + len, 0) + this.hot.length * this.hotSize;
   }
 
   private round(bytes: number): number {

@@ -2,6 +2,7 @@ import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
 import type { IoEngine } from '../storage/engine.ts';
 import { deviceSleeps } from './layout.ts';
+import { CoreContention, type ContentionMeter } from './contention.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue and reaps
@@ -14,7 +15,10 @@ import { deviceSleeps } from './layout.ts';
  * - poll: spin forever; the driver is told never to kick (NO_NOTIFY).
  * - adaptive: spin for `spinBudgetUs` after the last request, then arm the
  *   kick doorbell and sleep on it (Atomics.waitAsync); the first kick resumes
- *   spinning. What SPDK's interrupt mode, NAPI and haltpoll do.
+ *   spinning. What SPDK's interrupt mode, NAPI and haltpoll do. While other
+ *   threads want this thread's core (CoreContention: its run delay while it
+ *   spins and yields) an idle adaptive queue sleeps at once: on 2 cores the
+ *   client and the guest need the core an idle spin would take.
  * - notify: never spin; every request is kicked and waited for (the
  *   unoptimised baseline).
  * The engine is reaped on every pass while anything spins; its eventfd
@@ -47,8 +51,13 @@ interface Entry {
   removed: boolean;
 }
 
-/** How long a sleeping queue waits before re-checking by itself (a safety net, not a mechanism). */
-const SLEEP_RECHECK_MS = 1000;
+/**
+ * How long a sleeping queue waits before re-checking by itself: a safety net,
+ * not a mechanism (the arm/re-check protocol cannot lose a kick). Every
+ * sleeping queue's timer wakes the controller's thread, so an idle controller
+ * with four guests woke four times a second at 1 s; at 5 s it is under one.
+ */
+const SLEEP_RECHECK_MS = 5000;
 /** Requests taken from one queue per pass: a queue's worth at QD32, small enough to interleave guests. */
 export const QUEUE_BUDGET = 32;
 
@@ -58,7 +67,9 @@ export class Poller {
   private scheduled = false;
   private stopped = false;
   private engineSpinning = false;
-  readonly counters = { iterations: 0, requests: 0, sleeps: 0, wakeups: 0, completionsPolled: 0, busyPasses: 0, idlePasses: 0 };
+  readonly counters = { iterations: 0, requests: 0, sleeps: 0, wakeups: 0, completionsPolled: 0, busyPasses: 0, idlePasses: 0, contendedSleeps: 0 };
+  /** Made on the thread that runs the loop (the constructor's). */
+  private readonly contention: ContentionMeter | null;
 
   /**
    * Spin on the engine while it has requests in flight: a completion is then a
@@ -72,8 +83,9 @@ export class Poller {
   constructor(
     private readonly spinBudgetUs: number,
     private readonly engine?: IoEngine,
-    options: { spinOnEngine?: boolean; queueBudget?: number } = {},
+    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false } = {},
   ) {
+    this.contention = options.contention === false ? null : (options.contention ?? new CoreContention());
     this.queueBudget = options.queueBudget ?? QUEUE_BUDGET;
     this.spinOnEngine = (options.spinOnEngine ?? true) && engine?.kind === 'io_uring';
     if (this.spinOnEngine && engine) engine.onBusy = () => this.schedule();
@@ -100,6 +112,7 @@ export class Poller {
 
   stop(): void {
     this.stopped = true;
+    this.contention?.close();
     for (const e of this.entries) e.removed = true;
     this.entries = [];
     this.setEngineSpinning(false);
@@ -143,9 +156,15 @@ export class Poller {
       } else if (entry.queue.inFlight > 0) {
         // The guest's next request tends to follow a completion: the budget starts after the last one.
         entry.lastWork = now;
-      } else if (entry.mode === 'adaptive' && (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
-        this.sleep(entry);
-        if (!entry.spinning) continue;
+      } else if (entry.mode === 'adaptive') {
+        const contended = this.contention !== null && this.contention.contended(now);
+        if (contended || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
+          this.sleep(entry);
+          if (!entry.spinning) {
+            if (contended) this.counters.contendedSleeps++;
+            continue;
+          }
+        }
       }
       anySpinning = true;
     }

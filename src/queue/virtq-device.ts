@@ -47,12 +47,18 @@ export type PopResult =
   | { kind: MapFailure.BrokenRing; reason: string }
   | { kind: 'empty' };
 
-interface RawDesc {
-  addr: number;
-  addrHi: number;
-  len: number;
-  flags: number;
-}
+/** What next() found (the allocation-free form of PopResult). */
+export const PopKind = {
+  Empty: 0,
+  Element: 1,
+  /** Details in badHead / badReason / badStatus. */
+  BadChain: 2,
+  BrokenRing: 3,
+} as const;
+export type PopKind = (typeof PopKind)[keyof typeof PopKind];
+
+/** Views handed out per (address, length) are cached: at most this many before the cache starts over. */
+const VIEW_CACHE_MAX = 4096;
 
 export class VirtqDevice {
   readonly views: RegionViews;
@@ -69,6 +75,26 @@ export class VirtqDevice {
   private readonly dataStart: number;
   private readonly dataEnd: number;
   private readonly maxChain: number;
+  /**
+   * The chain being mapped, as parallel arrays (no object per descriptor):
+   * a chain or an indirect table never has more than `size` entries.
+   */
+  private readonly rawAddr: Uint32Array;
+  private readonly rawHi: Uint32Array;
+  private readonly rawLen: Uint32Array;
+  private readonly rawFlags: Uint16Array;
+  private rawCount = 0;
+  /**
+   * Guest buffers recur (a driver reuses its header slots and data buffers),
+   * so a checked view is kept per start address and reused while its length
+   * matches: no Uint8Array per descriptor. Bounded; a guest that sprays
+   * addresses only makes it start over.
+   */
+  private readonly viewCache = new Map<number, Uint8Array>();
+  /** The last BadChain from next(): its head, why, and its status byte (or null). */
+  badHead = 0;
+  badReason = '';
+  badStatus: Uint8Array | null = null;
 
   constructor(
     buffer: SharedArrayBuffer | ArrayBuffer,
@@ -82,6 +108,10 @@ export class VirtqDevice {
     // Header + status + seg_max data segments; a split header may use a few more.
     this.maxChain = Math.min(this.size, layout.segMax + 4);
     this.outstanding = new Uint8Array(this.size);
+    this.rawAddr = new Uint32Array(this.size);
+    this.rawHi = new Uint32Array(this.size);
+    this.rawLen = new Uint32Array(this.size);
+    this.rawFlags = new Uint16Array(this.size);
     // Resume from the ring's current state (a restarted controller must not re-execute).
     this.lastAvailIdx = this.shadowUsedIdx = this.publishedUsedIdx = Atomics.load(this.views.u16, this.views.usedIdx);
   }
@@ -117,7 +147,12 @@ export class VirtqDevice {
     const start = addrLo >>> 0;
     const end = start + (len >>> 0); // both < 2^32: exact in a double, cannot overflow
     if (start < this.dataStart || end > this.dataEnd) return null;
-    return this.views.u8.subarray(start, end);
+    const cached = this.viewCache.get(start);
+    if (cached !== undefined && cached.byteLength === end - start) return cached;
+    if (this.viewCache.size >= VIEW_CACHE_MAX) this.viewCache.clear();
+    const view = this.views.u8.subarray(start, end);
+    this.viewCache.set(start, view);
+    return view;
   }
 
   /** Requests taken and not yet completed (never more than the queue size). */
@@ -133,37 +168,52 @@ export class VirtqDevice {
 
   /**
    * Take the next available chain. Never throws; returns 'empty' when the ring
-   * is empty or broken.
+   * is empty or broken. (Allocates its result: the poll loop uses next().)
    */
   pop(): PopResult {
-    if (this.brokenReason !== null) return { kind: 'empty' };
+    const element: VirtqElement = { head: 0, out: [], in: [] };
+    switch (this.next(element)) {
+      case PopKind.Empty:
+        return { kind: 'empty' };
+      case PopKind.Element:
+        return { kind: 'element', element };
+      case PopKind.BadChain:
+        return { kind: MapFailure.BadChain, head: this.badHead, reason: this.badReason, status: this.badStatus };
+      default:
+        return { kind: MapFailure.BrokenRing, reason: this.brokenReason ?? 'broken' };
+    }
+  }
+
+  /**
+   * Take the next available chain into `element` (its arrays are reused):
+   * what pop() does, with no allocation on the common path.
+   */
+  next(element: VirtqElement): PopKind {
+    if (this.brokenReason !== null) return PopKind.Empty;
     // Acquire: the seq-cst load of avail.idx orders our later plain reads of the
     // ring entry and descriptors after the driver's writes that preceded its store.
     const availIdx = Atomics.load(this.views.u16, this.views.availIdx);
     const count = (availIdx - this.lastAvailIdx) & 0xffff;
-    if (count === 0) return { kind: 'empty' };
+    if (count === 0) return PopKind.Empty;
     if (count > this.size) {
-      const reason = `avail idx moved by ${count} (queue size ${this.size})`;
-      this.markBroken(reason);
-      return { kind: MapFailure.BrokenRing, reason };
+      this.markBroken(`avail idx moved by ${count} (queue size ${this.size})`);
+      return PopKind.BrokenRing;
     }
     const head = this.views.u16[this.views.availRing(this.lastAvailIdx & (this.size - 1))]!;
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     if (head >= this.size) {
-      const reason = `avail ring head ${head} >= queue size ${this.size}`;
-      this.markBroken(reason);
-      return { kind: MapFailure.BrokenRing, reason };
+      this.markBroken(`avail ring head ${head} >= queue size ${this.size}`);
+      return PopKind.BrokenRing;
     }
     if (this.outstanding[head] !== 0) {
       // Re-posting a head in flight would let a guest keep unbounded requests
       // in flight on a fixed-size queue (and alias their buffers).
-      const reason = `avail ring head ${head} posted again while in flight`;
-      this.markBroken(reason);
-      return { kind: MapFailure.BrokenRing, reason };
+      this.markBroken(`avail ring head ${head} posted again while in flight`);
+      return PopKind.BrokenRing;
     }
     this.outstanding[head] = 1;
     this.outstandingCount++;
-    return this.mapDesc(head);
+    return this.mapInto(head, element);
   }
 
   /**
@@ -174,57 +224,92 @@ export class VirtqDevice {
    * byte, if writable and mappable, receives the error status.
    */
   mapDesc(head: number): PopResult {
-    const raw: RawDesc[] = [];
-    const structural = this.walk(head, raw);
-    if (structural !== null) return { kind: MapFailure.BadChain, head, reason: structural, status: null };
-
     const element: VirtqElement = { head, out: [], in: [] };
+    if (this.mapInto(head, element) === PopKind.Element) return { kind: 'element', element };
+    return { kind: MapFailure.BadChain, head, reason: this.badReason, status: this.badStatus };
+  }
+
+  private mapInto(head: number, element: VirtqElement): PopKind {
+    element.head = head;
+    const out = element.out;
+    const inb = element.in;
+    // Filled by index and trimmed at the end: a chain of the same shape as the
+    // last one leaves both arrays' storage as it was (length = 0 would free it).
+    let outN = 0;
+    let inN = 0;
+    const structural = this.walk(head);
+    if (structural !== null) {
+      out.length = inb.length = 0;
+      return this.bad(head, structural, null);
+    }
     let fault: string | null = null;
-    if (raw.length > this.maxChain) fault = `chain of ${raw.length} descriptors exceeds the segment limit ${this.maxChain}`;
-    for (let i = 0; fault === null && i < raw.length; i++) {
-      const d = raw[i]!;
-      if (d.len === 0) {
+    const n = this.rawCount;
+    if (n > this.maxChain) fault = `chain of ${n} descriptors exceeds the segment limit ${this.maxChain}`;
+    for (let i = 0; fault === null && i < n; i++) {
+      const len = this.rawLen[i]!;
+      if (len === 0) {
         fault = `descriptor ${i} of chain ${head} has length 0`;
         break;
       }
-      const view = this.gpaToView(d.addr, d.addrHi, d.len);
+      const view = this.gpaToView(this.rawAddr[i]!, this.rawHi[i]!, len);
       if (view === null) {
         fault = `descriptor ${i} of chain ${head} is outside the data area`;
         break;
       }
-      if (d.flags & VIRTQ_DESC_F_WRITE) element.in.push(view);
-      else if (element.in.length > 0) fault = `readable descriptor ${i} after a writable one in chain ${head}`;
-      else element.out.push(view);
+      if (this.rawFlags[i]! & VIRTQ_DESC_F_WRITE) inb[inN++] = view;
+      else if (inN > 0) fault = `readable descriptor ${i} after a writable one in chain ${head}`;
+      else out[outN++] = view;
     }
-    if (fault === null) return { kind: 'element', element };
-    return { kind: MapFailure.BadChain, head, reason: fault, status: this.lastWritableByte(raw) };
+    if (out.length !== outN) out.length = outN;
+    if (inb.length !== inN) inb.length = inN;
+    if (fault === null) return PopKind.Element;
+    return this.bad(head, fault, this.lastWritableByte());
   }
 
-  /** Collect the chain's descriptors (following one level of indirection); a reason string on a structural fault. */
-  private walk(head: number, out: RawDesc[]): string | null {
+  private bad(head: number, reason: string, status: Uint8Array | null): PopKind {
+    this.badHead = head;
+    this.badReason = reason;
+    this.badStatus = status;
+    return PopKind.BadChain;
+  }
+
+  /** Collect the chain's descriptors into the raw arrays (following one level of indirection); a reason string on a structural fault. */
+  private walk(head: number): string | null {
     const { u32, u16 } = this.views;
+    this.rawCount = 0;
     let i = head;
     for (let hops = 0; ; hops++) {
       if (hops >= this.size) return `chain ${head} loops or is longer than the queue`;
-      const d = this.readDesc(u32, u16, this.views.desc32(i), this.views.desc16(i));
-      if (d.flags & VIRTQ_DESC_F_INDIRECT) {
-        if (d.flags & VIRTQ_DESC_F_NEXT) return `descriptor ${i} has both NEXT and INDIRECT`;
-        if (out.length > 0) return `indirect descriptor ${i} is not the only one in chain ${head}`;
-        return this.walkIndirect(head, d, out);
+      const i32 = this.views.desc32(i);
+      const i16 = this.views.desc16(i);
+      // Plain reads: ordered after the avail.idx acquire in next().
+      const flags = u16[i16 + 6]!;
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (flags & VIRTQ_DESC_F_NEXT) return `descriptor ${i} has both NEXT and INDIRECT`;
+        if (this.rawCount > 0) return `indirect descriptor ${i} is not the only one in chain ${head}`;
+        return this.walkIndirect(head, u32[i32]!, u32[i32 + 1]!, u32[i32 + 2]!);
       }
-      out.push(d);
-      if (!(d.flags & VIRTQ_DESC_F_NEXT)) return null;
-      const next = u16[this.views.desc16(i) + 7]!;
+      this.record(u32[i32]!, u32[i32 + 1]!, u32[i32 + 2]!, flags);
+      if (!(flags & VIRTQ_DESC_F_NEXT)) return null;
+      const next = u16[i16 + 7]!;
       if (next >= this.size) return `descriptor ${i} next ${next} >= queue size ${this.size}`;
       i = next;
     }
   }
 
-  private walkIndirect(head: number, table: RawDesc, out: RawDesc[]): string | null {
-    if (table.len === 0 || table.len % DESC_BYTES !== 0) return `indirect table length ${table.len} is not a non-zero multiple of 16`;
-    const entries = table.len / DESC_BYTES;
+  private record(addr: number, addrHi: number, len: number, flags: number): void {
+    const k = this.rawCount++;
+    this.rawAddr[k] = addr;
+    this.rawHi[k] = addrHi;
+    this.rawLen[k] = len;
+    this.rawFlags[k] = flags;
+  }
+
+  private walkIndirect(head: number, tableAddr: number, tableHi: number, tableLen: number): string | null {
+    if (tableLen === 0 || tableLen % DESC_BYTES !== 0) return `indirect table length ${tableLen} is not a non-zero multiple of 16`;
+    const entries = tableLen / DESC_BYTES;
     if (entries > this.size) return `indirect table of ${entries} entries exceeds the queue size`;
-    const view = this.gpaToView(table.addr, table.addrHi, table.len);
+    const view = this.gpaToView(tableAddr, tableHi, tableLen);
     if (view === null || view.byteOffset % 4 !== 0) return `indirect table of chain ${head} is outside the data area or misaligned`;
     const u32 = this.views.u32;
     const u16 = this.views.u16;
@@ -232,27 +317,26 @@ export class VirtqDevice {
     for (let hops = 0; ; hops++) {
       if (hops >= entries) return `indirect chain of ${head} loops`;
       const byte = view.byteOffset + i * DESC_BYTES;
-      const d = this.readDesc(u32, u16, byte >>> 2, byte >>> 1);
-      if (d.flags & VIRTQ_DESC_F_INDIRECT) return `nested indirect descriptor in chain ${head}`;
-      out.push(d);
-      if (!(d.flags & VIRTQ_DESC_F_NEXT)) return null;
-      const next = u16[(byte >>> 1) + 7]!;
+      const i32 = byte >>> 2;
+      const i16 = byte >>> 1;
+      const flags = u16[i16 + 6]!;
+      if (flags & VIRTQ_DESC_F_INDIRECT) return `nested indirect descriptor in chain ${head}`;
+      this.record(u32[i32]!, u32[i32 + 1]!, u32[i32 + 2]!, flags);
+      if (!(flags & VIRTQ_DESC_F_NEXT)) return null;
+      const next = u16[i16 + 7]!;
       if (next >= entries) return `indirect descriptor next ${next} >= table size ${entries}`;
       i = next;
     }
   }
 
-  private readDesc(u32: Uint32Array, u16: Uint16Array, i32: number, i16: number): RawDesc {
-    // Plain reads: ordered after the avail.idx acquire in pop().
-    return { addr: u32[i32]!, addrHi: u32[i32 + 1]!, len: u32[i32 + 2]!, flags: u16[i16 + 6]! };
-  }
-
-  private lastWritableByte(raw: RawDesc[]): Uint8Array | null {
-    const last = raw[raw.length - 1];
-    if (last === undefined || !(last.flags & VIRTQ_DESC_F_WRITE) || last.len === 0) return null;
-    const lo = last.addr + last.len - 1;
+  private lastWritableByte(): Uint8Array | null {
+    if (this.rawCount === 0) return null;
+    const k = this.rawCount - 1;
+    const len = this.rawLen[k]!;
+    if (!(this.rawFlags[k]! & VIRTQ_DESC_F_WRITE) || len === 0) return null;
+    const lo = this.rawAddr[k]! + len - 1;
     if (lo > 0xffffffff) return null;
-    return this.gpaToView(lo, last.addrHi, 1);
+    return this.gpaToView(lo, this.rawHi[k]!, 1);
   }
 
   /**

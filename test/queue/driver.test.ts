@@ -296,3 +296,28 @@ test('in poll mode the driver sets NO_INTERRUPT and does not kick a spinning dev
   assert.equal(p.driver.stats().interruptsWaited, 0);
   await p.close();
 });
+
+test('an adaptive driver sleeps on the call doorbell at once while other threads want the core, and spins while none do', async () => {
+  for (const on of [true, false]) {
+    const capacity = 64 * 1024;
+    const region = createRegion({ mode: 'adaptive', queueSize: 16, dataBytes: 128 * 1024, capacityBytes: capacity });
+    const backend = new DeferredBlockDevice(capacity);
+    const device = new VirtioBlkDevice({ region, backend, name: 'deferred' });
+    const driver = new VirtioBlkDriver({ region, contention: { contended: () => on, close() {} } });
+    const loop = runDeviceLoop(device, { mode: 'adaptive' });
+    const p = track({ region, backend, device, driver, async close() { driver.close(); await loop.stop(); } });
+    const read = driver.pread(new Uint8Array(4096), 0);
+    // The first pass runs inside pread(): it has either slept or spun by now.
+    const s = driver.stats();
+    if (on) {
+      assert.deepEqual([s.spins, s.interruptsWaited, s.contendedSleeps], [0, 1, 1]);
+    } else {
+      assert.equal(s.contendedSleeps, 0);
+      assert.ok(s.spins >= 1);
+    }
+    await backend.waitHeld(1);
+    backend.held[0]!.release();
+    await read;
+    await p.close();
+  }
+});

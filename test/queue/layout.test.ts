@@ -75,3 +75,20 @@ test('the buffer pool never hands out overlapping buffers and returns every byte
     assert.equal(pool.alloc(65536), 4096); // fully coalesced
   }));
 });
+
+test('buffers of one size kept aside for reuse still coalesce when a larger buffer needs the space', () => {
+  const pool = new BufferPool(4096, 4096 + 65536);
+  const taken: number[] = [];
+  for (let i = 0; i < 16; i++) taken.push(pool.alloc(4096)!);
+  assert.equal(pool.alloc(512), null, 'the pool is full');
+  for (const at of taken) pool.release(at, 4096);
+  // The same size comes straight back from the ones kept aside...
+  const again = pool.alloc(4096)!;
+  assert.ok(taken.includes(again));
+  pool.release(again, 4096);
+  // ...and a whole-pool buffer finds them merged back into one extent.
+  assert.equal(pool.alloc(65536), 4096);
+  assert.equal(pool.freeBytes(), 0);
+  pool.release(4096, 65536);
+  assert.equal(pool.freeBytes(), 65536);
+});

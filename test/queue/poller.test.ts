@@ -117,3 +117,27 @@ test('a pass already scheduled when the poller stops leaves the engine woken by 
   await new Promise((r) => setImmediate(r));
   assert.equal(calls.at(-1), false, `wake-ups must end on: ${calls.join(',')}`);
 });
+
+/** A contention meter with a verdict the test sets. */
+const meter = (verdict: { on: boolean }) => ({ contended: () => verdict.on, close() {} });
+
+test('an idle adaptive queue sleeps at once, budget or not, while other threads want the core', async () => {
+  const verdict = { on: true };
+  const p = new Poller(1e7, undefined, { contention: meter(verdict) });
+  const q = new FakeQueue();
+  p.add(q, 'adaptive');
+  await until(() => p.counters.sleeps === 1);
+  assert.equal(p.counters.contendedSleeps, 1);
+  assert.equal(q.kickEnabled, true);
+  p.stop();
+});
+
+test('an idle adaptive queue spins its budget while no other thread wants the core', async () => {
+  const p = new Poller(1e7, undefined, { contention: meter({ on: false }) });
+  const q = new FakeQueue();
+  p.add(q, 'adaptive');
+  await until(() => q.polls > 100);
+  assert.equal(p.counters.sleeps, 0);
+  assert.equal(p.spinningCount(), 1);
+  p.stop();
+});
