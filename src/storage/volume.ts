@@ -22,7 +22,6 @@ import type { IoTarget } from '../block/types.ts';
 export const MAX_IO = 128 * 1024;
 const BOUNCE_BUFFERS = 64;
 
-/** What a volume needs of its backend: a FileBackend, or the layered backend of a volume with snapshots (snapshots/). */
 /** What a volume reads and writes through: a file, an RBD image, or a snapshot layer over either. */
 export type VolumeBackend = StorageBackend;
 
