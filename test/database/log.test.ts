@@ -97,6 +97,22 @@ test('a full volume answers writes with an ERR reply, keeps serving reads and de
   assert.deepEqual(await c2.call('GET', `key${stored - 1}`), value);
 });
 
+test('writes that outrun compaction wait for the room it frees instead of being refused', async (t) => {
+  const device = new MemoryBlockDevice(512 * 1024);
+  const { port } = await startDatabase(t, { device });
+  const c = await RespClient.connect(port);
+  t.after(() => c.close());
+  // A tiny data set (one key) but 8x the volume in log appends, all pipelined at once.
+  const value = 'w'.repeat(2000);
+  const replies = await c.pipeline(Array.from({ length: 2000 }, (_, i) => ['SET', 'churn', `${i}:${value}`]));
+  assert.deepEqual(replies.filter((r) => JSON.stringify(r) !== '{"status":"OK"}'), []);
+  assert.deepEqual(await c.call('GET', 'churn'), `1999:${value}`);
+  const { port: port2 } = await startDatabase(t, { device: crashCopy(device) });
+  const c2 = await RespClient.connect(port2);
+  t.after(() => c2.close());
+  assert.deepEqual(await c2.call('GET', 'churn'), `1999:${value}`);
+});
+
 test('everysec mode replies before the flush and is durable after stop', async (t) => {
   const device = new MemoryBlockDevice(1024 * 1024);
   const { port, fn } = await startDatabase(t, { device, appendfsync: 'everysec' });

@@ -1,6 +1,6 @@
 import { TcpService, type ConnectionHandler, type TcpConnection, type TcpServiceLimits, type TcpServiceStats } from '../../net/tcp-service.ts';
 import { Hub } from './commands/pubsub.ts';
-import { dispatch, execute, lookup } from './commands/table.ts';
+import { LOG_ROOM_KEY, dispatch, execute, lookup } from './commands/table.ts';
 import { unwatchAll } from './commands/transactions.ts';
 import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
@@ -403,6 +403,13 @@ export class RespServer {
     }
   }
 
+  /** A compaction finished: writers waiting for log room try again, oldest first. */
+  roomFreed(): void {
+    if (!this.db.blockedKeys.has(LOG_ROOM_KEY)) return;
+    this.db.readyKeys.add(LOG_ROOM_KEY);
+    this.serveReady();
+  }
+
   /**
    * Serve clients blocked on keys that commands changed, oldest waiter first,
    * while the key still holds a list (a served BLMOVE may make another key ready).
@@ -418,8 +425,11 @@ export class RespServer {
           const list = this.blockedOn.get(k);
           if (list === undefined) continue;
           for (const c of list.slice()) {
-            const e = this.db.ks.get(k);
-            if (e === undefined || e.type !== 'list') break;
+            // Writers waiting for log room are all retried; BLPOP and friends while the key holds a list.
+            if (k !== LOG_ROOM_KEY) {
+              const e = this.db.ks.get(k);
+              if (e === undefined || e.type !== 'list') break;
+            }
             c.retryBlocked();
           }
         }

@@ -22,6 +22,8 @@ export interface LogWriterOptions {
   onDurable: (seq: number) => void;
   /** Called once if a write fails; the log is then failed for good. */
   onFailure: (err: Error) => void;
+  /** Called after each compaction: writes refused for room may be tried again. */
+  onCompacted?: () => void;
   log?: (msg: string) => void;
 }
 
@@ -117,7 +119,8 @@ export class LogWriter {
   hasRoomFor(bytes: number): boolean {
     if (this.liveBound + bytes <= this.sb.regionSize - this.reserve) return true;
     this.refusedSinceSnapshot = true;
-    if (this.tail - this.snapshotBytes >= this.reserve / 2) {
+    // Queued records count: a pipeline parsed in one turn fills the queue before the log moves.
+    if (this.liveBound - this.snapshotBytes >= this.reserve / 2) {
       this.compactRequested = true;
       this.kick();
     }
@@ -291,6 +294,7 @@ export class LogWriter {
     } finally {
       this.compactRunning = false;
     }
+    this.options.onCompacted?.();
   }
 
   private async compactBeside(): Promise<void> {
