@@ -1,14 +1,14 @@
 /**
- * Publishing an evaluation: copies a finished run (report.md, report.json and its
- * charts) to docs/evaluation/, where it is committed, and rewrites the README's
+ * Publishing an evaluation: writes a finished run (report.md, report.json and its
+ * charts, from its report.json) to docs/evaluation/, where it is committed, and rewrites the README's
  * evaluation block (between the markers below) with the run's headline table, its
  * machine and its charts. A quick run is refused: its figures are smoke, not results.
  *
  *   npm run bench -- --publish results/<date>
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { machineLine, renderHeadline, sectionCharts, type Report } from './report.ts';
+import { machineLine, renderHeadline, sectionCharts, writeReport, type Report } from './report.ts';
 
 export const BEGIN = '<!-- evaluation:begin (written by `npm run bench -- --publish`) -->';
 export const END = '<!-- evaluation:end -->';
@@ -44,15 +44,10 @@ export function publish(runDir: string, opts: { docsDir: string; readme: string 
   if (!existsSync(reportFile)) throw new Error(`${reportFile} does not exist: run \`npm run bench\` first`);
   const report = JSON.parse(readFileSync(reportFile, 'utf8')) as Report;
   if (report.quick) throw new Error(`${runDir} is a --quick run: publish a full run`);
-  // The published folder holds one run: the previous one's charts go.
+  // The published folder holds one run: the previous one's charts go. The report and
+  // its charts are written again from report.json, so they match this renderer.
   rmSync(opts.docsDir, { recursive: true, force: true });
-  mkdirSync(opts.docsDir, { recursive: true });
-  const written: string[] = [];
-  for (const f of readdirSync(runDir)) {
-    if (!/\.(md|json|svg|png)$/.test(f)) continue;
-    copyFileSync(join(runDir, f), join(opts.docsDir, f));
-    written.push(join(opts.docsDir, f));
-  }
+  const written = writeReport(opts.docsDir, report);
   const rel = relative(join(opts.readme, '..'), opts.docsDir) || '.';
   writeFileSync(opts.readme, replaceBlock(readFileSync(opts.readme, 'utf8'), readmeBlock(report, rel)));
   written.push(opts.readme);

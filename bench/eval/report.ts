@@ -65,7 +65,8 @@ function table(columns: string[], rows: Row[], withPaper: boolean): { lines: str
 export function renderHeadline(report: Report): string[] {
   const headline = report.sections.flatMap((s) => s.rows.filter((r) => r.headline).map((r) => ({ s, r })));
   if (headline.length === 0) return [];
-  const columns = [...new Set(headline.flatMap(({ s }) => s.columns))];
+  // Only columns some headline row fills: the ablation's or the scaling table's columns stay in their own tables.
+  const columns = [...new Set(headline.flatMap(({ s }) => s.columns))].filter((c) => headline.some(({ r }) => r.cells[c] !== undefined));
   const { lines, reasons } = table(columns, headline.map(({ r }) => r), true);
   return [...lines, ...(reasons.size ? ['', ...[...reasons].map(([why, n]) => `[${n}] ${why}  `)] : [])];
 }

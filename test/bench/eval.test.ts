@@ -164,3 +164,11 @@ test('publishing refuses a quick run and a README without the block', (t) => {
   assert.throws(() => publish(quick, { docsDir: join(root, 'docs'), readme }), /--quick run/);
   assert.throws(() => replaceBlock('# no block\n', 'x'), /no evaluation block/);
 });
+
+test('the headline table has only the columns its rows fill', () => {
+  const other: Section = { id: 'ablation', title: 'Ablation', columns: ['all on', 'polling off'], rows: [{ name: 'gain', unit: 'x', better: 'higher', cells: { 'all on': { value: summarize([1]) } } }], notes: [] };
+  const md = renderMarkdown({ ...report, sections: [section, other] });
+  const head = md.split('## Headline')[1]!.split('\n## ')[0]!;
+  assert.match(head, /\| {2}\| integrated \| guest\/poll \| process\/poll \| paper \(text\) \|/);
+  assert.doesNotMatch(head, /all on/);
+});
