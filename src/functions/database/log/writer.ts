@@ -11,6 +11,14 @@ import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, recordSize, reg
 export type AppendFsync = 'always' | 'everysec';
 
 
+/**
+ * Bytes of writes a compaction keeps in memory to carry into the new region. Past
+ * it, writes wait for the flip (a stall, but bounded memory): a guest's Buffers are
+ * limited, and writes faster than the snapshot is built would otherwise hold up to
+ * a whole region.
+ */
+const CARRY_MAX_BYTES = 32 * 1024 * 1024;
+
 export interface LogWriterOptions {
   appendfsync: AppendFsync;
   /**
@@ -353,7 +361,8 @@ export class LogWriter {
     const pump = async (): Promise<void> => {
       for (;;) {
         if (beside && this.queue.length > 0) {
-          if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize) {
+          // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
+          if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
             beside = false;
             continue;
           }
