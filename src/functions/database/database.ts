@@ -12,8 +12,8 @@ export interface DatabaseOptions {
   /** Records up to `seq` are durable: replies waiting on them may go out. */
   onDurable: (seq: number) => void;
   onFailure: (err: Error) => void;
-  /** A compaction finished: room may have come for writes that waited for it. */
-  onCompacted?: () => void;
+  /** A compaction finished or a backlog was written: room may have come for writes that waited. */
+  onRoom?: () => void;
 }
 
 /**
@@ -49,7 +49,7 @@ export class Database {
       snapshot: (sink) => (db as Database).startSnapshot(sink),
       onDurable: options.onDurable,
       onFailure: options.onFailure,
-      ...(options.onCompacted ? { onCompacted: options.onCompacted } : {}),
+      ...(options.onRoom ? { onRoom: options.onRoom } : {}),
       log: options.log,
     });
     db = new Database(ks, writer, { formatted, replayed });

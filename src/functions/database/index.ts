@@ -40,7 +40,7 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
     log: ctx.log,
     onDurable: (seq) => server?.durable(seq),
     onFailure: (err) => server?.durable(db.writer.durableSeq, err),
-    onCompacted: () => server?.roomFreed(),
+    onRoom: () => server?.roomFreed(),
   });
   ctx.log(
     db.recovered.formatted

@@ -403,7 +403,7 @@ export class RespServer {
     }
   }
 
-  /** A compaction finished: writers waiting for log room try again, oldest first. */
+  /** A compaction finished or a backlog was written: writers waiting for log room try again, oldest first. */
   roomFreed(): void {
     if (!this.db.blockedKeys.has(LOG_ROOM_KEY)) return;
     this.db.readyKeys.add(LOG_ROOM_KEY);

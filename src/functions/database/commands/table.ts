@@ -104,7 +104,7 @@ function refusal(ctx: CommandContext, spec: CommandSpec, args: Buffer[]): ErrorR
 
 /**
  * The wait of a write refused for room while a compaction runs that may free
- * it: the client blocks (its parser stops, which is the backpressure) and is
+ * it, or while the log's queue is backlogged: the client blocks (its parser stops, which is the backpressure) and is
  * retried after the compaction, and after ROOM_WAIT_MS it gets the refusal.
  */
 export const LOG_ROOM_KEY = '\0storvisor:log-room';
@@ -113,7 +113,7 @@ const ROOM_WAIT_MS = 30_000;
 /** Run a looked-up command now (refusals checked; a write refused for room waits for a compaction under way). */
 export function execute(ctx: CommandContext, spec: CommandSpec, args: Buffer[]): Reply | BlockReply {
   const refused = refusal(ctx, spec, args);
-  if (refused === VOLUME_FULL && ctx.db.writer.compacting) return new BlockReply([LOG_ROOM_KEY], ROOM_WAIT_MS, VOLUME_FULL);
+  if (refused === VOLUME_FULL && ctx.db.writer.roomMayCome) return new BlockReply([LOG_ROOM_KEY], ROOM_WAIT_MS, VOLUME_FULL);
   return refused ?? spec.run(ctx, args);
 }
 

@@ -18,6 +18,11 @@ export type AppendFsync = 'always' | 'everysec';
  * a whole region.
  */
 const CARRY_MAX_BYTES = 32 * 1024 * 1024;
+/**
+ * Bytes of queued writes past which new writes wait for the log (everysec
+ * acknowledges before the write, so without it a client could queue without end).
+ */
+const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
 
 export interface LogWriterOptions {
   appendfsync: AppendFsync;
@@ -30,8 +35,8 @@ export interface LogWriterOptions {
   onDurable: (seq: number) => void;
   /** Called once if a write fails; the log is then failed for good. */
   onFailure: (err: Error) => void;
-  /** Called after each compaction: writes refused for room may be tried again. */
-  onCompacted?: () => void;
+  /** Called after a compaction, or after a batch that ends a backlog: writes that waited for room may be tried again. */
+  onRoom?: () => void;
   log?: (msg: string) => void;
 }
 
@@ -125,6 +130,7 @@ export class LogWriter {
    * the answer is no but compaction could free room, one is started.
    */
   hasRoomFor(bytes: number): boolean {
+    if (this.backlogged) return false; // the queue is written first; onRoom says when
     if (this.liveBound + bytes <= this.sb.regionSize - this.reserve) return true;
     this.refusedSinceSnapshot = true;
     // Queued records count: a pipeline parsed in one turn fills the queue before the log moves.
@@ -212,12 +218,14 @@ export class LogWriter {
   private async writeQueued(): Promise<Mutation[]> {
     const batch = this.queue;
     const batchBytes = this.queueBytes;
+    const wasBacklogged = this.backlogged;
     const lastSeq = this.appended;
     this.queue = [];
     this.queueBytes = 0;
     this.queueShrinks = false;
     await this.writeBatch(batch, batchBytes);
     this.acknowledge(lastSeq);
+    if (wasBacklogged) this.options.onRoom?.();
     return batch;
   }
 
@@ -293,6 +301,16 @@ export class LogWriter {
     return this.compactRunning || this.compactRequested;
   }
 
+  /** More writes are queued than QUEUE_MAX_BYTES. */
+  get backlogged(): boolean {
+    return this.queueBytes >= QUEUE_MAX_BYTES;
+  }
+
+  /** A write refused for room now may fit later without anything being deleted (onRoom will say). */
+  get roomMayCome(): boolean {
+    return this.compacting || this.backlogged;
+  }
+
   private compactRunning = false;
 
   private async compact(): Promise<void> {
@@ -302,7 +320,7 @@ export class LogWriter {
     } finally {
       this.compactRunning = false;
     }
-    this.options.onCompacted?.();
+    this.options.onRoom?.();
   }
 
   private async compactBeside(): Promise<void> {
