@@ -55,6 +55,21 @@ export function worstCaseBlocks(n: number): number {
   return n + Math.ceil(n / SPANS[0]) + Math.ceil(n / SPANS[1]) + 6;
 }
 
+/** The inode's indirect block of this depth, allocated (and undone on abort) if missing. */
+async function indirectRoot(h: Handle, alloc: BlockAllocator, ino: Inode, depth: number): Promise<number> {
+  if (!ino.indirect[depth - 1]) {
+    const b = await alloc.allocate(h);
+    h.create(b);
+    ino.indirect[depth - 1] = b;
+    ino.blocks++;
+    h.onAbort(() => {
+      ino.indirect[depth - 1] = 0;
+      ino.blocks--;
+    });
+  }
+  return ino.indirect[depth - 1];
+}
+
 /**
  * Map logical block `fb`, allocating it and any missing indirect blocks out of
  * the caller's reservation. Updates `ino` (caller writes it back). Returns the
@@ -82,17 +97,7 @@ export async function ensureBlock(
   }
   const { depth, rel: r0 } = locate(fb);
   let rel = r0;
-  if (!ino.indirect[depth - 1]) {
-    const b = await alloc.allocate(h);
-    h.create(b);
-    ino.indirect[depth - 1] = b;
-    ino.blocks++;
-    h.onAbort(() => {
-      ino.indirect[depth - 1] = 0;
-      ino.blocks--;
-    });
-  }
-  let ptr = ino.indirect[depth - 1];
+  let ptr = await indirectRoot(h, alloc, ino, depth);
   for (let d = depth; d >= 1; d--) {
     const span = PTRS_PER_BLOCK ** (d - 1);
     const slot = Math.floor(rel / span) * 4;
@@ -139,17 +144,7 @@ export async function mapRun(h: Handle, alloc: BlockAllocator, ino: Inode, fb: n
   while (i < count) {
     const { depth, rel: r0 } = locate(fb + i);
     let rel = r0;
-    if (!ino.indirect[depth - 1]) {
-      const b = await alloc.allocate(h);
-      h.create(b);
-      ino.indirect[depth - 1] = b;
-      ino.blocks++;
-      h.onAbort(() => {
-        ino.indirect[depth - 1] = 0;
-        ino.blocks--;
-      });
-    }
-    let ptr = ino.indirect[depth - 1];
+    let ptr = await indirectRoot(h, alloc, ino, depth);
     for (let d = depth; d > 1; d--) {
       const span = PTRS_PER_BLOCK ** (d - 1);
       const slot = Math.floor(rel / span) * 4;
