@@ -5,7 +5,7 @@ import { parseConfig, type FunctionConfig, type NotifyMode } from '../src/config
 import { Controller } from '../src/controller/controller.ts';
 import { runFio, median, type FioResult } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
-import { childPids, cpuMeter, processCpuSeconds } from './lib/cpu.ts';
+import { childPids, cpuMeter, processCpuSeconds, statCpuSeconds } from './lib/cpu.ts';
 import { nbdkitTarget, prefill, type Target } from './lib/targets.ts';
 import os from 'node:os';
 import { pinSelf, startAffinity, withAffinity } from '../src/native/sched.ts';
@@ -101,9 +101,7 @@ function threadCpu(): Map<number, number> {
   }
   for (const t of tids) {
     try {
-      const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(Number(t), (Number(f[11]) + Number(f[12])) / 100);
+      out.set(Number(t), statCpuSeconds(`/proc/self/task/${t}/stat`));
     } catch {
       // gone meanwhile
     }

@@ -7,12 +7,17 @@ import { readFileSync, readdirSync } from 'node:fs';
  */
 const TICKS = 100; // USER_HZ on Linux
 
+/** User + system seconds from a /proc stat file (a process's, or a thread's under /proc/PID/task); throws if it is gone. */
+export function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // Fields after the command name (which may hold spaces) start at the last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / TICKS; // utime, stime
+}
+
 export function processCpuSeconds(pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) start at the last ')'.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICKS; // utime, stime
+    return statCpuSeconds(`/proc/${pid}/stat`);
   } catch {
     return 0;
   }
