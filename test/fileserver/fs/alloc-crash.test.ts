@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,47 +8,21 @@ import { FileBlockDevice } from '../../../src/block/file-device.ts';
 import { fsck, openFileSystem } from '../../../src/functions/fileserver/fs/index.ts';
 import { blockContent, FILES, IMAGE_BYTES } from './alloc-crash-runner.ts';
 import { ROOT, ROOT_GEN } from './helpers.ts';
+import { killAtAcks } from './kill-at-acks.ts';
 
 const RUNNER = fileURLToPath(new URL('./alloc-crash-runner.ts', import.meta.url));
 
 /** Run the runner until it has acknowledged `acks` writes, then kill -9 it. Returns the acknowledged blocks per file. */
 async function runAndKill(image: string, acks: number): Promise<{ acked: Set<string>; inflight: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', RUNNER, image], { stdio: ['ignore', 'pipe', 'pipe'] });
   const acked = new Set<string>();
   const inflight = new Set<string>();
-  let stderr = '';
-  let buf = '';
-  let killed = false;
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    const deadline = setTimeout(() => reject(new Error(`runner acknowledged only ${acked.size} writes in 60 s: ${stderr}`)), 60_000);
-    child.stdout.on('data', (d: Buffer) => {
-      if (killed) return; // lines after the kill decision are not trusted: the model is what was read before it
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const [k, f, b] = buf.slice(0, nl).split(' ');
-        buf = buf.slice(nl + 1);
-        if (k === 'BEGIN') inflight.add(`${f} ${b}`);
-        else if (k === 'ACK') {
-          inflight.delete(`${f} ${b}`);
-          acked.add(`${f} ${b}`);
-          if (acked.size === acks) {
-            killed = true;
-            child.kill('SIGKILL');
-            clearTimeout(deadline);
-            resolve();
-            return;
-          }
-        }
-      }
-    });
-    child.on('exit', (code, signal) => {
-      if (signal !== 'SIGKILL') reject(new Error(`runner exited early (${code}): ${stderr}`));
-    });
-  });
-  await exited;
+  await killAtAcks(RUNNER, image, (k, f, b) => {
+    if (k === 'BEGIN') inflight.add(`${f} ${b}`);
+    else if (k === 'ACK') {
+      inflight.delete(`${f} ${b}`);
+      acked.add(`${f} ${b}`);
+    }
+  }, () => acked.size === acks);
   return { acked, inflight: inflight.size };
 }
 
