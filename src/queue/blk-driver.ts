@@ -83,6 +83,10 @@ const SLOT_STATUS = 32;
 const WAIT_TIMEOUT_MS = 1000;
 /** Adaptive mode: how long the driver spins for a completion before it sleeps on the call doorbell. */
 const IN_FLIGHT_SPIN_MS = 2;
+/** EWMA weight of a new completion gap (see completionGapUs): 1/8. */
+const GAP_EWMA_WEIGHT = 8;
+/** A completion gap sample counts at most this (µs): one stall cannot keep the estimate high for long. */
+const GAP_CLAMP_US = 20_000;
 /** Cached data-buffer views at most (one per pool offset in use; reset past this). */
 const VIEW_CACHE_MAX = 1024;
 
@@ -155,6 +159,14 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   private readonly contention: ContentionMeter | null;
   private sleptAt = 0;
   private lastActivity = 0;
+  /**
+   * Adaptive: an EWMA (µs) of how long the driver waited for a completion,
+   * from its last event (a submission or a completion) to the next completion;
+   * -1 before the first. Every completion is timed, spun for or slept through
+   * (a slept one includes the wake-up: an overestimate of tens of µs). Spinning
+   * for a completion pays only while this is within the spin budget; see adaptivePass.
+   */
+  private completionGapUs = -1;
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
   private refusal: StorvisorError = shutDown('queue driver');
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
@@ -524,7 +536,11 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) this.failAll(ioError('queue is broken'));
     if (done > 0) {
       this.counters.completed += done;
-      this.lastActivity = performance.now();
+      const now = performance.now();
+      // Everything just completed was in flight since the last event at least.
+      const gap = Math.min((now - this.lastActivity) * 1000, GAP_CLAMP_US);
+      this.completionGapUs = this.completionGapUs < 0 ? gap : this.completionGapUs + (gap - this.completionGapUs) / GAP_EWMA_WEIGHT;
+      this.lastActivity = now;
       this.pump();
     }
     return done;
@@ -659,7 +675,14 @@ export class VirtioBlkDriver extends BlockDeviceBase {
         if (contended || since >= this.spinBudget.ms) return this.loopEnded(); // the event loop may sleep
         return this.spinAgain(this.adaptivePass);
       }
-      if (!contended && since < Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS)) return this.spinAgain(this.adaptivePass);
+      // Spin for a completion only when it is expected within the spin budget
+      // (a file volume's tens of µs); one that takes far longer (an RBD
+      // request, hundreds of µs to ms) would cost more CPU spinning than the
+      // wake-up it saves, so then the queue is treated as idle: spin for the
+      // budget after the last event (a request arriving on the socket needs no
+      // wake-up), then sleep until the controller calls.
+      const spinMs = this.completionGapUs <= this.spinBudget.us ? Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS) : this.spinBudget.ms;
+      if (!contended && since < spinMs) return this.spinAgain(this.adaptivePass);
       // Arm: clear NO_INTERRUPT, snapshot the doorbell, then re-check the used
       // ring. The device stores used.idx before loading avail.flags, so either
       // this re-check sees its completion or it sees the flag clear and calls.
@@ -682,7 +705,8 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     if (!woken && !this.closed) this.counters.waitTimeouts++;
     this.spinBudget.slept((performance.now() - this.sleptAt) * 1000);
     Atomics.store(this.views.u16, this.views.availFlags, VIRTQ_AVAIL_F_NO_INTERRUPT);
-    this.lastActivity = performance.now();
+    // Reap before restarting the clock: the completion that woke us is timed from the event before the sleep.
+    if (this.reap() === 0) this.lastActivity = performance.now();
     this.adaptivePass();
   };
 }

@@ -18,7 +18,10 @@ import { CoreContention, type ContentionMeter } from './contention.ts';
  *   spinning. What SPDK's interrupt mode, NAPI and haltpoll do. While other
  *   threads want this thread's core (CoreContention: its run delay while it
  *   spins and yields) an idle adaptive queue sleeps at once: on 2 cores the
- *   client and the guest need the core an idle spin would take.
+ *   client and the guest need the core an idle spin would take. While
+ *   requests are in flight it keeps spinning only if their completions are
+ *   expected within the budget (InFlightWait, measured per queue): a file
+ *   volume's are; an RBD volume's are not, and it sleeps as if idle.
  * - notify: never spin; every request is kicked and waited for (the
  *   unoptimised baseline).
  * The engine is reaped on every pass while anything spins; its eventfd
@@ -49,7 +52,65 @@ interface Entry {
   spinning: boolean;
   lastWork: number;
   removed: boolean;
+  /** In-flight wait estimate (see InFlightWait): whether spinning for a completion pays. */
+  wait: InFlightWait;
 }
+
+/**
+ * How long a queue's requests keep the loop waiting for their next completion,
+ * measured while it spins: an EWMA of the gaps between the last event (a
+ * request taken or a completion seen) and the next completion, while requests
+ * are in flight. Spinning for a completion pays when that gap is within the
+ * spin budget (a file volume: tens of µs); when it is far longer (an RBD
+ * request: hundreds of µs to ms; a slow disk) the spin costs more CPU than the
+ * wake-up it saves, and on a shared machine takes the core librbd's threads and
+ * the OSD need. Then the in-flight queue is treated as idle: it spins for the
+ * budget after its last event (which still sees a fast completion, so the
+ * estimate comes back down when the backend gets fast) and sleeps; the
+ * completion is published by the backend's own wake-up, and the guest's next
+ * request kicks the queue awake.
+ *
+ * Completions are counted without a hook in the queue: what was in flight
+ * after the last pass, plus what this pass took, minus what is in flight now.
+ */
+class InFlightWait {
+  /** EWMA of the gaps in µs; -1 until the first one is seen (spin, as for a fast backend). */
+  gapUs = -1;
+  /** queue.inFlight after the last pass (resynchronised on wake-up: completions while asleep are not timed). */
+  seen = 0;
+  /** When the last request was taken or the last completion seen (performance.now() ms). */
+  lastEvent = 0;
+
+  /** Account for this pass: `taken` requests taken, `inFlight` now in flight. */
+  observe(now: number, taken: number, inFlight: number): void {
+    const completed = this.seen + taken - inFlight;
+    if (completed > 0 && this.seen > 0) {
+      // Waited from the last event for this completion (a pass's resolution). A
+      // sample is clamped so that one stall (an OSD away for seconds) cannot keep
+      // the estimate high for long after it.
+      const gap = Math.min((now - this.lastEvent) * 1000, GAP_CLAMP_US);
+      this.gapUs = this.gapUs < 0 ? gap : this.gapUs + (gap - this.gapUs) / GAP_EWMA_WEIGHT;
+    }
+    if (taken > 0 || completed > 0) this.lastEvent = now;
+    this.seen = inFlight;
+  }
+
+  /** After a sleep: start timing from here. */
+  resume(now: number, inFlight: number): void {
+    this.seen = inFlight;
+    this.lastEvent = now;
+  }
+
+  /** Spin while requests are in flight: the next completion is expected within the budget. */
+  pays(spinBudgetUs: number): boolean {
+    return this.gapUs <= spinBudgetUs;
+  }
+}
+
+/** EWMA weight of a new gap: 1/8 (a few requests to follow a change, robust to one outlier). */
+const GAP_EWMA_WEIGHT = 8;
+/** A gap sample counts at most this (µs): far above any spin budget, so "slow" stays slow, and it recovers in ~20 fast samples. */
+const GAP_CLAMP_US = 20_000;
 
 /**
  * How long a sleeping queue waits before re-checking by itself: a safety net,
@@ -92,7 +153,7 @@ export class Poller {
   }
 
   add(queue: PolledQueue, mode: NotifyMode): void {
-    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false };
+    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, wait: new InFlightWait() };
     this.entries = [...this.entries, entry];
     if (deviceSleeps(mode)) {
       this.sleep(entry);
@@ -146,6 +207,8 @@ export class Poller {
       const entry = entries[(start + k) % count]!;
       if (!entry.spinning) continue;
       const n = entry.queue.poll(this.queueBudget);
+      const inFlight = entry.queue.inFlight;
+      entry.wait.observe(now, n, inFlight);
       if (n > 0) {
         anyWork = true;
         this.counters.requests += n;
@@ -153,10 +216,13 @@ export class Poller {
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
-      } else if (entry.queue.inFlight > 0) {
+      } else if (inFlight > 0 && entry.wait.pays(this.spinBudgetUs)) {
         // The guest's next request tends to follow a completion: the budget starts after the last one.
         entry.lastWork = now;
       } else if (entry.mode === 'adaptive') {
+        // Idle, or waiting for completions too slow to spin for (InFlightWait):
+        // the budget runs from the last request taken or completion seen.
+        if (entry.wait.lastEvent > entry.lastWork) entry.lastWork = entry.wait.lastEvent;
         const contended = this.contention !== null && this.contention.contended(now);
         if (contended || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
           this.sleep(entry);
@@ -240,6 +306,7 @@ export class Poller {
       queue.disableKick();
       entry.spinning = true;
       entry.lastWork = performance.now();
+      entry.wait.resume(entry.lastWork, queue.inFlight);
       this.schedule();
     });
   }

@@ -1,0 +1,163 @@
+/**
+ * Spinning for completions pays only when they come within the spin budget
+ * (#17): the controller's poller and the guest's driver each time how long
+ * they wait for the next completion while requests are in flight, keep
+ * spinning while that is within the budget (a file volume), and sleep while
+ * it is far longer (an RBD volume, a slow disk).
+ */
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Poller, type PolledQueue } from '../../src/queue/poller.ts';
+import { VirtioBlkDevice } from '../../src/queue/blk-device.ts';
+import { VirtioBlkDriver } from '../../src/queue/blk-driver.ts';
+import { createRegion } from '../../src/queue/layout.ts';
+import { runDeviceLoop } from './helpers/device-loop.ts';
+import { DeferredBlockDevice } from './helpers/deferred-device.ts';
+import { closeOpenPairs, track } from './helpers/pair.ts';
+
+afterEach(closeOpenPairs);
+
+/** A queue whose requests stay in flight until the test completes them. */
+class InFlightQueue implements PolledQueue {
+  pending = 0;
+  inFlight = 0;
+  taken = 0;
+  broken = false;
+  kickEnabled = false;
+  private kick: (() => void) | undefined;
+  poll(): number {
+    const n = this.pending;
+    this.pending = 0;
+    this.taken += n;
+    this.inFlight += n;
+    return n;
+  }
+  enableKick(): boolean {
+    this.kickEnabled = true;
+    return this.pending === 0;
+  }
+  disableKick(): void {
+    this.kickEnabled = false;
+  }
+  waitKick(): Promise<'kick' | 'timeout'> {
+    return new Promise((resolve) => (this.kick = () => resolve('kick')));
+  }
+  submit(): void {
+    this.pending++;
+    if (this.kickEnabled) {
+      const k = this.kick;
+      this.kick = undefined;
+      k?.();
+    }
+  }
+  complete(): void {
+    this.inFlight--;
+  }
+}
+
+const noContention = { contended: () => false, close() {} };
+
+/** Wait (turning the event loop) until cond holds; fail after 10 s instead of hanging. */
+async function until(cond: () => boolean, what = 'condition'): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Let at least `ms` of wall time pass, turning the event loop (the poller keeps running). */
+async function elapse(ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  await until(() => performance.now() >= end);
+}
+
+test('a polled queue keeps spinning while requests are in flight whose completions come within the spin budget', async () => {
+  const p = new Poller(20_000, undefined, { contention: noContention });
+  const q = new InFlightQueue();
+  p.add(q, 'adaptive');
+  for (let i = 0; i < 4; i++) {
+    q.submit();
+    await until(() => q.taken === i + 1, 'the take');
+    q.complete(); // at once: a gap of a pass or two
+    await until(() => p.counters.iterations > 0 && q.inFlight === 0);
+  }
+  q.submit();
+  await until(() => q.taken === 5, 'the take');
+  await elapse(50); // longer than the 20 ms idle budget: only the in-flight rule keeps it spinning
+  assert.equal(p.spinningCount(), 1);
+  assert.equal(p.counters.sleeps, 0);
+  q.complete();
+  p.stop();
+});
+
+test('a polled queue sleeps while requests are in flight whose completions take far longer than the spin budget, and a kick wakes it', async () => {
+  const p = new Poller(0, undefined, { contention: noContention });
+  const q = new InFlightQueue();
+  p.add(q, 'adaptive');
+  q.submit();
+  await until(() => q.taken === 1, 'the first take');
+  // Nothing measured yet: it spins for the first completion, and times it.
+  await elapse(2);
+  assert.equal(p.spinningCount(), 1);
+  q.complete();
+  await until(() => p.counters.sleeps === 1, 'the idle sleep');
+  q.submit();
+  await until(() => q.taken === 2, 'the second take');
+  // In flight, and completions take longer than the (zero) budget: it sleeps with the request out.
+  await until(() => p.spinningCount() === 0, 'a sleep in flight');
+  assert.equal(q.inFlight, 1);
+  assert.equal(q.kickEnabled, true);
+  q.complete();
+  q.submit();
+  await until(() => q.taken === 3, 'the take after the kick');
+  q.complete();
+  p.stop();
+});
+
+function deferredDriver(spinBudgetUs: number) {
+  const capacity = 64 * 1024;
+  const region = createRegion({ mode: 'adaptive', queueSize: 16, dataBytes: 128 * 1024, capacityBytes: capacity });
+  const backend = new DeferredBlockDevice(capacity);
+  const device = new VirtioBlkDevice({ region, backend, name: 'deferred' });
+  const driver = new VirtioBlkDriver({ region, spinBudgetUs, contention: noContention });
+  const loop = runDeviceLoop(device, { mode: 'adaptive' });
+  return track({ region, backend, device, driver, async close() { driver.close(); await loop.stop(); } });
+}
+
+test('an adaptive driver sleeps at once while a request is in flight once its completions take longer than the spin budget', async () => {
+  const p = deferredDriver(0);
+  const first = p.driver.pread(new Uint8Array(4096), 0);
+  await p.backend.waitHeld(1);
+  await elapse(2);
+  p.backend.held[0]!.release();
+  await first;
+  const before = p.driver.stats();
+  const second = p.driver.pread(new Uint8Array(4096), 4096);
+  // The first pass runs inside pread(): a completion ~2 ms away is not worth spinning for.
+  const s = p.driver.stats();
+  assert.equal(s.interruptsWaited, before.interruptsWaited + 1);
+  assert.equal(s.spins, before.spins);
+  await p.backend.waitHeld(2);
+  p.backend.held[1]!.release();
+  await second;
+  await p.close();
+});
+
+test('an adaptive driver keeps spinning while a request is in flight whose completions come within the spin budget', async () => {
+  const p = deferredDriver(10_000_000);
+  for (let i = 0; i < 3; i++) {
+    const read = p.driver.pread(new Uint8Array(4096), 0);
+    await p.backend.waitHeld(i + 1);
+    p.backend.held[i]!.release();
+    await read;
+  }
+  const before = p.driver.stats();
+  const read = p.driver.pread(new Uint8Array(4096), 0);
+  await p.backend.waitHeld(4);
+  await until(() => p.driver.stats().spins > before.spins + 100, 'spins with the request in flight');
+  p.backend.held[3]!.release();
+  await read;
+  assert.equal(p.driver.stats().interruptsWaited, 0);
+  await p.close();
+});
