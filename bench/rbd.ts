@@ -5,7 +5,10 @@
  * included: fio's own usr/sys figures leave them out) and, for the controller
  * rows, the controller process (its librbd threads and the guest thread
  * included), each on its own column. The cluster's daemons are not counted
- * (the same OSD serves every row). A fio run's fixed cost (start, connect,
+ * (the same OSD serves every row). The controller's CPU is also split per
+ * thread (/proc/self/task): its event loop ("main": NBD, volume, cache, the
+ * poller, librbd's dispatch, which runs in the caller), the guest thread, and
+ * librbd's own threads (messenger, io_context). A fio run's fixed cost (start, connect,
  * open; measured once per engine with a one-request run) is taken off, and the
  * ramp's requests are counted at the measured rate: CPU µs/op is per request.
  *
@@ -30,13 +33,13 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
-import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
+import { processCpuSeconds, selfCpuSeconds, statCpuSeconds } from './lib/cpu.ts';
 import { median, runFio } from './lib/fio.ts';
 import { openRbd } from '../src/storage/rbd-backend.ts';
 import type { IoTarget } from '../src/block/types.ts';
@@ -57,6 +60,61 @@ interface Sample {
   controllerUsPerOp: number;
   /** The OSD daemon, when it runs on this machine (NaN otherwise): the same for every path, the rest of the CPU budget. */
   osdUsPerOp: number;
+  /** The controller's threads (NaN for fio's rbd engine): see ThreadSplit. */
+  split: ThreadSplit;
+}
+
+/** µs per request of this process's threads, by side. */
+interface ThreadSplit {
+  /** The event loop: NBD, volume, cache, poller, and librbd's request dispatch (it runs in the caller). */
+  main: number;
+  /** The guest's thread (Node threads that appeared while the controller started). */
+  guest: number;
+  /** librbd's and librados' own threads (messenger workers, io_context, timers). */
+  librbd: number;
+  /** Node's other threads: V8's GC and compiler helpers, the libuv pool. */
+  other: number;
+}
+
+const NO_SPLIT: ThreadSplit = { main: NaN, guest: NaN, librbd: NaN, other: NaN };
+
+/** CPU seconds and name of each thread of this process. */
+function threadCpu(): Map<number, { sec: number; name: string }> {
+  const out = new Map<number, { sec: number; name: string }>();
+  for (const t of readdirSync('/proc/self/task')) {
+    try {
+      out.set(Number(t), { sec: statCpuSeconds(`/proc/self/task/${t}/stat`), name: readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Node's threads (main, V8 helpers, libuv, workers) are named "node" (V8's profiler "v8:..."); the rest are librbd's. */
+const isLibrbd = (name: string) => name !== 'node' && !name.startsWith('v8:') && !name.startsWith('libuv');
+
+/** Per-thread CPU between this call and the returned one's, per request; `guests`: the guest's thread ids. */
+function splitMeter(guests: Set<number>): (ops: number) => ThreadSplit {
+  const t0 = threadCpu();
+  return (ops) => {
+    const out = { main: 0, guest: 0, librbd: 0, other: 0 };
+    for (const [tid, t] of threadCpu()) {
+      const d = t.sec - (t0.get(tid)?.sec ?? 0);
+      if (tid === process.pid) out.main += d;
+      else if (guests.has(tid)) out.guest += d;
+      else if (isLibrbd(t.name)) out.librbd += d;
+      else out.other += d;
+    }
+    return { main: (out.main / ops) * 1e6, guest: (out.guest / ops) * 1e6, librbd: (out.librbd / ops) * 1e6, other: (out.other / ops) * 1e6 };
+  };
+}
+
+/** Node's threads started since `before` (taken before the controller started: its guest's). */
+function newNodeThreads(before: Set<number>): Set<number> {
+  const out = new Set<number>();
+  for (const [tid, t] of threadCpu()) if (!before.has(tid) && t.name === 'node') out.add(tid);
+  return out;
 }
 
 /** The local OSD's pid (a cluster started by scripts/ceph/cluster.sh, or yours if its pid file is there), or 0. */
@@ -115,17 +173,19 @@ async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Samp
   if (!fixedCpu.has('rbd')) fixedCpu.set('rbd', (await runFio([...oneRequest, ...rbdEngine()], env)).fioCpuSec);
   const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), ...rbdEngine()], env));
   const ops = allIos(r.ios);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6 };
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6, split: NO_SPLIT };
 }
 
-async function fioNbd(conf: string, uri: string, w: Workload): Promise<Sample> {
+async function fioNbd(conf: string, uri: string, w: Workload, guests: Set<number>): Promise<Sample> {
   if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
+  const split = splitMeter(guests);
   const cpu0 = selfCpuSeconds();
   const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env));
   const controllerSec = selfCpuSeconds() - cpu0;
   const ops = allIos(r.ios);
+  const threads = split(ops);
   const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6, split: threads };
 }
 
 /**
@@ -169,6 +229,7 @@ async function backendAlone(conf: string, w: Workload): Promise<Sample> {
     const done = new Promise<void>((resolve) => (finished = resolve));
     for (let i = 0; i < w.depth; i++) issue(i);
     await new Promise((r) => setTimeout(r, RAMP_SECONDS * 1000));
+    const split = splitMeter(new Set());
     const cpu0 = selfCpuSeconds();
     const t0 = performance.now();
     measuring = true;
@@ -176,16 +237,17 @@ async function backendAlone(conf: string, w: Workload): Promise<Sample> {
     measuring = false;
     const elapsed = (performance.now() - t0) / 1000;
     const cpu = selfCpuSeconds() - cpu0;
+    const threads = split(ops);
     stopping = true;
     await done;
     if (failed) throw failed;
-    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6 };
+    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6, split: threads };
   } finally {
     await b.close();
   }
 }
 
-async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string) => Promise<void>, cacheMiB = 2): Promise<void> {
+async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string, guests: Set<number>) => Promise<void>, cacheMiB = 2): Promise<void> {
   const config = parseConfig(
     {
       dataDir,
@@ -198,8 +260,10 @@ async function withController(conf: string, dataDir: string, guest: boolean, fn:
     dataDir,
     {},
   );
+  const before = new Set(threadCpu().keys());
   const c = await Controller.start(config);
   try {
+    const guests = guest ? newNodeThreads(before) : new Set<number>();
     const status = await c.status();
     const vol = status.volumes[0] as { error?: string };
     if (vol.error) throw new Error(`the RBD volume did not open: ${vol.error}`);
@@ -211,7 +275,7 @@ async function withController(conf: string, dataDir: string, guest: boolean, fn:
       const a = c.nbdEndpoint();
       uri = `nbd://${a.host}:${a.port}/rbd`;
     }
-    await fn(uri);
+    await fn(uri, guests);
   } finally {
     await c.stop();
   }
@@ -241,20 +305,20 @@ async function main(): Promise<void> {
       // fio's librbd needs the image's lock: no controller holds it during these runs.
       for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
       for (const w of WORKLOADS) add(BACKEND, w.name, await backendAlone(conf, w));
-      await withController(conf, dataDir, false, async (uri) => {
-        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w));
+      await withController(conf, dataDir, false, async (uri, guests) => {
+        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w, guests));
       });
-      await withController(conf, dataDir, true, async (uri) => {
-        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w));
+      await withController(conf, dataDir, true, async (uri, guests) => {
+        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w, guests));
       });
       // The NBD floor: the same export answering 4 KiB reads from its cache (16 MiB, warmed), no RBD at all.
       await withController(
         conf,
         dataDir,
         false,
-        async (uri) => {
+        async (uri, guests) => {
           await runFio(['--name=warm', '--ioengine=nbd', `--uri=${uri}`, '--rw=read', '--bs=1M', `--size=${FLOOR_MIB}M`]);
-          for (const w of WORKLOADS.filter((x) => x.rw === 'randread')) add(FLOOR, w.name, await fioNbd(conf!, uri, { ...w, sizeMiB: FLOOR_MIB }));
+          for (const w of WORKLOADS.filter((x) => x.rw === 'randread')) add(FLOOR, w.name, await fioNbd(conf!, uri, { ...w, sizeMiB: FLOOR_MIB }, guests));
         },
         4 * FLOOR_MIB,
       );
@@ -264,8 +328,8 @@ async function main(): Promise<void> {
     const lines = [
       `## RBD volumes against fio's rbd engine (same image, ${SIZE_MIB} MiB; ${SECONDS} s runs, median of ${REPEATS})`,
       '',
-      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | CPU x fio rbd | OSD µs/op |',
-      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| path | workload | IOPS | x fio rbd | p50 µs | CPU µs/op | controller µs/op | main | guest | librbd | other | CPU x fio rbd | OSD µs/op |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ];
     for (const [how, m] of rows) {
       for (const w of WORKLOADS) {
@@ -277,14 +341,18 @@ async function main(): Promise<void> {
         const baseCpu = median(limit.get(w.name)!.map((x) => x.cpuUsPerOp));
         const ctl = median(s.map((x) => x.controllerUsPerOp));
         const osd = median(s.map((x) => x.osdUsPerOp));
+        const part = (k: keyof ThreadSplit) => {
+          const v = median(s.map((x) => x.split[k]));
+          return Number.isNaN(v) ? '—' : v.toFixed(0);
+        };
         lines.push(
-          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${(cpu / baseCpu).toFixed(2)} | ${Number.isNaN(osd) ? '—' : osd.toFixed(1)} |`,
+          `| ${how} | ${w.name} | ${iops.toFixed(0)} | ${(iops / base).toFixed(2)} | ${median(s.map((x) => x.p50Us)).toFixed(0)} | ${cpu.toFixed(1)} | ${Number.isNaN(ctl) ? '—' : ctl.toFixed(1)} | ${part('main')} | ${part('guest')} | ${part('librbd')} | ${part('other')} | ${(cpu / baseCpu).toFixed(2)} | ${Number.isNaN(osd) ? '—' : osd.toFixed(1)} |`,
         );
       }
     }
     lines.push(
       '',
-      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone. Ceph's daemons are not in CPU µs/op; OSD µs/op is the local OSD's (the rest of a 2-core machine's budget: at QD32 IOPS is bounded by cores / (CPU + OSD) per request).",
+      "CPU µs/op: fio's process tree (librbd's threads included for the rbd engine) plus, for the controller rows, the controller process (its librbd threads and guest thread included); controller µs/op: that process alone, split per thread into main (the event loop: NBD, volume, cache, poller, librbd's dispatch), guest (the guest's thread), librbd (its messenger and io_context threads) and other (V8's GC helpers, the libuv pool). Ceph's daemons are not in CPU µs/op; OSD µs/op is the local OSD's (the rest of a 2-core machine's budget: at QD32 IOPS is bounded by cores / (CPU + OSD) per request).",
     );
     // Where the limit is at QD1: an NBD path adds at least the floor's latency to librbd's own.
     const p50 = (how: string, w: string) => median(rows.get(how)!.get(w)!.map((x) => x.p50Us));

@@ -1,7 +1,7 @@
 import { closeSync, readSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { allocAligned, type AlignedSlab } from './aligned.ts';
-import { PromiseTarget, type BackendStats, type StorageBackend } from './backend.ts';
+import { PromiseTarget, backendError, type BackendStats, type StorageBackend } from './backend.ts';
 import { LibuvEngine, type IoEngine, type IoTarget } from './engine.ts';
 import { native, type FdWatch } from '../native/addon.ts';
 import {
@@ -344,6 +344,26 @@ const OP_FLUSH = 2;
 const OP_ZEROES = 3;
 const OP_DISCARD = 4;
 
+/**
+ * Settles a read()/write() promise; the error's message (`rbd write [pos, +len)`)
+ * is only built when it fails, not formatted for every request on the Volume's
+ * write path.
+ */
+class Settle implements IoTarget {
+  constructor(
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+    private readonly op: number,
+    private readonly position: number,
+    private readonly length: number,
+  ) {}
+
+  ioDone(_tag: number, result: number): void {
+    if (result >= 0) this.resolve();
+    else this.reject(backendError(result, `rbd ${this.op === OP_READ ? 'read' : 'write'} [${this.position}, +${this.length})`));
+  }
+}
+
 /** Wakes the backend when its eventfd read completes on the (fallback) engine. */
 class Doorbell implements IoTarget {
   constructor(private readonly backend: RbdBackend) {}
@@ -441,12 +461,13 @@ export class RbdBackend implements StorageBackend {
     this.submit(OP_WRITE, buf, at, length, position, target, tag);
   }
 
+  /** The Volume's write path comes here for every write: one promise, one target, no message unless it fails. */
   read(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
-    return new Promise((resolve, reject) => this.readTo(buf, at, length, position, new PromiseTarget(resolve, reject, `rbd read [${position}, +${length})`), 0));
+    return new Promise((resolve, reject) => this.readTo(buf, at, length, position, new Settle(resolve, reject, OP_READ, position, length), 0));
   }
 
   write(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
-    return new Promise((resolve, reject) => this.writeFrom(buf, at, length, position, new PromiseTarget(resolve, reject, `rbd write [${position}, +${length})`), 0));
+    return new Promise((resolve, reject) => this.writeFrom(buf, at, length, position, new Settle(resolve, reject, OP_WRITE, position, length), 0));
   }
 
   /** rbd_aio_flush: with the cache off every completed write is durable already; this orders discards and resizes too. */
