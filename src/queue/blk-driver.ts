@@ -14,6 +14,7 @@ import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
+import { InFlightWait } from './in-flight-wait.ts';
 import { CoreContention, type ContentionMeter } from './contention.ts';
 import {
   BLK_HEADER_BYTES,
@@ -83,10 +84,6 @@ const SLOT_STATUS = 32;
 const WAIT_TIMEOUT_MS = 1000;
 /** Adaptive mode: how long the driver spins for a completion before it sleeps on the call doorbell. */
 const IN_FLIGHT_SPIN_MS = 2;
-/** EWMA weight of a new completion gap (see completionGapUs): 1/8. */
-const GAP_EWMA_WEIGHT = 8;
-/** A completion gap sample counts at most this (µs): one stall cannot keep the estimate high for long. */
-const GAP_CLAMP_US = 20_000;
 /** Cached data-buffer views at most (one per pool offset in use; reset past this). */
 const VIEW_CACHE_MAX = 1024;
 
@@ -160,13 +157,11 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   private sleptAt = 0;
   private lastActivity = 0;
   /**
-   * Adaptive: an EWMA (µs) of how long the driver waited for a completion,
-   * from its last event (a submission or a completion) to the next completion;
-   * -1 before the first. Every completion is timed, spun for or slept through
-   * (a slept one includes the wake-up: an overestimate of tens of µs). Spinning
-   * for a completion pays only while this is within the spin budget; see adaptivePass.
+   * Whether spinning for a completion pays: every completion is timed from the
+   * driver's last event (a submission or a completion), spun for or slept
+   * through; see adaptivePass.
    */
-  private completionGapUs = -1;
+  private readonly inFlightWait = new InFlightWait();
   /** Why new requests are refused once closed: ESHUTDOWN after close(), EIO after the queue broke. */
   private refusal: StorvisorError = shutDown('queue driver');
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
@@ -538,8 +533,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       this.counters.completed += done;
       const now = performance.now();
       // Everything just completed was in flight since the last event at least.
-      const gap = Math.min((now - this.lastActivity) * 1000, GAP_CLAMP_US);
-      this.completionGapUs = this.completionGapUs < 0 ? gap : this.completionGapUs + (gap - this.completionGapUs) / GAP_EWMA_WEIGHT;
+      this.inFlightWait.record((now - this.lastActivity) * 1000, this.spinBudget.us);
       this.lastActivity = now;
       this.pump();
     }
@@ -681,7 +675,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       // wake-up it saves, so then the queue is treated as idle: spin for the
       // budget after the last event (a request arriving on the socket needs no
       // wake-up), then sleep until the controller calls.
-      const spinMs = this.completionGapUs <= this.spinBudget.us ? Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS) : this.spinBudget.ms;
+      const spinMs = this.inFlightWait.pays ? Math.max(this.spinBudget.ms, IN_FLIGHT_SPIN_MS) : this.spinBudget.ms;
       if (!contended && since < spinMs) return this.spinAgain(this.adaptivePass);
       // Arm: clear NO_INTERRUPT, snapshot the doorbell, then re-check the used
       // ring. The device stores used.idx before loading avail.flags, so either

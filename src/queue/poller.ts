@@ -3,6 +3,7 @@ import { yieldCpu } from '../native/libc.ts';
 import type { IoEngine } from '../storage/engine.ts';
 import { deviceSleeps } from './layout.ts';
 import { CoreContention, type ContentionMeter } from './contention.ts';
+import { InFlightWait } from './in-flight-wait.ts';
 
 /**
  * The controller's polling loop: one loop services every guest queue and reaps
@@ -21,7 +22,9 @@ import { CoreContention, type ContentionMeter } from './contention.ts';
  *   client and the guest need the core an idle spin would take. While
  *   requests are in flight it keeps spinning only if their completions are
  *   expected within the budget (InFlightWait, measured per queue): a file
- *   volume's are; an RBD volume's are not, and it sleeps as if idle.
+ *   volume's are; an RBD volume's are not, and it is treated as idle (it
+ *   spins the budget after its last event, then sleeps; the backend's own
+ *   wake-up publishes the completion, the guest's next request kicks).
  * - notify: never spin; every request is kicked and waited for (the
  *   unoptimised baseline).
  * The engine is reaped on every pass while anything spins; its eventfd
@@ -52,65 +55,41 @@ interface Entry {
   spinning: boolean;
   lastWork: number;
   removed: boolean;
-  /** In-flight wait estimate (see InFlightWait): whether spinning for a completion pays. */
-  wait: InFlightWait;
+  /** Completions of this queue, timed (see QueueWaits). */
+  waits: QueueWaits;
 }
 
 /**
- * How long a queue's requests keep the loop waiting for their next completion,
- * measured while it spins: an EWMA of the gaps between the last event (a
- * request taken or a completion seen) and the next completion, while requests
- * are in flight. Spinning for a completion pays when that gap is within the
- * spin budget (a file volume: tens of µs); when it is far longer (an RBD
- * request: hundreds of µs to ms; a slow disk) the spin costs more CPU than the
- * wake-up it saves, and on a shared machine takes the core librbd's threads and
- * the OSD need. Then the in-flight queue is treated as idle: it spins for the
- * budget after its last event (which still sees a fast completion, so the
- * estimate comes back down when the backend gets fast) and sleeps; the
- * completion is published by the backend's own wake-up, and the guest's next
- * request kicks the queue awake.
- *
- * Completions are counted without a hook in the queue: what was in flight
- * after the last pass, plus what this pass took, minus what is in flight now.
+ * Times a queue's completions for InFlightWait without a hook in the queue:
+ * the completions of a pass are what was in flight after the last pass, plus
+ * what this pass took, minus what is in flight now; each waited from the last
+ * event (a request taken or a completion seen), at a pass's resolution. While
+ * the queue sleeps with requests in flight (the wait is not worth a spin),
+ * their completions are not seen; each one counted on wake-up waited longer
+ * than the budget (the queue spun that long before it slept).
  */
-class InFlightWait {
-  /** EWMA of the gaps in µs; -1 until the first one is seen (spin, as for a fast backend). */
-  gapUs = -1;
-  /** queue.inFlight after the last pass (resynchronised on wake-up: completions while asleep are not timed). */
+class QueueWaits {
+  readonly wait = new InFlightWait();
+  /** queue.inFlight after the last pass. */
   seen = 0;
   /** When the last request was taken or the last completion seen (performance.now() ms). */
   lastEvent = 0;
 
   /** Account for this pass: `taken` requests taken, `inFlight` now in flight. */
-  observe(now: number, taken: number, inFlight: number): void {
+  observe(now: number, taken: number, inFlight: number, budgetUs: number): void {
     const completed = this.seen + taken - inFlight;
-    if (completed > 0 && this.seen > 0) {
-      // Waited from the last event for this completion (a pass's resolution). A
-      // sample is clamped so that one stall (an OSD away for seconds) cannot keep
-      // the estimate high for long after it.
-      const gap = Math.min((now - this.lastEvent) * 1000, GAP_CLAMP_US);
-      this.gapUs = this.gapUs < 0 ? gap : this.gapUs + (gap - this.gapUs) / GAP_EWMA_WEIGHT;
-    }
+    if (completed > 0 && this.seen > 0) this.wait.record((now - this.lastEvent) * 1000, budgetUs);
     if (taken > 0 || completed > 0) this.lastEvent = now;
     this.seen = inFlight;
   }
 
-  /** After a sleep: start timing from here. */
+  /** After a sleep (no request was taken meanwhile): what completed meanwhile took longer than the budget. */
   resume(now: number, inFlight: number): void {
+    for (let n = Math.min(this.seen - inFlight, 8); n > 0; n--) this.wait.recordLong();
     this.seen = inFlight;
     this.lastEvent = now;
   }
-
-  /** Spin while requests are in flight: the next completion is expected within the budget. */
-  pays(spinBudgetUs: number): boolean {
-    return this.gapUs <= spinBudgetUs;
-  }
 }
-
-/** EWMA weight of a new gap: 1/8 (a few requests to follow a change, robust to one outlier). */
-const GAP_EWMA_WEIGHT = 8;
-/** A gap sample counts at most this (µs): far above any spin budget, so "slow" stays slow, and it recovers in ~20 fast samples. */
-const GAP_CLAMP_US = 20_000;
 
 /**
  * How long a sleeping queue waits before re-checking by itself: a safety net,
@@ -153,7 +132,7 @@ export class Poller {
   }
 
   add(queue: PolledQueue, mode: NotifyMode): void {
-    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, wait: new InFlightWait() };
+    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, waits: new QueueWaits() };
     this.entries = [...this.entries, entry];
     if (deviceSleeps(mode)) {
       this.sleep(entry);
@@ -208,7 +187,7 @@ export class Poller {
       if (!entry.spinning) continue;
       const n = entry.queue.poll(this.queueBudget);
       const inFlight = entry.queue.inFlight;
-      entry.wait.observe(now, n, inFlight);
+      entry.waits.observe(now, n, inFlight, this.spinBudgetUs);
       if (n > 0) {
         anyWork = true;
         this.counters.requests += n;
@@ -216,13 +195,13 @@ export class Poller {
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
-      } else if (inFlight > 0 && entry.wait.pays(this.spinBudgetUs)) {
+      } else if (inFlight > 0 && entry.waits.wait.pays) {
         // The guest's next request tends to follow a completion: the budget starts after the last one.
         entry.lastWork = now;
       } else if (entry.mode === 'adaptive') {
         // Idle, or waiting for completions too slow to spin for (InFlightWait):
         // the budget runs from the last request taken or completion seen.
-        if (entry.wait.lastEvent > entry.lastWork) entry.lastWork = entry.wait.lastEvent;
+        if (entry.waits.lastEvent > entry.lastWork) entry.lastWork = entry.waits.lastEvent;
         const contended = this.contention !== null && this.contention.contended(now);
         if (contended || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
           this.sleep(entry);
@@ -306,7 +285,7 @@ export class Poller {
       queue.disableKick();
       entry.spinning = true;
       entry.lastWork = performance.now();
-      entry.wait.resume(entry.lastWork, queue.inFlight);
+      entry.waits.resume(entry.lastWork, queue.inFlight);
       this.schedule();
     });
   }

@@ -11,6 +11,7 @@ import { Poller, type PolledQueue } from '../../src/queue/poller.ts';
 import { VirtioBlkDevice } from '../../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../../src/queue/blk-driver.ts';
 import { createRegion } from '../../src/queue/layout.ts';
+import { InFlightWait } from '../../src/queue/in-flight-wait.ts';
 import { runDeviceLoop } from './helpers/device-loop.ts';
 import { DeferredBlockDevice } from './helpers/deferred-device.ts';
 import { closeOpenPairs, track } from './helpers/pair.ts';
@@ -91,26 +92,39 @@ test('a polled queue keeps spinning while requests are in flight whose completio
   p.stop();
 });
 
+test('the wait estimate ignores a rare long wait and turns when most waits are long', () => {
+  const w = new InFlightWait();
+  for (let i = 0; i < 100; i++) w.record(i % 8 === 0 ? 5000 : 40, 200); // a descheduled thread now and then
+  assert.equal(w.pays, true);
+  for (let i = 0; i < 6; i++) w.record(700, 200); // an RBD read
+  assert.equal(w.pays, false);
+  for (let i = 0; i < 6; i++) w.record(40, 200);
+  assert.equal(w.pays, true);
+});
+
 test('a polled queue sleeps while requests are in flight whose completions take far longer than the spin budget, and a kick wakes it', async () => {
   const p = new Poller(0, undefined, { contention: noContention });
   const q = new InFlightQueue();
   p.add(q, 'adaptive');
+  // Nothing measured yet: it spins for the first completions, and times them.
+  const TRAIN = 6;
+  for (let i = 1; i <= TRAIN; i++) {
+    q.submit();
+    await until(() => q.taken === i, 'a take');
+    await elapse(1);
+    assert.equal(p.spinningCount(), 1);
+    q.complete();
+    await until(() => p.counters.sleeps === i, 'the idle sleep');
+  }
   q.submit();
-  await until(() => q.taken === 1, 'the first take');
-  // Nothing measured yet: it spins for the first completion, and times it.
-  await elapse(2);
-  assert.equal(p.spinningCount(), 1);
-  q.complete();
-  await until(() => p.counters.sleeps === 1, 'the idle sleep');
-  q.submit();
-  await until(() => q.taken === 2, 'the second take');
+  await until(() => q.taken === TRAIN + 1, 'the take after training');
   // In flight, and completions take longer than the (zero) budget: it sleeps with the request out.
   await until(() => p.spinningCount() === 0, 'a sleep in flight');
   assert.equal(q.inFlight, 1);
   assert.equal(q.kickEnabled, true);
   q.complete();
   q.submit();
-  await until(() => q.taken === 3, 'the take after the kick');
+  await until(() => q.taken === TRAIN + 2, 'the take after the kick');
   q.complete();
   p.stop();
 });
@@ -127,19 +141,22 @@ function deferredDriver(spinBudgetUs: number) {
 
 test('an adaptive driver sleeps at once while a request is in flight once its completions take longer than the spin budget', async () => {
   const p = deferredDriver(0);
-  const first = p.driver.pread(new Uint8Array(4096), 0);
-  await p.backend.waitHeld(1);
-  await elapse(2);
-  p.backend.held[0]!.release();
-  await first;
+  const TRAIN = 6;
+  for (let i = 0; i < TRAIN; i++) {
+    const read = p.driver.pread(new Uint8Array(4096), 0);
+    await p.backend.waitHeld(i + 1);
+    await elapse(1);
+    p.backend.held[i]!.release();
+    await read;
+  }
   const before = p.driver.stats();
   const second = p.driver.pread(new Uint8Array(4096), 4096);
-  // The first pass runs inside pread(): a completion ~2 ms away is not worth spinning for.
+  // The first pass runs inside pread(): a completion ~1 ms away is not worth spinning for.
   const s = p.driver.stats();
   assert.equal(s.interruptsWaited, before.interruptsWaited + 1);
   assert.equal(s.spins, before.spins);
-  await p.backend.waitHeld(2);
-  p.backend.held[1]!.release();
+  await p.backend.waitHeld(TRAIN + 1);
+  p.backend.held[TRAIN]!.release();
   await second;
   await p.close();
 });
