@@ -45,6 +45,17 @@ export class Keyspace {
   /** Current time source; replaced by tests. */
   now: () => number = Date.now;
 
+  /**
+   * Called when the first key with an expiry appears (none had one before):
+   * the active expirer sleeps while there is none and is woken by this.
+   */
+  onVolatile: (() => void) | null = null;
+
+  /** Keys that have an expiry (the active expirer's work). */
+  get volatileCount(): number {
+    return this.volatile.size;
+  }
+
   /** The live entry for key, removing it first if it has expired. */
   get(key: string): Entry | undefined {
     const e = this.map.get(key);
@@ -89,8 +100,11 @@ export class Keyspace {
 
   setExpire(entry: Entry, key: string, expireAt: number): void {
     entry.expireAt = expireAt;
-    if (expireAt !== 0) this.volatile.add(key);
-    else this.volatile.delete(key);
+    if (expireAt !== 0) {
+      const first = this.volatile.size === 0;
+      this.volatile.add(key);
+      if (first) this.onVolatile?.();
+    } else this.volatile.delete(key);
   }
 
   delete(key: string): boolean {
