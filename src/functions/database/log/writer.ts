@@ -148,6 +148,12 @@ export class LogWriter {
     await this.idle();
   }
 
+  /**
+   * Which batch a mutation appended now joins: it changes whenever the queue
+   * is taken, so mutations appended under the same id are acknowledged together.
+   */
+  batchId = 0;
+
   /** Queue one mutation; returns its sequence number. */
   append(m: Mutation): number {
     this.queue.push(m);
@@ -220,6 +226,7 @@ export class LogWriter {
     const batchBytes = this.queueBytes;
     const wasBacklogged = this.backlogged;
     const lastSeq = this.appended;
+    this.batchId++;
     this.queue = [];
     this.queueBytes = 0;
     this.queueShrinks = false;
@@ -332,6 +339,7 @@ export class LogWriter {
     const heldSeq = this.appended;
     let notCarried = this.queue.length;
     if (!beside) {
+      this.batchId++;
       this.queue = [];
       this.queueBytes = 0;
       this.queueShrinks = false;
