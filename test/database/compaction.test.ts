@@ -11,6 +11,7 @@ import type { WriteFlags } from '../../src/block/types.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { Database } from '../../src/functions/database/database.ts';
 import { dispatch } from '../../src/functions/database/commands/table.ts';
+import { DeviceLane } from '../../src/functions/database/log/writer.ts';
 import { commandContext } from './helpers.ts';
 import { waitFor } from '../net/helpers.ts';
 
@@ -233,5 +234,73 @@ test('a FLUSHDB during a compaction writes the rest of the snapshot first, and r
   const reopened = await Database.open(device, options);
   assert.deepEqual(dump(reopened), dump(db));
   assert.equal(reopened.ks.size, 1);
+  await Promise.all([db.close(), reopened.close()]);
+});
+
+test('the device lane hands a waiting log batch the next turn, but a waiting chunk the turn after a batch', async () => {
+  const lane = new DeviceLane();
+  const order: string[] = [];
+  await lane.acquire(false); // a chunk write holds the lane
+  const batch1 = lane.acquire(true).then(() => order.push('batch1'));
+  const chunk2 = lane.acquire(false).then(() => order.push('chunk2'));
+  lane.release(); // the chunk is done: the waiting batch goes first
+  await batch1;
+  const batch2 = lane.acquire(true).then(() => order.push('batch2'));
+  lane.release(); // after a batch, the waiting chunk goes before the next batch
+  await chunk2;
+  lane.release();
+  await batch2;
+  lane.release();
+  assert.deepEqual(order, ['batch1', 'chunk2', 'batch2']);
+  // Free again: the next one gets it at once.
+  await lane.acquire(false);
+  lane.release();
+});
+
+/** A memory device whose writes take a few event loop turns, counting how many are in flight at once. */
+class SlowDevice extends MemoryBlockDevice {
+  inflight = 0;
+  maxInflight = 0;
+  writes = 0;
+  override async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    this.inflight++;
+    this.writes++;
+    this.maxInflight = Math.max(this.maxInflight, this.inflight);
+    try {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+      return await super.pwrite(buf, offset, flags);
+    } finally {
+      this.inflight--;
+    }
+  }
+}
+
+test('during a compaction beside writes, log batches and snapshot chunks reach the device one at a time', async () => {
+  const device = new SlowDevice(32 << 20);
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  // About 1.5 MiB of snapshot: several chunks.
+  for (let i = 0; i < 12_000; i++) run('SET', `k${i}`, `v${i}-${'x'.repeat(100)}`);
+  await db.writer.sync();
+  device.maxInflight = 0;
+  const batchesBefore = db.writer.counters.batches;
+  // compactNow resolves once the log is idle: the traffic stops when the first compaction is done.
+  const compaction = db.writer.compactNow();
+  let i = 0;
+  while (db.writer.counters.compactions === 0) {
+    run('SET', `k${(i * 7) % 12_000}`, `during-${i}`);
+    run('SET', `new${i}`, `n${i}`);
+    i++;
+    await new Promise((r) => setImmediate(r));
+  }
+  await compaction;
+  await db.writer.sync();
+  assert.ok(db.writer.counters.batches - batchesBefore > 2, 'batches went on during the compaction');
+  assert.equal(device.maxInflight, 1, 'a batch and a chunk were written at the same time');
+  const expected = dump(db);
+  const reopened = await Database.open(device, { ...options });
+  assert.deepEqual(dump(reopened), expected);
   await Promise.all([db.close(), reopened.close()]);
 });

@@ -360,7 +360,7 @@ export class LogWriter {
       firstSeq: this.nextSeq + notCarried,
     };
     const bs = this.sb.blockSize;
-    const image = this.image ?? new ChunkedImage(SNAPSHOT_CHUNK);
+    const image = this.image ?? new ChunkedImage(this.device.writeThrough ? SNAPSHOT_CHUNK_WRITE_THROUGH : SNAPSHOT_CHUNK);
     this.image = null;
     image.reset();
     let crc = chainSeed(next.generation);
@@ -384,21 +384,37 @@ export class LogWriter {
     let carryBytes = 0;
     let pumpStop = false;
     let pumpError: unknown = null;
+    const lane = new DeviceLane();
     const pump = async (): Promise<void> => {
       for (;;) {
+        // Once the snapshot is written, one more batch takes what is queued then; what
+        // comes later waits for the flip (it is written to the new region right after).
+        // The pump must not chase steady traffic, or the compaction would only end when
+        // the carry reached CARRY_MAX_BYTES (and then stall every writer for the flip).
+        const last = pumpStop;
         if (beside && this.queue.length > 0) {
-          // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
-          if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
-            beside = false;
-            continue;
+          // The batch goes to the device between chunk writes, never beside one (see DeviceLane);
+          // the queue is checked and taken once the lane is ours: what arrived while waiting joins.
+          await lane.acquire(true);
+          let batch: Mutation[] | null = null;
+          try {
+            // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
+            if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
+              beside = false;
+              continue;
+            }
+            batch = await this.writeQueued();
+          } finally {
+            lane.release();
           }
-          for (const m of await this.writeQueued()) {
+          for (const m of batch) {
             if (notCarried > 0) notCarried--;
             else {
               carry.push(m);
               carryBytes += recordSize(m);
             }
           }
+          if (last) return;
           continue;
         }
         if (pumpStop) return;
@@ -422,13 +438,20 @@ export class LogWriter {
         // ahead of the disk by more than one slice's worth.
         for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
           if (overflow !== null) break;
-          await this.device.pwrite(c, offset);
-          // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
-          // FUA (an fdatasync of the whole backing file) would carry every chunk written
-          // since, and its clients would wait for that; this way a batch waits for one
-          // chunk at most. Without batches beside (the queue waits for the flip), one
-          // flush at the end is enough.
-          if (beside && !this.device.writeThrough) await this.device.flush();
+          // One chunk at a time, and only between log batches: a batch waits for at most
+          // one chunk write (and a waiting batch goes before the next chunk).
+          await lane.acquire(false);
+          try {
+            await this.device.pwrite(c, offset);
+            // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
+            // FUA (an fdatasync of the whole backing file) would carry every chunk written
+            // since, and its clients would wait for that; this way a batch waits for one
+            // chunk at most. Without batches beside (the queue waits for the flip), one
+            // flush at the end is enough.
+            if (beside && !this.device.writeThrough) await this.device.flush();
+          } finally {
+            lane.release();
+          }
           offset += c.length;
           image.recycle(c);
           if (pumpError !== null) throw pumpError;
@@ -441,7 +464,14 @@ export class LogWriter {
       }
       // Complete (no mutation reaches the image any more): the last chunk, zero padded to a block.
       const last = image.tail(bs);
-      if (last.length > 0) await this.device.pwrite(last, offset);
+      if (last.length > 0) {
+        await lane.acquire(false);
+        try {
+          await this.device.pwrite(last, offset);
+        } finally {
+          lane.release();
+        }
+      }
     } finally {
       source.close();
       await stopPump();
@@ -527,8 +557,57 @@ export class LogWriter {
  * small enough that flushing one does not hold a batch's sync for long.
  */
 const SNAPSHOT_CHUNK = 256 << 10;
+/**
+ * On a write-through device (a guest's queue to the controller's volume: every
+ * write is O_DSYNC) each chunk write is a durable write of its own, and a log
+ * batch waits for the one in flight: smaller chunks keep that wait short (and
+ * fit one queue request, whose size_max is at most 128 KiB).
+ */
+const SNAPSHOT_CHUNK_WRITE_THROUGH = 64 << 10;
 /** Longest synchronous step of the snapshot walk (ms); the event loop runs between steps. */
 const SNAPSHOT_SLICE_MS = 1;
+
+/**
+ * The device during a compaction: log batches (the pump) and snapshot chunk
+ * writes take turns, one write at a time. A batch that waits goes first, except
+ * right after a batch when a chunk waits (so chunks cannot starve under steady
+ * writes). Concurrent, a batch's sync queued behind a chunk's on the same file
+ * (on a guest every write is a sync of its own): its clients waited for the
+ * chunk and their own write both, each slowed by the other.
+ */
+export class DeviceLane {
+  private busy = false;
+  private lastWasLog = false;
+  private logWaiter: (() => void) | null = null;
+  private chunkWaiter: (() => void) | null = null;
+
+  /** Wait for the lane (one waiter of each kind at a time: the pump, the chunk writer). */
+  acquire(log: boolean): Promise<void> {
+    if (!this.busy) {
+      this.busy = true;
+      this.lastWasLog = log;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      if (log) this.logWaiter = resolve;
+      else this.chunkWaiter = resolve;
+    });
+  }
+
+  /** Hand the lane to the next waiter (it stays busy) or free it. */
+  release(): void {
+    const chunkNext = this.chunkWaiter !== null && (this.lastWasLog || this.logWaiter === null);
+    const next = chunkNext ? this.chunkWaiter : this.logWaiter;
+    if (next === null) {
+      this.busy = false;
+      return;
+    }
+    if (chunkNext) this.chunkWaiter = null;
+    else this.logWaiter = null;
+    this.lastWasLog = !chunkNext;
+    next();
+  }
+}
 
 /**
  * Records laid out back to back in fixed-size chunks (a record may straddle
