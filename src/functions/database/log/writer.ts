@@ -385,6 +385,8 @@ export class LogWriter {
     let pumpStop = false;
     let pumpError: unknown = null;
     const lane = new DeviceLane();
+    /** A snapshot chunk was written and nothing made it durable since (no flush, no batch FUA). */
+    let chunkUnflushed = false;
     const pump = async (): Promise<void> => {
       for (;;) {
         // Once the snapshot is written, one more batch takes what is queued then; what
@@ -404,6 +406,8 @@ export class LogWriter {
               continue;
             }
             batch = await this.writeQueued();
+            // Its FUA (an fdatasync of the whole backing file) made the chunk written before it durable too.
+            if (this.options.appendfsync === 'always') chunkUnflushed = false;
           } finally {
             lane.release();
           }
@@ -442,13 +446,16 @@ export class LogWriter {
           // one chunk write (and a waiting batch goes before the next chunk).
           await lane.acquire(false);
           try {
-            await this.device.pwrite(c, offset);
-            // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
-            // FUA (an fdatasync of the whole backing file) would carry every chunk written
-            // since, and its clients would wait for that; this way a batch waits for one
-            // chunk at most. Without batches beside (the queue waits for the flip), one
+            // Beside the traffic, at most one chunk is written but not yet durable: otherwise
+            // the next batch's FUA (an fdatasync of the whole backing file) would carry every
+            // chunk written since, and its clients would wait for that. A batch between two
+            // chunks makes the first durable with its own FUA, so under steady writes chunks
+            // need no flush of their own; without batches, each chunk is flushed before the
+            // next is written. Without batches beside (the queue waits for the flip), one
             // flush at the end is enough.
-            if (beside && !this.device.writeThrough) await this.device.flush();
+            if (chunkUnflushed && beside) await this.device.flush();
+            await this.device.pwrite(c, offset);
+            chunkUnflushed = !this.device.writeThrough;
           } finally {
             lane.release();
           }
