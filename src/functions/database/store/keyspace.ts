@@ -91,6 +91,13 @@ export class Keyspace {
   /** put() of a string value without the Value object in between (SET's path). */
   putString(key: string, data: Buffer, expireAt: number): Entry {
     const old = this.map.get(key);
+    // Overwriting a string without a TTL by one without: the entry is updated in place
+    // (no new entry, no second Map probe). Nothing keeps a string entry's data across a
+    // mutation (the snapshot saved the key before this ran; replies copied or hold the old Buffer).
+    if (old !== undefined && old.type === 'string' && old.expireAt === 0 && expireAt === 0) {
+      old.data = data;
+      return old;
+    }
     const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
     this.map.set(key, entry);
     if (old === undefined) this.scanOrder.push({ id: entry.id, key });
