@@ -104,6 +104,8 @@ class Connection implements ClientState, ConnectionHandler {
   private readonly pw = new ReplyWriter();
   private readonly out: Buffer[] = [];
   private flushScheduled = false;
+  /** Parsing this connection's input (data, resume): replies are flushed right after, no tick needed. */
+  private feeding = false;
   private gone = false;
   private readonly ctx: CommandContext;
 
@@ -123,14 +125,26 @@ class Connection implements ClientState, ConnectionHandler {
   }
 
   data(chunk: Buffer): void {
-    this.parser.feed(chunk);
+    this.feeding = true;
+    try {
+      this.parser.feed(chunk);
+    } finally {
+      this.feeding = false;
+    }
     this.flushOut();
     this.settle();
   }
 
   resume(): void {
     if (this.blocked !== null) return;
-    if (this.parser.paused) this.parser.resume();
+    if (this.parser.paused) {
+      this.feeding = true;
+      try {
+        this.parser.resume();
+      } finally {
+        this.feeding = false;
+      }
+    }
     this.flushOut();
     this.settle();
   }
@@ -272,7 +286,7 @@ class Connection implements ClientState, ConnectionHandler {
       this.conn.count();
       // Big replies go at once (the output limits must see them); small ones leave with the batch.
       if (this.w.pendingBytes >= FLUSH_BYTES) this.flushOut();
-      else this.flushSoon();
+      else if (!this.feeding) this.flushSoon(); // while feeding, data()/resume() flush when the input is parsed
       return;
     }
     const last = this.pending.length > 0 ? this.pending[this.pending.length - 1]! : null;
