@@ -6,6 +6,8 @@ import { globMatch } from '../../src/functions/database/store/glob.ts';
 import { Keyspace } from '../../src/functions/database/store/keyspace.ts';
 import { Op, num } from '../../src/functions/database/store/mutations.ts';
 import { formatDouble } from '../../src/functions/database/commands/args.ts';
+import { waitFor } from '../net/helpers.ts';
+import { RespClient, startDatabase } from './helpers.ts';
 
 const str = (s: string) => ({ type: 'string' as const, data: Buffer.from(s) });
 const noop = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
@@ -55,6 +57,34 @@ test('the active expirer removes expired keys without them being touched', () =>
   for (let i = 0; i < 5; i++) removed += ks.expireSome(20);
   assert.equal(removed, 50);
   assert.equal(ks.size, 1);
+});
+
+test('the active expirer sleeps while no key has a TTL, wakes for the first one and sleeps again once it is gone', async (t) => {
+  const { fn, port } = await startDatabase(t);
+  const c = await RespClient.connect(port);
+  t.after(() => c.close());
+  assert.deepEqual(await c.call('SET', 'plain', 'v'), { status: 'OK' });
+  assert.equal(fn.stats().activeExpireRunning, 0);
+  assert.deepEqual(await c.call('SET', 'brief', 'v', 'PX', '30'), { status: 'OK' });
+  assert.equal(fn.stats().activeExpireRunning, 1);
+  // Nobody touches the key: the expirer removes it, then stops.
+  await waitFor(() => fn.stats().keys === 1 && fn.stats().activeExpireRunning === 0, 'the expirer to remove the key and stop');
+  assert.equal(await c.call('GET', 'brief'), null);
+  assert.equal(await c.call('GET', 'plain'), 'v');
+});
+
+test('a key whose TTL is removed (PERSIST, SET without KEEPTTL) stops the expirer', async (t) => {
+  const { fn, port } = await startDatabase(t);
+  const c = await RespClient.connect(port);
+  t.after(() => c.close());
+  await c.call('SET', 'a', 'v', 'EX', '100');
+  await c.call('SET', 'b', 'v', 'EX', '100');
+  assert.equal(fn.stats().activeExpireRunning, 1);
+  assert.equal(await c.call('PERSIST', 'a'), 1);
+  await c.call('SET', 'b', 'w');
+  await waitFor(() => fn.stats().activeExpireRunning === 0, 'the expirer to stop');
+  assert.equal(await c.call('TTL', 'a'), -1);
+  assert.equal(await c.call('GET', 'b'), 'w');
 });
 
 test('glob patterns follow Redis rules for *, ?, classes, ranges and escapes', () => {

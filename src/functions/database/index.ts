@@ -12,6 +12,7 @@ export interface DatabaseFunctionOptions extends ConnectionLimitOptions {
   maxBulkLength: number;
 }
 
+/** The active expirer's period while some key has a TTL (it sleeps while none has: lazy expiry still runs on access). */
 const ACTIVE_EXPIRE_MS = 100;
 const ACTIVE_EXPIRE_BUDGET = 20;
 
@@ -55,13 +56,30 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
     log: ctx.log,
   });
   const address = await server.listen(ctx.listen.host, ctx.listen.port);
-  const expirer = setInterval(() => db.ks.expireSome(ACTIVE_EXPIRE_BUDGET), ACTIVE_EXPIRE_MS);
-  expirer.unref();
+  // The active expirer runs only while some key has a TTL: an idle database with none wakes no one.
+  let expirer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const expireTick = () => {
+    db.ks.expireSome(ACTIVE_EXPIRE_BUDGET);
+    if (db.ks.volatileCount === 0 && expirer !== null) {
+      clearInterval(expirer);
+      expirer = null;
+    }
+  };
+  const armExpirer = () => {
+    if (expirer !== null || stopped) return;
+    expirer = setInterval(expireTick, ACTIVE_EXPIRE_MS);
+    expirer.unref();
+  };
+  db.ks.onVolatile = armExpirer;
+  if (db.ks.volatileCount > 0) armExpirer();
   const srv = server;
   return {
     address,
     async stop() {
-      clearInterval(expirer);
+      stopped = true;
+      if (expirer !== null) clearInterval(expirer);
+      expirer = null;
       await srv.close();
       await db.close();
     },
@@ -81,6 +99,7 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
         logCompactions: w.compactions,
         logFlushes: w.flushes,
         logFailed: db.writer.failed ? 1 : 0,
+        activeExpireRunning: expirer !== null ? 1 : 0,
       };
     },
   };

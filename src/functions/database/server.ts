@@ -5,7 +5,7 @@ import { unwatchAll } from './commands/transactions.ts';
 import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
-import { ErrorReply, ReplyWriter, encodeReply, type Reply } from './resp/writer.ts';
+import { ErrorReply, ReplyWriter, type Reply } from './resp/writer.ts';
 import { respErrorOf } from './resp/errors.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
@@ -63,11 +63,20 @@ interface Blocked {
   timer: NodeJS.Timeout | null;
 }
 
-/** Replies that may only be sent once the log holds mutation `seq` durably. */
+/**
+ * Replies that may only be sent once the log holds mutation `seq` durably:
+ * every reply of this connection whose write joined the same log batch (and
+ * the reads queued behind them), encoded back to back, released together.
+ */
 interface PendingReply {
   seq: number;
+  /** The log batch (LogWriter.batchId) the writes behind these replies joined. */
+  batch: number;
+  /** The encoded replies; the newest entry's are still in the connection's pending writer. */
   bytes: Buffer[];
   size: number;
+  /** Replies in this entry. */
+  count: number;
 }
 
 /**
@@ -91,8 +100,12 @@ class Connection implements ClientState, ConnectionHandler {
   private readonly pending: PendingReply[] = [];
   /** Replies encoded since the last flush, sent as one write per flush. */
   private readonly w = new ReplyWriter();
+  /** The newest pending entry's replies, encoded as they come (one slab, no Buffer per reply). */
+  private readonly pw = new ReplyWriter();
   private readonly out: Buffer[] = [];
   private flushScheduled = false;
+  /** Parsing this connection's input (data, resume): replies are flushed right after, no tick needed. */
+  private feeding = false;
   private gone = false;
   private readonly ctx: CommandContext;
 
@@ -112,14 +125,26 @@ class Connection implements ClientState, ConnectionHandler {
   }
 
   data(chunk: Buffer): void {
-    this.parser.feed(chunk);
+    this.feeding = true;
+    try {
+      this.parser.feed(chunk);
+    } finally {
+      this.feeding = false;
+    }
     this.flushOut();
     this.settle();
   }
 
   resume(): void {
     if (this.blocked !== null) return;
-    if (this.parser.paused) this.parser.resume();
+    if (this.parser.paused) {
+      this.feeding = true;
+      try {
+        this.parser.resume();
+      } finally {
+        this.feeding = false;
+      }
+    }
     this.flushOut();
     this.settle();
   }
@@ -261,15 +286,24 @@ class Connection implements ClientState, ConnectionHandler {
       this.conn.count();
       // Big replies go at once (the output limits must see them); small ones leave with the batch.
       if (this.w.pendingBytes >= FLUSH_BYTES) this.flushOut();
-      else this.flushSoon();
+      else if (!this.feeding) this.flushSoon(); // while feeding, data()/resume() flush when the input is parsed
       return;
     }
-    const bytes: Buffer[] = [];
-    encodeReply(reply, bytes);
-    let size = 0;
-    for (const b of bytes) size += b.length;
-    if (seq === 0) seq = this.pending[this.pending.length - 1]!.seq; // keep order behind a waiting write
-    this.pending.push({ seq, bytes, size });
+    const last = this.pending.length > 0 ? this.pending[this.pending.length - 1]! : null;
+    const batch = this.srv.db.writer.batchId;
+    const before = this.pw.pendingBytes;
+    this.pw.write(reply);
+    const size = this.pw.pendingBytes - before;
+    // A read behind a waiting write, or a write in the same log batch as the newest
+    // entry's: both are released by the same acknowledgement, so they share the entry.
+    if (last !== null && (seq === 0 || seq <= last.seq || last.batch === batch)) {
+      if (seq > last.seq) last.seq = seq;
+      last.size += size;
+      last.count++;
+    } else {
+      if (last !== null) this.pw.take(last.bytes);
+      this.pending.push({ seq, batch, bytes: [], size, count: 1 });
+    }
     this.conn.begin(size);
     this.srv.waiting.add(this);
   }
@@ -280,13 +314,16 @@ class Connection implements ClientState, ConnectionHandler {
     let size = 0;
     while (this.pending.length > 0 && (this.pending[0]!.seq <= durable || failure)) {
       const p = this.pending.shift()!;
-      n++;
+      if (this.pending.length === 0) this.pw.take(p.bytes); // the newest entry: its bytes are still in the writer
+      n += p.count;
       size += p.size;
       if (p.seq > durable && failure) {
-        this.w.write(respErrorOf(failure));
+        const err = respErrorOf(failure);
+        for (let i = 0; i < p.count; i++) this.w.write(err);
       } else {
         for (const b of p.bytes) this.w.append(b);
       }
+      p.bytes.length = 0;
     }
     if (this.pending.length === 0) this.srv.waiting.delete(this);
     this.flushOut();
@@ -313,9 +350,14 @@ class Connection implements ClientState, ConnectionHandler {
   private dropPending(): void {
     if (this.pending.length === 0) return;
     let size = 0;
-    for (const p of this.pending) size += p.size;
-    const n = this.pending.length;
+    let n = 0;
+    for (const p of this.pending) {
+      size += p.size;
+      n += p.count;
+    }
     this.pending.length = 0;
+    this.pw.take(DISCARD);
+    DISCARD.length = 0;
     this.srv.waiting.delete(this);
     this.conn.end(size, n);
   }
@@ -327,6 +369,9 @@ class Connection implements ClientState, ConnectionHandler {
     this.queue(new ErrorReply(`ERR ${message}`), 0);
   }
 }
+
+/** Where dropped pending bytes go (emptied at once). */
+const DISCARD: Buffer[] = [];
 
 /** Replies held in a connection's writer up to this many bytes before they are sent mid-batch. */
 const FLUSH_BYTES = 32 * 1024;

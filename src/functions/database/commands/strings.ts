@@ -51,7 +51,7 @@ function set(ctx: CommandContext, a: Buffer[]): Reply {
   const oldValue = old?.type === 'string' ? old.data : null;
   if ((nx && old !== undefined) || (xx && old === undefined)) return withGet ? oldValue : null;
   if (keepTtl) ctx.db.mutate({ op: Op.SetKeepTtl, args: [a[1], a[2]] });
-  else ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(expireAt)] });
+  else ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(expireAt)], key: k });
   return withGet ? oldValue : OK;
 }
 

@@ -148,6 +148,12 @@ export class LogWriter {
     await this.idle();
   }
 
+  /**
+   * Which batch a mutation appended now joins: it changes whenever the queue
+   * is taken, so mutations appended under the same id are acknowledged together.
+   */
+  batchId = 0;
+
   /** Queue one mutation; returns its sequence number. */
   append(m: Mutation): number {
     this.queue.push(m);
@@ -220,6 +226,7 @@ export class LogWriter {
     const batchBytes = this.queueBytes;
     const wasBacklogged = this.backlogged;
     const lastSeq = this.appended;
+    this.batchId++;
     this.queue = [];
     this.queueBytes = 0;
     this.queueShrinks = false;
@@ -332,6 +339,7 @@ export class LogWriter {
     const heldSeq = this.appended;
     let notCarried = this.queue.length;
     if (!beside) {
+      this.batchId++;
       this.queue = [];
       this.queueBytes = 0;
       this.queueShrinks = false;
@@ -352,7 +360,7 @@ export class LogWriter {
       firstSeq: this.nextSeq + notCarried,
     };
     const bs = this.sb.blockSize;
-    const image = this.image ?? new ChunkedImage(SNAPSHOT_CHUNK);
+    const image = this.image ?? new ChunkedImage(this.device.writeThrough ? SNAPSHOT_CHUNK_WRITE_THROUGH : SNAPSHOT_CHUNK);
     this.image = null;
     image.reset();
     let crc = chainSeed(next.generation);
@@ -376,21 +384,41 @@ export class LogWriter {
     let carryBytes = 0;
     let pumpStop = false;
     let pumpError: unknown = null;
+    const lane = new DeviceLane();
+    /** A snapshot chunk was written and nothing made it durable since (no flush, no batch FUA). */
+    let chunkUnflushed = false;
     const pump = async (): Promise<void> => {
       for (;;) {
+        // Once the snapshot is written, one more batch takes what is queued then; what
+        // comes later waits for the flip (it is written to the new region right after).
+        // The pump must not chase steady traffic, or the compaction would only end when
+        // the carry reached CARRY_MAX_BYTES (and then stall every writer for the flip).
+        const last = pumpStop;
         if (beside && this.queue.length > 0) {
-          // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
-          if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
-            beside = false;
-            continue;
+          // The batch goes to the device between chunk writes, never beside one (see DeviceLane);
+          // the queue is checked and taken once the lane is ours: what arrived while waiting joins.
+          await lane.acquire(true);
+          let batch: Mutation[] | null = null;
+          try {
+            // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
+            if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
+              beside = false;
+              continue;
+            }
+            batch = await this.writeQueued();
+            // Its FUA (an fdatasync of the whole backing file) made the chunk written before it durable too.
+            if (this.options.appendfsync === 'always') chunkUnflushed = false;
+          } finally {
+            lane.release();
           }
-          for (const m of await this.writeQueued()) {
+          for (const m of batch) {
             if (notCarried > 0) notCarried--;
             else {
               carry.push(m);
               carryBytes += recordSize(m);
             }
           }
+          if (last) return;
           continue;
         }
         if (pumpStop) return;
@@ -414,13 +442,23 @@ export class LogWriter {
         // ahead of the disk by more than one slice's worth.
         for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
           if (overflow !== null) break;
-          await this.device.pwrite(c, offset);
-          // Beside the traffic, made durable chunk by chunk: otherwise the next batch's
-          // FUA (an fdatasync of the whole backing file) would carry every chunk written
-          // since, and its clients would wait for that; this way a batch waits for one
-          // chunk at most. Without batches beside (the queue waits for the flip), one
-          // flush at the end is enough.
-          if (beside && !this.device.writeThrough) await this.device.flush();
+          // One chunk at a time, and only between log batches: a batch waits for at most
+          // one chunk write (and a waiting batch goes before the next chunk).
+          await lane.acquire(false);
+          try {
+            // Beside the traffic, at most one chunk is written but not yet durable: otherwise
+            // the next batch's FUA (an fdatasync of the whole backing file) would carry every
+            // chunk written since, and its clients would wait for that. A batch between two
+            // chunks makes the first durable with its own FUA, so under steady writes chunks
+            // need no flush of their own; without batches, each chunk is flushed before the
+            // next is written. Without batches beside (the queue waits for the flip), one
+            // flush at the end is enough.
+            if (chunkUnflushed && beside) await this.device.flush();
+            await this.device.pwrite(c, offset);
+            chunkUnflushed = !this.device.writeThrough;
+          } finally {
+            lane.release();
+          }
           offset += c.length;
           image.recycle(c);
           if (pumpError !== null) throw pumpError;
@@ -433,7 +471,14 @@ export class LogWriter {
       }
       // Complete (no mutation reaches the image any more): the last chunk, zero padded to a block.
       const last = image.tail(bs);
-      if (last.length > 0) await this.device.pwrite(last, offset);
+      if (last.length > 0) {
+        await lane.acquire(false);
+        try {
+          await this.device.pwrite(last, offset);
+        } finally {
+          lane.release();
+        }
+      }
     } finally {
       source.close();
       await stopPump();
@@ -519,8 +564,57 @@ export class LogWriter {
  * small enough that flushing one does not hold a batch's sync for long.
  */
 const SNAPSHOT_CHUNK = 256 << 10;
+/**
+ * On a write-through device (a guest's queue to the controller's volume: every
+ * write is O_DSYNC) each chunk write is a durable write of its own, and a log
+ * batch waits for the one in flight: smaller chunks keep that wait short (and
+ * fit one queue request, whose size_max is at most 128 KiB).
+ */
+const SNAPSHOT_CHUNK_WRITE_THROUGH = 64 << 10;
 /** Longest synchronous step of the snapshot walk (ms); the event loop runs between steps. */
 const SNAPSHOT_SLICE_MS = 1;
+
+/**
+ * The device during a compaction: log batches (the pump) and snapshot chunk
+ * writes take turns, one write at a time. A batch that waits goes first, except
+ * right after a batch when a chunk waits (so chunks cannot starve under steady
+ * writes). Concurrent, a batch's sync queued behind a chunk's on the same file
+ * (on a guest every write is a sync of its own): its clients waited for the
+ * chunk and their own write both, each slowed by the other.
+ */
+export class DeviceLane {
+  private busy = false;
+  private lastWasLog = false;
+  private logWaiter: (() => void) | null = null;
+  private chunkWaiter: (() => void) | null = null;
+
+  /** Wait for the lane (one waiter of each kind at a time: the pump, the chunk writer). */
+  acquire(log: boolean): Promise<void> {
+    if (!this.busy) {
+      this.busy = true;
+      this.lastWasLog = log;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      if (log) this.logWaiter = resolve;
+      else this.chunkWaiter = resolve;
+    });
+  }
+
+  /** Hand the lane to the next waiter (it stays busy) or free it. */
+  release(): void {
+    const chunkNext = this.chunkWaiter !== null && (this.lastWasLog || this.logWaiter === null);
+    const next = chunkNext ? this.chunkWaiter : this.logWaiter;
+    if (next === null) {
+      this.busy = false;
+      return;
+    }
+    if (chunkNext) this.chunkWaiter = null;
+    else this.logWaiter = null;
+    this.lastWasLog = !chunkNext;
+    next();
+  }
+}
 
 /**
  * Records laid out back to back in fixed-size chunks (a record may straddle

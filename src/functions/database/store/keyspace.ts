@@ -45,6 +45,17 @@ export class Keyspace {
   /** Current time source; replaced by tests. */
   now: () => number = Date.now;
 
+  /**
+   * Called when the first key with an expiry appears (none had one before):
+   * the active expirer sleeps while there is none and is woken by this.
+   */
+  onVolatile: (() => void) | null = null;
+
+  /** Keys that have an expiry (the active expirer's work). */
+  get volatileCount(): number {
+    return this.volatile.size;
+  }
+
   /** The live entry for key, removing it first if it has expired. */
   get(key: string): Entry | undefined {
     const e = this.map.get(key);
@@ -80,6 +91,13 @@ export class Keyspace {
   /** put() of a string value without the Value object in between (SET's path). */
   putString(key: string, data: Buffer, expireAt: number): Entry {
     const old = this.map.get(key);
+    // Overwriting a string without a TTL by one without: the entry is updated in place
+    // (no new entry, no second Map probe). Nothing keeps a string entry's data across a
+    // mutation (the snapshot saved the key before this ran; replies copied or hold the old Buffer).
+    if (old !== undefined && old.type === 'string' && old.expireAt === 0 && expireAt === 0) {
+      old.data = data;
+      return old;
+    }
     const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
     this.map.set(key, entry);
     if (old === undefined) this.scanOrder.push({ id: entry.id, key });
@@ -89,8 +107,11 @@ export class Keyspace {
 
   setExpire(entry: Entry, key: string, expireAt: number): void {
     entry.expireAt = expireAt;
-    if (expireAt !== 0) this.volatile.add(key);
-    else this.volatile.delete(key);
+    if (expireAt !== 0) {
+      const first = this.volatile.size === 0;
+      this.volatile.add(key);
+      if (first) this.onVolatile?.();
+    } else this.volatile.delete(key);
   }
 
   delete(key: string): boolean {

@@ -43,6 +43,11 @@ export type OpCode = (typeof Op)[keyof typeof Op];
 export interface Mutation {
   op: OpCode;
   args: Buffer[];
+  /**
+   * args[0] as the keyspace's key string, when the command already made it (SET):
+   * applying the mutation then neither decodes it again nor hashes a fresh string.
+   */
+  key?: string;
 }
 
 /** A mutation that does not fit the data (only possible for a corrupt log): util/errors.ts badMutation. */
@@ -144,7 +149,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
   const a = m.args;
   switch (m.op) {
     case Op.Set: {
-      ks.putString(key(a[0]), own(a[1]), readNum(a[2]));
+      ks.putString(m.key ?? key(a[0]), own(a[1]), readNum(a[2]));
       return 1;
     }
     case Op.MSet: {
