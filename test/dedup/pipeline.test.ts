@@ -6,6 +6,7 @@ import { DedupVolume, type DedupVolumeOptions } from '../../src/functions/dedup/
 import { computeLayout } from '../../src/functions/dedup/format.ts';
 import { poolOf } from '../../src/functions/dedup/pool.ts';
 import { BLOCK, compressibleBlock, randomBlock } from './data.ts';
+import { nativeLz4 } from '../../src/native/addon.ts';
 
 const MiB = 1 << 20;
 const opts = (o: Partial<DedupVolumeOptions> = {}): DedupVolumeOptions => ({
@@ -45,7 +46,8 @@ class GatedDevice extends MemoryBlockDevice {
 
 test('a large write of compressible blocks is compressed by the worker pool and reads back', async () => {
   await poolOf(1).warm();
-  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1 }));
+  // The TypeScript LZ4 goes to the pool; liblz4 runs inline (next test).
+  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1, lz4Engine: 'js' }));
   const data = new Uint8Array(64 * BLOCK);
   for (let i = 0; i < 64; i++) data.set(compressibleBlock(500 + i), i * BLOCK);
   await vol.pwrite(data, 0);
@@ -58,6 +60,44 @@ test('a large write of compressible blocks is compressed by the worker pool and 
   await vol.pread(back, 0);
   assert.deepEqual(back, data);
   assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('with liblz4 a large write is compressed inline on the request thread and reads back', async () => {
+  assert.ok(nativeLz4, 'the native addon was built without liblz4 (apt-get install liblz4-dev, then npm ci)');
+  await poolOf(1).warm();
+  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1 }));
+  const data = new Uint8Array(64 * BLOCK);
+  for (let i = 0; i < 64; i++) data.set(compressibleBlock(700 + i), i * BLOCK);
+  await vol.pwrite(data, 0);
+  const s = vol.stats();
+  assert.equal(s.compressedBlocks, 64);
+  assert.equal(s.compressedInWorkers, 0);
+  assert.equal(s.fragmentsStored, 64);
+  const back = new Uint8Array(64 * BLOCK);
+  await vol.pread(back, 0);
+  assert.deepEqual(back, data);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a volume written with the TypeScript LZ4 reads back with liblz4, and the other way round', async () => {
+  const dev = new MemoryBlockDevice(8 * MiB);
+  const a = new Uint8Array(32 * BLOCK);
+  const b = new Uint8Array(32 * BLOCK);
+  for (let i = 0; i < 32; i++) (a.set(compressibleBlock(900 + i), i * BLOCK), b.set(compressibleBlock(950 + i), i * BLOCK));
+  let vol = await DedupVolume.open(dev, opts({ lz4Engine: 'js' }));
+  await vol.pwrite(a, 0);
+  await vol.close();
+  vol = await DedupVolume.open(dev, opts({ lz4Engine: 'native' }));
+  const back = new Uint8Array(32 * BLOCK);
+  await vol.pread(back, 0);
+  assert.deepEqual(back, a);
+  await vol.pwrite(b, 32 * BLOCK);
+  await vol.close();
+  vol = await DedupVolume.open(dev, opts({ lz4Engine: 'js' }));
+  await vol.pread(back, 32 * BLOCK);
+  assert.deepEqual(back, b);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+  await vol.close();
 });
 
 test('a one-block write is compressed inline: the hop to a worker would cost more than the work', async () => {

@@ -45,6 +45,8 @@ function blocksOf(data: Uint8Array): Uint8Array[] {
   return blocks;
 }
 
+const isPrepared = (p: Prepared | Promise<Prepared>): p is Prepared => !(p instanceof Promise);
+
 export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
@@ -92,7 +94,11 @@ export class Writer {
     // compression (in the pool) overlap another's metadata steps and data write, and a
     // large write keeps several backing writes in flight.
     const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
-    if (chunks === 1) return this.writeChunk(await this.planner.prepare(blocksOf(data)), first);
+    if (chunks === 1) {
+      let prepared = this.planner.prepare(blocksOf(data));
+      if (!isPrepared(prepared)) prepared = await prepared;
+      return this.writeChunk(prepared, first);
+    }
     let nextChunk = 0;
     let failure: unknown = null;
     const lane = async (): Promise<void> => {
@@ -100,7 +106,9 @@ export class Writer {
         const lbn = first + nextChunk++ * this.chunkBlocks;
         const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
         try {
-          await this.writeChunk(await this.planner.prepare(blocksOf(view)), lbn);
+          let prepared = this.planner.prepare(blocksOf(view));
+          if (!isPrepared(prepared)) prepared = await prepared;
+          await this.writeChunk(prepared, lbn);
         } catch (err) {
           failure ??= err;
         }
