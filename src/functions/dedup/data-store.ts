@@ -34,8 +34,9 @@ export const MAX_CHUNK = 64;
 /** Leave head room under REF_MAX for a chunk's increments. */
 export const REF_LIMIT = REF_MAX - 2 * MAX_CHUNK;
 
-export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
-  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+/** Byte equality of two views (Buffer's native compare, without making a Buffer of each). */
+const bufferEquals = Buffer.prototype.equals as (this: Uint8Array, other: Uint8Array) => boolean;
+export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => bufferEquals.call(a, b);
 
 export class DataStore {
   packer: Packer | null = null;
@@ -220,6 +221,13 @@ export class DataStore {
       if (f) return !f.failed && sameBytes(f.data, data);
       const cached = this.dataBlocks.get(pba);
       if (cached) return sameBytes(cached, data);
+    } else {
+      // A fragment of a packed block in memory: decompressed and compared at once.
+      const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+      if (block) {
+        const frag = fragmentOf(block, locSlot(loc));
+        return typeof frag !== 'string' && this.codec!.decompress(frag, this.scratch) && sameBytes(this.scratch, data);
+      }
     }
     return this.verifyRead(loc, data);
   }

@@ -190,12 +190,24 @@ export class DedupVolume extends BlockDeviceBase {
     });
   }
 
+  /** op() and guard() written out in one frame: this runs for every write (#12: async frames per 4 KiB write). */
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.checkWrite(offset, buf.byteLength);
-    await this.op(offset, buf.byteLength, true, async () => {
-      this.session.logicalBytesWritten += buf.byteLength;
+    if (this.closed || this.closing) throw this.closedError();
+    const length = buf.byteLength;
+    const hold = length > 0 ? this.writer.ranges.hold(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), true) : null;
+    try {
+      if (hold?.wait) await hold.wait;
+      this.checkOpen();
+      if (this.broken) throw volumeBroken(this.broken);
+      this.session.logicalBytesWritten += length;
       await this.writer.writeRange(buf, offset);
-    });
+      if (this.cache.overCapacity) await this.cache.trim();
+    } catch (err) {
+      throw this.failure(err);
+    } finally {
+      if (hold) this.writer.ranges.release(hold);
+    }
     if (flags?.fua) await this.op(0, 0, false, () => this.writer.sync());
   }
 
@@ -277,11 +289,12 @@ export class DedupVolume extends BlockDeviceBase {
    */
   private async op<T>(offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
     if (this.closed || this.closing) throw this.closedError();
-    const release = length > 0 ? await this.writer.ranges.acquire(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
+    const hold = length > 0 ? this.writer.ranges.hold(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
     try {
+      if (hold?.wait) await hold.wait;
       return await this.guard(fn);
     } finally {
-      release?.();
+      if (hold) this.writer.ranges.release(hold);
     }
   }
 
@@ -294,14 +307,19 @@ export class DedupVolume extends BlockDeviceBase {
       if (this.cache.overCapacity) await this.cache.trim();
       return result;
     } catch (err) {
-      if (isUnsafe(err)) {
-        this.fail(err.cause);
-        throw volumeBroken(err.cause);
-      }
-      if (err instanceof StorvisorError) throw err;
-      // A backing-device failure that left metadata untouched: report it with its errno.
-      throw backingFailure(err);
+      throw this.failure(err);
     }
+  }
+
+  /** What a failed request throws: a half-done metadata update stops the volume; a backing failure keeps its errno. */
+  private failure(err: unknown): unknown {
+    if (isUnsafe(err)) {
+      this.fail(err.cause);
+      return volumeBroken(err.cause);
+    }
+    if (err instanceof StorvisorError) return err;
+    // A backing-device failure that left metadata untouched: report it with its errno.
+    return backingFailure(err);
   }
 
   private fail(err: unknown): void {
