@@ -202,16 +202,39 @@ export class DataStore {
     }
   }
 
-  /** A candidate from the index is shared only if its block is live and its bytes are equal. */
-  verifyCandidate(loc: number, data: Uint8Array): boolean | Promise<boolean> {
+  /**
+   * Prefetch (outside the metadata mutex, from prepare) the bytes of a likely duplicate's
+   * raw block that is neither being written nor in memory, so that verifying it under the
+   * mutex needs no read: the read no longer holds every other write's metadata steps. Only
+   * for a block live now (its refcount page cached); the bytes count only while
+   * Metadata.reuseGen is unchanged (see verifyCandidate). Null: nothing to prefetch.
+   */
+  prefetchRaw(loc: number): Promise<Uint8Array | null> | null {
+    if (locKind(loc) !== LocKind.Raw || this.meta.locProblem(loc)) return null;
+    const pba = locPba(loc);
+    if (this.inflight.has(pba) || this.dataBlocks.has(pba)) return null;
+    const e = this.meta.getRef(pba);
+    if (typeof e !== 'number' || refCount(e) === 0) return null;
+    const buf = new Uint8Array(BLOCK);
+    return this.backing.pread(buf, pba * BLOCK).then(
+      () => buf,
+      () => null, // verified the ordinary way then
+    );
+  }
+
+  /**
+   * A candidate from the index is shared only if its block is live and its bytes are equal.
+   * `known`: the block's bytes read since the block was last live with reuseGen unchanged (prefetchRaw).
+   */
+  verifyCandidate(loc: number, data: Uint8Array, known?: Uint8Array): boolean | Promise<boolean> {
     if (this.meta.locProblem(loc)) return false;
     const pba = locPba(loc);
     const e = this.meta.getRef(pba);
-    if (typeof e !== 'number') return e.then((e) => this.verifyWith(loc, e, data));
-    return this.verifyWith(loc, e, data);
+    if (typeof e !== 'number') return e.then((e) => this.verifyWith(loc, e, data, known));
+    return this.verifyWith(loc, e, data, known);
   }
 
-  private verifyWith(loc: number, e: number, data: Uint8Array): boolean | Promise<boolean> {
+  private verifyWith(loc: number, e: number, data: Uint8Array, known?: Uint8Array): boolean | Promise<boolean> {
     if (refCount(e) === 0 || refCount(e) >= REF_LIMIT) return false;
     if (locKind(loc) === LocKind.Packed && locSlot(loc) >= refFragments(e)) return false;
     // In memory (being written, recent, packed and open or sealing): compared at once.
@@ -221,6 +244,10 @@ export class DataStore {
       if (f) return !f.failed && sameBytes(f.data, data);
       const cached = this.dataBlocks.get(pba);
       if (cached) return sameBytes(cached, data);
+      if (known) {
+        this.dataBlocks.put(pba, known); // live, and its bytes: a recent block like any other
+        return sameBytes(known, data);
+      }
     } else {
       // A fragment of a packed block in memory: decompressed and compared at once.
       const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));

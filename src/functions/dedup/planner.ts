@@ -34,6 +34,11 @@ export interface Prepared {
   zero: boolean[];
   tags: Array<Fingerprint | null>;
   fragments: Array<Uint8Array | null | undefined>;
+  /** Likely duplicates whose candidate block was read ahead (DataStore.prefetchRaw): its location and bytes. */
+  prefetched: Array<{ loc: number; bytes: Uint8Array | null }> | null;
+  prefetchAt: number[] | null;
+  /** Metadata.reuseGen when the prefetches started: their bytes count only while it is unchanged. */
+  gen: number;
 }
 
 const ZERO_PLAN: Plan = Object.freeze({ kind: 'zero' });
@@ -68,7 +73,8 @@ export class Planner {
     const zero: boolean[] = new Array(n);
     const tags: Array<Fingerprint | null> = new Array(n).fill(null);
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
-    const prepared: Prepared = { blocks, zero, tags, fragments };
+    const prepared: Prepared = { blocks, zero, tags, fragments, prefetched: null, prefetchAt: null, gen: this.meta.reuseGen };
+    let reads: Array<Promise<unknown>> | null = null;
     const codec = this.codec;
     const inline = codec !== null && codec.inline;
     let compress: number[] | null = null; // for the pool: blocks likely new
@@ -89,7 +95,19 @@ export class Planner {
           if (seen.has(key)) continue; // a likely duplicate
           seen.add(key);
         }
-        if (this.meta.indexHas(tag)) continue; // a likely duplicate
+        if (this.meta.indexHas(tag)) {
+          // A likely duplicate: read its candidate now if it is not in memory, so the verify
+          // under the metadata mutex needs no read.
+          const loc = this.meta.indexLookup(tag);
+          const read = typeof loc === 'number' && loc !== 0 ? this.store.prefetchRaw(loc) : null;
+          if (read) {
+            const entry = { loc: loc as number, bytes: null as Uint8Array | null };
+            (prepared.prefetched ??= []).push(entry);
+            (prepared.prefetchAt ??= []).push(i);
+            (reads ??= []).push(read.then((b) => (entry.bytes = b)));
+          }
+          continue;
+        }
       }
       if (!codec) continue;
       if (inline) {
@@ -108,8 +126,18 @@ export class Planner {
       this.session.compressMicros += compressMicros * 1000;
       this.session.compressedAttempts += compressed;
     }
-    if (!compress) return prepared;
+    if (!compress) return reads ? Promise.all(reads).then(() => prepared) : prepared;
     const list = compress;
+    if (reads) {
+      const waiting = reads;
+      reads = null;
+      return Promise.all(waiting).then(() => this.compressInPool(prepared, list));
+    }
+    return this.compressInPool(prepared, list);
+  }
+
+  private compressInPool(prepared: Prepared, list: number[]): Promise<Prepared> {
+    const { blocks, fragments } = prepared;
     return this.pool.compress(
       list.map((i) => blocks[i]!),
       this.compression,
@@ -168,7 +196,13 @@ export class Planner {
 
   private planCandidate(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>, candidate: number): Promise<void> | undefined {
     if (candidate === 0) return this.planUnseen(p, i, plans, seen);
-    const same = this.store.verifyCandidate(candidate, p.blocks[i]!);
+    let known: Uint8Array | undefined;
+    if (p.prefetched && p.gen === this.meta.reuseGen) {
+      const k = p.prefetchAt!.indexOf(i);
+      const f = k >= 0 ? p.prefetched[k]! : null;
+      if (f && f.loc === candidate && f.bytes) known = f.bytes;
+    }
+    const same = this.store.verifyCandidate(candidate, p.blocks[i]!, known);
     if (typeof same !== 'boolean') return same.then((same) => (same ? void (plans[i] = { kind: 'dup', loc: candidate }) : this.planUnseen(p, i, plans, seen)));
     if (same) {
       plans[i] = { kind: 'dup', loc: candidate };

@@ -420,7 +420,7 @@ export class Writer {
       await this.journal.commit(pages, { ...this.counters });
     });
     this.cache.markCommitted(pages);
-    this.meta.pendingFree.clear(); // the freeing is durable: the blocks may be reused
+    this.meta.freesDurable(); // the freeing is durable: the blocks may be reused
     if (this.journal.free < Journal.worstCase(this.dirtyLimit)) await this.checkpoint();
   }
 
