@@ -241,3 +241,76 @@ test('concurrent overlapping writes, zeroes, trims, reads and flushes behave as 
   assert.deepEqual(all, model);
   assert.deepEqual(await vol.check(), { ok: true, problems: [] });
 });
+
+/** Counts reads of the data area, and holds them while `holding`. */
+class ReadCountingDevice extends MemoryBlockDevice {
+  dataReads = 0;
+  holding = false;
+  readonly held: Array<() => void> = [];
+  constructor(
+    size: number,
+    private readonly dataFrom: number,
+  ) {
+    super(size);
+  }
+  override async pread(buf: Uint8Array, offset: number): Promise<void> {
+    if (offset >= this.dataFrom) {
+      this.dataReads++;
+      if (this.holding) await new Promise<void>((r) => this.held.push(r));
+    }
+    return super.pread(buf, offset);
+  }
+}
+
+/** A volume whose recent-block memory no longer holds block A (written at lbn 0): 80 other blocks came after it. */
+async function evictedDuplicateSetup() {
+  const o = opts({ compression: 'none', cacheBytes: 1 * MiB });
+  const layout = computeLayout(8 * MiB, o.logicalSize, 'none', true);
+  const dev = new ReadCountingDevice(8 * MiB, layout.dataStart * BLOCK);
+  const vol = await DedupVolume.open(dev, o);
+  const a = randomBlock(4242);
+  await vol.pwrite(a, 0);
+  await vol.pwrite(randomBlock(4243), BLOCK);
+  for (let i = 0; i < 80; i++) await vol.pwrite(randomBlock(5000 + i), (100 + i) * BLOCK);
+  await vol.flush();
+  dev.dataReads = 0;
+  return { dev, vol, a };
+}
+
+test('a duplicate of a block no longer in memory is verified by one read made before the metadata steps', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup();
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  // While that read is held, another write's metadata steps run: the mutex is not held by the read.
+  await vol.pwrite(randomBlock(6000), 300 * BLOCK);
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 1);
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a prefetched candidate is read again when a commit made freed blocks reusable in the meantime', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup();
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  await vol.pwrite(randomBlock(7000), BLOCK); // frees the block lbn 1 held
+  await vol.flush(); // and makes it reusable: the prefetched bytes may no longer be trusted
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 2, 'the candidate was read again under the metadata steps');
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
