@@ -31,6 +31,9 @@ export interface RawClaim {
 const MAX_RUN = 64;
 /** Blocks per write chunk, at most. */
 export const MAX_CHUNK = 64;
+/** Gather buffers: one chunk of blocks each, at most RUN_POOL kept (4 MiB). */
+const RUN_BYTES = MAX_CHUNK * BLOCK;
+const RUN_POOL = 16;
 /** Leave head room under REF_MAX for a chunk's increments. */
 export const REF_LIMIT = REF_MAX - 2 * MAX_CHUNK;
 
@@ -56,6 +59,23 @@ export class DataStore {
    * references back.
    */
   readonly inflight = new Map<number, InFlight>();
+  /**
+   * Buffers for gathering runs of raw or sealed blocks into one pwrite (a chunk's raw blocks
+   * are not adjacent in the request when fragments sit between them): reused instead of a
+   * fresh zero-filled ArrayBuffer per chunk (external memory that drove the GC, #12). At
+   * most RUN_POOL are kept; more in flight at once are allocated and dropped.
+   */
+  private readonly runPool: Uint8Array[] = [];
+
+  private takeRun(bytes: number): Uint8Array {
+    if (bytes > RUN_BYTES) return new Uint8Array(bytes);
+    return (this.runPool.pop() ?? new Uint8Array(RUN_BYTES)).subarray(0, bytes);
+  }
+
+  private giveRun(buf: Uint8Array): void {
+    if (buf.buffer.byteLength === RUN_BYTES && this.runPool.length < RUN_POOL) this.runPool.push(new Uint8Array(buf.buffer));
+  }
+
   /** Verification buffer: used only by writes, which run alone. */
   private readonly scratch = new Uint8Array(BLOCK);
 
@@ -293,6 +313,7 @@ export class DataStore {
   async writeRaw(claim: RawClaim): Promise<void> {
     const items = claim.items;
     const writes: Promise<void>[] = [];
+    let gathered: Uint8Array[] | null = null;
     for (let i = 0; i < items.length; ) {
       let j = i + 1;
       while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
@@ -302,8 +323,9 @@ export class DataStore {
       for (let k = i + 1; k < j && adjacent; k++) adjacent = items[k]!.data.buffer === first.buffer && items[k]!.data.byteOffset === first.byteOffset + (k - i) * BLOCK;
       if (j - i > 1 && adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK); // already one buffer
       else if (j - i > 1) {
-        run = new Uint8Array((j - i) * BLOCK);
+        run = this.takeRun((j - i) * BLOCK);
         for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
+        (gathered ??= []).push(run);
       }
       writes.push(this.backing.pwrite(run, items[i]!.pba * BLOCK));
       // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
@@ -326,6 +348,7 @@ export class DataStore {
         failure = (rejected as PromiseRejectedResult).reason;
       }
     }
+    if (gathered) for (const b of gathered) this.giveRun(b); // every write has settled
     if (failed) {
       for (const e of claim.entries) e.failed = true; // refused to everyone until forgetFailed
       claim.reject(failure);
@@ -399,14 +422,16 @@ export class DataStore {
       const run = seals.slice(i, j);
       let buf = run[0]!.buf;
       if (run.length > 1) {
-        buf = new Uint8Array(run.length * BLOCK);
-        run.forEach((p, k) => buf.set(p.buf, k * BLOCK));
+        buf = this.takeRun(run.length * BLOCK);
+        for (let k = 0; k < run.length; k++) buf.set(run[k]!.buf, k * BLOCK);
       }
+      const gathered = run.length > 1 ? buf : null;
       const settle = () => {
         for (const p of run) {
           this.sealing.delete(p.pba);
           this.sealingBlocks.delete(p.pba);
         }
+        if (gathered) this.giveRun(gathered);
       };
       const write = this.backing.pwrite(buf, run[0]!.pba * BLOCK).then(settle, (err: unknown) => {
         settle();
