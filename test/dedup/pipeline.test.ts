@@ -263,14 +263,15 @@ class ReadCountingDevice extends MemoryBlockDevice {
 }
 
 /** A volume whose recent-block memory no longer holds block A (written at lbn 0): 80 other blocks came after it. */
-async function evictedDuplicateSetup() {
-  const o = opts({ compression: 'none', cacheBytes: 1 * MiB });
-  const layout = computeLayout(8 * MiB, o.logicalSize, 'none', true);
+async function evictedDuplicateSetup(compression: 'none' | 'lz4' = 'none') {
+  const o = opts({ compression, cacheBytes: 1 * MiB });
+  const layout = computeLayout(8 * MiB, o.logicalSize, compression, true);
   const dev = new ReadCountingDevice(8 * MiB, layout.dataStart * BLOCK);
   const vol = await DedupVolume.open(dev, o);
-  const a = randomBlock(4242);
+  const a = compression === 'none' ? randomBlock(4242) : compressibleBlock(4242); // raw, or a fragment in a packed block
   await vol.pwrite(a, 0);
   await vol.pwrite(randomBlock(4243), BLOCK);
+  await vol.flush(); // seals the packed block before the blocks that push it out of memory
   for (let i = 0; i < 80; i++) await vol.pwrite(randomBlock(5000 + i), (100 + i) * BLOCK);
   await vol.flush();
   dev.dataReads = 0;
@@ -285,6 +286,24 @@ test('a duplicate of a block no longer in memory is verified by one read made be
   await until(() => dev.held.length === 1, 'the candidate read');
   // While that read is held, another write's metadata steps run: the mutex is not held by the read.
   await vol.pwrite(randomBlock(6000), 300 * BLOCK);
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 1);
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a duplicate of a fragment whose packed block is no longer in memory is verified by one read made before the metadata steps', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup('lz4');
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  await vol.pwrite(randomBlock(6001), 300 * BLOCK);
   dev.holding = false;
   dev.held.shift()!();
   await write;

@@ -224,27 +224,36 @@ export class DataStore {
 
   /**
    * Prefetch (outside the metadata mutex, from prepare) the bytes of a likely duplicate's
-   * raw block that is neither being written nor in memory, so that verifying it under the
-   * mutex needs no read: the read no longer holds every other write's metadata steps. Only
-   * for a block live now (its refcount page cached); the bytes count only while
-   * Metadata.reuseGen is unchanged (see verifyCandidate). Null: nothing to prefetch.
+   * candidate that is neither being written nor in memory (a raw block, or the fragment of
+   * a packed block, decompressed), so that verifying it under the mutex needs no read: the
+   * read no longer holds every other write's metadata steps. Only for a block live now
+   * (its refcount page cached); the bytes count only while Metadata.reuseGen is unchanged
+   * (see verifyCandidate). Null: nothing to prefetch. A failed read or a corrupt fragment
+   * yields null bytes: the candidate is then verified the ordinary way.
    */
-  prefetchRaw(loc: number): Promise<Uint8Array | null> | null {
-    if (locKind(loc) !== LocKind.Raw || this.meta.locProblem(loc)) return null;
+  prefetch(loc: number): Promise<Uint8Array | null> | null {
+    if (this.meta.locProblem(loc)) return null;
     const pba = locPba(loc);
-    if (this.inflight.has(pba) || this.dataBlocks.has(pba)) return null;
+    const raw = locKind(loc) === LocKind.Raw;
+    if (raw ? this.inflight.has(pba) : this.packer?.pba === pba || this.sealingBlocks.has(pba)) return null;
+    if (this.dataBlocks.has(pba)) return null;
     const e = this.meta.getRef(pba);
     if (typeof e !== 'number' || refCount(e) === 0) return null;
     const buf = new Uint8Array(BLOCK);
     return this.backing.pread(buf, pba * BLOCK).then(
-      () => buf,
-      () => null, // verified the ordinary way then
+      () => {
+        if (raw) return buf;
+        const frag = fragmentOf(buf, locSlot(loc));
+        const out = new Uint8Array(BLOCK);
+        return typeof frag !== 'string' && this.codec!.decompress(frag, out) ? out : null;
+      },
+      () => null,
     );
   }
 
   /**
    * A candidate from the index is shared only if its block is live and its bytes are equal.
-   * `known`: the block's bytes read since the block was last live with reuseGen unchanged (prefetchRaw).
+   * `known`: the block's bytes read since the block was last live with reuseGen unchanged (prefetch).
    */
   verifyCandidate(loc: number, data: Uint8Array, known?: Uint8Array): boolean | Promise<boolean> {
     if (this.meta.locProblem(loc)) return false;
@@ -275,6 +284,7 @@ export class DataStore {
         const frag = fragmentOf(block, locSlot(loc));
         return typeof frag !== 'string' && this.codec!.decompress(frag, this.scratch) && sameBytes(this.scratch, data);
       }
+      if (known) return sameBytes(known, data); // the fragment's bytes, prefetched
     }
     return this.verifyRead(loc, data);
   }

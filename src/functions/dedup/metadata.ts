@@ -38,7 +38,7 @@ export class Metadata {
    * Bumped whenever freed blocks may be allocated again (a commit made their freeing
    * durable, or an unused block was given back). While it is unchanged, a block that was
    * live stays live or pending-free, so bytes read from it earlier are still its bytes
-   * (the planner's prefetch relies on this).
+   * (DataStore.prefetch relies on this).
    */
   reuseGen = 0;
 

@@ -34,7 +34,7 @@ export interface Prepared {
   zero: boolean[];
   tags: Array<Fingerprint | null>;
   fragments: Array<Uint8Array | null | undefined>;
-  /** Likely duplicates whose candidate block was read ahead (DataStore.prefetchRaw): its location and bytes. */
+  /** Likely duplicates whose candidate block was read ahead (DataStore.prefetch): its location and bytes. */
   prefetched: Array<{ loc: number; bytes: Uint8Array | null }> | null;
   prefetchAt: number[] | null;
   /** Metadata.reuseGen when the prefetches started: their bytes count only while it is unchanged. */
@@ -99,7 +99,7 @@ export class Planner {
           // A likely duplicate: read its candidate now if it is not in memory, so the verify
           // under the metadata mutex needs no read.
           const loc = this.meta.indexLookup(tag);
-          const read = typeof loc === 'number' && loc !== 0 ? this.store.prefetchRaw(loc) : null;
+          const read = typeof loc === 'number' && loc !== 0 ? this.store.prefetch(loc) : null;
           if (read) {
             const entry = { loc: loc as number, bytes: null as Uint8Array | null };
             (prepared.prefetched ??= []).push(entry);
