@@ -223,47 +223,52 @@ export class DataStore {
   }
 
   /**
-   * Prefetch (outside the metadata mutex, from prepare) the bytes of a likely duplicate's
-   * candidate that is neither being written nor in memory (a raw block, or the fragment of
-   * a packed block, decompressed), so that verifying it under the mutex needs no read: the
-   * read no longer holds every other write's metadata steps. Only for a block live now
-   * (its refcount page cached); the bytes count only while Metadata.reuseGen is unchanged
-   * (see verifyCandidate). Null: nothing to prefetch. A failed read or a corrupt fragment
-   * yields null bytes: the candidate is then verified the ordinary way.
+   * Prefetch (outside the metadata mutex, from prepare) the block of a likely duplicate's
+   * candidate (raw, or the packed block holding its fragment) when it is neither being
+   * written nor in memory, so that verifying it under the mutex needs no read: the read no
+   * longer holds every other write's metadata steps. Only for a block live now (its
+   * refcount page cached); `reads` shares one read per block among a chunk's candidates.
+   * The bytes may be adopted only while Metadata.reuseGen is unchanged (adopt). Null:
+   * nothing to prefetch; a failed read yields null (verified the ordinary way then).
    */
-  prefetch(loc: number): Promise<Uint8Array | null> | null {
+  prefetch(loc: number, reads: Map<number, Promise<Uint8Array | null>>): Promise<Uint8Array | null> | null {
     if (this.meta.locProblem(loc)) return null;
     const pba = locPba(loc);
-    const raw = locKind(loc) === LocKind.Raw;
-    if (raw ? this.inflight.has(pba) : this.packer?.pba === pba || this.sealingBlocks.has(pba)) return null;
+    const known = reads.get(pba);
+    if (known) return known;
+    if (locKind(loc) === LocKind.Raw ? this.inflight.has(pba) : this.packer?.pba === pba || this.sealingBlocks.has(pba)) return null;
     if (this.dataBlocks.has(pba)) return null;
     const e = this.meta.getRef(pba);
     if (typeof e !== 'number' || refCount(e) === 0) return null;
     const buf = new Uint8Array(BLOCK);
-    return this.backing.pread(buf, pba * BLOCK).then(
-      () => {
-        if (raw) return buf;
-        const frag = fragmentOf(buf, locSlot(loc));
-        const out = new Uint8Array(BLOCK);
-        return typeof frag !== 'string' && this.codec!.decompress(frag, out) ? out : null;
-      },
+    const read = this.backing.pread(buf, pba * BLOCK).then(
+      () => buf,
       () => null,
     );
+    reads.set(pba, read);
+    return read;
   }
 
   /**
-   * A candidate from the index is shared only if its block is live and its bytes are equal.
-   * `known`: the block's bytes read since the block was last live with reuseGen unchanged (prefetch).
+   * Take a prefetched block into the recent blocks (under the mutex, in phase 1). The caller
+   * checked that Metadata.reuseGen is what it was when the read started: the block was live
+   * then and has not been reallocated since, so these are its bytes.
    */
-  verifyCandidate(loc: number, data: Uint8Array, known?: Uint8Array): boolean | Promise<boolean> {
+  adopt(pba: number, block: Uint8Array): void {
+    if (this.inflight.has(pba) || this.dataBlocks.has(pba) || this.packer?.pba === pba || this.sealingBlocks.has(pba)) return;
+    this.dataBlocks.put(pba, block);
+  }
+
+  /** A candidate from the index is shared only if its block is live and its bytes are equal. */
+  verifyCandidate(loc: number, data: Uint8Array): boolean | Promise<boolean> {
     if (this.meta.locProblem(loc)) return false;
     const pba = locPba(loc);
     const e = this.meta.getRef(pba);
-    if (typeof e !== 'number') return e.then((e) => this.verifyWith(loc, e, data, known));
-    return this.verifyWith(loc, e, data, known);
+    if (typeof e !== 'number') return e.then((e) => this.verifyWith(loc, e, data));
+    return this.verifyWith(loc, e, data);
   }
 
-  private verifyWith(loc: number, e: number, data: Uint8Array, known?: Uint8Array): boolean | Promise<boolean> {
+  private verifyWith(loc: number, e: number, data: Uint8Array): boolean | Promise<boolean> {
     if (refCount(e) === 0 || refCount(e) >= REF_LIMIT) return false;
     if (locKind(loc) === LocKind.Packed && locSlot(loc) >= refFragments(e)) return false;
     // In memory (being written, recent, packed and open or sealing): compared at once.
@@ -273,10 +278,6 @@ export class DataStore {
       if (f) return !f.failed && sameBytes(f.data, data);
       const cached = this.dataBlocks.get(pba);
       if (cached) return sameBytes(cached, data);
-      if (known) {
-        this.dataBlocks.put(pba, known); // live, and its bytes: a recent block like any other
-        return sameBytes(known, data);
-      }
     } else {
       // A fragment of a packed block in memory: decompressed and compared at once.
       const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
@@ -284,7 +285,6 @@ export class DataStore {
         const frag = fragmentOf(block, locSlot(loc));
         return typeof frag !== 'string' && this.codec!.decompress(frag, this.scratch) && sameBytes(this.scratch, data);
       }
-      if (known) return sameBytes(known, data); // the fragment's bytes, prefetched
     }
     return this.verifyRead(loc, data);
   }

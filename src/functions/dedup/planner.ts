@@ -19,7 +19,7 @@ import type { Fingerprint, Metadata } from './metadata.ts';
 import type { SessionStats } from './stats.ts';
 import type { Hasher } from './hash.ts';
 import type { CompressPool } from './pool.ts';
-import type { Compression } from './format.ts';
+import { locPba, type Compression } from './format.ts';
 
 /** A planned block of a write, decided before anything is changed. */
 export type Plan =
@@ -34,9 +34,8 @@ export interface Prepared {
   zero: boolean[];
   tags: Array<Fingerprint | null>;
   fragments: Array<Uint8Array | null | undefined>;
-  /** Likely duplicates whose candidate block was read ahead (DataStore.prefetch): its location and bytes. */
-  prefetched: Array<{ loc: number; bytes: Uint8Array | null }> | null;
-  prefetchAt: number[] | null;
+  /** Candidate blocks of likely duplicates read ahead (DataStore.prefetch), by block number; null bytes: the read failed. */
+  prefetched: Map<number, Uint8Array | null> | null;
   /** Metadata.reuseGen when the prefetches started: their bytes count only while it is unchanged. */
   gen: number;
 }
@@ -73,8 +72,9 @@ export class Planner {
     const zero: boolean[] = new Array(n);
     const tags: Array<Fingerprint | null> = new Array(n).fill(null);
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
-    const prepared: Prepared = { blocks, zero, tags, fragments, prefetched: null, prefetchAt: null, gen: this.meta.reuseGen };
+    const prepared: Prepared = { blocks, zero, tags, fragments, prefetched: null, gen: this.meta.reuseGen };
     let reads: Array<Promise<unknown>> | null = null;
+    let readsByBlock: Map<number, Promise<Uint8Array | null>> | null = null;
     const codec = this.codec;
     const inline = codec !== null && codec.inline;
     let compress: number[] | null = null; // for the pool: blocks likely new
@@ -99,12 +99,15 @@ export class Planner {
           // A likely duplicate: read its candidate now if it is not in memory, so the verify
           // under the metadata mutex needs no read.
           const loc = this.meta.indexLookup(tag);
-          const read = typeof loc === 'number' && loc !== 0 ? this.store.prefetch(loc) : null;
-          if (read) {
-            const entry = { loc: loc as number, bytes: null as Uint8Array | null };
-            (prepared.prefetched ??= []).push(entry);
-            (prepared.prefetchAt ??= []).push(i);
-            (reads ??= []).push(read.then((b) => (entry.bytes = b)));
+          if (typeof loc === 'number' && loc !== 0) {
+            readsByBlock ??= new Map();
+            const pba = locPba(loc);
+            const fresh = !readsByBlock.has(pba);
+            const read = this.store.prefetch(loc, readsByBlock);
+            if (read && fresh) {
+              const got = (prepared.prefetched ??= new Map());
+              (reads ??= []).push(read.then((b) => void got.set(pba, b)));
+            }
           }
           continue;
         }
@@ -156,6 +159,11 @@ export class Planner {
    * at the first lookup that must wait, it goes on asynchronously from that block.
    */
   plan(p: Prepared): Plan[] | Promise<Plan[]> {
+    if (p.prefetched) {
+      // Read before the mutex; still these blocks' bytes if no freed block became reusable since.
+      if (p.gen === this.meta.reuseGen) for (const [pba, block] of p.prefetched) if (block) this.store.adopt(pba, block);
+      p.prefetched = null; // once (a retry after a commit plans again)
+    }
     const plans: Plan[] = new Array(p.blocks.length);
     const seen = new Map<number, number>(); // duplicates inside this chunk
     for (let i = 0; i < p.blocks.length; i++) {
@@ -196,13 +204,7 @@ export class Planner {
 
   private planCandidate(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>, candidate: number): Promise<void> | undefined {
     if (candidate === 0) return this.planUnseen(p, i, plans, seen);
-    let known: Uint8Array | undefined;
-    if (p.prefetched && p.gen === this.meta.reuseGen) {
-      const k = p.prefetchAt!.indexOf(i);
-      const f = k >= 0 ? p.prefetched[k]! : null;
-      if (f && f.loc === candidate && f.bytes) known = f.bytes;
-    }
-    const same = this.store.verifyCandidate(candidate, p.blocks[i]!, known);
+    const same = this.store.verifyCandidate(candidate, p.blocks[i]!);
     if (typeof same !== 'boolean') return same.then((same) => (same ? void (plans[i] = { kind: 'dup', loc: candidate }) : this.planUnseen(p, i, plans, seen)));
     if (same) {
       plans[i] = { kind: 'dup', loc: candidate };
