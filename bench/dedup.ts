@@ -24,6 +24,7 @@ import { FileBlockDevice } from '../src/block/file-device.ts';
 import { MemoryBlockDevice } from '../src/block/memory-device.ts';
 import { DedupVolume } from '../src/functions/dedup/volume.ts';
 import { defaultWorkers, poolOf } from '../src/functions/dedup/pool.ts';
+import { codecFor } from '../src/functions/dedup/fragments.ts';
 import { barChart } from './lib/chart.ts';
 
 const BLOCK = 4096;
@@ -35,6 +36,8 @@ const SEQ_REQUEST = 256 << 10;
 const SEQ_DEPTH = 4;
 const RANDOM_POOL = 4096; // distinct 4 KiB payloads cycled by the random-write phases
 const BACKING = 3 * DATA_BYTES;
+/** The LZ4 the volumes use: liblz4 where the addon has it (STORVISOR_DEDUP_LZ4=js for the TypeScript one). */
+const LZ4 = codecFor('lz4')!;
 
 function prng(seed: number): () => number {
   let a = seed >>> 0;
@@ -184,7 +187,7 @@ interface Row {
 
 /** Let the JIT compile the hot paths and the compression workers start, so the first measured phase is not the slowest. */
 async function warmUp(): Promise<void> {
-  await poolOf(WORKERS).warm();
+  if (!LZ4.inline) await poolOf(WORKERS).warm(); // liblz4 runs inline: no pool to start
   const vol = await DedupVolume.open(new MemoryBlockDevice(32 << 20), { logicalSize: 16 << 20, compression: 'lz4', dedup: true, workers: WORKERS, log: () => {} });
   const { data } = dataSet(1024, 0.5, 99);
   for (let round = 0; round < 2; round++) {
@@ -268,7 +271,8 @@ async function main(): Promise<void> {
   lines.push(`# dedup+lz4 volume vs plain FileBlockDevice`);
   lines.push('');
   lines.push(
-    `${DATA_BYTES >> 20} MiB data set, integrated (one process), ${WORKERS} compression worker(s), median of ${REPEATS}, random phases ${SECONDS} s each; ` +
+    `${DATA_BYTES >> 20} MiB data set, integrated (one process), LZ4 by ${LZ4.engine} (${LZ4.inline ? 'inline on the request thread' : `${WORKERS} compression worker(s)`}), ` +
+      `median of ${REPEATS}, random phases ${SECONDS} s each; ` +
       `CPU is the whole process (request thread + workers) per MB written.`,
   );
   lines.push('');
@@ -314,7 +318,7 @@ async function main(): Promise<void> {
   const resultsDir = resolve(process.env.BENCH_RESULTS ?? 'results');
   mkdirSync(resultsDir, { recursive: true });
   const base = join(resultsDir, `dedup-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, dataBytes: DATA_BYTES, workers: WORKERS, rows, ratios }, null, 2));
+  writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, dataBytes: DATA_BYTES, workers: WORKERS, lz4: LZ4.engine, rows, ratios }, null, 2));
   writeFileSync(`${base}.md`, text);
   const groups = ['seq write', '4K write QD1', '4K write QD16'];
   writeFileSync(

@@ -1118,6 +1118,11 @@ static napi_value set_thread_scheduler(napi_env env, napi_callback_info info) {
 
 /* ---- module ------------------------------------------------------------- */
 
+#ifdef STORVISOR_LZ4
+/* native/lz4.c: LZ4 block compression through liblz4 (built in when the build found it). */
+void storvisor_lz4_init(napi_env env, napi_value exports);
+#endif
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
     {"ringCreate", NULL, ring_create, NULL, NULL, NULL, napi_default, NULL},
@@ -1152,5 +1157,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value rwf;
   napi_create_uint32(env, RWF_DSYNC, &rwf);
   napi_set_named_property(env, exports, "RWF_DSYNC", rwf);
+#ifdef STORVISOR_LZ4
+  storvisor_lz4_init(env, exports);
+#endif
   return exports;
 }

@@ -53,6 +53,15 @@ export interface NativeAddon {
   /** policy 0 = SCHED_OTHER, 1 = SCHED_FIFO, 2 = SCHED_RR. */
   setThreadScheduler(tid: number, policy: number, rtPriority: number): void;
   readonly RWF_DSYNC: number;
+  // LZ4 block format through liblz4 (native/lz4.c): present only when the build found liblz4-dev.
+  /** Compressed length, or 0 when the result would not fit in dst. */
+  lz4Compress?(src: Uint8Array, dst: Uint8Array): number;
+  /** Bytes produced, or -1 when src is malformed or would overflow dst. */
+  lz4Decompress?(src: Uint8Array, dst: Uint8Array): number;
+  /** Block which[k] of src (blockSize bytes each) into dst[k*slot, (k+1)*slot); lengths[k] = its length or 0. Returns how many compressed. */
+  lz4CompressBlocks?(src: Uint8Array, blockSize: number, which: Int32Array, count: number, dst: Uint8Array, slot: number, lengths: Int32Array): number;
+  /** liblz4's version ("1.9.4"). */
+  readonly lz4Version?: string;
 }
 
 /** The package root: the nearest directory up with a package.json (this file may also run from a bundle in build/). */
@@ -80,3 +89,9 @@ function load(): { addon: NativeAddon | null; why: string } {
 const loaded = load();
 export const native: NativeAddon | null = loaded.addon;
 export const nativeUnavailable: string = loaded.why;
+
+/** The native LZ4 entry points, or null where the addon was built without liblz4 (or is not loaded). */
+export const nativeLz4: Required<Pick<NativeAddon, 'lz4Compress' | 'lz4Decompress' | 'lz4CompressBlocks' | 'lz4Version'>> | null =
+  native && typeof native.lz4Compress === 'function' && typeof native.lz4Decompress === 'function' && typeof native.lz4CompressBlocks === 'function'
+    ? (native as Required<NativeAddon>)
+    : null;

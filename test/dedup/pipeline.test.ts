@@ -6,6 +6,7 @@ import { DedupVolume, type DedupVolumeOptions } from '../../src/functions/dedup/
 import { computeLayout } from '../../src/functions/dedup/format.ts';
 import { poolOf } from '../../src/functions/dedup/pool.ts';
 import { BLOCK, compressibleBlock, randomBlock } from './data.ts';
+import { nativeLz4 } from '../../src/native/addon.ts';
 
 const MiB = 1 << 20;
 const opts = (o: Partial<DedupVolumeOptions> = {}): DedupVolumeOptions => ({
@@ -45,7 +46,8 @@ class GatedDevice extends MemoryBlockDevice {
 
 test('a large write of compressible blocks is compressed by the worker pool and reads back', async () => {
   await poolOf(1).warm();
-  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1 }));
+  // The TypeScript LZ4 goes to the pool; liblz4 runs inline (next test).
+  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1, lz4Engine: 'js' }));
   const data = new Uint8Array(64 * BLOCK);
   for (let i = 0; i < 64; i++) data.set(compressibleBlock(500 + i), i * BLOCK);
   await vol.pwrite(data, 0);
@@ -58,6 +60,44 @@ test('a large write of compressible blocks is compressed by the worker pool and 
   await vol.pread(back, 0);
   assert.deepEqual(back, data);
   assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('with liblz4 a large write is compressed inline on the request thread and reads back', async () => {
+  assert.ok(nativeLz4, 'the native addon was built without liblz4 (apt-get install liblz4-dev, then npm ci)');
+  await poolOf(1).warm();
+  const vol = await DedupVolume.open(new MemoryBlockDevice(8 * MiB), opts({ workers: 1 }));
+  const data = new Uint8Array(64 * BLOCK);
+  for (let i = 0; i < 64; i++) data.set(compressibleBlock(700 + i), i * BLOCK);
+  await vol.pwrite(data, 0);
+  const s = vol.stats();
+  assert.equal(s.compressedBlocks, 64);
+  assert.equal(s.compressedInWorkers, 0);
+  assert.equal(s.fragmentsStored, 64);
+  const back = new Uint8Array(64 * BLOCK);
+  await vol.pread(back, 0);
+  assert.deepEqual(back, data);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a volume written with the TypeScript LZ4 reads back with liblz4, and the other way round', async () => {
+  const dev = new MemoryBlockDevice(8 * MiB);
+  const a = new Uint8Array(32 * BLOCK);
+  const b = new Uint8Array(32 * BLOCK);
+  for (let i = 0; i < 32; i++) (a.set(compressibleBlock(900 + i), i * BLOCK), b.set(compressibleBlock(950 + i), i * BLOCK));
+  let vol = await DedupVolume.open(dev, opts({ lz4Engine: 'js' }));
+  await vol.pwrite(a, 0);
+  await vol.close();
+  vol = await DedupVolume.open(dev, opts({ lz4Engine: 'native' }));
+  const back = new Uint8Array(32 * BLOCK);
+  await vol.pread(back, 0);
+  assert.deepEqual(back, a);
+  await vol.pwrite(b, 32 * BLOCK);
+  await vol.close();
+  vol = await DedupVolume.open(dev, opts({ lz4Engine: 'js' }));
+  await vol.pread(back, 32 * BLOCK);
+  assert.deepEqual(back, b);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+  await vol.close();
 });
 
 test('a one-block write is compressed inline: the hop to a worker would cost more than the work', async () => {
@@ -199,5 +239,97 @@ test('concurrent overlapping writes, zeroes, trims, reads and flushes behave as 
   const all = new Uint8Array(LOGICAL * BLOCK);
   await vol.pread(all, 0);
   assert.deepEqual(all, model);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+/** Counts reads of the data area, and holds them while `holding`. */
+class ReadCountingDevice extends MemoryBlockDevice {
+  dataReads = 0;
+  holding = false;
+  readonly held: Array<() => void> = [];
+  constructor(
+    size: number,
+    private readonly dataFrom: number,
+  ) {
+    super(size);
+  }
+  override async pread(buf: Uint8Array, offset: number): Promise<void> {
+    if (offset >= this.dataFrom) {
+      this.dataReads++;
+      if (this.holding) await new Promise<void>((r) => this.held.push(r));
+    }
+    return super.pread(buf, offset);
+  }
+}
+
+/** A volume whose recent-block memory no longer holds block A (written at lbn 0): 80 other blocks came after it. */
+async function evictedDuplicateSetup(compression: 'none' | 'lz4' = 'none') {
+  const o = opts({ compression, cacheBytes: 1 * MiB });
+  const layout = computeLayout(8 * MiB, o.logicalSize, compression, true);
+  const dev = new ReadCountingDevice(8 * MiB, layout.dataStart * BLOCK);
+  const vol = await DedupVolume.open(dev, o);
+  const a = compression === 'none' ? randomBlock(4242) : compressibleBlock(4242); // raw, or a fragment in a packed block
+  await vol.pwrite(a, 0);
+  await vol.pwrite(randomBlock(4243), BLOCK);
+  await vol.flush(); // seals the packed block before the blocks that push it out of memory
+  for (let i = 0; i < 80; i++) await vol.pwrite(randomBlock(5000 + i), (100 + i) * BLOCK);
+  await vol.flush();
+  dev.dataReads = 0;
+  return { dev, vol, a };
+}
+
+test('a duplicate of a block no longer in memory is verified by one read made before the metadata steps', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup();
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  // While that read is held, another write's metadata steps run: the mutex is not held by the read.
+  await vol.pwrite(randomBlock(6000), 300 * BLOCK);
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 1);
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a duplicate of a fragment whose packed block is no longer in memory is verified by one read made before the metadata steps', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup('lz4');
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  await vol.pwrite(randomBlock(6001), 300 * BLOCK);
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 1);
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
+  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+});
+
+test('a prefetched candidate is read again when a commit made freed blocks reusable in the meantime', async () => {
+  const { dev, vol, a } = await evictedDuplicateSetup();
+  const hits = vol.stats().dedupHits!;
+  dev.holding = true;
+  const write = vol.pwrite(a, 2 * BLOCK);
+  await until(() => dev.held.length === 1, 'the candidate read');
+  await vol.pwrite(randomBlock(7000), BLOCK); // frees the block lbn 1 held
+  await vol.flush(); // and makes it reusable: the prefetched bytes may no longer be trusted
+  dev.holding = false;
+  dev.held.shift()!();
+  await write;
+  assert.equal(dev.dataReads, 2, 'the candidate was read again under the metadata steps');
+  assert.equal(vol.stats().dedupHits, hits + 1);
+  const back = new Uint8Array(BLOCK);
+  await vol.pread(back, 2 * BLOCK);
+  assert.deepEqual(back, a);
   assert.deepEqual(await vol.check(), { ok: true, problems: [] });
 });

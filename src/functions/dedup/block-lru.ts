@@ -41,6 +41,11 @@ export class BlockLru {
     return this.slab.subarray(slot * BLOCK, (slot + 1) * BLOCK);
   }
 
+  /** Whether `pba` is held (does not count as a use). */
+  has(pba: number): boolean {
+    return this.slotOf.has(pba);
+  }
+
   /** Copy `block` in, evicting the least recently used block when full. */
   put(pba: number, block: Uint8Array): void {
     let slot = this.slotOf.get(pba);

@@ -31,11 +31,15 @@ export interface RawClaim {
 const MAX_RUN = 64;
 /** Blocks per write chunk, at most. */
 export const MAX_CHUNK = 64;
+/** Gather buffers: one chunk of blocks each, at most RUN_POOL kept (4 MiB). */
+const RUN_BYTES = MAX_CHUNK * BLOCK;
+const RUN_POOL = 16;
 /** Leave head room under REF_MAX for a chunk's increments. */
 export const REF_LIMIT = REF_MAX - 2 * MAX_CHUNK;
 
-export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
-  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+/** Byte equality of two views (Buffer's native compare, without making a Buffer of each). */
+const bufferEquals = Buffer.prototype.equals as (this: Uint8Array, other: Uint8Array) => boolean;
+export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => bufferEquals.call(a, b);
 
 export class DataStore {
   packer: Packer | null = null;
@@ -55,6 +59,23 @@ export class DataStore {
    * references back.
    */
   readonly inflight = new Map<number, InFlight>();
+  /**
+   * Buffers for gathering runs of raw or sealed blocks into one pwrite (a chunk's raw blocks
+   * are not adjacent in the request when fragments sit between them): reused instead of a
+   * fresh zero-filled ArrayBuffer per chunk (external memory that drove the GC, #12). At
+   * most RUN_POOL are kept; more in flight at once are allocated and dropped.
+   */
+  private readonly runPool: Uint8Array[] = [];
+
+  private takeRun(bytes: number): Uint8Array {
+    if (bytes > RUN_BYTES) return new Uint8Array(bytes);
+    return (this.runPool.pop() ?? new Uint8Array(RUN_BYTES)).subarray(0, bytes);
+  }
+
+  private giveRun(buf: Uint8Array): void {
+    if (buf.buffer.byteLength === RUN_BYTES && this.runPool.length < RUN_POOL) this.runPool.push(new Uint8Array(buf.buffer));
+  }
+
   /** Verification buffer: used only by writes, which run alone. */
   private readonly scratch = new Uint8Array(BLOCK);
 
@@ -201,6 +222,55 @@ export class DataStore {
     }
   }
 
+  /**
+   * Prefetch (outside the metadata mutex, from prepare) the block of a likely duplicate's
+   * candidate (raw, or the packed block holding its fragment) when it is neither being
+   * written nor in memory, so that verifying it under the mutex needs no read: the read no
+   * longer holds every other write's metadata steps. Only for a block live now (its
+   * refcount page cached); `reads` shares one read per block among a chunk's candidates.
+   * The bytes may be adopted only while Metadata.reuseGen is unchanged (adopt). Null:
+   * nothing to prefetch; a failed read yields null (verified the ordinary way then).
+   */
+  prefetch(loc: number, reads: Map<number, Promise<Uint8Array | null>>): Promise<Uint8Array | null> | null {
+    if (this.meta.locProblem(loc)) return null;
+    const pba = locPba(loc);
+    const known = reads.get(pba);
+    if (known) return known;
+    if (locKind(loc) === LocKind.Raw ? this.inflight.has(pba) : this.packer?.pba === pba || this.sealingBlocks.has(pba)) return null;
+    if (this.dataBlocks.has(pba)) return null;
+    const e = this.meta.getRef(pba);
+    if (typeof e !== 'number' || refCount(e) === 0) return null;
+    const buf = this.prefetchBuffer();
+    const read = this.backing.pread(buf, pba * BLOCK).then(
+      () => buf,
+      () => null,
+    );
+    reads.set(pba, read);
+    return read;
+  }
+
+  /** Prefetch buffers are cut from 256 KiB slabs (one ArrayBuffer per 64 reads: profiled at 4 KiB writes); a slab is freed once no view of it is left. */
+  private prefetchSlab = new Uint8Array(0);
+  private prefetchAt = 0;
+  private prefetchBuffer(): Uint8Array {
+    if (this.prefetchAt + BLOCK > this.prefetchSlab.length) {
+      this.prefetchSlab = new Uint8Array(64 * BLOCK);
+      this.prefetchAt = 0;
+    }
+    this.prefetchAt += BLOCK;
+    return this.prefetchSlab.subarray(this.prefetchAt - BLOCK, this.prefetchAt);
+  }
+
+  /**
+   * Take a prefetched block into the recent blocks (under the mutex, in phase 1). The caller
+   * checked that Metadata.reuseGen is what it was when the read started: the block was live
+   * then and has not been reallocated since, so these are its bytes.
+   */
+  adopt(pba: number, block: Uint8Array): void {
+    if (this.inflight.has(pba) || this.dataBlocks.has(pba) || this.packer?.pba === pba || this.sealingBlocks.has(pba)) return;
+    this.dataBlocks.put(pba, block);
+  }
+
   /** A candidate from the index is shared only if its block is live and its bytes are equal. */
   verifyCandidate(loc: number, data: Uint8Array): boolean | Promise<boolean> {
     if (this.meta.locProblem(loc)) return false;
@@ -220,6 +290,13 @@ export class DataStore {
       if (f) return !f.failed && sameBytes(f.data, data);
       const cached = this.dataBlocks.get(pba);
       if (cached) return sameBytes(cached, data);
+    } else {
+      // A fragment of a packed block in memory: decompressed and compared at once.
+      const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
+      if (block) {
+        const frag = fragmentOf(block, locSlot(loc));
+        return typeof frag !== 'string' && this.codec!.decompress(frag, this.scratch) && sameBytes(this.scratch, data);
+      }
     }
     return this.verifyRead(loc, data);
   }
@@ -258,6 +335,7 @@ export class DataStore {
   async writeRaw(claim: RawClaim): Promise<void> {
     const items = claim.items;
     const writes: Promise<void>[] = [];
+    let gathered: Uint8Array[] | null = null;
     for (let i = 0; i < items.length; ) {
       let j = i + 1;
       while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
@@ -267,8 +345,9 @@ export class DataStore {
       for (let k = i + 1; k < j && adjacent; k++) adjacent = items[k]!.data.buffer === first.buffer && items[k]!.data.byteOffset === first.byteOffset + (k - i) * BLOCK;
       if (j - i > 1 && adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK); // already one buffer
       else if (j - i > 1) {
-        run = new Uint8Array((j - i) * BLOCK);
+        run = this.takeRun((j - i) * BLOCK);
         for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
+        (gathered ??= []).push(run);
       }
       writes.push(this.backing.pwrite(run, items[i]!.pba * BLOCK));
       // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
@@ -291,6 +370,7 @@ export class DataStore {
         failure = (rejected as PromiseRejectedResult).reason;
       }
     }
+    if (gathered) for (const b of gathered) this.giveRun(b); // every write has settled
     if (failed) {
       for (const e of claim.entries) e.failed = true; // refused to everyone until forgetFailed
       claim.reject(failure);
@@ -364,14 +444,16 @@ export class DataStore {
       const run = seals.slice(i, j);
       let buf = run[0]!.buf;
       if (run.length > 1) {
-        buf = new Uint8Array(run.length * BLOCK);
-        run.forEach((p, k) => buf.set(p.buf, k * BLOCK));
+        buf = this.takeRun(run.length * BLOCK);
+        for (let k = 0; k < run.length; k++) buf.set(run[k]!.buf, k * BLOCK);
       }
+      const gathered = run.length > 1 ? buf : null;
       const settle = () => {
         for (const p of run) {
           this.sealing.delete(p.pba);
           this.sealingBlocks.delete(p.pba);
         }
+        if (gathered) this.giveRun(gathered);
       };
       const write = this.backing.pwrite(buf, run[0]!.pba * BLOCK).then(settle, (err: unknown) => {
         settle();

@@ -12,8 +12,6 @@ import xxhash from '@node-rs/xxhash';
 import type { FingerprintFn } from './format.ts';
 import type { Fingerprint } from './metadata.ts';
 
-const MASK32 = 0xffffffffn;
-
 export type Hasher = (data: Uint8Array) => Fingerprint;
 
 const sha256: Hasher = (data) => {
@@ -21,9 +19,11 @@ const sha256: Hasher = (data) => {
   return { hi: h.readUInt32LE(0), lo: h.readUInt32LE(4) };
 };
 
+// The 64-bit result split through a DataView: no intermediate BigInts (h & mask, h >> 32n) per block.
+const split = new DataView(new ArrayBuffer(8));
 const xxh64: Hasher = (data) => {
-  const h = xxhash.xxh64(data);
-  return { hi: Number(h & MASK32), lo: Number(h >> 32n) };
+  split.setBigUint64(0, xxhash.xxh64(data), true);
+  return { hi: split.getUint32(0, true), lo: split.getUint32(4, true) }; // hi: the low 32 bits, as before
 };
 
 export const hasherFor = (f: FingerprintFn): Hasher => (f === 'sha256' ? sha256 : xxh64);

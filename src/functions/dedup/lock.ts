@@ -29,35 +29,57 @@ export const unsafeError = (err: unknown): StorvisorError => new StorvisorError(
 
 export const isUnsafe = (err: unknown): err is StorvisorError => err instanceof StorvisorError && err.code === 'SV_ERR_DEDUP_UNSAFE';
 
-interface RangeHold {
+/** A request's hold on its blocks: `wait` is what it must wait for first (null: nothing). */
+export interface RangeHold {
   first: number;
   end: number;
   write: boolean;
-  done: Promise<void>;
+  wait: Promise<unknown> | null;
+  /** Made only when a later request must wait for this one (most requests conflict with none). */
+  done: Promise<void> | null;
+  resolve: (() => void) | null;
 }
+
+const doneOf = (h: RangeHold): Promise<void> => (h.done ??= new Promise<void>((r) => (h.resolve = r)));
 
 export class RangeLock {
   /** Requests holding or waiting for a range, in arrival order (bounded by the requests in flight). */
   private holds: RangeHold[] = [];
 
+  /**
+   * Take [first, end) after every earlier conflicting request: no Promise, closure or array
+   * unless one conflicts (then `wait` says what to wait for). Give it back with release().
+   */
+  hold(first: number, end: number, write: boolean): RangeHold {
+    let wait: Promise<unknown> | null = null;
+    let several: Promise<void>[] | null = null;
+    for (const h of this.holds) {
+      if (!(h.first < end && first < h.end && (write || h.write))) continue;
+      const d = doneOf(h);
+      if (wait === null) wait = d;
+      else (several ??= [wait as Promise<void>]).push(d);
+    }
+    const hold: RangeHold = { first, end, write, wait: several ? Promise.all(several) : wait, done: null, resolve: null };
+    this.holds.push(hold);
+    return hold;
+  }
+
+  release(hold: RangeHold): void {
+    const i = this.holds.indexOf(hold);
+    if (i >= 0) this.holds.splice(i, 1);
+    hold.resolve?.();
+  }
+
   /** Wait for every earlier conflicting request over [first, end); returns the release. */
   async acquire(first: number, end: number, write: boolean): Promise<() => void> {
-    const before: Promise<void>[] = [];
-    for (const h of this.holds) if (h.first < end && first < h.end && (write || h.write)) before.push(h.done);
-    let release!: () => void;
-    const hold: RangeHold = { first, end, write, done: new Promise<void>((r) => (release = r)) };
-    this.holds.push(hold);
-    if (before.length > 0) await Promise.all(before);
-    return () => {
-      const i = this.holds.indexOf(hold);
-      if (i >= 0) this.holds.splice(i, 1);
-      release();
-    };
+    const hold = this.hold(first, end, write);
+    if (hold.wait) await hold.wait;
+    return () => this.release(hold);
   }
 
   /** Wait until every request that arrived so far has finished. */
   async drain(): Promise<void> {
-    await Promise.all(this.holds.map((h) => h.done));
+    await Promise.all(this.holds.map(doneOf));
   }
 }
 

@@ -34,6 +34,19 @@ export interface Fingerprint {
 export class Metadata {
   /** Blocks whose refcount reached zero since the last commit: not reusable until it is durable. */
   readonly pendingFree = new Set<number>();
+  /**
+   * Bumped whenever freed blocks may be allocated again (a commit made their freeing
+   * durable, or an unused block was given back). While it is unchanged, a block that was
+   * live stays live or pending-free, so bytes read from it earlier are still its bytes
+   * (DataStore.prefetch relies on this).
+   */
+  reuseGen = 0;
+
+  /** A commit made the pending frees durable: those blocks may be reused from now on. */
+  freesDurable(): void {
+    this.pendingFree.clear();
+    this.reuseGen++;
+  }
   private allocCursor = 0;
 
   constructor(
@@ -146,6 +159,7 @@ export class Metadata {
   /** Give back a block allocated for a write that failed before anything referenced it. */
   async releaseUnused(pba: number): Promise<void> {
     const e = await this.getRef(pba);
+    this.reuseGen++;
     await this.setRef(pba, 0);
     this.counters.usedBlocks--;
     this.counters.storedFragments -= refFragments(e);

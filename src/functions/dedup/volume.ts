@@ -30,7 +30,7 @@ import { readOnly, invalidArgument, ioError, StorvisorError } from '../../util/e
 import { BLOCK, computeLayout, decodeSuperblock, type Compression, type FingerprintFn, type Layout } from './format.ts';
 import { PageCache } from './page-cache.ts';
 import { Journal, MAX_TX_PAGES, type Counters } from './journal.ts';
-import { codecFor } from './fragments.ts';
+import { codecFor, type Lz4Engine } from './fragments.ts';
 import { BlockLru } from './block-lru.ts';
 import { formatVolume } from './mkfs.ts';
 import { backingFailure, volumeBroken } from './errors.ts';
@@ -55,6 +55,12 @@ export interface DedupVolumeOptions {
   cacheBytes?: number;
   /** Compression worker threads (default: the cores given less one, at least 1; 0 = compress inline). */
   workers?: number;
+  /**
+   * LZ4 implementation (same on-disk format either way): 'native' = liblz4 inline on the
+   * request thread where the addon was built with it, else the TypeScript LZ4 in the worker
+   * pool; 'js' = always the TypeScript one. Default: native, or STORVISOR_DEDUP_LZ4=js.
+   */
+  lz4Engine?: Lz4Engine;
   /** Fingerprint of a volume formatted by this open (default xxh64); an existing volume keeps its own. */
   fingerprint?: FingerprintFn;
   log?: (msg: string) => void;
@@ -94,12 +100,13 @@ export class DedupVolume extends BlockDeviceBase {
     log: (msg: string) => void,
     dataCacheBlocks: number,
     workers: number,
+    lz4Engine: Lz4Engine | undefined,
   ) {
     super();
     this.size = layout.logicalSize;
     this.readOnly = backing.readOnly;
     this.log = log;
-    const codec = codecFor(layout.compression);
+    const codec = codecFor(layout.compression, lz4Engine);
     const dataBlocks = new BlockLru(dataCacheBlocks);
     this.meta = new Metadata(layout, cache, counters, codec, dataBlocks);
     this.store = new DataStore(backing, this.meta, codec, dataBlocks, layout.dedup, log);
@@ -123,6 +130,9 @@ export class DedupVolume extends BlockDeviceBase {
     if (typeof opts.dedup !== 'boolean') throw invalidArgument(`dedup must be a boolean, got ${String(opts.dedup)}`);
     const workers = opts.workers ?? defaultWorkers();
     if (!Number.isSafeInteger(workers) || workers < 0 || workers > 64) throw invalidArgument(`workers must be an integer from 0 to 64, got ${workers}`);
+    if (opts.lz4Engine !== undefined && opts.lz4Engine !== 'native' && opts.lz4Engine !== 'js') {
+      throw invalidArgument(`lz4Engine must be 'native' or 'js', got ${String(opts.lz4Engine)}`);
+    }
     const wanted = computeLayout(backing.size, opts.logicalSize, opts.compression, opts.dedup, opts.fingerprint);
     const sb = new Uint8Array(BLOCK);
     await backing.pread(sb, 0);
@@ -154,7 +164,7 @@ export class DedupVolume extends BlockDeviceBase {
     const { journal, counters } = await Journal.recover(backing, layout, log);
     // Three quarters of the budget for metadata pages, a quarter for recent data blocks.
     const cache = new PageCache(backing, Math.floor((cacheBytes * 3) / 4 / BLOCK), log);
-    return new DedupVolume(backing, layout, cache, journal, counters, log, Math.floor(cacheBytes / 4 / BLOCK), workers);
+    return new DedupVolume(backing, layout, cache, journal, counters, log, Math.floor(cacheBytes / 4 / BLOCK), workers, opts.lz4Engine);
   }
 
   // ------------------------------------------------------------------ BlockDevice
@@ -180,12 +190,24 @@ export class DedupVolume extends BlockDeviceBase {
     });
   }
 
+  /** op() and guard() written out in one frame: this runs for every write (#12: async frames per 4 KiB write). */
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     this.checkWrite(offset, buf.byteLength);
-    await this.op(offset, buf.byteLength, true, async () => {
-      this.session.logicalBytesWritten += buf.byteLength;
+    if (this.closed || this.closing) throw this.closedError();
+    const length = buf.byteLength;
+    const hold = length > 0 ? this.writer.ranges.hold(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), true) : null;
+    try {
+      if (hold?.wait) await hold.wait;
+      this.checkOpen();
+      if (this.broken) throw volumeBroken(this.broken);
+      this.session.logicalBytesWritten += length;
       await this.writer.writeRange(buf, offset);
-    });
+      if (this.cache.overCapacity) await this.cache.trim();
+    } catch (err) {
+      throw this.failure(err);
+    } finally {
+      if (hold) this.writer.ranges.release(hold);
+    }
     if (flags?.fua) await this.op(0, 0, false, () => this.writer.sync());
   }
 
@@ -267,11 +289,12 @@ export class DedupVolume extends BlockDeviceBase {
    */
   private async op<T>(offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
     if (this.closed || this.closing) throw this.closedError();
-    const release = length > 0 ? await this.writer.ranges.acquire(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
+    const hold = length > 0 ? this.writer.ranges.hold(Math.floor(offset / BLOCK), Math.ceil((offset + length) / BLOCK), write) : null;
     try {
+      if (hold?.wait) await hold.wait;
       return await this.guard(fn);
     } finally {
-      release?.();
+      if (hold) this.writer.ranges.release(hold);
     }
   }
 
@@ -284,14 +307,19 @@ export class DedupVolume extends BlockDeviceBase {
       if (this.cache.overCapacity) await this.cache.trim();
       return result;
     } catch (err) {
-      if (isUnsafe(err)) {
-        this.fail(err.cause);
-        throw volumeBroken(err.cause);
-      }
-      if (err instanceof StorvisorError) throw err;
-      // A backing-device failure that left metadata untouched: report it with its errno.
-      throw backingFailure(err);
+      throw this.failure(err);
     }
+  }
+
+  /** What a failed request throws: a half-done metadata update stops the volume; a backing failure keeps its errno. */
+  private failure(err: unknown): unknown {
+    if (isUnsafe(err)) {
+      this.fail(err.cause);
+      return volumeBroken(err.cause);
+    }
+    if (err instanceof StorvisorError) return err;
+    // A backing-device failure that left metadata untouched: report it with its errno.
+    return backingFailure(err);
   }
 
   private fail(err: unknown): void {

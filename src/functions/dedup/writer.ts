@@ -45,6 +45,8 @@ function blocksOf(data: Uint8Array): Uint8Array[] {
   return blocks;
 }
 
+const isPrepared = (p: Prepared | Promise<Prepared>): p is Prepared => !(p instanceof Promise);
+
 export class Writer {
   readonly ranges = new RangeLock();
   readonly gate = new ApplyGate();
@@ -77,7 +79,16 @@ export class Writer {
   ) {}
 
   /** Write any byte range: partial blocks at the edges are read, merged and written whole. */
-  async writeRange(buf: Uint8Array, offset: number): Promise<void> {
+  writeRange(buf: Uint8Array, offset: number): Promise<void> {
+    // The common case, whole blocks in one chunk, adds no async frame of its own.
+    if (buf.byteLength > 0 && offset % BLOCK === 0 && buf.byteLength % BLOCK === 0 && buf.byteOffset % 4 === 0 && buf.byteLength <= this.chunkBlocks * BLOCK) {
+      const prepared = this.planner.prepare(blocksOf(buf));
+      return isPrepared(prepared) ? this.writeChunk(prepared, offset / BLOCK) : prepared.then((p) => this.writeChunk(p, offset / BLOCK));
+    }
+    return this.writeRangeAny(buf, offset);
+  }
+
+  private async writeRangeAny(buf: Uint8Array, offset: number): Promise<void> {
     const first = Math.floor(offset / BLOCK);
     const endBlock = Math.ceil((offset + buf.byteLength) / BLOCK);
     let data = buf;
@@ -92,7 +103,11 @@ export class Writer {
     // compression (in the pool) overlap another's metadata steps and data write, and a
     // large write keeps several backing writes in flight.
     const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
-    if (chunks === 1) return this.writeChunk(await this.planner.prepare(blocksOf(data)), first);
+    if (chunks === 1) {
+      let prepared = this.planner.prepare(blocksOf(data));
+      if (!isPrepared(prepared)) prepared = await prepared;
+      return this.writeChunk(prepared, first);
+    }
     let nextChunk = 0;
     let failure: unknown = null;
     const lane = async (): Promise<void> => {
@@ -100,7 +115,9 @@ export class Writer {
         const lbn = first + nextChunk++ * this.chunkBlocks;
         const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
         try {
-          await this.writeChunk(await this.planner.prepare(blocksOf(view)), lbn);
+          let prepared = this.planner.prepare(blocksOf(view));
+          if (!isPrepared(prepared)) prepared = await prepared;
+          await this.writeChunk(prepared, lbn);
         } catch (err) {
           failure ??= err;
         }
@@ -112,15 +129,145 @@ export class Writer {
     if (failure !== null) throw failure;
   }
 
+  /**
+   * One chunk, start to end, in one async frame (#12: the path used to be a dozen nested
+   * async calls per 4 KiB write, ~12 KB of heap per write and the GC it drives). Every
+   * metadata accessor answers synchronously from cached pages, so an `await` happens only
+   * where something is really pending: the gate or the mutex held, a page read, the data
+   * write. Retries (a commit first) loop here.
+   */
   private async writeChunk(prepared: Prepared, firstLbn: number): Promise<void> {
+    const meta = this.meta;
+    const store = this.store;
+    const count = prepared.blocks.length;
     let retried = false;
     for (;;) {
       const entering = this.gate.enter();
       if (entering) await entering;
-      let outcome: Outcome;
+      let outcome: Outcome = 'done';
+      let reserved = 0;
+      let plans: Plan[] | null = null;
+      let locs: number[] | null = null;
+      let claim: RawClaim | null = null;
+      let waitFor: Promise<void>[] | null = null;
       try {
-        outcome = await this.apply(prepared, firstLbn, retried);
+        // ---- phase 1, under the metadata mutex (taken without a Promise when free)
+        const locking = this.mutex.lock();
+        if (locking) await locking;
+        try {
+          this.alive();
+          if (!this.fits(this.worstPages(firstLbn, count))) outcome = 'pages';
+          else {
+            let planned = this.planner.plan(prepared);
+            if (!Array.isArray(planned)) planned = await planned;
+            plans = planned;
+            const need = this.planner.spaceNeeded(plans);
+            if (need > meta.freeBlocks()) {
+              if (!retried && meta.pendingFree.size > 0) outcome = 'space';
+              else throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
+            } else {
+              try {
+                // Every reference the chunk will hold, before any data is written: fresh raw
+                // blocks (allocated with their reference), then shared blocks (before packing:
+                // sealing the open packer drops its own reference, and a candidate in it must
+                // not be freed), then fragments, then duplicates inside the chunk.
+                locs = new Array<number>(count).fill(0);
+                let raw: Array<{ pba: number; data: Uint8Array }> | null = null;
+                for (let i = 0; i < count; i++) {
+                  const p = plans[i]!;
+                  if (p.kind === 'new' && !p.fragment) {
+                    let pba = meta.allocate(1, 1);
+                    if (typeof pba !== 'number') pba = await pba;
+                    locs[i] = encodeLoc(LocKind.Raw, pba);
+                    (raw ??= []).push({ pba, data: prepared.blocks[i]! });
+                  }
+                }
+                if (raw) claim = store.claimRaw(raw); // visible to concurrent writes before the mutex is released
+                for (let i = 0; i < count; i++) {
+                  const p = plans[i]!;
+                  if (p.kind !== 'dup') continue;
+                  locs[i] = p.loc;
+                  const w = meta.incRef(locPba(p.loc));
+                  if (w) await w;
+                  const f = store.inflight.get(locPba(p.loc));
+                  if (f) (waitFor ??= []).push(f.done);
+                }
+                for (let i = 0; i < count; i++) {
+                  const p = plans[i]!;
+                  if (p.kind !== 'new') continue;
+                  if (p.fragment) {
+                    let loc = store.pack(p.fragment);
+                    if (typeof loc !== 'number') loc = await loc;
+                    locs[i] = loc; // the fragment is readable at once (packer, sealing)
+                  }
+                  // Raw blocks go in the index now, before their data lands, so concurrent writes
+                  // of the same bytes share them (verified against DataStore.inflight).
+                  if (p.tag) {
+                    const w = meta.indexInsert(p.tag, locs[i]!);
+                    if (w) await w;
+                  }
+                }
+                for (let i = 0; i < count; i++) {
+                  const p = plans[i]!;
+                  if (p.kind !== 'sameAs') continue;
+                  locs[i] = locs[p.index]!;
+                  const w = meta.incRef(locPba(locs[i]!));
+                  if (w) await w;
+                }
+                store.writeSeals(); // the packed blocks this chunk filled, together
+                const rest = this.phase2Pages(firstLbn, count);
+                reserved = typeof rest === 'number' ? rest : await rest;
+                this.reservedPages += reserved;
+              } catch (err) {
+                throw unsafeError(err);
+              }
+            }
+          }
+        } finally {
+          this.mutex.unlock();
+        }
+        if (outcome === 'done') {
+          // ---- data: our raw blocks, and any block we share whose write (another request's) is still in flight
+          try {
+            const writing = claim ? store.writeRaw(claim) : null;
+            if (waitFor) await Promise.all(writing ? [writing, ...waitFor] : waitFor);
+            else if (writing) await writing;
+          } catch (err) {
+            await this.takeBack(locs!, claim);
+            throw err;
+          }
+          // ---- phase 2, under the mutex: the map, then the replaced blocks' references down
+          const locking2 = this.mutex.lock();
+          if (locking2) await locking2;
+          try {
+            this.alive();
+            const olds = this.olds;
+            olds.length = 0;
+            for (let i = 0; i < count; i++) {
+              let old = meta.getLoc(firstLbn + i);
+              if (typeof old !== 'number') old = await old;
+              olds.push(old);
+              if (old !== locs![i]) {
+                const w = meta.setLoc(firstLbn + i, locs![i]!);
+                if (w) await w;
+              }
+              this.counters.mappedBlocks += (locs![i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
+            }
+            for (let i = 0; i < olds.length; i++) {
+              const old = olds[i]!;
+              if (old === 0 || meta.locProblem(old)) continue;
+              const w = meta.decRef(locPba(old));
+              if (w) await w;
+            }
+          } catch (err) {
+            throw unsafeError(err);
+          } finally {
+            this.mutex.unlock();
+          }
+          this.planner.count(plans!);
+        }
       } finally {
+        this.reservedPages -= reserved;
         this.gate.leave();
       }
       if (outcome === 'done') return;
@@ -129,6 +276,21 @@ export class Writer {
       if (outcome === 'space') retried = true;
       await this.commitNow();
     }
+  }
+
+  /**
+   * A raw write failed: nothing maps the new blocks, and a block whose write failed is
+   * refused to everyone (DataStore.inflight); take back every reference this chunk took.
+   */
+  private takeBack(locs: number[], claim: RawClaim | null): Promise<void> {
+    const meta = this.meta;
+    const rawPbas = claim ? claim.items.map((it) => it.pba) : [];
+    return this.mutex.run(() =>
+      unsafe(async () => {
+        for (let i = 0; i < locs.length; i++) if (locs[i] !== 0) await meta.decRef(locPba(locs[i]!));
+        this.store.forgetFailed(rawPbas);
+      }),
+    );
   }
 
   /**
@@ -151,57 +313,24 @@ export class Writer {
     return map + Math.min(2 * count + 2, this.meta.layout.refPages - this.cache.dirtyOfType(PageType.Refcount));
   }
 
-  /** Phase 1, data, phase 2; or why a commit must come first. */
-  private async apply(prepared: Prepared, firstLbn: number, retried: boolean): Promise<Outcome> {
-    const meta = this.meta;
-    const count = prepared.blocks.length;
-    // The metadata steps take the mutex directly (no closure, Promise or async frame per
-    // step when it is free: this runs for every request).
-    const locking = this.mutex.lock();
-    if (locking) await locking;
-    let up: Awaited<ReturnType<Writer['referencesUp']>>;
-    let rest: number;
-    try {
-      this.alive();
-      if (!this.fits(this.worstPages(firstLbn, count))) return 'pages';
-      const plans = await this.planner.plan(prepared);
-      const need = this.planner.spaceNeeded(plans);
-      if (need > meta.freeBlocks()) {
-        if (!retried && meta.pendingFree.size > 0) return 'space';
-        throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
-      }
-      try {
-        up = await this.referencesUp(plans, prepared);
-        this.store.writeSeals(); // the packed blocks this chunk filled, together
-        rest = await this.phase2Pages(firstLbn, count);
-        this.reservedPages += rest;
-      } catch (err) {
-        throw unsafeError(err);
-      }
-    } finally {
-      this.mutex.unlock();
-    }
-    try {
-      return await this.dataAndPhase2(prepared, firstLbn, up.plans, up.locs, up.claim, up.waitFor);
-    } finally {
-      this.reservedPages -= rest;
-    }
-  }
-
   /** Pages phase 2 will dirty that are not dirty yet: the map pages of the range, the replaced blocks' refcount pages. */
-  private async phase2Pages(firstLbn: number, count: number): Promise<number> {
+  private phase2Pages(firstLbn: number, count: number, from = 0, n = 0, refPages: number[] | null = null): number | Promise<number> {
     const meta = this.meta;
-    let n = 0;
-    let lastMap = -1;
-    let refPages: number[] | null = null;
-    for (let i = 0; i < count; i++) {
+    let lastMap = from > 0 ? meta.mapPageOf(firstLbn + from - 1) : -1;
+    for (let i = from; i < count; i++) {
+      const old = meta.getLoc(firstLbn + i);
+      if (typeof old !== 'number') {
+        // A map page to read (rare: the chunk's map page was evicted): go on from this block once it is in.
+        const at = i;
+        const counted = n;
+        const pages = refPages;
+        return old.then(() => this.phase2Pages(firstLbn, count, at, counted, pages));
+      }
       const mapNo = meta.mapPageOf(firstLbn + i);
       if (mapNo !== lastMap) {
         lastMap = mapNo;
         if (!this.cache.isDirty(mapNo)) n++;
       }
-      let old = meta.getLoc(firstLbn + i);
-      if (typeof old !== 'number') old = await old;
       if (old === 0 || meta.locProblem(old)) continue;
       const refNo = meta.refPageOf(locPba(old));
       if (this.cache.isDirty(refNo)) continue;
@@ -209,129 +338,6 @@ export class Writer {
       if (!refPages.includes(refNo)) refPages.push(refNo); // a handful per chunk at most
     }
     return n + (refPages?.length ?? 0);
-  }
-
-  private async dataAndPhase2(
-    prepared: Prepared,
-    firstLbn: number,
-    plans: Plan[],
-    locs: number[],
-    claim: RawClaim,
-    waitFor: Promise<void>[],
-  ): Promise<Outcome> {
-    const meta = this.meta;
-    const count = prepared.blocks.length;
-    try {
-      // Our raw blocks, and any block we share whose write (another request's) is still in flight.
-      if (waitFor.length === 0) await this.store.writeRaw(claim);
-      else await Promise.all([this.store.writeRaw(claim), ...waitFor]);
-    } catch (err) {
-      const rawPbas = claim.items.map((it) => it.pba);
-      // Nothing maps the new blocks, and a block whose write failed is refused to everyone
-      // (DataStore.inflight): take back every reference this chunk took.
-      await this.mutex.run(() =>
-        unsafe(async () => {
-          for (let i = 0; i < count; i++) if (locs[i] !== 0) await meta.decRef(locPba(locs[i]!));
-          this.store.forgetFailed(rawPbas);
-        }),
-      );
-      throw err;
-    }
-    const locking = this.mutex.lock();
-    if (locking) await locking;
-    try {
-      this.alive();
-      const olds = this.olds;
-      olds.length = 0;
-      for (let i = 0; i < count; i++) {
-        let old = meta.getLoc(firstLbn + i);
-        if (typeof old !== 'number') old = await old;
-        olds.push(old);
-        if (old !== locs[i]) {
-          const w = meta.setLoc(firstLbn + i, locs[i]!);
-          if (w) await w;
-        }
-        this.counters.mappedBlocks += (locs[i] !== 0 ? 1 : 0) - (old !== 0 ? 1 : 0);
-      }
-      for (let i = 0; i < olds.length; i++) {
-        const old = olds[i]!;
-        if (old === 0 || meta.locProblem(old)) continue;
-        const w = meta.decRef(locPba(old));
-        if (w) await w;
-      }
-    } catch (err) {
-      throw unsafeError(err);
-    } finally {
-      this.mutex.unlock();
-    }
-    this.planner.count(plans);
-    return 'done';
-  }
-
-  /**
-   * Every reference the chunk will hold, taken before any data is written: fresh raw
-   * blocks (allocated with their reference), then shared blocks (before packing: sealing
-   * the open packer drops its own reference, and a candidate in it must not be freed),
-   * then fragments, then duplicates inside the chunk.
-   */
-  private async referencesUp(
-    plans: Plan[],
-    prepared: Prepared,
-  ): Promise<{ plans: Plan[]; locs: number[]; claim: RawClaim; waitFor: Promise<void>[] }> {
-    const meta = this.meta;
-    const count = plans.length;
-    const locs: number[] = new Array(count).fill(0);
-    const rawAt: number[] = [];
-    const raw: Array<{ pba: number; data: Uint8Array }> = [];
-    for (let i = 0; i < count; i++) {
-      const p = plans[i]!;
-      if (p.kind === 'new' && !p.fragment) {
-        let pba = meta.allocate(1, 1);
-        if (typeof pba !== 'number') pba = await pba;
-        locs[i] = encodeLoc(LocKind.Raw, pba);
-        rawAt.push(i);
-        raw.push({ pba, data: prepared.blocks[i]! });
-      }
-    }
-    const claim = this.store.claimRaw(raw); // visible to concurrent writes before the mutex is released
-    const waitFor: Promise<void>[] = [];
-    for (let i = 0; i < count; i++) {
-      const p = plans[i]!;
-      if (p.kind !== 'dup') continue;
-      locs[i] = p.loc;
-      const w = meta.incRef(locPba(p.loc));
-      if (w) await w;
-      const f = this.store.inflight.get(locPba(p.loc));
-      if (f) waitFor.push(f.done);
-    }
-    // Raw blocks go in the index now, before their data lands, so concurrent writes of the
-    // same bytes share them (verified against DataStore.inflight).
-    for (const i of rawAt) {
-      const p = plans[i]!;
-      if (p.kind === 'new' && p.tag) {
-        const w = meta.indexInsert(p.tag, locs[i]!);
-        if (w) await w;
-      }
-    }
-    for (let i = 0; i < count; i++) {
-      const p = plans[i]!;
-      if (p.kind !== 'new' || !p.fragment) continue;
-      let loc = this.store.pack(p.fragment);
-      if (typeof loc !== 'number') loc = await loc;
-      locs[i] = loc;
-      if (p.tag) {
-        const w = meta.indexInsert(p.tag, loc); // the fragment is readable at once (packer, sealing)
-        if (w) await w;
-      }
-    }
-    for (let i = 0; i < count; i++) {
-      const p = plans[i]!;
-      if (p.kind !== 'sameAs') continue;
-      locs[i] = locs[p.index]!;
-      const w = meta.incRef(locPba(locs[i]!));
-      if (w) await w;
-    }
-    return { plans, locs, claim, waitFor };
   }
 
   /** Unmap whole blocks [first, last): they read as zeroes. */
@@ -414,7 +420,7 @@ export class Writer {
       await this.journal.commit(pages, { ...this.counters });
     });
     this.cache.markCommitted(pages);
-    this.meta.pendingFree.clear(); // the freeing is durable: the blocks may be reused
+    this.meta.freesDurable(); // the freeing is durable: the blocks may be reused
     if (this.journal.free < Journal.worstCase(this.dirtyLimit)) await this.checkpoint();
   }
 

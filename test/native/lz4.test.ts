@@ -1,0 +1,112 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { nativeLz4 } from '../../src/native/addon.ts';
+import { lz4Compress, lz4Decompress } from '../../src/functions/dedup/lz4.ts';
+import { randomBlock, compressibleBlock, BLOCK } from '../dedup/data.ts';
+
+// .ci/run installs liblz4-dev, so on Linux the addon must carry LZ4: a build that silently
+// fell back to the TypeScript LZ4 fails here instead of passing untested.
+const lz4 = (): NonNullable<typeof nativeLz4> => {
+  assert.ok(nativeLz4, 'the native addon was built without liblz4 (apt-get install liblz4-dev, then npm ci)');
+  return nativeLz4;
+};
+
+const bound = (n: number) => n + Math.ceil(n / 255) + 16;
+
+/** A block with runs, repeats and noise: exercises long literals, long matches and overlapping copies. */
+const mixed = fc
+  .array(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 300 }), fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 900 })).map(([b, n]) => new Uint8Array(n).fill(b))), { maxLength: 30 })
+  .map((parts) => {
+    const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+    let at = 0;
+    for (const p of parts) (out.set(p, at), (at += p.length));
+    return out;
+  });
+
+test('what liblz4 compresses, the TypeScript LZ4 decompresses to the same bytes', () => {
+  const n = lz4();
+  fc.assert(
+    fc.property(fc.oneof(mixed, fc.uint8Array({ maxLength: 5000 })), (src) => {
+      const dst = new Uint8Array(bound(src.length));
+      const len = n.lz4Compress(src, dst);
+      assert.ok(len > 0);
+      const out = new Uint8Array(src.length);
+      assert.equal(lz4Decompress(dst.subarray(0, len), out), src.length);
+      assert.deepEqual(out, src);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('what the TypeScript LZ4 compresses, liblz4 decompresses to the same bytes', () => {
+  const n = lz4();
+  fc.assert(
+    fc.property(fc.oneof(mixed, fc.uint8Array({ maxLength: 5000 })), (src) => {
+      const dst = new Uint8Array(bound(src.length));
+      const len = lz4Compress(src, dst);
+      assert.ok(len > 0);
+      const out = new Uint8Array(src.length);
+      assert.equal(n.lz4Decompress(dst.subarray(0, len), out), src.length);
+      assert.deepEqual(out, src);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('native compression returns 0 when the result does not fit the destination', () => {
+  const n = lz4();
+  const small = new Uint8Array(2020);
+  assert.equal(n.lz4Compress(randomBlock(3), small), 0);
+  const len = n.lz4Compress(compressibleBlock(3), small);
+  assert.ok(len > 0 && len < 200, `compressed to ${len}`);
+});
+
+test('native decompression of malformed input returns -1 and never writes past the destination', () => {
+  const n = lz4();
+  const out = new Uint8Array(BLOCK + 16).fill(0xee);
+  const view = out.subarray(0, BLOCK);
+  assert.equal(n.lz4Decompress(new Uint8Array([]), view), -1);
+  assert.equal(n.lz4Decompress(new Uint8Array([0xf0]), view), -1);
+  assert.equal(n.lz4Decompress(new Uint8Array([0x10, 65, 5, 0]), view), -1);
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), (junk) => {
+      const r = n.lz4Decompress(junk, view);
+      assert.ok(r >= -1 && r <= BLOCK);
+    }),
+    { numRuns: 500 },
+  );
+  assert.ok(out.subarray(BLOCK).every((b) => b === 0xee), 'bytes past the destination view are untouched');
+});
+
+test('the batch call compresses the listed blocks into their slots and reports each length', () => {
+  const n = lz4();
+  const src = new Uint8Array(4 * BLOCK);
+  src.set(compressibleBlock(1), 0);
+  src.set(randomBlock(2), BLOCK);
+  src.set(compressibleBlock(3), 2 * BLOCK);
+  src.set(compressibleBlock(4), 3 * BLOCK);
+  const slot = 2020;
+  const which = Int32Array.from([3, 1, 0]);
+  const dst = new Uint8Array(3 * slot);
+  const lengths = new Int32Array(3);
+  assert.equal(n.lz4CompressBlocks(src, BLOCK, which, 3, dst, slot, lengths), 2);
+  assert.equal(lengths[1], 0, 'the random block does not fit a slot');
+  for (const [k, i] of [[0, 3], [2, 0]] as const) {
+    const out = new Uint8Array(BLOCK);
+    assert.equal(lz4Decompress(dst.subarray(k * slot, k * slot + lengths[k]!), out), BLOCK);
+    assert.deepEqual(out, src.subarray(i * BLOCK, (i + 1) * BLOCK));
+  }
+});
+
+test('the batch call refuses indexes and counts outside its buffers with a RangeError', () => {
+  const n = lz4();
+  const src = new Uint8Array(2 * BLOCK);
+  const dst = new Uint8Array(2 * 2020);
+  const lengths = new Int32Array(2);
+  assert.throws(() => n.lz4CompressBlocks(src, BLOCK, Int32Array.from([2]), 1, dst, 2020, lengths), RangeError);
+  assert.throws(() => n.lz4CompressBlocks(src, BLOCK, Int32Array.from([-1]), 1, dst, 2020, lengths), RangeError);
+  assert.throws(() => n.lz4CompressBlocks(src, BLOCK, Int32Array.from([0, 1, 0]), 3, dst, 2020, lengths), RangeError);
+  assert.throws(() => n.lz4CompressBlocks(src, BLOCK, Int32Array.from([0, 1]), 2, dst, 4096, lengths), RangeError);
+  assert.throws(() => n.lz4Compress('x' as unknown as Uint8Array, dst), TypeError);
+});
