@@ -49,6 +49,8 @@ interface Entry {
   spinning: boolean;
   lastWork: number;
   removed: boolean;
+  /** Passes in a row that found nothing to take (poll mode). */
+  idlePasses: number;
 }
 
 /**
@@ -58,6 +60,12 @@ interface Entry {
  * with four guests woke four times a second at 1 s; at 5 s it is under one.
  */
 const SLEEP_RECHECK_MS = 5000;
+/**
+ * Poll mode on contended cores: empty passes in a row before the poller asks
+ * whether to sleep on the kick instead (a few passes catch a request that
+ * follows a completion at once, without a wake-up).
+ */
+export const POLL_IDLE_PASSES = 8;
 /** Requests taken from one queue per pass: a queue's worth at QD32, small enough to interleave guests. */
 export const QUEUE_BUDGET = 32;
 
@@ -79,12 +87,15 @@ export class Poller {
   private readonly spinOnEngine: boolean;
   /** Requests taken from one queue per pass (Infinity only to measure what the budget buys). */
   private readonly queueBudget: number;
+  /** Poll-mode queues sleep on their kick while the core is contended (STORVISOR_POLL_YIELD=0: never, to compare). */
+  private readonly pollYields: boolean;
 
   constructor(
     private readonly spinBudgetUs: number,
     private readonly engine?: IoEngine,
-    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false } = {},
+    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false; pollYields?: boolean } = {},
   ) {
+    this.pollYields = options.pollYields ?? process.env.STORVISOR_POLL_YIELD !== '0';
     this.contention = options.contention === false ? null : (options.contention ?? new CoreContention());
     this.queueBudget = options.queueBudget ?? QUEUE_BUDGET;
     this.spinOnEngine = (options.spinOnEngine ?? true) && engine?.kind === 'io_uring';
@@ -92,7 +103,7 @@ export class Poller {
   }
 
   add(queue: PolledQueue, mode: NotifyMode): void {
-    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false };
+    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, idlePasses: 0 };
     this.entries = [...this.entries, entry];
     if (deviceSleeps(mode)) {
       this.sleep(entry);
@@ -150,6 +161,7 @@ export class Poller {
         anyWork = true;
         this.counters.requests += n;
         entry.lastWork = now;
+        entry.idlePasses = 0;
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
@@ -162,6 +174,18 @@ export class Poller {
           this.sleep(entry);
           if (!entry.spinning) {
             if (contended) this.counters.contendedSleeps++;
+            continue;
+          }
+        }
+      } else if (entry.mode === 'poll' && this.pollYields && ++entry.idlePasses >= POLL_IDLE_PASSES) {
+        // One spinner, not two: while other threads want this core, a poll
+        // queue with nothing to do sleeps on its kick instead of spinning. The
+        // guest still spins on its used ring, and the next burst costs one kick.
+        if (this.contention !== null && this.contention.contended(now)) {
+          entry.idlePasses = 0;
+          this.sleep(entry);
+          if (!entry.spinning) {
+            this.counters.contendedSleeps++;
             continue;
           }
         }

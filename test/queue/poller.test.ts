@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Poller, type PolledQueue } from '../../src/queue/poller.ts';
+import { POLL_IDLE_PASSES, Poller, type PolledQueue } from '../../src/queue/poller.ts';
 
 /** A queue whose requests are injected by the test and whose doorbell is a promise. */
 class FakeQueue implements PolledQueue {
@@ -42,8 +42,8 @@ const until = async (cond: () => boolean) => {
   while (!cond()) await new Promise((r) => setImmediate(r));
 };
 
-test('poll mode keeps spinning with the kick disabled', async () => {
-  const p = new Poller(50);
+test('poll mode keeps spinning with the kick disabled while no other thread wants the core', async () => {
+  const p = new Poller(50, undefined, { contention: { contended: () => false, close() {} } });
   const q = new FakeQueue();
   p.add(q, 'poll');
   await until(() => q.polls > 100);
@@ -139,5 +139,35 @@ test('an idle adaptive queue spins its budget while no other thread wants the co
   await until(() => q.polls > 100);
   assert.equal(p.counters.sleeps, 0);
   assert.equal(p.spinningCount(), 1);
+  p.stop();
+});
+
+test('an idle poll queue sleeps on its kick after a few empty passes while other threads want the core, and spins again on the next kick', async () => {
+  const verdict = { on: false };
+  const p = new Poller(50, undefined, { contention: meter(verdict) });
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  await until(() => q.polls > POLL_IDLE_PASSES * 4);
+  assert.equal(p.counters.sleeps, 0, 'slept while uncontended');
+  verdict.on = true;
+  await until(() => p.counters.sleeps === 1);
+  assert.equal(p.counters.contendedSleeps, 1);
+  assert.equal(q.kickEnabled, true);
+  assert.equal(p.spinningCount(), 0);
+  verdict.on = false;
+  q.submit(4);
+  await until(() => q.taken === 4);
+  assert.equal(q.kickEnabled, false, 'spinning again with the kick off');
+  assert.equal(p.spinningCount(), 1);
+  p.stop();
+});
+
+test('a poll queue with work never sleeps, contended or not', async () => {
+  const p = new Poller(50, undefined, { contention: meter({ on: true }) });
+  const q = new FakeQueue();
+  q.inFlight = 1; // a request being served: its completion, and the next request, follow at once
+  p.add(q, 'poll');
+  await until(() => q.polls > POLL_IDLE_PASSES * 4);
+  assert.equal(p.counters.sleeps, 0);
   p.stop();
 });
