@@ -51,6 +51,8 @@ interface Entry {
   removed: boolean;
   /** Passes in a row that found nothing to take (poll mode). */
   idlePasses: number;
+  /** Requests a pass with work took, smoothed (poll mode: bursts pay for a kick, single requests do not). */
+  burst: number;
 }
 
 /**
@@ -66,6 +68,8 @@ const SLEEP_RECHECK_MS = 5000;
  * follows a completion at once, without a wake-up).
  */
 export const POLL_IDLE_PASSES = 8;
+/** ...and only when a pass with work takes at least this many requests on average (smoothed): a kick then serves a burst. */
+export const POLL_SLEEP_MIN_BURST = 2;
 /** Requests taken from one queue per pass: a queue's worth at QD32, small enough to interleave guests. */
 export const QUEUE_BUDGET = 32;
 
@@ -103,7 +107,7 @@ export class Poller {
   }
 
   add(queue: PolledQueue, mode: NotifyMode): void {
-    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, idlePasses: 0 };
+    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, idlePasses: 0, burst: 1 };
     this.entries = [...this.entries, entry];
     if (deviceSleeps(mode)) {
       this.sleep(entry);
@@ -162,6 +166,7 @@ export class Poller {
         this.counters.requests += n;
         entry.lastWork = now;
         entry.idlePasses = 0;
+        entry.burst += (n - entry.burst) / 8;
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
@@ -180,8 +185,10 @@ export class Poller {
       } else if (entry.mode === 'poll' && this.pollYields && ++entry.idlePasses >= POLL_IDLE_PASSES) {
         // One spinner, not two: while other threads want this core, a poll
         // queue with nothing to do sleeps on its kick instead of spinning. The
-        // guest still spins on its used ring, and the next burst costs one kick.
-        if (this.contention !== null && this.contention.contended(now)) {
+        // guest still spins on its used ring, and the next burst costs one kick:
+        // worth it only when requests come in bursts (queue depth), not one at
+        // a time (QD1 would pay a wake-up per request).
+        if (entry.burst >= POLL_SLEEP_MIN_BURST && this.contention !== null && this.contention.contended(now)) {
           entry.idlePasses = 0;
           this.sleep(entry);
           if (!entry.spinning) {

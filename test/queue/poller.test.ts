@@ -142,7 +142,7 @@ test('an idle adaptive queue spins its budget while no other thread wants the co
   p.stop();
 });
 
-test('an idle poll queue sleeps on its kick after a few empty passes while other threads want the core, and spins again on the next kick', async () => {
+test('an idle poll queue that serves bursts sleeps on its kick after a few empty passes while other threads want the core, and spins again on the next kick', async () => {
   const verdict = { on: false };
   const p = new Poller(50, undefined, { contention: meter(verdict) });
   const q = new FakeQueue();
@@ -150,13 +150,19 @@ test('an idle poll queue sleeps on its kick after a few empty passes while other
   await until(() => q.polls > POLL_IDLE_PASSES * 4);
   assert.equal(p.counters.sleeps, 0, 'slept while uncontended');
   verdict.on = true;
-  await until(() => p.counters.sleeps === 1);
-  assert.equal(p.counters.contendedSleeps, 1);
+  for (let i = 0; i < 40; i++) {
+    // Bursts of requests (a queue depth above one): a kick per burst is worth a sleep.
+    q.submit(8);
+    await until(() => q.pending_ === 0);
+  }
+  await until(() => p.spinningCount() === 0);
+  assert.ok(p.counters.sleeps >= 1);
+  assert.equal(p.counters.contendedSleeps, p.counters.sleeps);
   assert.equal(q.kickEnabled, true);
-  assert.equal(p.spinningCount(), 0);
   verdict.on = false;
+  const before = q.taken;
   q.submit(4);
-  await until(() => q.taken === 4);
+  await until(() => q.taken === before + 4);
   assert.equal(q.kickEnabled, false, 'spinning again with the kick off');
   assert.equal(p.spinningCount(), 1);
   p.stop();
@@ -168,6 +174,20 @@ test('a poll queue with work never sleeps, contended or not', async () => {
   q.inFlight = 1; // a request being served: its completion, and the next request, follow at once
   p.add(q, 'poll');
   await until(() => q.polls > POLL_IDLE_PASSES * 4);
+  assert.equal(p.counters.sleeps, 0);
+  p.stop();
+});
+
+test('a poll queue that serves one request at a time keeps spinning, contended or not (a kick per request costs more than the spin)', async () => {
+  const p = new Poller(50, undefined, { contention: meter({ on: true }) });
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  for (let i = 0; i < 40; i++) {
+    q.submit(1);
+    await until(() => q.pending_ === 0);
+    const polls = q.polls;
+    await until(() => q.polls > polls + POLL_IDLE_PASSES * 2);
+  }
   assert.equal(p.counters.sleeps, 0);
   p.stop();
 });
