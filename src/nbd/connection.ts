@@ -5,6 +5,7 @@ import { redactHostPaths } from './error-map.ts';
 import { serverGreeting, ServerHandshake, type Negotiated } from './handshake.ts';
 import {
   NBD_CMD_DISC,
+  NBD_CMD_FLAG_FUA,
   NBD_CMD_READ,
   NBD_CMD_WRITE,
   NBD_REPLY_TYPE_ERROR,
@@ -17,7 +18,7 @@ import type { NbdStats } from './stats.ts';
 import { PooledReply, type ReplyPool } from './reply-pool.ts';
 import { Transmission } from './transmission.ts';
 import { hasLentRead, type Lease, type LentReadDevice } from './lent-read.ts';
-import { LentReply, type LentReplyOwner } from './lent-reply.ts';
+import { LentReply, WriteReply, type LentReplyOwner, type WriteReplyOwner } from './lent-reply.ts';
 import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
 
 export interface ConnectionOptions {
@@ -61,7 +62,7 @@ export const MAX_LENT_BYTES = 1 << 20;
  * is in flight or the client is not reading its replies, and calls
  * `resume()` once that clears.
  */
-export class NbdConnection implements ConnectionHandler, LentReplyOwner {
+export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteReplyOwner {
   private readonly queue = new ByteQueue();
   private readonly handshake: ServerHandshake;
   private transmission: Transmission | null = null;
@@ -74,6 +75,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner {
   /** The export's device, when it lends read data (a guest's queue driver): READs then go without copy or promise. */
   private lender: LentReadDevice | null = null;
   private readonly lentOps: LentReply[] = [];
+  private readonly writeOps: WriteReply[] = [];
   /** Lent payload bytes queued in the socket and not yet written. */
   private lentHeld = 0;
 
@@ -168,7 +170,10 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner {
       this.conn.send(this.noOpReply(req));
       return;
     }
-    if (req.type === NBD_CMD_READ && this.lender !== null && !req.oversized && this.lend(req)) return;
+    if (this.lender !== null && !req.oversized) {
+      if (req.type === NBD_CMD_READ && this.lend(req)) return;
+      if (req.type === NBD_CMD_WRITE && this.writeDirect(req)) return;
+    }
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
@@ -202,6 +207,49 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner {
       this.lentFailed(op, early);
     }
     return true;
+  }
+
+  /** A WRITE without a promise; false when it does not qualify (FUA on a write-back device, or declined). */
+  private writeDirect(req: NbdRequest): boolean {
+    if (validateRequest(req, this.limits!) !== 0) return false;
+    if ((req.flags & NBD_CMD_FLAG_FUA) !== 0 && !this.lender!.writeThrough) return false;
+    const op = this.writeOps.pop() ?? new WriteReply(this);
+    op.cookieHigh = req.cookieHigh;
+    op.cookieLow = req.cookieLow;
+    op.length = req.length;
+    op.early = undefined;
+    op.starting = true;
+    const started = this.lender!.writeFrom(req.payload!, req.offset, op);
+    op.starting = false;
+    if (!started) {
+      this.writeOps.push(op);
+      return false;
+    }
+    this.opts.stats.requests++;
+    this.conn.begin(req.length);
+    const early = op.early;
+    if (early !== undefined) {
+      op.early = undefined;
+      this.writeDone(op, early);
+    }
+    return true;
+  }
+
+  /** @internal A promise-free write finished: its reply. */
+  writeDone(op: WriteReply, err: Error | null): void {
+    const stats = this.opts.stats;
+    let reply: Buffer;
+    if (err === null) {
+      stats.writes++;
+      stats.bytesWritten += op.length;
+      reply = simpleReply(op, 0);
+    } else {
+      reply = this.transmission!.failure(op, err);
+      if (this.limits!.structuredReplies) reply = this.wireSafe(op, reply);
+    }
+    this.writeOps.push(op);
+    this.conn.send(reply);
+    this.conn.end(op.length);
   }
 
   /** @internal A lent read completed: its header and the lent payload go to the socket (one writev with the tick's other replies). */

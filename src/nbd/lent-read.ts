@@ -20,6 +20,12 @@ export interface LentReadTarget {
   lentFailed(err: Error): void;
 }
 
+/** The receiver of one promise-free write (pooled by its owner). */
+export interface WriteTarget {
+  /** null: the write is done (durable if the device is write-through); else why it failed. May be called before writeFrom returns. */
+  writeDone(err: Error | null): void;
+}
+
 export interface LentReadDevice extends BlockDevice {
   /**
    * Start a read of `length` bytes at `offset` whose data will be lent to
@@ -27,6 +33,14 @@ export interface LentReadDevice extends BlockDevice {
    * (the caller then uses pread).
    */
   readLent(offset: number, length: number, target: LentReadTarget): boolean;
+  /**
+   * Write `src` at `offset` without a promise (`src` must stay unchanged
+   * until `target` hears back); false, with nothing
+   * started, when the request does not qualify (the caller then uses pwrite).
+   * No FUA: only for devices whose acknowledged writes are durable, or writes
+   * that need no FUA.
+   */
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean;
 }
 
 export const hasLentRead = (d: BlockDevice): d is LentReadDevice => typeof (d as Partial<LentReadDevice>).readLent === 'function';

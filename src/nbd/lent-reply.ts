@@ -1,4 +1,4 @@
-import type { Lease, LentReadTarget } from './lent-read.ts';
+import type { Lease, LentReadTarget, WriteTarget } from './lent-read.ts';
 import { NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES } from './protocol.ts';
 
 /** What a lent reply reports to (the connection). */
@@ -66,5 +66,27 @@ export class LentReply implements LentReadTarget {
     b.writeUInt32BE(Math.floor(this.offset / 2 ** 32), STRUCTURED_REPLY_HEADER_BYTES);
     b.writeUInt32BE(this.offset >>> 0, STRUCTURED_REPLY_HEADER_BYTES + 4);
     return this.structured;
+  }
+}
+
+/** What a write reply reports to (the connection). */
+export interface WriteReplyOwner {
+  writeDone(op: WriteReply, err: Error | null): void;
+}
+
+/** One WRITE on the promise-free path (pooled per connection). */
+export class WriteReply implements WriteTarget {
+  cookieHigh = 0;
+  cookieLow = 0;
+  length = 0;
+  /** Inside writeFrom: an outcome reported now is kept for the caller (`early`: undefined = none yet). */
+  starting = false;
+  early: Error | null | undefined = undefined;
+
+  constructor(private readonly owner: WriteReplyOwner) {}
+
+  writeDone(err: Error | null): void {
+    if (this.starting) this.early = err;
+    else this.owner.writeDone(this, err);
   }
 }

@@ -11,7 +11,7 @@
 import { yieldCpu } from '../native/libc.ts';
 import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
-import type { Lease, LentReadDevice, LentReadTarget } from '../nbd/lent-read.ts';
+import type { Lease, LentReadDevice, LentReadTarget, WriteTarget } from '../nbd/lent-read.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
@@ -110,6 +110,10 @@ interface Job {
   reject: (err: Error) => void;
   /** A pooled job's reject for lent reads (made once). */
   lentFailed?: (err: Error) => void;
+  /** A promise-free write's receiver, and the job's resolve/reject for it (made once). */
+  writer?: WriteTarget | null;
+  writeOk?: () => void;
+  writeFailed?: (err: Error) => void;
   // Set on submission:
   /** The chain's descriptors: [head, data or status, status]; `ndesc` of them in use. */
   descs: number[];
@@ -277,6 +281,23 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     return true;
   }
 
+  /** A write without a promise (see nbd/lent-read.ts): one sector-aligned chunk, no FUA on a write-back device. */
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean {
+    const len = src.byteLength;
+    if (!(len > 0 && len <= this.chunkBytes && this.aligned(offset, len, SECTOR_BYTES) && this.inRange(offset, len))) return false;
+    const job = this.jobs.pop() ?? this.newJob();
+    job.type = VIRTIO_BLK_T_OUT;
+    job.sector = offset / SECTOR_BYTES;
+    job.dataBytes = len;
+    job.src = src;
+    job.dst = null;
+    job.writer = target;
+    job.resolve = job.writeOk!;
+    job.reject = job.writeFailed!;
+    this.submit(job);
+    return true;
+  }
+
   /** @internal A lease came back: free its data buffer and pool the job. */
   releaseLent(job: Job): void {
     this.lentBytes -= job.dataBytes;
@@ -297,6 +318,16 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
       this.lentBytes -= job.dataBytes;
       job.resolve = job.reject = noop;
       target?.lentFailed(err);
+    };
+    job.writeOk = () => {
+      const target = job.writer;
+      job.writer = null;
+      target?.writeDone(null);
+    };
+    job.writeFailed = (err: Error) => {
+      const target = job.writer;
+      job.writer = null;
+      target?.writeDone(err);
     };
     return job;
   }
@@ -778,7 +809,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
 
 const noop = (): void => {};
 const SETTLED = Promise.resolve();
-const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, lent: null, lease: undefined, resolve: noop, reject: noop, lentFailed: noop, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
+const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, lent: null, lease: undefined, writer: null, writeOk: noop, writeFailed: noop, resolve: noop, reject: noop, lentFailed: noop, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
 
 const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
 const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;
