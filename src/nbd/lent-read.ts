@@ -28,6 +28,13 @@ export interface WriteTarget {
 
 export interface LentReadDevice extends BlockDevice {
   /**
+   * The device itself. A wrapper made with Object.create(device) that
+   * overrides pread or pwrite (to count or fail them) inherits readLent and
+   * writeFrom, which would bypass it; its `lending` is not itself, so it is not
+   * taken for a lender.
+   */
+  readonly lending: LentReadDevice;
+  /**
    * Start a read of `length` bytes at `offset` whose data will be lent to
    * `target`; false, with nothing started, when this request does not qualify
    * (the caller then uses pread).
@@ -43,4 +50,4 @@ export interface LentReadDevice extends BlockDevice {
   writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean;
 }
 
-export const hasLentRead = (d: BlockDevice): d is LentReadDevice => typeof (d as Partial<LentReadDevice>).readLent === 'function';
+export const hasLentRead = (d: BlockDevice): d is LentReadDevice => (d as Partial<LentReadDevice>).lending === d;

@@ -146,6 +146,8 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
   /** From the device's config: discard and write-zeroes are offered when their limits are non-zero. */
   readonly capabilities: BlockCapabilities;
   readonly mode: QueueModeName;
+  /** See LentReadDevice.lending: the driver itself, so wrappers that inherit from it are not taken for lenders. */
+  readonly lending: LentReadDevice = this;
   private readonly layout: RegionLayout;
   private readonly views: RegionViews;
   private readonly n: number;

@@ -23,6 +23,7 @@ async function until(cond: () => boolean, ms = 10_000, what = 'condition'): Prom
 
 /** A memory device that lends views of its own bytes and counts the leases out; `fail` makes every lent read fail. */
 class LendingDevice extends MemoryBlockDevice implements LentReadDevice {
+  readonly lending: LentReadDevice = this;
   out = 0;
   done = 0;
   fail = false;
@@ -125,4 +126,23 @@ test('writes over NBD to a guest queue driver, FUA or not, land in the backend a
   const back = Buffer.alloc(4096);
   await client.pread(back, distinct[0]!.at);
   assert.ok(back.equals(distinct[0]!.data));
+});
+
+test('a wrapper made with Object.create over a queue driver is not taken for a lender, so its own pwrite and pread run', async (t) => {
+  const pair = makePair({ queueSize: 64, dataBytes: 1 * MiB, capacityBytes: 4 * MiB });
+  let writes = 0;
+  let reads = 0;
+  const inner = pair.driver;
+  const wrapper = Object.create(inner, {
+    pwrite: { value: async (b: Uint8Array, o: number) => { writes++; await inner.pwrite(b, o); } },
+    pread: { value: async (b: Uint8Array, o: number) => { reads++; await inner.pread(b, o); } },
+  });
+  const { port } = await startServer(t, wrapper);
+  const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'vol' });
+  t.after(() => client.close());
+  await client.pwrite(Buffer.alloc(4096, 1), 0);
+  await client.pread(Buffer.alloc(4096), 0);
+  assert.equal(writes, 1);
+  assert.equal(reads, 1);
+  assert.equal(inner.stats().lentReads, 0);
 });
