@@ -229,7 +229,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
       env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
     targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
     const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
-    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number }>>();
+    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number }>>();
     const total = REPEATS * targets.length * workloads.length;
     let done = 0;
     const t0 = Date.now();
@@ -247,11 +247,16 @@ export async function blockBench(resultsDir: string): Promise<void> {
           if (w.warm) await withAffinity(undefined, () => runFio([...common, '--rw=read', '--iodepth=16']));
           const meter = cpuMeter(childPids);
           const sides = sideMeter(guestTids);
+          const poller0 = { ...controller.poller.counters };
           const fio = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
           // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
           const side = sides();
           const perReq = (sec: number) => (raw ? NaN : (sec * 1e6) / Math.max(1, fio.ios));
-          const res = { ...fio, cpuMsPerK: perReq(meter()), ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other) };
+          // The poller's empty passes and sleeps per request: how much the controller spun, counted (noise-free) rather than timed.
+          const pc = controller.poller.counters;
+          const idlePasses = (pc.idlePasses - poller0.idlePasses) / Math.max(1, fio.ios);
+          const sleepsPerK = ((pc.sleeps - poller0.sleeps) * 1000) / Math.max(1, fio.ios);
+          const res = { ...fio, cpuMsPerK: perReq(meter()), ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other), idlePasses, sleepsPerK };
           const key = `${target.name}|${w.name}`;
           samples.set(key, [...(samples.get(key) ?? []), res]);
           done++;
@@ -269,24 +274,24 @@ export async function blockBench(resultsDir: string): Promise<void> {
       workloads: Object.fromEntries(
         workloads.map((w) => {
           const s = samples.get(`${t.name}|${w.name}`) ?? [];
-          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), runs: s.map((x) => Math.round(x.iops)) }];
+          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), idlePasses: median(s.map((x) => x.idlePasses)), sleepsPerK: median(s.map((x) => x.sleepsPerK)), runs: s.map((x) => Math.round(x.iops)) }];
         }),
       ),
     }));
-    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, runs: [] as number[] };
+    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, idlePasses: NaN, sleepsPerK: NaN, runs: [] as number[] };
     const at = (d: string, w: string) => rows.find((r) => r.deployment === d)?.workloads[w] ?? missing;
     const lines: string[] = [];
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
     for (const w of workloads) {
       lines.push(`\n## ${w.name}\n`);
       // CPU µs per request by side (= ms per 1k): the controller's thread, the guest (its thread or process), the rest (GC helpers, pool).
-      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | runs |');
-      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | poller empty passes / req | poller sleeps / 1k req | runs |');
+      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
       const base = at('integrated', w.name).iops;
       for (const r of rows) {
         const x = r.workloads[w.name]!;
         const us = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
-        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${x.runs.join(', ')} |`);
+        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${us(x.idlePasses)} | ${us(x.sleepsPerK)} | ${x.runs.join(', ')} |`);
       }
     }
     const ablated = rows.filter((r) => r.deployment.startsWith('ablation: '));

@@ -5,17 +5,20 @@ import { redactHostPaths } from './error-map.ts';
 import { serverGreeting, ServerHandshake, type Negotiated } from './handshake.ts';
 import {
   NBD_CMD_DISC,
+  NBD_CMD_FLAG_FUA,
   NBD_CMD_READ,
   NBD_CMD_WRITE,
   NBD_REPLY_TYPE_ERROR,
   NBD_STRUCTURED_REPLY_MAGIC,
   STRUCTURED_REPLY_HEADER_BYTES,
 } from './protocol.ts';
-import { simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
+import { simpleReadReply, simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
 import { RequestParser, type NbdRequest } from './request-parser.ts';
 import type { NbdStats } from './stats.ts';
 import { PooledReply, type ReplyPool } from './reply-pool.ts';
 import { Transmission } from './transmission.ts';
+import { hasLentRead, type Lease, type LentReadDevice } from './lent-read.ts';
+import { LentReply, WriteReply, type LentReplyOwner, type WriteReplyOwner } from './lent-reply.ts';
 import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
 
 export interface ConnectionOptions {
@@ -42,6 +45,15 @@ export const MAX_UNSENT_REPLY_BYTES = 8 << 20;
  * that streams options without reading the replies must stall at once.
  */
 export const MAX_UNSENT_NEGOTIATION_BYTES = 64 << 10;
+/**
+ * Lent READ payloads (a guest's region memory, see lent-read.ts) this
+ * connection may hold while the socket has not written them. Normally the
+ * socket takes a tick's replies at once and gives them back within the tick;
+ * a client that stops reading would otherwise keep region memory the guest's
+ * other requests need. Past this, a read's data is copied into a reply buffer
+ * and the memory goes back at once.
+ */
+export const MAX_LENT_BYTES = 1 << 20;
 
 /**
  * One client connection: feeds socket bytes to the handshake, then to the
@@ -50,7 +62,7 @@ export const MAX_UNSENT_NEGOTIATION_BYTES = 64 << 10;
  * is in flight or the client is not reading its replies, and calls
  * `resume()` once that clears.
  */
-export class NbdConnection implements ConnectionHandler {
+export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteReplyOwner {
   private readonly queue = new ByteQueue();
   private readonly handshake: ServerHandshake;
   private transmission: Transmission | null = null;
@@ -60,6 +72,12 @@ export class NbdConnection implements ConnectionHandler {
   private midRequest = false;
   /** No more requests are taken: DISC received, server closing, or a fatal error. */
   private draining = false;
+  /** The export's device, when it lends read data (a guest's queue driver): READs then go without copy or promise. */
+  private lender: LentReadDevice | null = null;
+  private readonly lentOps: LentReply[] = [];
+  private readonly writeOps: WriteReply[] = [];
+  /** Lent payload bytes queued in the socket and not yet written. */
+  private lentHeld = 0;
 
   constructor(
     private readonly conn: TcpConnection,
@@ -134,6 +152,7 @@ export class NbdConnection implements ConnectionHandler {
     this.transmission = new Transmission(n.export.device, n.structuredReplies, this.opts.stats, this.opts.replyPool ?? null);
     this.limits = { size: n.export.device.size, readOnly: n.export.device.readOnly, structuredReplies: n.structuredReplies };
     this.parser = new RequestParser(this.opts.maxRequestBytes);
+    this.lender = hasLentRead(n.export.device) ? n.export.device : null;
     this.conn.setQueuedCap(null);
     this.conn.count(); // negotiation complete: progress for the timeouts
   }
@@ -151,6 +170,10 @@ export class NbdConnection implements ConnectionHandler {
       this.conn.send(this.noOpReply(req));
       return;
     }
+    if (this.lender !== null && !req.oversized) {
+      if (req.type === NBD_CMD_READ && this.lend(req)) return;
+      if (req.type === NBD_CMD_WRITE && this.writeDirect(req)) return;
+    }
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
@@ -158,6 +181,124 @@ export class NbdConnection implements ConnectionHandler {
       else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
     });
+  }
+
+  /** A READ on the lent path; false when the device declines it (the request then takes the ordinary path). */
+  private lend(req: NbdRequest): boolean {
+    if (validateRequest(req, this.limits!) !== 0) return false;
+    const op = this.lentOps.pop() ?? new LentReply(this);
+    op.cookieHigh = req.cookieHigh;
+    op.cookieLow = req.cookieLow;
+    op.offset = req.offset;
+    op.length = req.length;
+    op.starting = true;
+    const started = this.lender!.readLent(req.offset, req.length, op);
+    op.starting = false;
+    if (!started) {
+      this.lentOps.push(op);
+      return false;
+    }
+    this.opts.stats.requests++;
+    this.conn.begin(req.length);
+    // A failure reported before readLent returned (a closed queue) is answered now that the request counts.
+    const early = op.failure;
+    if (early !== null) {
+      op.failure = null;
+      this.lentFailed(op, early);
+    }
+    return true;
+  }
+
+  /** A WRITE without a promise; false when it does not qualify (FUA on a write-back device, or declined). */
+  private writeDirect(req: NbdRequest): boolean {
+    if (validateRequest(req, this.limits!) !== 0) return false;
+    if ((req.flags & NBD_CMD_FLAG_FUA) !== 0 && !this.lender!.writeThrough) return false;
+    const op = this.writeOps.pop() ?? new WriteReply(this);
+    op.cookieHigh = req.cookieHigh;
+    op.cookieLow = req.cookieLow;
+    op.length = req.length;
+    op.early = undefined;
+    op.starting = true;
+    const started = this.lender!.writeFrom(req.payload!, req.offset, op);
+    op.starting = false;
+    if (!started) {
+      this.writeOps.push(op);
+      return false;
+    }
+    this.opts.stats.requests++;
+    this.conn.begin(req.length);
+    const early = op.early;
+    if (early !== undefined) {
+      op.early = undefined;
+      this.writeDone(op, early);
+    }
+    return true;
+  }
+
+  /** @internal A promise-free write finished: its reply. */
+  writeDone(op: WriteReply, err: Error | null): void {
+    const stats = this.opts.stats;
+    let reply: Buffer;
+    if (err === null) {
+      stats.writes++;
+      stats.bytesWritten += op.length;
+      reply = simpleReply(op, 0);
+    } else {
+      reply = this.transmission!.failure(op, err);
+      if (this.limits!.structuredReplies) reply = this.wireSafe(op, reply);
+    }
+    this.writeOps.push(op);
+    this.conn.send(reply);
+    this.conn.end(op.length);
+  }
+
+  /** @internal A lent read completed: its header and the lent payload go to the socket (one writev with the tick's other replies). */
+  lentDone(op: LentReply, data: Buffer, lease: Lease): void {
+    const len = op.length;
+    const stats = this.opts.stats;
+    stats.reads++;
+    stats.bytesRead += len;
+    const structured = this.limits!.structuredReplies;
+    if (this.lentHeld + len <= MAX_LENT_BYTES && this.conn.sendable) {
+      this.lentHeld += len;
+      op.lease = lease;
+      this.conn.send(op.header(structured));
+      this.conn.send(data, op.written);
+    } else if (!this.conn.sendable) {
+      lease.release(); // nobody to answer
+      this.lentOps.push(op);
+    } else {
+      // The socket is backed up: copy, and give the memory back now.
+      const pooled = this.opts.replyPool?.take(len) ?? null;
+      const reply = structured ? structuredReadReply(op, op.offset, len, pooled?.raw) : simpleReadReply(op, len, pooled?.raw);
+      data.copy(reply.data, 0, 0, len);
+      lease.release();
+      this.lentOps.push(op);
+      if (pooled === null) this.conn.send(reply.bytes);
+      else {
+        pooled.bytes = reply.bytes;
+        this.conn.send(reply.bytes, pooled.release);
+      }
+    }
+    this.conn.end(len);
+  }
+
+  /** @internal The socket is done with a lent payload (the lease went back just before). */
+  lentWritten(op: LentReply): void {
+    this.lentHeld -= op.length;
+    this.lentOps.push(op);
+  }
+
+  /** @internal A lent read failed: an error reply, as the ordinary path would send. */
+  lentFailed(op: LentReply, err: Error): void {
+    if (op.starting) {
+      op.failure = err;
+      return;
+    }
+    const reply = this.transmission!.failure(op, err);
+    this.lentOps.push(op);
+    this.conn.send(this.limits!.structuredReplies ? this.wireSafe(op, reply) : reply);
+    this.conn.end(op.length);
   }
 
   private noOpReply(req: NbdRequest): Buffer {
@@ -169,7 +310,7 @@ export class NbdConnection implements ConnectionHandler {
    * The last stop before the wire for an error chunk: its message must not
    * carry host paths (a device error message names the backing file).
    */
-  private wireSafe(req: NbdRequest, reply: Buffer): Buffer {
+  private wireSafe(req: Pick<NbdRequest, 'cookieHigh' | 'cookieLow'>, reply: Buffer): Buffer {
     const h = STRUCTURED_REPLY_HEADER_BYTES;
     if (reply.length < h + 6 || reply.readUInt16BE(6) !== NBD_REPLY_TYPE_ERROR || reply.readUInt32BE(0) !== NBD_STRUCTURED_REPLY_MAGIC) {
       return reply;

@@ -101,7 +101,12 @@ export class Transmission {
     return simpleReply(req, 0);
   }
 
-  private errorReply(req: NbdRequest, error: number, message: string): Buffer {
+  /** The error reply for a request that failed outside `handle` (a lent read). */
+  failure(req: Pick<NbdRequest, 'cookieHigh' | 'cookieLow'>, err: unknown): Buffer {
+    return this.errorReply(req, nbdErrorOf(err), err instanceof Error ? err.message : String(err));
+  }
+
+  private errorReply(req: Pick<NbdRequest, 'cookieHigh' | 'cookieLow'>, error: number, message: string): Buffer {
     this.stats.errors++;
     // Structured replies forbid a simple reply to READ, and let errors carry a message.
     return this.limits.structuredReplies

@@ -418,6 +418,11 @@ export class TcpConnection {
     this.requests++;
   }
 
+  /** Whether send() queues bytes now (and so will call its `written` callback). */
+  get sendable(): boolean {
+    return !this.closedFlag && !this.socket.destroyed && this.socket.writable;
+  }
+
   /**
    * Queue a reply. Replies sent in the same tick (or turn) leave in one writev.
    * A client whose queued replies pass `maxOutputBytes` is closed. `written`
@@ -426,7 +431,7 @@ export class TcpConnection {
    */
   send(bytes: Buffer, written?: (err?: Error | null) => void): void {
     const socket = this.socket;
-    if (this.closedFlag || socket.destroyed || !socket.writable) return;
+    if (!this.sendable) return;
     if (!this.corked) {
       this.corked = true;
       socket.cork();

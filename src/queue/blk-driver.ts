@@ -11,6 +11,7 @@
 import { yieldCpu } from '../native/libc.ts';
 import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
+import type { Lease, LentReadDevice, LentReadTarget, WriteTarget } from '../nbd/lent-read.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
@@ -74,6 +75,9 @@ export interface VirtioBlkDriverStats {
   waitTimeouts: number;
   /** Adaptive: waits that slept at once because other threads wanted this core (see CoreContention). */
   contendedSleeps: number;
+  /** Reads whose data was lent (readLent), and lent data bytes not yet given back. */
+  lentReads: number;
+  lentBytes: number;
 }
 
 /** Per-head control slot: header at +0, discard/zero segment at +16, status at +32. */
@@ -99,8 +103,18 @@ interface Job {
   /** The fast path's caller buffers: copied whole into (writes) or out of (reads) the data buffer. */
   src?: Uint8Array | null;
   dst?: Uint8Array | null;
+  /** A lent read's receiver: its data buffer stays allocated until the lease is released. */
+  lent?: LentReadTarget | null;
+  /** The lease a lent read hands out (made once per pooled job). */
+  lease?: LeaseOf;
   resolve: () => void;
   reject: (err: Error) => void;
+  /** A pooled job's reject for lent reads (made once). */
+  lentFailed?: (err: Error) => void;
+  /** A promise-free write's receiver, and the job's resolve/reject for it (made once). */
+  writer?: WriteTarget | null;
+  writeOk?: () => void;
+  writeFailed?: (err: Error) => void;
   // Set on submission:
   /** The chain's descriptors: [head, data or status, status]; `ndesc` of them in use. */
   descs: number[];
@@ -108,7 +122,23 @@ interface Job {
   buffer: number;
 }
 
-export class VirtioBlkDriver extends BlockDeviceBase {
+/** A pooled job's lease: gives its data buffer back once the borrower is done. */
+class LeaseOf implements Lease {
+  /** Lent and not yet given back. */
+  out = false;
+  constructor(
+    private readonly driver: VirtioBlkDriver,
+    private readonly job: Job,
+  ) {}
+
+  release(): void {
+    if (!this.out) return; // once only: a second release must not free a buffer lent since
+    this.out = false;
+    this.driver.releaseLent(this.job);
+  }
+}
+
+export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
   readonly size: number;
   readonly blockSize = 4096;
   readonly readOnly = false;
@@ -117,6 +147,8 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   /** From the device's config: discard and write-zeroes are offered when their limits are non-zero. */
   readonly capabilities: BlockCapabilities;
   readonly mode: QueueModeName;
+  /** See LentReadDevice.lending: the driver itself, so wrappers that inherit from it are not taken for lenders. */
+  readonly lending: LentReadDevice = this;
   private readonly layout: RegionLayout;
   private readonly views: RegionViews;
   private readonly n: number;
@@ -151,7 +183,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
    * again and again, so copying a read out needs no new Uint8Array. Bounded by
    * the pool's granules in use; reset when it grows past VIEW_CACHE_MAX.
    */
-  private readonly viewCache = new Map<number, Uint8Array>();
+  private readonly viewCache = new Map<number, Buffer>();
   /** Adaptive: whether other threads want this core, so spinning would take it from them. */
   private readonly contention: ContentionMeter | null;
   private sleptAt = 0;
@@ -167,7 +199,10 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   /** Serialises read-modify-write of partial sectors (two sub-sector writes to one sector must not race). */
   private rmwTail: Promise<void> = Promise.resolve();
   private readonly idlePoll: boolean;
-  private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0, contendedSleeps: 0 };
+  /** Data bytes of lent reads in flight or not yet given back, and their bound (a quarter of the data pool). */
+  private lentBytes = 0;
+  private readonly maxLentBytes: number;
+  private readonly counters: VirtioBlkDriverStats = { submitted: 0, completed: 0, kicks: 0, interruptsWaited: 0, spins: 0, waitTimeouts: 0, contendedSleeps: 0, lentReads: 0, lentBytes: 0 };
 
   constructor(options: VirtioBlkDriverOptions) {
     super();
@@ -193,6 +228,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     const poolStart = Math.ceil((this.slotBase + this.n * SLOT_BYTES) / 4096) * 4096;
     this.pool = new BufferPool(poolStart, this.layout.dataOffset + this.layout.dataBytes);
     this.chunkBytes = Math.floor(Math.min(this.layout.sizeMax, this.pool.capacity) / SECTOR_BYTES) * SECTOR_BYTES;
+    this.maxLentBytes = Math.max(this.chunkBytes, Math.floor(this.pool.capacity / 4));
     if (this.chunkBytes < SECTOR_BYTES) throw invalidArgument('region data area too small for the queue driver');
     this.inflight = new Array<Job | undefined>(this.n);
     for (let i = this.n - 1; i >= 0; i--) this.freeDescs.push(i);
@@ -220,7 +256,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   }
 
   stats(): VirtioBlkDriverStats {
-    return { ...this.counters };
+    return { ...this.counters, lentBytes: this.lentBytes };
   }
 
   pread(buf: Uint8Array, offset: number): Promise<void> {
@@ -230,6 +266,79 @@ export class VirtioBlkDriver extends BlockDeviceBase {
       return this.single(VIRTIO_BLK_T_IN, offset, len, null, buf);
     }
     return this.preadSlow(buf, offset);
+  }
+
+  /**
+   * A read whose data is lent (see nbd/lent-read.ts): the target gets a view of
+   * the region's data buffer, which stays allocated until the lease is
+   * released. No copy and no promise. Only one sector-aligned chunk qualifies.
+   */
+  readLent(offset: number, length: number, target: LentReadTarget): boolean {
+    if (!(length > 0 && length <= this.chunkBytes && this.aligned(offset, length, SECTOR_BYTES) && this.inRange(offset, length))) return false;
+    // Lent memory is bounded: a borrower that holds on (a client not reading its replies) must leave room for the rest.
+    if (this.lentBytes + length > this.maxLentBytes) return false;
+    this.lentBytes += length;
+    const job = this.jobs.pop() ?? this.newJob();
+    job.type = VIRTIO_BLK_T_IN;
+    job.sector = offset / SECTOR_BYTES;
+    job.dataBytes = length;
+    job.src = job.dst = null;
+    job.lent = target;
+    job.resolve = noop;
+    job.reject = job.lentFailed!;
+    this.submit(job);
+    return true;
+  }
+
+  /** A write without a promise (see nbd/lent-read.ts): one sector-aligned chunk, no FUA on a write-back device. */
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean {
+    const len = src.byteLength;
+    if (!(len > 0 && len <= this.chunkBytes && this.aligned(offset, len, SECTOR_BYTES) && this.inRange(offset, len))) return false;
+    const job = this.jobs.pop() ?? this.newJob();
+    job.type = VIRTIO_BLK_T_OUT;
+    job.sector = offset / SECTOR_BYTES;
+    job.dataBytes = len;
+    job.src = src;
+    job.dst = null;
+    job.writer = target;
+    job.resolve = job.writeOk!;
+    job.reject = job.writeFailed!;
+    this.submit(job);
+    return true;
+  }
+
+  /** @internal A lease came back: free its data buffer and pool the job. */
+  releaseLent(job: Job): void {
+    this.lentBytes -= job.dataBytes;
+    if (job.buffer >= 0) this.pool.release(job.buffer, job.dataBytes);
+    job.buffer = -1;
+    job.lent = null;
+    this.jobs.push(job);
+    // Buffer space freed: waiting requests may fit now.
+    if (this.waitHead < this.waiting.length && !this.closed) this.pump();
+  }
+
+  private newJob(): Job {
+    const job = newJob();
+    job.lease = new LeaseOf(this, job);
+    job.lentFailed = (err: Error) => {
+      const target = job.lent;
+      job.lent = null;
+      this.lentBytes -= job.dataBytes;
+      job.resolve = job.reject = noop;
+      target?.lentFailed(err);
+    };
+    job.writeOk = () => {
+      const target = job.writer;
+      job.writer = null;
+      target?.writeDone(null);
+    };
+    job.writeFailed = (err: Error) => {
+      const target = job.writer;
+      job.writer = null;
+      target?.writeDone(err);
+    };
+    return job;
   }
 
   private async preadSlow(buf: Uint8Array, offset: number): Promise<void> {
@@ -254,7 +363,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   }
 
   private single(type: number, offset: number, bytes: number, src: Uint8Array | null, dst: Uint8Array | null): Promise<void> {
-    const job = this.jobs.pop() ?? newJob();
+    const job = this.jobs.pop() ?? this.newJob();
     job.type = type;
     job.sector = offset / SECTOR_BYTES;
     job.dataBytes = bytes;
@@ -542,6 +651,16 @@ export class VirtioBlkDriver extends BlockDeviceBase {
 
   private finish(job: Job): void {
     const status = this.views.u8[this.slotBase + job.descs[0]! * SLOT_BYTES + SLOT_STATUS]!;
+    if (job.lent && status === VIRTIO_BLK_S_OK) {
+      // Lent: the data buffer stays allocated until the borrower releases the lease.
+      for (let i = 0; i < job.ndesc; i++) this.freeDescs.push(job.descs[i]!);
+      job.ndesc = 0;
+      const target = job.lent;
+      this.counters.lentReads++;
+      job.lease!.out = true;
+      target.lentDone(this.dataView(job.buffer, job.dataBytes), job.lease!);
+      return;
+    }
     let error: Error | null = null;
     if (status === VIRTIO_BLK_S_OK) {
       if (job.dst) job.dst.set(this.dataView(job.buffer, job.dataBytes));
@@ -559,8 +678,9 @@ export class VirtioBlkDriver extends BlockDeviceBase {
     job.ndesc = 0;
     const { resolve, reject } = job;
     if (job.dst !== undefined || job.src !== undefined) {
-      // A fast-path job: back to the pool.
+      // A fast-path job (or a failed lent read): back to the pool.
       job.src = job.dst = null;
+      job.buffer = -1;
       job.resolve = job.reject = noop;
       this.jobs.push(job);
     }
@@ -587,11 +707,13 @@ export class VirtioBlkDriver extends BlockDeviceBase {
   }
 
   /** A view of a data buffer (cached per offset: the pool reuses offsets). */
-  private dataView(at: number, bytes: number): Uint8Array {
+  private dataView(at: number, bytes: number): Buffer {
     const cached = this.viewCache.get(at);
     if (cached !== undefined && cached.byteLength === bytes) return cached;
     if (this.viewCache.size >= VIEW_CACHE_MAX) this.viewCache.clear();
-    const view = this.views.u8.subarray(at, at + bytes);
+    // A Buffer (not just a Uint8Array): a lent read's view goes to a socket as it is.
+    const u8 = this.views.u8;
+    const view = Buffer.from(u8.buffer, u8.byteOffset + at, bytes);
     this.viewCache.set(at, view);
     return view;
   }
@@ -707,7 +829,7 @@ export class VirtioBlkDriver extends BlockDeviceBase {
 
 const noop = (): void => {};
 const SETTLED = Promise.resolve();
-const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, resolve: noop, reject: noop, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
+const newJob = (): Job => ({ type: 0, sector: 0, dataBytes: 0, src: null, dst: null, lent: null, lease: undefined, writer: null, writeOk: noop, writeFailed: noop, resolve: noop, reject: noop, lentFailed: noop, descs: [0, 0, 0], ndesc: 0, buffer: -1 });
 
 const alignDown = (n: number) => Math.floor(n / SECTOR_BYTES) * SECTOR_BYTES;
 const alignUp = (n: number) => Math.ceil(n / SECTOR_BYTES) * SECTOR_BYTES;

@@ -57,6 +57,10 @@ interface Entry {
   removed: boolean;
   /** Completions of this queue, timed (see QueueWaits). */
   waits: QueueWaits;
+  /** Passes in a row that found nothing to take (poll mode). */
+  idlePasses: number;
+  /** Requests a pass with work took, smoothed (poll mode: bursts pay for a kick, single requests do not). */
+  burst: number;
 }
 
 /**
@@ -98,6 +102,14 @@ class QueueWaits {
  * with four guests woke four times a second at 1 s; at 5 s it is under one.
  */
 const SLEEP_RECHECK_MS = 5000;
+/**
+ * Poll mode on contended cores: empty passes in a row before the poller asks
+ * whether to sleep on the kick instead (a few passes catch a request that
+ * follows a completion at once, without a wake-up).
+ */
+export const POLL_IDLE_PASSES = 8;
+/** ...and only when a pass with work takes at least this many requests on average (smoothed): a kick then serves a burst. */
+export const POLL_SLEEP_MIN_BURST = 2;
 /** Requests taken from one queue per pass: a queue's worth at QD32, small enough to interleave guests. */
 export const QUEUE_BUDGET = 32;
 
@@ -119,12 +131,15 @@ export class Poller {
   private readonly spinOnEngine: boolean;
   /** Requests taken from one queue per pass (Infinity only to measure what the budget buys). */
   private readonly queueBudget: number;
+  /** Poll-mode queues sleep on their kick while the core is contended (STORVISOR_POLL_YIELD=0: never, to compare). */
+  private readonly pollYields: boolean;
 
   constructor(
     private readonly spinBudgetUs: number,
     private readonly engine?: IoEngine,
-    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false } = {},
+    options: { spinOnEngine?: boolean; queueBudget?: number; contention?: ContentionMeter | false; pollYields?: boolean } = {},
   ) {
+    this.pollYields = options.pollYields ?? process.env.STORVISOR_POLL_YIELD !== '0';
     this.contention = options.contention === false ? null : (options.contention ?? new CoreContention());
     this.queueBudget = options.queueBudget ?? QUEUE_BUDGET;
     this.spinOnEngine = (options.spinOnEngine ?? true) && engine?.kind === 'io_uring';
@@ -132,7 +147,7 @@ export class Poller {
   }
 
   add(queue: PolledQueue, mode: NotifyMode): void {
-    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, waits: new QueueWaits() };
+    const entry: Entry = { queue, mode, spinning: false, lastWork: performance.now(), removed: false, waits: new QueueWaits(), idlePasses: 0, burst: 1 };
     this.entries = [...this.entries, entry];
     if (deviceSleeps(mode)) {
       this.sleep(entry);
@@ -192,6 +207,8 @@ export class Poller {
         anyWork = true;
         this.counters.requests += n;
         entry.lastWork = now;
+        entry.idlePasses = 0;
+        entry.burst += (n - entry.burst) / 8;
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
@@ -207,6 +224,20 @@ export class Poller {
           this.sleep(entry);
           if (!entry.spinning) {
             if (contended) this.counters.contendedSleeps++;
+            continue;
+          }
+        }
+      } else if (entry.mode === 'poll' && this.pollYields && ++entry.idlePasses >= POLL_IDLE_PASSES) {
+        // One spinner, not two: while other threads want this core, a poll
+        // queue with nothing to do sleeps on its kick instead of spinning. The
+        // guest still spins on its used ring, and the next burst costs one kick:
+        // worth it only when requests come in bursts (queue depth), not one at
+        // a time (QD1 would pay a wake-up per request).
+        if (entry.burst >= POLL_SLEEP_MIN_BURST && this.contention !== null && this.contention.contended(now)) {
+          entry.idlePasses = 0;
+          this.sleep(entry);
+          if (!entry.spinning) {
+            this.counters.contendedSleeps++;
             continue;
           }
         }

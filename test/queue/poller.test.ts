@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Poller, type PolledQueue } from '../../src/queue/poller.ts';
+import { POLL_IDLE_PASSES, Poller, type PolledQueue } from '../../src/queue/poller.ts';
 
 /** A queue whose requests are injected by the test and whose doorbell is a promise. */
 class FakeQueue implements PolledQueue {
@@ -42,8 +42,8 @@ const until = async (cond: () => boolean) => {
   while (!cond()) await new Promise((r) => setImmediate(r));
 };
 
-test('poll mode keeps spinning with the kick disabled', async () => {
-  const p = new Poller(50);
+test('poll mode keeps spinning with the kick disabled while no other thread wants the core', async () => {
+  const p = new Poller(50, undefined, { contention: { contended: () => false, close() {} } });
   const q = new FakeQueue();
   p.add(q, 'poll');
   await until(() => q.polls > 100);
@@ -139,5 +139,55 @@ test('an idle adaptive queue spins its budget while no other thread wants the co
   await until(() => q.polls > 100);
   assert.equal(p.counters.sleeps, 0);
   assert.equal(p.spinningCount(), 1);
+  p.stop();
+});
+
+test('an idle poll queue that serves bursts sleeps on its kick after a few empty passes while other threads want the core, and spins again on the next kick', async () => {
+  const verdict = { on: false };
+  const p = new Poller(50, undefined, { contention: meter(verdict) });
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  await until(() => q.polls > POLL_IDLE_PASSES * 4);
+  assert.equal(p.counters.sleeps, 0, 'slept while uncontended');
+  verdict.on = true;
+  for (let i = 0; i < 40; i++) {
+    // Bursts of requests (a queue depth above one): a kick per burst is worth a sleep.
+    q.submit(8);
+    await until(() => q.pending_ === 0);
+  }
+  await until(() => p.spinningCount() === 0);
+  assert.ok(p.counters.sleeps >= 1);
+  assert.equal(p.counters.contendedSleeps, p.counters.sleeps);
+  assert.equal(q.kickEnabled, true);
+  verdict.on = false;
+  const before = q.taken;
+  q.submit(4);
+  await until(() => q.taken === before + 4);
+  assert.equal(q.kickEnabled, false, 'spinning again with the kick off');
+  assert.equal(p.spinningCount(), 1);
+  p.stop();
+});
+
+test('a poll queue with work never sleeps, contended or not', async () => {
+  const p = new Poller(50, undefined, { contention: meter({ on: true }) });
+  const q = new FakeQueue();
+  q.inFlight = 1; // a request being served: its completion, and the next request, follow at once
+  p.add(q, 'poll');
+  await until(() => q.polls > POLL_IDLE_PASSES * 4);
+  assert.equal(p.counters.sleeps, 0);
+  p.stop();
+});
+
+test('a poll queue that serves one request at a time keeps spinning, contended or not (a kick per request costs more than the spin)', async () => {
+  const p = new Poller(50, undefined, { contention: meter({ on: true }) });
+  const q = new FakeQueue();
+  p.add(q, 'poll');
+  for (let i = 0; i < 40; i++) {
+    q.submit(1);
+    await until(() => q.pending_ === 0);
+    const polls = q.polls;
+    await until(() => q.polls > polls + POLL_IDLE_PASSES * 2);
+  }
+  assert.equal(p.counters.sleeps, 0);
   p.stop();
 });
