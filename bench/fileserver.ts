@@ -485,7 +485,7 @@ async function compare(): Promise<void> {
     `uncached: a ${uncachedMiB} MiB file, ${(uncachedMiB / cacheMiB).toFixed(0)}x the controller cache; ganesha's copy is fdatasync'd and dropped from the page cache (posix_fadvise DONTNEED) before each timed pass, and its reads warm the page cache again as the pass goes on.`,
     `fill: sequential 1 MiB UNSTABLE WRITEs to a new file, ${FILL_DEPTH} in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.`,
     `volume: fio (nbd engine) writes ${uncachedMiB} MiB sequentially to a fresh volume through the controller's NBD export, 1 MiB requests, ${FILL_DEPTH} in flight, then fsync: the yardstick for the uncached fill.`,
-    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O is outstanding (so at low op rates, QD1 most, it is mostly polling).',
+    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O of at most 64 KiB is outstanding (so at low op rates, QD1 most, it is mostly polling; the fill\'s 128 KiB volume pieces complete through the eventfd, engine SPIN_MAX_BYTES).',
     'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
   ];
   const text = lines.join('\n') + '\n';

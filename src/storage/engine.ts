@@ -59,6 +59,11 @@ export interface IoEngine {
   poll(): number;
   /** A poller spins (no eventfd wake-ups needed) or is about to sleep (wake-ups on). Returns completions waiting. */
   setSpinning(on: boolean): number;
+  /**
+   * Requests in flight worth a poller's spin: io_uring says 0 while a transfer
+   * longer than SPIN_MAX_BYTES is in flight (see there); every request is in
+   * stats().inFlight.
+   */
   readonly inFlight: number;
   stats(): EngineStats;
   /** Release the engine once its requests in flight have completed (they still complete). */
@@ -151,6 +156,19 @@ const CONTENDED_SKIP = 32;
 /** Lone requests of one kind that go without a hold after holds for it timed out: first, and at most. */
 const SLOW_SKIP_MIN = 8;
 const SLOW_SKIP_MAX = 1024;
+/**
+ * The longest transfer a poller spins for, or a lone request holds the loop for
+ * (bytes). A longer one takes a millisecond or more of the disk (128 KiB at 150
+ * MB/s: 0.9 ms), against a wake-up of some tens of µs: its completion comes
+ * through the eventfd, and the thread (which, integrated, also reads the
+ * clients' sockets) does not spin and sched_yield through it. A file server
+ * filling a file (1 MiB writes, cut by the volume into 128 KiB pieces) spent
+ * ~10 ms of CPU per MiB spinning so (issue #11), and its own hold timeouts
+ * turned the holds of small writes off. While one is in flight, nothing is
+ * spun for (see `inFlight`); otherwise flushes and transfers up to this size
+ * keep both.
+ */
+export const SPIN_MAX_BYTES = 64 * 1024;
 
 export class UringEngine implements IoEngine {
   readonly kind = 'io_uring' as const;
@@ -174,18 +192,29 @@ export class UringEngine implements IoEngine {
   private readonly slowBackoff = new Int32Array(3);
   /** The eventfd was switched off for a lone request; the microtask switches it back on. */
   private quiet = false;
+  /** Per slot: a transfer longer than SPIN_MAX_BYTES; and how many of those are in flight. */
+  private readonly long: Uint8Array;
+  private longInFlight = 0;
 
   constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024, options: UringOptions = {}) {
     this.holdUs = Math.max(0, options.holdUs ?? 0);
     this.ring = n.ringCreate(entries, maxInFlight);
     this.slots = new Slots(maxInFlight);
+    this.long = new Uint8Array(maxInFlight);
     this.cqes = new Int32Array(2 * 256);
     n.watch(this.ring, this.onWake);
     n.ref(this.ring, false); // an idle engine does not keep the process alive
   }
 
+  /**
+   * Requests in flight worth a poller's spin: none while a long transfer is in
+   * flight (SPIN_MAX_BYTES). The pieces of one large request are not all long
+   * (a volume cuts at 128 KiB boundaries, so a 1 MiB write's first or last piece
+   * may be 4 KiB), and a small request behind a long one waits for the disk
+   * anyway.
+   */
   get inFlight(): number {
-    return this.slots.used;
+    return this.longInFlight > 0 ? 0 : this.slots.used;
   }
 
   read(fd: number, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
@@ -225,7 +254,10 @@ export class UringEngine implements IoEngine {
     this.counters.submitted++;
     const inFlight = this.slots.used;
     if (inFlight > this.counters.maxInFlight) this.counters.maxInFlight = inFlight;
-    if (inFlight === 1 && this.holdUs > 0 && !this.spinning && !this.submitQueued) {
+    const long = length > SPIN_MAX_BYTES;
+    this.long[slot] = long ? 1 : 0;
+    if (long) this.longInFlight++;
+    if (inFlight === 1 && !long && this.holdUs > 0 && !this.spinning && !this.submitQueued) {
       // A lone request: to the disk at once (it works while the caller finishes its
       // callback); the microtask then decides whether to hold the loop for it.
       // Its eventfd signal would only wake the loop for nothing: off until then.
@@ -330,7 +362,15 @@ export class UringEngine implements IoEngine {
       if (k === 0) break;
       total += k;
       const cqes = this.cqes;
-      for (let i = 0; i < k; i++) this.slots.complete(cqes[2 * i]!, cqes[2 * i + 1]!);
+      const long = this.long;
+      for (let i = 0; i < k; i++) {
+        const slot = cqes[2 * i]!;
+        if (long[slot] === 1) {
+          long[slot] = 0;
+          this.longInFlight--;
+        }
+        this.slots.complete(slot, cqes[2 * i + 1]!);
+      }
     }
     if (total > 0) {
       this.counters.completed += total;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createServer, connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { native } from '../../src/native/addon.ts';
-import { LibuvEngine, UringEngine, errnoName, type IoEngine, type IoTarget } from '../../src/storage/engine.ts';
+import { LibuvEngine, SPIN_MAX_BYTES, UringEngine, errnoName, type IoEngine, type IoTarget } from '../../src/storage/engine.ts';
 import { FileBackend } from '../../src/storage/backend.ts';
 import { allocPageAligned } from '../../src/storage/aligned.ts';
 import { BlockCache } from '../../src/storage/block-cache.ts';
@@ -354,4 +354,37 @@ test('io_uring: a hold gives way when other I/O waits on the event loop, and the
     assert.ok(buf.equals(content.subarray(4096, 8192)));
   }
   assert.ok(engine.stats().holdsYielded! >= 1, JSON.stringify(engine.stats()));
+});
+
+test('io_uring: a transfer longer than SPIN_MAX_BYTES is neither spun for nor held for, and completes through the eventfd', { timeout: 30_000 }, async (t) => {
+  const engine = holdingEngine(t);
+  const content = randomBytes(rng(13), 4 * SPIN_MAX_BYTES);
+  const fd = openSync(dataFile(t, content), 'r');
+  t.after(() => closeSync(fd));
+  await warmUp(engine, fd);
+  const before = engine.stats();
+  const buf = Buffer.alloc(2 * SPIN_MAX_BYTES);
+  const long = new Once();
+  const small = new Once();
+  engine.read(fd, buf, 0, SPIN_MAX_BYTES + 4096, 0, long, 1);
+  engine.read(fd, buf, SPIN_MAX_BYTES + 4096, 4096, 8192, small, 2);
+  // Two in flight, one of them long: nothing a poller should spin for.
+  assert.equal(engine.inFlight, 0);
+  assert.equal(engine.stats().inFlight, 2);
+  await Promise.all([long.done, small.done]);
+  assert.deepEqual([long.result, small.result], [SPIN_MAX_BYTES + 4096, 4096]);
+  assert.ok(buf.subarray(0, SPIN_MAX_BYTES + 4096).equals(content.subarray(0, SPIN_MAX_BYTES + 4096)));
+  // A lone long transfer: no hold (its submitter's turn ends at once).
+  const lone = new Once();
+  lone.issuing = true;
+  engine.read(fd, buf, 0, 2 * SPIN_MAX_BYTES, SPIN_MAX_BYTES, lone, 3);
+  lone.issuing = false;
+  assert.equal(engine.inFlight, 0);
+  await lone.done;
+  assert.equal(lone.result, 2 * SPIN_MAX_BYTES);
+  const s = engine.stats();
+  const holds = (x: typeof s) => x.reapedHeld! + x.holdTimeouts! + x.holdsYielded!;
+  assert.equal(holds(s), holds(before), JSON.stringify(s));
+  assert.equal(s.reapedWoken - before.reapedWoken, 3, JSON.stringify(s));
+  assert.equal(s.inFlight, 0);
 });

@@ -21,11 +21,22 @@ export function decodeTime(dec: XdrDecoder): number {
   return sec * 1000 + Math.floor(Math.min(nsec, 999_999_999) / 1e6);
 }
 
+/** The last fsid encoded, split into its two words once (a server has one): no BigInt per reply. */
+let fsidSeen: bigint = -1n;
+let fsidHi = 0;
+let fsidLo = 0;
+
 export function encodeFattr(enc: XdrEncoder, a: Attr, fsid: bigint): void {
   enc.u32(FTYPE[a.type]).u32(a.mode & 0o7777).u32(a.nlink).u32(a.uid).u32(a.gid);
   enc.u64(a.size).u64(a.used);
   enc.u32(0).u32(0); // rdev: no device files
-  enc.u64(fsid).u64(a.ino);
+  if (fsid !== fsidSeen) {
+    const v = BigInt.asUintN(64, fsid);
+    fsidHi = Number(v >> 32n);
+    fsidLo = Number(v & 0xffffffffn);
+    fsidSeen = fsid;
+  }
+  enc.u32(fsidHi).u32(fsidLo).u64(a.ino);
   encodeTime(enc, a.atimeMs);
   encodeTime(enc, a.mtimeMs);
   encodeTime(enc, a.ctimeMs);
