@@ -88,6 +88,12 @@ const SLOT_STATUS = 32;
 const WAIT_TIMEOUT_MS = 1000;
 /** Adaptive mode: how long the driver spins for a completion before it sleeps on the call doorbell. */
 const IN_FLIGHT_SPIN_MS = 2;
+/**
+ * A completion wait up to this long (µs) is worth spinning for whatever the spin
+ * budget: a sync write to a file volume (~300 µs) spun for answers a wake-up
+ * sooner; an RBD write (1-2 ms) is slept through (InFlightWait).
+ */
+const IN_FLIGHT_PAYS_US = 500;
 /** Cached data-buffer views at most (one per pool offset in use; reset past this). */
 const VIEW_CACHE_MAX = 1024;
 
@@ -642,7 +648,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
       this.counters.completed += done;
       const now = performance.now();
       // Everything just completed was in flight since the last event at least.
-      this.inFlightWait.record((now - this.lastActivity) * 1000, this.spinBudget.us);
+      this.inFlightWait.record((now - this.lastActivity) * 1000, Math.max(this.spinBudget.us, IN_FLIGHT_PAYS_US));
       this.lastActivity = now;
       this.pump();
     }

@@ -212,8 +212,11 @@ export class Poller {
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
-      } else if (inFlight > 0 && entry.waits.wait.pays) {
+      } else if (inFlight > 0 && (entry.waits.wait.pays || this.engineBusy())) {
         // The guest's next request tends to follow a completion: the budget starts after the last one.
+        // Short io_uring I/O in flight (a 4 KiB read or a sync write) is reaped by this very loop:
+        // spinning for it saves a wake-up however the queue's waits measure; slow completions
+        // (RBD, long transfers: not in the engine's count) follow InFlightWait.
         entry.lastWork = now;
       } else if (entry.mode === 'adaptive') {
         // Idle, or waiting for completions too slow to spin for (InFlightWait):
@@ -259,6 +262,11 @@ export class Poller {
     if (!anyWork) yieldCpu();
     this.schedule();
   };
+
+  /** This loop reaps the engine, and short I/O is in flight there (see engine.inFlight's SPIN_MAX_BYTES). */
+  private engineBusy(): boolean {
+    return this.spinOnEngine && this.engine!.inFlight > 0;
+  }
 
   /** While the loop spins it reaps the engine itself; before it stops, the engine's wake-up goes back on. */
   private setEngineSpinning(on: boolean): void {
