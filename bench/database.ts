@@ -168,7 +168,10 @@ export async function benchDatabase(targets: BenchTarget[]): Promise<Row[]> {
           for (const size of [100, 4096]) {
             const requests = requestsFor(pipeline);
             const cpu0 = server.cpuSeconds();
-            const got = await benchOne(server.port, 'set,get', pipeline, size, requests);
+            const got = await benchOne(server.port, 'set,get', pipeline, size, requests).catch((e: Error & { stderr?: string }) => {
+              // Say which server and case failed: the suite runs eighteen of them.
+              throw new Error(`${target.name}, SET/GET -P ${pipeline} -d ${size}: ${e.stderr?.trim() || e.message}`, { cause: e });
+            });
             const cpuUs = ((server.cpuSeconds() - cpu0) * 1e6) / (2 * requests);
             for (const row of got) rows.push({ ...row, target: target.name, cpuUs });
           }
