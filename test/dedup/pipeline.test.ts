@@ -278,42 +278,29 @@ async function evictedDuplicateSetup(compression: 'none' | 'lz4' = 'none') {
   return { dev, vol, a };
 }
 
-test('a duplicate of a block no longer in memory is verified by one read made before the metadata steps', async () => {
-  const { dev, vol, a } = await evictedDuplicateSetup();
-  const hits = vol.stats().dedupHits!;
-  dev.holding = true;
-  const write = vol.pwrite(a, 2 * BLOCK);
-  await until(() => dev.held.length === 1, 'the candidate read');
-  // While that read is held, another write's metadata steps run: the mutex is not held by the read.
-  await vol.pwrite(randomBlock(6000), 300 * BLOCK);
-  dev.holding = false;
-  dev.held.shift()!();
-  await write;
-  assert.equal(dev.dataReads, 1);
-  assert.equal(vol.stats().dedupHits, hits + 1);
-  const back = new Uint8Array(BLOCK);
-  await vol.pread(back, 2 * BLOCK);
-  assert.deepEqual(back, a);
-  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
-});
-
-test('a duplicate of a fragment whose packed block is no longer in memory is verified by one read made before the metadata steps', async () => {
-  const { dev, vol, a } = await evictedDuplicateSetup('lz4');
-  const hits = vol.stats().dedupHits!;
-  dev.holding = true;
-  const write = vol.pwrite(a, 2 * BLOCK);
-  await until(() => dev.held.length === 1, 'the candidate read');
-  await vol.pwrite(randomBlock(6001), 300 * BLOCK);
-  dev.holding = false;
-  dev.held.shift()!();
-  await write;
-  assert.equal(dev.dataReads, 1);
-  assert.equal(vol.stats().dedupHits, hits + 1);
-  const back = new Uint8Array(BLOCK);
-  await vol.pread(back, 2 * BLOCK);
-  assert.deepEqual(back, a);
-  assert.deepEqual(await vol.check(), { ok: true, problems: [] });
-});
+for (const [what, codec, filler] of [
+  ['a block', undefined, 6000],
+  ['a fragment whose packed block is', 'lz4', 6001],
+] as const) {
+  test(`a duplicate of ${what} no longer in memory is verified by one read made before the metadata steps`, async () => {
+    const { dev, vol, a } = await evictedDuplicateSetup(codec);
+    const hits = vol.stats().dedupHits!;
+    dev.holding = true;
+    const write = vol.pwrite(a, 2 * BLOCK);
+    await until(() => dev.held.length === 1, 'the candidate read');
+    // While that read is held, another write's metadata steps run: the mutex is not held by the read.
+    await vol.pwrite(randomBlock(filler), 300 * BLOCK);
+    dev.holding = false;
+    dev.held.shift()!();
+    await write;
+    assert.equal(dev.dataReads, 1);
+    assert.equal(vol.stats().dedupHits, hits + 1);
+    const back = new Uint8Array(BLOCK);
+    await vol.pread(back, 2 * BLOCK);
+    assert.deepEqual(back, a);
+    assert.deepEqual(await vol.check(), { ok: true, problems: [] });
+  });
+}
 
 test('a prefetched candidate is read again when a commit made freed blocks reusable in the meantime', async () => {
   const { dev, vol, a } = await evictedDuplicateSetup();
