@@ -31,29 +31,8 @@
     }                                                     \
   } while (0)
 
-/* The bytes of a Uint8Array (or any TypedArray / DataView / Buffer) argument. */
-static int bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is_ta = false;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok) return 0;
-  if (is_ta) {
-    napi_typedarray_type type;
-    size_t length, offset;
-    napi_value ab;
-    void *p;
-    if (napi_get_typedarray_info(env, v, &type, &length, &p, &ab, &offset) != napi_ok) return 0;
-    size_t width = 1;
-    switch (type) {
-      case napi_int16_array: case napi_uint16_array: width = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: width = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: width = 8; break;
-      default: width = 1;
-    }
-    *data = p;
-    *len = length * width;
-    return 1;
-  }
-  return 0;
-}
+/* native/storvisor.c: the bytes of a TypedArray or Buffer; 0 when `v` is not one. */
+int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
 static napi_value int_result(napi_env env, int32_t n) {
   napi_value r;
@@ -75,7 +54,7 @@ static napi_value lz4_compress_js(napi_env env, napi_callback_info info) {
   LZ4_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
-  if (argc < 2 || !bytes_of(env, argv[0], &src, &sn) || !bytes_of(env, argv[1], &dst, &dn)) {
+  if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
     napi_throw_type_error(env, NULL, "lz4Compress(src, dst): two Uint8Arrays");
     return NULL;
   }
@@ -89,7 +68,7 @@ static napi_value lz4_decompress_js(napi_env env, napi_callback_info info) {
   LZ4_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
-  if (argc < 2 || !bytes_of(env, argv[0], &src, &sn) || !bytes_of(env, argv[1], &dst, &dn)) {
+  if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
     napi_throw_type_error(env, NULL, "lz4Decompress(src, dst): two Uint8Arrays");
     return NULL;
   }
@@ -110,8 +89,8 @@ static napi_value lz4_compress_blocks_js(napi_env env, napi_callback_info info) 
   uint8_t *src, *dst, *which_b, *len_b;
   size_t sn, dn, wn, ln;
   int32_t block = 0, count = 0, slot = 0;
-  if (argc < 7 || !bytes_of(env, argv[0], &src, &sn) || !bytes_of(env, argv[2], &which_b, &wn) || !bytes_of(env, argv[4], &dst, &dn) ||
-      !bytes_of(env, argv[6], &len_b, &ln) || napi_get_value_int32(env, argv[1], &block) != napi_ok ||
+  if (argc < 7 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[2], &which_b, &wn) || !storvisor_typed_bytes(env, argv[4], &dst, &dn) ||
+      !storvisor_typed_bytes(env, argv[6], &len_b, &ln) || napi_get_value_int32(env, argv[1], &block) != napi_ok ||
       napi_get_value_int32(env, argv[3], &count) != napi_ok || napi_get_value_int32(env, argv[5], &slot) != napi_ok) {
     napi_throw_type_error(env, NULL, "lz4CompressBlocks(src, blockSize, which: Int32Array, count, dst, slot, lengths: Int32Array)");
     return NULL;

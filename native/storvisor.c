@@ -148,22 +148,18 @@ static ring_t *ring_arg(napi_env env, napi_value v) {
   return r;
 }
 
-/* The bytes of a TypedArray or Buffer: base pointer and length. */
-static int bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+/*
+ * The bytes of a TypedArray or Buffer: base pointer and length; 0 (nothing thrown)
+ * when `v` is not one. Shared with native/lz4.c.
+ */
+int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   bool is_ta = false;
-  napi_is_typedarray(env, v, &is_ta);
-  if (!is_ta) {
-    napi_throw_type_error(env, NULL, "expected a TypedArray or Buffer");
-    return 0;
-  }
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return 0;
   napi_typedarray_type type;
   size_t length, offset;
   void *ptr;
   napi_value ab;
-  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &ab, &offset) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot read TypedArray");
-    return 0;
-  }
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &ab, &offset) != napi_ok) return 0;
   size_t elem = 1;
   switch (type) {
     case napi_int16_array: case napi_uint16_array: elem = 2; break;
@@ -174,6 +170,13 @@ static int bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   *data = ptr;
   *len = length * elem;
   return 1;
+}
+
+/* The bytes of a TypedArray or Buffer argument, or a TypeError thrown. */
+static int bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  if (storvisor_typed_bytes(env, v, data, len)) return 1;
+  napi_throw_type_error(env, NULL, "expected a TypedArray or Buffer");
+  return 0;
 }
 
 static int64_t i64_arg(napi_env env, napi_value v) {
