@@ -23,20 +23,14 @@
 #include <lz4.h>
 #include <node_api.h>
 
-#define LZ4_CHECK(env, call)                              \
-  do {                                                    \
-    if ((call) != napi_ok) {                              \
-      napi_throw_error((env), NULL, "N-API call failed"); \
-      return NULL;                                        \
-    }                                                     \
-  } while (0)
+#include "napi-check.h"
 
 /* native/storvisor.c: the bytes of a TypedArray or Buffer; 0 when `v` is not one. */
 int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
 static napi_value int_result(napi_env env, int32_t n) {
   napi_value r;
-  LZ4_CHECK(env, napi_create_int32(env, n, &r));
+  CHECK(env, napi_create_int32(env, n, &r));
   return r;
 }
 
@@ -51,7 +45,7 @@ static int compress_into(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
 static napi_value lz4_compress_js(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  LZ4_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
   if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
@@ -65,7 +59,7 @@ static napi_value lz4_compress_js(napi_env env, napi_callback_info info) {
 static napi_value lz4_decompress_js(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  LZ4_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
   if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
@@ -85,7 +79,7 @@ static napi_value lz4_decompress_js(napi_env env, napi_callback_info info) {
 static napi_value lz4_compress_blocks_js(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
-  LZ4_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst, *which_b, *len_b;
   size_t sn, dn, wn, ln;
   int32_t block = 0, count = 0, slot = 0;

@@ -46,13 +46,7 @@
 #define RWF_DSYNC 0x00000002
 #endif
 
-#define CHECK(env, call)                                  \
-  do {                                                    \
-    if ((call) != napi_ok) {                              \
-      napi_throw_error((env), NULL, "N-API call failed"); \
-      return NULL;                                        \
-    }                                                     \
-  } while (0)
+#include "napi-check.h"
 
 typedef struct ring {
   int fd;
