@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
@@ -381,6 +381,46 @@ test('files left by a snapshot or clone creation cut short are removed at the ne
   assert.deepEqual(readdirSync(snaps).filter((f) => !f.startsWith('.')).sort(), ['c.clone.map', 'v.chain.json', 'v@kept.delta', 'v@kept.map']);
   assert.deepEqual(s.snapshots.list('v').map((i) => i.name), ['kept']);
   await s.closeAll();
+});
+
+test('a crash while a snapshot is being taken keeps the older snapshots whose blocks a write already copied into the new one', async (t) => {
+  const dir = tempDir(t);
+  const s = store(dir);
+  s.create('v', 1 * MiB);
+  const v = s.openVolume('v');
+  await fill(v, range(8), 1);
+  await s.snapshots.create('v', 'a'); // a holds nothing yet: it reads every block through the volume
+  const head = (v as unknown as { backend: LayeredBackend }).backend;
+  // Hold a write begun before the next snapshot, so taking it waits for that write.
+  const raw = head.raw as FileBackend & { write: FileBackend['write'] };
+  const write = raw.write.bind(raw);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let holding = true;
+  raw.write = (buf, at, length, position) => {
+    if (!holding) return write(buf, at, length, position);
+    holding = false;
+    return held.then(() => write(buf, at, length, position));
+  };
+  const early = v.pwrite(block(0, 2), 0);
+  while (holding) await new Promise((r) => setImmediate(r));
+  const taking = s.snapshots.create('v', 'b');
+  // A write that copies block 5 away (into b, the newest) while b is still being taken.
+  while (head.chain.length < 2) await new Promise((r) => setImmediate(r));
+  await v.pwrite(block(5, 2), 5 * B);
+  // kill -9 now: the disk as it is.
+  const crashed = tempDir(t);
+  cpSync(dir, crashed, { recursive: true });
+  release();
+  await Promise.all([early, taking]);
+  await s.closeAll();
+
+  const after = store(crashed);
+  assert.deepEqual(await gens(after.openVolume('v@a'), 8), range(8).map(() => 1), 'snapshot a lost a block the write copied into b');
+  assert.deepEqual(after.snapshots.list('v').map((i) => i.name), ['a', 'b']);
+  assert.equal(await genOf(after.openVolume('v@b'), 5), 1);
+  assert.equal(await genOf(after.openVolume('v'), 5), 2);
+  await after.closeAll();
 });
 
 test('a snapshot deletion cut short by a crash is still read through, and finished by recover', async (t) => {

@@ -23,9 +23,13 @@ import { LayeredBackend, type SnapLayer } from './layered.ts';
  * being, and where flattening ends it being a clone.
  *
  * Crash safety of the administrative operations:
- * - create: the delta and map files are made and synced, the snapshot takes
- *   effect in memory (new writes copy into it), writes begun before are waited
- *   for, then the chain file is replaced. Unreferenced files are removed later.
+ * - create: the delta and map files are made and synced, the chain file is
+ *   replaced, then the snapshot takes effect in memory (new writes copy into
+ *   it) and writes begun before are waited for. The chain file comes first
+ *   because a copy into the new snapshot may be the only copy of a block an
+ *   older snapshot reads through it. A crash before create returns leaves the
+ *   snapshot listed, holding the volume as of the crash. Files no chain file
+ *   names (a create cut short before its chain file) are removed later.
  * - delete: the chain file marks the snapshot `deleting`; its blocks that the
  *   next older snapshot lacks are copied down; then the chain file drops it and
  *   its files go. A deleting snapshot is still read through, so a crash in the
@@ -226,21 +230,21 @@ export class Snapshots {
       syncedFile(deltaPath, (fd) => ftruncateSync(fd, m.size));
       BlockMap.create(this.mapPath(volume, snapshot), Math.ceil(m.size / BLOCK));
       syncDir(this.dir);
-      const open = this.host.openVolumeOf(volume);
-      let head = this.heads.get(volume);
-      if (head) {
-        head.chain.push(this.openLayer(volume, entry));
-        await head.barrier();
-      } else if (open) {
-        // The open volume's plain backend becomes the layered one; its writes in flight finish first.
-        const layer = this.openLayer(volume, entry);
-        await open.replaceBackend((old) => {
-          head = this.adopt(volume, old);
-          head.chain.push(layer);
-          return head;
-        });
-      }
+      // Listed before any write copies into it: such a copy can be the only one
+      // left of an older snapshot's block, so a crash must not drop the layer.
       this.writeChain(volume, { ...chain, snapshots: [...chain.snapshots, entry] });
+      const open = this.host.openVolumeOf(volume);
+      const head = this.heads.get(volume);
+      try {
+        if (head) head.chain.push(this.openLayer(volume, entry));
+        // The open volume's plain backend becomes the layered one (adopt opens the chain just written).
+        else if (open) await open.replaceBackend((old) => this.adopt(volume, old));
+      } catch (err) {
+        this.writeChain(volume, chain); // nothing copied into it yet: undo the listing
+        throw err;
+      }
+      // Writes begun before it finish first, so the snapshot is one point in time.
+      if (head) await head.barrier();
       this.host.log(`volume ${volume}: snapshot ${snapshot} taken`);
       return this.get(volume, snapshot);
     });
