@@ -82,7 +82,7 @@ export class Writer {
   writeRange(buf: Uint8Array, offset: number): Promise<void> {
     // The common case, whole blocks in one chunk, adds no async frame of its own.
     if (buf.byteLength > 0 && offset % BLOCK === 0 && buf.byteLength % BLOCK === 0 && buf.byteOffset % 4 === 0 && buf.byteLength <= this.chunkBlocks * BLOCK) {
-      const prepared = this.planner.prepare(blocksOf(buf));
+      const prepared = this.planner.prepare(buf, blocksOf(buf));
       return isPrepared(prepared) ? this.writeChunk(prepared, offset / BLOCK) : prepared.then((p) => this.writeChunk(p, offset / BLOCK));
     }
     return this.writeRangeAny(buf, offset);
@@ -104,7 +104,7 @@ export class Writer {
     // large write keeps several backing writes in flight.
     const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
     if (chunks === 1) {
-      let prepared = this.planner.prepare(blocksOf(data));
+      let prepared = this.planner.prepare(data, blocksOf(data));
       if (!isPrepared(prepared)) prepared = await prepared;
       return this.writeChunk(prepared, first);
     }
@@ -115,7 +115,7 @@ export class Writer {
         const lbn = first + nextChunk++ * this.chunkBlocks;
         const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
         try {
-          let prepared = this.planner.prepare(blocksOf(view));
+          let prepared = this.planner.prepare(view, blocksOf(view));
           if (!isPrepared(prepared)) prepared = await prepared;
           await this.writeChunk(prepared, lbn);
         } catch (err) {
@@ -202,8 +202,9 @@ export class Writer {
                   }
                   // Raw blocks go in the index now, before their data lands, so concurrent writes
                   // of the same bytes share them (verified against DataStore.inflight).
-                  if (p.tag) {
-                    const w = meta.indexInsert(p.tag, locs[i]!);
+                  const d = prepared.digests;
+                  if (d) {
+                    const w = meta.indexInsert(d[2 * i]!, d[2 * i + 1]!, locs[i]!);
                     if (w) await w;
                   }
                 }
