@@ -56,9 +56,40 @@ function earlierSame(d: Uint32Array, zero: Uint8Array, i: number): number {
   return -1;
 }
 
+/**
+ * Per-chunk flag and digest arrays are cut from shared slabs (as fragments are, fragments.ts):
+ * a typed array of more than 64 bytes gets its own ArrayBuffer, an allocation with
+ * external-memory accounting that drives V8's mark-compacts; a view of a slab is a small
+ * heap object. A slab is freed by the GC once no chunk's view of it is left.
+ */
+const SLAB = 64 << 10;
+
 export class Planner {
   /** Per block of the chunk being prepared: 1 = likely new, compress it (used only inside prepare's synchronous part). */
   private likelyNew = new Uint8Array(64);
+  private slab = new ArrayBuffer(0);
+  private slabAt = 0;
+
+  private cut(bytes: number): number {
+    if (this.slabAt + bytes > this.slab.byteLength) {
+      this.slab = new ArrayBuffer(Math.max(SLAB, bytes));
+      this.slabAt = 0;
+    }
+    const at = this.slabAt;
+    this.slabAt += (bytes + 7) & ~7;
+    return at;
+  }
+
+  /** n zeroed flags (a slab is zero-filled when made and never reused). */
+  private zeroFlags(n: number): Uint8Array {
+    const at = this.cut(n);
+    return new Uint8Array(this.slab, at, n);
+  }
+
+  private digestArray(n: number): Uint32Array {
+    const at = this.cut(8 * n);
+    return new Uint32Array(this.slab, at, 2 * n);
+  }
 
   constructor(
     private readonly meta: Metadata,
@@ -86,8 +117,8 @@ export class Planner {
   prepare(data: Uint8Array, blocks: Uint8Array[]): Prepared | Promise<Prepared> {
     const n = blocks.length;
     const session = this.session;
-    const zero = new Uint8Array(n);
-    const digests = this.dedup ? new Uint32Array(2 * n) : null;
+    const zero = this.zeroFlags(n);
+    const digests = this.dedup ? this.digestArray(n) : null;
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
     const prepared: Prepared = { blocks, zero, digests, fragments, prefetched: null, gen: this.meta.reuseGen };
 
