@@ -215,7 +215,7 @@ export class Writer {
                   const w = meta.incRef(locPba(locs[i]!));
                   if (w) await w;
                 }
-                store.writeSeals(); // the packed blocks this chunk filled, together
+                // The packed blocks this chunk sealed are written with its raw blocks (writeData, below).
                 const rest = this.phase2Pages(firstLbn, count);
                 reserved = typeof rest === 'number' ? rest : await rest;
                 this.reservedPages += reserved;
@@ -230,7 +230,7 @@ export class Writer {
         if (outcome === 'done') {
           // ---- data: our raw blocks, and any block we share whose write (another request's) is still in flight
           try {
-            const writing = claim ? store.writeRaw(claim) : null;
+            const writing = store.writeData(claim); // raw blocks and sealed packed blocks, runs merged
             if (waitFor) await Promise.all(writing ? [writing, ...waitFor] : waitFor);
             else if (writing) await writing;
           } catch (err) {
