@@ -211,6 +211,20 @@ export class Metadata {
     return page ? probe(page, hi, lo) !== 0 : false;
   }
 
+  /**
+   * Start reading the index page that holds the fingerprint if it is neither cached nor
+   * being read; the read, or null. Called by prepare, outside the metadata mutex, so that
+   * plan's lookup and phase 1's insert find the page in memory instead of reading it under
+   * the mutex while every other write's metadata steps wait (#12: on a volume whose index
+   * does not fit the cache, that was a read per new block). A failed read is left to the
+   * real access to report.
+   */
+  indexWarm(hi: number): Promise<unknown> | null {
+    const no = this.indexPageNo(hi);
+    if (this.cache.peek(no) || this.cache.isLoading(no)) return null;
+    return this.cache.get(no, PageType.Index).catch(() => undefined);
+  }
+
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
   indexLookup(hi: number, lo: number): number | Promise<number> {
     const no = this.indexPageNo(hi);

@@ -109,7 +109,8 @@ export class Planner {
    *   fingerprint  zero test + xxh64 of every block, one native call (hash.ts)
    *   probe        a repeat of an earlier block of the chunk, or a fingerprint the index
    *                holds in a cached page, is a likely duplicate (its candidate is read
-   *                ahead if not in memory); the rest are likely new
+   *                ahead if not in memory); the rest are likely new. An index page not in
+   *                memory is read now (prepare resolves once it is in), not under the mutex
    *   compress     the likely-new blocks: inline (native LZ4) or in the pool
    * Synchronous (no Promise) when the codec compresses inline (native LZ4) or there is none
    * and no candidate must be read.
@@ -143,7 +144,9 @@ export class Planner {
         if (n <= SCAN_LIMIT && earlierSame(digests, zero, i) >= 0) continue; // a likely duplicate of an earlier block
         const hi = digests[2 * i]!;
         const lo = digests[2 * i + 1]!;
-        if (this.meta.indexHas(hi, lo)) {
+        const warming = this.meta.indexWarm(hi); // its index page, read now rather than under the mutex
+        if (warming) (reads ??= []).push(warming);
+        else if (this.meta.indexHas(hi, lo)) {
           // A likely duplicate: read its candidate now if it is not in memory, so the verify
           // under the metadata mutex needs no read.
           const loc = this.meta.indexLookup(hi, lo);
