@@ -21,13 +21,20 @@ import type { ChunkHasher } from './hash.ts';
 import type { CompressPool } from './pool.ts';
 import { locPba, type Compression } from './format.ts';
 
-/** A planned block of a write, decided before anything is changed. */
-export type Plan =
-  | { kind: 'zero' }
-  | { kind: 'dup'; loc: number }
-  | { kind: 'sameAs'; index: number }
-  /** Indexed under its fingerprint (Prepared.digests) when the volume deduplicates. */
-  | { kind: 'new'; fragment: Uint8Array | null };
+/** What a planned block of a write is, decided before anything is changed. */
+export const ZERO = 0;
+/** A duplicate of a stored block: Plans.arg is its location. */
+export const DUP = 1;
+/** A duplicate of an earlier new block of the chunk: Plans.arg is that block's index. */
+export const SAME_AS = 2;
+/** New: stored as its fragment (Prepared.fragments) or raw (fragment null); indexed under its fingerprint when the volume deduplicates. */
+export const NEW = 3;
+
+/** A chunk's plan, one entry per block in two typed arrays (#12: an object per block was the largest allocation left on the write path). */
+export interface Plans {
+  kind: Uint8Array;
+  arg: Float64Array;
+}
 
 /** What prepare() found out about the blocks of a chunk: undefined fragment = not compressed yet. */
 export interface Prepared {
@@ -43,7 +50,6 @@ export interface Prepared {
   gen: number;
 }
 
-const ZERO_PLAN: Plan = Object.freeze({ kind: 'zero' });
 
 /** Blocks per chunk the in-chunk duplicate scan is sized for (writer chunks are at most data-store's MAX_CHUNK = 64). */
 const SCAN_LIMIT = 256;
@@ -63,6 +69,12 @@ function earlierSame(d: Uint32Array, zero: Uint8Array, i: number): number {
  * heap object. A slab is freed by the GC once no chunk's view of it is left.
  */
 const SLAB = 64 << 10;
+
+function planDup(plans: Plans, i: number, loc: number): undefined {
+  plans.kind[i] = DUP;
+  plans.arg[i] = loc;
+  return undefined;
+}
 
 export class Planner {
   /** Per block of the chunk being prepared: 1 = likely new, compress it (used only inside prepare's synchronous part). */
@@ -89,6 +101,12 @@ export class Planner {
   private digestArray(n: number): Uint32Array {
     const at = this.cut(8 * n);
     return new Uint32Array(this.slab, at, 2 * n);
+  }
+
+  private plansFor(n: number): Plans {
+    const at = this.cut(8 * n); // 8-byte aligned: the Float64Array first
+    const arg = new Float64Array(this.slab, at, n);
+    return { arg, kind: this.zeroFlags(n) };
   }
 
   constructor(
@@ -216,14 +234,14 @@ export class Planner {
    * at the first lookup that must wait, it goes on asynchronously from that block.
    * The synchronous part is timed (SessionStats.planMicros).
    */
-  plan(p: Prepared): Plan[] | Promise<Plan[]> {
+  plan(p: Prepared): Plans | Promise<Plans> {
     const t0 = performance.now();
     if (p.prefetched) {
       // Read before the mutex; still these blocks' bytes if no freed block became reusable since.
       if (p.gen === this.meta.reuseGen) for (const [pba, block] of p.prefetched) if (block) this.store.adopt(pba, block);
       p.prefetched = null; // once (a retry after a commit plans again)
     }
-    const plans: Plan[] = new Array(p.blocks.length);
+    const plans = this.plansFor(p.blocks.length);
     let i = 0;
     let pending: Promise<void> | undefined;
     for (; i < p.blocks.length && !pending; i++) pending = this.planBlock(p, i, plans);
@@ -232,7 +250,7 @@ export class Planner {
     return pending ? this.planRest(p, i - 1, plans, pending) : plans;
   }
 
-  private async planRest(p: Prepared, i: number, plans: Plan[], pending: Promise<void>): Promise<Plan[]> {
+  private async planRest(p: Prepared, i: number, plans: Plans, pending: Promise<void>): Promise<Plans> {
     await pending;
     for (i++; i < p.blocks.length; i++) {
       const w = this.planBlock(p, i, plans);
@@ -242,9 +260,9 @@ export class Planner {
   }
 
   /** Plan block i into plans[i]; a Promise only when an index page or a candidate must be read. */
-  private planBlock(p: Prepared, i: number, plans: Plan[]): Promise<void> | undefined {
+  private planBlock(p: Prepared, i: number, plans: Plans): Promise<void> | undefined {
     if (p.zero[i]) {
-      plans[i] = ZERO_PLAN;
+      plans.kind[i] = ZERO;
       return undefined;
     }
     const d = p.digests;
@@ -254,9 +272,10 @@ export class Planner {
     const lo = d[2 * i + 1]!;
     // A duplicate of an earlier block of this chunk that is itself new: share its block.
     for (let j = 0; j < i; j++) {
-      if (d[2 * j] !== hi || d[2 * j + 1] !== lo || plans[j]!.kind !== 'new') continue;
+      if (d[2 * j] !== hi || d[2 * j + 1] !== lo || plans.kind[j] !== NEW) continue;
       if (sameBytes(p.blocks[j]!, data)) {
-        plans[i] = { kind: 'sameAs', index: j };
+        plans.kind[i] = SAME_AS;
+        plans.arg[i] = j;
         return undefined;
       }
     }
@@ -265,18 +284,15 @@ export class Planner {
     return this.planCandidate(p, i, plans, candidate);
   }
 
-  private planCandidate(p: Prepared, i: number, plans: Plan[], candidate: number): Promise<void> | undefined {
+  private planCandidate(p: Prepared, i: number, plans: Plans, candidate: number): Promise<void> | undefined {
     if (candidate === 0) return this.planNew(p, i, plans);
     const same = this.store.verifyCandidate(candidate, p.blocks[i]!);
-    if (typeof same !== 'boolean') return same.then((same) => (same ? void (plans[i] = { kind: 'dup', loc: candidate }) : this.planNew(p, i, plans)));
-    if (same) {
-      plans[i] = { kind: 'dup', loc: candidate };
-      return undefined;
-    }
+    if (typeof same !== 'boolean') return same.then((same) => (same ? planDup(plans, i, candidate) : this.planNew(p, i, plans)));
+    if (same) return planDup(plans, i, candidate);
     return this.planNew(p, i, plans);
   }
 
-  private planNew(p: Prepared, i: number, plans: Plan[]): undefined {
+  private planNew(p: Prepared, i: number, plans: Plans): undefined {
     let fragment = p.fragments[i];
     if (fragment === undefined) {
       fragment = null;
@@ -289,24 +305,30 @@ export class Planner {
       }
       p.fragments[i] = fragment;
     }
-    plans[i] = { kind: 'new', fragment };
+    plans.kind[i] = NEW;
     return undefined;
   }
 
   /** Data blocks the plans need (raw blocks and new packed blocks, given the open packer). */
-  spaceNeeded(plans: Plan[]): number {
+  spaceNeeded(plans: Plans, p: Prepared): number {
     const fragments: number[] = [];
     let raw = 0;
-    for (const p of plans) if (p.kind === 'new') p.fragment ? fragments.push(p.fragment.length) : raw++;
+    for (let i = 0; i < plans.kind.length; i++) {
+      if (plans.kind[i] !== NEW) continue;
+      const f = p.fragments[i];
+      if (f) fragments.push(f.length);
+      else raw++;
+    }
     return raw + packedBlocksNeeded(fragments, this.store.packer?.space() ?? null);
   }
 
   /** Count an applied chunk's plans in the session counters. */
-  count(plans: Plan[]): void {
-    for (const p of plans) {
-      if (p.kind === 'zero') this.session.zeroBlocksWritten++;
-      else if (p.kind === 'dup' || p.kind === 'sameAs') this.session.dedupHits++;
-      else if (p.fragment) this.session.fragmentsStored++;
+  count(plans: Plans, p: Prepared): void {
+    for (let i = 0; i < plans.kind.length; i++) {
+      const k = plans.kind[i];
+      if (k === ZERO) this.session.zeroBlocksWritten++;
+      else if (k === DUP || k === SAME_AS) this.session.dedupHits++;
+      else if (p.fragments[i]) this.session.fragmentsStored++;
       else this.session.rawBlocksStored++;
     }
   }

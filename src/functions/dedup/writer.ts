@@ -28,7 +28,7 @@ import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
 import type { DataStore, RawClaim } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
-import type { Plan, Planner, Prepared } from './planner.ts';
+import { DUP, NEW, SAME_AS, type Plans, type Planner, type Prepared } from './planner.ts';
 import { ApplyGate, Mutex, RangeLock, unsafe, unsafeError } from './lock.ts';
 import { volumeBroken } from './errors.ts';
 
@@ -146,7 +146,7 @@ export class Writer {
       if (entering) await entering;
       let outcome: Outcome = 'done';
       let reserved = 0;
-      let plans: Plan[] | null = null;
+      let plans: Plans | null = null;
       let locs: number[] | null = null;
       let claim: RawClaim | null = null;
       let waitFor: Promise<void>[] | null = null;
@@ -159,9 +159,12 @@ export class Writer {
           if (!this.fits(this.worstPages(firstLbn, count))) outcome = 'pages';
           else {
             let planned = this.planner.plan(prepared);
-            if (!Array.isArray(planned)) planned = await planned;
+            if (planned instanceof Promise) planned = await planned;
             plans = planned;
-            const need = this.planner.spaceNeeded(plans);
+            const kind = plans.kind;
+            const arg = plans.arg;
+            const fragments = prepared.fragments;
+            const need = this.planner.spaceNeeded(plans, prepared);
             if (need > meta.freeBlocks()) {
               if (!retried && meta.pendingFree.size > 0) outcome = 'space';
               else throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
@@ -174,8 +177,7 @@ export class Writer {
                 locs = new Array<number>(count).fill(0);
                 let raw: Array<{ pba: number; data: Uint8Array }> | null = null;
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind === 'new' && !p.fragment) {
+                  if (kind[i] === NEW && !fragments[i]) {
                     let pba = meta.allocate(1, 1);
                     if (typeof pba !== 'number') pba = await pba;
                     locs[i] = encodeLoc(LocKind.Raw, pba);
@@ -184,19 +186,19 @@ export class Writer {
                 }
                 if (raw) claim = store.claimRaw(raw); // visible to concurrent writes before the mutex is released
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'dup') continue;
-                  locs[i] = p.loc;
-                  const w = meta.incRef(locPba(p.loc));
+                  if (kind[i] !== DUP) continue;
+                  const loc = arg[i]!;
+                  locs[i] = loc;
+                  const w = meta.incRef(locPba(loc));
                   if (w) await w;
-                  const f = store.inflight.get(locPba(p.loc));
+                  const f = store.inflight.get(locPba(loc));
                   if (f) (waitFor ??= []).push(f.done);
                 }
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'new') continue;
-                  if (p.fragment) {
-                    let loc = store.pack(p.fragment);
+                  if (kind[i] !== NEW) continue;
+                  const fragment = fragments[i];
+                  if (fragment) {
+                    let loc = store.pack(fragment);
                     if (typeof loc !== 'number') loc = await loc;
                     locs[i] = loc; // the fragment is readable at once (packer, sealing)
                   }
@@ -209,9 +211,8 @@ export class Writer {
                   }
                 }
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'sameAs') continue;
-                  locs[i] = locs[p.index]!;
+                  if (kind[i] !== SAME_AS) continue;
+                  locs[i] = locs[arg[i]!]!;
                   const w = meta.incRef(locPba(locs[i]!));
                   if (w) await w;
                 }
@@ -265,7 +266,7 @@ export class Writer {
           } finally {
             this.mutex.unlock();
           }
-          this.planner.count(plans!);
+          this.planner.count(plans!, prepared);
         }
       } finally {
         this.reservedPages -= reserved;
