@@ -352,6 +352,7 @@ async function main(): Promise<void> {
   );
   lines.push('fingerprint = zero test + xxh64 of the chunk (one native call); probe = in-chunk repeats, index probe, candidate read-ahead;');
   lines.push('plan = phase 1 classification (index lookup, byte-compare of candidates); rest = everything else (metadata, packing, I/O submission, commits, GC).');
+  lines.push('The parts are wall time, the total CPU: on a busy machine a preempted pass inflates its part and the rest can even come out negative; compare runs on a quiet one.');
   lines.push('');
   lines.push('| dup | phase | request thread | fingerprint | probe | plan | compress | rest |');
   lines.push('|---:|---|---:|---:|---:|---:|---:|---:|');
