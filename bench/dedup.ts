@@ -9,7 +9,8 @@
  *   4K write QD16 the same with 16 in flight (what the pipelined write path is for)
  *   seq read      the data set back in 256 KiB requests
  * CPU per MB written (process CPU: request thread and compression workers together), the
- * hash and compression cost per block, and the ratios against the data set's own.
+ * request thread's CPU per block and where it goes (fingerprint, probe, plan, compress, the
+ * rest), and the ratios against the data set's own.
  * Writes a Markdown table, JSON and an SVG chart to $BENCH_RESULTS (default results/).
  *
  * Run: npm run bench -- dedup     (BENCH_SECONDS=3 BENCH_REPEATS=3 BENCH_DATA_MIB=32 by default)
@@ -80,12 +81,24 @@ async function inFlight(depth: number, stop: (i: number) => boolean, fn: (i: num
   return next;
 }
 
+/** Request-thread time per 4 KiB block written, in us, by the volume's own timers (SessionStats), and what is left. */
+interface Split {
+  fingerprint: number;
+  probe: number;
+  plan: number;
+  compress: number;
+  rest: number;
+}
+
 interface Phase {
   rate: number;
   cpuPerMB: number;
   /** CPU of the whole process and of the request thread alone, per 4 KiB block written or read. */
   cpuUsPerBlock: number;
   mainUsPerBlock: number;
+  split: Split | null;
+  /** Share of the phase the request thread's event loop was busy (not waiting in epoll): below 1, it waited for I/O. */
+  busy: number;
 }
 
 const cpuSeconds = () => {
@@ -93,8 +106,16 @@ const cpuSeconds = () => {
   return (u.user + u.system) / 1e6;
 };
 
-/** CPU seconds of the request (main) thread alone, from /proc (10 ms ticks; NaN where there is no /proc). */
+/**
+ * CPU seconds of the request (main) thread alone, from /proc: schedstat's run time in ns
+ * (stat's 10 ms ticks where there is no schedstat; NaN where there is no /proc).
+ */
 function mainThreadSeconds(): number {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  } catch {
+    /* no schedstat (CONFIG_SCHEDSTATS off): ticks below */
+  }
   try {
     const s = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
@@ -104,30 +125,51 @@ function mainThreadSeconds(): number {
   }
 }
 
+/** The volume's request-thread timers (us, totals): prepare's passes, phase 1's classification, compression. */
+const timers = (dev: BlockDevice): number[] | null => {
+  if (!(dev instanceof DedupVolume)) return null;
+  const s = dev.stats();
+  return [s.hashMicros!, s.probeMicros!, s.planMicros!, s.compressMicros!];
+};
+
 async function timed(
+  dev: BlockDevice,
   bytesPerOp: number,
   run: () => Promise<number>,
-): Promise<{ ops: number; seconds: number; cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number }> {
+): Promise<{ ops: number; seconds: number; cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number; split: Split | null; busy: number }> {
+  const s0 = timers(dev);
+  const elu0 = performance.eventLoopUtilization();
   const c0 = cpuSeconds();
   const m0 = mainThreadSeconds();
   const t0 = performance.now();
   const ops = await run();
+  const busy = performance.eventLoopUtilization(elu0).utilization;
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds() - c0;
+  const main = mainThreadSeconds() - m0;
   const blocks = (ops * bytesPerOp) / BLOCK;
-  return { ops, seconds, cpuPerMB: cpu / ((ops * bytesPerOp) / 1e6), cpuUsPerBlock: (cpu * 1e6) / blocks, mainUsPerBlock: ((mainThreadSeconds() - m0) * 1e6) / blocks };
+  const mainUsPerBlock = (main * 1e6) / blocks;
+  const s1 = timers(dev);
+  let split: Split | null = null;
+  if (s0 && s1) {
+    const [fingerprint, probe, plan, compress] = s1.map((v, k) => (v - s0[k]!) / blocks) as [number, number, number, number];
+    split = { fingerprint, probe, plan, compress, rest: mainUsPerBlock - fingerprint - probe - plan - compress };
+  }
+  return { ops, seconds, cpuPerMB: cpu / ((ops * bytesPerOp) / 1e6), cpuUsPerBlock: (cpu * 1e6) / blocks, mainUsPerBlock, split, busy };
 }
 
-const phase = (rate: number, r: { cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number }): Phase => ({
+const phase = (rate: number, r: { cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number; split: Split | null; busy: number }): Phase => ({
   rate,
   cpuPerMB: r.cpuPerMB,
   cpuUsPerBlock: r.cpuUsPerBlock,
   mainUsPerBlock: r.mainUsPerBlock,
+  split: r.split,
+  busy: r.busy,
 });
 
 async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
   const n = data.length / SEQ_REQUEST;
-  const r = await timed(SEQ_REQUEST, async () => {
+  const r = await timed(dev, SEQ_REQUEST, async () => {
     const done = await inFlight(SEQ_DEPTH, (i) => i >= n, (i) => dev.pwrite(data.subarray(i * SEQ_REQUEST, (i + 1) * SEQ_REQUEST), i * SEQ_REQUEST));
     await dev.flush();
     return done;
@@ -137,7 +179,7 @@ async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
 
 async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
   const n = bytes / SEQ_REQUEST;
-  const r = await timed(SEQ_REQUEST, () =>
+  const r = await timed(dev, SEQ_REQUEST, () =>
     inFlight(SEQ_DEPTH, (i) => i >= n, async (i) => {
       await dev.pread(new Uint8Array(SEQ_REQUEST), i * SEQ_REQUEST);
     }),
@@ -148,7 +190,7 @@ async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
 async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: number, depth: number, seed: number): Promise<Phase> {
   const r0 = prng(seed);
   const end = performance.now() + SECONDS * 1000;
-  const r = await timed(BLOCK, async () => {
+  const r = await timed(dev, BLOCK, async () => {
     const done = await inFlight(
       depth,
       (i) => (i & 63) === 0 && performance.now() > end,
@@ -161,6 +203,10 @@ async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: numbe
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const medianSplit = (xs: Split[]): Split => {
+  const keys = ['fingerprint', 'probe', 'plan', 'compress', 'rest'] as const;
+  return Object.fromEntries(keys.map((k) => [k, median(xs.map((x) => x[k]))])) as unknown as Split;
+};
 
 interface Row {
   dup: number;
@@ -175,8 +221,10 @@ interface Row {
   iopsQD16: number;
   iopsCpuPerMB: number;
   seqReadMBs: number;
-  hashUsPerBlock?: number;
-  compressUsPerBlock?: number;
+  seqWriteBusy: number;
+  qd16Busy: number;
+  seqWriteSplit?: Split;
+  qd16Split?: Split;
   compressedInWorkers?: number;
   dedupRatio?: number;
   expectedDedupRatio?: number;
@@ -246,11 +294,13 @@ async function main(): Promise<void> {
           iopsQD16: m((r) => r.qd16.rate),
           iopsCpuPerMB: m((r) => r.qd16.cpuPerMB),
           seqReadMBs: m((r) => r.read.rate),
+          seqWriteBusy: m((r) => r.seq.busy),
+          qd16Busy: m((r) => r.qd16.busy),
         };
         if (volume === 'dedup') {
           Object.assign(row, {
-            hashUsPerBlock: m((r) => r.end!.hashMicrosPerBlock!),
-            compressUsPerBlock: m((r) => r.end!.compressMicrosPerBlock!),
+            seqWriteSplit: medianSplit(runs.map((r) => r.seq.split!)),
+            qd16Split: medianSplit(runs.map((r) => r.qd16.split!)),
             compressedInWorkers: m((r) => r.end!.compressedInWorkers! / Math.max(1, r.end!.compressedBlocks!)),
             dedupRatio: m((r) => r.after!.dedupRatio!),
             expectedDedupRatio: DATA_BYTES / BLOCK / unique,
@@ -286,14 +336,38 @@ async function main(): Promise<void> {
   lines.push('');
   lines.push('CPU per 4 KiB block, whole process (request thread + compression workers + V8 and libuv helpers) / request thread alone, in us:');
   lines.push('');
-  lines.push('| dup | volume | seq write: process | seq write: request thread | 4K QD16: process | 4K QD16: request thread |');
-  lines.push('|---:|---|---:|---:|---:|---:|');
+  lines.push('(busy = the request thread\'s event loop utilization: below 100%, it waited for I/O; near 100% with CPU well under wall time, it waited for a core.)');
+  lines.push('');
+  lines.push('| dup | volume | seq write: process | seq write: request thread | seq write: busy | 4K QD16: process | 4K QD16: request thread | 4K QD16: busy |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    lines.push(`| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteCpuUsPerBlock, 1)} | ${f(r.seqWriteMainUsPerBlock, 1)} | ${f(r.qd16CpuUsPerBlock, 1)} | ${f(r.qd16MainUsPerBlock, 1)} |`);
+    lines.push(
+      `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteCpuUsPerBlock, 1)} | ${f(r.seqWriteMainUsPerBlock, 2)} | ${f(r.seqWriteBusy * 100)}% | ` +
+        `${f(r.qd16CpuUsPerBlock, 1)} | ${f(r.qd16MainUsPerBlock, 2)} | ${f(r.qd16Busy * 100)}% |`,
+    );
   }
   lines.push('');
-  lines.push('| dup | seq write vs plain | 4K QD1 vs plain | 4K QD16 vs plain | hash us/block | compress us/block | compressed in workers | dedup x (data set) | compression x | commits | grouped flushes |');
-  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push(
+    'Where the request thread goes, us per 4 KiB block written (its CPU from /proc schedstat; the parts by the volume\'s own timers: wall time on that thread, GC pauses inside a pass included):',
+  );
+  lines.push('fingerprint = zero test + xxh64 of the chunk (one native call); probe = in-chunk repeats, index probe, candidate read-ahead;');
+  lines.push('plan = phase 1 classification (index lookup, byte-compare of candidates); rest = everything else (metadata, packing, I/O submission, commits, GC).');
+  lines.push('The parts are wall time, the total CPU: on a busy machine a preempted pass inflates its part and the rest can even come out negative; compare runs on a quiet one.');
+  lines.push('');
+  lines.push('| dup | phase | request thread | fingerprint | probe | plan | compress | rest |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    if (r.volume !== 'dedup') continue;
+    for (const [name, main, sp] of [
+      ['seq write', r.seqWriteMainUsPerBlock, r.seqWriteSplit],
+      ['4K QD16', r.qd16MainUsPerBlock, r.qd16Split],
+    ] as const) {
+      lines.push(`| ${r.dup * 100}% | ${name} | ${f(main, 2)} | ${f(sp?.fingerprint, 2)} | ${f(sp?.probe, 2)} | ${f(sp?.plan, 2)} | ${f(sp?.compress, 2)} | ${f(sp?.rest, 2)} |`);
+    }
+  }
+  lines.push('');
+  lines.push('| dup | seq write vs plain | 4K QD1 vs plain | 4K QD16 vs plain | compressed in workers | dedup x (data set) | compression x | commits | grouped flushes |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   const ratios: Record<string, number> = {};
   for (const dup of [0, 0.5, 0.9]) {
     const p = rows.find((r) => r.dup === dup && r.volume === 'plain')!;
@@ -305,7 +379,7 @@ async function main(): Promise<void> {
     ratios[`qd1 ${dup * 100}%`] = q1;
     ratios[`qd16 ${dup * 100}%`] = q16;
     lines.push(
-      `| ${dup * 100}% | ${f(seq, 2)} | ${f(q1, 2)} | ${f(q16, 2)} | ${f(d.hashUsPerBlock, 2)} | ${f(d.compressUsPerBlock, 2)} | ${f((d.compressedInWorkers ?? 0) * 100)}% | ` +
+      `| ${dup * 100}% | ${f(seq, 2)} | ${f(q1, 2)} | ${f(q16, 2)} | ${f((d.compressedInWorkers ?? 0) * 100)}% | ` +
         `${f(d.dedupRatio, 3)} (${f(d.expectedDedupRatio, 3)}) | ${f(d.compressionRatio, 2)} | ${f(d.commits)} | ${f(d.groupedFlushes)} |`,
     );
   }

@@ -1120,6 +1120,9 @@ static napi_value set_thread_scheduler(napi_env env, napi_callback_info info) {
 void storvisor_lz4_init(napi_env env, napi_value exports);
 #endif
 
+/* native/xxhash.c: XXH64 fingerprints and the zero-block test for the dedup volume (always built). */
+void storvisor_xxhash_init(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
     {"ringCreate", NULL, ring_create, NULL, NULL, NULL, napi_default, NULL},
@@ -1154,6 +1157,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value rwf;
   napi_create_uint32(env, RWF_DSYNC, &rwf);
   napi_set_named_property(env, exports, "RWF_DSYNC", rwf);
+  storvisor_xxhash_init(env, exports);
 #ifdef STORVISOR_LZ4
   storvisor_lz4_init(env, exports);
 #endif

@@ -53,6 +53,11 @@ export interface NativeAddon {
   /** policy 0 = SCHED_OTHER, 1 = SCHED_FIFO, 2 = SCHED_RR. */
   setThreadScheduler(tid: number, policy: number, rtPriority: number): void;
   readonly RWF_DSYNC: number;
+  // XXH64 (seed 0) and the zero-block test for dedup fingerprints (native/xxhash.c).
+  /** out[0] = the digest's low 32 bits, out[1] = its high 32 bits. */
+  xxh64Into?(src: Uint8Array, out: Uint32Array): void;
+  /** Per block k of src: zero[k] = 1 if all zeroes; else its digest in out[2k] (low 32 bits), out[2k+1]; out null = zero test only. Returns the non-zero count. */
+  fingerprintBlocks?(src: Uint8Array, blockSize: number, out: Uint32Array | null, zero: Uint8Array): number;
   // LZ4 block format through liblz4 (native/lz4.c): present only when the build found liblz4-dev.
   /** Compressed length, or 0 when the result would not fit in dst. */
   lz4Compress?(src: Uint8Array, dst: Uint8Array): number;
@@ -95,3 +100,7 @@ export const nativeLz4: Required<Pick<NativeAddon, 'lz4Compress' | 'lz4Decompres
   native && typeof native.lz4Compress === 'function' && typeof native.lz4Decompress === 'function' && typeof native.lz4CompressBlocks === 'function'
     ? (native as Required<NativeAddon>)
     : null;
+
+/** The native fingerprint entry points (native/xxhash.c), or null where the addon is not loaded. */
+export const nativeFingerprint: Required<Pick<NativeAddon, 'xxh64Into' | 'fingerprintBlocks'>> | null =
+  native && typeof native.xxh64Into === 'function' && typeof native.fingerprintBlocks === 'function' ? (native as Required<NativeAddon>) : null;

@@ -181,18 +181,22 @@ export function packedBlocksNeeded(lengths: number[], open: { count: number; fre
 
 /** The fragment in `slot` of a packed block, or a reason it cannot be read. */
 export function fragmentOf(block: Uint8Array, slot: number): Uint8Array | string {
-  const v = viewOf(block);
-  if (v.getUint32(0, true) !== PACK_MAGIC) return 'packed block has a bad magic';
-  const count = v.getUint16(4, true);
+  // Read through the bytes, not a DataView: this runs for every read and every verify of a
+  // packed fragment, and a DataView is an allocation each time (#12).
+  if (u32le(block, 0) !== PACK_MAGIC) return 'packed block has a bad magic';
+  const count = u16le(block, 4);
   if (count > MAX_SLOTS || slot >= count) return `slot ${slot} is not in the packed block (${count} slots)`;
   const at = PACK_HEADER + slot * SLOT;
-  const off = v.getUint16(at, true);
-  const len = v.getUint16(at + 2, true);
+  const off = u16le(block, at);
+  const len = u16le(block, at + 2);
   if (off < PACK_HEADER + count * SLOT || off + len > BLOCK) return `slot ${slot} points outside the block`;
   const frag = block.subarray(off, off + len);
-  if (crc32(frag) !== v.getUint32(at + 4, true)) return `slot ${slot} fragment checksum mismatch`;
+  if (crc32(frag) !== u32le(block, at + 4)) return `slot ${slot} fragment checksum mismatch`;
   return frag;
 }
+
+const u16le = (b: Uint8Array, at: number): number => b[at]! | (b[at + 1]! << 8);
+const u32le = (b: Uint8Array, at: number): number => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
 
 /** Slots in a packed block (for the checker), or -1 when it is not a packed block. */
 export function packedCount(block: Uint8Array): number {

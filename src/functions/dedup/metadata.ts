@@ -199,68 +199,77 @@ export class Metadata {
 
   // ------------------------------------------------------------------ fingerprint index
 
-  private indexPageNo(tag: Fingerprint): number {
-    return this.layout.indexStart + (tag.hi % this.layout.indexPages);
+  // Fingerprints are passed as their two u32 halves (hi, lo: hash.ts), so a probe allocates nothing.
+
+  private indexPageNo(hi: number): number {
+    return this.layout.indexStart + (hi % this.layout.indexPages);
   }
 
-  /** Whether the index holds `tag`, looking only at a cached page (a hint for planning: false when not cached). */
-  indexHas(tag: Fingerprint): boolean {
-    const page = this.cache.peek(this.indexPageNo(tag));
-    if (!page) return false;
-    const v = page.view;
-    for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
-      const at = PAGE_HEADER + 16 * i;
-      if (getU64(v, at + 8) === 0) return false;
-      if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return true;
-    }
-    return false;
+  /** Whether the index holds the fingerprint, looking only at a cached page (a hint for planning: false when not cached). */
+  indexHas(hi: number, lo: number): boolean {
+    const page = this.cache.peek(this.indexPageNo(hi));
+    return page ? probe(page, hi, lo) !== 0 : false;
+  }
+
+  /**
+   * Start reading the index page that holds the fingerprint if it is neither cached nor
+   * being read; the read, or null. Called by prepare, outside the metadata mutex, so that
+   * plan's lookup and phase 1's insert find the page in memory instead of reading it under
+   * the mutex while every other write's metadata steps wait (#12: on a volume whose index
+   * does not fit the cache, that was a read per new block). A failed read is left to the
+   * real access to report.
+   */
+  indexWarm(hi: number): Promise<unknown> | null {
+    const no = this.indexPageNo(hi);
+    if (this.cache.peek(no) || this.cache.isLoading(no)) return null;
+    return this.cache.get(no, PageType.Index).catch(() => undefined);
   }
 
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
-  indexLookup(tag: Fingerprint): number | Promise<number> {
-    const no = this.indexPageNo(tag);
+  indexLookup(hi: number, lo: number): number | Promise<number> {
+    const no = this.indexPageNo(hi);
     const page = this.cache.hit(no);
-    if (!page) return this.cache.get(no, PageType.Index).then((p) => probe(p, tag));
-    return probe(page, tag);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => probe(p, hi, lo));
+    return probe(page, hi, lo);
   }
 
   /** Insert or replace; a full page evicts the entry at the home slot (the index is advisory). */
-  indexInsert(tag: Fingerprint, loc: number): Promise<void> | undefined {
-    const no = this.indexPageNo(tag);
+  indexInsert(hi: number, lo: number, loc: number): Promise<void> | undefined {
+    const no = this.indexPageNo(hi);
     const page = this.cache.hit(no);
-    if (!page) return this.cache.get(no, PageType.Index).then((p) => this.insertInto(p, tag, loc));
-    this.insertInto(page, tag, loc);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => this.insertInto(p, hi, lo, loc));
+    this.insertInto(page, hi, lo, loc);
     return undefined;
   }
 
-  private insertInto(page: Page, tag: Fingerprint, loc: number): void {
+  private insertInto(page: Page, hi: number, lo: number, loc: number): void {
     const v = page.view;
-    const home = tag.lo % INDEX_ENTRIES;
+    const home = lo % INDEX_ENTRIES;
     let target = home;
     for (let n = 0, i = home; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
       const at = PAGE_HEADER + 16 * i;
       const empty = getU64(v, at + 8) === 0;
-      if (empty || (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo)) {
+      if (empty || (v.getUint32(at, true) === hi && v.getUint32(at + 4, true) === lo)) {
         target = i;
         break;
       }
     }
     const at = PAGE_HEADER + 16 * target;
-    v.setUint32(at, tag.hi, true);
-    v.setUint32(at + 4, tag.lo, true);
+    v.setUint32(at, hi, true);
+    v.setUint32(at + 4, lo, true);
     setU64(v, at + 8, loc);
     this.cache.markDirty(page);
   }
 }
 
-/** The location an index page holds for `tag`, or 0. */
-function probe(page: Page, tag: Fingerprint): number {
+/** The location an index page holds for the fingerprint (hi, lo), or 0. */
+function probe(page: Page, hi: number, lo: number): number {
   const v = page.view;
-  for (let n = 0, i = tag.lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
+  for (let n = 0, i = lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
     const at = PAGE_HEADER + 16 * i;
     const loc = getU64(v, at + 8);
     if (loc === 0) return 0;
-    if (v.getUint32(at, true) === tag.hi && v.getUint32(at + 4, true) === tag.lo) return loc;
+    if (v.getUint32(at, true) === hi && v.getUint32(at + 4, true) === lo) return loc;
   }
   return 0;
 }

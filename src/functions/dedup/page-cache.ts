@@ -69,6 +69,11 @@ export class PageCache {
     return this.pages.get(no);
   }
 
+  /** Whether the page is being read (a `get` would join that read). */
+  isLoading(no: number): boolean {
+    return this.loading.has(no);
+  }
+
   /** The page if it is cached, counted as a hit (the synchronous fast path of `get`). */
   hit(no: number): Page | undefined {
     const p = this.pages.get(no);

@@ -15,24 +15,34 @@
 import { packedBlocksNeeded, type Codec } from './fragments.ts';
 import type { DataStore } from './data-store.ts';
 import { sameBytes } from './data-store.ts';
-import type { Fingerprint, Metadata } from './metadata.ts';
+import type { Metadata } from './metadata.ts';
 import type { SessionStats } from './stats.ts';
-import type { Hasher } from './hash.ts';
+import type { ChunkHasher } from './hash.ts';
 import type { CompressPool } from './pool.ts';
 import { locPba, type Compression } from './format.ts';
 
-/** A planned block of a write, decided before anything is changed. */
-export type Plan =
-  | { kind: 'zero' }
-  | { kind: 'dup'; loc: number }
-  | { kind: 'sameAs'; index: number }
-  | { kind: 'new'; tag: Fingerprint | null; fragment: Uint8Array | null };
+/** What a planned block of a write is, decided before anything is changed. */
+export const ZERO = 0;
+/** A duplicate of a stored block: Plans.arg is its location. */
+export const DUP = 1;
+/** A duplicate of an earlier new block of the chunk: Plans.arg is that block's index. */
+export const SAME_AS = 2;
+/** New: stored as its fragment (Prepared.fragments) or raw (fragment null); indexed under its fingerprint when the volume deduplicates. */
+export const NEW = 3;
 
-/** What prepare() found out about one block: undefined fragment = not compressed yet. */
+/** A chunk's plan, one entry per block in two typed arrays (#12: an object per block was the largest allocation left on the write path). */
+export interface Plans {
+  kind: Uint8Array;
+  arg: Float64Array;
+}
+
+/** What prepare() found out about the blocks of a chunk: undefined fragment = not compressed yet. */
 export interface Prepared {
   blocks: Uint8Array[];
-  zero: boolean[];
-  tags: Array<Fingerprint | null>;
+  /** 1 = the block is all zeroes. */
+  zero: Uint8Array;
+  /** Fingerprints, two u32 per block (digests[2i] = hi, digests[2i+1] = lo); null when the volume does not deduplicate. */
+  digests: Uint32Array | null;
   fragments: Array<Uint8Array | null | undefined>;
   /** Candidate blocks of likely duplicates read ahead (DataStore.prefetch), by block number; null bytes: the read failed. */
   prefetched: Map<number, Uint8Array | null> | null;
@@ -40,65 +50,124 @@ export interface Prepared {
   gen: number;
 }
 
-const ZERO_PLAN: Plan = Object.freeze({ kind: 'zero' });
 
-/** A number key for a fingerprint (53 of its 64 bits): a hint only, every match is byte-compared or re-checked. */
-const keyOf = (tag: Fingerprint): number => (tag.hi >>> 0) * 2097152 + (tag.lo >>> 11);
+/** Blocks per chunk the in-chunk duplicate scan is sized for (writer chunks are at most data-store's MAX_CHUNK = 64). */
+const SCAN_LIMIT = 256;
 
-export const isZero = (b: Uint8Array): boolean => {
-  const w = new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2); // callers pass 4 KiB-aligned views
-  for (let i = 0; i < w.length; i++) if (w[i] !== 0) return false;
-  return true;
-};
+/** Index j < i of an earlier non-zero block of the chunk with the same fingerprint, or -1 (a scan: chunks are small, and it allocates nothing). */
+function earlierSame(d: Uint32Array, zero: Uint8Array, i: number): number {
+  const hi = d[2 * i]!;
+  const lo = d[2 * i + 1]!;
+  for (let j = 0; j < i; j++) if (d[2 * j] === hi && d[2 * j + 1] === lo && zero[j] === 0) return j;
+  return -1;
+}
+
+/**
+ * Per-chunk flag and digest arrays are cut from shared slabs (as fragments are, fragments.ts):
+ * a typed array of more than 64 bytes gets its own ArrayBuffer, an allocation with
+ * external-memory accounting that drives V8's mark-compacts; a view of a slab is a small
+ * heap object. A slab is freed by the GC once no chunk's view of it is left.
+ */
+const SLAB = 64 << 10;
+
+function planDup(plans: Plans, i: number, loc: number): undefined {
+  plans.kind[i] = DUP;
+  plans.arg[i] = loc;
+  return undefined;
+}
 
 export class Planner {
+  /** Per block of the chunk being prepared: 1 = likely new, compress it (used only inside prepare's synchronous part). */
+  private likelyNew = new Uint8Array(64);
+  private slab = new ArrayBuffer(0);
+  private slabAt = 0;
+
+  private cut(bytes: number): number {
+    if (this.slabAt + bytes > this.slab.byteLength) {
+      this.slab = new ArrayBuffer(Math.max(SLAB, bytes));
+      this.slabAt = 0;
+    }
+    const at = this.slabAt;
+    this.slabAt += (bytes + 7) & ~7;
+    return at;
+  }
+
+  /** n zeroed flags (a slab is zero-filled when made and never reused). */
+  private zeroFlags(n: number): Uint8Array {
+    const at = this.cut(n);
+    return new Uint8Array(this.slab, at, n);
+  }
+
+  private digestArray(n: number): Uint32Array {
+    const at = this.cut(8 * n);
+    return new Uint32Array(this.slab, at, 2 * n);
+  }
+
+  private plansFor(n: number): Plans {
+    const at = this.cut(8 * n); // 8-byte aligned: the Float64Array first
+    const arg = new Float64Array(this.slab, at, n);
+    return { arg, kind: this.zeroFlags(n) };
+  }
+
   constructor(
     private readonly meta: Metadata,
     private readonly store: DataStore,
     private readonly codec: Codec | null,
     private readonly compression: Compression,
     private readonly dedup: boolean,
-    private readonly hasher: Hasher,
+    private readonly hasher: ChunkHasher,
     private readonly pool: CompressPool,
     private readonly session: SessionStats,
   ) {}
 
   /**
    * Step 1: zero test, fingerprints and compression of likely-new blocks; changes nothing.
-   * Synchronous (no Promise) when the codec compresses inline (native LZ4) or there is none.
+   * `data` is whole 4 KiB blocks (4-byte aligned) and `blocks` its 4 KiB views. Three
+   * passes over the chunk, each timed on its own (SessionStats: hash, probe, compress):
+   *   fingerprint  zero test + xxh64 of every block, one native call (hash.ts)
+   *   probe        a repeat of an earlier block of the chunk, or a fingerprint the index
+   *                holds in a cached page, is a likely duplicate (its candidate is read
+   *                ahead if not in memory); the rest are likely new. An index page not in
+   *                memory is read now (prepare resolves once it is in), not under the mutex
+   *   compress     the likely-new blocks: inline (native LZ4) or in the pool
+   * Synchronous (no Promise) when the codec compresses inline (native LZ4) or there is none
+   * and no candidate must be read.
    */
-  prepare(blocks: Uint8Array[]): Prepared | Promise<Prepared> {
+  prepare(data: Uint8Array, blocks: Uint8Array[]): Prepared | Promise<Prepared> {
     const n = blocks.length;
-    const zero: boolean[] = new Array(n);
-    const tags: Array<Fingerprint | null> = new Array(n).fill(null);
+    const session = this.session;
+    const zero = this.zeroFlags(n);
+    const digests = this.dedup ? this.digestArray(n) : null;
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
-    const prepared: Prepared = { blocks, zero, tags, fragments, prefetched: null, gen: this.meta.reuseGen };
+    const prepared: Prepared = { blocks, zero, digests, fragments, prefetched: null, gen: this.meta.reuseGen };
+
+    // ---- fingerprint: zero test and hashes, the whole chunk at once
+    const t0 = performance.now();
+    const nonzero = this.hasher(data, digests, zero);
+    const t1 = performance.now();
+    session.hashMicros += (t1 - t0) * 1000; // the zero test of every block, and the hashes
+    if (digests) session.hashedBlocks += nonzero;
+    if (nonzero === 0) return prepared;
+
+    // ---- probe: likely duplicates (in the chunk, in a cached index page) and their candidates
+    if (this.likelyNew.length < n) this.likelyNew = new Uint8Array(Math.max(n, 2 * this.likelyNew.length));
+    const likelyNew = this.likelyNew;
     let reads: Array<Promise<unknown>> | null = null;
     let readsByBlock: Map<number, Promise<Uint8Array | null>> | null = null;
-    const codec = this.codec;
-    const inline = codec !== null && codec.inline;
-    let compress: number[] | null = null; // for the pool: blocks likely new
-    let compressed = 0;
-    let compressMicros = 0;
-    const seen = this.dedup && n > 1 ? new Set<number>() : null;
-    const t0 = performance.now();
-    let hashed = 0;
+    let toCompress = 0;
     for (let i = 0; i < n; i++) {
-      zero[i] = isZero(blocks[i]!);
+      likelyNew[i] = 0;
       if (zero[i]) continue;
-      if (this.dedup) {
-        const tag = this.hasher(blocks[i]!);
-        tags[i] = tag;
-        hashed++;
-        if (seen) {
-          const key = keyOf(tag);
-          if (seen.has(key)) continue; // a likely duplicate
-          seen.add(key);
-        }
-        if (this.meta.indexHas(tag)) {
+      if (digests) {
+        if (n <= SCAN_LIMIT && earlierSame(digests, zero, i) >= 0) continue; // a likely duplicate of an earlier block
+        const hi = digests[2 * i]!;
+        const lo = digests[2 * i + 1]!;
+        const warming = this.meta.indexWarm(hi); // its index page, read now rather than under the mutex
+        if (warming) (reads ??= []).push(warming);
+        else if (this.meta.indexHas(hi, lo)) {
           // A likely duplicate: read its candidate now if it is not in memory, so the verify
           // under the metadata mutex needs no read.
-          const loc = this.meta.indexLookup(tag);
+          const loc = this.meta.indexLookup(hi, lo);
           if (typeof loc === 'number' && loc !== 0) {
             readsByBlock ??= new Map();
             const pba = locPba(loc);
@@ -112,22 +181,28 @@ export class Planner {
           continue;
         }
       }
-      if (!codec) continue;
-      if (inline) {
+      likelyNew[i] = 1;
+      toCompress++;
+    }
+    const t2 = performance.now();
+    if (digests) {
+      session.probeMicros += (t2 - t1) * 1000;
+      session.probedBlocks += nonzero;
+    }
+
+    // ---- compress: the likely-new blocks
+    const codec = this.codec;
+    let compress: number[] | null = null; // for the pool
+    if (codec && toCompress > 0) {
+      if (codec.inline) {
         // Native LZ4 costs ~1.5 us per block, a worker hop 35-100 us per message: inline is cheaper.
-        const t1 = performance.now();
-        fragments[i] = codec.compress(blocks[i]!);
-        compressMicros += performance.now() - t1;
-        compressed++;
-      } else (compress ??= []).push(i);
-    }
-    if (hashed > 0) {
-      this.session.hashMicros += (performance.now() - t0 - compressMicros) * 1000;
-      this.session.hashedBlocks += hashed;
-    }
-    if (compressed > 0) {
-      this.session.compressMicros += compressMicros * 1000;
-      this.session.compressedAttempts += compressed;
+        for (let i = 0; i < n; i++) if (likelyNew[i]) fragments[i] = codec.compress(blocks[i]!);
+        session.compressMicros += (performance.now() - t2) * 1000;
+        session.compressedAttempts += toCompress;
+      } else {
+        compress = [];
+        for (let i = 0; i < n; i++) if (likelyNew[i]) compress.push(i);
+      }
     }
     if (!compress) return reads ? Promise.all(reads).then(() => prepared) : prepared;
     const list = compress;
@@ -157,68 +232,67 @@ export class Planner {
    * Step 2: classify every block (zero, duplicate, new) without changing anything.
    * Synchronous (no Promise) while the index pages and candidates it needs are in memory;
    * at the first lookup that must wait, it goes on asynchronously from that block.
+   * The synchronous part is timed (SessionStats.planMicros).
    */
-  plan(p: Prepared): Plan[] | Promise<Plan[]> {
+  plan(p: Prepared): Plans | Promise<Plans> {
+    const t0 = performance.now();
     if (p.prefetched) {
       // Read before the mutex; still these blocks' bytes if no freed block became reusable since.
       if (p.gen === this.meta.reuseGen) for (const [pba, block] of p.prefetched) if (block) this.store.adopt(pba, block);
       p.prefetched = null; // once (a retry after a commit plans again)
     }
-    const plans: Plan[] = new Array(p.blocks.length);
-    const seen = new Map<number, number>(); // duplicates inside this chunk
-    for (let i = 0; i < p.blocks.length; i++) {
-      const w = this.planBlock(p, i, plans, seen);
-      if (w) return this.planRest(p, i, plans, seen, w);
-    }
-    return plans;
+    const plans = this.plansFor(p.blocks.length);
+    let i = 0;
+    let pending: Promise<void> | undefined;
+    for (; i < p.blocks.length && !pending; i++) pending = this.planBlock(p, i, plans);
+    this.session.planMicros += (performance.now() - t0) * 1000;
+    this.session.plannedBlocks += i;
+    return pending ? this.planRest(p, i - 1, plans, pending) : plans;
   }
 
-  private async planRest(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>, pending: Promise<void>): Promise<Plan[]> {
+  private async planRest(p: Prepared, i: number, plans: Plans, pending: Promise<void>): Promise<Plans> {
     await pending;
     for (i++; i < p.blocks.length; i++) {
-      const w = this.planBlock(p, i, plans, seen);
+      const w = this.planBlock(p, i, plans);
       if (w) await w;
     }
     return plans;
   }
 
   /** Plan block i into plans[i]; a Promise only when an index page or a candidate must be read. */
-  private planBlock(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>): Promise<void> | undefined {
+  private planBlock(p: Prepared, i: number, plans: Plans): Promise<void> | undefined {
     if (p.zero[i]) {
-      plans[i] = ZERO_PLAN;
+      plans.kind[i] = ZERO;
       return undefined;
     }
-    const tag = p.tags[i]!;
-    if (!tag) return this.planNew(p, i, plans, null);
+    const d = p.digests;
+    if (!d) return this.planNew(p, i, plans);
     const data = p.blocks[i]!;
-    const key = keyOf(tag);
-    const earlier = seen.get(key);
-    if (earlier !== undefined && sameBytes(p.blocks[earlier]!, data)) {
-      plans[i] = { kind: 'sameAs', index: earlier };
-      return undefined;
+    const hi = d[2 * i]!;
+    const lo = d[2 * i + 1]!;
+    // A duplicate of an earlier block of this chunk that is itself new: share its block.
+    for (let j = 0; j < i; j++) {
+      if (d[2 * j] !== hi || d[2 * j + 1] !== lo || plans.kind[j] !== NEW) continue;
+      if (sameBytes(p.blocks[j]!, data)) {
+        plans.kind[i] = SAME_AS;
+        plans.arg[i] = j;
+        return undefined;
+      }
     }
-    const candidate = this.meta.indexLookup(tag);
-    if (typeof candidate !== 'number') return candidate.then((c) => this.planCandidate(p, i, plans, seen, c));
-    return this.planCandidate(p, i, plans, seen, candidate);
+    const candidate = this.meta.indexLookup(hi, lo);
+    if (typeof candidate !== 'number') return candidate.then((c) => this.planCandidate(p, i, plans, c));
+    return this.planCandidate(p, i, plans, candidate);
   }
 
-  private planCandidate(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>, candidate: number): Promise<void> | undefined {
-    if (candidate === 0) return this.planUnseen(p, i, plans, seen);
+  private planCandidate(p: Prepared, i: number, plans: Plans, candidate: number): Promise<void> | undefined {
+    if (candidate === 0) return this.planNew(p, i, plans);
     const same = this.store.verifyCandidate(candidate, p.blocks[i]!);
-    if (typeof same !== 'boolean') return same.then((same) => (same ? void (plans[i] = { kind: 'dup', loc: candidate }) : this.planUnseen(p, i, plans, seen)));
-    if (same) {
-      plans[i] = { kind: 'dup', loc: candidate };
-      return undefined;
-    }
-    return this.planUnseen(p, i, plans, seen);
+    if (typeof same !== 'boolean') return same.then((same) => (same ? planDup(plans, i, candidate) : this.planNew(p, i, plans)));
+    if (same) return planDup(plans, i, candidate);
+    return this.planNew(p, i, plans);
   }
 
-  private planUnseen(p: Prepared, i: number, plans: Plan[], seen: Map<number, number>): undefined {
-    seen.set(keyOf(p.tags[i]!), i);
-    return this.planNew(p, i, plans, p.tags[i]!);
-  }
-
-  private planNew(p: Prepared, i: number, plans: Plan[], tag: Fingerprint | null): undefined {
+  private planNew(p: Prepared, i: number, plans: Plans): undefined {
     let fragment = p.fragments[i];
     if (fragment === undefined) {
       fragment = null;
@@ -231,24 +305,30 @@ export class Planner {
       }
       p.fragments[i] = fragment;
     }
-    plans[i] = { kind: 'new', tag, fragment };
+    plans.kind[i] = NEW;
     return undefined;
   }
 
   /** Data blocks the plans need (raw blocks and new packed blocks, given the open packer). */
-  spaceNeeded(plans: Plan[]): number {
+  spaceNeeded(plans: Plans, p: Prepared): number {
     const fragments: number[] = [];
     let raw = 0;
-    for (const p of plans) if (p.kind === 'new') p.fragment ? fragments.push(p.fragment.length) : raw++;
+    for (let i = 0; i < plans.kind.length; i++) {
+      if (plans.kind[i] !== NEW) continue;
+      const f = p.fragments[i];
+      if (f) fragments.push(f.length);
+      else raw++;
+    }
     return raw + packedBlocksNeeded(fragments, this.store.packer?.space() ?? null);
   }
 
   /** Count an applied chunk's plans in the session counters. */
-  count(plans: Plan[]): void {
-    for (const p of plans) {
-      if (p.kind === 'zero') this.session.zeroBlocksWritten++;
-      else if (p.kind === 'dup' || p.kind === 'sameAs') this.session.dedupHits++;
-      else if (p.fragment) this.session.fragmentsStored++;
+  count(plans: Plans, p: Prepared): void {
+    for (let i = 0; i < plans.kind.length; i++) {
+      const k = plans.kind[i];
+      if (k === ZERO) this.session.zeroBlocksWritten++;
+      else if (k === DUP || k === SAME_AS) this.session.dedupHits++;
+      else if (p.fragments[i]) this.session.fragmentsStored++;
       else this.session.rawBlocksStored++;
     }
   }

@@ -11,9 +11,14 @@ export class SessionStats {
   dedupHits = 0;
   rawBlocksStored = 0;
   fragmentsStored = 0;
+  /** Request-thread time (wall, us) in prepare's passes and phase 1's classification; blocks each covered. */
   hashMicros = 0;
-  compressMicros = 0;
   hashedBlocks = 0;
+  probeMicros = 0;
+  probedBlocks = 0;
+  planMicros = 0;
+  plannedBlocks = 0;
+  compressMicros = 0;
   compressedAttempts = 0;
   /** Blocks a pool worker compressed (the rest were compressed inline). */
   compressedInWorkers = 0;
@@ -52,6 +57,12 @@ export function volumeStats(src: StatsSources): Record<string, number> {
     rawBlocksStored: s.rawBlocksStored,
     fragmentsStored: s.fragmentsStored,
     hashMicrosPerBlock: s.hashedBlocks === 0 ? 0 : s.hashMicros / s.hashedBlocks,
+    probeMicrosPerBlock: s.probedBlocks === 0 ? 0 : s.probeMicros / s.probedBlocks,
+    planMicrosPerBlock: s.plannedBlocks === 0 ? 0 : s.planMicros / s.plannedBlocks,
+    hashMicros: s.hashMicros,
+    probeMicros: s.probeMicros,
+    planMicros: s.planMicros,
+    compressMicros: s.compressMicros,
     compressMicrosPerBlock: s.compressedAttempts === 0 ? 0 : s.compressMicros / s.compressedAttempts,
     compressedBlocks: s.compressedAttempts,
     compressedInWorkers: s.compressedInWorkers,

@@ -41,7 +41,7 @@ import { Writer } from './writer.ts';
 import { checkVolume, type CheckResult } from './check.ts';
 import { SessionStats, volumeStats } from './stats.ts';
 import { isUnsafe } from './lock.ts';
-import { hasherFor } from './hash.ts';
+import { chunkHasherFor } from './hash.ts';
 import { defaultWorkers, poolOf } from './pool.ts';
 
 export type { CheckResult } from './check.ts';
@@ -111,7 +111,7 @@ export class DedupVolume extends BlockDeviceBase {
     this.meta = new Metadata(layout, cache, counters, codec, dataBlocks);
     this.store = new DataStore(backing, this.meta, codec, dataBlocks, layout.dedup, log);
     const pool = poolOf(layout.compression === 'none' ? 0 : workers);
-    const planner = new Planner(this.meta, this.store, codec, layout.compression, layout.dedup, hasherFor(layout.fingerprint), pool, this.session);
+    const planner = new Planner(this.meta, this.store, codec, layout.compression, layout.dedup, chunkHasherFor(layout.fingerprint), pool, this.session);
     const dirtyLimit = Math.min(Math.floor(layout.journalBlocks / 4) - 1, Math.floor(cache.capacity / 2), MAX_TX_PAGES);
     // Worst case per chunk: two map pages, a refcount page per new and per old block, the packers'
     // (2n + 4), so that a chunk always fits in one transaction. The writer admits a chunk by a

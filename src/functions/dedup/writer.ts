@@ -28,7 +28,7 @@ import { Journal, type Counters } from './journal.ts';
 import type { PageCache } from './page-cache.ts';
 import type { DataStore, RawClaim } from './data-store.ts';
 import type { Metadata } from './metadata.ts';
-import type { Plan, Planner, Prepared } from './planner.ts';
+import { DUP, NEW, SAME_AS, type Plans, type Planner, type Prepared } from './planner.ts';
 import { ApplyGate, Mutex, RangeLock, unsafe, unsafeError } from './lock.ts';
 import { volumeBroken } from './errors.ts';
 
@@ -82,7 +82,7 @@ export class Writer {
   writeRange(buf: Uint8Array, offset: number): Promise<void> {
     // The common case, whole blocks in one chunk, adds no async frame of its own.
     if (buf.byteLength > 0 && offset % BLOCK === 0 && buf.byteLength % BLOCK === 0 && buf.byteOffset % 4 === 0 && buf.byteLength <= this.chunkBlocks * BLOCK) {
-      const prepared = this.planner.prepare(blocksOf(buf));
+      const prepared = this.planner.prepare(buf, blocksOf(buf));
       return isPrepared(prepared) ? this.writeChunk(prepared, offset / BLOCK) : prepared.then((p) => this.writeChunk(p, offset / BLOCK));
     }
     return this.writeRangeAny(buf, offset);
@@ -104,7 +104,7 @@ export class Writer {
     // large write keeps several backing writes in flight.
     const chunks = Math.ceil((endBlock - first) / this.chunkBlocks);
     if (chunks === 1) {
-      let prepared = this.planner.prepare(blocksOf(data));
+      let prepared = this.planner.prepare(data, blocksOf(data));
       if (!isPrepared(prepared)) prepared = await prepared;
       return this.writeChunk(prepared, first);
     }
@@ -115,7 +115,7 @@ export class Writer {
         const lbn = first + nextChunk++ * this.chunkBlocks;
         const view = data.subarray((lbn - first) * BLOCK, (Math.min(endBlock, lbn + this.chunkBlocks) - first) * BLOCK);
         try {
-          let prepared = this.planner.prepare(blocksOf(view));
+          let prepared = this.planner.prepare(view, blocksOf(view));
           if (!isPrepared(prepared)) prepared = await prepared;
           await this.writeChunk(prepared, lbn);
         } catch (err) {
@@ -146,7 +146,7 @@ export class Writer {
       if (entering) await entering;
       let outcome: Outcome = 'done';
       let reserved = 0;
-      let plans: Plan[] | null = null;
+      let plans: Plans | null = null;
       let locs: number[] | null = null;
       let claim: RawClaim | null = null;
       let waitFor: Promise<void>[] | null = null;
@@ -159,9 +159,12 @@ export class Writer {
           if (!this.fits(this.worstPages(firstLbn, count))) outcome = 'pages';
           else {
             let planned = this.planner.plan(prepared);
-            if (!Array.isArray(planned)) planned = await planned;
+            if (planned instanceof Promise) planned = await planned;
             plans = planned;
-            const need = this.planner.spaceNeeded(plans);
+            const kind = plans.kind;
+            const arg = plans.arg;
+            const fragments = prepared.fragments;
+            const need = this.planner.spaceNeeded(plans, prepared);
             if (need > meta.freeBlocks()) {
               if (!retried && meta.pendingFree.size > 0) outcome = 'space';
               else throw noSpace(`dedup volume is full: the write needs ${need} data block(s), ${meta.freeBlocks()} free`);
@@ -174,8 +177,7 @@ export class Writer {
                 locs = new Array<number>(count).fill(0);
                 let raw: Array<{ pba: number; data: Uint8Array }> | null = null;
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind === 'new' && !p.fragment) {
+                  if (kind[i] === NEW && !fragments[i]) {
                     let pba = meta.allocate(1, 1);
                     if (typeof pba !== 'number') pba = await pba;
                     locs[i] = encodeLoc(LocKind.Raw, pba);
@@ -184,37 +186,37 @@ export class Writer {
                 }
                 if (raw) claim = store.claimRaw(raw); // visible to concurrent writes before the mutex is released
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'dup') continue;
-                  locs[i] = p.loc;
-                  const w = meta.incRef(locPba(p.loc));
+                  if (kind[i] !== DUP) continue;
+                  const loc = arg[i]!;
+                  locs[i] = loc;
+                  const w = meta.incRef(locPba(loc));
                   if (w) await w;
-                  const f = store.inflight.get(locPba(p.loc));
+                  const f = store.inflight.get(locPba(loc));
                   if (f) (waitFor ??= []).push(f.done);
                 }
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'new') continue;
-                  if (p.fragment) {
-                    let loc = store.pack(p.fragment);
+                  if (kind[i] !== NEW) continue;
+                  const fragment = fragments[i];
+                  if (fragment) {
+                    let loc = store.pack(fragment);
                     if (typeof loc !== 'number') loc = await loc;
                     locs[i] = loc; // the fragment is readable at once (packer, sealing)
                   }
                   // Raw blocks go in the index now, before their data lands, so concurrent writes
                   // of the same bytes share them (verified against DataStore.inflight).
-                  if (p.tag) {
-                    const w = meta.indexInsert(p.tag, locs[i]!);
+                  const d = prepared.digests;
+                  if (d) {
+                    const w = meta.indexInsert(d[2 * i]!, d[2 * i + 1]!, locs[i]!);
                     if (w) await w;
                   }
                 }
                 for (let i = 0; i < count; i++) {
-                  const p = plans[i]!;
-                  if (p.kind !== 'sameAs') continue;
-                  locs[i] = locs[p.index]!;
+                  if (kind[i] !== SAME_AS) continue;
+                  locs[i] = locs[arg[i]!]!;
                   const w = meta.incRef(locPba(locs[i]!));
                   if (w) await w;
                 }
-                store.writeSeals(); // the packed blocks this chunk filled, together
+                // The packed blocks this chunk sealed are written with its raw blocks (writeData, below).
                 const rest = this.phase2Pages(firstLbn, count);
                 reserved = typeof rest === 'number' ? rest : await rest;
                 this.reservedPages += reserved;
@@ -229,7 +231,7 @@ export class Writer {
         if (outcome === 'done') {
           // ---- data: our raw blocks, and any block we share whose write (another request's) is still in flight
           try {
-            const writing = claim ? store.writeRaw(claim) : null;
+            const writing = store.writeData(claim); // raw blocks and sealed packed blocks, runs merged
             if (waitFor) await Promise.all(writing ? [writing, ...waitFor] : waitFor);
             else if (writing) await writing;
           } catch (err) {
@@ -264,7 +266,7 @@ export class Writer {
           } finally {
             this.mutex.unlock();
           }
-          this.planner.count(plans!);
+          this.planner.count(plans!, prepared);
         }
       } finally {
         this.reservedPages -= reserved;
