@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
 #include <sched.h>
@@ -437,11 +438,23 @@ static inline void cpu_relax(void) {
  * the eventfd and the event loop's pass alike. The completion is posted by
  * the kernel's task work, which interrupts this spinning thread. The eventfd
  * stays quiet meanwhile; the caller reaps.
+ * An optional 4th argument, a Float64Array of at least 2 (tracing only),
+ * receives CLOCK_MONOTONIC ns of the spin's start and of the moment it saw
+ * the completion (NaN when it did not).
  */
 static napi_value ring_hold(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double *times = NULL;
+  if (argc > 3) {
+    uint8_t *tdata;
+    size_t tlen;
+    if (storvisor_typed_bytes(env, argv[3], &tdata, &tlen) && tlen >= 2 * sizeof(double)) {
+      times = (double *)tdata;
+      times[0] = times[1] = NAN;
+    }
+  }
   ring_t *r = ring_arg(env, argv[0]);
   if (!r) return NULL;
   uint32_t min_complete = 1;
@@ -473,10 +486,12 @@ static napi_value ring_hold(napi_env env, napi_callback_info info) {
       if (quiet) atomic_fetch_or_explicit(r->cq_flags, IORING_CQ_EVENTFD_DISABLED, memory_order_seq_cst);
     }
     uint64_t start = now_ns(), deadline = start + (uint64_t)timeout_ns, next_check = start + HOLD_LOOP_CHECK_NS;
+    if (times) times[0] = (double)start;
     for (;;) {
       unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
       unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
       if (tail - head >= min_complete || (atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_CQ_OVERFLOW)) {
+        if (times) times[1] = (double)now_ns();
         ret = 0;
         break;
       }

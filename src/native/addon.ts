@@ -22,8 +22,9 @@ export interface NativeAddon {
   /**
    * Submit, then busy-poll the completion ring until `minComplete` completions are
    * ready (0), `timeoutNs` passed (1), or the event loop has I/O waiting (2); -errno when the submission failed.
+   * `times` (tracing): CLOCK_MONOTONIC ns of the spin's start and of the completion seen (NaN: not seen).
    */
-  hold(ring: Ring, minComplete: number, timeoutNs: number): number;
+  hold(ring: Ring, minComplete: number, timeoutNs: number, times?: Float64Array): number;
   /** Completions into out as (tag, result) pairs; how many. */
   reap(ring: Ring, out: Int32Array): number;
   ready(ring: Ring): number;

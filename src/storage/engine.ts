@@ -2,6 +2,7 @@ import { invalidArgument, notSupported } from '../util/errors.ts';
 import { read, write, fdatasync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { native, nativeUnavailable, type NativeAddon, type Ring } from '../native/addon.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 
 /**
  * The backend I/O engine: submits reads, writes and syncs on file descriptors
@@ -110,6 +111,7 @@ class Slots {
     const tag = this.tags[slot]!;
     this.targets[slot] = null;
     this.free[this.top++] = slot;
+    if (tracing) trace.mark(S.complete);
     target.ioDone(tag, result);
   }
 }
@@ -314,7 +316,13 @@ export class UringEngine implements IoEngine {
       this.slowSkip[op]!--;
       return;
     }
-    const why = this.n.hold(this.ring, 1, this.holdUs * 1000);
+    let why: number;
+    if (tracing) {
+      trace.mark(S.hold);
+      why = this.n.hold(this.ring, 1, this.holdUs * 1000, HOLD_TIMES);
+      if (!Number.isNaN(HOLD_TIMES[1]!)) trace.markAt(S.cqe, HOLD_TIMES[1]! / 1e6);
+      trace.mark(S.held);
+    } else why = this.n.hold(this.ring, 1, this.holdUs * 1000);
     // Other work is waiting on the loop: clients overlap, so let them overlap on the disk for a while.
     if (why === HOLD_LOOP_BUSY) this.holdSkip = CONTENDED_SKIP;
     this.reapAll(true);
@@ -333,12 +341,15 @@ export class UringEngine implements IoEngine {
   }
 
   private submitNow(): void {
+    if (tracing) trace.mark(S.submit);
     const r = this.n.submit(this.ring);
+    if (tracing && r > 0) trace.mark(S.submitted);
     if (r > 0) this.counters.submits++;
     // EAGAIN/EBUSY: the kernel is short of resources; the SQEs stay queued and the next submit retries.
   }
 
   poll(): number {
+    if (tracing && this.n.ready(this.ring) > 0) trace.mark(S.polled);
     return this.reapAll(true);
   }
 
@@ -352,6 +363,7 @@ export class UringEngine implements IoEngine {
   }
 
   private readonly onWake = (): void => {
+    if (tracing) trace.mark(S.woken);
     this.reapAll(false);
   };
 
@@ -413,6 +425,8 @@ export class UringEngine implements IoEngine {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Tracing only: the native hold's spin start and completion-seen times (ns). */
+const HOLD_TIMES = new Float64Array(2);
 
 /** The portable engine: Node's fs on the libuv thread pool, one pre-bound callback per slot. */
 export class LibuvEngine implements IoEngine {
