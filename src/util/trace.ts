@@ -30,6 +30,8 @@ export const STAGES = [
   'cacheMiss', //     volume: a block missed; a backend read follows
   'volWrite', //      volume: a write's piece locked and copied, about to go to the backend
   'submit', //        engine: about to call io_uring_enter
+  'enter', //         native: the system call begins
+  'entered', //       native: the system call returned
   'submitted', //     engine: io_uring_enter returned
   'hold', //          engine: the lone request's hold (native spin) begins
   'cqe', //           native: the spin saw the completion in the ring
