@@ -147,6 +147,16 @@ export interface UringOptions {
    * something other than a disk (the RBD doorbells) leave it at 0.
    */
   holdUs?: number;
+  /**
+   * Completions post at this thread's next system call (or when reap, ready
+   * or a hold looks) instead of interrupting it with an IPI (COOP_TASKRUN,
+   * where the kernel has it). Default false: with raw system calls it saved
+   * 4–6 µs of a QD1 read in some runs and nothing in others, and on the
+   * loaded 2-core machine no difference showed through the controller (#8).
+   * STORVISOR_URING_COOP=1 turns it on for the data path's engine, to compare
+   * on a quiet machine.
+   */
+  cooperative?: boolean;
 }
 
 /** The data path's bound (µs): a fast disk's read or sync write, not a slow one's (STORVISOR_ENGINE_HOLD_US overrides). */
@@ -200,7 +210,7 @@ export class UringEngine implements IoEngine {
 
   constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024, options: UringOptions = {}) {
     this.holdUs = Math.max(0, options.holdUs ?? 0);
-    this.ring = n.ringCreate(entries, maxInFlight);
+    this.ring = n.ringCreate(entries, maxInFlight, options.cooperative ?? false);
     this.slots = new Slots(maxInFlight);
     this.long = new Uint8Array(maxInFlight);
     this.cqes = new Int32Array(2 * 256);
@@ -274,6 +284,14 @@ export class UringEngine implements IoEngine {
     }
     this.loneSlot = -1; // not lone any more: the loop must go on (and the poller may spin)
     this.markBusy();
+    if (inFlight === 1 && !long && this.spinning && !this.submitQueued) {
+      // The only request in flight while a poller spins (a guest at QD1): to
+      // the disk at once. Nothing issued in this callback precedes it to batch
+      // with, and the disk works while the rest of the poller's pass runs
+      // (traced: the pass's tail held a guest's read miss back ~7 µs).
+      this.submitNow();
+      return;
+    }
     if (!this.submitQueued) {
       // Everything issued by the current callback goes to the kernel in one system call.
       this.submitQueued = true;
@@ -341,9 +359,16 @@ export class UringEngine implements IoEngine {
   }
 
   private submitNow(): void {
-    if (tracing) trace.mark(S.submit);
-    const r = this.n.submit(this.ring);
-    if (tracing && r > 0) trace.mark(S.submitted);
+    let r: number;
+    if (tracing) {
+      trace.mark(S.submit);
+      r = this.n.submit(this.ring, SUBMIT_TIMES);
+      if (r > 0) {
+        trace.markAt(S.enter, SUBMIT_TIMES[0]! / 1e6);
+        trace.markAt(S.entered, SUBMIT_TIMES[1]! / 1e6);
+        trace.mark(S.submitted);
+      }
+    } else r = this.n.submit(this.ring);
     if (r > 0) this.counters.submits++;
     // EAGAIN/EBUSY: the kernel is short of resources; the SQEs stay queued and the next submit retries.
   }
@@ -427,6 +452,8 @@ export class UringEngine implements IoEngine {
 const EMPTY = new Uint8Array(0);
 /** Tracing only: the native hold's spin start and completion-seen times (ns). */
 const HOLD_TIMES = new Float64Array(2);
+/** Tracing only: the native submit's system call start and end (ns). */
+const SUBMIT_TIMES = new Float64Array(2);
 
 /** The portable engine: Node's fs on the libuv thread pool, one pre-bound callback per slot. */
 export class LibuvEngine implements IoEngine {
@@ -531,7 +558,7 @@ export function defaultEngine(): IoEngine {
   const holdUs = hold === undefined || hold === '' ? DEFAULT_HOLD_US : Number(hold);
   if (!Number.isFinite(holdUs) || holdUs < 0) throw invalidArgument(`STORVISOR_ENGINE_HOLD_US must be a number of microseconds >= 0 (got ${JSON.stringify(hold)})`);
   try {
-    engine = new UringEngine(native, 256, 1024, { holdUs });
+    engine = new UringEngine(native, 256, 1024, { holdUs, cooperative: process.env.STORVISOR_URING_COOP === '1' });
     engineNote = holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine';
   } catch (err) {
     if (want === 'io_uring') throw err;
