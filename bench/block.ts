@@ -232,9 +232,9 @@ export async function blockBench(resultsDir: string): Promise<void> {
     ];
     // A 64 MiB region in 2 MiB pages, plus its queue: 34 pages (one guest at a time).
     const restoreHugePages = reserveHugePages(40);
-    // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings) narrow a run while tuning.
+    // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings, or =name for exactly that one) narrow a run while tuning.
     const pick = <T extends { name: string }>(all: T[], env: string | undefined) =>
-      env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
+      env ? all.filter((x) => env.split(',').some((p) => (p.startsWith('=') ? x.name === p.slice(1) : x.name.includes(p)))) : all;
     targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
     const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
     const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number; clientUs: number; totalUs: number; coreShare: number }>>();

@@ -21,6 +21,7 @@ import { hasLentRead, type Lease, type LentReadDevice } from './lent-read.ts';
 import { LentReply, WriteReply, type LentReplyOwner, type WriteReplyOwner } from './lent-reply.ts';
 import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
 import { tracing, trace, S } from '../util/trace.ts';
+import { loopAwake } from './awake.ts';
 
 /** Tracing: the reply left with the uncork (a tick queued after the connection's uncork). */
 const markWritten = (): void => trace.mark(S.written);
@@ -189,6 +190,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
       if (tracing) traceReply();
+      if (loopAwake !== null) loopAwake.touch();
       if (reply instanceof PooledReply) this.conn.send(reply.bytes, reply.release);
       else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
@@ -261,6 +263,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     }
     this.writeOps.push(op);
     if (tracing) traceReply();
+    if (loopAwake !== null) loopAwake.touch();
     this.conn.send(reply);
     this.conn.end(op.length);
   }
@@ -273,6 +276,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     stats.bytesRead += len;
     const structured = this.limits!.structuredReplies;
     if (tracing) traceReply();
+    if (loopAwake !== null) loopAwake.touch();
     if (this.lentHeld + len <= MAX_LENT_BYTES && this.conn.sendable) {
       this.lentHeld += len;
       op.lease = lease;
