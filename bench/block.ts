@@ -98,6 +98,14 @@ function deployed(
   };
 }
 
+/** Busy and total jiffies of the whole machine (/proc/stat's cpu line): who else used the cores. */
+function machineJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = f[3]! + (f[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
+}
+
 /** CPU seconds of each thread of this process (user + system, from /proc/self/task/TID/stat). */
 function threadCpu(): Map<number, number> {
   const out = new Map<number, number>();
@@ -237,7 +245,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
       env ? all.filter((x) => env.split(',').some((p) => (p.startsWith('=') ? x.name === p.slice(1) : x.name.includes(p)))) : all;
     targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
     const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
-    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number; clientUs: number; totalUs: number; coreShare: number }>>();
+    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number; clientUs: number; totalUs: number; coreShare: number; machineShare: number }>>();
     /** fio's CPU for a run that is all fixed cost (one request), per engine: taken off each run's, leaving the client's CPU per request. */
     const fixedFio = new Map<string, number>();
     const traceLines: string[] = [];
@@ -265,6 +273,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
           if (traced) resetTraces();
           const meter = cpuMeter(childPids);
           const sides = sideMeter(guestTids);
+          const machine0 = machineJiffies();
           const poller0 = { ...controller.poller.counters };
           const fio = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
           // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
@@ -274,11 +283,13 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const pc = controller.poller.counters;
           const idlePasses = (pc.idlePasses - poller0.idlePasses) / Math.max(1, fio.ios);
           const sleepsPerK = ((pc.sleeps - poller0.sleeps) * 1000) / Math.max(1, fio.ios);
+          const machine1 = machineJiffies();
+          const machineShare = (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total);
           const serverUs = perReq(meter());
           // The client's CPU (fio and libnbd) per request; the server's (this process and its children) beside it.
           const clientUs = (Math.max(0, fio.fioCpuSec - fixedFio.get(engineKey)!) * 1e6) / Math.max(1, fio.ios);
           const totalUs = clientUs + (raw ? 0 : serverUs);
-          const res = { ...fio, cpuMsPerK: serverUs, ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other), idlePasses, sleepsPerK, clientUs, totalUs, coreShare: (fio.iops * totalUs) / 1e6 / CORES };
+          const res = { ...fio, cpuMsPerK: serverUs, ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other), idlePasses, sleepsPerK, clientUs, totalUs, coreShare: (fio.iops * totalUs) / 1e6 / CORES, machineShare };
           if (traced && r === 0) traceLines.push(...traceReport(`${target.name}, ${w.name}`, await collectTraces(), fio.p50Us));
           const key = `${target.name}|${w.name}`;
           samples.set(key, [...(samples.get(key) ?? []), res]);
@@ -297,11 +308,11 @@ export async function blockBench(resultsDir: string): Promise<void> {
       workloads: Object.fromEntries(
         workloads.map((w) => {
           const s = samples.get(`${t.name}|${w.name}`) ?? [];
-          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), idlePasses: median(s.map((x) => x.idlePasses)), sleepsPerK: median(s.map((x) => x.sleepsPerK)), clientUs: median(s.map((x) => x.clientUs)), totalUs: median(s.map((x) => x.totalUs)), coreShare: median(s.map((x) => x.coreShare)), runs: s.map((x) => Math.round(x.iops)) }];
+          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), idlePasses: median(s.map((x) => x.idlePasses)), sleepsPerK: median(s.map((x) => x.sleepsPerK)), clientUs: median(s.map((x) => x.clientUs)), totalUs: median(s.map((x) => x.totalUs)), coreShare: median(s.map((x) => x.coreShare)), machineShare: median(s.map((x) => x.machineShare)), runs: s.map((x) => Math.round(x.iops)) }];
         }),
       ),
     }));
-    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, idlePasses: NaN, sleepsPerK: NaN, clientUs: NaN, totalUs: NaN, coreShare: NaN, runs: [] as number[] };
+    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, idlePasses: NaN, sleepsPerK: NaN, clientUs: NaN, totalUs: NaN, coreShare: NaN, machineShare: NaN, runs: [] as number[] };
     const at = (d: string, w: string) => rows.find((r) => r.deployment === d)?.workloads[w] ?? missing;
     const lines: string[] = [];
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
@@ -309,14 +320,15 @@ export async function blockBench(resultsDir: string): Promise<void> {
       lines.push(`\n## ${w.name}\n`);
       // CPU µs per request by side (= ms per 1k): the controller's thread, the guest (its thread or process), the rest (GC helpers, pool).
       // total = fio (client) + this process + its children, per request; IOPS × total as a share of the cores: near 1.0, CPU-bound.
-      lines.push(`| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | fio µs/req | total CPU µs/req | IOPS × total / ${CORES} cores | poller empty passes / req | poller sleeps / 1k req | runs |`);
-      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+      // The machine's busy share beside it: well above ours, someone else had the cores (a shared machine).
+      lines.push(`| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | fio µs/req | total CPU µs/req | IOPS × total / ${CORES} cores | machine busy share | poller empty passes / req | poller sleeps / 1k req | runs |`);
+      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
       const base = at('integrated', w.name).iops;
       for (const r of rows) {
         const x = r.workloads[w.name]!;
         const us = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
         const share = Number.isFinite(x.coreShare) ? x.coreShare.toFixed(2) : '—';
-        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${us(x.clientUs)} | ${us(x.totalUs)} | ${share} | ${us(x.idlePasses)} | ${us(x.sleepsPerK)} | ${x.runs.join(', ')} |`);
+        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${us(x.clientUs)} | ${us(x.totalUs)} | ${share} | ${Number.isFinite(x.machineShare) ? x.machineShare.toFixed(2) : '—'} | ${us(x.idlePasses)} | ${us(x.sleepsPerK)} | ${x.runs.join(', ')} |`);
       }
     }
     const ablated = rows.filter((r) => r.deployment.startsWith('ablation: '));
