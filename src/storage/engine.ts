@@ -558,8 +558,9 @@ export function defaultEngine(): IoEngine {
   const holdUs = hold === undefined || hold === '' ? DEFAULT_HOLD_US : Number(hold);
   if (!Number.isFinite(holdUs) || holdUs < 0) throw invalidArgument(`STORVISOR_ENGINE_HOLD_US must be a number of microseconds >= 0 (got ${JSON.stringify(hold)})`);
   try {
-    engine = new UringEngine(native, 256, 1024, { holdUs, cooperative: process.env.STORVISOR_URING_COOP === '1' });
-    engineNote = holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine';
+    const cooperative = process.env.STORVISOR_URING_COOP === '1';
+    engine = new UringEngine(native, 256, 1024, { holdUs, cooperative });
+    engineNote = (holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine') + (cooperative ? ', cooperative task running' : '');
   } catch (err) {
     if (want === 'io_uring') throw err;
     engineNote = `libuv engine: io_uring refused (${(err as Error).message})`;
