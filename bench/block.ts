@@ -9,6 +9,7 @@ import { childPids, cpuMeter, processCpuSeconds, statCpuSeconds } from './lib/cp
 import { nbdkitTarget, prefill, type Target } from './lib/targets.ts';
 import os from 'node:os';
 import { pinSelf, startAffinity, withAffinity } from '../src/native/sched.ts';
+import { tracing, collectTraces, resetTraces, summarizeRows, medianGapUs, medianCrossGapUs, S, type TraceSnapshot } from '../src/util/trace.ts';
 
 /**
  * The block-level comparison of issue #2: the nbd-export function in every
@@ -20,6 +21,12 @@ import { pinSelf, startAffinity, withAffinity } from '../src/native/sched.ts';
  * integrated in the same run.
  *
  *   npm run bench -- block            (BENCH_SECONDS=4 BENCH_REPEATS=3 by default)
+ *
+ * Per row, the CPU of every side per request (fio's, the controller's, the
+ * guest's) and IOPS × that as a share of the machine's cores: a row near 1.0
+ * is bounded by the CPU, not by the disk or a wait (issue #8).
+ * With STORVISOR_TRACE=1 each QD1 row also gets its per-stage trace (medians
+ * of every request's steps, per thread: see src/util/trace.ts).
  */
 const MiB = 2 ** 20;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -27,6 +34,7 @@ const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const DATA = Number(process.env.BENCH_DATA_MIB ?? 1024) * MiB; // the cache-miss working set
 const CACHE = 32 * MiB;
 const HOT = 8 * MiB; // the cache-hit working set
+const CORES = os.cpus().length;
 
 interface Workload {
   name: string;
@@ -88,6 +96,14 @@ function deployed(
       around.after?.();
     },
   };
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat's cpu line): who else used the cores. */
+function machineJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = f[3]! + (f[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
 }
 
 /** CPU seconds of each thread of this process (user + system, from /proc/self/task/TID/stat). */
@@ -224,12 +240,15 @@ export async function blockBench(resultsDir: string): Promise<void> {
     ];
     // A 64 MiB region in 2 MiB pages, plus its queue: 34 pages (one guest at a time).
     const restoreHugePages = reserveHugePages(40);
-    // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings) narrow a run while tuning.
+    // BENCH_TARGETS / BENCH_WORKLOADS (comma-separated substrings, or =name for exactly that one) narrow a run while tuning.
     const pick = <T extends { name: string }>(all: T[], env: string | undefined) =>
-      env ? all.filter((x) => env.split(',').some((p) => x.name.includes(p))) : all;
+      env ? all.filter((x) => env.split(',').some((p) => (p.startsWith('=') ? x.name === p.slice(1) : x.name.includes(p)))) : all;
     targets.splice(0, targets.length, ...pick(targets, process.env.BENCH_TARGETS));
     const workloads = pick(WORKLOADS, process.env.BENCH_WORKLOADS);
-    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number }>>();
+    const samples = new Map<string, Array<FioResult & { cpuMsPerK: number; ctlUs: number; guestUs: number; otherUs: number; idlePasses: number; sleepsPerK: number; clientUs: number; totalUs: number; coreShare: number; machineShare: number }>>();
+    /** fio's CPU for a run that is all fixed cost (one request), per engine: taken off each run's, leaving the client's CPU per request. */
+    const fixedFio = new Map<string, number>();
+    const traceLines: string[] = [];
     const total = REPEATS * targets.length * workloads.length;
     let done = 0;
     const t0 = Date.now();
@@ -245,8 +264,16 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach];
           // fio is spawned on every CPU this process started with, not on a pinned poller's core.
           if (w.warm) await withAffinity(undefined, () => runFio([...common, '--rw=read', '--iodepth=16']));
+          const engineKey = raw ? `${engine[0]}${sync.join('')}` : 'nbd';
+          if (!fixedFio.has(engineKey)) {
+            const one = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--io_size=4k']));
+            fixedFio.set(engineKey, one.fioCpuSec);
+          }
+          const traced = tracing && w.qd === 1;
+          if (traced) resetTraces();
           const meter = cpuMeter(childPids);
           const sides = sideMeter(guestTids);
+          const machine0 = machineJiffies();
           const poller0 = { ...controller.poller.counters };
           const fio = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
           // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
@@ -256,7 +283,14 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const pc = controller.poller.counters;
           const idlePasses = (pc.idlePasses - poller0.idlePasses) / Math.max(1, fio.ios);
           const sleepsPerK = ((pc.sleeps - poller0.sleeps) * 1000) / Math.max(1, fio.ios);
-          const res = { ...fio, cpuMsPerK: perReq(meter()), ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other), idlePasses, sleepsPerK };
+          const machine1 = machineJiffies();
+          const machineShare = (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total);
+          const serverUs = perReq(meter());
+          // The client's CPU (fio and libnbd) per request; the server's (this process and its children) beside it.
+          const clientUs = (Math.max(0, fio.fioCpuSec - fixedFio.get(engineKey)!) * 1e6) / Math.max(1, fio.ios);
+          const totalUs = clientUs + (raw ? 0 : serverUs);
+          const res = { ...fio, cpuMsPerK: serverUs, ctlUs: perReq(side.controller), guestUs: perReq(side.guest), otherUs: perReq(side.other), idlePasses, sleepsPerK, clientUs, totalUs, coreShare: (fio.iops * totalUs) / 1e6 / CORES, machineShare };
+          if (traced && r === 0) traceLines.push(...traceReport(`${target.name}, ${w.name}`, await collectTraces(), fio.p50Us));
           const key = `${target.name}|${w.name}`;
           samples.set(key, [...(samples.get(key) ?? []), res]);
           done++;
@@ -274,24 +308,27 @@ export async function blockBench(resultsDir: string): Promise<void> {
       workloads: Object.fromEntries(
         workloads.map((w) => {
           const s = samples.get(`${t.name}|${w.name}`) ?? [];
-          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), idlePasses: median(s.map((x) => x.idlePasses)), sleepsPerK: median(s.map((x) => x.sleepsPerK)), runs: s.map((x) => Math.round(x.iops)) }];
+          return [w.name, { iops: median(s.map((x) => x.iops)), p50Us: median(s.map((x) => x.p50Us)), p99Us: median(s.map((x) => x.p99Us)), cpuMsPerK: median(s.map((x) => x.cpuMsPerK)), ctlUs: median(s.map((x) => x.ctlUs)), guestUs: median(s.map((x) => x.guestUs)), otherUs: median(s.map((x) => x.otherUs)), idlePasses: median(s.map((x) => x.idlePasses)), sleepsPerK: median(s.map((x) => x.sleepsPerK)), clientUs: median(s.map((x) => x.clientUs)), totalUs: median(s.map((x) => x.totalUs)), coreShare: median(s.map((x) => x.coreShare)), machineShare: median(s.map((x) => x.machineShare)), runs: s.map((x) => Math.round(x.iops)) }];
         }),
       ),
     }));
-    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, idlePasses: NaN, sleepsPerK: NaN, runs: [] as number[] };
+    const missing = { iops: NaN, p50Us: NaN, p99Us: NaN, cpuMsPerK: NaN, ctlUs: NaN, guestUs: NaN, otherUs: NaN, idlePasses: NaN, sleepsPerK: NaN, clientUs: NaN, totalUs: NaN, coreShare: NaN, machineShare: NaN, runs: [] as number[] };
     const at = (d: string, w: string) => rows.find((r) => r.deployment === d)?.workloads[w] ?? missing;
     const lines: string[] = [];
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
     for (const w of workloads) {
       lines.push(`\n## ${w.name}\n`);
       // CPU µs per request by side (= ms per 1k): the controller's thread, the guest (its thread or process), the rest (GC helpers, pool).
-      lines.push('| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | poller empty passes / req | poller sleeps / 1k req | runs |');
-      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+      // total = fio (client) + this process + its children, per request; IOPS × total as a share of the cores: near 1.0, CPU-bound.
+      // The machine's busy share beside it: well above ours, someone else had the cores (a shared machine).
+      lines.push(`| deployment | IOPS | p50 µs | p99 µs | vs integrated | CPU ms / 1k req | controller µs/req | guest µs/req | other µs/req | fio µs/req | total CPU µs/req | IOPS × total / ${CORES} cores | machine busy share | poller empty passes / req | poller sleeps / 1k req | runs |`);
+      lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
       const base = at('integrated', w.name).iops;
       for (const r of rows) {
         const x = r.workloads[w.name]!;
         const us = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '—');
-        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${us(x.idlePasses)} | ${us(x.sleepsPerK)} | ${x.runs.join(', ')} |`);
+        const share = Number.isFinite(x.coreShare) ? x.coreShare.toFixed(2) : '—';
+        lines.push(`| ${r.deployment} | ${Math.round(x.iops)} | ${x.p50Us.toFixed(0)} | ${x.p99Us.toFixed(0)} | ${(x.iops / base).toFixed(2)} | ${us(x.cpuMsPerK)} | ${us(x.ctlUs)} | ${us(x.guestUs)} | ${us(x.otherUs)} | ${us(x.clientUs)} | ${us(x.totalUs)} | ${share} | ${Number.isFinite(x.machineShare) ? x.machineShare.toFixed(2) : '—'} | ${us(x.idlePasses)} | ${us(x.sleepsPerK)} | ${x.runs.join(', ')} |`);
       }
     }
     const ablated = rows.filter((r) => r.deployment.startsWith('ablation: '));
@@ -333,6 +370,7 @@ export async function blockBench(resultsDir: string): Promise<void> {
       checks.push([`guest/adaptive / best of poll and notify, ${w.name} (target >= 0.95)`, at('guest/adaptive', w.name).iops / best]);
       checks.push([`guest/poll / guest/notify, ${w.name} (target >= 1)`, ratio('guest/poll', 'guest/notify', w.name)]);
     }
+    if (traceLines.length > 0) lines.push('\n## traces (QD1, first repeat; median µs per step over the run\'s requests)\n', ...traceLines);
     lines.push('\n## ratios (same run)\n');
     for (const [name, v] of checks) lines.push(`- ${name}: ${v.toFixed(2)}`);
     const text = lines.join('\n') + '\n';
@@ -356,4 +394,34 @@ export async function blockBench(resultsDir: string): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One QD1 row's traces as Markdown: per thread that traced requests, per kind
+ * of request (cache hit, cache miss, write, guest queue), the median of each
+ * step, the request's time in the thread, and the time outside it (from one
+ * reply's writev to the next request's bytes: the client and the loopback).
+ */
+function traceReport(title: string, snapshots: TraceSnapshot[], fioP50Us: number): string[] {
+  const out = [`\n### ${title} (fio p50 ${fioP50Us.toFixed(1)} µs)\n`];
+  const kinds: Array<[string, (row: Array<number | null>) => boolean]> = [
+    ['read hit', (r) => r[S.cacheHit] !== null],
+    ['read miss', (r) => r[S.cacheMiss] !== null],
+    ['write', (r) => r[S.volWrite] !== null],
+    ['guest driver', (r) => r[S.drvPublished] !== null],
+  ];
+  for (const snap of snapshots) {
+    for (const [kind, keep] of kinds) {
+      const n = snap.rows.filter(keep).length;
+      if (n < 20) continue;
+      const first = snap.rows.find(keep)!;
+      const from = first[S.data] !== null ? 'data' : 'devTaken';
+      const to = first[S.written] !== null ? 'written' : 'devFlushed';
+      const inThread = medianGapUs(snap, from, to, keep);
+      const outside = from === 'data' ? `; outside (written → next data) ${medianCrossGapUs(snap, 'written', 'data').toFixed(1)} µs` : '';
+      out.push(`- thread ${snap.threadId}, ${kind}, ${n} requests: ${from} → ${to} ${inThread.toFixed(1)} µs${outside}`);
+      for (const st of summarizeRows(snap, keep)) if (st.count >= n / 10) out.push(`  - ${st.step}: ${st.medianUs.toFixed(1)} µs (${st.count})`);
+    }
+  }
+  return out;
 }

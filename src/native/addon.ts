@@ -13,17 +13,20 @@ export type Ring = { readonly __ring: unique symbol };
 export type FdWatch = { readonly __watch: unique symbol };
 
 export interface NativeAddon {
-  ringCreate(entries: number, cqEntries: number): Ring;
+  /** cooperative (default false): completions post at the thread's next system call instead of interrupting it (COOP_TASKRUN). */
+  ringCreate(entries: number, cqEntries: number, cooperative?: boolean): Ring;
   /** op 0 = read, 1 = write; false when the submission queue is full. */
   prepRw(ring: Ring, op: number, fd: number, buf: Uint8Array, at: number, length: number, position: number, tag: number, rwFlags: number): boolean;
   prepFsync(ring: Ring, fd: number, tag: number, datasync: boolean): boolean;
   /** Hand the prepared SQEs to the kernel: how many, or -errno. */
-  submit(ring: Ring): number;
+  /** `times` (tracing): CLOCK_MONOTONIC ns before and after the system call. */
+  submit(ring: Ring, times?: Float64Array): number;
   /**
    * Submit, then busy-poll the completion ring until `minComplete` completions are
    * ready (0), `timeoutNs` passed (1), or the event loop has I/O waiting (2); -errno when the submission failed.
+   * `times` (tracing): CLOCK_MONOTONIC ns of the spin's start and of the completion seen (NaN: not seen).
    */
-  hold(ring: Ring, minComplete: number, timeoutNs: number): number;
+  hold(ring: Ring, minComplete: number, timeoutNs: number, times?: Float64Array): number;
   /** Completions into out as (tag, result) pairs; how many. */
   reap(ring: Ring, out: Int32Array): number;
   ready(ring: Ring): number;

@@ -20,6 +20,16 @@ import { Transmission } from './transmission.ts';
 import { hasLentRead, type Lease, type LentReadDevice } from './lent-read.ts';
 import { LentReply, WriteReply, type LentReplyOwner, type WriteReplyOwner } from './lent-reply.ts';
 import { isNoOp, validateRequest, type ExportLimits } from './validate.ts';
+import { tracing, trace, S } from '../util/trace.ts';
+import { loopAwake } from './awake.ts';
+
+/** Tracing: the reply left with the uncork (a tick queued after the connection's uncork). */
+const markWritten = (): void => trace.mark(S.written);
+/** Tracing: a reply was handed to the socket. */
+function traceReply(): void {
+  trace.mark(S.reply);
+  process.nextTick(markWritten);
+}
 
 export interface ConnectionOptions {
   catalog: ExportCatalog;
@@ -100,6 +110,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
 
   data(chunk: Buffer): void {
     if (this.draining) return; // nothing a client sends after DISC or a violation matters
+    if (tracing) trace.arrived();
     this.queue.push(chunk);
     this.pump();
   }
@@ -158,6 +169,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
   }
 
   private dispatch(req: NbdRequest): void {
+    if (tracing) trace.start(S.request);
     if (req.type === NBD_CMD_DISC) {
       // Soft disconnect: answer what is in flight, then close. Nothing may follow DISC.
       this.endGracefully(null);
@@ -177,6 +189,8 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
+      if (tracing) traceReply();
+      if (loopAwake !== null) loopAwake.touch();
       if (reply instanceof PooledReply) this.conn.send(reply.bytes, reply.release);
       else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
@@ -248,6 +262,8 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
       if (this.limits!.structuredReplies) reply = this.wireSafe(op, reply);
     }
     this.writeOps.push(op);
+    if (tracing) traceReply();
+    if (loopAwake !== null) loopAwake.touch();
     this.conn.send(reply);
     this.conn.end(op.length);
   }
@@ -259,6 +275,8 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     stats.reads++;
     stats.bytesRead += len;
     const structured = this.limits!.structuredReplies;
+    if (tracing) traceReply();
+    if (loopAwake !== null) loopAwake.touch();
     if (this.lentHeld + len <= MAX_LENT_BYTES && this.conn.sendable) {
       this.lentHeld += len;
       op.lease = lease;

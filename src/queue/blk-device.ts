@@ -7,6 +7,7 @@
 import { hasFastRead, type BlockDevice, type FastReadDevice, type IoTarget } from '../block/types.ts';
 import { capabilitiesOf } from '../block/device.ts';
 import { errnoOf, invalidArgument } from '../util/errors.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 import {
   BLK_DISCARD_SEGMENT_BYTES,
   BLK_HEADER_BYTES,
@@ -112,6 +113,7 @@ export class VirtioBlkDevice {
   private readonly flushBound = (): void => {
     this.flushScheduled = false;
     this.queue.flush();
+    if (tracing) trace.mark(S.devFlushed);
     if (this.inFlightCount === 0 && this.drainWaiters.length > 0) {
       for (const resolve of this.drainWaiters.splice(0)) resolve();
     }
@@ -237,6 +239,7 @@ export class VirtioBlkDevice {
   }
 
   private handle(element: VirtqElement): void {
+    if (tracing) trace.start(S.devTaken);
     const started = performance.now();
     const status = statusByte(element);
     if (status === null) {
@@ -458,6 +461,7 @@ export class VirtioBlkDevice {
       status[0] = code;
       this.queue.push(head, usedLen);
     }
+    if (tracing) trace.mark(S.devPushed);
     // Completions that land in the same tick share one used.idx store and one call.
     if (!this.flushScheduled) {
       this.flushScheduled = true;

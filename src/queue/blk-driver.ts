@@ -13,6 +13,7 @@ import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import type { Lease, LentReadDevice, LentReadTarget, WriteTarget } from '../nbd/lent-read.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
 import { InFlightWait } from './in-flight-wait.ts';
@@ -559,6 +560,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     // Release: descriptors, header and data (plain stores) are ordered before
     // the device can observe the new idx.
     Atomics.store(this.views.u16, this.views.availIdx, this.availIdx);
+    if (tracing) trace.mark(S.drvPublished);
     // Seq-cst load after the idx store: if the device armed kicks (cleared
     // NO_NOTIFY) and then re-checked avail, either it saw our entries or we see the flag clear.
     if (!(Atomics.load(this.views.u16, this.views.usedFlags) & VIRTQ_USED_F_NO_NOTIFY) && !this.kickScheduled) {
@@ -575,6 +577,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     if (this.closed) return;
     this.counters.kicks++;
     ringDoorbell(this.views, Ctl.kick);
+    if (tracing) trace.mark(S.drvKicked);
   };
 
   private writeChain(job: Job): void {
@@ -641,6 +644,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
       this.inflight[id] = undefined;
       this.inflightCount--;
       done++;
+      if (tracing) trace.mark(S.drvReaped);
       this.finish(job);
     }
     if (Atomics.load(this.views.ctl, Ctl.broken) !== 0) this.failAll(ioError('queue is broken'));

@@ -2,6 +2,7 @@ import { invalidArgument, notSupported } from '../util/errors.ts';
 import { read, write, fdatasync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { native, nativeUnavailable, type NativeAddon, type Ring } from '../native/addon.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 
 /**
  * The backend I/O engine: submits reads, writes and syncs on file descriptors
@@ -110,6 +111,7 @@ class Slots {
     const tag = this.tags[slot]!;
     this.targets[slot] = null;
     this.free[this.top++] = slot;
+    if (tracing) trace.mark(S.complete);
     target.ioDone(tag, result);
   }
 }
@@ -145,6 +147,16 @@ export interface UringOptions {
    * something other than a disk (the RBD doorbells) leave it at 0.
    */
   holdUs?: number;
+  /**
+   * Completions post at this thread's next system call (or when reap, ready
+   * or a hold looks) instead of interrupting it with an IPI (COOP_TASKRUN,
+   * where the kernel has it). Default false: with raw system calls it saved
+   * 4–6 µs of a QD1 read in some runs and nothing in others, and on the
+   * loaded 2-core machine no difference showed through the controller (#8).
+   * STORVISOR_URING_COOP=1 turns it on for the data path's engine, to compare
+   * on a quiet machine.
+   */
+  cooperative?: boolean;
 }
 
 /** The data path's bound (µs): a fast disk's read or sync write, not a slow one's (STORVISOR_ENGINE_HOLD_US overrides). */
@@ -198,7 +210,7 @@ export class UringEngine implements IoEngine {
 
   constructor(private readonly n: NativeAddon, entries = 256, maxInFlight = 1024, options: UringOptions = {}) {
     this.holdUs = Math.max(0, options.holdUs ?? 0);
-    this.ring = n.ringCreate(entries, maxInFlight);
+    this.ring = n.ringCreate(entries, maxInFlight, options.cooperative ?? false);
     this.slots = new Slots(maxInFlight);
     this.long = new Uint8Array(maxInFlight);
     this.cqes = new Int32Array(2 * 256);
@@ -272,6 +284,14 @@ export class UringEngine implements IoEngine {
     }
     this.loneSlot = -1; // not lone any more: the loop must go on (and the poller may spin)
     this.markBusy();
+    if (inFlight === 1 && !long && this.spinning && !this.submitQueued) {
+      // The only request in flight while a poller spins (a guest at QD1): to
+      // the disk at once. Nothing issued in this callback precedes it to batch
+      // with, and the disk works while the rest of the poller's pass runs
+      // (traced: the pass's tail held a guest's read miss back ~7 µs).
+      this.submitNow();
+      return;
+    }
     if (!this.submitQueued) {
       // Everything issued by the current callback goes to the kernel in one system call.
       this.submitQueued = true;
@@ -314,7 +334,13 @@ export class UringEngine implements IoEngine {
       this.slowSkip[op]!--;
       return;
     }
-    const why = this.n.hold(this.ring, 1, this.holdUs * 1000);
+    let why: number;
+    if (tracing) {
+      trace.mark(S.hold);
+      why = this.n.hold(this.ring, 1, this.holdUs * 1000, HOLD_TIMES);
+      if (!Number.isNaN(HOLD_TIMES[1]!)) trace.markAt(S.cqe, HOLD_TIMES[1]! / 1e6);
+      trace.mark(S.held);
+    } else why = this.n.hold(this.ring, 1, this.holdUs * 1000);
     // Other work is waiting on the loop: clients overlap, so let them overlap on the disk for a while.
     if (why === HOLD_LOOP_BUSY) this.holdSkip = CONTENDED_SKIP;
     this.reapAll(true);
@@ -333,12 +359,22 @@ export class UringEngine implements IoEngine {
   }
 
   private submitNow(): void {
-    const r = this.n.submit(this.ring);
+    let r: number;
+    if (tracing) {
+      trace.mark(S.submit);
+      r = this.n.submit(this.ring, SUBMIT_TIMES);
+      if (r > 0) {
+        trace.markAt(S.enter, SUBMIT_TIMES[0]! / 1e6);
+        trace.markAt(S.entered, SUBMIT_TIMES[1]! / 1e6);
+        trace.mark(S.submitted);
+      }
+    } else r = this.n.submit(this.ring);
     if (r > 0) this.counters.submits++;
     // EAGAIN/EBUSY: the kernel is short of resources; the SQEs stay queued and the next submit retries.
   }
 
   poll(): number {
+    if (tracing && this.n.ready(this.ring) > 0) trace.mark(S.polled);
     return this.reapAll(true);
   }
 
@@ -352,6 +388,7 @@ export class UringEngine implements IoEngine {
   }
 
   private readonly onWake = (): void => {
+    if (tracing) trace.mark(S.woken);
     this.reapAll(false);
   };
 
@@ -413,6 +450,10 @@ export class UringEngine implements IoEngine {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Tracing only: the native hold's spin start and completion-seen times (ns). */
+const HOLD_TIMES = new Float64Array(2);
+/** Tracing only: the native submit's system call start and end (ns). */
+const SUBMIT_TIMES = new Float64Array(2);
 
 /** The portable engine: Node's fs on the libuv thread pool, one pre-bound callback per slot. */
 export class LibuvEngine implements IoEngine {
@@ -517,8 +558,9 @@ export function defaultEngine(): IoEngine {
   const holdUs = hold === undefined || hold === '' ? DEFAULT_HOLD_US : Number(hold);
   if (!Number.isFinite(holdUs) || holdUs < 0) throw invalidArgument(`STORVISOR_ENGINE_HOLD_US must be a number of microseconds >= 0 (got ${JSON.stringify(hold)})`);
   try {
-    engine = new UringEngine(native, 256, 1024, { holdUs });
-    engineNote = holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine';
+    const cooperative = process.env.STORVISOR_URING_COOP === '1';
+    engine = new UringEngine(native, 256, 1024, { holdUs, cooperative });
+    engineNote = (holdUs > 0 ? `io_uring engine (a lone request holds the loop up to ${holdUs} µs)` : 'io_uring engine') + (cooperative ? ', cooperative task running' : '');
   } catch (err) {
     if (want === 'io_uring') throw err;
     engineNote = `libuv engine: io_uring refused (${(err as Error).message})`;

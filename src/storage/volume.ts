@@ -4,6 +4,7 @@ import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
 import { PromiseTarget, type StorageBackend } from './backend.ts';
 import type { IoTarget } from '../block/types.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 
 /**
  * A controller volume as a BlockDevice: range checks, the read cache, and the
@@ -199,6 +200,7 @@ export class Volume extends BlockDeviceBase {
       }
     }
     if (runStart >= 0) this.startRun(req, runStart, last + 1 - runStart);
+    if (tracing && req.pending === 0) trace.mark(S.cacheHit);
     req.issued();
   }
 
@@ -212,10 +214,12 @@ export class Volume extends BlockDeviceBase {
     }
     this.readReqs.push(req);
     this.done();
+    if (tracing) trace.mark(S.volDone);
     target.ioDone(tag, result);
   }
 
   private startRun(req: ReadReq, first: number, count: number): void {
+    if (tracing) trace.mark(S.cacheMiss);
     const run = this.readRuns.pop() ?? new ReadRun(this);
     run.req = req;
     run.first = first;
@@ -301,6 +305,7 @@ export class Volume extends BlockDeviceBase {
       this.counters.writes++;
       this.counters.bytesWritten += buf.byteLength;
       this.latency.write.record((performance.now() - t0) * 1000);
+      if (tracing) trace.mark(S.volDone);
     } catch (err) {
       this.counters.errors++;
       throw err;
@@ -511,6 +516,7 @@ export class Volume extends BlockDeviceBase {
       if (tailPartial && (count > 1 || !headPartial)) await this.loadBlock(first + count - 1, base + (count - 1) * BLOCK);
       this.bounce.set(src.subarray(srcOffset, srcOffset + len), base + (pos - first * BLOCK));
       const gen = this.backendWriteBegin();
+      if (tracing) trace.mark(S.volWrite);
       try {
         await this.backend.write(this.bounce, base, count * BLOCK, first * BLOCK);
       } catch (err) {

@@ -27,6 +27,11 @@ const engines: Array<[string, (entries?: number, slots?: number) => IoEngine]> =
     assert.ok(native, 'the native addon must be built (npm install)');
     return new UringEngine(native, entries, slots, { holdUs: 200 });
   }],
+  // Cooperative task running (COOP_TASKRUN, STORVISOR_URING_COOP=1): completions post at the next system call.
+  ['io_uring+hold+coop', (entries = 64, slots = 256) => {
+    assert.ok(native, 'the native addon must be built (npm install)');
+    return new UringEngine(native, entries, slots, { holdUs: 200, cooperative: true });
+  }],
   ['libuv', () => new LibuvEngine()],
 ];
 
@@ -387,4 +392,36 @@ test('io_uring: a transfer longer than SPIN_MAX_BYTES is neither spun for nor he
   assert.equal(holds(s), holds(before), JSON.stringify(s));
   assert.equal(s.reapedWoken - before.reapedWoken, 3, JSON.stringify(s));
   assert.equal(s.inFlight, 0);
+});
+
+test('io_uring: a lone request goes to the kernel at once while a poller spins, and the poller\'s reap completes it', { timeout: 30_000 }, async (t) => {
+  const engine = holdingEngine(t);
+  const content = randomBytes(rng(14), 64 * 1024);
+  const fd = openSync(dataFile(t, content), 'r');
+  t.after(() => closeSync(fd));
+  await warmUp(engine, fd);
+  engine.setSpinning(true);
+  const before = engine.stats();
+  const buf = allocPageAligned(8192).buf;
+  const lone = new Once();
+  engine.read(fd, buf, 0, 4096, 12288, lone, 1);
+  // Handed over inside read(): no microtask has run yet.
+  assert.equal(engine.stats().submits - before.submits, 1);
+  // A second request in the same turn waits for the turn's one batched submit.
+  const second = new Once();
+  engine.read(fd, buf, 4096, 4096, 20480, second, 2);
+  assert.equal(engine.stats().submits - before.submits, 1);
+  const deadline = Date.now() + 10_000;
+  while (engine.stats().inFlight > 0) {
+    assert.ok(Date.now() < deadline, `not reaped: ${JSON.stringify(engine.stats())}`);
+    await new Promise((r) => setImmediate(r)); // a poller's pass: one reap per event-loop turn
+    engine.poll();
+  }
+  assert.deepEqual([lone.result, second.result], [4096, 4096]);
+  assert.ok(buf.equals(Buffer.concat([content.subarray(12288, 16384), content.subarray(20480, 24576)])));
+  const s = engine.stats();
+  assert.equal(s.submits - before.submits, 2);
+  assert.equal(s.reapedPolling - before.reapedPolling, 2, JSON.stringify(s));
+  assert.equal(s.reapedHeld, before.reapedHeld, 'a spinning poller reaps: no hold');
+  engine.setSpinning(false);
 });
