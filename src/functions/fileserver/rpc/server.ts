@@ -22,6 +22,8 @@ import {
   type CallHeader,
 } from './message.ts';
 import type { Credential } from './auth.ts';
+import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from './stay-awake.ts';
+import { CoreContention } from '../../../queue/contention.ts';
 
 export interface RpcCall {
   header: CallHeader;
@@ -51,6 +53,12 @@ export interface RpcServerOptions {
   maxInFlightPerConnection?: number;
   /** Connection limits and timeouts (see TcpServiceLimits); the rest follow from maxRecordSize. */
   limits?: Partial<TcpServiceLimits>;
+  /**
+   * Keep the event loop awake for a bounded time after a reply leaves with
+   * nothing in flight, so a QD1 client's next call finds it awake (stay-awake.ts).
+   * On by default (150 µs, off while another thread wants the core); false = off.
+   */
+  stayAwake?: Partial<StayAwakeOptions> | false;
   log?: (msg: string) => void;
 }
 
@@ -98,6 +106,11 @@ export class RpcServer {
   private readonly log: (msg: string) => void;
   /** Call counters, plus the TCP service's connection counters (read live). */
   readonly stats: RpcStats & TcpServiceStats;
+  /** @internal null when off. */
+  readonly awake: StayAwake | null;
+  private readonly contention: CoreContention | null = null;
+  /** Calls in flight on every connection (a spin starts only when none is). */
+  private inflight = 0;
 
   constructor(private readonly opts: RpcServerOptions) {
     for (const p of opts.programs) this.programs.set(p.prog, p);
@@ -112,6 +125,12 @@ export class RpcServer {
       handler: (conn) => new RpcConnection(conn, this),
     });
     const service = this.service;
+    if (opts.stayAwake === false || opts.stayAwake?.budgetUs === 0) this.awake = null;
+    else {
+      // Made here, on the thread that serves: the meter reads this thread's own run delay.
+      if (opts.stayAwake?.contention === undefined) this.contention = new CoreContention();
+      this.awake = new StayAwake({ contention: this.contention, ...opts.stayAwake });
+    }
     this.stats = liveStats(() => service.stats(), { calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 });
   }
 
@@ -124,8 +143,18 @@ export class RpcServer {
   }
 
   /** Stop accepting, let in-flight calls finish and reply, then drop every connection. */
-  close(): Promise<void> {
-    return this.service.stop();
+  async close(): Promise<void> {
+    this.awake?.stop();
+    try {
+      await this.service.stop();
+    } finally {
+      this.contention?.close();
+    }
+  }
+
+  /** The stay-awake counters (zeros when it is off). */
+  awakeStats(): StayAwakeStats {
+    return { ...(this.awake?.stats ?? { spins: 0, hits: 0, misses: 0, contended: 0, overBudget: 0, passes: 0 }) };
   }
 
   /** @internal one complete record from a connection: answer it. */
@@ -144,14 +173,20 @@ export class RpcServer {
       return void send(conn, reply);
     }
     conn.begin();
+    this.inflight++;
     void reply.then((buf) => {
+      this.inflight--;
       if (buf) send(conn, buf);
       conn.end();
       // The connection's last call in flight: no other reply can join this write in
       // this turn, so it leaves now instead of after the next event-loop pass (one
       // client at QD1 waits on exactly that pass). With more in flight, replies
       // that complete together still leave in one writev at the end of the turn.
-      if (buf && conn.inflight === 0) conn.uncorkNow();
+      if (buf && conn.inflight === 0) {
+        conn.uncorkNow();
+        // Nothing left to do anywhere: stay awake for this client's next call.
+        if (this.inflight === 0) this.awake?.replied();
+      }
     });
   }
 
@@ -283,6 +318,7 @@ class RpcConnection implements ConnectionHandler {
   }
 
   data(chunk: Buffer): void {
+    this.server.awake?.arrived();
     this.reader.push(chunk);
     this.pump();
   }
