@@ -164,6 +164,8 @@ export class RpcServer {
 
   /** @internal one complete record from a connection: answer it. */
   call(conn: TcpConnection, record: Buffer): void {
+    // A whole call, not just bytes of one: a spin goes on through a record's first fragments.
+    this.awake?.arrived();
     let reply: ReturnType<RpcServer['dispatch']>;
     try {
       reply = this.dispatch(record, conn);
@@ -344,7 +346,6 @@ class RpcConnection implements ConnectionHandler {
   }
 
   data(chunk: Buffer): void {
-    this.server.awake?.arrived();
     this.reader.push(chunk);
     this.pump();
   }

@@ -87,7 +87,7 @@ export class StayAwake {
     return this.spinning;
   }
 
-  /** Bytes of a request arrived: a spin under way has done its job. */
+  /** A request arrived (a whole call): a spin under way has done its job. */
   arrived(): void {
     this.arrivals++;
   }
