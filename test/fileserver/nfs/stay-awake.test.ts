@@ -9,6 +9,11 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { StayAwake } from '../../../src/functions/fileserver/rpc/stay-awake.ts';
+import { RunnableMeter } from '../../../src/functions/fileserver/rpc/runnable-meter.ts';
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { NfsClient, NFS } from './helpers/nfs-client.ts';
 import { nfsUrl } from './helpers/real-clients.ts';
 import { startMemoryServer } from './helpers/server.ts';
@@ -153,4 +158,39 @@ test('with a budget of 0 the server answers without ever spinning', async (t) =>
   t.after(() => c.close());
   for (let i = 0; i < 50; i++) assert.equal((await c.rpc.call(NFS, 3, 0)).stat, 0);
   assert.equal(server.stats().awakeSpins, 0);
+});
+
+test('the runnable meter says contended once a thread more than the cores is runnable, and free again at the cores or fewer', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'storvisor-loadavg-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'loadavg');
+  const say = (runnable: number) => writeFileSync(file, `0.50 0.40 0.30 ${runnable}/300 4242\n`);
+  say(1);
+  const m = new RunnableMeter(2, file);
+  t.after(() => m.close());
+  let now = 0;
+  const sample = (n: number) => {
+    for (let i = 0; i < n; i++) m.contended((now += 10));
+    return m.contended(now);
+  };
+  assert.equal(sample(5), false, 'one runnable thread on two cores');
+  say(2);
+  assert.equal(sample(30), false, 'two runnable threads on two cores: a spinner and its client fit');
+  say(3);
+  assert.equal(sample(30), true, 'three runnable threads on two cores: someone waits');
+  say(1);
+  assert.equal(sample(30), false, 'free again');
+  say(6);
+  assert.equal(sample(30), true, 'six runnable threads on two cores');
+  say(2);
+  assert.equal(sample(3), true, 'hysteresis: not free at once');
+  say(1);
+  assert.equal(sample(30), false, 'free again');
+  assert.ok(m.samples > 90);
+});
+
+test('the runnable meter never says contended where loadavg cannot be read', () => {
+  const m = new RunnableMeter(2, '/nonexistent/loadavg');
+  assert.equal(m.contended(1_000), false);
+  m.close();
 });

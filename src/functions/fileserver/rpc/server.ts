@@ -23,7 +23,8 @@ import {
 } from './message.ts';
 import type { Credential } from './auth.ts';
 import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from './stay-awake.ts';
-import { CoreContention } from '../../../queue/contention.ts';
+import { CoreContention, type ContentionMeter } from '../../../queue/contention.ts';
+import { RunnableMeter, eitherMeter } from './runnable-meter.ts';
 
 export interface RpcCall {
   header: CallHeader;
@@ -113,7 +114,7 @@ export class RpcServer {
   readonly stats: RpcStats & TcpServiceStats;
   /** @internal null when off. */
   readonly awake: StayAwake | null;
-  private readonly contention: CoreContention | null = null;
+  private readonly contention: ContentionMeter | null = null;
   /** Calls in flight on every connection (a spin starts only when none is). */
   private inflight = 0;
 
@@ -132,8 +133,9 @@ export class RpcServer {
     const service = this.service;
     if (opts.stayAwake === false || opts.stayAwake?.budgetUs === 0) this.awake = null;
     else {
-      // Made here, on the thread that serves: the meter reads this thread's own run delay.
-      if (opts.stayAwake?.contention === undefined) this.contention = new CoreContention();
+      // Made here, on the thread that serves: CoreContention reads this thread's own run delay;
+      // RunnableMeter the machine's runnable threads against its cores (both cores busy: no spin).
+      if (opts.stayAwake?.contention === undefined) this.contention = eitherMeter(new CoreContention(), new RunnableMeter());
       this.awake = new StayAwake({ contention: this.contention, ...opts.stayAwake });
     }
     this.stats = liveStats(() => service.stats(), { calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 });

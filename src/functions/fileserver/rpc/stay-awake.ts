@@ -16,7 +16,9 @@
  *   spinning passes `maxWasteShare` of a `windowMs` window, no spin starts
  *   until the next window (a client that thinks between calls, or has gone);
  * - contention: while another thread wants this core (ContentionMeter: this
- *   thread's run delay), no spin starts, and each empty pass yields the core.
+ *   thread's run delay; the RPC server adds the machine's runnable threads
+ *   against its cores, runnable-meter.ts), no spin starts, and each empty
+ *   pass yields the core.
  *
  * Off with `budgetUs: 0`.
  */
