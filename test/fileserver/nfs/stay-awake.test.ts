@@ -194,3 +194,19 @@ test('the runnable meter never says contended where loadavg cannot be read', () 
   assert.equal(m.contended(1_000), false);
   m.close();
 });
+
+test('a spin that replies keep going ends at its next pass once the cores are wanted', async () => {
+  const clock = fakeClock(0);
+  let busy = false;
+  const s = new StayAwake({ budgetUs: 100, contention: { contended: () => busy, close: () => {} }, now: clock.now, yieldCpu: clock.yieldCpu });
+  s.replied();
+  s.arrived();
+  s.replied(); // answered within the turn: the spin goes on
+  await new Promise((r) => setImmediate(r));
+  assert.equal(s.isSpinning, true);
+  busy = true;
+  s.arrived();
+  s.replied();
+  await until(() => !s.isSpinning, 2_000, 'the spin to end');
+  assert.deepEqual({ hits: s.stats.hits, contended: s.stats.contended, misses: s.stats.misses }, { hits: 2, contended: 1, misses: 0 });
+});

@@ -70,6 +70,8 @@ export class StayAwake {
   private readonly budgetMs: number;
   private readonly wasteCapMs: number;
   private spinning = false;
+  /** The spin under way ends at its next pass (the cores became wanted). */
+  private ending = false;
   private stopped = false;
   /** Requests seen (bumped per arrival; a spin compares it with its start). */
   private arrivals = 0;
@@ -103,6 +105,11 @@ export class StayAwake {
       if (this.arrivals !== this.arrivalsAtStart) this.stats.hits++;
       this.arrivalsAtStart = this.arrivals;
       this.since = now;
+      // A spin that replies keep going asks about the cores as a new one would.
+      if (this.opts.contention?.contended(now)) {
+        this.stats.contended++;
+        this.ending = true;
+      }
       return;
     }
     if (now - this.windowStart >= this.opts.windowMs) {
@@ -132,23 +139,23 @@ export class StayAwake {
   private readonly pass = (): void => {
     if (this.arrivals !== this.arrivalsAtStart) {
       this.stats.hits++;
-      this.spinning = false;
-      return;
+      return this.end();
     }
-    if (this.stopped) {
-      this.spinning = false;
-      return;
-    }
+    if (this.stopped || this.ending) return this.end();
     const now = this.opts.now();
     const spun = now - this.since;
     if (spun >= this.budgetMs) {
       this.stats.misses++;
       this.wastedMs += spun;
-      this.spinning = false;
-      return;
+      return this.end();
     }
     this.stats.passes++;
     this.opts.yieldCpu();
     setImmediate(this.pass);
   };
+
+  private end(): void {
+    this.spinning = false;
+    this.ending = false;
+  }
 }
