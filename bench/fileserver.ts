@@ -280,6 +280,8 @@ interface Server {
   /** Path of a file created at the export root, on this machine (ganesha), for eviction. */
   localFile?: (name: string) => string;
   cpuSeconds(): number;
+  /** The file server's counters (ours only), for the stay-awake spins per op. */
+  stats?(): Promise<Record<string, number>>;
   stop(): Promise<void>;
 }
 
@@ -295,6 +297,10 @@ interface Cell {
   value: number;
   p50us: number;
   cpuUsPerOp: number;
+  /** Calls a stay-awake spin caught, per op (ours; NaN for ganesha). */
+  awakeHitsPerOp: number;
+  /** Spins not started because the cores were wanted, per op. */
+  awakeContendedPerOp: number;
 }
 
 const DRIVER = fileURLToPath(import.meta.url);
@@ -310,6 +316,7 @@ async function session(server: Server, fileMiB: number, seconds: number, cached:
   );
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   let cpu0 = 0;
+  let stats0: Record<string, number> = {};
   let phase: Phase | null = null;
   for await (const line of createInterface({ input: child.stdout! })) {
     const msg = JSON.parse(line) as { ready?: Phase; result?: PhaseResult; done?: boolean };
@@ -321,12 +328,23 @@ async function session(server: Server, fileMiB: number, seconds: number, cached:
       }
       // Uncached: ganesha's file leaves the page cache before every timed pass (ours is 8x the controller cache).
       if (!cached && phase !== 'fill' && server.localFile) await evictFromPageCache(server.localFile(name));
+      stats0 = (await server.stats?.()) ?? {};
       cpu0 = server.cpuSeconds();
       child.stdin!.write('go\n');
     } else if (msg.result) {
       const cpu = server.cpuSeconds() - cpu0;
       const r = msg.result;
-      if (phase !== 'warm') onResult(phase!, { value: r.value, p50us: r.p50us, cpuUsPerOp: (cpu / r.ops) * 1e6 });
+      const stats1 = server.stats ? await server.stats() : null;
+      const perOp = (k: string) => (stats1 && stats1[k] !== undefined ? (stats1[k]! - (stats0[k] ?? 0)) / r.ops : NaN);
+      if (phase !== 'warm') {
+        onResult(phase!, {
+          value: r.value,
+          p50us: r.p50us,
+          cpuUsPerOp: (cpu / r.ops) * 1e6,
+          awakeHitsPerOp: perOp('fn_awakeHits'),
+          awakeContendedPerOp: perOp('fn_awakeContended'),
+        });
+      }
     } else if (msg.done) {
       child.stdin!.end();
     }
@@ -342,7 +360,7 @@ function ours(d: DeploymentUnderTest, volumeMiB: number, cacheMiB: number): Serv
     async start() {
       const dep = await startDeployment(d, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB, cacheMiB });
       // The controller and the function (integrated, or a guest thread) run in this process; the load generator does not.
-      return { label, target: `${dep.host}:${dep.port}`, exportPath: '/export', cpuSeconds: selfCpuSeconds, stop: dep.stop };
+      return { label, target: `${dep.host}:${dep.port}`, exportPath: '/export', cpuSeconds: selfCpuSeconds, stats: dep.stats, stop: dep.stop };
     },
     close: async () => {},
   };
@@ -470,6 +488,9 @@ async function compare(): Promise<void> {
       adaptiveP50: med(a, 'p50us'),
       peerP50: med(g, 'p50us'),
       oursCpu: med(o, 'cpuUsPerOp'),
+      oursAwake: med(o, 'awakeHitsPerOp'),
+      oursAwakeContended: med(o, 'awakeContendedPerOp'),
+      adaptiveAwake: med(a, 'awakeHitsPerOp'),
       adaptiveCpu: med(a, 'cpuUsPerOp'),
       peerCpu: med(g, 'cpuUsPerOp'),
       fio: fio[row] ?? NaN,
@@ -512,13 +533,13 @@ async function compare(): Promise<void> {
   const lines = [
     `# nfs: storvisor vs nfs-ganesha, same run, median of ${repeats} × ${seconds} s`,
     '',
-    '| data set | workload | unit | integrated | guest/adaptive | ganesha | integrated ÷ ganesha | adaptive ÷ integrated | p50 µs i / a / g | CPU µs/op i / a / g | fio raw | integrated ÷ fio |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| data set | workload | unit | integrated | guest/adaptive | ganesha | integrated ÷ ganesha | adaptive ÷ integrated | p50 µs i / a / g | CPU µs/op i / a / g | spin hits/op i / a (contended/op i) | fio raw | integrated ÷ fio |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...table.map((t) => {
       const [set, ...w] = t.row.split(' ');
-      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${v(t, t.ours)} | ${v(t, t.adaptive)} | ${v(t, t.peer)} | ${f2(t.ours / t.peer)} | ${f2(t.adaptive / t.ours)} | ${f0(t.oursP50)} / ${f0(t.adaptiveP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.adaptiveCpu)} / ${f0(t.peerCpu)} | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
+      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${v(t, t.ours)} | ${v(t, t.adaptive)} | ${v(t, t.peer)} | ${f2(t.ours / t.peer)} | ${f2(t.adaptive / t.ours)} | ${f0(t.oursP50)} / ${f0(t.adaptiveP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.adaptiveCpu)} / ${f0(t.peerCpu)} | ${f2(t.oursAwake)} / ${f2(t.adaptiveAwake)} (${f2(t.oursAwakeContended)}) | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
     }),
-    `| volume | sequential write 1 MiB QD${FILL_DEPTH} (fio nbd, controller export) | MiB/s | ${f1(volume.mibps)} | | | | | | ${f0(volume.cpuUsPerMiB)} per MiB | | |`,
+    `| volume | sequential write 1 MiB QD${FILL_DEPTH} (fio nbd, controller export) | MiB/s | ${f1(volume.mibps)} | | | | | | ${f0(volume.cpuUsPerMiB)} per MiB | | | |`,
     '',
     '## Targets (issue #11)',
     '',
@@ -535,6 +556,7 @@ async function compare(): Promise<void> {
     `volume: fio (nbd engine) writes ${uncachedMiB} MiB sequentially to a fresh volume through the controller's NBD export, 1 MiB requests, ${FILL_DEPTH} in flight, then fsync: the yardstick for the uncached fill.`,
     'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O of at most 64 KiB is outstanding (so at low op rates, QD1 most, it is mostly polling; the fill\'s 128 KiB volume pieces complete through the eventfd, engine SPIN_MAX_BYTES), and the file server\'s own stay-awake spin (up to 150 µs after a reply leaves with nothing in flight, option stayAwakeUs, counted in its awake* stats).',
     'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
+    'spin hits/op: calls that found the file server awake because it spun after its previous reply (stay-awake, fn_awakeHits ÷ ops; QD1 at best 1.00); contended/op: spins not started because the cores were wanted (fn_awakeContended ÷ ops): on a quiet machine QD1 rows should show hits near 1 and contended near 0.',
   ];
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
