@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { StayAwake } from '../../../src/functions/fileserver/rpc/stay-awake.ts';
 import { RunnableMeter } from '../../../src/functions/fileserver/rpc/runnable-meter.ts';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -210,3 +210,28 @@ test('a spin that replies keep going ends at its next pass once the cores are wa
   await until(() => !s.isSpinning, 2_000, 'the spin to end');
   assert.deepEqual({ hits: s.stats.hits, contended: s.stats.contended, misses: s.stats.misses }, { hits: 2, contended: 1, misses: 0 });
 });
+
+test('the server opens its contention meters at its first reply and closes them when it stops', async () => {
+  const base = meterFds();
+  const { server, port } = await startMemoryServer();
+  assert.equal(meterFds(), base, 'nothing opened before a call was answered');
+  const c = await NfsClient.connect(port);
+  assert.equal((await c.rpc.call(NFS, 3, 0)).stat, 0);
+  assert.equal(meterFds(), base + 1, '/proc/loadavg is open while the server runs');
+  await c.close();
+  await server.stop();
+  assert.equal(meterFds(), base, 'and closed once it stopped');
+});
+
+/** Descriptors of this process open on /proc/loadavg (the runnable meter's file). */
+function meterFds(): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === '/proc/loadavg') n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}

@@ -100,3 +100,21 @@ export function eitherMeter(a: ContentionMeter, b: ContentionMeter): ContentionM
     },
   };
 }
+
+/**
+ * A meter made on first use: on the thread that first asks (the one that
+ * serves, which CoreContention must be made on), and never for a server that
+ * answers nothing, so a server that fails to listen holds no descriptors.
+ */
+export function lazyMeter(make: () => ContentionMeter): ContentionMeter {
+  let meter: ContentionMeter | null = null;
+  let closed = false;
+  return {
+    contended: (now) => (closed ? false : (meter ??= make()).contended(now)),
+    close: () => {
+      closed = true;
+      meter?.close();
+      meter = null;
+    },
+  };
+}

@@ -24,7 +24,7 @@ import {
 import type { Credential } from './auth.ts';
 import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from './stay-awake.ts';
 import { CoreContention, type ContentionMeter } from '../../../queue/contention.ts';
-import { RunnableMeter, eitherMeter } from './runnable-meter.ts';
+import { RunnableMeter, eitherMeter, lazyMeter } from './runnable-meter.ts';
 
 export interface RpcCall {
   header: CallHeader;
@@ -133,9 +133,9 @@ export class RpcServer {
     const service = this.service;
     if (opts.stayAwake === false || opts.stayAwake?.budgetUs === 0) this.awake = null;
     else {
-      // Made here, on the thread that serves: CoreContention reads this thread's own run delay;
-      // RunnableMeter the machine's runnable threads against its cores (both cores busy: no spin).
-      if (opts.stayAwake?.contention === undefined) this.contention = eitherMeter(new CoreContention(), new RunnableMeter());
+      // Made at the first reply, on the thread that serves: CoreContention reads this thread's own run
+      // delay; RunnableMeter the machine's runnable threads against its cores (both cores busy: no spin).
+      if (opts.stayAwake?.contention === undefined) this.contention = lazyMeter(() => eitherMeter(new CoreContention(), new RunnableMeter()));
       this.awake = new StayAwake({ contention: this.contention, ...opts.stayAwake });
     }
     this.stats = liveStats(() => service.stats(), { calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 });
