@@ -10,6 +10,9 @@
  * nfs-ganesha (VFS FSAL on a local directory, rpcbind started if none runs; it
  * must be installed), interleaved (repeat × data set × server):
  *   fill    sequential 1 MiB UNSTABLE WRITEs to a new file (4 in flight), then COMMIT: MiB/s
+ *   NULL    NFS procedure 0 round trips, 1 and 32 in flight (cached set only): no file-system
+ *           work, so integrated ÷ ganesha here is the runtime and socket floor under every row
+ *   GETATTR 1 and 32 in flight (cached set only): the floor plus one attribute lookup
  *   READ    4 KiB random READ, 1 and 32 in flight
  *   WRITE   4 KiB random FILE_SYNC WRITE over the filled file, 1 and 32 in flight
  * on two data sets:
@@ -45,7 +48,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { NfsClient } from '../test/fileserver/nfs/helpers/nfs-client.ts';
+import { NFS, NfsClient } from '../test/fileserver/nfs/helpers/nfs-client.ts';
 import { barChart } from './lib/chart.ts';
 import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
 import { startDeployment, type DeploymentUnderTest } from './lib/deployment.ts';
@@ -170,6 +173,21 @@ class Load {
     });
   }
 
+  /** NFS NULL: an RPC round trip and nothing else (the floor under every other row). */
+  nullCall(depth: number): Promise<PhaseResult> {
+    return drive(`NULL QD${depth}`, this.clients, depth, this.seconds, async (c) => {
+      const r = await c.rpc.call(NFS, 3, 0);
+      if (r.replyStat !== 0 || r.stat !== 0) throw new Error(`NULL failed: reply ${r.replyStat}/${r.stat}`);
+    });
+  }
+
+  getattr(depth: number): Promise<PhaseResult> {
+    return drive(`GETATTR QD${depth}`, this.clients, depth, this.seconds, async (c) => {
+      const r = await c.getattr(this.fh);
+      if (r.status !== 0) throw new Error(`GETATTR failed: nfsstat3 ${r.status}`);
+    });
+  }
+
   private payload = Buffer.alloc(IO, 0xab);
   write(depth: number, phase = `WRITE FILE_SYNC QD${depth}`): Promise<PhaseResult> {
     return drive(phase, this.clients, depth, this.seconds, async (c) => {
@@ -184,8 +202,10 @@ class Load {
   }
 }
 
-const SESSION_PHASES = ['fill', 'warm', 'READ QD1', 'READ QD32', 'WRITE FILE_SYNC QD1', 'WRITE FILE_SYNC QD32'] as const;
+const SESSION_PHASES = ['fill', 'warm', 'NULL QD1', 'NULL QD32', 'GETATTR QD1', 'GETATTR QD32', 'READ QD1', 'READ QD32', 'WRITE FILE_SYNC QD1', 'WRITE FILE_SYNC QD32'] as const;
 type Phase = (typeof SESSION_PHASES)[number];
+/** Phases that touch no file data: the same on both data sets, so they run on the cached set only. */
+const FLOOR_PHASES: ReadonlySet<Phase> = new Set(['NULL QD1', 'NULL QD32', 'GETATTR QD1', 'GETATTR QD32']);
 
 function runPhase(load: Load, phase: Phase): Promise<PhaseResult> {
   switch (phase) {
@@ -193,6 +213,14 @@ function runPhase(load: Load, phase: Phase): Promise<PhaseResult> {
       return load.fill();
     case 'warm':
       return load.warm();
+    case 'NULL QD1':
+      return load.nullCall(1);
+    case 'NULL QD32':
+      return load.nullCall(32);
+    case 'GETATTR QD1':
+      return load.getattr(1);
+    case 'GETATTR QD32':
+      return load.getattr(32);
     case 'READ QD1':
       return load.read(1);
     case 'READ QD32':
@@ -252,6 +280,8 @@ interface Server {
   /** Path of a file created at the export root, on this machine (ganesha), for eviction. */
   localFile?: (name: string) => string;
   cpuSeconds(): number;
+  /** The file server's counters (ours only), for the stay-awake spins per op. */
+  stats?(): Promise<Record<string, number>>;
   stop(): Promise<void>;
 }
 
@@ -267,6 +297,10 @@ interface Cell {
   value: number;
   p50us: number;
   cpuUsPerOp: number;
+  /** Calls a stay-awake spin caught, per op (ours; NaN for ganesha). */
+  awakeHitsPerOp: number;
+  /** Spins not started because the cores were wanted, per op. */
+  awakeContendedPerOp: number;
 }
 
 const DRIVER = fileURLToPath(import.meta.url);
@@ -282,23 +316,35 @@ async function session(server: Server, fileMiB: number, seconds: number, cached:
   );
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   let cpu0 = 0;
+  let stats0: Record<string, number> = {};
   let phase: Phase | null = null;
   for await (const line of createInterface({ input: child.stdout! })) {
     const msg = JSON.parse(line) as { ready?: Phase; result?: PhaseResult; done?: boolean };
     if (msg.ready) {
       phase = msg.ready;
-      if (phase === 'warm' && !cached) {
+      if ((phase === 'warm' || FLOOR_PHASES.has(phase)) && !cached) {
         child.stdin!.write('skip\n');
         continue;
       }
       // Uncached: ganesha's file leaves the page cache before every timed pass (ours is 8x the controller cache).
       if (!cached && phase !== 'fill' && server.localFile) await evictFromPageCache(server.localFile(name));
+      stats0 = (await server.stats?.()) ?? {};
       cpu0 = server.cpuSeconds();
       child.stdin!.write('go\n');
     } else if (msg.result) {
       const cpu = server.cpuSeconds() - cpu0;
       const r = msg.result;
-      if (phase !== 'warm') onResult(phase!, { value: r.value, p50us: r.p50us, cpuUsPerOp: (cpu / r.ops) * 1e6 });
+      const stats1 = server.stats ? await server.stats() : null;
+      const perOp = (k: string) => (stats1 && stats1[k] !== undefined ? (stats1[k]! - (stats0[k] ?? 0)) / r.ops : NaN);
+      if (phase !== 'warm') {
+        onResult(phase!, {
+          value: r.value,
+          p50us: r.p50us,
+          cpuUsPerOp: (cpu / r.ops) * 1e6,
+          awakeHitsPerOp: perOp('fn_awakeHits'),
+          awakeContendedPerOp: perOp('fn_awakeContended'),
+        });
+      }
     } else if (msg.done) {
       child.stdin!.end();
     }
@@ -314,7 +360,7 @@ function ours(d: DeploymentUnderTest, volumeMiB: number, cacheMiB: number): Serv
     async start() {
       const dep = await startDeployment(d, { function: 'fileserver', options: { exportPath: '/export' }, volumeMiB, cacheMiB });
       // The controller and the function (integrated, or a guest thread) run in this process; the load generator does not.
-      return { label, target: `${dep.host}:${dep.port}`, exportPath: '/export', cpuSeconds: selfCpuSeconds, stop: dep.stop };
+      return { label, target: `${dep.host}:${dep.port}`, exportPath: '/export', cpuSeconds: selfCpuSeconds, stats: dep.stats, stop: dep.stop };
     },
     close: async () => {},
   };
@@ -442,6 +488,9 @@ async function compare(): Promise<void> {
       adaptiveP50: med(a, 'p50us'),
       peerP50: med(g, 'p50us'),
       oursCpu: med(o, 'cpuUsPerOp'),
+      oursAwake: med(o, 'awakeHitsPerOp'),
+      oursAwakeContended: med(o, 'awakeContendedPerOp'),
+      adaptiveAwake: med(a, 'awakeHitsPerOp'),
       adaptiveCpu: med(a, 'cpuUsPerOp'),
       peerCpu: med(g, 'cpuUsPerOp'),
       fio: fio[row] ?? NaN,
@@ -456,12 +505,27 @@ async function compare(): Promise<void> {
   const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
   // The issue's targets, each with its figure, met or not.
   const targets: string[] = [];
-  for (const t of table.filter((x) => x.unit === 'ops/s')) {
+  const isFloor = (row: string) => /^cached (NULL|GETATTR) /.test(row);
+  for (const t of table.filter((x) => x.unit === 'ops/s' && !isFloor(x.row))) {
     targets.push(`- integrated ≥ nfs-ganesha, ${t.row}: ${f2(t.ours / t.peer)}x (${met(t.ours >= t.peer)})`);
+  }
+  // The floor: NULL does no file-system work, so its ratio is the most any other row can reach
+  // without a faster runtime or socket path; each READ/WRITE row beside the NULL row of its depth.
+  const floor: string[] = [];
+  for (const qd of [1, 32]) {
+    const n = find(`cached NULL QD${qd}`);
+    if (!n) continue;
+    const g = find(`cached GETATTR QD${qd}`);
+    const rowsAt = table.filter((t) => t.row.endsWith(` QD${qd}`) && !isFloor(t.row));
+    floor.push(
+      `- QD${qd}: NULL integrated ÷ ganesha ${f2(n.ours / n.peer)}x (CPU µs/op ${f0(n.oursCpu)} / ${f0(n.peerCpu)}, p50 µs ${f0(n.oursP50)} / ${f0(n.peerP50)})` +
+        (g ? `; GETATTR ${f2(g.ours / g.peer)}x` : '') +
+        rowsAt.map((t) => `; ${t.row} ${f2(t.ours / t.peer)}x`).join(''),
+    );
   }
   const fillU = find('uncached fill');
   if (fillU) targets.push(`- sequential 1 MiB UNSTABLE writes to a new file ≥ 0.5x the volume's sequential write: ${f1(fillU.ours)} ÷ ${f1(volume.mibps)} MiB/s = ${f2(fillU.ours / volume.mibps)}x (${met(fillU.ours >= 0.5 * volume.mibps)})`);
-  for (const t of table) targets.push(`- guest/adaptive ≥ 0.95x integrated, ${t.row}: ${f2(t.adaptive / t.ours)}x (${met(t.adaptive >= 0.95 * t.ours)})`);
+  for (const t of table.filter((x) => !isFloor(x.row))) targets.push(`- guest/adaptive ≥ 0.95x integrated, ${t.row}: ${f2(t.adaptive / t.ours)}x (${met(t.adaptive >= 0.95 * t.ours)})`);
   for (const qd of [1, 32]) {
     const t = find(`uncached READ QD${qd}`);
     if (t) targets.push(`- uncached READ QD${qd} ÷ fio on the raw file: integrated ${f2(t.ours / t.fio)}x, guest/adaptive ${f2(t.adaptive / t.fio)}x, nfs-ganesha ${f2(t.peer / t.fio)}x (reported, no target)`);
@@ -469,31 +533,37 @@ async function compare(): Promise<void> {
   const lines = [
     `# nfs: storvisor vs nfs-ganesha, same run, median of ${repeats} × ${seconds} s`,
     '',
-    '| data set | workload | unit | integrated | guest/adaptive | ganesha | integrated ÷ ganesha | adaptive ÷ integrated | p50 µs i / a / g | CPU µs/op i / a / g | fio raw | integrated ÷ fio |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| data set | workload | unit | integrated | guest/adaptive | ganesha | integrated ÷ ganesha | adaptive ÷ integrated | p50 µs i / a / g | CPU µs/op i / a / g | spin hits/op i / a (contended/op i) | fio raw | integrated ÷ fio |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...table.map((t) => {
       const [set, ...w] = t.row.split(' ');
-      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${v(t, t.ours)} | ${v(t, t.adaptive)} | ${v(t, t.peer)} | ${f2(t.ours / t.peer)} | ${f2(t.adaptive / t.ours)} | ${f0(t.oursP50)} / ${f0(t.adaptiveP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.adaptiveCpu)} / ${f0(t.peerCpu)} | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
+      return `| ${set} | ${w.join(' ')} | ${t.unit} | ${v(t, t.ours)} | ${v(t, t.adaptive)} | ${v(t, t.peer)} | ${f2(t.ours / t.peer)} | ${f2(t.adaptive / t.ours)} | ${f0(t.oursP50)} / ${f0(t.adaptiveP50)} / ${f0(t.peerP50)} | ${f0(t.oursCpu)} / ${f0(t.adaptiveCpu)} / ${f0(t.peerCpu)} | ${f2(t.oursAwake)} / ${f2(t.adaptiveAwake)} (${f2(t.oursAwakeContended)}) | ${f0(t.fio)} | ${f2(t.ours / t.fio)} |`;
     }),
-    `| volume | sequential write 1 MiB QD${FILL_DEPTH} (fio nbd, controller export) | MiB/s | ${f1(volume.mibps)} | | | | | | ${f0(volume.cpuUsPerMiB)} per MiB | | |`,
+    `| volume | sequential write 1 MiB QD${FILL_DEPTH} (fio nbd, controller export) | MiB/s | ${f1(volume.mibps)} | | | | | | ${f0(volume.cpuUsPerMiB)} per MiB | | | |`,
     '',
     '## Targets (issue #11)',
     '',
     ...targets,
     '',
+    '## The RPC floor (NULL: no file-system work; reported, no target)',
+    '',
+    ...floor,
+    '',
     `cached: a ${cachedMiB} MiB file, read once before the timed passes; it fits the controller cache (${cacheMiB} MiB) and the page cache.`,
     `uncached: a ${uncachedMiB} MiB file, ${(uncachedMiB / cacheMiB).toFixed(0)}x the controller cache; ganesha's copy is fdatasync'd and dropped from the page cache (posix_fadvise DONTNEED) before each timed pass, and its reads warm the page cache again as the pass goes on.`,
+    'NULL, GETATTR: NFS procedures 0 and 1 (GETATTR of the cached file) on the cached run only, over 4 connections: NULL is the RPC round trip alone, the floor under every other row.',
     `fill: sequential 1 MiB UNSTABLE WRITEs to a new file, ${FILL_DEPTH} in flight on one connection, then COMMIT. READ/WRITE: 4 KiB at random offsets, over 4 connections; WRITE is FILE_SYNC over the filled file.`,
     `volume: fio (nbd engine) writes ${uncachedMiB} MiB sequentially to a fresh volume through the controller's NBD export, 1 MiB requests, ${FILL_DEPTH} in flight, then fsync: the yardstick for the uncached fill.`,
-    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O of at most 64 KiB is outstanding (so at low op rates, QD1 most, it is mostly polling; the fill\'s 128 KiB volume pieces complete through the eventfd, engine SPIN_MAX_BYTES).',
+    'CPU µs/op: server CPU time (user + system) during the pass ÷ operations (fill: per 1 MiB WRITE). storvisor runs on a controller volume (O_DIRECT backend) started fresh for each session; its CPU includes the whole controller (and the guest thread), whose poller spins while I/O of at most 64 KiB is outstanding (so at low op rates, QD1 most, it is mostly polling; the fill\'s 128 KiB volume pieces complete through the eventfd, engine SPIN_MAX_BYTES), and the file server\'s own stay-awake spin (up to 150 µs after a reply leaves with nothing in flight, option stayAwakeUs, counted in its awake* stats).',
     'fio raw: fio O_DIRECT io_uring randread on a raw file of the uncached size, the same disk.',
+    'spin hits/op: calls that found the file server awake because it spun after its previous reply (stay-awake, fn_awakeHits ÷ ops; QD1 at best 1.00); contended/op: spins not started because the cores were wanted (fn_awakeContended ÷ ops): on a quiet machine QD1 rows should show hits near 1 and contended near 0.',
   ];
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
   mkdirSync(values.out!, { recursive: true });
   const stem = path.join(values.out!, `nfs-compare-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   writeFileSync(`${stem}.md`, text);
-  writeFileSync(`${stem}.json`, JSON.stringify({ seconds, repeats, cacheMiB, cachedMiB, uncachedMiB, volume, table, targets }, null, 2));
+  writeFileSync(`${stem}.json`, JSON.stringify({ seconds, repeats, cacheMiB, cachedMiB, uncachedMiB, volume, table, targets, floor }, null, 2));
   const ops = table.filter((t) => t.unit === 'ops/s');
   const series = [
     { label: integrated.label, values: ops.map((t) => t.ours) },

@@ -32,7 +32,7 @@ export const DEPLOYMENTS: DeploymentUnderTest[] = [
 export async function startDeployment(
   d: DeploymentUnderTest,
   fn: { function: string; options: Record<string, unknown>; volumeMiB: number; cacheMiB: number },
-): Promise<{ host: string; port: number; stop(): Promise<void> }> {
+): Promise<{ host: string; port: number; stats(): Promise<Record<string, number>>; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'storvisor-fbench-'));
   const config = parseConfig(
     {
@@ -68,6 +68,10 @@ export async function startDeployment(
   const address = f.address;
   return {
     ...address,
+    /** The function's counters (fn_*), as the controller's status reports them. */
+    async stats() {
+      return ((await controller.status()).functions[0]?.stats ?? {}) as Record<string, number>;
+    },
     async stop() {
       await controller.stop();
       rmSync(dir, { recursive: true, force: true });

@@ -19,6 +19,8 @@ export interface FileServerOptions extends Partial<ExportOptions>, ConnectionLim
   exportPath: string;
   /** Serve portmapper v2 on this port too (0 = any free port). Off when absent. */
   portmapperPort?: number;
+  /** µs the server stays awake after a reply for a QD1 client's next call (rpc/stay-awake.ts); 0 = never. Default 150. */
+  stayAwakeUs?: number;
 }
 
 /** What the file server asks of a volume it formats (ignored by filesystems that need no formatting). */
@@ -31,13 +33,16 @@ export interface FormatOptions {
 
 export type OpenFileSystem = (device: BlockDevice, opts?: { log?: (m: string) => void; mkfs?: FormatOptions }) => Promise<FileSystem>;
 
+/** A spin longer than a scheduler tick would only hold a core another thread needs. */
+const MAX_STAY_AWAKE_US = 1000;
+
 /** A fresh volume's export root: world-writable and sticky, like /tmp. */
 export const EXPORT_ROOT = Object.freeze({ uid: 0, gid: 0, mode: 0o1777 });
 
 /** The real filesystem, imported lazily so the protocol half loads without it. */
 const openOnVolume: OpenFileSystem = async (device, opts) => (await import('./fs/index.ts')).openFileSystem(device, opts);
 
-const KNOWN_OPTIONS = new Set(['exportPath', 'portmapperPort', 'clients', 'rootSquash', 'allSquash', 'anonUid', 'anonGid', 'authNone', ...CONNECTION_LIMIT_KEYS]);
+const KNOWN_OPTIONS = new Set(['exportPath', 'portmapperPort', 'stayAwakeUs', 'clients', 'rootSquash', 'allSquash', 'anonUid', 'anonGid', 'authNone', ...CONNECTION_LIMIT_KEYS]);
 
 export function parseFileServerOptions(raw: Record<string, unknown>): FileServerOptions & ExportOptions {
   for (const k of Object.keys(raw)) {
@@ -52,7 +57,17 @@ export function parseFileServerOptions(raw: Record<string, unknown>): FileServer
   if (pm !== undefined && (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 0 || pm > 65535)) {
     throw invalidArgument(`fileserver: options.portmapperPort must be a port number, got ${JSON.stringify(pm)}`);
   }
-  return { exportPath, portmapperPort: pm as number | undefined, ...parseExportOptions(raw), ...parseConnectionLimits(raw, 'fileserver') };
+  const sa = raw.stayAwakeUs;
+  if (sa !== undefined && (typeof sa !== 'number' || !Number.isInteger(sa) || sa < 0 || sa > MAX_STAY_AWAKE_US)) {
+    throw invalidArgument(`fileserver: options.stayAwakeUs must be an integer from 0 to ${MAX_STAY_AWAKE_US} (µs), got ${JSON.stringify(sa)}`);
+  }
+  return {
+    exportPath,
+    portmapperPort: pm as number | undefined,
+    stayAwakeUs: sa as number | undefined,
+    ...parseExportOptions(raw),
+    ...parseConnectionLimits(raw, 'fileserver'),
+  };
 }
 
 export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFunction<FileServerOptions> {
@@ -77,6 +92,7 @@ export function createFileServer(open: OpenFileSystem = openOnVolume): StorageFu
           portmapperPort: options.portmapperPort,
           export: options,
           limits: limitsOf(options),
+          stayAwake: options.stayAwakeUs === undefined ? undefined : { budgetUs: options.stayAwakeUs },
           log: ctx.log,
         });
       } catch (err) {

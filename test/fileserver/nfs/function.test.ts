@@ -23,6 +23,7 @@ test('options default exportPath to /export and reject bad values naming the fie
   assert.deepEqual(parseFileServerOptions({}), {
     exportPath: '/export',
     portmapperPort: undefined,
+    stayAwakeUs: undefined,
     clients: ['127.0.0.0/8', '::1'],
     rootSquash: true,
     allSquash: false,
@@ -32,6 +33,14 @@ test('options default exportPath to /export and reject bad values naming the fie
   });
   assert.throws(() => parseFileServerOptions({ exportPath: 'relative' }), /options\.exportPath must be an absolute path/);
   assert.throws(() => parseFileServerOptions({ portmapperPort: 70000 }), /options\.portmapperPort must be a port number/);
+});
+
+test('options.stayAwakeUs takes 0 to 1000 µs and refuses anything else naming the field', () => {
+  assert.equal(parseFileServerOptions({ stayAwakeUs: 0 }).stayAwakeUs, 0);
+  assert.equal(parseFileServerOptions({ stayAwakeUs: 1000 }).stayAwakeUs, 1000);
+  for (const bad of [-1, 1001, 1.5, '150']) {
+    assert.throws(() => parseFileServerOptions({ stayAwakeUs: bad }), /options\.stayAwakeUs must be an integer from 0 to 1000/);
+  }
 });
 
 test('the function serves the filesystem it opened on ctx.device and closes it on stop', async () => {

@@ -40,12 +40,12 @@ export function resolve(st: NfsServerState, fh: Buffer): HandleRef {
 
 /**
  * The identity each admitted call acts as, set by the program's admission wrapper
- * (nfs3.ts) before any procedure runs; a procedure reached without one is a bug.
+ * (nfs3.ts) before any procedure runs (the call's `principal`, a field of the call
+ * object rather than a WeakMap entry per call); a procedure reached without one is a bug.
  */
-const callers = new WeakMap<RpcCall, Caller>();
-export const admitCall = (call: RpcCall, c: Caller) => void callers.set(call, c);
+export const admitCall = (call: RpcCall, c: Caller) => void (call.principal = c);
 export function callerOf(call: RpcCall): Caller {
-  const c = callers.get(call);
+  const c = call.principal as Caller | undefined;
   if (!c) throw nfsRefused('SERVERFAULT', 'call reached a procedure without admission');
   return c;
 }

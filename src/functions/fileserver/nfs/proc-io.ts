@@ -12,6 +12,8 @@ import type { Wcc } from './attrs.ts';
 
 export function ioProcedures(st: NfsServerState) {
   const { postOp, wcc } = procKit(st);
+  /** Offsets above this are answered as EOF without a device read (made once, not a BigInt per READ). */
+  const lastReadOffset = BigInt(Number.MAX_SAFE_INTEGER - st.rtmax);
 
   const READ = proc('NFSPROC3_READ', {
     decode: (dec: XdrDecoder) => ({ fh: decodeFh(dec), offset: dec.u64(), count: dec.u32() }),
@@ -22,7 +24,7 @@ export function ioProcedures(st: NfsServerState) {
         const caller = callerOf(call);
         // RFC 1813: the server may return fewer bytes than asked; we clamp to rtmax.
         const count = Math.min(a.count, st.rtmax);
-        if (a.offset > BigInt(Number.MAX_SAFE_INTEGER - st.rtmax)) {
+        if (a.offset > lastReadOffset) {
           const attr = await st.fs.getattr(r.ino, r.gen);
           if (attr.type === 'file') requireIo(attr, caller, MAY_READ);
           if (attr.type !== 'file') throw nfsRefused(attr.type === 'dir' ? 'ISDIR' : 'INVAL', 'not a file');

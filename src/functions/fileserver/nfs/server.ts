@@ -13,6 +13,7 @@ import { portmapProgram } from './portmap.ts';
 import { rootAttr } from './root.ts';
 import { HandleCodec, handleKeyFor } from './handle.ts';
 import { DEFAULT_EXPORT, ExportPolicy, type ExportOptions } from './export.ts';
+import type { StayAwakeOptions, StayAwakeStats } from '../rpc/stay-awake.ts';
 
 /** 1 MiB READ/WRITE payloads; records get room for the RPC and NFS headers on top. */
 export const DEFAULT_IO_MAX = 1 << 20;
@@ -32,6 +33,8 @@ export interface NfsServerOptions {
   handleKey?: Uint8Array;
   /** Connection limits and timeouts for the RPC service (maxConnections, idleTimeoutMs, ...). */
   limits?: Partial<TcpServiceLimits>;
+  /** Stay awake after replies for a QD1 client's next call (rpc/stay-awake.ts); on by default, false = off. */
+  stayAwake?: Partial<StayAwakeOptions> | false;
   log?: (msg: string) => void;
 }
 
@@ -67,6 +70,7 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
     // Twice the payload: an oversized WRITE up to that size still reaches the handler and gets INVAL.
     maxRecordSize: 2 * ioMax + RECORD_HEADROOM,
     limits: opts.limits,
+    stayAwake: opts.stayAwake,
     log: opts.log,
   });
   const address = await rpc.listen(opts.host, opts.port);
@@ -84,10 +88,17 @@ export async function startNfsServer(opts: NfsServerOptions): Promise<NfsServer>
   return {
     address,
     portmapperAddress,
-    stats: () => ({ ...rpc.stats, ...state.stats, mounts: mount.mounts.length }),
+    stats: () => ({ ...rpc.stats, ...state.stats, mounts: mount.mounts.length, ...awakeStats(rpc.awakeStats()) }),
     async stop() {
       await rpc.close();
       await opts.fs.commit();
     },
   };
+}
+
+/** The stay-awake counters as flat stats keys (awakeSpins, awakeHits, ...). */
+function awakeStats(s: StayAwakeStats): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(s)) out[`awake${k[0]!.toUpperCase()}${k.slice(1)}`] = v;
+  return out;
 }

@@ -22,12 +22,20 @@ import {
   type CallHeader,
 } from './message.ts';
 import type { Credential } from './auth.ts';
+import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from './stay-awake.ts';
+import { CoreContention, type ContentionMeter } from '../../../queue/contention.ts';
+import { RunnableMeter, eitherMeter, lazyMeter } from './runnable-meter.ts';
 
 export interface RpcCall {
   header: CallHeader;
   cred: Credential;
   /** "address:port" of the client, for MOUNT's DUMP list and logs. */
   remote: string;
+  /**
+   * Who the call acts as, set by a program's admission step before its
+   * procedure runs (NFS: the export's Caller); undefined until then.
+   */
+  principal: unknown;
 }
 
 export interface Procedure<A = any, R = any> {
@@ -51,6 +59,12 @@ export interface RpcServerOptions {
   maxInFlightPerConnection?: number;
   /** Connection limits and timeouts (see TcpServiceLimits); the rest follow from maxRecordSize. */
   limits?: Partial<TcpServiceLimits>;
+  /**
+   * Keep the event loop awake for a bounded time after a reply leaves with
+   * nothing in flight, so a QD1 client's next call finds it awake (stay-awake.ts).
+   * On by default (150 µs, off while another thread wants the core); false = off.
+   */
+  stayAwake?: Partial<StayAwakeOptions> | false;
   log?: (msg: string) => void;
 }
 
@@ -98,6 +112,11 @@ export class RpcServer {
   private readonly log: (msg: string) => void;
   /** Call counters, plus the TCP service's connection counters (read live). */
   readonly stats: RpcStats & TcpServiceStats;
+  /** @internal null when off. */
+  readonly awake: StayAwake | null;
+  private readonly contention: ContentionMeter | null = null;
+  /** Calls in flight on every connection (a spin starts only when none is). */
+  private inflight = 0;
 
   constructor(private readonly opts: RpcServerOptions) {
     for (const p of opts.programs) this.programs.set(p.prog, p);
@@ -112,6 +131,13 @@ export class RpcServer {
       handler: (conn) => new RpcConnection(conn, this),
     });
     const service = this.service;
+    if (opts.stayAwake === false || opts.stayAwake?.budgetUs === 0) this.awake = null;
+    else {
+      // Made at the first reply, on the thread that serves: CoreContention reads this thread's own run
+      // delay; RunnableMeter the machine's runnable threads against its cores (both cores busy: no spin).
+      if (opts.stayAwake?.contention === undefined) this.contention = lazyMeter(() => eitherMeter(new CoreContention(), new RunnableMeter()));
+      this.awake = new StayAwake({ contention: this.contention, ...opts.stayAwake });
+    }
     this.stats = liveStats(() => service.stats(), { calls: 0, garbageArgs: 0, authErrors: 0, unavailable: 0, systemErrors: 0, recordErrors: 0 });
   }
 
@@ -124,35 +150,51 @@ export class RpcServer {
   }
 
   /** Stop accepting, let in-flight calls finish and reply, then drop every connection. */
-  close(): Promise<void> {
-    return this.service.stop();
+  async close(): Promise<void> {
+    this.awake?.stop();
+    try {
+      await this.service.stop();
+    } finally {
+      this.contention?.close();
+    }
+  }
+
+  /** The stay-awake counters (zeros when it is off). */
+  awakeStats(): StayAwakeStats {
+    return { ...(this.awake?.stats ?? { spins: 0, hits: 0, misses: 0, contended: 0, overBudget: 0, passes: 0 }) };
   }
 
   /** @internal one complete record from a connection: answer it. */
   call(conn: TcpConnection, record: Buffer): void {
+    // A whole call, not just bytes of one: a spin goes on through a record's first fragments.
+    this.awake?.arrived();
     let reply: ReturnType<RpcServer['dispatch']>;
     try {
-      reply = this.dispatch(record, conn.remote);
+      reply = this.dispatch(record, conn);
     } catch (err) {
       // Only a bug gets here; contain it to this connection.
       this.log(`rpc ${conn.remote}: internal error: ${(err as Error)?.stack ?? String(err)}`);
       return void conn.destroy();
     }
-    if (reply === null) return void conn.count();
-    if (!(reply instanceof Promise)) {
-      conn.count();
-      return void send(conn, reply);
+    if (reply === PENDING) return; // dispatch began it; complete() ends it
+    conn.count();
+    if (reply !== null) send(conn, reply);
+  }
+
+  /** @internal a call begun by dispatch() has its reply (encoded, or SYSTEM_ERR): send it and end the call. */
+  complete(conn: TcpConnection, reply: Reply): void {
+    this.inflight--;
+    send(conn, reply);
+    conn.end();
+    // The connection's last call in flight: no other reply can join this write in
+    // this turn, so it leaves now instead of after the next event-loop pass (one
+    // client at QD1 waits on exactly that pass). With more in flight, replies
+    // that complete together still leave in one writev at the end of the turn.
+    if (conn.inflight === 0) {
+      conn.uncorkNow();
+      // Nothing left to do anywhere: stay awake for this client's next call.
+      if (this.inflight === 0) this.awake?.replied();
     }
-    conn.begin();
-    void reply.then((buf) => {
-      if (buf) send(conn, buf);
-      conn.end();
-      // The connection's last call in flight: no other reply can join this write in
-      // this turn, so it leaves now instead of after the next event-loop pass (one
-      // client at QD1 waits on exactly that pass). With more in flight, replies
-      // that complete together still leave in one writev at the end of the turn.
-      if (buf && conn.inflight === 0) conn.uncorkNow();
-    });
   }
 
   /** @internal */
@@ -165,9 +207,12 @@ export class RpcServer {
 
   /**
    * Everything up to the handler happens synchronously and yields a framed reply
-   * at once (errors), a promise of one (a real call), or null (not a call: dropped).
+   * at once (errors), PENDING (a real call: begun on the connection, answered
+   * through complete() by one then() on the handler's result), or null (not a
+   * call: dropped).
    */
-  private dispatch(record: Buffer, remote: string): Reply | Promise<Reply | null> | null {
+  private dispatch(record: Buffer, conn: TcpConnection): Reply | typeof PENDING | null {
+    const remote = conn.remote;
     const dec = new XdrDecoder(record);
     const parsed = parseCall(dec);
     if (parsed.kind === 'ignore') {
@@ -200,24 +245,34 @@ export class RpcServer {
       this.log(`rpc ${remote}: ${proc.name} xid ${header.xid}: garbage args: ${err.message}`);
       return this.frame((enc) => encodeAccepted(enc, header.xid, AcceptStat.GARBAGE_ARGS));
     }
-    const call: RpcCall = { header, cred: parsed.cred, remote };
+    const call: RpcCall = { header, cred: parsed.cred, remote, principal: undefined };
     let out: unknown;
     try {
       out = proc.handle(args, call);
     } catch (err) {
       return this.systemError(header.xid, proc.name, err);
     }
-    // The handler's own promise (no extra hop through Promise.resolve().then).
-    return (out instanceof Promise ? out : Promise.resolve(out))
-      .then(
-        (result) =>
-          this.frame((enc) => {
-            encodeAccepted(enc, header.xid, AcceptStat.SUCCESS);
-            proc.encode(enc, result);
-          }),
-        (err) => this.systemError(header.xid, proc.name, err),
-      )
-      .catch((err) => this.systemError(header.xid, proc.name, err));
+    conn.begin();
+    this.inflight++;
+    // One then() on the handler's own promise: no chain of promises per call.
+    const xid = header.xid;
+    (out instanceof Promise ? out : Promise.resolve(out)).then(
+      (result) => this.complete(conn, this.success(xid, proc, result)),
+      (err) => this.complete(conn, this.systemError(xid, proc.name, err)),
+    );
+    return PENDING;
+  }
+
+  /** The SUCCESS reply carrying `result`; SYSTEM_ERR if the procedure's encoder throws. */
+  private success(xid: number, proc: Procedure, result: unknown): Reply {
+    try {
+      const enc = this.startFrame();
+      encodeAccepted(enc, xid, AcceptStat.SUCCESS);
+      proc.encode(enc, result);
+      return this.endFrame();
+    } catch (err) {
+      return this.systemError(xid, proc.name, err);
+    }
   }
 
   private unavailable(xid: number, stat: AcceptStat): Reply {
@@ -237,8 +292,7 @@ export class RpcServer {
    * by reference, after the copied header, in the same corked write.
    */
   private frame(body: (enc: XdrEncoder) => void): Reply {
-    const enc = this.enc.reset();
-    enc.u32(0);
+    const enc = this.startFrame();
     try {
       body(enc);
     } catch (err) {
@@ -246,6 +300,17 @@ export class RpcServer {
       enc.reset().u32(0);
       throw err;
     }
+    return this.endFrame();
+  }
+
+  /** The scratch encoder, reset, with room for the record mark. */
+  private startFrame(): XdrEncoder {
+    return this.enc.reset().u32(0);
+  }
+
+  /** The encoded reply behind its record mark, copied out (the tail by reference). */
+  private endFrame(): Reply {
+    const enc = this.enc;
     enc.patchU32(0, (LAST_FRAGMENT | (enc.wireLength - RECORD_MARK_BYTES)) >>> 0);
     const head = enc.take();
     const tail = enc.tail;
@@ -314,6 +379,8 @@ class RpcConnection implements ConnectionHandler {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** dispatch(): the call was begun and will be answered through complete(). */
+const PENDING = Symbol('pending');
 
 /** A framed reply: one buffer, or a header followed by a payload sent by reference. */
 type Reply = Buffer | Buffer[];

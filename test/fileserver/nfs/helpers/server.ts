@@ -2,6 +2,7 @@
 import { MemoryFileSystem, type MemoryFsOptions } from '../../../../src/functions/fileserver/nfs/memory-fs.ts';
 import { startNfsServer, type NfsServer } from '../../../../src/functions/fileserver/nfs/server.ts';
 import { DEFAULT_EXPORT, type ExportOptions } from '../../../../src/functions/fileserver/nfs/export.ts';
+import type { StayAwakeOptions } from '../../../../src/functions/fileserver/rpc/stay-awake.ts';
 
 /**
  * The protocol tests act as root and check what root may do (chown, any mode):
@@ -11,7 +12,7 @@ import { DEFAULT_EXPORT, type ExportOptions } from '../../../../src/functions/fi
 export const PROTOCOL_TEST_EXPORT: ExportOptions = { ...DEFAULT_EXPORT, clients: [...DEFAULT_EXPORT.clients], rootSquash: false };
 
 export async function startMemoryServer(
-  opts: MemoryFsOptions & { ioMax?: number; portmapperPort?: number; exportPath?: string; export?: ExportOptions; handleKey?: Uint8Array } = {},
+  opts: MemoryFsOptions & { ioMax?: number; portmapperPort?: number; exportPath?: string; export?: ExportOptions; handleKey?: Uint8Array; stayAwake?: Partial<StayAwakeOptions> | false } = {},
 ): Promise<{
   server: NfsServer;
   fs: MemoryFileSystem;
@@ -29,6 +30,7 @@ export async function startMemoryServer(
     exportPath: opts.exportPath,
     export: opts.export ?? PROTOCOL_TEST_EXPORT,
     handleKey: opts.handleKey,
+    stayAwake: opts.stayAwake,
     log: (m) => logs.push(m),
   });
   return { server, fs, port: server.address.port, logs };
