@@ -111,6 +111,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
   data(chunk: Buffer): void {
     if (this.draining) return; // nothing a client sends after DISC or a violation matters
     if (tracing) trace.arrived();
+    if (loopAwake !== null) loopAwake.arrived();
     this.queue.push(chunk);
     this.pump();
   }
@@ -190,7 +191,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
       if (tracing) traceReply();
-      if (loopAwake !== null) loopAwake.touch();
+      if (loopAwake !== null) loopAwake.replied();
       if (reply instanceof PooledReply) this.conn.send(reply.bytes, reply.release);
       else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
@@ -263,7 +264,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     }
     this.writeOps.push(op);
     if (tracing) traceReply();
-    if (loopAwake !== null) loopAwake.touch();
+    if (loopAwake !== null) loopAwake.replied();
     this.conn.send(reply);
     this.conn.end(op.length);
   }
@@ -276,7 +277,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     stats.bytesRead += len;
     const structured = this.limits!.structuredReplies;
     if (tracing) traceReply();
-    if (loopAwake !== null) loopAwake.touch();
+    if (loopAwake !== null) loopAwake.replied();
     if (this.lentHeld + len <= MAX_LENT_BYTES && this.conn.sendable) {
       this.lentHeld += len;
       op.lease = lease;

@@ -17,7 +17,7 @@ import { tracing, trace, S } from '../util/trace.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
 import { InFlightWait } from './in-flight-wait.ts';
-import { CoreContention, type ContentionMeter } from './contention.ts';
+import { CoreContention, type ContentionMeter } from '../native/contention.ts';
 import {
   BLK_HEADER_BYTES,
   Ctl,

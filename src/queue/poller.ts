@@ -2,7 +2,7 @@ import type { NotifyMode } from '../config/config.ts';
 import { yieldCpu } from '../native/libc.ts';
 import type { IoEngine } from '../storage/engine.ts';
 import { deviceSleeps } from './layout.ts';
-import { CoreContention, type ContentionMeter } from './contention.ts';
+import { CoreContention, type ContentionMeter } from '../native/contention.ts';
 import { InFlightWait } from './in-flight-wait.ts';
 
 /**

@@ -19,7 +19,7 @@ export interface FileServerOptions extends Partial<ExportOptions>, ConnectionLim
   exportPath: string;
   /** Serve portmapper v2 on this port too (0 = any free port). Off when absent. */
   portmapperPort?: number;
-  /** µs the server stays awake after a reply for a QD1 client's next call (rpc/stay-awake.ts); 0 = never. Default 150. */
+  /** µs the server stays awake after a reply for a QD1 client's next call (net/stay-awake.ts); 0 = never. Default 150. */
   stayAwakeUs?: number;
 }
 

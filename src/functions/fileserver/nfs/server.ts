@@ -13,7 +13,7 @@ import { portmapProgram } from './portmap.ts';
 import { rootAttr } from './root.ts';
 import { HandleCodec, handleKeyFor } from './handle.ts';
 import { DEFAULT_EXPORT, ExportPolicy, type ExportOptions } from './export.ts';
-import type { StayAwakeOptions, StayAwakeStats } from '../rpc/stay-awake.ts';
+import type { StayAwakeOptions, StayAwakeStats } from '../../../net/stay-awake.ts';
 
 /** 1 MiB READ/WRITE payloads; records get room for the RPC and NFS headers on top. */
 export const DEFAULT_IO_MAX = 1 << 20;
@@ -33,7 +33,7 @@ export interface NfsServerOptions {
   handleKey?: Uint8Array;
   /** Connection limits and timeouts for the RPC service (maxConnections, idleTimeoutMs, ...). */
   limits?: Partial<TcpServiceLimits>;
-  /** Stay awake after replies for a QD1 client's next call (rpc/stay-awake.ts); on by default, false = off. */
+  /** Stay awake after replies for a QD1 client's next call (net/stay-awake.ts); on by default, false = off. */
   stayAwake?: Partial<StayAwakeOptions> | false;
   log?: (msg: string) => void;
 }

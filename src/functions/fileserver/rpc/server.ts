@@ -22,9 +22,9 @@ import {
   type CallHeader,
 } from './message.ts';
 import type { Credential } from './auth.ts';
-import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from './stay-awake.ts';
-import { CoreContention, type ContentionMeter } from '../../../queue/contention.ts';
-import { RunnableMeter, eitherMeter, lazyMeter } from './runnable-meter.ts';
+import { StayAwake, type StayAwakeOptions, type StayAwakeStats } from '../../../net/stay-awake.ts';
+import { CoreContention, type ContentionMeter } from '../../../native/contention.ts';
+import { RunnableMeter, eitherMeter, lazyMeter } from '../../../native/runnable-meter.ts';
 
 export interface RpcCall {
   header: CallHeader;

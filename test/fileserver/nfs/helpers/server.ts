@@ -2,7 +2,7 @@
 import { MemoryFileSystem, type MemoryFsOptions } from '../../../../src/functions/fileserver/nfs/memory-fs.ts';
 import { startNfsServer, type NfsServer } from '../../../../src/functions/fileserver/nfs/server.ts';
 import { DEFAULT_EXPORT, type ExportOptions } from '../../../../src/functions/fileserver/nfs/export.ts';
-import type { StayAwakeOptions } from '../../../../src/functions/fileserver/rpc/stay-awake.ts';
+import type { StayAwakeOptions } from '../../../../src/net/stay-awake.ts';
 
 /**
  * The protocol tests act as root and check what root may do (chown, any mode):

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { CoreContention } from '../../src/queue/contention.ts';
+import { CoreContention } from '../../src/native/contention.ts';
 
 /** A schedstat file we write ourselves: "on-cpu-ns run-delay-ns timeslices". */
 function fakeSchedstat(): { path: string; set(delayNs: number): void; done(): void } {

@@ -6,14 +6,14 @@
  * free for the client the reply wakes: on a machine whose runnable threads
  * outnumber its cores, the spin takes the core the client (or anyone) would
  * have run on when this thread went to sleep, and the next call comes later,
- * not sooner. CoreContention (queue/contention.ts) sees only this thread's own
+ * not sooner. CoreContention (native/contention.ts) sees only this thread's own
  * wait, which a thread that spins for a few µs per call hardly has.
  *
  * Where /proc/loadavg cannot be read the verdict stays "not contended".
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import type { ContentionMeter } from '../../../queue/contention.ts';
+import type { ContentionMeter } from './contention.ts';
 
 const SAMPLE_MS = 5;
 /** Smoothing of the runnable count (per sample). */

@@ -22,8 +22,8 @@
  *
  * Off with `budgetUs: 0`.
  */
-import { yieldCpu } from '../../../native/libc.ts';
-import type { ContentionMeter } from '../../../queue/contention.ts';
+import { yieldCpu } from '../native/libc.ts';
+import type { ContentionMeter } from '../native/contention.ts';
 
 export interface StayAwakeOptions {
   /** Longest spin after one reply, µs (0 = never spin). */
