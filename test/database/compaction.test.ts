@@ -388,3 +388,36 @@ test('a compaction flips with the carried records, one flush and the superblock 
   assert.deepEqual(dump(reopened), expected);
   await Promise.all([db.close(), reopened.close()]);
 });
+
+test('writes that wait for a compaction\'s flip are written with it, not in a batch of their own after it', async () => {
+  const device = new GatedDevice(8 << 20);
+  const writes: number[] = [];
+  const pwrite = device.pwrite.bind(device);
+  device.pwrite = (buf, offset, flags) => {
+    writes.push(offset);
+    return pwrite(buf, offset, flags);
+  };
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const first = await Database.open(device, options);
+  for (let i = 0; i < 1000; i++) dispatch(commandContext(first), [b('SET'), b(`k${i}`), b(`v${i}`)]);
+  await first.close();
+  // A recovered log compacts before its first append, and what is queued meanwhile waits for the flip.
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const region1 = 2 * device.blockSize + db.writer.regionSize;
+  device.arm(region1);
+  dispatch(ctx, [b('SET'), b('first'), b('1')]);
+  await waitFor(() => device.holding, 'the snapshot write to be held');
+  dispatch(ctx, [b('SET'), b('waiting'), b('2')]);
+  writes.length = 0;
+  device.held!();
+  await db.writer.sync();
+  assert.equal(db.writer.counters.compactions, 1);
+  const sb = writes.findIndex((o) => o < 2 * device.blockSize);
+  assert.ok(sb >= 0, 'no superblock write');
+  assert.deepEqual(writes.slice(sb + 1), [], 'a batch was written after the flip');
+  const reopened = await Database.open(device.copy(), options);
+  assert.deepEqual(dump(reopened), dump(db));
+  assert.equal(reopened.ks.size, 1002);
+  await Promise.all([db.close(), reopened.close()]);
+});
