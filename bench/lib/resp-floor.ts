@@ -157,6 +157,7 @@ export interface RunningFloor {
  */
 export async function startFloor(device: BlockDevice | null): Promise<RunningFloor> {
   let writing = false;
+  let scheduled = false;
   let batches = 0;
   let zero = Buffer.alloc(0);
   const bs = device?.blockSize ?? 4096;
@@ -169,10 +170,15 @@ export async function startFloor(device: BlockDevice | null): Promise<RunningFlo
     batchBytes: 0,
     waiting: new Set(),
     commitSoon() {
-      if (!writing) queueMicrotask(commit);
+      // As the log writer: the batch starts on the next turn, so commands read from every socket in this one join it.
+      if (!writing && !scheduled) {
+        scheduled = true;
+        setImmediate(commit);
+      }
     },
   };
   const commit = (): void => {
+    scheduled = false;
     if (writing || srv.waiting.size === 0 || device === null) return;
     writing = true;
     const batch = srv.batch++;
