@@ -15,7 +15,8 @@
  *   node --import tsx bench/database.ts
  * Environment: BENCH_SECONDS (about how long each redis-benchmark test runs, default 4),
  * BENCH_REPEATS (default 3), BENCH_DB_KEYS (preloaded keys for the compaction runs,
- * default 100,000).
+ * default 100,000), BENCH_DB_TARGETS (a comma list of kinds to run: integrated,
+ * guest/adaptive,redis-server,node floor; default all).
  */
 import { freePort } from './lib/net.ts';
 import { execFile, spawn, spawnSync } from 'node:child_process';
@@ -29,6 +30,7 @@ import { FileBlockDevice } from '../src/block/file-device.ts';
 import database from '../src/functions/database/index.ts';
 import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
 import { processCpuSeconds, selfCpuSeconds } from './lib/cpu.ts';
+import { startFloor } from './lib/resp-floor.ts';
 
 const run = promisify(execFile);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -40,7 +42,7 @@ type Fsync = 'always' | 'everysec';
 export interface BenchTarget {
   name: string;
   /** storvisor deployment or the peer. */
-  kind: 'integrated' | 'guest/adaptive' | 'redis-server';
+  kind: 'integrated' | 'guest/adaptive' | 'redis-server' | 'node floor';
   appendfsync: Fsync;
   start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number }>;
 }
@@ -82,6 +84,33 @@ export function guestTarget(appendfsync: Fsync): BenchTarget {
     async start() {
       const dep = await startDeployment(d, { function: 'database', options: { appendfsync }, volumeMiB: 512, cacheMiB: 64 });
       return { port: dep.port, stop: dep.stop, cpuSeconds: selfCpuSeconds };
+    },
+  };
+}
+
+/**
+ * The runtime's floor (bench/lib/resp-floor.ts): the same process, TcpService,
+ * RESP parser and reply writer as integrated, SET answered +OK and GET a fixed
+ * bulk, no keyspace and no log; in `always` the group-commit write with FUA of
+ * each batch on the same kind of device, no store. The ceiling of any database
+ * on this runtime and socket path.
+ */
+export function floorTarget(appendfsync: Fsync): BenchTarget {
+  return {
+    name: `node floor ${appendfsync}`,
+    kind: 'node floor',
+    appendfsync,
+    async start(dir) {
+      const device = appendfsync === 'always' ? await FileBlockDevice.open(join(dir, `floor-${appendfsync}.img`), 512 * 1024 * 1024) : null;
+      const floor = await startFloor(device);
+      return {
+        port: floor.port,
+        cpuSeconds: selfCpuSeconds,
+        async stop() {
+          await floor.stop();
+          await device?.close();
+        },
+      };
     },
   };
 }
@@ -255,6 +284,10 @@ function table(header: string[], lines: string[][]): string[] {
   return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`, ...lines.map((l) => `| ${l.join(' | ')} |`)];
 }
 
+/** BENCH_DB_TARGETS=integrated,redis-server,... runs only those kinds (a missing one's cells read '-'); default all. */
+const TARGET_KINDS = process.env.BENCH_DB_TARGETS?.split(',').map((k) => k.trim()).filter((k) => k !== '') ?? null;
+const wanted = (t: BenchTarget): boolean => TARGET_KINDS === null || TARGET_KINDS.includes(t.kind);
+
 /** `npm run bench -- database`: both parts, median of REPEATS, written to resultsDir. */
 export async function databaseSuite(resultsDir: string): Promise<void> {
   for (const tool of ['redis-benchmark', 'redis-server']) {
@@ -262,7 +295,7 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
   }
   const started = Date.now();
   const modes: Fsync[] = ['always', 'everysec'];
-  const targets = modes.flatMap((m) => [integratedTarget(m), guestTarget(m), redisTarget(m)]);
+  const targets = modes.flatMap((m) => [integratedTarget(m), guestTarget(m), redisTarget(m), floorTarget(m)]).filter(wanted);
   const all: Row[] = [];
   for (let r = 0; r < REPEATS; r++) {
     // Alternate the order between repeats so no target always runs first.
@@ -270,31 +303,32 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
     for (const row of await benchDatabase(order)) all.push(row);
     progress(`repeat ${r + 1}/${REPEATS} done`);
   }
-  const cell = (target: BenchTarget, test: string, p: number, size: number) => {
-    const rs = all.filter((x) => x.target === target.name && x.test === test && x.pipeline === p && x.size === size);
+  const cell = (target: BenchTarget | undefined, test: string, p: number, size: number) => {
+    const rs = all.filter((x) => x.target === target?.name && x.test === test && x.pipeline === p && x.size === size);
     return { rps: median(rs.map((x) => x.rps)), p99: median(rs.map((x) => x.p99)), cpuUs: median(rs.map((x) => x.cpuUs)), runs: rs.map((x) => Math.round(x.rps)) };
   };
   const out: string[] = [`# database bench: median of ${REPEATS} runs, about ${SECONDS} s per test (requests/s)`, ''];
   const json: Record<string, unknown>[] = [];
   for (const mode of modes) {
-    const [integ, guest, redis] = targets.filter((t) => t.appendfsync === mode);
+    const [integ, guest, redis, floor] = (['integrated', 'guest/adaptive', 'redis-server', 'node floor'] as const).map((k) => targets.find((t) => t.appendfsync === mode && t.kind === k));
     const lines: string[][] = [];
     for (const test of ['SET', 'GET']) {
       for (const p of [1, 16]) {
         for (const size of [100, 4096]) {
-          const [i, g, x] = [integ, guest, redis].map((t) => cell(t, test, p, size));
-          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(x.cpuUs, 1)]);
-          json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x });
+          const [i, g, x, f] = [integ, guest, redis, floor].map((t) => cell(t, test, p, size));
+          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1)]);
+          json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x, nodeFloor: f });
         }
       }
     }
     out.push(`## appendfsync ${mode}`, '');
-    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'redis CPU µs/cmd'], lines), '');
+    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd'], lines), '');
   }
-  out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor: this whole process, including the controller; redis-server: its process).', '');
+  out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor and the floor: this whole process, including the controller; redis-server: its process).', '');
+  out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
 
   const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);
-  const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')];
+  const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')].filter(wanted);
   const crows: CompactionRow[] = [];
   for (let r = 0; r < REPEATS; r++) {
     crows.push(...(await benchCompaction(r % 2 === 0 ? compactionTargets : [...compactionTargets].reverse(), keys)));

@@ -336,3 +336,88 @@ test('a compaction beside steady writes ends once its snapshot is written, carry
   assert.deepEqual(dump(reopened), expected);
   await Promise.all([db.close(), reopened.close()]);
 });
+
+/** A memory device that behaves as write-back (flush makes writes durable) and records every operation. */
+class RecordingDevice extends MemoryBlockDevice {
+  readonly ops: string[] = [];
+  constructor(size: number) {
+    super(size);
+    (this as { writeThrough: boolean }).writeThrough = false;
+  }
+  override async pread(buf: Uint8Array, offset: number): Promise<void> {
+    this.ops.push(`read ${offset}`);
+    return super.pread(buf, offset);
+  }
+  override async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    this.ops.push(`write ${offset}${flags?.fua ? ' fua' : ''}`);
+    return super.pwrite(buf, offset, flags);
+  }
+  override async flush(): Promise<void> {
+    this.ops.push('flush');
+    return super.flush();
+  }
+}
+
+test('a compaction flips with the carried records, one flush and the superblock with FUA, and reads nothing back', async () => {
+  const device = new RecordingDevice(32 << 20);
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  for (let i = 0; i < 12_000; i++) run('SET', `k${i}`, `v${i}-${'x'.repeat(100)}`);
+  await db.writer.sync();
+  device.ops.length = 0;
+  const compaction = db.writer.compactNow();
+  let i = 0;
+  while (db.writer.counters.compactions === 0) {
+    run('SET', `k${(i * 7) % 12_000}`, `during-${i}`);
+    i++;
+    await new Promise((r) => setImmediate(r));
+  }
+  const ops = [...device.ops];
+  await compaction;
+  await db.writer.sync();
+  assert.deepEqual(ops.filter((o) => o.startsWith('read')), [], 'the tail block was read back');
+  // The superblock slots are the first two blocks of the volume.
+  const sb = ops.findLastIndex((o) => /^write \d+ fua$/.test(o) && Number(o.split(' ')[1]) < 2 * device.blockSize);
+  assert.ok(sb > 0, `no superblock write: ${ops.slice(-6).join(', ')}`);
+  assert.deepEqual(ops.slice(sb - 2), [ops[sb - 2], 'flush', ops[sb]], `the flip: ${ops.slice(sb - 4).join(', ')}`);
+  assert.match(ops[sb - 2]!, /^write \d+$/, 'the carried records are written without FUA before the one flush');
+  const expected = dump(db);
+  const reopened = await Database.open(device, options);
+  assert.deepEqual(dump(reopened), expected);
+  await Promise.all([db.close(), reopened.close()]);
+});
+
+test('writes that wait for a compaction\'s flip are written with it, not in a batch of their own after it', async () => {
+  const device = new GatedDevice(8 << 20);
+  const writes: number[] = [];
+  const pwrite = device.pwrite.bind(device);
+  device.pwrite = (buf, offset, flags) => {
+    writes.push(offset);
+    return pwrite(buf, offset, flags);
+  };
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const first = await Database.open(device, options);
+  for (let i = 0; i < 1000; i++) dispatch(commandContext(first), [b('SET'), b(`k${i}`), b(`v${i}`)]);
+  await first.close();
+  // A recovered log compacts before its first append, and what is queued meanwhile waits for the flip.
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const region1 = 2 * device.blockSize + db.writer.regionSize;
+  device.arm(region1);
+  dispatch(ctx, [b('SET'), b('first'), b('1')]);
+  await waitFor(() => device.holding, 'the snapshot write to be held');
+  dispatch(ctx, [b('SET'), b('waiting'), b('2')]);
+  writes.length = 0;
+  device.held!();
+  await db.writer.sync();
+  assert.equal(db.writer.counters.compactions, 1);
+  const sb = writes.findIndex((o) => o < 2 * device.blockSize);
+  assert.ok(sb >= 0, 'no superblock write');
+  assert.deepEqual(writes.slice(sb + 1), [], 'a batch was written after the flip');
+  const reopened = await Database.open(device.copy(), options);
+  assert.deepEqual(dump(reopened), dump(db));
+  assert.equal(reopened.ks.size, 1002);
+  await Promise.all([db.close(), reopened.close()]);
+});

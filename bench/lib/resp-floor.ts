@@ -1,0 +1,212 @@
+/**
+ * The "node floor" of the database bench (issue #10): the least a RESP server
+ * on this runtime and socket path can do per command. It runs in the same
+ * process model as the integrated database (this process, one event loop),
+ * on the same TcpService (limits, backpressure, cork per tick), with the same
+ * RespParser and ReplyWriter, and answers SET with +OK and GET with a fixed
+ * bulk as long as the last SET's value (so 100 B and 4 KiB cases get replies
+ * of their size) — no keyspace, no log, no copies of values.
+ *
+ * `always`: the group commit and nothing else. SET replies (and the replies
+ * behind them on that connection) wait for a batch: one block-aligned pwrite
+ * with FUA (an fdatasync on a FileBlockDevice) as large as the batch's values
+ * would be, from one zeroed buffer; everything that arrives while a batch is
+ * in flight joins the next one. Its rate is the ceiling for `always` SET.
+ *
+ * Whatever a database does beyond this costs time this floor does not spend;
+ * its rate is the ceiling of any database on this runtime and socket path.
+ */
+import type { BlockDevice } from '../../src/block/types.ts';
+import { TcpService, type ConnectionHandler, type TcpConnection } from '../../src/net/tcp-service.ts';
+import { RespParser } from '../../src/functions/database/resp/parser.ts';
+import { ErrorReply, OK, PONG, ReplyWriter, type Reply } from '../../src/functions/database/resp/writer.ts';
+import { respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
+
+/** Bulk replies by length (one per size the bench uses). */
+const bulks = new Map<number, Buffer>();
+function bulkOf(n: number): Buffer {
+  let b = bulks.get(n);
+  if (b === undefined) bulks.set(n, (b = Buffer.alloc(n, 0x78)));
+  return b;
+}
+
+/** What the log writes per SET beyond the value (record header, key, op): a round figure. */
+const RECORD_OVERHEAD = 48;
+
+const EMPTY_ARRAY: Reply[] = [];
+
+class FloorConnection implements ConnectionHandler {
+  private readonly parser: RespParser;
+  private readonly w = new ReplyWriter();
+  /** Replies behind a SET waiting for its batch (always). */
+  private readonly held = new ReplyWriter();
+  private heldBatch = 0;
+  private heldBytes = 0;
+  private heldCount = 0;
+  private readonly out: Buffer[] = [];
+
+  constructor(
+    private readonly conn: TcpConnection,
+    private readonly srv: FloorServer,
+  ) {
+    this.parser = new RespParser(
+      { onCommand: (args) => this.onCommand(args), onError: () => this.conn.destroy() },
+      { maxRequestBytes: QUERY_BUFFER_LIMIT },
+    );
+  }
+
+  data(chunk: Buffer): void {
+    this.parser.feed(chunk);
+    this.flush();
+    this.conn.setBuffered(this.parser.bufferedBytes, this.parser.midRequest);
+  }
+
+  resume(): void {
+    if (this.parser.paused) this.parser.resume();
+    this.flush();
+    this.conn.setBuffered(this.parser.bufferedBytes, this.parser.midRequest);
+  }
+
+  closed(): void {
+    this.srv.waiting.delete(this);
+  }
+
+  private onCommand(args: Buffer[]): boolean {
+    const name = args[0]!;
+    let reply: Reply;
+    let wrote = false;
+    if (name.length === 3 && (name[0]! | 0x20) === 0x73 && args.length >= 3) {
+      // SET key value
+      this.srv.lastSize = args[2]!.length;
+      reply = OK;
+      wrote = this.srv.device !== null;
+      if (wrote) this.srv.batchBytes += args[1]!.length + args[2]!.length + RECORD_OVERHEAD;
+    } else if (name.length === 3 && (name[0]! | 0x20) === 0x67) {
+      reply = bulkOf(this.srv.lastSize);
+    } else if (name.length === 4 && (name[0]! | 0x20) === 0x70) {
+      reply = PONG;
+    } else if (name.length === 6 && (name[0]! | 0x20) === 0x63) {
+      reply = EMPTY_ARRAY; // CONFIG GET (redis-benchmark asks for save and appendonly)
+    } else {
+      reply = new ErrorReply('ERR the floor server answers SET, GET, PING and CONFIG only');
+    }
+    if (!wrote && this.heldCount === 0) {
+      this.w.write(reply);
+      this.conn.count();
+    } else {
+      const before = this.held.pendingBytes;
+      this.held.write(reply);
+      const size = this.held.pendingBytes - before;
+      this.heldBytes += size;
+      this.heldCount++;
+      this.heldBatch = this.srv.batch;
+      this.conn.begin(size);
+      this.srv.waiting.add(this);
+      this.srv.commitSoon();
+    }
+    return this.conn.canAccept();
+  }
+
+  /** Batch `batch` is durable: release what waited for it (or for an earlier one). */
+  released(batch: number): void {
+    if (this.heldCount === 0 || this.heldBatch > batch) return;
+    const out = this.out;
+    this.held.take(out);
+    for (const b of out) this.w.append(b);
+    out.length = 0;
+    const size = this.heldBytes;
+    const n = this.heldCount;
+    this.heldBytes = 0;
+    this.heldCount = 0;
+    this.srv.waiting.delete(this);
+    this.flush();
+    this.conn.end(size, n);
+  }
+
+  private flush(): void {
+    if (this.w.pendingBytes === 0) return;
+    const out = this.out;
+    this.w.take(out);
+    for (const b of out) this.conn.send(b);
+    out.length = 0;
+  }
+}
+
+export interface FloorServer {
+  readonly device: BlockDevice | null;
+  lastSize: number;
+  /** The batch SETs join now; bytes its records would take. */
+  batch: number;
+  batchBytes: number;
+  readonly waiting: Set<FloorConnection>;
+  commitSoon(): void;
+}
+
+export interface RunningFloor {
+  port: number;
+  /** Group-commit writes (always). */
+  batches(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Start the floor server on 127.0.0.1 port 0. With a device it answers SET
+ * only once a group-commit write (pwrite with FUA, no data set) holding it is
+ * done, as `appendfsync always`; without one at once, as `everysec` between
+ * its flushes.
+ */
+export async function startFloor(device: BlockDevice | null): Promise<RunningFloor> {
+  let writing = false;
+  let scheduled = false;
+  let batches = 0;
+  let zero = Buffer.alloc(0);
+  const bs = device?.blockSize ?? 4096;
+  const region = device === null ? 0 : Math.min(device.size, 256 << 20);
+  let offset = 0;
+  const srv: FloorServer = {
+    device,
+    lastSize: 3,
+    batch: 1,
+    batchBytes: 0,
+    waiting: new Set(),
+    commitSoon() {
+      // As the log writer: the batch starts on the next turn, so commands read from every socket in this one join it.
+      if (!writing && !scheduled) {
+        scheduled = true;
+        setImmediate(commit);
+      }
+    },
+  };
+  const commit = (): void => {
+    scheduled = false;
+    if (writing || srv.waiting.size === 0 || device === null) return;
+    writing = true;
+    const batch = srv.batch++;
+    const bytes = Math.max(bs, Math.ceil(srv.batchBytes / bs) * bs);
+    srv.batchBytes = 0;
+    if (zero.length < bytes) zero = Buffer.alloc(bytes);
+    if (offset + bytes > region) offset = 0;
+    const at = offset;
+    offset += bytes;
+    device.pwrite(zero.subarray(0, bytes), at, { fua: !device.writeThrough }).then(
+      () => {
+        writing = false;
+        batches++;
+        for (const c of [...srv.waiting]) c.released(batch);
+        commit();
+      },
+      (err: Error) => {
+        writing = false;
+        throw err;
+      },
+    );
+  };
+  const service = new TcpService({
+    name: 'resp-floor',
+    uncork: 'tick',
+    limits: respLimits(),
+    handler: (conn) => new FloorConnection(conn, srv),
+  });
+  const { port } = await service.listen('127.0.0.1', 0);
+  return { port, batches: () => batches, stop: () => service.stop() };
+}
