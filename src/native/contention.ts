@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { ProcField } from './proc-field.ts';
 
 /**
  * Does another thread want this core? A spinner is worth its core only while
@@ -39,8 +39,8 @@ const ON = 0.6;
 const OFF = 0.3;
 
 export class CoreContention implements ContentionMeter {
-  private fd: number;
-  private readonly buf = Buffer.alloc(96);
+  /** Field 2 of schedstat: run-queue wait, ns. */
+  private readonly delay: ProcField;
   private lastAt = 0;
   private lastDelayNs = -1;
   private share = 0;
@@ -49,17 +49,13 @@ export class CoreContention implements ContentionMeter {
   samples = 0;
 
   constructor(path = '/proc/thread-self/schedstat') {
-    try {
-      this.fd = openSync(path, 'r');
-    } catch {
-      this.fd = -1;
-    }
+    this.delay = new ProcField(path, 1, -1, 96);
   }
 
   /** True when other threads wanted this thread's core for a good part of the recent past. */
   contended(now: number): boolean {
-    if (this.fd < 0 || now - this.lastAt < SAMPLE_MS) return this.verdict;
-    const delay = this.readDelayNs();
+    if (!this.delay.open || now - this.lastAt < SAMPLE_MS) return this.verdict;
+    const delay = this.delay.read();
     if (delay < 0) return this.verdict;
     if (this.lastDelayNs >= 0) {
       const wallNs = (now - this.lastAt) * 1e6;
@@ -79,31 +75,6 @@ export class CoreContention implements ContentionMeter {
   }
 
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
-  }
-
-  /** Field 2 of schedstat (run-queue wait, ns), parsed from the bytes: no string per sample. */
-  private readDelayNs(): number {
-    let n: number;
-    try {
-      n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
-    } catch {
-      this.close();
-      return -1;
-    }
-    const b = this.buf;
-    let i = 0;
-    while (i < n && b[i] !== 0x20) i++; // skip field 1 (time on CPU)
-    i++;
-    let v = 0;
-    let digits = 0;
-    for (; i < n; i++) {
-      const c = b[i]!;
-      if (c < 0x30 || c > 0x39) break;
-      v = v * 10 + (c - 0x30);
-      digits++;
-    }
-    return digits > 0 ? v : -1;
+    this.delay.close();
   }
 }

@@ -11,17 +11,17 @@
  *
  * Where /proc/loadavg cannot be read the verdict stays "not contended".
  */
-import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { ContentionMeter } from './contention.ts';
+import { ProcField } from './proc-field.ts';
 
 const SAMPLE_MS = 5;
 /** Smoothing of the runnable count (per sample). */
 const ALPHA = 0.2;
 
 export class RunnableMeter implements ContentionMeter {
-  private fd: number;
-  private readonly buf = Buffer.alloc(128);
+  /** R of loadavg's "a b c R/T pid". */
+  private readonly runnableNow: ProcField;
   private lastAt = -Infinity;
   private avg = 0;
   private verdict = false;
@@ -38,17 +38,13 @@ export class RunnableMeter implements ContentionMeter {
   constructor(cores = availableParallelism(), path = '/proc/loadavg') {
     this.on = cores + 0.5;
     this.off = cores;
-    try {
-      this.fd = openSync(path, 'r');
-    } catch {
-      this.fd = -1;
-    }
+    this.runnableNow = new ProcField(path, 3, 0x2f);
   }
 
   contended(now: number): boolean {
-    if (this.fd < 0 || now - this.lastAt < SAMPLE_MS) return this.verdict;
+    if (!this.runnableNow.open || now - this.lastAt < SAMPLE_MS) return this.verdict;
     this.lastAt = now;
-    const r = this.readRunnable();
+    const r = this.runnableNow.read();
     if (r < 0) return this.verdict;
     this.avg = this.samples === 0 ? r : this.avg + ALPHA * (r - this.avg);
     this.samples++;
@@ -62,31 +58,7 @@ export class RunnableMeter implements ContentionMeter {
   }
 
   close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
-  }
-
-  /** R of "a b c R/T pid", parsed from the bytes: no string per sample. */
-  private readRunnable(): number {
-    let n: number;
-    try {
-      n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
-    } catch {
-      this.close();
-      return -1;
-    }
-    const b = this.buf;
-    let i = 0;
-    for (let spaces = 0; i < n && spaces < 3; i++) if (b[i] === 0x20) spaces++;
-    let v = 0;
-    let digits = 0;
-    for (; i < n; i++) {
-      const c = b[i]!;
-      if (c < 0x30 || c > 0x39) break;
-      v = v * 10 + (c - 0x30);
-      digits++;
-    }
-    return digits > 0 && b[i] === 0x2f ? v : -1;
+    this.runnableNow.close();
   }
 }
 
