@@ -25,8 +25,6 @@
 
 #include "napi-check.h"
 
-/* native/storvisor.c: the bytes of a TypedArray or Buffer; 0 when `v` is not one. */
-int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
 static napi_value int_result(napi_env env, int32_t n) {
   napi_value r;
@@ -43,12 +41,9 @@ static int compress_into(const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
 
 /* lz4Compress(src, dst): compressed length, or 0 when the result would not fit in dst. */
 static napi_value lz4_compress_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
-  if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
+  if (!storvisor_two_buffers(env, info, &src, &sn, &dst, &dn)) {
     napi_throw_type_error(env, NULL, "lz4Compress(src, dst): two Uint8Arrays");
     return NULL;
   }
@@ -57,12 +52,9 @@ static napi_value lz4_compress_js(napi_env env, napi_callback_info info) {
 
 /* lz4Decompress(src, dst): bytes produced, or -1 (malformed input, or it would overflow dst). */
 static napi_value lz4_decompress_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *src, *dst;
   size_t sn, dn;
-  if (argc < 2 || !storvisor_typed_bytes(env, argv[0], &src, &sn) || !storvisor_typed_bytes(env, argv[1], &dst, &dn)) {
+  if (!storvisor_two_buffers(env, info, &src, &sn, &dst, &dn)) {
     napi_throw_type_error(env, NULL, "lz4Decompress(src, dst): two Uint8Arrays");
     return NULL;
   }

@@ -145,7 +145,7 @@ static ring_t *ring_arg(napi_env env, napi_value v) {
 
 /*
  * The bytes of a TypedArray or Buffer: base pointer and length; 0 (nothing thrown)
- * when `v` is not one. Shared with native/lz4.c.
+ * when `v` is not one. Shared with native/lz4.c and native/xxhash.c (napi-check.h).
  */
 int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   bool is_ta = false;
@@ -165,6 +165,13 @@ int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *le
   *data = ptr;
   *len = length * elem;
   return 1;
+}
+
+int storvisor_two_buffers(napi_env env, napi_callback_info info, uint8_t **a, size_t *an, uint8_t **b, size_t *bn) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return 0;
+  return storvisor_typed_bytes(env, argv[0], a, an) && storvisor_typed_bytes(env, argv[1], b, bn);
 }
 
 /* The bytes of a TypedArray or Buffer argument, or a TypeError thrown. */

@@ -22,8 +22,6 @@
 
 #include "napi-check.h"
 
-/* native/storvisor.c: the bytes of a TypedArray or Buffer; 0 when `v` is not one. */
-int storvisor_typed_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
 #define P1 0x9E3779B185EBCA87ULL
 #define P2 0xC2B2AE3D27D4EB4FULL
