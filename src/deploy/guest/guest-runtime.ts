@@ -35,8 +35,8 @@ export interface GuestChannel {
  * longer referenced until a GC frees them, and a database answering 4 KiB GETs
  * at -P 16 makes ~300 MB/s of such garbage (its peak measured 200+ MiB above
  * what was live). So a check over the limit first forces a full collection and
- * looks again one check later; only memory still over the limit then ends the
- * guest. Without a collector (it needs --expose-gc, set at run time) the first
+ * looks again AFTER_COLLECT_MS later; only memory still over the limit then
+ * ends the guest. Without a collector (it needs --expose-gc, set at run time) the first
  * check over the limit ends it, as before.
  */
 const BUFFER_CHECK_MS = 100;
