@@ -169,6 +169,17 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     this.conn.count(); // negotiation complete: progress for the timeouts
   }
 
+  /**
+   * A reply is about to go out (before `conn.end` of its request). With
+   * nothing else in flight on this connection, the loop stays awake for the
+   * client's next request (awake.ts: StayAwake.replied's contract); at depth a
+   * request is already on its way and a spin would only burn passes.
+   */
+  private replying(): void {
+    if (tracing) traceReply();
+    if (loopAwake !== null && this.conn.inflight === 1) loopAwake.replied();
+  }
+
   private dispatch(req: NbdRequest): void {
     if (tracing) trace.start(S.request);
     if (req.type === NBD_CMD_DISC) {
@@ -190,8 +201,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     const bytes = !req.oversized && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE) ? req.length : 0;
     this.conn.begin(bytes);
     void this.transmission!.handle(req).then((reply) => {
-      if (tracing) traceReply();
-      if (loopAwake !== null) loopAwake.replied();
+      this.replying();
       if (reply instanceof PooledReply) this.conn.send(reply.bytes, reply.release);
       else this.conn.send(this.limits!.structuredReplies ? this.wireSafe(req, reply) : reply);
       this.conn.end(bytes);
@@ -263,8 +273,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
       if (this.limits!.structuredReplies) reply = this.wireSafe(op, reply);
     }
     this.writeOps.push(op);
-    if (tracing) traceReply();
-    if (loopAwake !== null) loopAwake.replied();
+    this.replying();
     this.conn.send(reply);
     this.conn.end(op.length);
   }
@@ -276,8 +285,7 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
     stats.reads++;
     stats.bytesRead += len;
     const structured = this.limits!.structuredReplies;
-    if (tracing) traceReply();
-    if (loopAwake !== null) loopAwake.replied();
+    this.replying();
     if (this.lentHeld + len <= MAX_LENT_BYTES && this.conn.sendable) {
       this.lentHeld += len;
       op.lease = lease;
