@@ -15,6 +15,10 @@
  *                               block which[k] of src (blockSize bytes each) into
  *                               dst[k*slot, (k+1)*slot): lengths[k] = its length
  *                               or 0; returns how many compressed
+ *   lz4VerifyFragment(block, slot, maxSlots, data)
+ *                               whether fragment `slot` of a packed block decompresses
+ *                               to exactly `data`: 1 equal, 0 different, < 0 unreadable
+ *                               (the dedup volume's duplicate verify, in one call)
  */
 #include <stdint.h>
 #include <string.h>
@@ -22,6 +26,7 @@
 
 #include <lz4.h>
 #include <node_api.h>
+#include <zlib.h> /* crc32: the copy of zlib the node binary exports (its headers ship zlib.h) */
 
 #include "napi-check.h"
 
@@ -101,11 +106,64 @@ static napi_value lz4_compress_blocks_js(napi_env env, napi_callback_info info) 
   return int_result(env, done);
 }
 
+/*
+ * Packed block layout (src/functions/dedup/fragments.ts, Packer and fragmentOf; little-endian):
+ *   magic u32 "SVPK" | count u16 | reserved u16 | count x (offset u16, length u16, crc32 u32) | ... | fragments
+ * The checks are fragmentOf's, in its order, so a fragment the TypeScript path calls
+ * unreadable is unreadable here too.
+ */
+#define PACK_MAGIC 0x4b505653u
+#define PACK_HEADER 8u
+#define PACK_SLOT 8u
+
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+static uint32_t le32(const uint8_t *p) { return le16(p) | (le16(p + 2) << 16); }
+
+/* Results of verify_fragment below 0: why the fragment cannot be read. */
+enum { VERIFY_BAD_MAGIC = -1, VERIFY_NO_SLOT = -2, VERIFY_OUTSIDE = -3, VERIFY_CRC = -4, VERIFY_UNDECODABLE = -5 };
+
+static int verify_fragment(const uint8_t *block, size_t bn, uint32_t slot, uint32_t max_slots, const uint8_t *data, size_t dn) {
+  if (bn < PACK_HEADER || le32(block) != PACK_MAGIC) return VERIFY_BAD_MAGIC;
+  uint32_t count = le16(block + 4);
+  if (count > max_slots || slot >= count || PACK_HEADER + (size_t)count * PACK_SLOT > bn) return VERIFY_NO_SLOT;
+  const uint8_t *at = block + PACK_HEADER + (size_t)slot * PACK_SLOT;
+  uint32_t off = le16(at), len = le16(at + 2);
+  if (off < PACK_HEADER + count * PACK_SLOT || (size_t)off + len > bn) return VERIFY_OUTSIDE;
+  if ((uint32_t)crc32(0L, block + off, len) != le32(at + 4)) return VERIFY_CRC;
+  /* One block of output, on the stack: the dedup volume's blocks are 4 KiB. */
+  uint8_t out[4096];
+  if (dn > sizeof out || len == 0) return VERIFY_UNDECODABLE;
+  int r = LZ4_decompress_safe((const char *)(block + off), (char *)out, (int)len, (int)dn);
+  if (r != (int)dn) return VERIFY_UNDECODABLE;
+  return memcmp(out, data, dn) == 0 ? 1 : 0;
+}
+
+/* lz4VerifyFragment(block, slot, maxSlots, data): 1 equal, 0 different, < 0 the fragment is unreadable. */
+static napi_value lz4_verify_fragment_js(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *block, *data;
+  size_t bn, dn;
+  int32_t slot = 0, max_slots = 0;
+  if (argc < 4 || !storvisor_typed_bytes(env, argv[0], &block, &bn) || napi_get_value_int32(env, argv[1], &slot) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &max_slots) != napi_ok || !storvisor_typed_bytes(env, argv[3], &data, &dn)) {
+    napi_throw_type_error(env, NULL, "lz4VerifyFragment(block: Uint8Array, slot, maxSlots, data: Uint8Array)");
+    return NULL;
+  }
+  if (slot < 0 || max_slots < 0 || bn > 65536 || dn > 4096) {
+    napi_throw_range_error(env, NULL, "lz4VerifyFragment: slot and maxSlots are not negative, a packed block is at most 64 KiB, data at most 4 KiB");
+    return NULL;
+  }
+  return int_result(env, verify_fragment(block, bn, (uint32_t)slot, (uint32_t)max_slots, data, dn));
+}
+
 void storvisor_lz4_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"lz4Compress", NULL, lz4_compress_js, NULL, NULL, NULL, napi_default, NULL},
     {"lz4Decompress", NULL, lz4_decompress_js, NULL, NULL, NULL, napi_default, NULL},
     {"lz4CompressBlocks", NULL, lz4_compress_blocks_js, NULL, NULL, NULL, napi_default, NULL},
+    {"lz4VerifyFragment", NULL, lz4_verify_fragment_js, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;
