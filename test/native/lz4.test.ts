@@ -201,3 +201,40 @@ test('the native verify refuses arguments that are not a packed block, a slot an
   assert.throws(() => fn(new Uint8Array(BLOCK), -1, MAX_SLOTS, new Uint8Array(BLOCK)), RangeError);
   assert.throws(() => fn(new Uint8Array(BLOCK), 0, MAX_SLOTS, new Uint8Array(2 * BLOCK)), RangeError);
 });
+
+test('the native verify accepts exactly the LZ4 streams liblz4 decodes to the candidate, over mutated and truncated fragments', () => {
+  const n = lz4();
+  // Blocks of runs, repeats and noise (long literals, long and overlapping matches), 4 KiB each.
+  const blockArb = mixed.map((m) => {
+    const b = new Uint8Array(BLOCK);
+    b.set(m.subarray(0, BLOCK));
+    return b;
+  });
+  const edit = fc.oneof(
+    fc.constant(null),
+    fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })),
+    fc.tuple(fc.nat(), fc.constant(0)), // truncate at
+  );
+  fc.assert(
+    fc.property(blockArb, edit, fc.nat({ max: BLOCK - 1 }), fc.boolean(), (data, change, flip, flipCandidate) => {
+      const dst = new Uint8Array(bound(BLOCK));
+      let frag = dst.subarray(0, n.lz4Compress(data, dst));
+      if (change) {
+        const at = change[0] % frag.length;
+        frag = change[1] === 0 ? frag.subarray(0, Math.max(1, at)) : frag.slice();
+        if (change[1] !== 0) frag[at] ^= change[1];
+      }
+      if (frag.length > MAX_FRAGMENT) return; // does not fit a packed block
+      const candidate = data.slice();
+      if (flipCandidate) candidate[flip] ^= 0x01;
+      const p = new Packer(1);
+      p.add(frag); // a valid checksum over whatever the fragment now holds: the LZ4 check decides
+      const out = new Uint8Array(BLOCK);
+      const decodes = n.lz4Decompress(frag, out) === BLOCK && Buffer.from(out).equals(candidate);
+      const r = verify(p.buf, 0, candidate);
+      if (r === 1) assert.ok(decodes, 'the verify accepted a stream liblz4 does not decode to the candidate');
+      if (!change) assert.equal(r === 1, decodes, 'an intact stream is accepted exactly when it decodes to the candidate');
+    }),
+    { numRuns: 3000 },
+  );
+});
