@@ -141,16 +141,10 @@ const timers = (dev: BlockDevice): number[] | null => {
   return [s.hashMicros!, s.probeMicros!, s.planMicros!, s.compressMicros!];
 };
 
-interface Timed {
+/** A phase's measures before its rate is known: how many operations ran, in how long. */
+interface Timed extends Omit<Phase, 'rate'> {
   ops: number;
   seconds: number;
-  cpuPerMB: number;
-  cpuUsPerBlock: number;
-  mainUsPerBlock: number;
-  split: Split | null;
-  busy: number;
-  busyWrites: number;
-  flushMs: number;
 }
 
 /** `run` does the phase's operations, then calls `flushing()` before its final flush (if any). */
@@ -295,6 +289,18 @@ async function measureOne(dir: string, dup: number, volume: 'plain' | 'dedup', r
   return { seq, read, qd1, qd16, after, end };
 }
 
+/** The write figures both backings report: medians (`m`) of the seq write and the 4K write QD16. */
+const writeFigures = (m: (f: (r: { seq: Phase; qd16: Phase }) => number) => number) => ({
+  seqWriteMBs: m((r) => r.seq.rate),
+  seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
+  seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
+  seqWriteBusyWrites: m((r) => r.seq.busyWrites),
+  seqWriteFlushMs: m((r) => r.seq.flushMs),
+  iopsQD16: m((r) => r.qd16.rate),
+  qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
+  qd16Busy: m((r) => r.qd16.busy),
+});
+
 /** Over a controller volume: seq write and 4K write QD16 only (the write targets), plain volume against dedup on one. */
 interface VolumeRow {
   dup: number;
@@ -332,35 +338,33 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const volumeRows: VolumeRow[] = [];
   const progress = (msg: string) => process.stderr.write(`[dedup] ${msg}\n`);
+  /** BENCH_REPEATS runs of `measure`, and the median of any figure over them. */
+  const repeated = async <T,>(label: string, measure: (rep: number) => Promise<T>) => {
+    const runs: T[] = [];
+    for (let rep = 0; rep < REPEATS; rep++) {
+      progress(`${label}, run ${rep + 1}/${REPEATS}`);
+      runs.push(await measure(rep));
+    }
+    return { runs, m: (f: (r: T) => number) => median(runs.map(f)) };
+  };
   try {
     await warmUp();
     for (const dup of [0, 0.5, 0.9]) {
       const { data, unique } = dataSet(DATA_BYTES / BLOCK, dup, 1 + dup * 10);
       const payloads = dataSet(RANDOM_POOL, dup, 7 + dup * 10).data;
       for (const volume of ['plain', 'dedup'] as const) {
-        const runs: Array<Awaited<ReturnType<typeof measureOne>>> = [];
-        for (let rep = 0; rep < REPEATS; rep++) {
-          progress(`${dup * 100}% duplicates, ${volume}, run ${rep + 1}/${REPEATS}`);
-          runs.push(await measureOne(dir, dup, volume, rep, data, payloads));
-        }
-        const m = (f: (r: (typeof runs)[number]) => number) => median(runs.map(f));
+        const { runs, m } = await repeated(`${dup * 100}% duplicates, ${volume}`, (rep) => measureOne(dir, dup, volume, rep, data, payloads));
         const row: Row = {
           dup,
           volume,
-          seqWriteMBs: m((r) => r.seq.rate),
+          ...writeFigures(m),
           seqWriteCpuPerMB: m((r) => r.seq.cpuPerMB),
-          seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
-          seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
           qd16CpuUsPerBlock: m((r) => r.qd16.cpuUsPerBlock),
           qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
           iopsQD1: m((r) => r.qd1.rate),
-          iopsQD16: m((r) => r.qd16.rate),
           iopsCpuPerMB: m((r) => r.qd16.cpuPerMB),
           seqReadMBs: m((r) => r.read.rate),
           seqWriteBusy: m((r) => r.seq.busy),
-          seqWriteBusyWrites: m((r) => r.seq.busyWrites),
-          seqWriteFlushMs: m((r) => r.seq.flushMs),
-          qd16Busy: m((r) => r.qd16.busy),
         };
         if (volume === 'dedup') {
           Object.assign(row, {
@@ -376,29 +380,13 @@ async function main(): Promise<void> {
         }
         rows.push(row);
       }
-    }
-    for (const dup of [0, 0.5, 0.9]) {
-      const { data } = dataSet(DATA_BYTES / BLOCK, dup, 1 + dup * 10);
-      const payloads = dataSet(RANDOM_POOL, dup, 7 + dup * 10).data;
       for (const volume of ['plain', 'dedup'] as const) {
-        const runs: Array<Awaited<ReturnType<typeof measureOnVolume>>> = [];
-        for (let rep = 0; rep < REPEATS; rep++) {
-          progress(`controller volume: ${dup * 100}% duplicates, ${volume}, run ${rep + 1}/${REPEATS}`);
-          runs.push(await measureOnVolume(dir, dup, volume, rep, data, payloads));
-        }
-        const m = (f: (r: (typeof runs)[number]) => number) => median(runs.map(f));
+        const { runs, m } = await repeated(`controller volume: ${dup * 100}% duplicates, ${volume}`, (rep) => measureOnVolume(dir, dup, volume, rep, data, payloads));
         volumeRows.push({
           dup,
           volume,
-          seqWriteMBs: m((r) => r.seq.rate),
-          seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
-          seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
-          seqWriteBusyWrites: m((r) => r.seq.busyWrites),
-          seqWriteFlushMs: m((r) => r.seq.flushMs),
+          ...writeFigures(m),
           seqWriteSplit: volume === 'dedup' ? medianSplit(runs.map((r) => r.seq.split!)) : undefined,
-          iopsQD16: m((r) => r.qd16.rate),
-          qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
-          qd16Busy: m((r) => r.qd16.busy),
         });
       }
     }

@@ -15,7 +15,7 @@
  *                               block which[k] of src (blockSize bytes each) into
  *                               dst[k*slot, (k+1)*slot): lengths[k] = its length
  *                               or 0; returns how many compressed
- *   lz4VerifyFragment(block, slot, maxSlots, data)
+ *   lz4VerifyFragment(block, data, slot, maxSlots)
  *                               whether fragment `slot` of a packed block decompresses
  *                               to exactly `data`: 1 equal, 0 different, < 0 unreadable
  *                               (the dedup volume's duplicate verify, in one call)
@@ -138,6 +138,21 @@ enum { VERIFY_BAD_MAGIC = -1, VERIFY_NO_SLOT = -2, VERIFY_OUTSIDE = -3, VERIFY_C
  * inside both buffers. It may refuse more (offset 0): a missed duplicate, never a wrong one.
  * 1 equal, 0 different, VERIFY_UNDECODABLE malformed or not exactly dn bytes.
  */
+/* A sequence's length: `nibble`, and when it is 15 the bytes that follow (255 = more); false when the input ends first. Stops adding past `cap`. */
+static bool read_length(const uint8_t **ip, const uint8_t *iend, unsigned nibble, size_t cap, size_t *len) {
+  size_t n = nibble;
+  if (nibble == 15) {
+    unsigned b;
+    do {
+      if (*ip >= iend) return false;
+      b = *(*ip)++;
+      n += b;
+    } while (b == 255 && n <= cap);
+  }
+  *len = n;
+  return true;
+}
+
 static int lz4_equals(const uint8_t *src, size_t sn, const uint8_t *data, size_t dn) {
   const uint8_t *ip = src, *iend = src + sn;
   size_t pos = 0;
@@ -145,16 +160,8 @@ static int lz4_equals(const uint8_t *src, size_t sn, const uint8_t *data, size_t
   for (;;) {
     if (ip >= iend) return VERIFY_UNDECODABLE;
     unsigned token = *ip++;
-    size_t lit = token >> 4;
-    if (lit == 15) {
-      unsigned b;
-      do {
-        if (ip >= iend) return VERIFY_UNDECODABLE;
-        b = *ip++;
-        lit += b;
-      } while (b == 255 && lit <= dn);
-      if (lit > dn) return VERIFY_UNDECODABLE;
-    }
+    size_t lit;
+    if (!read_length(&ip, iend, token >> 4, dn, &lit)) return VERIFY_UNDECODABLE;
     if (lit > (size_t)(iend - ip) || lit > dn - pos) return VERIFY_UNDECODABLE;
     if (lit > 0 && memcmp(ip, data + pos, lit) != 0) return 0;
     ip += lit;
@@ -165,15 +172,9 @@ static int lz4_equals(const uint8_t *src, size_t sn, const uint8_t *data, size_t
     size_t offset = (size_t)ip[0] | ((size_t)ip[1] << 8);
     ip += 2;
     if (offset == 0 || offset > pos) return VERIFY_UNDECODABLE;
-    size_t len = (token & 15u) + 4;
-    if ((token & 15u) == 15) {
-      unsigned b;
-      do {
-        if (ip >= iend) return VERIFY_UNDECODABLE;
-        b = *ip++;
-        len += b;
-      } while (b == 255 && len <= dn);
-    }
+    size_t len;
+    if (!read_length(&ip, iend, token & 15u, dn, &len)) return VERIFY_UNDECODABLE;
+    len += 4; /* the minimum match */
     if (dn < 5 || len > dn - 5 - pos) return VERIFY_UNDECODABLE;
     if (memcmp(data + pos, data + pos - offset, len) != 0) return 0;
     pos += len;
@@ -191,17 +192,16 @@ static int verify_fragment(const uint8_t *block, size_t bn, uint32_t slot, uint3
   return lz4_equals(block + off, len, data, dn);
 }
 
-/* lz4VerifyFragment(block, slot, maxSlots, data): 1 equal, 0 different, < 0 the fragment is unreadable. */
+/* lz4VerifyFragment(block, data, slot, maxSlots): 1 equal, 0 different, < 0 the fragment is unreadable. */
 static napi_value lz4_verify_fragment_js(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint8_t *block, *data;
   size_t bn, dn;
+  size_t argc = 4;
+  napi_value args[4];
   int32_t slot = 0, max_slots = 0;
-  if (argc < 4 || !storvisor_typed_bytes(env, argv[0], &block, &bn) || napi_get_value_int32(env, argv[1], &slot) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &max_slots) != napi_ok || !storvisor_typed_bytes(env, argv[3], &data, &dn)) {
-    napi_throw_type_error(env, NULL, "lz4VerifyFragment(block: Uint8Array, slot, maxSlots, data: Uint8Array)");
+  if (!storvisor_two_buffers(env, info, &block, &bn, &data, &dn) || napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_int32(env, args[2], &slot) != napi_ok || napi_get_value_int32(env, args[3], &max_slots) != napi_ok) {
+    napi_throw_type_error(env, NULL, "lz4VerifyFragment(block: Uint8Array, data: Uint8Array, slot, maxSlots)");
     return NULL;
   }
   if (slot < 0 || max_slots < 0 || bn > 65536 || dn > 4096) {

@@ -132,7 +132,7 @@ function packed(blocks: Uint8Array[]): Uint8Array {
 const verify = (block: Uint8Array, slot: number, data: Uint8Array): number => {
   const fn = native?.lz4VerifyFragment;
   assert.ok(fn, 'the addon carries lz4VerifyFragment');
-  return fn(block, slot, MAX_SLOTS, data);
+  return fn(block, data, slot, MAX_SLOTS);
 };
 
 test('the native verify says 1 when a packed fragment decompresses to exactly the candidate block', () => {
@@ -196,10 +196,11 @@ test('the native verify agrees with fragmentOf, decompress and compare on random
 
 test('the native verify refuses arguments that are not a packed block, a slot and a block with a TypeError or RangeError', () => {
   const fn = native!.lz4VerifyFragment!;
-  assert.throws(() => fn('x' as unknown as Uint8Array, 0, MAX_SLOTS, new Uint8Array(BLOCK)), TypeError);
-  assert.throws(() => fn(new Uint8Array(BLOCK), 'x' as unknown as number, MAX_SLOTS, new Uint8Array(BLOCK)), TypeError);
-  assert.throws(() => fn(new Uint8Array(BLOCK), -1, MAX_SLOTS, new Uint8Array(BLOCK)), RangeError);
-  assert.throws(() => fn(new Uint8Array(BLOCK), 0, MAX_SLOTS, new Uint8Array(2 * BLOCK)), RangeError);
+  assert.throws(() => fn('x' as unknown as Uint8Array, new Uint8Array(BLOCK), 0, MAX_SLOTS), TypeError);
+  assert.throws(() => fn(new Uint8Array(BLOCK), new Uint8Array(BLOCK), 'x' as unknown as number, MAX_SLOTS), TypeError);
+  assert.throws(() => (fn as (...a: unknown[]) => number)(new Uint8Array(BLOCK), new Uint8Array(BLOCK), 0), TypeError);
+  assert.throws(() => fn(new Uint8Array(BLOCK), new Uint8Array(BLOCK), -1, MAX_SLOTS), RangeError);
+  assert.throws(() => fn(new Uint8Array(BLOCK), new Uint8Array(2 * BLOCK), 0, MAX_SLOTS), RangeError);
 });
 
 test('the native verify accepts exactly the LZ4 streams liblz4 decodes to the candidate, over mutated and truncated fragments', () => {

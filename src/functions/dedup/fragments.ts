@@ -100,7 +100,7 @@ const lz4Native: Codec | null = nativeLz4
       // One native call: the slot's checks, its CRC, LZ4 into a stack block, memcmp (#12: the
       // verify was fragmentOf's crc32 call, a decompress call into a scratch block and a compare call).
       fragmentEquals: native?.lz4VerifyFragment
-        ? (block, slot, data) => native!.lz4VerifyFragment!(block, slot, MAX_SLOTS, data) === 1
+        ? (block, slot, data) => native!.lz4VerifyFragment!(block, data, slot, MAX_SLOTS) === 1
         : fragmentEqualsBy((fragment, out) => nativeLz4!.lz4Decompress(fragment, out) === out.length),
       inline: true,
       engine: `liblz4 ${nativeLz4.lz4Version}`,
