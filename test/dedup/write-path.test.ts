@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import type { WriteFlags } from '../../src/block/types.ts';
 import { DedupVolume, chunkBlocksFor } from '../../src/functions/dedup/volume.ts';
-import { NEW, type Planner } from '../../src/functions/dedup/planner.ts';
+import { DUP, NEW, type Planner } from '../../src/functions/dedup/planner.ts';
 import type { PageCache } from '../../src/functions/dedup/page-cache.ts';
 import { BLOCK, randomBlock, randomBytes } from './data.ts';
 
@@ -101,4 +101,34 @@ test('a chunk never needs more pages than one transaction carries, the refcount 
   }
   assert.equal(chunkBlocksFor(95, 25), 64);
   assert.equal(chunkBlocksFor(95, 400), 45, 'a large volume on a small journal keeps the 2n + 4 bound');
+});
+
+test('plan verifies the candidate prepare found first, and when that block was freed meanwhile it shares the block the index names now', async () => {
+  const dev = new CountingDevice(64 * MiB);
+  const vol = await DedupVolume.open(dev, { logicalSize: 16 * MiB, compression: 'lz4', dedup: true, workers: 0, log: () => {} });
+  const { planner } = internals(vol);
+  const meta = (vol as unknown as { meta: { getLoc(lbn: number): number | Promise<number> } }).meta;
+  const x = randomBlock(7001); // incompressible: a raw block
+  await vol.pwrite(x, 0);
+  await vol.flush();
+  const first = await meta.getLoc(0);
+  // Prepared while block 0's copy of x is the candidate: the hint.
+  let stale = planner.prepare(x, [x]);
+  if (stale instanceof Promise) stale = await stale;
+  assert.equal(stale.hints![0], first, 'prepare kept the candidate it found');
+  const fresh = planner.plan(stale);
+  assert.ok(!(fresh instanceof Promise));
+  assert.deepEqual([fresh.kind[0], fresh.arg[0]], [DUP, first], 'the hint verifies: a duplicate of block 0');
+  // Now free that copy (overwrite, commit) and store x again elsewhere.
+  await vol.pwrite(randomBlock(7002), 0);
+  await vol.flush();
+  await vol.pwrite(x, 5 * BLOCK);
+  await vol.flush();
+  const second = await meta.getLoc(5);
+  assert.notEqual(second, first);
+  let plans = planner.plan(stale);
+  if (plans instanceof Promise) plans = await plans;
+  assert.deepEqual([plans.kind[0], plans.arg[0]], [DUP, second], 'the freed hint fails its verify; the index names the live copy');
+  assert.equal((await vol.check()).ok, true);
+  await vol.close();
 });
