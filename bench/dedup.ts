@@ -8,6 +8,9 @@
  *   4K write QD1  random 4 KiB writes one at a time for BENCH_SECONDS, final flush included
  *   4K write QD16 the same with 16 in flight (what the pipelined write path is for)
  *   seq read      the data set back in 256 KiB requests
+ * Then seq write and 4K write QD16 again over a controller volume (src/storage/ Volume on the
+ * default I/O engine, io_uring with O_DIRECT and O_DSYNC: what the dedup function stacks on in
+ * production) instead of the page-cache file, plain volume against dedup on one.
  * CPU per MB written (process CPU: request thread and compression workers together), the
  * request thread's CPU per block and where it goes (fingerprint, probe, plan, compress, the
  * rest), and the ratios against the data set's own.
@@ -27,6 +30,9 @@ import { DedupVolume } from '../src/functions/dedup/volume.ts';
 import { defaultWorkers, poolOf } from '../src/functions/dedup/pool.ts';
 import { codecFor } from '../src/functions/dedup/fragments.ts';
 import { barChart } from './lib/chart.ts';
+import { VolumeStore } from '../src/storage/volume-store.ts';
+import { BlockCache } from '../src/storage/block-cache.ts';
+import { engineDescription } from '../src/storage/engine.ts';
 
 const BLOCK = 4096;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -99,6 +105,9 @@ interface Phase {
   split: Split | null;
   /** Share of the phase the request thread's event loop was busy (not waiting in epoll): below 1, it waited for I/O. */
   busy: number;
+  /** The same before the phase's final flush (the writes alone), and the flush's wall time in ms. */
+  busyWrites: number;
+  flushMs: number;
 }
 
 const cpuSeconds = () => {
@@ -132,18 +141,28 @@ const timers = (dev: BlockDevice): number[] | null => {
   return [s.hashMicros!, s.probeMicros!, s.planMicros!, s.compressMicros!];
 };
 
-async function timed(
-  dev: BlockDevice,
-  bytesPerOp: number,
-  run: () => Promise<number>,
-): Promise<{ ops: number; seconds: number; cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number; split: Split | null; busy: number }> {
+/** A phase's measures before its rate is known: how many operations ran, in how long. */
+interface Timed extends Omit<Phase, 'rate'> {
+  ops: number;
+  seconds: number;
+}
+
+/** `run` does the phase's operations, then calls `flushing()` before its final flush (if any). */
+async function timed(dev: BlockDevice, bytesPerOp: number, run: (flushing: () => void) => Promise<number>): Promise<Timed> {
   const s0 = timers(dev);
   const elu0 = performance.eventLoopUtilization();
   const c0 = cpuSeconds();
   const m0 = mainThreadSeconds();
   const t0 = performance.now();
-  const ops = await run();
+  let busyWrites = NaN;
+  let flushAt = NaN;
+  const ops = await run(() => {
+    busyWrites = performance.eventLoopUtilization(elu0).utilization;
+    flushAt = performance.now();
+  });
   const busy = performance.eventLoopUtilization(elu0).utilization;
+  const flushMs = Number.isNaN(flushAt) ? 0 : performance.now() - flushAt;
+  if (Number.isNaN(busyWrites)) busyWrites = busy;
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds() - c0;
   const main = mainThreadSeconds() - m0;
@@ -155,22 +174,25 @@ async function timed(
     const [fingerprint, probe, plan, compress] = s1.map((v, k) => (v - s0[k]!) / blocks) as [number, number, number, number];
     split = { fingerprint, probe, plan, compress, rest: mainUsPerBlock - fingerprint - probe - plan - compress };
   }
-  return { ops, seconds, cpuPerMB: cpu / ((ops * bytesPerOp) / 1e6), cpuUsPerBlock: (cpu * 1e6) / blocks, mainUsPerBlock, split, busy };
+  return { ops, seconds, cpuPerMB: cpu / ((ops * bytesPerOp) / 1e6), cpuUsPerBlock: (cpu * 1e6) / blocks, mainUsPerBlock, split, busy, busyWrites, flushMs };
 }
 
-const phase = (rate: number, r: { cpuPerMB: number; cpuUsPerBlock: number; mainUsPerBlock: number; split: Split | null; busy: number }): Phase => ({
+const phase = (rate: number, r: Timed): Phase => ({
   rate,
   cpuPerMB: r.cpuPerMB,
   cpuUsPerBlock: r.cpuUsPerBlock,
   mainUsPerBlock: r.mainUsPerBlock,
   split: r.split,
   busy: r.busy,
+  busyWrites: r.busyWrites,
+  flushMs: r.flushMs,
 });
 
 async function seqWrite(dev: BlockDevice, data: Uint8Array): Promise<Phase> {
   const n = data.length / SEQ_REQUEST;
-  const r = await timed(dev, SEQ_REQUEST, async () => {
+  const r = await timed(dev, SEQ_REQUEST, async (flushing) => {
     const done = await inFlight(SEQ_DEPTH, (i) => i >= n, (i) => dev.pwrite(data.subarray(i * SEQ_REQUEST, (i + 1) * SEQ_REQUEST), i * SEQ_REQUEST));
+    flushing();
     await dev.flush();
     return done;
   });
@@ -190,12 +212,13 @@ async function seqRead(dev: BlockDevice, bytes: number): Promise<Phase> {
 async function randomWrite(dev: BlockDevice, payloads: Uint8Array, blocks: number, depth: number, seed: number): Promise<Phase> {
   const r0 = prng(seed);
   const end = performance.now() + SECONDS * 1000;
-  const r = await timed(dev, BLOCK, async () => {
+  const r = await timed(dev, BLOCK, async (flushing) => {
     const done = await inFlight(
       depth,
       (i) => (i & 63) === 0 && performance.now() > end,
       (i) => dev.pwrite(payloads.subarray((i % RANDOM_POOL) * BLOCK, ((i % RANDOM_POOL) + 1) * BLOCK), Math.floor(r0() * blocks) * BLOCK),
     );
+    flushing();
     await dev.flush();
     return done;
   });
@@ -222,6 +245,8 @@ interface Row {
   iopsCpuPerMB: number;
   seqReadMBs: number;
   seqWriteBusy: number;
+  seqWriteBusyWrites: number;
+  seqWriteFlushMs: number;
   qd16Busy: number;
   seqWriteSplit?: Split;
   qd16Split?: Split;
@@ -264,38 +289,82 @@ async function measureOne(dir: string, dup: number, volume: 'plain' | 'dedup', r
   return { seq, read, qd1, qd16, after, end };
 }
 
+/** The write figures both backings report: medians (`m`) of the seq write and the 4K write QD16. */
+const writeFigures = (m: (f: (r: { seq: Phase; qd16: Phase }) => number) => number) => ({
+  seqWriteMBs: m((r) => r.seq.rate),
+  seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
+  seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
+  seqWriteBusyWrites: m((r) => r.seq.busyWrites),
+  seqWriteFlushMs: m((r) => r.seq.flushMs),
+  iopsQD16: m((r) => r.qd16.rate),
+  qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
+  qd16Busy: m((r) => r.qd16.busy),
+});
+
+/** Over a controller volume: seq write and 4K write QD16 only (the write targets), plain volume against dedup on one. */
+interface VolumeRow {
+  dup: number;
+  volume: 'plain' | 'dedup';
+  seqWriteMBs: number;
+  seqWriteMainUsPerBlock: number;
+  seqWriteCpuUsPerBlock: number;
+  seqWriteBusyWrites: number;
+  seqWriteFlushMs: number;
+  seqWriteSplit?: Split;
+  iopsQD16: number;
+  qd16MainUsPerBlock: number;
+  qd16Busy: number;
+}
+
+async function measureOnVolume(dir: string, dup: number, volume: 'plain' | 'dedup', rep: number, data: Uint8Array, payloads: Uint8Array) {
+  const store = new VolumeStore(join(dir, `store-${volume}-${dup}-${rep}`), new BlockCache(16 << 20));
+  try {
+    store.create('v', volume === 'plain' ? DATA_BYTES : BACKING);
+    const backing = store.openVolume('v');
+    const dev: BlockDevice =
+      volume === 'plain' ? backing : await DedupVolume.open(backing, { logicalSize: DATA_BYTES, compression: 'lz4', dedup: true, workers: WORKERS, log: () => {} });
+    const seq = await seqWrite(dev, data);
+    const qd16 = await randomWrite(dev, payloads, data.length / BLOCK, 16, 11 + rep);
+    if (dev instanceof DedupVolume) await dev.close();
+    return { seq, qd16 };
+  } finally {
+    await store.closeAll();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'sv-bench-dedup-'));
   const started = performance.now();
   const rows: Row[] = [];
+  const volumeRows: VolumeRow[] = [];
   const progress = (msg: string) => process.stderr.write(`[dedup] ${msg}\n`);
+  /** BENCH_REPEATS runs of `measure`, and the median of any figure over them. */
+  const repeated = async <T,>(label: string, measure: (rep: number) => Promise<T>) => {
+    const runs: T[] = [];
+    for (let rep = 0; rep < REPEATS; rep++) {
+      progress(`${label}, run ${rep + 1}/${REPEATS}`);
+      runs.push(await measure(rep));
+    }
+    return { runs, m: (f: (r: T) => number) => median(runs.map(f)) };
+  };
   try {
     await warmUp();
     for (const dup of [0, 0.5, 0.9]) {
       const { data, unique } = dataSet(DATA_BYTES / BLOCK, dup, 1 + dup * 10);
       const payloads = dataSet(RANDOM_POOL, dup, 7 + dup * 10).data;
       for (const volume of ['plain', 'dedup'] as const) {
-        const runs: Array<Awaited<ReturnType<typeof measureOne>>> = [];
-        for (let rep = 0; rep < REPEATS; rep++) {
-          progress(`${dup * 100}% duplicates, ${volume}, run ${rep + 1}/${REPEATS}`);
-          runs.push(await measureOne(dir, dup, volume, rep, data, payloads));
-        }
-        const m = (f: (r: (typeof runs)[number]) => number) => median(runs.map(f));
+        const { runs, m } = await repeated(`${dup * 100}% duplicates, ${volume}`, (rep) => measureOne(dir, dup, volume, rep, data, payloads));
         const row: Row = {
           dup,
           volume,
-          seqWriteMBs: m((r) => r.seq.rate),
+          ...writeFigures(m),
           seqWriteCpuPerMB: m((r) => r.seq.cpuPerMB),
-          seqWriteCpuUsPerBlock: m((r) => r.seq.cpuUsPerBlock),
-          seqWriteMainUsPerBlock: m((r) => r.seq.mainUsPerBlock),
           qd16CpuUsPerBlock: m((r) => r.qd16.cpuUsPerBlock),
           qd16MainUsPerBlock: m((r) => r.qd16.mainUsPerBlock),
           iopsQD1: m((r) => r.qd1.rate),
-          iopsQD16: m((r) => r.qd16.rate),
           iopsCpuPerMB: m((r) => r.qd16.cpuPerMB),
           seqReadMBs: m((r) => r.read.rate),
           seqWriteBusy: m((r) => r.seq.busy),
-          qd16Busy: m((r) => r.qd16.busy),
         };
         if (volume === 'dedup') {
           Object.assign(row, {
@@ -310,6 +379,15 @@ async function main(): Promise<void> {
           });
         }
         rows.push(row);
+      }
+      for (const volume of ['plain', 'dedup'] as const) {
+        const { runs, m } = await repeated(`controller volume: ${dup * 100}% duplicates, ${volume}`, (rep) => measureOnVolume(dir, dup, volume, rep, data, payloads));
+        volumeRows.push({
+          dup,
+          volume,
+          ...writeFigures(m),
+          seqWriteSplit: volume === 'dedup' ? medianSplit(runs.map((r) => r.seq.split!)) : undefined,
+        });
       }
     }
   } finally {
@@ -336,13 +414,14 @@ async function main(): Promise<void> {
   lines.push('');
   lines.push('CPU per 4 KiB block, whole process (request thread + compression workers + V8 and libuv helpers) / request thread alone, in us:');
   lines.push('');
-  lines.push('(busy = the request thread\'s event loop utilization: below 100%, it waited for I/O; near 100% with CPU well under wall time, it waited for a core.)');
+  lines.push('(busy = the request thread\'s event loop utilization: below 100%, it waited for I/O; near 100% with CPU well under wall time, it waited for a core.');
+  lines.push('"writes alone" leaves out the phase\'s final flush, an fdatasync both volumes wait for with nothing else to do.)');
   lines.push('');
-  lines.push('| dup | volume | seq write: process | seq write: request thread | seq write: busy | 4K QD16: process | 4K QD16: request thread | 4K QD16: busy |');
-  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+  lines.push('| dup | volume | seq write: process | seq write: request thread | seq write: busy | busy, writes alone | final flush ms | 4K QD16: process | 4K QD16: request thread | 4K QD16: busy |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     lines.push(
-      `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteCpuUsPerBlock, 1)} | ${f(r.seqWriteMainUsPerBlock, 2)} | ${f(r.seqWriteBusy * 100)}% | ` +
+      `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteCpuUsPerBlock, 1)} | ${f(r.seqWriteMainUsPerBlock, 2)} | ${f(r.seqWriteBusy * 100)}% | ${f(r.seqWriteBusyWrites * 100)}% | ${f(r.seqWriteFlushMs, 1)} | ` +
         `${f(r.qd16CpuUsPerBlock, 1)} | ${f(r.qd16MainUsPerBlock, 2)} | ${f(r.qd16Busy * 100)}% |`,
     );
   }
@@ -385,6 +464,28 @@ async function main(): Promise<void> {
   }
   lines.push('');
   lines.push('Targets (issue #12): at 0% duplicates >= 0.5x plain in seq write and 4K IOPS; at 90% > 1x plain in both; dedup ratio within 1% of the data set.');
+  lines.push('');
+  lines.push(`## Over a controller volume (${engineDescription()}, write-through: O_DIRECT + O_DSYNC)`);
+  lines.push('');
+  lines.push('The same seq write and 4K write QD16, the backing a src/storage/ Volume instead of the page-cache file (request thread us/block includes the Volume\'s own work).');
+  lines.push('');
+  lines.push('| dup | volume | seq write MB/s | vs plain | request thread us/block | busy, writes alone | final flush ms | 4K QD16 IOPS | vs plain | 4K QD16 request thread us/block | 4K QD16 busy |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of volumeRows) {
+    const p = volumeRows.find((x) => x.dup === r.dup && x.volume === 'plain')!;
+    lines.push(
+      `| ${r.dup * 100}% | ${r.volume} | ${f(r.seqWriteMBs, 1)} | ${f(r.seqWriteMBs / p.seqWriteMBs, 2)} | ${f(r.seqWriteMainUsPerBlock, 2)} | ${f(r.seqWriteBusyWrites * 100)}% | ${f(r.seqWriteFlushMs, 1)} | ` +
+        `${f(r.iopsQD16)} | ${f(r.iopsQD16 / p.iopsQD16, 2)} | ${f(r.qd16MainUsPerBlock, 2)} | ${f(r.qd16Busy * 100)}% |`,
+    );
+  }
+  lines.push('');
+  lines.push('| dup | seq write on a controller volume: request thread | fingerprint | probe | plan | compress | rest |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of volumeRows) {
+    if (r.volume !== 'dedup') continue;
+    const sp = r.seqWriteSplit;
+    lines.push(`| ${r.dup * 100}% | ${f(r.seqWriteMainUsPerBlock, 2)} | ${f(sp?.fingerprint, 2)} | ${f(sp?.probe, 2)} | ${f(sp?.plan, 2)} | ${f(sp?.compress, 2)} | ${f(sp?.rest, 2)} |`);
+  }
   lines.push(`(${((performance.now() - started) / 1000).toFixed(1)} s)`);
   const text = lines.join('\n') + '\n';
   process.stdout.write(text);
@@ -392,7 +493,7 @@ async function main(): Promise<void> {
   const resultsDir = resolve(process.env.BENCH_RESULTS ?? 'results');
   mkdirSync(resultsDir, { recursive: true });
   const base = join(resultsDir, `dedup-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, dataBytes: DATA_BYTES, workers: WORKERS, lz4: LZ4.engine, rows, ratios }, null, 2));
+  writeFileSync(`${base}.json`, JSON.stringify({ seconds: SECONDS, repeats: REPEATS, dataBytes: DATA_BYTES, workers: WORKERS, lz4: LZ4.engine, rows, ratios, controllerVolume: { engine: engineDescription(), rows: volumeRows } }, null, 2));
   writeFileSync(`${base}.md`, text);
   const groups = ['seq write', '4K write QD1', '4K write QD16'];
   writeFileSync(

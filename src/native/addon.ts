@@ -68,6 +68,8 @@ export interface NativeAddon {
   lz4Decompress?(src: Uint8Array, dst: Uint8Array): number;
   /** Block which[k] of src (blockSize bytes each) into dst[k*slot, (k+1)*slot); lengths[k] = its length or 0. Returns how many compressed. */
   lz4CompressBlocks?(src: Uint8Array, blockSize: number, which: Int32Array, count: number, dst: Uint8Array, slot: number, lengths: Int32Array): number;
+  /** Whether fragment `slot` of a packed block decompresses to exactly `data`: 1 equal, 0 different, < 0 unreadable (-1 magic, -2 slot, -3 bounds, -4 CRC, -5 LZ4). */
+  lz4VerifyFragment?(block: Uint8Array, data: Uint8Array, slot: number, maxSlots: number): number;
   /** liblz4's version ("1.9.4"). */
   readonly lz4Version?: string;
 }

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import type { WriteFlags } from '../../src/block/types.ts';
-import { DedupVolume } from '../../src/functions/dedup/volume.ts';
-import { NEW, type Planner } from '../../src/functions/dedup/planner.ts';
+import { DedupVolume, chunkBlocksFor } from '../../src/functions/dedup/volume.ts';
+import { DUP, NEW, type Planner } from '../../src/functions/dedup/planner.ts';
 import type { PageCache } from '../../src/functions/dedup/page-cache.ts';
 import { BLOCK, randomBlock, randomBytes } from './data.ts';
 
@@ -72,5 +72,63 @@ test('prepare reads the index pages a chunk needs, so planning it on a cold inde
   assert.ok(!(plans instanceof Promise), 'plan answers synchronously: every page it needs is in memory');
   assert.equal(dev.reads, reads1);
   assert.ok(plans.kind.every((k) => k === NEW));
+  await vol.close();
+});
+
+test('on a small volume (a 96 MiB backing: 95 pages per transaction) a 256 KiB request is one 64-block chunk, written in one pwrite (two chunks, two pwrites before)', async () => {
+  const dev = new CountingDevice(96 * MiB);
+  const vol = await DedupVolume.open(dev, { logicalSize: 32 * MiB, compression: 'lz4', dedup: true, workers: 0, log: () => {} });
+  assert.equal(internals(vol).chunkBlocks, 64);
+  await vol.pwrite(mixed(64, 5000), 0); // warm the allocator, the packer and the metadata pages
+  const data = mixed(64, 6000);
+  const before = dev.writes;
+  await vol.pwrite(data, 64 * BLOCK);
+  assert.equal(dev.writes - before, 1, `${dev.writes - before} pwrites for one 256 KiB request`);
+  await vol.flush();
+  const out = new Uint8Array(data.length);
+  await vol.pread(out, 64 * BLOCK);
+  assert.deepEqual(out, data);
+  assert.equal((await vol.check()).ok, true);
+  await vol.close();
+});
+
+test('a chunk never needs more pages than one transaction carries, the refcount pages counted at most once each', () => {
+  // Bound: two map pages + min(2n + 2, refcount pages) <= pages per transaction.
+  for (const [limit, refPages] of [[95, 25], [95, 94], [63, 400], [1012, 30000], [5, 2], [3, 100]] as const) {
+    const n = chunkBlocksFor(limit, refPages);
+    assert.ok(n >= 1 && n <= 64, `${n} blocks`);
+    if (n > 1) assert.ok(2 + Math.min(2 * n + 2, refPages) <= limit, `${n} blocks can need more than ${limit} pages (${refPages} refcount pages)`);
+  }
+  assert.equal(chunkBlocksFor(95, 25), 64);
+  assert.equal(chunkBlocksFor(95, 400), 45, 'a large volume on a small journal keeps the 2n + 4 bound');
+});
+
+test('plan verifies the candidate prepare found first, and when that block was freed meanwhile it shares the block the index names now', async () => {
+  const dev = new CountingDevice(64 * MiB);
+  const vol = await DedupVolume.open(dev, { logicalSize: 16 * MiB, compression: 'lz4', dedup: true, workers: 0, log: () => {} });
+  const { planner } = internals(vol);
+  const meta = (vol as unknown as { meta: { getLoc(lbn: number): number | Promise<number> } }).meta;
+  const x = randomBlock(7001); // incompressible: a raw block
+  await vol.pwrite(x, 0);
+  await vol.flush();
+  const first = await meta.getLoc(0);
+  // Prepared while block 0's copy of x is the candidate: the hint.
+  let stale = planner.prepare(x, [x]);
+  if (stale instanceof Promise) stale = await stale;
+  assert.equal(stale.hints![0], first, 'prepare kept the candidate it found');
+  const fresh = planner.plan(stale);
+  assert.ok(!(fresh instanceof Promise));
+  assert.deepEqual([fresh.kind[0], fresh.arg[0]], [DUP, first], 'the hint verifies: a duplicate of block 0');
+  // Now free that copy (overwrite, commit) and store x again elsewhere.
+  await vol.pwrite(randomBlock(7002), 0);
+  await vol.flush();
+  await vol.pwrite(x, 5 * BLOCK);
+  await vol.flush();
+  const second = await meta.getLoc(5);
+  assert.notEqual(second, first);
+  let plans = planner.plan(stale);
+  if (plans instanceof Promise) plans = await plans;
+  assert.deepEqual([plans.kind[0], plans.arg[0]], [DUP, second], 'the freed hint fails its verify; the index names the live copy');
+  assert.equal((await vol.check()).ok, true);
   await vol.close();
 });

@@ -293,10 +293,7 @@ export class DataStore {
     } else {
       // A fragment of a packed block in memory: decompressed and compared at once.
       const block = this.packer?.pba === pba ? this.packer.buf : (this.sealingBlocks.get(pba) ?? this.dataBlocks.get(pba));
-      if (block) {
-        const frag = fragmentOf(block, locSlot(loc));
-        return typeof frag !== 'string' && this.codec!.decompress(frag, this.scratch) && sameBytes(this.scratch, data);
-      }
+      if (block) return this.codec!.fragmentEquals(block, locSlot(loc), data);
     }
     return this.verifyRead(loc, data);
   }

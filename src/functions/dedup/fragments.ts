@@ -8,7 +8,7 @@
 import { crc32, deflateRawSync, inflateRawSync, constants as zc } from 'node:zlib';
 import { BLOCK, MAX_SLOTS, viewOf, type Compression } from './format.ts';
 import { lz4Compress, lz4Decompress } from './lz4.ts';
-import { nativeLz4 } from '../../native/addon.ts';
+import { native, nativeLz4 } from '../../native/addon.ts';
 
 const PACK_MAGIC = 0x4b505653; // "SVPK"
 const PACK_HEADER = 8;
@@ -22,6 +22,12 @@ export interface Codec {
   /** Decompress exactly one 4 KiB block into `out`; false when the fragment is malformed. */
   decompress(fragment: Uint8Array, out: Uint8Array): boolean;
   /**
+   * Whether fragment `slot` of the packed block `block` is readable (fragmentOf's checks) and
+   * decompresses to exactly `data`: a duplicate's verify. liblz4 does it in one native call,
+   * with no Buffer between (native/lz4.c, lz4VerifyFragment).
+   */
+  fragmentEquals(block: Uint8Array, slot: number, data: Uint8Array): boolean;
+  /**
    * Cheaper inline than a worker hop (35-100 us of CPU per message): the planner then
    * compresses on the request thread, without the pool and without a Promise.
    */
@@ -31,6 +37,16 @@ export interface Codec {
 }
 
 const scratch = new Uint8Array(MAX_FRAGMENT);
+
+/** fragmentEquals by the parts: fragmentOf, decompress into a scratch block, compare (synchronous: the scratch is shared). */
+const verifyScratch = new Uint8Array(BLOCK);
+const bufferEquals = Buffer.prototype.equals as (this: Uint8Array, other: Uint8Array) => boolean;
+function fragmentEqualsBy(decompress: Codec['decompress']): Codec['fragmentEquals'] {
+  return (block, slot, data) => {
+    const frag = fragmentOf(block, slot);
+    return typeof frag !== 'string' && data.length === BLOCK && decompress(frag, verifyScratch) && bufferEquals.call(verifyScratch, data);
+  };
+}
 
 /**
  * Fragments live from compression until phase 1 packs them (a request's lifetime), so they
@@ -70,6 +86,7 @@ const lz4Js: Codec = {
     return n === 0 ? null : keepFragment(scratch.subarray(0, n));
   },
   decompress: (fragment, out) => lz4Decompress(fragment, out) === out.length,
+  fragmentEquals: fragmentEqualsBy((fragment, out) => lz4Decompress(fragment, out) === out.length),
   inline: false,
   engine: 'typescript',
 };
@@ -80,6 +97,11 @@ const lz4Native: Codec | null = nativeLz4
         return n === 0 ? null : keepFragment(scratch.subarray(0, n));
       },
       decompress: (fragment, out) => nativeLz4!.lz4Decompress(fragment, out) === out.length,
+      // One native call: the slot's checks, its CRC, LZ4 into a stack block, memcmp (#12: the
+      // verify was fragmentOf's crc32 call, a decompress call into a scratch block and a compare call).
+      fragmentEquals: native?.lz4VerifyFragment
+        ? (block, slot, data) => native!.lz4VerifyFragment!(block, data, slot, MAX_SLOTS) === 1
+        : fragmentEqualsBy((fragment, out) => nativeLz4!.lz4Decompress(fragment, out) === out.length),
       inline: true,
       engine: `liblz4 ${nativeLz4.lz4Version}`,
     }
@@ -89,21 +111,24 @@ const lz4Native: Codec | null = nativeLz4
 export type Lz4Engine = 'native' | 'js';
 export const defaultLz4Engine = (): Lz4Engine => (process.env.STORVISOR_DEDUP_LZ4 === 'js' ? 'js' : 'native');
 
+function inflateInto(fragment: Uint8Array, out: Uint8Array): boolean {
+  try {
+    const d = inflateRawSync(fragment, { maxOutputLength: out.length });
+    if (d.length !== out.length) return false;
+    out.set(d);
+    return true;
+  } catch {
+    return false; // corrupt stream or longer than one block
+  }
+}
+
 const deflate: Codec = {
   compress(block) {
     const c = deflateRawSync(block, { level: 1, strategy: zc.Z_DEFAULT_STRATEGY });
     return c.length <= MAX_FRAGMENT ? new Uint8Array(c.buffer, c.byteOffset, c.length) : null;
   },
-  decompress(fragment, out) {
-    try {
-      const d = inflateRawSync(fragment, { maxOutputLength: out.length });
-      if (d.length !== out.length) return false;
-      out.set(d);
-      return true;
-    } catch {
-      return false; // corrupt stream or longer than one block
-    }
-  },
+  decompress: inflateInto,
+  fragmentEquals: fragmentEqualsBy(inflateInto),
   inline: false,
   engine: 'zlib',
 };

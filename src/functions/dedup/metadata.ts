@@ -199,16 +199,22 @@ export class Metadata {
 
   // ------------------------------------------------------------------ fingerprint index
 
-  // Fingerprints are passed as their two u32 halves (hi, lo: hash.ts), so a probe allocates nothing.
+  // A fingerprint is passed as the chunk's digest array and its block's index k (hi = d[2k],
+  // lo = d[2k+1]: hash.ts), not as two numbers: half of all u32 halves are past V8's small
+  // integer range, and each one passed to a call that is not inlined was a HeapNumber (#12).
 
   private indexPageNo(hi: number): number {
     return this.layout.indexStart + (hi % this.layout.indexPages);
   }
 
-  /** Whether the index holds the fingerprint, looking only at a cached page (a hint for planning: false when not cached). */
-  indexHas(hi: number, lo: number): boolean {
-    const page = this.cache.peek(this.indexPageNo(hi));
-    return page ? probe(page, hi, lo) !== 0 : false;
+  /**
+   * The location the index holds for fingerprint k, looking only at a cached page (a hint for
+   * planning: 0 when absent or not cached). A page found counts as used (hot), as plan's
+   * lookup counted it before plan took this hint instead.
+   */
+  indexPeek(d: Uint32Array, k: number): number {
+    const page = this.cache.hit(this.indexPageNo(d[2 * k]!));
+    return page ? probe(page, d, k) : 0;
   }
 
   /**
@@ -219,30 +225,32 @@ export class Metadata {
    * does not fit the cache, that was a read per new block). A failed read is left to the
    * real access to report.
    */
-  indexWarm(hi: number): Promise<unknown> | null {
-    const no = this.indexPageNo(hi);
+  indexWarm(d: Uint32Array, k: number): Promise<unknown> | null {
+    const no = this.indexPageNo(d[2 * k]!);
     if (this.cache.peek(no) || this.cache.isLoading(no)) return null;
     return this.cache.get(no, PageType.Index).catch(() => undefined);
   }
 
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */
-  indexLookup(hi: number, lo: number): number | Promise<number> {
-    const no = this.indexPageNo(hi);
+  indexLookup(d: Uint32Array, k: number): number | Promise<number> {
+    const no = this.indexPageNo(d[2 * k]!);
     const page = this.cache.hit(no);
-    if (!page) return this.cache.get(no, PageType.Index).then((p) => probe(p, hi, lo));
-    return probe(page, hi, lo);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => probe(p, d, k));
+    return probe(page, d, k);
   }
 
   /** Insert or replace; a full page evicts the entry at the home slot (the index is advisory). */
-  indexInsert(hi: number, lo: number, loc: number): Promise<void> | undefined {
-    const no = this.indexPageNo(hi);
+  indexInsert(d: Uint32Array, k: number, loc: number): Promise<void> | undefined {
+    const no = this.indexPageNo(d[2 * k]!);
     const page = this.cache.hit(no);
-    if (!page) return this.cache.get(no, PageType.Index).then((p) => this.insertInto(p, hi, lo, loc));
-    this.insertInto(page, hi, lo, loc);
+    if (!page) return this.cache.get(no, PageType.Index).then((p) => this.insertInto(p, d, k, loc));
+    this.insertInto(page, d, k, loc);
     return undefined;
   }
 
-  private insertInto(page: Page, hi: number, lo: number, loc: number): void {
+  private insertInto(page: Page, d: Uint32Array, k: number, loc: number): void {
+    const hi = d[2 * k]!;
+    const lo = d[2 * k + 1]!;
     const v = page.view;
     const home = lo % INDEX_ENTRIES;
     let target = home;
@@ -262,8 +270,10 @@ export class Metadata {
   }
 }
 
-/** The location an index page holds for the fingerprint (hi, lo), or 0. */
-function probe(page: Page, hi: number, lo: number): number {
+/** The location an index page holds for fingerprint k of `d`, or 0. */
+function probe(page: Page, d: Uint32Array, k: number): number {
+  const hi = d[2 * k]!;
+  const lo = d[2 * k + 1]!;
   const v = page.view;
   for (let n = 0, i = lo % INDEX_ENTRIES; n < INDEX_ENTRIES; n++, i = (i + 1) % INDEX_ENTRIES) {
     const at = PAGE_HEADER + 16 * i;

@@ -44,6 +44,12 @@ export interface Prepared {
   /** Fingerprints, two u32 per block (digests[2i] = hi, digests[2i+1] = lo); null when the volume does not deduplicate. */
   digests: Uint32Array | null;
   fragments: Array<Uint8Array | null | undefined>;
+  /**
+   * Per block, the location prepare's probe found in a cached index page (0: none), tried
+   * first by plan (#12: the index was probed three times per duplicate). A hint: plan
+   * verifies it like any index hit (live, byte-equal) and looks the index up again if it fails.
+   */
+  hints: Float64Array | null;
   /** Candidate blocks of likely duplicates read ahead (DataStore.prefetch), by block number; null bytes: the read failed. */
   prefetched: Map<number, Uint8Array | null> | null;
   /** Metadata.reuseGen when the prefetches started: their bytes count only while it is unchanged. */
@@ -103,6 +109,12 @@ export class Planner {
     return new Uint32Array(this.slab, at, 2 * n);
   }
 
+  /** n zeroed locations (8-byte aligned). */
+  private hintArray(n: number): Float64Array {
+    const at = this.cut(8 * n);
+    return new Float64Array(this.slab, at, n);
+  }
+
   private plansFor(n: number): Plans {
     const at = this.cut(8 * n); // 8-byte aligned: the Float64Array first
     const arg = new Float64Array(this.slab, at, n);
@@ -139,7 +151,8 @@ export class Planner {
     const zero = this.zeroFlags(n);
     const digests = this.dedup ? this.digestArray(n) : null;
     const fragments: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
-    const prepared: Prepared = { blocks, zero, digests, fragments, prefetched: null, gen: this.meta.reuseGen };
+    const hints = digests ? this.hintArray(n) : null;
+    const prepared: Prepared = { blocks, zero, digests, hints, fragments, prefetched: null, gen: this.meta.reuseGen };
 
     // ---- fingerprint: zero test and hashes, the whole chunk at once
     const t0 = performance.now();
@@ -160,15 +173,14 @@ export class Planner {
       if (zero[i]) continue;
       if (digests) {
         if (n <= SCAN_LIMIT && earlierSame(digests, zero, i) >= 0) continue; // a likely duplicate of an earlier block
-        const hi = digests[2 * i]!;
-        const lo = digests[2 * i + 1]!;
-        const warming = this.meta.indexWarm(hi); // its index page, read now rather than under the mutex
+        const warming = this.meta.indexWarm(digests, i); // its index page, read now rather than under the mutex
         if (warming) (reads ??= []).push(warming);
-        else if (this.meta.indexHas(hi, lo)) {
-          // A likely duplicate: read its candidate now if it is not in memory, so the verify
-          // under the metadata mutex needs no read.
-          const loc = this.meta.indexLookup(hi, lo);
-          if (typeof loc === 'number' && loc !== 0) {
+        else {
+          const loc = this.meta.indexPeek(digests, i);
+          if (loc !== 0) {
+            // A likely duplicate: plan tries this candidate first; read it now if it is not in
+            // memory, so the verify under the metadata mutex needs no read.
+            hints![i] = loc;
             readsByBlock ??= new Map();
             const pba = locPba(loc);
             const fresh = !readsByBlock.has(pba);
@@ -177,8 +189,8 @@ export class Planner {
               const got = (prepared.prefetched ??= new Map());
               (reads ??= []).push(read.then((b) => void got.set(pba, b)));
             }
+            continue;
           }
-          continue;
         }
       }
       likelyNew[i] = 1;
@@ -268,20 +280,30 @@ export class Planner {
     const d = p.digests;
     if (!d) return this.planNew(p, i, plans);
     const data = p.blocks[i]!;
-    const hi = d[2 * i]!;
-    const lo = d[2 * i + 1]!;
     // A duplicate of an earlier block of this chunk that is itself new: share its block.
     for (let j = 0; j < i; j++) {
-      if (d[2 * j] !== hi || d[2 * j + 1] !== lo || plans.kind[j] !== NEW) continue;
+      if (d[2 * j] !== d[2 * i] || d[2 * j + 1] !== d[2 * i + 1] || plans.kind[j] !== NEW) continue;
       if (sameBytes(p.blocks[j]!, data)) {
         plans.kind[i] = SAME_AS;
         plans.arg[i] = j;
         return undefined;
       }
     }
-    const candidate = this.meta.indexLookup(hi, lo);
-    if (typeof candidate !== 'number') return candidate.then((c) => this.planCandidate(p, i, plans, c));
-    return this.planCandidate(p, i, plans, candidate);
+    // The candidate prepare found, if any: verified like any index hit.
+    const hint = p.hints ? p.hints[i]! : 0;
+    if (hint !== 0) {
+      const same = this.store.verifyCandidate(hint, data);
+      if (same === true) return planDup(plans, i, hint);
+      if (same !== false) return same.then((s) => (s ? planDup(plans, i, hint) : this.planLookup(p, i, plans, hint)));
+    }
+    return this.planLookup(p, i, plans, hint);
+  }
+
+  /** Block i by the index as it is now (`tried`: a candidate already refused). */
+  private planLookup(p: Prepared, i: number, plans: Plans, tried: number): Promise<void> | undefined {
+    const candidate = this.meta.indexLookup(p.digests!, i);
+    if (typeof candidate !== 'number') return candidate.then((c) => this.planCandidate(p, i, plans, c === tried ? 0 : c));
+    return this.planCandidate(p, i, plans, candidate === tried ? 0 : candidate);
   }
 
   private planCandidate(p: Prepared, i: number, plans: Plans, candidate: number): Promise<void> | undefined {

@@ -206,7 +206,7 @@ export class Writer {
                   // of the same bytes share them (verified against DataStore.inflight).
                   const d = prepared.digests;
                   if (d) {
-                    const w = meta.indexInsert(d[2 * i]!, d[2 * i + 1]!, locs[i]!);
+                    const w = meta.indexInsert(d, i, locs[i]!);
                     if (w) await w;
                   }
                 }
