@@ -162,6 +162,31 @@ test('an adaptive driver sleeps at once while a request is in flight once its co
   await p.close();
 });
 
+test('an adaptive driver does not spin after a submission while its completions take longer than the spin budget, whatever the budget', async () => {
+  const BUDGET_US = 5000;
+  const p = deferredDriver(BUDGET_US);
+  const TRAIN = 6;
+  for (let i = 0; i < TRAIN; i++) {
+    const read = p.driver.pread(new Uint8Array(4096), 0);
+    await p.backend.waitHeld(i + 1);
+    await elapse(BUDGET_US / 1000 + 2); // longer than the budget: not worth a spin
+    p.backend.held[i]!.release();
+    await read;
+  }
+  // Past the budget after the last completion: the loop has ended, the next pread runs its first pass.
+  await until(() => !p.driver['loopRunning'], 'the idle loop to end');
+  const before = p.driver.stats();
+  const next = p.driver.pread(new Uint8Array(4096), 4096);
+  // Nothing but the (slow) completion can follow a submission: it sleeps in its first pass, no spin for the budget.
+  const s = p.driver.stats();
+  assert.equal(s.interruptsWaited, before.interruptsWaited + 1);
+  assert.equal(s.spins, before.spins);
+  await p.backend.waitHeld(TRAIN + 1);
+  p.backend.held[TRAIN]!.release();
+  await next;
+  await p.close();
+});
+
 test('an adaptive driver keeps spinning while a request is in flight whose completions come within the spin budget', async () => {
   const p = deferredDriver(10_000_000);
   for (let i = 0; i < 3; i++) {
