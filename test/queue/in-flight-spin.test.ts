@@ -130,6 +130,30 @@ test('a polled queue sleeps while requests are in flight whose completions take 
   p.stop();
 });
 
+test('a polled queue sleeps right after a take while requests are in flight whose completions take longer than the spin budget, whatever the budget', async () => {
+  const BUDGET_US = 20_000;
+  const p = new Poller(BUDGET_US, undefined, { contention: noContention });
+  const q = new InFlightQueue();
+  p.add(q, 'adaptive');
+  const TRAIN = 6;
+  for (let i = 1; i <= TRAIN; i++) {
+    q.submit();
+    await until(() => q.taken === i, 'a take');
+    await elapse(BUDGET_US / 1000 + 5); // longer than the budget: not worth a spin
+    q.complete();
+    await until(() => p.counters.sleeps === i, 'the idle sleep');
+  }
+  const idle = p.counters.idlePasses;
+  q.submit();
+  await until(() => q.taken === TRAIN + 1, 'the take after training');
+  // Only a completion brings the guest's next request: it sleeps at its next idle pass, not after the budget.
+  await until(() => p.spinningCount() === 0, 'a sleep in flight');
+  assert.ok(p.counters.idlePasses - idle <= 1, `${p.counters.idlePasses - idle} idle passes after the take`);
+  assert.equal(q.inFlight, 1);
+  q.complete();
+  p.stop();
+});
+
 function deferredDriver(spinBudgetUs: number) {
   const capacity = 64 * 1024;
   const region = createRegion({ mode: 'adaptive', queueSize: 16, dataBytes: 128 * 1024, capacityBytes: capacity });
