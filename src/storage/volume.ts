@@ -271,8 +271,14 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
     lb.target = target;
     lb.data = length === BLOCK ? lb.buf : lb.buf.subarray(0, length);
     this.lendStarting = lb;
-    this.readTo(lb.data, offset, lb, 0);
-    this.lendStarting = null;
+    try {
+      this.readTo(lb.data, offset, lb, 0);
+    } catch (err) {
+      this.lendReturned(lb); // inRange said yes, so this does not happen; the buffer stays in the pool if it does
+      throw err;
+    } finally {
+      this.lendStarting = null;
+    }
     return true;
   }
 
