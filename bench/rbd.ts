@@ -25,7 +25,16 @@
  *   warmed cache, no RBD behind it: the floor any NBD path adds to librbd's
  *   latency, hence the best ratio at QD1 (printed under the table).
  * The controller's read cache is kept small (2 MiB against a 256 MiB image) so
- * reads measure the cluster, as fio's rbd engine (rbd cache off) does.
+ * reads measure the cluster, as fio's rbd engine (rbd cache off) does. Each
+ * fresh controller first takes BENCH_WARMUP_SECONDS (default 1) of QD32 writes
+ * and reads, not measured: otherwise V8 compiling its (and its guest's)
+ * request path lands in the first rows' CPU per request.
+ *
+ * Under the table: the QD32 ceiling (with the cores saturated, IOPS = cores /
+ * CPU per request of every process; fio rbd's sum against the least any NBD
+ * path pays: fio's nbd client + a librbd client + the export's cache-hit
+ * request path + the OSD, every term from this run), and per guest row the
+ * poller's passes and sleeps and the guest driver's spins and sleeps per request.
  *
  * The cluster is a throwaway single-node one (scripts/ceph/cluster.sh), or
  * yours with BENCH_CEPH_CONF=/etc/ceph/ceph.conf (pool `rbd`, image
@@ -34,7 +43,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/config.ts';
@@ -58,11 +67,26 @@ interface Sample {
   cpuUsPerOp: number;
   /** The controller process alone (NaN for fio's rbd engine). */
   controllerUsPerOp: number;
+  /** fio's nbd client alone, per request (NaN for fio's rbd engine and the backend alone). */
+  clientUsPerOp: number;
   /** The OSD daemon, when it runs on this machine (NaN otherwise): the same for every path, the rest of the CPU budget. */
   osdUsPerOp: number;
   /** The controller's threads (NaN for fio's rbd engine): see ThreadSplit. */
   split: ThreadSplit;
+  /** Per request: the controller's poller passes and sleeps, the guest driver's spins and sleeps (guest rows; NaN otherwise). */
+  queue: QueueCounts;
 }
+
+interface QueueCounts {
+  passes: number;
+  sleeps: number;
+  driverSpins: number;
+  driverSleeps: number;
+}
+
+const NO_QUEUE: QueueCounts = { passes: NaN, sleeps: NaN, driverSpins: NaN, driverSleeps: NaN };
+/** Cumulative counters of the poller and the guest's driver, read before and after a run. */
+type QueueMeter = () => Promise<QueueCounts>;
 
 /** µs per request of this process's threads, by side. */
 interface ThreadSplit {
@@ -146,6 +170,10 @@ const WORKLOADS = [
 ];
 
 const BACKEND = 'RBD backend alone';
+const EXPORT = 'controller export';
+const GUEST = 'nbd-export guest';
+/** Seconds of unmeasured load on a fresh controller before its rows (0: none). */
+const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
 /** The cache-hit row: an export's own cost with no RBD request behind it. */
 const FLOOR = 'controller export, cache hits';
 const FLOOR_MIB = 16;
@@ -173,11 +201,12 @@ async function fioRbd(conf: string, w: (typeof WORKLOADS)[number]): Promise<Samp
   if (!fixedCpu.has('rbd')) fixedCpu.set('rbd', (await runFio([...oneRequest, ...rbdEngine()], env)).fioCpuSec);
   const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), ...rbdEngine()], env));
   const ops = allIos(r.ios);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6, split: NO_SPLIT };
+  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: (Math.max(0, r.fioCpuSec - fixedCpu.get('rbd')!) / ops) * 1e6, controllerUsPerOp: NaN, clientUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6, split: NO_SPLIT, queue: NO_QUEUE };
 }
 
-async function fioNbd(conf: string, uri: string, w: Workload, guests: Set<number>): Promise<Sample> {
+async function fioNbd(conf: string, uri: string, w: Workload, guests: Set<number>, queueMeter?: QueueMeter): Promise<Sample> {
   if (!fixedCpu.has('nbd')) fixedCpu.set('nbd', (await runFio([...oneRequest, '--ioengine=nbd', `--uri=${uri}`])).fioCpuSec);
+  const q0 = await queueMeter?.();
   const split = splitMeter(guests);
   const cpu0 = selfCpuSeconds();
   const [r, osdSec] = await withOsdCpu(conf, () => runFio([...common(w), '--ioengine=nbd', `--uri=${uri}`], process.env));
@@ -185,7 +214,21 @@ async function fioNbd(conf: string, uri: string, w: Workload, guests: Set<number
   const ops = allIos(r.ios);
   const threads = split(ops);
   const fioSec = Math.max(0, r.fioCpuSec - fixedCpu.get('nbd')!);
-  return { iops: r.iops, p50Us: r.p50Us, cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6, controllerUsPerOp: (controllerSec / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6, split: threads };
+  let queue = NO_QUEUE;
+  if (q0 && queueMeter) {
+    const q1 = await queueMeter();
+    queue = { passes: (q1.passes - q0.passes) / ops, sleeps: (q1.sleeps - q0.sleeps) / ops, driverSpins: (q1.driverSpins - q0.driverSpins) / ops, driverSleeps: (q1.driverSleeps - q0.driverSleeps) / ops };
+  }
+  return {
+    iops: r.iops,
+    p50Us: r.p50Us,
+    cpuUsPerOp: ((fioSec + controllerSec) / ops) * 1e6,
+    controllerUsPerOp: (controllerSec / ops) * 1e6,
+    clientUsPerOp: (fioSec / ops) * 1e6,
+    osdUsPerOp: (osdSec / ops) * 1e6,
+    split: threads,
+    queue,
+  };
 }
 
 /**
@@ -241,13 +284,20 @@ async function backendAlone(conf: string, w: Workload): Promise<Sample> {
     stopping = true;
     await done;
     if (failed) throw failed;
-    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, osdUsPerOp: (osdSec / ops) * 1e6, split: threads };
+    return { iops: ops / elapsed, p50Us: median(lat), cpuUsPerOp: (cpu / ops) * 1e6, controllerUsPerOp: (cpu / ops) * 1e6, clientUsPerOp: NaN, osdUsPerOp: (osdSec / ops) * 1e6, split: threads, queue: NO_QUEUE };
   } finally {
     await b.close();
   }
 }
 
-async function withController(conf: string, dataDir: string, guest: boolean, fn: (uri: string, guests: Set<number>) => Promise<void>, cacheMiB = 2): Promise<void> {
+async function withController(
+  conf: string,
+  dataDir: string,
+  guest: boolean,
+  fn: (uri: string, guests: Set<number>, queueMeter: QueueMeter) => Promise<void>,
+  cacheMiB = 2,
+  warmUp = true,
+): Promise<void> {
   const config = parseConfig(
     {
       dataDir,
@@ -275,10 +325,78 @@ async function withController(conf: string, dataDir: string, guest: boolean, fn:
       const a = c.nbdEndpoint();
       uri = `nbd://${a.host}:${a.port}/rbd`;
     }
-    await fn(uri, guests);
+    // A fresh controller (and guest) runs its request path interpreted at first: one warm-up
+    // run per direction, not measured, so the rows count the steady state and not V8's compiler.
+    if (warmUp && WARMUP_SECONDS > 0) {
+      for (const rw of ['randwrite', 'randread']) {
+        await runFio(['--name=warm', `--rw=${rw}`, '--bs=4k', '--iodepth=32', `--runtime=${WARMUP_SECONDS}`, '--time_based=1', `--size=${SIZE_MIB}M`, '--ioengine=nbd', `--uri=${uri}`]);
+      }
+    }
+    const queueMeter: QueueMeter = async () => {
+      const p = c.poller.counters;
+      const d = guest ? (((await c.status()).functions[0]?.stats ?? {}) as Record<string, number>) : {};
+      return { passes: p.iterations, sleeps: p.sleeps, driverSpins: d.driver_spins ?? NaN, driverSleeps: d.driver_interruptsWaited ?? NaN };
+    };
+    await fn(uri, guests, queueMeter);
   } finally {
     await c.stop();
   }
+}
+
+type Rows = Map<string, Map<string, Sample[]>>;
+
+/** The median of one figure of one row, NaN when the row is missing. */
+function fig(rows: Rows, how: string, w: string, f: (s: Sample) => number): number {
+  const s = rows.get(how)?.get(w);
+  return s ? median(s.map(f)) : NaN;
+}
+
+/**
+ * The QD32 ceiling: with the cores saturated, IOPS = cores / CPU per request
+ * (every process on this machine, the OSD included). fio's rbd engine pays its
+ * own librbd client and the OSD; any NBD path pays at least fio's nbd client,
+ * a librbd client (the backend alone), the NBD request path (the export's
+ * cache-hit controller CPU: parse, reply, socket, no RBD behind it) and the
+ * OSD. Every term is measured in this run; the ratio of the two sums is the
+ * best any NBD path could reach here, whatever the controller does.
+ */
+function ceilingLines(rows: Rows): string[] {
+  const cores = availableParallelism();
+  const out = ['', `QD32 ceiling on ${cores} cores (IOPS <= cores / CPU µs per request of every process, the OSD's included; terms measured in this run):`, ''];
+  out.push('| workload | fio rbd: client + OSD | µs/op | IOPS bound | NBD path: nbd client + backend alone + export cache hit + OSD | µs/op | IOPS bound | best x fio rbd | measured export / guest x fio rbd |');
+  out.push('|---|---|---:|---:|---|---:|---:|---:|---:|');
+  const hit = fig(rows, FLOOR, '4k randread QD32', (x) => x.controllerUsPerOp);
+  for (const w of WORKLOADS.filter((x) => x.depth === 32)) {
+    const fioCpu = fig(rows, 'fio rbd engine', w.name, (x) => x.cpuUsPerOp);
+    const fioOsd = fig(rows, 'fio rbd engine', w.name, (x) => x.osdUsPerOp);
+    const client = fig(rows, EXPORT, w.name, (x) => x.clientUsPerOp);
+    const backend = fig(rows, BACKEND, w.name, (x) => x.cpuUsPerOp);
+    const osd = fig(rows, BACKEND, w.name, (x) => x.osdUsPerOp);
+    const a = fioCpu + fioOsd;
+    const b = client + backend + hit + osd;
+    const base = fig(rows, 'fio rbd engine', w.name, (x) => x.iops);
+    const measured = (how: string) => (fig(rows, how, w.name, (x) => x.iops) / base).toFixed(2);
+    const f = (v: number) => v.toFixed(0);
+    out.push(
+      `| ${w.name} | ${f(fioCpu)} + ${f(fioOsd)} | ${f(a)} | ${f((cores / a) * 1e6)} | ${f(client)} + ${f(backend)} + ${f(hit)} + ${f(osd)} | ${f(b)} | ${f((cores / b) * 1e6)} | ${(a / b).toFixed(2)} | ${measured(EXPORT)} / ${measured(GUEST)} |`,
+    );
+  }
+  out.push(
+    '',
+    "The write rows use the read cache-hit figure for the NBD request path (a write has no cache-hit form: it always goes to RBD; its NBD parse and reply cost about what a read hit's does). The backend alone's OSD figure stands for the OSD's work per request of an NBD path (the same librbd requests).",
+  );
+  return out;
+}
+
+/** Guest rows: does anything spin while RBD requests are in flight? Passes and sleeps per request on each side of the queue. */
+function queueLines(rows: Rows): string[] {
+  const out = ['', 'nbd-export guest, per request: the controller poller\'s passes and sleeps, the guest driver\'s spin passes and sleeps:', ''];
+  out.push('| workload | poller passes | poller sleeps | driver spins | driver sleeps |', '|---|---:|---:|---:|---:|');
+  for (const w of WORKLOADS) {
+    const q = (k: keyof QueueCounts) => fig(rows, GUEST, w.name, (x) => x.queue[k]).toFixed(2);
+    out.push(`| ${w.name} | ${q('passes')} | ${q('sleeps')} | ${q('driverSpins')} | ${q('driverSleeps')} |`);
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -291,7 +409,7 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'storvisor-bench-rbd-'));
   try {
     // Create the image through the controller once, then fill it, so reads meet real objects (not holes).
-    await withController(conf, dataDir, false, async () => {});
+    await withController(conf, dataDir, false, async () => {}, 2, false);
     await runFio(['--name=fill', '--ioengine=rbd', '--clientname=admin', '--pool=rbd', `--rbdname=${IMAGE}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${SIZE_MIB}M`], { ...process.env, CEPH_CONF: conf });
 
     const rows = new Map<string, Map<string, Sample[]>>();
@@ -306,10 +424,10 @@ async function main(): Promise<void> {
       for (const w of WORKLOADS) add('fio rbd engine', w.name, await fioRbd(conf, w));
       for (const w of WORKLOADS) add(BACKEND, w.name, await backendAlone(conf, w));
       await withController(conf, dataDir, false, async (uri, guests) => {
-        for (const w of WORKLOADS) add('controller export', w.name, await fioNbd(conf!, uri, w, guests));
+        for (const w of WORKLOADS) add(EXPORT, w.name, await fioNbd(conf!, uri, w, guests));
       });
-      await withController(conf, dataDir, true, async (uri, guests) => {
-        for (const w of WORKLOADS) add('nbd-export guest', w.name, await fioNbd(conf!, uri, w, guests));
+      await withController(conf, dataDir, true, async (uri, guests, queueMeter) => {
+        for (const w of WORKLOADS) add(GUEST, w.name, await fioNbd(conf!, uri, w, guests, queueMeter));
       });
       // The NBD floor: the same export answering 4 KiB reads from its cache (16 MiB, warmed), no RBD at all.
       await withController(
@@ -363,6 +481,7 @@ async function main(): Promise<void> {
       `QD1 limit of any NBD path: fio rbd p50 ${rbdLat.toFixed(0)} µs + the export's cache-hit p50 ${floorLat.toFixed(0)} µs ` +
         `(client wake-up, loopback TCP both ways, the controller's request path) -> at best ${(rbdLat / (rbdLat + floorLat)).toFixed(2)}x fio rbd at 4 KiB read QD1.`,
     );
+    lines.push(...ceilingLines(rows), ...queueLines(rows));
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

@@ -23,8 +23,10 @@ import { InFlightWait } from './in-flight-wait.ts';
  *   requests are in flight it keeps spinning only if their completions are
  *   expected within the budget (InFlightWait, measured per queue): a file
  *   volume's are; an RBD volume's are not, and it is treated as idle (it
- *   spins the budget after its last event, then sleeps; the backend's own
- *   wake-up publishes the completion, the guest's next request kicks).
+ *   spins the budget after its last completion, then sleeps; after a take it
+ *   sleeps at once, as the guest's next request follows a completion; the
+ *   backend's own wake-up publishes the completion, the guest's next request
+ *   kicks).
  * - notify: never spin; every request is kicked and waited for (the
  *   unoptimised baseline).
  * The engine is reaped on every pass while anything spins; its eventfd
@@ -78,12 +80,16 @@ class QueueWaits {
   seen = 0;
   /** When the last request was taken or the last completion seen (performance.now() ms). */
   lastEvent = 0;
+  /** The last event was a request taken (not a completion seen). */
+  lastWasTake = false;
 
   /** Account for this pass: `taken` requests taken, `inFlight` now in flight. */
   observe(now: number, taken: number, inFlight: number, budgetUs: number): void {
     const completed = this.seen + taken - inFlight;
     if (completed > 0 && this.seen > 0) this.wait.record((now - this.lastEvent) * 1000, budgetUs);
     if (taken > 0 || completed > 0) this.lastEvent = now;
+    if (completed > 0) this.lastWasTake = false;
+    else if (taken > 0) this.lastWasTake = true;
     this.seen = inFlight;
   }
 
@@ -223,7 +229,10 @@ export class Poller {
         // the budget runs from the last request taken or completion seen.
         if (entry.waits.lastEvent > entry.lastWork) entry.lastWork = entry.waits.lastEvent;
         const contended = this.contention !== null && this.contention.contended(now);
-        if (contended || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
+        // After a take, with completions too slow to spin for in flight, the guest's next
+        // request follows a completion, not the take: sleep now (its kick wakes us).
+        const afterTake = inFlight > 0 && entry.waits.lastWasTake;
+        if (contended || afterTake || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
           this.sleep(entry);
           if (!entry.spinning) {
             if (contended) this.counters.contendedSleeps++;

@@ -41,6 +41,8 @@ export interface StorageBackend {
   readTo(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void;
   read(buf: Uint8Array, at: number, length: number, position: number): Promise<void>;
   write(buf: Uint8Array, at: number, length: number, position: number): Promise<void>;
+  /** write() without a promise: target.ioDone(tag, 0 or -errno). Optional: a Volume then uses write(). */
+  writeFrom?(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void;
   datasync(): Promise<void>;
   /** Deallocate a range; false when it cannot (the caller writes zeroes). `mustZero`: it must read back as zeroes. */
   punchHole(position: number, length: number, mustZero?: boolean): boolean | Promise<boolean>;

@@ -47,6 +47,16 @@ import { rbdFailed, rbdLocked, rbdUnavailableError, invalidArgument } from '../u
  * own, lower bounds (MAX_IN_FLIGHT_OPS, MAX_IN_FLIGHT_BYTES) wait here in
  * order, so the event loop never blocks in librbd.
  *
+ * Submission in batches: requests started in one turn of the event loop (the
+ * NBD requests of one socket read, the completions of one drain) are handed to
+ * librbd back to back on the next tick, not one by one between the NBD and
+ * volume work of each. Every request librbd dispatches ends in the messenger's
+ * send queue and wakes its worker thread unless a wake is already pending; back
+ * to back, one wake serves several. Measured at 4 KiB read QD32 through the
+ * export (two pairs of runs on a loaded machine): msgr-worker sleeps per
+ * request 0.35-0.51 -> 0.25, its CPU 44-46 -> 31-37 µs per request.
+ * STORVISOR_RBD_BATCH=0 submits each request at once, to compare.
+ *
  * Exclusive lock: see openImage(). One controller writes an image; another
  * refuses with who holds it; `takeover` breaks a dead holder's lock and
  * blocklists it, so anything it still had in flight can never land later.
@@ -87,6 +97,8 @@ export const MAX_IN_FLIGHT_OPS = 512;
 export const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 const ERR_NOT_FOUND = -2;
+/** Requests started in one turn go to librbd together on the next tick (STORVISOR_RBD_BATCH=0: each at once, to compare). */
+const BATCH = process.env.STORVISOR_RBD_BATCH !== '0';
 
 function need(): RbdLib {
   const l = rbdLib();
@@ -389,7 +401,7 @@ export class RbdBackend implements StorageBackend {
    * For the CPU-per-op picture: event-loop wake-ups by the eventfd, completions
    * drained, librbd calls made (koffi), requests that waited for the in-flight bounds.
    */
-  readonly rbdCounters = { wakeups: 0, drained: 0, submitErrors: 0, libCalls: 0, waited: 0 };
+  readonly rbdCounters = { wakeups: 0, drained: 0, submitErrors: 0, libCalls: 0, waited: 0, batches: 0 };
   readonly readOnly = false;
   readonly direct = true;
   readonly kind = 'rbd';
@@ -401,6 +413,10 @@ export class RbdBackend implements StorageBackend {
   private lengths: number[] = [];
   private objectOps: number[] = [];
   private bufs: Array<Uint8Array> = [];
+  private positions: number[] = [];
+  private addrs: number[] = [];
+  /** Slots started this turn, not yet handed to librbd (flushBatch). */
+  private readonly batch: number[] = [];
   private readonly free: number[] = [];
   private used = 0;
   private usedOps = 0;
@@ -540,6 +556,8 @@ export class RbdBackend implements StorageBackend {
       this.lengths.push(0);
       this.objectOps.push(0);
       this.bufs.push(EMPTY);
+      this.positions.push(0);
+      this.addrs.push(0);
     }
     this.targets[slot] = target;
     this.tags[slot] = tag;
@@ -552,7 +570,32 @@ export class RbdBackend implements StorageBackend {
     this.usedBytes += bytes;
     const s = this.stats;
     if (++s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
+    this.positions[slot] = position;
+    this.addrs[slot] = op === OP_READ || op === OP_WRITE ? this.addressOf(buf) + at : 0;
+    if (!BATCH) {
+      this.issue(slot);
+      if (this.engine !== null && !this.armed) this.arm();
+      return;
+    }
+    this.batch.push(slot);
+    if (this.batch.length === 1) process.nextTick(this.flushBatch);
+  }
+
+  /** Hand the requests started this turn to librbd, back to back (see the top: one wake of the messenger for many). */
+  private readonly flushBatch = (): void => {
+    const batch = this.batch;
+    this.rbdCounters.batches++;
+    for (let i = 0; i < batch.length; i++) this.issue(batch[i]!);
+    batch.length = 0;
+    if (this.engine !== null && !this.armed && this.used > 0) this.arm();
+  };
+
+  /** One request into librbd; a refused one completes with its error on the next tick. */
+  private issue(slot: number): void {
     const l = this.l;
+    const op = this.ops[slot]!;
+    const position = this.positions[slot]!;
+    const length = this.lengths[slot]!;
     let r = l.rbd_aio_create_completion(slot, null, this.compOut);
     let comp = 0;
     if (r === 0) {
@@ -560,10 +603,10 @@ export class RbdBackend implements StorageBackend {
       const img = this.image;
       switch (op) {
         case OP_READ:
-          r = l.rbd_aio_read(img, position, length, this.addressOf(buf) + at, comp);
+          r = l.rbd_aio_read(img, position, length, this.addrs[slot]!, comp);
           break;
         case OP_WRITE:
-          r = l.rbd_aio_write(img, position, length, this.addressOf(buf) + at, comp);
+          r = l.rbd_aio_write(img, position, length, this.addrs[slot]!, comp);
           break;
         case OP_FLUSH:
           r = l.rbd_aio_flush(img, comp);
@@ -580,11 +623,8 @@ export class RbdBackend implements StorageBackend {
       // Not queued: no completion will come for it.
       if (comp !== 0) l.rbd_aio_release(comp);
       this.rbdCounters.submitErrors++;
-      const failed = slot;
-      process.nextTick(() => this.finish(failed, r));
-      return;
+      process.nextTick(() => this.finish(slot, r));
     }
-    if (this.engine !== null && !this.armed) this.arm();
   }
 
   /** Fallback engine: put one read of the eventfd on it; it completes when librbd has finished something. */

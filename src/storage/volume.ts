@@ -2,7 +2,8 @@ import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
-import { PromiseTarget, type StorageBackend } from './backend.ts';
+import { PromiseTarget, backendError, type StorageBackend } from './backend.ts';
+import type { Lease, LentReadDevice, LentReadTarget, WriteTarget } from '../nbd/lent-read.ts';
 import type { IoTarget } from '../block/types.ts';
 import { tracing, trace, S } from '../util/trace.ts';
 
@@ -100,6 +101,49 @@ class ReadRun implements IoTarget {
   }
 }
 
+/**
+ * Lent reads (LentReadDevice): the NBD export's READs of up to one block go
+ * without a promise. The data is read (cache hit: copied; miss: read by the
+ * backend and copied, as for pread) into a buffer of the volume's, lent to the
+ * connection until its socket has written it. At most MAX_LEND_BUFFERS per
+ * volume (1 MiB); past that, and for longer reads, readLent declines and the
+ * request takes pread.
+ */
+const MAX_LEND_BUFFERS = 256;
+
+/** One lent read's buffer: the read's target, then the lease the borrower gives back. Pooled per volume. */
+class LendBuffer implements IoTarget, Lease {
+  readonly buf = Buffer.allocUnsafeSlow(BLOCK);
+  data: Buffer = this.buf;
+  target: LentReadTarget | null = null;
+  /** Completed inside readLent (every block a cache hit): handed over on the volume's next microtask. */
+  result = 0;
+
+  constructor(private readonly volume: Volume) {}
+
+  ioDone(_tag: number, result: number): void {
+    this.volume.lendDone(this, result);
+  }
+
+  release(): void {
+    this.volume.lendReturned(this);
+  }
+}
+
+/** One block write on writeFrom's promise-free path; pooled per volume. */
+class BlockWrite implements IoTarget {
+  target: WriteTarget | null = null;
+  block = 0;
+  bounce = -1;
+  gen = 0;
+  t0 = 0;
+
+  constructor(private readonly volume: Volume) {}
+
+  ioDone(_tag: number, result: number): void {
+    this.volume.blockWritten(this, result);
+  }
+}
 
 /**
  * Trim punches holes (advisory: where the filesystem cannot, nothing is done);
@@ -107,7 +151,7 @@ class ReadRun implements IoTarget {
  */
 const CAPABILITIES: BlockCapabilities = Object.freeze({ trim: true, zeroes: true, flush: true, fua: true, fastRead: true });
 
-export class Volume extends BlockDeviceBase {
+export class Volume extends BlockDeviceBase implements LentReadDevice {
   readonly blockSize = BLOCK;
   readonly writeThrough = true;
   readonly capabilities = CAPABILITIES;
@@ -128,6 +172,13 @@ export class Volume extends BlockDeviceBase {
   private backendGen = 0;
   private readonly backendWrites = [0, 0];
   private backendDrained: Array<() => void> = [];
+  private readonly blockWrites: BlockWrite[] = [];
+  private readonly lendFree: LendBuffer[] = [];
+  private lendCount = 0;
+  /** Lent reads that completed inside readLent, handed over together on one microtask. */
+  private readonly lendEarly: LendBuffer[] = [];
+  private lendStarting: LendBuffer | null = null;
+  readonly lending: LentReadDevice = this;
 
   constructor(
     readonly info: VolumeInfo,
@@ -202,6 +253,129 @@ export class Volume extends BlockDeviceBase {
     if (runStart >= 0) this.startRun(req, runStart, last + 1 - runStart);
     if (tracing && req.pending === 0) trace.mark(S.cacheHit);
     req.issued();
+  }
+
+  /**
+   * A read of up to one block without a promise (the NBD export's READ): false,
+   * with nothing started, when it does not qualify (longer, out of range,
+   * closed, or every lend buffer is out); the caller then uses pread.
+   */
+  readLent(offset: number, length: number, target: LentReadTarget): boolean {
+    if (length > BLOCK || length === 0 || !this.inRange(offset, length)) return false;
+    let lb = this.lendFree.pop();
+    if (lb === undefined) {
+      if (this.lendCount >= MAX_LEND_BUFFERS) return false;
+      this.lendCount++;
+      lb = new LendBuffer(this);
+    }
+    lb.target = target;
+    lb.data = length === BLOCK ? lb.buf : lb.buf.subarray(0, length);
+    this.lendStarting = lb;
+    try {
+      this.readTo(lb.data, offset, lb, 0);
+    } catch (err) {
+      this.lendReturned(lb); // inRange said yes, so this does not happen; the buffer stays in the pool if it does
+      throw err;
+    } finally {
+      this.lendStarting = null;
+    }
+    return true;
+  }
+
+  /** @internal A lent read's data is in (or it failed): to its target, never before readLent returned. */
+  lendDone(lb: LendBuffer, result: number): void {
+    if (lb === this.lendStarting) {
+      lb.result = result;
+      if (this.lendEarly.push(lb) === 1) queueMicrotask(this.lendFlush);
+      return;
+    }
+    this.lendHandOver(lb, result);
+  }
+
+  private readonly lendFlush = (): void => {
+    const early = this.lendEarly;
+    for (let i = 0; i < early.length; i++) this.lendHandOver(early[i]!, early[i]!.result);
+    early.length = 0;
+  };
+
+  private lendHandOver(lb: LendBuffer, result: number): void {
+    const target = lb.target!;
+    if (result < 0) {
+      this.lendReturned(lb);
+      target.lentFailed(backendError(result, 'read'));
+    } else target.lentDone(lb.data, lb);
+  }
+
+  /** @internal The borrower is done with a lent buffer. */
+  lendReturned(lb: LendBuffer): void {
+    lb.target = null;
+    lb.data = lb.buf;
+    this.lendFree.push(lb);
+  }
+
+  /**
+   * A write without the NBD transmission's promises; its outcome to `target`.
+   * Every acknowledged write is durable (write-through), so FUA writes qualify
+   * too. One whole, aligned block whose lock is free, with a bounce buffer at
+   * hand, goes without any promise (the NBD export's 4 KiB WRITE); the rest
+   * takes pwrite.
+   */
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean {
+    const len = src.byteLength;
+    if (!this.inRange(offset, len) || this.readOnly) return false;
+    if (len === BLOCK && offset % BLOCK === 0 && this.backend.writeFrom !== undefined && this.freeBounce.length > 0) {
+      const block = offset / BLOCK;
+      const key = cacheKey(this.info.id, block);
+      if (!this.locks.has(key)) {
+        this.admit(offset, len, true);
+        // As lock() does for a free block: stale any read fill in flight, take the lock.
+        this.writeStamps[block & STAMP_MASK] = ++this.writeSeq;
+        this.locks.set(key, []);
+        const op = this.blockWrites.pop() ?? new BlockWrite(this);
+        op.target = target;
+        op.block = block;
+        op.bounce = this.freeBounce.pop()!;
+        op.t0 = performance.now();
+        const base = op.bounce * MAX_IO;
+        this.bounce.set(src, base);
+        op.gen = this.backendWriteBegin();
+        if (tracing) trace.mark(S.volWrite);
+        this.backend.writeFrom(this.bounce, base, BLOCK, offset, op, 0);
+        return true;
+      }
+    }
+    this.pwrite(src, offset).then(
+      () => target.writeDone(null),
+      (err: Error) => target.writeDone(err),
+    );
+    return true;
+  }
+
+  /** @internal writeFrom's block write completed: what writePiece and pwrite do after the backend write, then its target. */
+  blockWritten(op: BlockWrite, result: number): void {
+    const target = op.target!;
+    const id = this.info.id;
+    const base = op.bounce * MAX_IO;
+    this.backendWriteEnd(op.gen);
+    let err: Error | null = null;
+    if (result < 0) {
+      // The disk's copy is unknown now: never serve the old data from cache.
+      this.cache.invalidateRange(id, op.block, 1);
+      this.counters.errors++;
+      err = backendError(result, `write [${op.block * BLOCK}, +${BLOCK})`);
+    } else this.cache.put(cacheKey(id, op.block), this.bounce, base); // small writes are likely re-read
+    this.releaseBounce(op.bounce);
+    this.unlock(op.block, 1);
+    if (err === null) {
+      this.counters.writes++;
+      this.counters.bytesWritten += BLOCK;
+      this.latency.write.record((performance.now() - op.t0) * 1000);
+      if (tracing) trace.mark(S.volDone);
+    }
+    op.target = null;
+    this.blockWrites.push(op);
+    this.done();
+    target.writeDone(err);
   }
 
   /** @internal A read request finished: count it and give its object back. */

@@ -122,4 +122,27 @@ describe('RBD volumes with real NBD clients', () => {
       await b.close();
     }
   });
+
+  test('requests started in one turn reach librbd together on the next tick, and read back what was written', async () => {
+    const loc = { ...(rbdConfig(cluster, 'clients-batch') as { conf: string; user: string; pool: string; timeoutSec: number }), image: 'clients-batch' };
+    await createImage(loc, SIZE);
+    const b = await openRbd(loc, { controller: 'batch-test', volume: 'batch' });
+    try {
+      const n = 32;
+      const data = b.alloc(n * 4096).buf;
+      for (let i = 0; i < n; i++) data.fill(i + 1, i * 4096, (i + 1) * 4096);
+      const calls = b.rbdCounters.libCalls;
+      const batches = b.rbdCounters.batches;
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < n; i++) writes.push(b.write(data, i * 4096, 4096, (n - 1 - i) * 4096));
+      assert.equal(b.rbdCounters.libCalls, calls, 'a request reached librbd inside the turn that started it');
+      await Promise.all(writes);
+      assert.equal(b.rbdCounters.batches, batches + 1);
+      const back = b.alloc(n * 4096).buf;
+      await b.read(back, 0, n * 4096, 0);
+      for (let i = 0; i < n; i++) assert.equal(back[(n - 1 - i) * 4096], i + 1, `block ${n - 1 - i}`);
+    } finally {
+      await b.close();
+    }
+  });
 });

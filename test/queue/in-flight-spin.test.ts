@@ -103,20 +103,30 @@ test('the wait estimate ignores a rare long wait and turns when most waits are l
   assert.equal(w.pays, true);
 });
 
-test('a polled queue sleeps while requests are in flight whose completions take far longer than the spin budget, and a kick wakes it', async () => {
-  const p = new Poller(0, undefined, { contention: noContention });
+const TRAIN = 6;
+
+/**
+ * An adaptive poller on an InFlightQueue that has taken and completed `count`
+ * requests, each in flight `holdMs` (nothing measured before: it spins for the
+ * first completions, and times them); `spinning`: check it spun for each.
+ */
+async function trainedPoller(budgetUs: number, count: number, holdMs: number, spinning = false): Promise<{ p: Poller; q: InFlightQueue }> {
+  const p = new Poller(budgetUs, undefined, { contention: noContention });
   const q = new InFlightQueue();
   p.add(q, 'adaptive');
-  // Nothing measured yet: it spins for the first completions, and times them.
-  const TRAIN = 6;
-  for (let i = 1; i <= TRAIN; i++) {
+  for (let i = 1; i <= count; i++) {
     q.submit();
     await until(() => q.taken === i, 'a take');
-    await elapse(1);
-    assert.equal(p.spinningCount(), 1);
+    await elapse(holdMs);
+    if (spinning) assert.equal(p.spinningCount(), 1);
     q.complete();
     await until(() => p.counters.sleeps === i, 'the idle sleep');
   }
+  return { p, q };
+}
+
+test('a polled queue sleeps while requests are in flight whose completions take far longer than the spin budget, and a kick wakes it', async () => {
+  const { p, q } = await trainedPoller(0, TRAIN, 1, true);
   q.submit();
   await until(() => q.taken === TRAIN + 1, 'the take after training');
   // In flight, and completions take longer than the (zero) budget: it sleeps with the request out.
@@ -126,6 +136,20 @@ test('a polled queue sleeps while requests are in flight whose completions take 
   q.complete();
   q.submit();
   await until(() => q.taken === TRAIN + 2, 'the take after the kick');
+  q.complete();
+  p.stop();
+});
+
+test('a polled queue sleeps right after a take while requests are in flight whose completions take longer than the spin budget, whatever the budget', async () => {
+  const BUDGET_US = 20_000;
+  const { p, q } = await trainedPoller(BUDGET_US, TRAIN, BUDGET_US / 1000 + 5); // waits longer than the budget
+  const idle = p.counters.idlePasses;
+  q.submit();
+  await until(() => q.taken === TRAIN + 1, 'the take after training');
+  // Only a completion brings the guest's next request: it sleeps at its next idle pass, not after the budget.
+  await until(() => p.spinningCount() === 0, 'a sleep in flight');
+  assert.ok(p.counters.idlePasses - idle <= 1, `${p.counters.idlePasses - idle} idle passes after the take`);
+  assert.equal(q.inFlight, 1);
   q.complete();
   p.stop();
 });
@@ -140,25 +164,45 @@ function deferredDriver(spinBudgetUs: number) {
   return track({ region, backend, device, driver, async close() { driver.close(); await loop.stop(); } });
 }
 
-test('an adaptive driver sleeps at once while a request is in flight once its completions take longer than the spin budget', async () => {
-  const p = deferredDriver(0);
-  const TRAIN = 6;
-  for (let i = 0; i < TRAIN; i++) {
+/** `count` reads, each held `holdMs` by the backend: the driver times their completions. */
+async function trainDriver(p: ReturnType<typeof deferredDriver>, count: number, holdMs: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
     const read = p.driver.pread(new Uint8Array(4096), 0);
     await p.backend.waitHeld(i + 1);
-    await elapse(1);
+    await elapse(holdMs);
     p.backend.held[i]!.release();
     await read;
   }
+}
+
+/** The next read's first pass (inside pread) arms the doorbell and sleeps without a spin; then it completes. */
+async function sleepsInFirstPass(p: ReturnType<typeof deferredDriver>, held: number): Promise<void> {
   const before = p.driver.stats();
-  const second = p.driver.pread(new Uint8Array(4096), 4096);
-  // The first pass runs inside pread(): a completion ~1 ms away is not worth spinning for.
+  const next = p.driver.pread(new Uint8Array(4096), 4096);
   const s = p.driver.stats();
   assert.equal(s.interruptsWaited, before.interruptsWaited + 1);
   assert.equal(s.spins, before.spins);
-  await p.backend.waitHeld(TRAIN + 1);
-  p.backend.held[TRAIN]!.release();
-  await second;
+  await p.backend.waitHeld(held + 1);
+  p.backend.held[held]!.release();
+  await next;
+}
+
+test('an adaptive driver sleeps at once while a request is in flight once its completions take longer than the spin budget', async () => {
+  const p = deferredDriver(0);
+  await trainDriver(p, 6, 1);
+  // A completion ~1 ms away is not worth spinning for.
+  await sleepsInFirstPass(p, 6);
+  await p.close();
+});
+
+test('an adaptive driver does not spin after a submission while its completions take longer than the spin budget, whatever the budget', async () => {
+  const BUDGET_US = 5000;
+  const p = deferredDriver(BUDGET_US);
+  await trainDriver(p, 6, BUDGET_US / 1000 + 2); // longer than the budget: not worth a spin
+  // Past the budget after the last completion: the loop has ended, the next pread runs its first pass.
+  await until(() => !p.driver['loopRunning'], 'the idle loop to end');
+  // Nothing but the (slow) completion can follow a submission: no spin for the budget.
+  await sleepsInFirstPass(p, 6);
   await p.close();
 });
 
