@@ -14,14 +14,20 @@ import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { waitFor } from '../net/helpers.ts';
 import { RespClient, encodeCommand, startDatabase } from './helpers.ts';
 
-const value = (i: number, size = 4096) => Buffer.alloc(size, `v${i}:${'x'.repeat(i % 7)}|`);
-
-test('a slab goes back to the pool only once every piece cut from it is written and its writer moved on', () => {
+/** A writer with the lists its takes fill, after writing `first` and taking it. */
+function writerAfter(first: string): { w: ReplyWriter; out: Buffer[]; owners: (Slab | null)[] } {
   const w = new ReplyWriter();
   const out: Buffer[] = [];
   const owners: (Slab | null)[] = [];
-  w.write(Buffer.from('first'));
+  w.write(Buffer.from(first));
   w.take(out, owners);
+  return { w, out, owners };
+}
+
+const value = (i: number, size = 4096) => Buffer.alloc(size, `v${i}:${'x'.repeat(i % 7)}|`);
+
+test('a slab goes back to the pool only once every piece cut from it is written and its writer moved on', () => {
+  const { w, out, owners } = writerAfter('first');
   const slab = owners[0]!;
   assert.equal(out[0]!.toString('latin1'), '$5\r\nfirst\r\n');
   const before = freeSlabCount();
@@ -49,11 +55,7 @@ test('a slab goes back to the pool only once every piece cut from it is written 
 });
 
 test('a writer left idle gives its slab back once its last piece is written, and holds none', () => {
-  const w = new ReplyWriter();
-  const out: Buffer[] = [];
-  const owners: (Slab | null)[] = [];
-  w.write(Buffer.from('only'));
-  w.take(out, owners);
+  const { w, out, owners } = writerAfter('only');
   const before = freeSlabCount();
   owners[0]!.done();
   assert.equal(freeSlabCount(), before + 1);
