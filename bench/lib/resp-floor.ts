@@ -126,18 +126,15 @@ class FloorConnection implements ConnectionHandler {
     this.conn.end(size, n);
   }
 
+  /** As the database: each slab piece's write callback returns its slab to the pool. */
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
+    if (this.conn.sendable) this.conn.send(bytes, owner?.done);
+    else owner?.release();
+  };
+
   private flush(): void {
     if (this.w.pendingBytes === 0) return;
-    const out = this.out;
-    const owners = this.owners;
-    this.w.take(out, owners);
-    // As the database: each slab piece's write callback returns its slab to the pool.
-    for (let i = 0; i < out.length; i++) {
-      if (this.conn.sendable) this.conn.send(out[i], owners[i]?.done);
-      else owners[i]?.release();
-    }
-    out.length = 0;
-    owners.length = 0;
+    this.w.drain(this.sendPiece);
   }
 }
 

@@ -104,8 +104,6 @@ class Connection implements ClientState, ConnectionHandler {
   private readonly w = new ReplyWriter();
   /** The newest pending entry's replies, encoded as they come (one slab, no Buffer per reply). */
   private readonly pw = new ReplyWriter();
-  private readonly out: Buffer[] = [];
-  private readonly outOwners: (Slab | null)[] = [];
   private flushScheduled = false;
   /** Parsing this connection's input (data, resume): replies are flushed right after, no tick needed. */
   private feeding = false;
@@ -343,18 +341,13 @@ class Connection implements ClientState, ConnectionHandler {
   flushOut(): void {
     this.flushScheduled = false;
     if (this.w.pendingBytes === 0) return;
-    const out = this.out;
-    const owners = this.outOwners;
-    this.w.take(out, owners);
-    const conn = this.conn;
-    for (let i = 0; i < out.length; i++) {
-      const owner = owners[i];
-      if (!this.gone && conn.sendable) conn.send(out[i], owner?.done);
-      else owner?.release();
-    }
-    out.length = 0;
-    owners.length = 0;
+    this.w.drain(this.sendPiece);
   }
+
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
+    if (!this.gone && this.conn.sendable) this.conn.send(bytes, owner?.done);
+    else owner?.release();
+  };
 
   /** Flush before this tick ends (replies produced outside this client's own input: messages, wake-ups, timeouts). */
   private flushSoon(): void {

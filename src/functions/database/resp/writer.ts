@@ -29,6 +29,7 @@ export const OK = new SimpleString('OK');
 export const PONG = new SimpleString('PONG');
 
 const CRLF_BYTES = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 /** Bulk replies up to this size are copied into one buffer; larger ones are sent by reference. */
 const SMALL_BULK = 16 * 1024;
 const NULL_BULK = Buffer.from('$-1\r\n');
@@ -158,10 +159,16 @@ export class ReplyWriter {
   private slab: Slab | null = null;
   private start = 0;
   private pos = 0;
-  /** Buffers to send before the slab bytes from `start` (large bulks, released replies), in order. */
+  /**
+   * Buffers to send before the slab bytes from `start` (large bulks, released
+   * replies, cut slab pieces), in order: the first `count` entries. Written by
+   * index and never shortened (emptying an array frees its backing store, and
+   * the next push allocates one again: per reply at -P 1).
+   */
   private readonly parts: Buffer[] = [];
   /** The slab of each part (null: not a slab piece). */
   private readonly owners: (Slab | null)[] = [];
+  private count = 0;
 
   /** Bytes of `parts`. */
   private partsBytes = 0;
@@ -193,9 +200,7 @@ export class ReplyWriter {
   /** Append already encoded bytes by reference (after everything written so far); `owner` is their slab, if any. */
   append(bytes: Buffer, owner: Slab | null = null): void {
     this.cut();
-    this.parts.push(bytes);
-    this.owners.push(owner);
-    this.partsBytes += bytes.length;
+    this.add(bytes, owner);
   }
 
   /**
@@ -206,13 +211,38 @@ export class ReplyWriter {
    */
   take(out: Buffer[], owners: (Slab | null)[]): void {
     this.cut();
-    const parts = this.parts;
-    for (let i = 0; i < parts.length; i++) {
-      out.push(parts[i]);
+    for (let i = 0; i < this.count; i++) {
+      out.push(this.parts[i]);
       owners.push(this.owners[i]);
     }
-    parts.length = 0;
-    this.owners.length = 0;
+    this.clear();
+  }
+
+  /**
+   * Hand everything written since the last take to `send`, in order, with
+   * the slab of each piece (as take, without lists in between: the send path
+   * of every flush). `send` must not write to this writer.
+   */
+  drain(send: (bytes: Buffer, owner: Slab | null) => void): void {
+    this.cut();
+    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i]);
+    this.clear();
+  }
+
+  private add(bytes: Buffer, owner: Slab | null): void {
+    this.parts[this.count] = bytes;
+    this.owners[this.count] = owner;
+    this.count++;
+    this.partsBytes += bytes.length;
+  }
+
+  /** Forget the parts handed out (dropping the references, keeping the arrays' room). */
+  private clear(): void {
+    for (let i = 0; i < this.count; i++) {
+      this.parts[i] = EMPTY;
+      this.owners[i] = null;
+    }
+    this.count = 0;
     this.partsBytes = 0;
   }
 
@@ -229,10 +259,8 @@ export class ReplyWriter {
   private cut(): void {
     if (this.pos > this.start) {
       const s = this.slab!;
-      this.parts.push(s.buf.subarray(this.start, this.pos));
-      this.owners.push(s);
       s.refs++;
-      this.partsBytes += this.pos - this.start;
+      this.add(s.buf.subarray(this.start, this.pos), s);
       this.start = this.pos;
     }
   }
