@@ -19,7 +19,7 @@
 import type { BlockDevice } from '../../src/block/types.ts';
 import { TcpService, type ConnectionHandler, type TcpConnection } from '../../src/net/tcp-service.ts';
 import { RespParser } from '../../src/functions/database/resp/parser.ts';
-import { ErrorReply, OK, PONG, ReplyWriter, type Reply } from '../../src/functions/database/resp/writer.ts';
+import { ErrorReply, OK, PONG, ReplyWriter, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
 import { respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
 
 /** Bulk replies by length (one per size the bench uses). */
@@ -44,6 +44,7 @@ class FloorConnection implements ConnectionHandler {
   private heldBytes = 0;
   private heldCount = 0;
   private readonly out: Buffer[] = [];
+  private readonly owners: (Slab | null)[] = [];
 
   constructor(
     private readonly conn: TcpConnection,
@@ -111,9 +112,11 @@ class FloorConnection implements ConnectionHandler {
   released(batch: number): void {
     if (this.heldCount === 0 || this.heldBatch > batch) return;
     const out = this.out;
-    this.held.take(out);
-    for (const b of out) this.w.append(b);
+    const owners = this.owners;
+    this.held.take(out, owners);
+    for (let i = 0; i < out.length; i++) this.w.append(out[i], owners[i]);
     out.length = 0;
+    owners.length = 0;
     const size = this.heldBytes;
     const n = this.heldCount;
     this.heldBytes = 0;
@@ -123,12 +126,15 @@ class FloorConnection implements ConnectionHandler {
     this.conn.end(size, n);
   }
 
+  /** As the database: each slab piece's write callback returns its slab to the pool. */
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
+    if (this.conn.sendable) this.conn.send(bytes, owner?.done);
+    else owner?.release();
+  };
+
   private flush(): void {
     if (this.w.pendingBytes === 0) return;
-    const out = this.out;
-    this.w.take(out);
-    for (const b of out) this.conn.send(b);
-    out.length = 0;
+    this.w.drain(this.sendPiece);
   }
 }
 

@@ -114,3 +114,28 @@ test('a request with a leading zero or a sign in a length, whole in one chunk, s
   assert.deepEqual(parseAll(['*1\r\n$04\r\nPING\r\n']).errors, ['Protocol error: invalid bulk length']);
   assert.deepEqual(parseAll(['*1\r\n$+4\r\nPING\r\n']).errors, ['Protocol error: invalid bulk length']);
 });
+
+test('a pipeline of one command hands its name as one Buffer with the name bytes, whatever the case of a later one', () => {
+  const names: Buffer[] = [];
+  const p = new RespParser({ onCommand: (args) => names.push(args[0]!), onError: (m) => assert.fail(m) });
+  p.feed(Buffer.concat(['GET', 'GET', 'GET', 'get', 'GET'].map((n, i) => encodeCommand([n, `k${i}`]))));
+  assert.deepEqual(names.map((n) => n.toString('latin1')), ['GET', 'GET', 'GET', 'get', 'GET']);
+  assert.equal(names[1], names[2]);
+  assert.notEqual(names[2], names[3]);
+});
+
+test('the argument array of a whole command holds no view of the chunk once the command returned', () => {
+  let kept: Buffer[] = [];
+  const seen: string[][] = [];
+  const p = new RespParser({
+    onCommand: (args) => {
+      seen.push(args.map((a) => a.toString('latin1')));
+      kept = args;
+    },
+    onError: (m) => assert.fail(m),
+  });
+  p.feed(Buffer.concat([encodeCommand(['SET', 'k', 'v1']), encodeCommand(['SET', 'k2', 'v2'])]));
+  assert.deepEqual(seen, [['SET', 'k', 'v1'], ['SET', 'k2', 'v2']]);
+  assert.equal(kept.length, 3);
+  for (const a of kept.slice(1)) assert.equal(a.length, 0);
+});

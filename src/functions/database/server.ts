@@ -5,7 +5,7 @@ import { unwatchAll } from './commands/transactions.ts';
 import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
-import { ErrorReply, ReplyWriter, type Reply } from './resp/writer.ts';
+import { ErrorReply, ReplyWriter, type Reply, type Slab } from './resp/writer.ts';
 import { respErrorOf } from './resp/errors.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
@@ -74,6 +74,8 @@ interface PendingReply {
   batch: number;
   /** The encoded replies; the newest entry's are still in the connection's pending writer. */
   bytes: Buffer[];
+  /** The slab of each of `bytes` (released once sent or dropped). */
+  owners: (Slab | null)[];
   size: number;
   /** Replies in this entry. */
   count: number;
@@ -102,7 +104,6 @@ class Connection implements ClientState, ConnectionHandler {
   private readonly w = new ReplyWriter();
   /** The newest pending entry's replies, encoded as they come (one slab, no Buffer per reply). */
   private readonly pw = new ReplyWriter();
-  private readonly out: Buffer[] = [];
   private flushScheduled = false;
   /** Parsing this connection's input (data, resume): replies are flushed right after, no tick needed. */
   private feeding = false;
@@ -301,8 +302,8 @@ class Connection implements ClientState, ConnectionHandler {
       last.size += size;
       last.count++;
     } else {
-      if (last !== null) this.pw.take(last.bytes);
-      this.pending.push({ seq, batch, bytes: [], size, count: 1 });
+      if (last !== null) this.pw.take(last.bytes, last.owners);
+      this.pending.push({ seq, batch, bytes: [], owners: [], size, count: 1 });
     }
     this.conn.begin(size);
     this.srv.waiting.add(this);
@@ -314,31 +315,39 @@ class Connection implements ClientState, ConnectionHandler {
     let size = 0;
     while (this.pending.length > 0 && (this.pending[0]!.seq <= durable || failure)) {
       const p = this.pending.shift()!;
-      if (this.pending.length === 0) this.pw.take(p.bytes); // the newest entry: its bytes are still in the writer
+      if (this.pending.length === 0) this.pw.take(p.bytes, p.owners); // the newest entry: its bytes are still in the writer
       n += p.count;
       size += p.size;
       if (p.seq > durable && failure) {
         const err = respErrorOf(failure);
         for (let i = 0; i < p.count; i++) this.w.write(err);
+        releaseAll(p.owners);
       } else {
-        for (const b of p.bytes) this.w.append(b);
+        for (let i = 0; i < p.bytes.length; i++) this.w.append(p.bytes[i], p.owners[i]);
       }
       p.bytes.length = 0;
+      p.owners.length = 0;
     }
     if (this.pending.length === 0) this.srv.waiting.delete(this);
     this.flushOut();
     if (n > 0 && !this.gone) this.conn.end(size, n);
   }
 
-  /** Send what the writer holds: one slab piece per flush, plus large values by reference (corked per tick: one writev). */
+  /**
+   * Send what the writer holds: one slab piece per flush, plus large values by
+   * reference (corked per tick: one writev). Each slab piece's write callback
+   * returns its slab to the pool; a piece not sent releases it at once.
+   */
   flushOut(): void {
     this.flushScheduled = false;
     if (this.w.pendingBytes === 0) return;
-    const out = this.out;
-    this.w.take(out);
-    if (!this.gone) for (const b of out) this.conn.send(b);
-    out.length = 0;
+    this.w.drain(this.sendPiece);
   }
+
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
+    if (!this.gone && this.conn.sendable) this.conn.send(bytes, owner?.done);
+    else owner?.release();
+  };
 
   /** Flush before this tick ends (replies produced outside this client's own input: messages, wake-ups, timeouts). */
   private flushSoon(): void {
@@ -354,10 +363,13 @@ class Connection implements ClientState, ConnectionHandler {
     for (const p of this.pending) {
       size += p.size;
       n += p.count;
+      releaseAll(p.owners);
     }
     this.pending.length = 0;
-    this.pw.take(DISCARD);
+    this.pw.take(DISCARD, DISCARD_OWNERS);
+    releaseAll(DISCARD_OWNERS);
     DISCARD.length = 0;
+    DISCARD_OWNERS.length = 0;
     this.srv.waiting.delete(this);
     this.conn.end(size, n);
   }
@@ -372,6 +384,13 @@ class Connection implements ClientState, ConnectionHandler {
 
 /** Where dropped pending bytes go (emptied at once). */
 const DISCARD: Buffer[] = [];
+const DISCARD_OWNERS: (Slab | null)[] = [];
+
+/** Slab pieces that will never be sent: their slabs may go back to the pool. */
+function releaseAll(owners: (Slab | null)[]): void {
+  for (const o of owners) o?.release();
+  owners.length = 0;
+}
 
 /** Replies held in a connection's writer up to this many bytes before they are sent mid-batch. */
 const FLUSH_BYTES = 32 * 1024;

@@ -76,8 +76,25 @@ function sameName(b: Buffer, name: Buffer): boolean {
   return true;
 }
 
+/**
+ * The last name looked up and its spec. The parser hands the same Buffer (its
+ * copy of the last name) for a repeated command, so a pipeline of one command
+ * hashes its name once. Buffers given to commands are never written, so the
+ * same object holds the same bytes.
+ */
+let lastName: Buffer | null = null;
+let lastSpec: CommandSpec | undefined;
+
 /** The spec named by these bytes, found without allocating (every command runs this). */
 function findSpec(b: Buffer): CommandSpec | undefined {
+  if (b === lastName) return lastSpec;
+  const spec = findSpecByHash(b);
+  lastName = b;
+  lastSpec = spec;
+  return spec;
+}
+
+function findSpecByHash(b: Buffer): CommandSpec | undefined {
   if (b.length > 32) return undefined;
   const list = byHash.get(nameHash(b));
   if (list === undefined) return undefined;

@@ -41,6 +41,11 @@ export interface ParserEvents {
 }
 
 const CR = 13;
+/** Argument counts the fast path keeps an array for (GET is 2, SET 3, MSET of 3 pairs 7). */
+const REUSED_MAX = 8;
+const EMPTY = Buffer.alloc(0);
+/** Command names up to this long are remembered (the longest Redis name is 15 bytes). */
+const NAME_CACHE_MAX = 24;
 const LF = 10;
 
 type State =
@@ -258,9 +263,17 @@ export class RespParser {
     if (this.events.onCommand(args) === false) this.stopped = true;
   }
 
-  /** The argument array the fast path fills again for every command (onCommand must not keep it). */
-  private readonly reused: Buffer[] = [];
+  /**
+   * The argument arrays the fast path fills again for every command, one per
+   * count up to REUSED_MAX (onCommand must not keep them). Each keeps its
+   * length and is written by index: emptying an array with `length = 0`
+   * frees its backing store, and the pushes after it allocate a new one for
+   * every command.
+   */
+  private readonly reused: Buffer[][] = [];
   private inCommand = false;
+  /** A copy of the last command name (see nameAt). */
+  private lastName: Buffer = EMPTY;
 
   /**
    * The fast path: a multibulk request that lies whole in `chunk` from `pos`
@@ -287,11 +300,13 @@ export class RespParser {
     p += 2;
     // Cheap bound first: each argument needs at least "$0\r\n\r\n".
     if (len - p < n * 6) return -1;
-    const args = this.inCommand ? [] : this.reused;
-    args.length = 0;
+    const outer = this.inCommand;
+    let args: Buffer[];
+    if (outer || n > REUSED_MAX) args = new Array<Buffer>(n);
+    else args = this.reused[n] ?? (this.reused[n] = Array.from({ length: n }, () => EMPTY)); // packed, not holey
     let requestBytes = 0;
     for (let i = 0; i < n; i++) {
-      if (p >= len || chunk[p] !== 0x24 /* '$' */) return -1;
+      if (p >= len || chunk[p] !== 0x24 /* '$' */) return abandon(args);
       const start = ++p;
       let size = 0;
       for (; p < len; p++) {
@@ -300,25 +315,42 @@ export class RespParser {
         size = size * 10 + d;
       }
       digits = p - start;
-      if (digits === 0 || digits > 10 || (digits > 1 && chunk[start] === 0x30)) return -1;
-      if (size > this.maxBulk || size > this.maxRequest) return -1;
+      if (digits === 0 || digits > 10 || (digits > 1 && chunk[start] === 0x30)) return abandon(args);
+      if (size > this.maxBulk || size > this.maxRequest) return abandon(args);
       requestBytes += size + ARG_OVERHEAD;
-      if (requestBytes > this.maxRequest) return -1;
-      if (p + 1 >= len || chunk[p] !== CR || chunk[p + 1] !== LF) return -1;
+      if (requestBytes > this.maxRequest) return abandon(args);
+      if (p + 1 >= len || chunk[p] !== CR || chunk[p + 1] !== LF) return abandon(args);
       p += 2;
-      if (p + size + 2 > len || chunk[p + size] !== CR || chunk[p + size + 1] !== LF) return -1;
-      args.push(chunk.subarray(p, p + size));
+      if (p + size + 2 > len || chunk[p + size] !== CR || chunk[p + size + 1] !== LF) return abandon(args);
+      args[i] = i === 0 ? this.nameAt(chunk, p, size) : chunk.subarray(p, p + size);
       p += size + 2;
     }
-    const outer = this.inCommand;
     this.inCommand = true;
     try {
       this.command(args);
     } finally {
       this.inCommand = outer;
-      if (!outer) args.length = 0;
+      // Drop the views, so a kept array does not hold the chunk they point into.
+      if (!outer && n <= REUSED_MAX) args.fill(EMPTY);
     }
     return p;
+  }
+
+  /**
+   * The command name at chunk[p, p + size): the copy kept of the last name
+   * when the bytes are the same (a pipeline repeats one command, and a view
+   * is a 96-byte object per command), else a view, kept as the next copy.
+   */
+  private nameAt(chunk: Buffer, p: number, size: number): Buffer {
+    const last = this.lastName;
+    if (last.length === size) {
+      let i = 0;
+      while (i < size && chunk[p + i] === last[i]) i++;
+      if (i === size) return last;
+    }
+    const view = chunk.subarray(p, p + size);
+    if (size <= NAME_CACHE_MAX) this.lastName = Buffer.from(view);
+    return view;
   }
 
   private fail(message: string): void {
@@ -333,6 +365,12 @@ export class RespParser {
     this.restBytes = 0;
     this.events.onError(message);
   }
+}
+
+/** A fast-path parse gave up halfway: drop the views already in the array (-1, for the caller). */
+function abandon(args: Buffer[]): number {
+  args.fill(EMPTY);
+  return -1;
 }
 
 /** Parse "<digits>\r" (or "-1\r") as Redis's string2ll does; null if malformed. */

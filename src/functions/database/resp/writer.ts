@@ -29,6 +29,7 @@ export const OK = new SimpleString('OK');
 export const PONG = new SimpleString('PONG');
 
 const CRLF_BYTES = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 /** Bulk replies up to this size are copied into one buffer; larger ones are sent by reference. */
 const SMALL_BULK = 16 * 1024;
 const NULL_BULK = Buffer.from('$-1\r\n');
@@ -82,23 +83,92 @@ export function encodeReplyToBuffer(reply: Reply): Buffer {
   return Buffer.concat(out);
 }
 
-/** Slabs replies are written into; a slab is used until full, sent bytes are never written again. */
-const SLAB_BYTES = 64 * 1024;
+/** Size of a reply slab (slabs of this size are pooled; a reply larger than one gets its own buffer). */
+export const SLAB_BYTES = 64 * 1024;
+/**
+ * Free slabs kept for reuse, for the whole process (or guest thread): 64 of
+ * 64 KiB, 4 MiB at most. Slabs in use are bounded by what the connections
+ * hold (their current slab, and queued replies under the output limits);
+ * beyond this many free ones a released slab is left to the collector.
+ */
+export const SLAB_POOL_MAX = 64;
+
+/**
+ * A slab replies are encoded into, lent to one writer at a time. The pieces
+ * cut from it go to the socket; `done` is the write callback of each piece
+ * (bound once per slab, so sending allocates no closure). The slab goes back
+ * to the pool only once its writer moved on (or left it idle) and the socket
+ * is done with every piece: bytes handed to the socket are never written again
+ * before their write completed.
+ */
+export class Slab {
+  /** Pieces handed out and not written yet. */
+  refs = 0;
+  /** The writer encoding into it, or null once retired (full, or the writer went idle). */
+  writer: ReplyWriter | null = null;
+  readonly done: (err?: Error | null) => void;
+
+  constructor(readonly buf: Buffer) {
+    this.done = () => this.release();
+  }
+
+  /** One piece is written (or will never be): back to the pool when nothing else holds it. */
+  release(): void {
+    if (--this.refs > 0) return;
+    const w = this.writer;
+    // The writer's current slab with nothing waiting in it: idle, so lend it to whoever writes next.
+    if (w !== null && !w.idleRelease(this)) return;
+    this.writer = null;
+    putSlab(this);
+  }
+}
+
+const freeSlabs: Slab[] = [];
+/** Slabs allocated (not taken from the pool) since start: tests and the bench read it. */
+export const slabStats = { allocated: 0, reused: 0 };
+
+function getSlab(): Slab {
+  const s = freeSlabs.pop();
+  if (s !== undefined) {
+    slabStats.reused++;
+    return s;
+  }
+  slabStats.allocated++;
+  return new Slab(Buffer.allocUnsafeSlow(SLAB_BYTES));
+}
+
+function putSlab(s: Slab): void {
+  if (s.buf.length === SLAB_BYTES && freeSlabs.length < SLAB_POOL_MAX) freeSlabs.push(s);
+}
+
+/** Free slabs in the pool now. */
+export const freeSlabCount = (): number => freeSlabs.length;
 
 /**
  * Encodes replies back to back into a slab, so a tick's replies to one client
  * leave as one Buffer (one socket write) instead of one allocation and one
- * write per reply. `take()` cuts what was written since the last take; the
- * slab goes on after it (the bytes handed out stay untouched until the
- * socket is done with them, as Node's own buffer pool works). Bulk values
- * over SMALL_BULK are handed out by reference, not copied.
+ * write per reply. `take()` cuts what was written since the last take, with
+ * the slab of each piece; the writer goes on in the same slab after it. The
+ * taker sends each piece with its slab's `done` as the write callback (or
+ * calls it when the piece is not sent): slabs return to a shared pool once
+ * written, so steady traffic allocates no slab. A writer holds at most one
+ * slab, and none while idle. Bulk values over SMALL_BULK are handed out by
+ * reference, not copied.
  */
 export class ReplyWriter {
-  private slab: Buffer = Buffer.allocUnsafe(SLAB_BYTES);
+  private slab: Slab | null = null;
   private start = 0;
   private pos = 0;
-  /** Buffers to send before the slab bytes from `start` (large bulks, released replies), in order. */
+  /**
+   * Buffers to send before the slab bytes from `start` (large bulks, released
+   * replies, cut slab pieces), in order: the first `count` entries. Written by
+   * index and never shortened (emptying an array frees its backing store, and
+   * the next push allocates one again: per reply at -P 1).
+   */
   private readonly parts: Buffer[] = [];
+  /** The slab of each part (null: not a slab piece). */
+  private readonly owners: (Slab | null)[] = [];
+  private count = 0;
 
   /** Bytes of `parts`. */
   private partsBytes = 0;
@@ -127,45 +197,100 @@ export class ReplyWriter {
     }
   }
 
-  /** Append already encoded bytes by reference (after everything written so far). */
-  append(bytes: Buffer): void {
+  /** Append already encoded bytes by reference (after everything written so far); `owner` is their slab, if any. */
+  append(bytes: Buffer, owner: Slab | null = null): void {
     this.cut();
-    this.parts.push(bytes);
+    this.add(bytes, owner);
+  }
+
+  /**
+   * Everything written since the last take, in order (nothing when nothing
+   * was), with the slab of each piece in `owners` (null for the others).
+   * Every slab piece taken must be released once: `owner.done` as the write
+   * callback, or `owner.release()` when it is dropped.
+   */
+  take(out: Buffer[], owners: (Slab | null)[]): void {
+    this.cut();
+    for (let i = 0; i < this.count; i++) {
+      out.push(this.parts[i]);
+      owners.push(this.owners[i]);
+    }
+    this.clear();
+  }
+
+  /**
+   * Hand everything written since the last take to `send`, in order, with
+   * the slab of each piece (as take, without lists in between: the send path
+   * of every flush). `send` must not write to this writer.
+   */
+  drain(send: (bytes: Buffer, owner: Slab | null) => void): void {
+    this.cut();
+    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i]);
+    this.clear();
+  }
+
+  private add(bytes: Buffer, owner: Slab | null): void {
+    this.parts[this.count] = bytes;
+    this.owners[this.count] = owner;
+    this.count++;
     this.partsBytes += bytes.length;
   }
 
-  /** Everything written since the last take, in order (empty when nothing was). */
-  take(out: Buffer[]): void {
-    this.cut();
-    for (const p of this.parts) out.push(p);
-    this.parts.length = 0;
+  /** Forget the parts handed out (dropping the references, keeping the arrays' room). */
+  private clear(): void {
+    for (let i = 0; i < this.count; i++) {
+      this.parts[i] = EMPTY;
+      this.owners[i] = null;
+    }
+    this.count = 0;
     this.partsBytes = 0;
+  }
+
+  /** @internal A slab piece was written and `s` holds nothing else: keep it (not idle) or give it up. */
+  idleRelease(s: Slab): boolean {
+    if (this.slab !== s) return true;
+    if (this.pos > this.start) return false; // replies are being written into it
+    this.slab = null;
+    this.start = 0;
+    this.pos = 0;
+    return true;
   }
 
   private cut(): void {
     if (this.pos > this.start) {
-      this.parts.push(this.slab.subarray(this.start, this.pos));
-      this.partsBytes += this.pos - this.start;
+      const s = this.slab!;
+      s.refs++;
+      this.add(s.buf.subarray(this.start, this.pos), s);
       this.start = this.pos;
     }
   }
 
-  private room(n: number): void {
-    if (this.pos + n <= this.slab.length) return;
+  /** Make room for n bytes in the current slab (a fresh one if they do not fit); returns its buffer. */
+  private room(n: number): Buffer {
+    const cur = this.slab;
+    if (cur !== null && this.pos + n <= cur.buf.length) return cur.buf;
     this.cut();
-    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, n));
+    if (cur !== null) {
+      cur.writer = null;
+      if (cur.refs === 0) putSlab(cur);
+    }
+    const next = n <= SLAB_BYTES ? getSlab() : new Slab(Buffer.allocUnsafeSlow(n));
+    next.writer = this;
+    this.slab = next;
     this.start = 0;
     this.pos = 0;
+    return next.buf;
   }
 
   private raw(b: Buffer): void {
-    this.room(b.length);
-    this.pos += b.copy(this.slab, this.pos);
+    const buf = this.room(b.length);
+    buf.set(b, this.pos);
+    this.pos += b.length;
   }
 
   private ascii(s: string): void {
-    this.room(s.length);
-    this.pos += this.slab.write(s, this.pos, 'latin1');
+    const buf = this.room(s.length);
+    this.pos += buf.write(s, this.pos, 'latin1');
   }
 
   private bulk(b: Buffer): void {
@@ -176,8 +301,7 @@ export class ReplyWriter {
       this.raw(CRLF_BYTES);
       return;
     }
-    this.room(n + 20);
-    const slab = this.slab;
+    const slab = this.room(n + 20);
     let p = this.pos;
     slab[p++] = 0x24; // $
     p = writeDecimal(slab, p, n);
