@@ -18,7 +18,7 @@ export type AppendFsync = 'always' | 'everysec';
  * limited, and writes faster than the snapshot is built would otherwise hold up to
  * a whole region.
  */
-const CARRY_MAX_BYTES = 32 * 1024 * 1024;
+export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
 /**
  * Bytes of queued (encoded, not yet written) records past which new writes
  * wait for the log: everysec acknowledges before the write, so without it one
@@ -580,6 +580,11 @@ export class LogWriter {
     this.stage = after;
     this.spare = flip;
     old.buf = EMPTY;
+    // The carried records are in the flip's buffer now: let their buffers go before the writes.
+    const carriedCount = carried.length;
+    carried.length = 0;
+    queued.length = 0;
+    flipBatch.length = 0;
     carry.clear();
     this.batchId++;
     try {
@@ -615,7 +620,7 @@ export class LogWriter {
     const tFlipped = performance.now();
     const st = source.stats;
     this.options.log?.(
-      `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carried.length} records carried, ${flipBatch.length - carried.length} queued during the flip; ` +
+      `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carriedCount} records carried, ${flip.records - carriedCount} queued during the flip; ` +
         `${st.slices} slices, longest ${st.maxSliceMs.toFixed(2)} ms; ${st.early} keys saved ahead of the walk; ` +
         `snapshot written in ${(tWritten - t0).toFixed(1)} ms, pump stopped ${(tStopped - tWritten).toFixed(1)} ms later, flip ${(tFlipped - tStopped).toFixed(1)} ms)`,
     );
@@ -860,12 +865,20 @@ class Stage {
     return out;
   }
 
-  /** The write is done: the buffer may be reused (a buffer much larger than its batches is dropped). */
+  /** Batches in a row that used under a quarter of a buffer larger than STAGE_KEEP_BYTES. */
+  private small = 0;
+
+  /** The write is done: the buffer may be reused (one much larger than its recent batches is dropped). */
   release(blockSize: number): void {
     this.inFlight = false;
     const len = this.buf.length;
-    // Larger than a batch at the queue bound (the flip's), or than four of its own batch.
-    if (len > 2 * QUEUE_MAX_BYTES || (len > STAGE_KEEP_BYTES && len > 4 * Math.ceil(this.used / blockSize) * blockSize)) this.buf = EMPTY;
+    // Larger than a batch at the queue bound (the flip's), or than four of its batches for a
+    // while (not at once: batches that alternate large and small would regrow it every time).
+    this.small = len > STAGE_KEEP_BYTES && len > 4 * Math.ceil(this.used / blockSize) * blockSize ? this.small + 1 : 0;
+    if (len > 2 * QUEUE_MAX_BYTES || this.small >= 16) {
+      this.buf = EMPTY;
+      this.small = 0;
+    }
   }
 
   /** Room for `bytes` in all (so a batch built at once, the flip's, is one allocation). */
