@@ -829,8 +829,10 @@ class Stage {
   /** Start with no records at region offset `blockStart`, whose block begins with `src[from, to)`. */
   startAt(blockStart: number, src: Buffer, from: number, to: number, crc: number, seq: number, sizeHint = 0): void {
     const n = to - from;
-    // A buffer given away (carried) is replaced by one as large as the last batch: no regrowing step by step.
-    if (this.buf.length < STAGE_MIN_BYTES || this.buf.length < n) this.buf = Buffer.allocUnsafe(grownSize(0, Math.max(n, Math.min(sizeHint, 2 * QUEUE_MAX_BYTES))));
+    // A buffer given away (carried) or smaller than the last batch is replaced (it holds nothing yet)
+    // by one a quarter larger than that batch: the next one, about as large, does not regrow it step by step.
+    const want = Math.max(n, STAGE_MIN_BYTES, Math.min(sizeHint, QUEUE_MAX_BYTES));
+    if (this.buf.length < want) this.buf = Buffer.allocUnsafe(grownSize(0, want + (want >> 2)));
     src.copy(this.buf, 0, from, to);
     this.blockStart = blockStart;
     this.prefix = n;
