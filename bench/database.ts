@@ -102,15 +102,15 @@ export function floorTarget(appendfsync: Fsync): BenchTarget {
     kind: 'node floor',
     appendfsync,
     async start(dir) {
-      const device = appendfsync === 'always' ? await FileBlockDevice.open(join(dir, `floor-${appendfsync}.img`), 512 * 1024 * 1024) : null;
-      const floor = await startFloor(device);
+      const device = await FileBlockDevice.open(join(dir, `floor-${appendfsync}.img`), 512 * 1024 * 1024);
+      const floor = await startFloor(device, appendfsync === 'always');
       return {
         port: floor.port,
         cpuSeconds: selfCpuSeconds,
         syscalls: () => processSyscalls('self'),
         async stop() {
           await floor.stop();
-          await device?.close();
+          await device.close();
         },
       };
     },
@@ -347,7 +347,7 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
     out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd'], lines), '');
   }
   out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests.', '');
-  out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
+  out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store; under `everysec` the same pwrite without FUA, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
 
   const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);
   const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')].filter(wanted);

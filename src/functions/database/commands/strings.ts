@@ -21,6 +21,12 @@ function get(ctx: CommandContext, a: Buffer[]): Reply {
 }
 
 function set(ctx: CommandContext, a: Buffer[]): Reply {
+  // Plain SET key value (the common case): nothing to parse, and the old entry is not
+  // looked at here (putString finds it once).
+  if (a.length === 3) {
+    ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(0)], key: keyOf(a[1]) });
+    return OK;
+  }
   let nx = false;
   let xx = false;
   let withGet = false;

@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
 import { invalidArgument } from '../../../util/errors.ts';
-import type { Mutation, OpCode } from '../store/mutations.ts';
+import { decodeMutation, type Mutation, type OpCode } from '../store/mutations.ts';
 
 /**
  * The on-volume format of the database log.
@@ -196,4 +196,14 @@ export function decodeRecord(
     p += 4 + len;
   }
   return p === pos + size ? { m: { op, args }, crc, seq } : null;
+}
+
+/** Size of the version 2 record at `pos` of bytes this process encoded (its header is trusted, not checked). */
+export function encodedRecordSize(buf: Buffer, pos: number): number {
+  return RECORD_HEADER + buf.readUInt32LE(pos + 4);
+}
+
+/** The mutation of the version 2 record at `pos` of bytes this process encoded (arguments are views of `buf`). */
+export function encodedRecordMutation(buf: Buffer, pos: number): Mutation {
+  return decodeMutation(buf.subarray(pos + RECORD_HEADER, pos + encodedRecordSize(buf, pos)));
 }

@@ -7,7 +7,7 @@ import type { SnapshotSink, SnapshotSource, SnapshotStats } from '../store/snaps
 /** Mutations that can only make the data set smaller. */
 const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
 import { readTailBlock, type LogPosition } from './recovery.ts';
-import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, recordSize, regionOffset, type Superblock } from './format.ts';
+import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, encodedRecordMutation, encodedRecordSize, recordSize, regionOffset, type Superblock } from './format.ts';
 
 export type AppendFsync = 'always' | 'everysec';
 
@@ -18,12 +18,20 @@ export type AppendFsync = 'always' | 'everysec';
  * limited, and writes faster than the snapshot is built would otherwise hold up to
  * a whole region.
  */
-const CARRY_MAX_BYTES = 32 * 1024 * 1024;
+export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
 /**
- * Bytes of queued writes past which new writes wait for the log (everysec
- * acknowledges before the write, so without it a client could queue without end).
+ * Bytes of queued (encoded, not yet written) records past which new writes
+ * wait for the log: everysec acknowledges before the write, so without it one
+ * client pipelining large SETs could queue without end. The log's own memory
+ * is then at most this twice (the batch being written and the next one being
+ * encoded, each ending with one record past the bound) plus CARRY_MAX_BYTES
+ * during a compaction; queued records hold no other memory (no socket chunk,
+ * no Mutation: they are encoded as they are appended).
  */
-const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+export const QUEUE_MAX_BYTES = 16 * 1024 * 1024;
+/** A batch buffer starts this big and is kept between batches unless it is much larger than the batches written. */
+const STAGE_MIN_BYTES = 64 * 1024;
+const STAGE_KEEP_BYTES = 1024 * 1024;
 
 export interface LogWriterOptions {
   appendfsync: AppendFsync;
@@ -60,9 +68,12 @@ export class LogWriter {
   private tailBlock: Buffer;
   /** Sequence number of the next record written (appended or snapshot). */
   private nextSeq: number;
-  private queue: Mutation[] = [];
-  private queueBytes = 0;
-  private queueShrinks = false;
+  /** Records appended and not yet taken for a write, encoded as the region will hold them. */
+  private stage: Stage;
+  /** The other batch buffer: being written, or free for the next take. */
+  private spare: Stage;
+  /** Bytes of records taken for the write in flight (not yet in `tail`). */
+  private inflightBytes = 0;
   /** A write was refused for room since the last snapshot: compact as soon as something shrinks. */
   private refusedSinceSnapshot = false;
   private appended = 0;
@@ -90,6 +101,9 @@ export class LogWriter {
     this.lastCrc = pos.lastCrc;
     this.tailBlock = pos.tailBlock;
     this.nextSeq = pos.nextSeq;
+    this.stage = new Stage();
+    this.spare = new Stage();
+    this.stage.startAt(pos.tail - pos.tailBlock.length, pos.tailBlock, 0, pos.tailBlock.length, pos.lastCrc, pos.nextSeq);
     // No kick: a log that is only read is never written.
     this.compactRequested = pos.compactFirst;
     this.appendable = !pos.compactFirst;
@@ -111,7 +125,17 @@ export class LogWriter {
 
   /** Upper bound on the size a snapshot taken now would have. */
   get liveBound(): number {
-    return this.tail + this.queueBytes;
+    return this.tail + this.inflightBytes + this.queueBytes;
+  }
+
+  /** Bytes of records appended and not yet taken for a write. */
+  get queueBytes(): number {
+    return this.stage.bytes;
+  }
+
+  /** Bytes of records appended and not yet written (queued and in flight): what the log holds in memory for them. */
+  get pendingBytes(): number {
+    return this.stage.bytes + this.inflightBytes;
   }
 
   get failed(): StorvisorError | null {
@@ -155,11 +179,10 @@ export class LogWriter {
    */
   batchId = 0;
 
-  /** Queue one mutation; returns its sequence number. */
+  /** Queue one mutation (encoded at once into the next batch: it holds none of `m`'s buffers); returns its sequence number. */
   append(m: Mutation): number {
-    this.queue.push(m);
-    this.queueBytes += recordSize(m);
-    if (SHRINKING.has(m.op)) this.queueShrinks = true;
+    this.stage.append(m, this.sb.blockSize);
+    if (SHRINKING.has(m.op)) this.stage.shrinks = true;
     this.appended++;
     this.kick();
     return this.appended;
@@ -178,7 +201,7 @@ export class LogWriter {
   }
 
   private idle(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (!this.running && this.stage.records === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -201,9 +224,9 @@ export class LogWriter {
 
   private async run(): Promise<void> {
     try {
-      while (!this.failure && (this.queue.length > 0 || this.compactRequested)) {
+      while (!this.failure && (this.stage.records > 0 || this.compactRequested)) {
         const batchBytes = this.queueBytes;
-        const batchShrinks = this.queueShrinks;
+        const batchShrinks = this.stage.shrinks;
         if (this.compactRequested || this.shouldCompact(batchBytes, batchShrinks)) {
           this.compactRequested = false;
           await this.compact();
@@ -221,22 +244,44 @@ export class LogWriter {
     }
   }
 
-  /** Write the queue as one batch to the active region and acknowledge it; returns the batch. */
-  private async writeQueued(): Promise<Mutation[]> {
-    const batch = this.queue;
-    const batchBytes = this.queueBytes;
+  /**
+   * Write the queue as one batch to the active region and acknowledge it. `keep`
+   * sees the written batch before its buffer is reused (and may take the buffer over).
+   */
+  private async writeQueued(keep?: (batch: Stage) => void): Promise<void> {
     const wasBacklogged = this.backlogged;
     const lastSeq = this.appended;
-    this.batchId++;
-    this.queue = [];
-    this.queueBytes = 0;
-    this.queueShrinks = false;
-    await this.writeBatch(batch, batchBytes);
+    const batch = this.take();
+    try {
+      await this.writeStage(batch, true);
+      keep?.(batch);
+    } finally {
+      this.inflightBytes = 0;
+      batch.release(this.sb.blockSize);
+    }
     this.acknowledge(lastSeq);
     if (wasBacklogged) this.options.onRoom?.();
-    return batch;
   }
 
+  /**
+   * Take the queue for a write: the next records go to the other buffer, which
+   * starts with the batch's partial last block (the next write rewrites it with
+   * identical leading bytes) and goes on with its chain.
+   */
+  private take(): Stage {
+    const batch = this.stage;
+    const next = this.spare;
+    if (next.inFlight) throw ioError('database log: two batches taken at once');
+    const bs = this.sb.blockSize;
+    const lastBlock = Math.floor(batch.used / bs) * bs;
+    next.startAt(batch.blockStart + lastBlock, batch.buf, lastBlock, batch.used, batch.crc, batch.seq, batch.used);
+    this.stage = next;
+    this.spare = batch;
+    batch.inFlight = true;
+    this.batchId++;
+    this.inflightBytes = batch.bytes;
+    return batch;
+  }
   private acknowledge(seq: number): void {
     if (seq <= this.written) return;
     this.written = seq;
@@ -260,36 +305,28 @@ export class LogWriter {
     return this.tail + batchBytes > r - 2 * this.reserve && grown >= this.reserve / 2;
   }
 
-  /** Append a batch at the tail; with `durable` false it is not made durable here (in `always` too: the caller flushes). */
-  private async writeBatch(batch: Mutation[], batchBytes: number, durable = true): Promise<void> {
-    const bs = this.sb.blockSize;
-    const blockStart = this.tail - this.tailBlock.length;
-    const used = this.tailBlock.length + batchBytes;
-    const buf = Buffer.alloc(Math.ceil(used / bs) * bs);
-    this.tailBlock.copy(buf, 0);
+  /** Write a taken batch at the tail; with `durable` false it is not made durable here (in `always` too: the caller flushes). */
+  private async writeStage(batch: Stage, durable: boolean): Promise<void> {
     // Only a version 2 region is appended to (a recovered one is compacted first).
     if (this.sb.version !== LOG_VERSION) throw ioError(`database log: refusing to append to a version ${this.sb.version} region`);
-    let pos = this.tailBlock.length;
-    let crc = this.lastCrc;
-    let seq = this.nextSeq;
-    for (const m of batch) {
-      const size = recordSize(m);
-      crc = encodeRecord(m, buf, pos, crc, seq++, size);
-      pos += size;
-    }
+    if (batch.blockStart + batch.prefix !== this.tail) throw ioError(`database log: a batch staged at ${batch.blockStart + batch.prefix} does not follow the tail at ${this.tail}`);
+    const bs = this.sb.blockSize;
+    const end = Math.ceil(batch.used / bs) * bs;
+    batch.buf.fill(0, batch.used, end);
+    const buf = batch.buf.subarray(0, end);
     const always = this.options.appendfsync === 'always';
-    await this.device.pwrite(buf, regionOffset(this.sb, this.sb.activeRegion) + blockStart, {
+    await this.device.pwrite(buf, regionOffset(this.sb, this.sb.activeRegion) + batch.blockStart, {
       fua: always && durable && !this.device.writeThrough,
     });
-    this.tail += batchBytes;
-    this.lastCrc = crc;
-    this.nextSeq = seq;
-    const lastBlock = Math.floor(used / bs) * bs;
-    this.tailBlock = Buffer.from(buf.subarray(lastBlock, used));
+    this.tail = batch.blockStart + batch.used;
+    this.lastCrc = batch.crc;
+    this.nextSeq = batch.seq;
+    const lastBlock = Math.floor(batch.used / bs) * bs;
+    this.tailBlock = Buffer.from(batch.buf.subarray(lastBlock, batch.used));
     if (!always) this.dirtySince ||= Date.now();
     this.counters.batches++;
-    this.counters.records += batch.length;
-    this.counters.bytesWritten += buf.length;
+    this.counters.records += batch.records;
+    this.counters.bytesWritten += end;
   }
 
   /**
@@ -334,17 +371,15 @@ export class LogWriter {
 
   private async compactBeside(): Promise<void> {
     let beside = this.queueFitsActive();
-    if (beside && this.queue.length > 0) await this.writeQueued();
+    if (beside && this.stage.records > 0) await this.writeQueued();
     // The cut: the snapshot started below holds exactly the mutations appended so
     // far. Those still queued are in it (not to be carried); until some region
     // holds them, they are acknowledged only at the flip.
     const heldSeq = this.appended;
-    let notCarried = this.queue.length;
+    let notCarried = this.stage.records;
     if (!beside) {
       this.batchId++;
-      this.queue = [];
-      this.queueBytes = 0;
-      this.queueShrinks = false;
+      this.stage.reset();
       notCarried = 0;
     }
     // Numbering goes on from the last record: the other region's leftovers from
@@ -382,8 +417,19 @@ export class LogWriter {
 
     // Beside the snapshot, a pump writes what arrives to the active region
     // (acknowledged there, as without compaction) and keeps it to carry.
-    const carry: Mutation[] = [];
+    // Carried records are kept as the bytes they were written as (re-encoded at the flip into the new chain).
+    const carry = this.carry;
+    carry.clear();
     let carryBytes = 0;
+    /** Keep the records of a batch written beside, but the first notCarried (the snapshot has them): the buffer itself. */
+    const keep = (batch: Stage): void => {
+      let p = batch.prefix;
+      for (; notCarried > 0 && p < batch.used; notCarried--) p += encodedRecordSize(batch.buf, p);
+      if (p === batch.used) return;
+      carry.adopt(batch.buf, p, batch.used);
+      batch.buf = EMPTY;
+      carryBytes = carry.length;
+    };
     let pumpStop = false;
     let pumpError: unknown = null;
     const lane = new DeviceLane();
@@ -396,29 +442,21 @@ export class LogWriter {
         // The pump must not chase steady traffic, or the compaction would only end when
         // the carry reached CARRY_MAX_BYTES (and then stall every writer for the flip).
         const last = pumpStop;
-        if (beside && this.queue.length > 0) {
+        if (beside && this.stage.records > 0) {
           // The batch goes to the device between chunk writes, never beside one (see DeviceLane);
           // the queue is checked and taken once the lane is ours: what arrived while waiting joins.
           await lane.acquire(true);
-          let batch: Mutation[] | null = null;
           try {
             // Carried records are held in memory until the flip: past CARRY_MAX_BYTES the queue waits for it instead.
-            if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carryBytes >= CARRY_MAX_BYTES) {
+            if (!this.queueFitsActive() || image.length + carryBytes + this.queueBytes > next.regionSize || carry.retained >= CARRY_MAX_BYTES) {
               beside = false;
               continue;
             }
-            batch = await this.writeQueued();
+            await this.writeQueued(keep);
             // Its FUA (an fdatasync of the whole backing file) made the chunk written before it durable too.
             if (this.options.appendfsync === 'always') chunkUnflushed = false;
           } finally {
             lane.release();
-          }
-          for (const m of batch) {
-            if (notCarried > 0) notCarried--;
-            else {
-              carry.push(m);
-              carryBytes += recordSize(m);
-            }
           }
           if (last) return;
           continue;
@@ -498,10 +536,6 @@ export class LogWriter {
     if (imageBytes + carryBytes > next.regionSize) {
       throw noSpace(`volume is full: the live data set and the writes during its compaction need more than the ${next.regionSize}-byte region`);
     }
-    if (notCarried > 0) {
-      // Still queued and already in the snapshot: drop them (acknowledged at the flip).
-      for (const m of this.queue.splice(0, notCarried)) this.queueBytes -= recordSize(m);
-    }
     // The flip. Writers that came after the pump stopped wait for it, so it is as few
     // device round trips as order allows: the carried records after the snapshot (not
     // durable on their own), one flush that makes the snapshot and them durable, then
@@ -509,27 +543,61 @@ export class LogWriter {
     // flush, superblock with FUA, flush: on a guest's queue each is a round trip to the
     // controller and each flush an fdatasync, so the flip took twice as long.)
     // What was queued while the pump stopped joins the carry: its writers are acknowledged
-    // by the flip instead of by one more batch after it.
-    let flipBatch = carry;
-    let flipBytes = carryBytes;
+    // by the flip instead of by one more batch after it. Queued records the snapshot
+    // already holds (the first notCarried) are dropped: acknowledged at the flip.
+    if (tailBlock === null) throw ioError('database log: compaction ended without its tail block');
+    const carried = carry.mutations();
+    let queued = this.stage.mutations();
+    if (notCarried > 0) queued = queued.slice(notCarried);
+    let queuedBytes = 0;
+    for (const m of queued) queuedBytes += recordSize(m);
+    let flipBatch = carried;
     let flipSeq = heldSeq;
-    if (this.queue.length > 0 && imageBytes + carryBytes + this.queueBytes <= next.regionSize) {
-      flipBatch = carry.concat(this.queue);
-      flipBytes += this.queueBytes;
+    if (queued.length > 0 && imageBytes + carryBytes + queuedBytes <= next.regionSize) {
+      flipBatch = carried.concat(queued);
       flipSeq = this.appended;
-      this.batchId++;
-      this.queue = [];
-      this.queueBytes = 0;
-      this.queueShrinks = false;
+      queued = [];
     }
     const previous = { sb: this.sb, tail: this.tail, lastCrc: this.lastCrc, tailBlock: this.tailBlock, nextSeq: this.nextSeq };
     this.sb = next;
     this.tail = imageBytes;
     this.lastCrc = crc;
     this.nextSeq = seq;
+    this.tailBlock = tailBlock;
+    // Re-encode in the new region's chain, before any await: what is appended from here on
+    // follows the flip's records (the records decoded above are views of the old buffers).
+    const old = this.stage;
+    const flip = this.spare;
+    flip.startAt(imageBytes - tailBlock.length, tailBlock, 0, tailBlock.length, crc, seq);
+    let flipBytes = 0;
+    for (const m of flipBatch) flipBytes += recordSize(m);
+    flip.reserve(Math.ceil((tailBlock.length + flipBytes) / bs) * bs);
+    for (const m of flipBatch) flip.append(m, bs);
+    const after = new Stage();
+    const flipLastBlock = Math.floor(flip.used / bs) * bs;
+    after.startAt(flip.blockStart + flipLastBlock, flip.buf, flipLastBlock, flip.used, flip.crc, flip.seq);
+    for (const m of queued) after.append(m, bs);
+    this.stage = after;
+    this.spare = flip;
+    old.buf = EMPTY;
+    // The carried records are in the flip's buffer now: let their buffers go before the writes.
+    const carriedCount = carried.length;
+    carried.length = 0;
+    queued.length = 0;
+    flipBatch.length = 0;
+    carry.clear();
+    this.batchId++;
     try {
-      this.tailBlock = tailBlock ?? (await readTailBlock(this.device, next, imageBytes));
-      if (flipBatch.length > 0) await this.writeBatch(flipBatch, flipBytes, false);
+      if (flip.records > 0) {
+        flip.inFlight = true;
+        this.inflightBytes = flip.bytes;
+        try {
+          await this.writeStage(flip, false);
+        } finally {
+          this.inflightBytes = 0;
+          flip.release(bs);
+        }
+      }
       if (!this.device.writeThrough) await this.device.flush();
       // The new region is durable; now make it the active one. A device that does not honour
       // FUA (capabilities) gets a flush after it.
@@ -541,7 +609,9 @@ export class LogWriter {
       throw err;
     }
     this.appendable = true;
-    this.snapshotBytes = imageBytes;
+    // As Redis's aof_rewrite_base_size, the base includes what the flip carried: counting only the
+    // snapshot, a compaction that carried as much as its snapshot asked for the next one at once.
+    this.snapshotBytes = this.tail;
     this.refusedSinceSnapshot = false;
     this.dirtySince = 0;
     this.counters.compactions++;
@@ -550,7 +620,7 @@ export class LogWriter {
     const tFlipped = performance.now();
     const st = source.stats;
     this.options.log?.(
-      `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carry.length} records carried, ${flipBatch.length - carry.length} queued during the flip; ` +
+      `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carriedCount} records carried, ${flip.records - carriedCount} queued during the flip; ` +
         `${st.slices} slices, longest ${st.maxSliceMs.toFixed(2)} ms; ${st.early} keys saved ahead of the walk; ` +
         `snapshot written in ${(tWritten - t0).toFixed(1)} ms, pump stopped ${(tStopped - tWritten).toFixed(1)} ms later, flip ${(tFlipped - tStopped).toFixed(1)} ms)`,
     );
@@ -558,6 +628,8 @@ export class LogWriter {
 
   /** Statistics of the latest compaction's snapshot (slices and their longest time). */
   lastSnapshot: SnapshotStats | null = null;
+  /** Records written beside a compaction, to carry into the new region (kept for the next compaction). */
+  private readonly carry = new CarrySegments();
   /** The snapshot chunks of the previous compaction, kept for the next. */
   private image: ChunkedImage | null = null;
   private pumpWake: (() => void) | null = null;
@@ -717,5 +789,143 @@ class ChunkedImage {
     this.full.push(this.current);
     this.current = this.spare.pop() ?? Buffer.alloc(this.chunkSize);
     this.used = 0;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A buffer of `len` bytes that must hold `need`: geometric (appends stay O(1) on average), in STAGE_MIN_BYTES steps. */
+function grownSize(len: number, need: number): number {
+  const cap = Math.max(need, STAGE_MIN_BYTES, len < QUEUE_MAX_BYTES ? 2 * len : len + (len >> 1));
+  return Math.ceil(cap / STAGE_MIN_BYTES) * STAGE_MIN_BYTES;
+}
+
+/**
+ * One batch buffer: the records appended since the last take, encoded as the
+ * active region will hold them from `blockStart` on. Bytes [0, prefix) are
+ * the region's partial block before them (the write is block-aligned and
+ * needs no copy), the records fill [prefix, used), and crc and seq carry the
+ * chain on after the last of them.
+ */
+class Stage {
+  buf: Buffer = EMPTY;
+  blockStart = 0;
+  prefix = 0;
+  used = 0;
+  records = 0;
+  shrinks = false;
+  crc = 0;
+  seq = 0;
+  private startCrc = 0;
+  private startSeq = 0;
+  /** Being written: its bytes must not change until release. */
+  inFlight = false;
+
+  /** Bytes of the records. */
+  get bytes(): number {
+    return this.used - this.prefix;
+  }
+
+  /** Start with no records at region offset `blockStart`, whose block begins with `src[from, to)`. */
+  startAt(blockStart: number, src: Buffer, from: number, to: number, crc: number, seq: number, sizeHint = 0): void {
+    const n = to - from;
+    // A buffer given away (carried) or smaller than the last batch is replaced (it holds nothing yet)
+    // by one a quarter larger than that batch: the next one, about as large, does not regrow it step by step.
+    const want = Math.max(n, STAGE_MIN_BYTES, Math.min(sizeHint, QUEUE_MAX_BYTES));
+    if (this.buf.length < want) this.buf = Buffer.allocUnsafe(grownSize(0, want + (want >> 2)));
+    src.copy(this.buf, 0, from, to);
+    this.blockStart = blockStart;
+    this.prefix = n;
+    this.startCrc = crc;
+    this.startSeq = seq;
+    this.reset();
+  }
+
+  /** Drop the records (the partial block before them stays). */
+  reset(): void {
+    this.used = this.prefix;
+    this.records = 0;
+    this.shrinks = false;
+    this.crc = this.startCrc;
+    this.seq = this.startSeq;
+  }
+
+  /** Encode `m` as the next record. */
+  append(m: Mutation, blockSize: number): void {
+    const size = recordSize(m);
+    const need = Math.ceil((this.used + size) / blockSize) * blockSize;
+    if (need > this.buf.length) this.grow(need);
+    this.crc = encodeRecord(m, this.buf, this.used, this.crc, this.seq++, size);
+    this.used += size;
+    this.records++;
+  }
+
+  /** The records as mutations (views of this buffer: use them before it changes). */
+  mutations(): Mutation[] {
+    const out: Mutation[] = [];
+    for (let p = this.prefix; p < this.used; p += encodedRecordSize(this.buf, p)) out.push(encodedRecordMutation(this.buf, p));
+    return out;
+  }
+
+  /** Batches in a row that used under a quarter of a buffer larger than STAGE_KEEP_BYTES. */
+  private small = 0;
+
+  /** The write is done: the buffer may be reused (one much larger than its recent batches is dropped). */
+  release(blockSize: number): void {
+    this.inFlight = false;
+    const len = this.buf.length;
+    // Larger than a batch at the queue bound (the flip's), or than four of its batches for a
+    // while (not at once: batches that alternate large and small would regrow it every time).
+    this.small = len > STAGE_KEEP_BYTES && len > 4 * Math.ceil(this.used / blockSize) * blockSize ? this.small + 1 : 0;
+    if (len > 2 * QUEUE_MAX_BYTES || this.small >= 16) {
+      this.buf = EMPTY;
+      this.small = 0;
+    }
+  }
+
+  /** Room for `bytes` in all (so a batch built at once, the flip's, is one allocation). */
+  reserve(bytes: number): void {
+    if (bytes > this.buf.length) this.grow(bytes, bytes);
+  }
+
+  private grow(need: number, exact = 0): void {
+    const b = Buffer.allocUnsafe(exact || grownSize(this.buf.length, need));
+    this.buf.copy(b, 0, 0, this.used);
+    this.buf = b;
+  }
+}
+
+/**
+ * Records written beside a compaction, kept to be carried into its new region:
+ * the written batch buffers themselves (taken over from the writer, not copied),
+ * each from its first record to carry.
+ */
+class CarrySegments {
+  private readonly segments: { buf: Buffer; from: number; to: number }[] = [];
+  /** Bytes of the records. */
+  length = 0;
+  /** Bytes of the buffers kept for them (what CARRY_MAX_BYTES bounds). */
+  retained = 0;
+
+  /** Take over `buf` (the caller gives it up) for its records in [from, to). */
+  adopt(buf: Buffer, from: number, to: number): void {
+    this.segments.push({ buf, from, to });
+    this.length += to - from;
+    this.retained += buf.length;
+  }
+
+  /** The records as mutations (views of the kept buffers). */
+  mutations(): Mutation[] {
+    const out: Mutation[] = [];
+    for (const { buf, from, to } of this.segments) {
+      for (let p = from; p < to; p += encodedRecordSize(buf, p)) out.push(encodedRecordMutation(buf, p));
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.segments.length = 0;
+    this.length = 0;
+    this.retained = 0;
   }
 }

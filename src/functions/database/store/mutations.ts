@@ -131,8 +131,16 @@ export function touchedKeys(m: Mutation, out: Buffer[]): boolean {
   }
 }
 const key = keyString;
-/** Stored values are copied: incoming buffers are views of large socket or log chunks. */
-const own = (b: Buffer) => Buffer.from(b);
+/**
+ * Stored values are copied: incoming buffers are views of large socket or log chunks.
+ * allocUnsafe, not Buffer.from: a value of 4 KiB or more (past the pool) is then not
+ * zero-filled before the copy overwrites it; smaller ones come from the pool either way.
+ */
+function own(b: Buffer): Buffer {
+  const c = Buffer.allocUnsafe(b.length);
+  b.copy(c, 0);
+  return c;
+}
 
 function existingOf(ks: Keyspace, k: string, type: ValueType): Entry | undefined {
   const e = ks.get(k);
