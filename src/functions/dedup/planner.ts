@@ -332,24 +332,40 @@ export class Planner {
     if (hint !== 0) {
       const same = this.store.verifyCandidate(hint, data);
       if (same === true) return planDup(plans, i, hint);
-      if (same !== false) return same.then((s) => (s ? planDup(plans, i, hint) : this.planLookup(p, i, plans, hint)));
+      if (same !== false) return this.hintLater(p, i, plans, hint, same);
     }
     return this.planLookup(p, i, plans, hint);
+  }
+
+  // The synchronous steps (planBlock, planLookup, planCandidate) create no closure: V8 gives a
+  // function whose parameters an inner arrow captures a context object on every call, taken
+  // or not (#12: ~120 B per block at 0% duplicates). Their waits go on in the *Later methods.
+
+  private hintLater(p: Prepared, i: number, plans: Plans, hint: number, same: Promise<boolean>): Promise<void> {
+    return same.then((s) => (s ? planDup(plans, i, hint) : this.planLookup(p, i, plans, hint)));
   }
 
   /** Block i by the index as it is now (`tried`: a candidate already refused). */
   private planLookup(p: Prepared, i: number, plans: Plans, tried: number): Promise<void> | undefined {
     const candidate = this.meta.indexLookup(p.digests!, i);
-    if (typeof candidate !== 'number') return candidate.then((c) => this.planCandidate(p, i, plans, c === tried ? 0 : c));
+    if (typeof candidate !== 'number') return this.lookupLater(p, i, plans, tried, candidate);
     return this.planCandidate(p, i, plans, candidate === tried ? 0 : candidate);
+  }
+
+  private lookupLater(p: Prepared, i: number, plans: Plans, tried: number, candidate: Promise<number>): Promise<void> {
+    return candidate.then((c) => this.planCandidate(p, i, plans, c === tried ? 0 : c));
   }
 
   private planCandidate(p: Prepared, i: number, plans: Plans, candidate: number): Promise<void> | undefined {
     if (candidate === 0) return this.planNew(p, i, plans);
     const same = this.store.verifyCandidate(candidate, p.blocks[i]!);
-    if (typeof same !== 'boolean') return same.then((same) => (same ? planDup(plans, i, candidate) : this.planNew(p, i, plans)));
+    if (typeof same !== 'boolean') return this.candidateLater(p, i, plans, candidate, same);
     if (same) return planDup(plans, i, candidate);
     return this.planNew(p, i, plans);
+  }
+
+  private candidateLater(p: Prepared, i: number, plans: Plans, candidate: number, same: Promise<boolean>): Promise<void> {
+    return same.then((s) => (s ? planDup(plans, i, candidate) : this.planNew(p, i, plans)));
   }
 
   private planNew(p: Prepared, i: number, plans: Plans): undefined {
