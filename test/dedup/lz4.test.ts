@@ -44,3 +44,24 @@ test('decompressing malformed input returns -1 instead of reading or writing out
     { numRuns: 500 },
   );
 });
+
+test('compressBlocks gives every chosen block of a chunk the fragment compress gives it, and null where compress stores it raw', async () => {
+  const { codecFor } = await import('../../src/functions/dedup/fragments.ts');
+  const codec = codecFor('lz4', 'native')!;
+  assert.ok(codec.compressBlocks, `liblz4 is built (${codec.engine})`);
+  const n = 150; // more than one native batch of 64
+  const data = new Uint8Array(n * 4096);
+  for (let i = 0; i < n; i++) data.set(i % 3 === 0 ? randomBlock(i + 1) : compressibleBlock(i + 1), i * 4096);
+  const which = Int32Array.from({ length: n }, (_, i) => i).filter((i) => i % 5 !== 2); // a few left out
+  const out: Array<Uint8Array | null | undefined> = new Array(n).fill(undefined);
+  codec.compressBlocks!(data, which, which.length, out);
+  for (let i = 0; i < n; i++) {
+    if (i % 5 === 2) {
+      assert.equal(out[i], undefined, `block ${i} was not asked for`);
+      continue;
+    }
+    const one = codec.compress(data.subarray(i * 4096, (i + 1) * 4096));
+    assert.deepEqual(out[i], one, `block ${i}`);
+  }
+  assert.ok(out.some((f) => f === null) && out.some((f) => f instanceof Uint8Array), 'both raw and packed blocks');
+});

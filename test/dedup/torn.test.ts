@@ -14,14 +14,18 @@ const opts = (log: (m: string) => void = () => {}): DedupVolumeOptions => ({ log
 
 /**
  * A device that loses power in the middle of one write (after the idea of
- * test/fileserver/fs/torn-device.ts): the first write that `tearWhen` picks lands only
- * its first 512-byte sector (the new header and checksum over the old entries), and
- * every call after it fails.
+ * test/fileserver/fs/torn-device.ts): in the first write `tearWhen` picks, the bytes before
+ * the page it names land, and of that page only its first 512-byte sector (the new header
+ * and checksum over the old entries); every call after it fails. A checkpoint writes runs
+ * of consecutive pages in one pwrite, so the torn page may sit inside a longer write.
  */
 class TearingDevice extends MemoryBlockDevice {
   dead = false;
   torn: number | null = null;
-  tearWhen: ((offset: number, length: number) => boolean) | null = null;
+  /** Bytes of the write that tore. */
+  tornLength = 0;
+  /** The block number of the page to tear in this write, or null to let it through. */
+  tearWhen: ((offset: number, length: number) => number | null) | null = null;
 
   override async pread(buf: Uint8Array, offset: number): Promise<void> {
     if (this.dead) throw ioError('device lost power');
@@ -29,10 +33,12 @@ class TearingDevice extends MemoryBlockDevice {
   }
   override async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
     if (this.dead) throw ioError('device lost power');
-    if (this.tearWhen?.(offset, buf.byteLength)) {
-      this.bytes.set(buf.subarray(0, 512), offset);
+    const page = this.tearWhen?.(offset, buf.byteLength) ?? null;
+    if (page !== null) {
+      this.bytes.set(buf.subarray(0, page * BLOCK - offset + 512), offset);
       this.dead = true;
-      this.torn = offset / BLOCK;
+      this.torn = page;
+      this.tornLength = buf.byteLength;
       throw ioError('device lost power mid-write');
     }
     return super.pwrite(buf, offset, flags);
@@ -48,7 +54,7 @@ const contentOf = (lbn: number) => (lbn % 3 === 0 ? compressibleBlock(lbn + 1) :
 const LBNS = Array.from({ length: 400 }, (_, i) => i * 7);
 
 /** Write the data set, flush (one journal commit), then close: the checkpoint's home write of the chosen page tears. */
-async function tearDuringCheckpoint(region: 'map' | 'refcount'): Promise<{ image: Uint8Array; torn: number }> {
+async function tearDuringCheckpoint(region: 'map' | 'refcount'): Promise<{ image: Uint8Array; torn: number; tornLength: number }> {
   const layout = computeLayout(BACKING, LOGICAL, 'lz4', true);
   const [start, pages] = region === 'map' ? [layout.mapStart, layout.mapPages] : [layout.refStart, layout.refPages];
   const dev = new TearingDevice(BACKING);
@@ -56,10 +62,14 @@ async function tearDuringCheckpoint(region: 'map' | 'refcount'): Promise<{ image
   for (const lbn of LBNS) await vol.pwrite(contentOf(lbn), lbn * BLOCK);
   await vol.pwrite(contentOf(0), 5 * BLOCK); // a duplicate
   await vol.flush();
-  dev.tearWhen = (offset, length) => length === BLOCK && offset >= start * BLOCK && offset < (start + pages) * BLOCK;
+  // The last page of the region the write covers: the pages before it in the same write land whole.
+  dev.tearWhen = (offset, length) => {
+    const last = Math.min(start + pages, (offset + length) / BLOCK) - 1;
+    return last >= Math.max(start, offset / BLOCK) ? last : null;
+  };
   await assert.rejects(vol.close(), { errno: 'EIO' });
   assert.ok(dev.torn !== null, `a ${region} page was torn`);
-  return { image: dev.bytes.slice(), torn: dev.torn! };
+  return { image: dev.bytes.slice(), torn: dev.torn!, tornLength: dev.tornLength };
 }
 
 async function reopenAndVerify(image: Uint8Array): Promise<string[]> {
@@ -78,7 +88,8 @@ async function reopenAndVerify(image: Uint8Array): Promise<string[]> {
 }
 
 test('a map page torn by a crash while it is written home is repaired from the journal on open, with no data lost', async () => {
-  const { image, torn } = await tearDuringCheckpoint('map');
+  const { image, torn, tornLength } = await tearDuringCheckpoint('map');
+  assert.ok(tornLength > BLOCK, 'the map pages went home in one write, torn inside it');
   assert.match(pageProblem(image.subarray(torn * BLOCK, (torn + 1) * BLOCK), PageType.Map, torn) ?? '', /checksum/, 'the page on disk is torn');
   const logs = await reopenAndVerify(image);
   assert.ok(logs.some((m) => /replayed \d+ journal transaction/.test(m)), logs.join('\n'));

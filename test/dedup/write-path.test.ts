@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import type { WriteFlags } from '../../src/block/types.ts';
 import { DedupVolume, chunkBlocksFor } from '../../src/functions/dedup/volume.ts';
-import { DUP, NEW, type Planner } from '../../src/functions/dedup/planner.ts';
+import { DUP, NEW, SAME_AS, type Planner } from '../../src/functions/dedup/planner.ts';
 import type { PageCache } from '../../src/functions/dedup/page-cache.ts';
 import { BLOCK, randomBlock, randomBytes } from './data.ts';
 
@@ -130,5 +130,32 @@ test('plan verifies the candidate prepare found first, and when that block was f
   if (plans instanceof Promise) plans = await plans;
   assert.deepEqual([plans.kind[0], plans.arg[0]], [DUP, second], 'the freed hint fails its verify; the index names the live copy');
   assert.equal((await vol.check()).ok, true);
+  await vol.close();
+});
+
+test('blocks repeated inside one request are planned as copies of their first occurrence and stored once', async () => {
+  const dev = new CountingDevice(64 * MiB);
+  const vol = await DedupVolume.open(dev, { logicalSize: 16 * MiB, compression: 'lz4', dedup: true, workers: 0, log: () => {} });
+  const { planner } = internals(vol);
+  // 16 blocks: 0..5 distinct (raw and compressible), then 0..5 again, a zero block, and 2 and 3 once more.
+  const distinct = mixed(6, 3000);
+  const order = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, -1, 2, 3, 5];
+  const data = new Uint8Array(order.length * BLOCK);
+  order.forEach((k, i) => k >= 0 && data.set(distinct.subarray(k * BLOCK, (k + 1) * BLOCK), i * BLOCK));
+  let prepared = planner.prepare(data, order.map((_, i) => data.subarray(i * BLOCK, (i + 1) * BLOCK)));
+  if (prepared instanceof Promise) prepared = await prepared;
+  let plans = planner.plan(prepared);
+  if (plans instanceof Promise) plans = await plans;
+  order.forEach((k, i) => {
+    const first = order.indexOf(k);
+    if (k < 0) assert.equal(plans.kind[i], 0, `block ${i} is zero`);
+    else if (first === i) assert.equal(plans.kind[i], NEW, `block ${i} is new`);
+    else assert.deepEqual([plans.kind[i], plans.arg[i]], [SAME_AS, first], `block ${i} repeats block ${first}`);
+  });
+  await vol.pwrite(data, 0);
+  const out = new Uint8Array(data.length);
+  await vol.pread(out, 0);
+  assert.deepEqual(out, data);
+  assert.equal(vol.stats().storedFragments, 6, 'six distinct blocks stored');
   await vol.close();
 });

@@ -27,6 +27,8 @@ export interface RawClaim {
   reject: (err: unknown) => void;
 }
 
+/** What writeData's reused list holds between calls (no request's buffer). */
+const NO_DATA = new Uint8Array(0);
 /** Physical blocks one coalesced read may cover. */
 const MAX_RUN = 64;
 /** Blocks per write chunk, at most. */
@@ -66,6 +68,10 @@ export class DataStore {
    * most RUN_POOL are kept; more in flight at once are allocated and dropped.
    */
   private readonly runPool: Uint8Array[] = [];
+  /** writeData's lists of blocks to write (block number, bytes, the packer when sealed): reused, used synchronously. */
+  private readonly wPba: number[] = [];
+  private readonly wData: Uint8Array[] = [];
+  private readonly wSeal: Array<Packer | null> = [];
 
   private takeRun(bytes: number): Uint8Array {
     if (bytes > RUN_BYTES) return new Uint8Array(bytes);
@@ -341,36 +347,57 @@ export class DataStore {
     const seals = this.toSeal;
     this.toSeal = [];
     if (!claim && seals.length === 0) return null;
-    const items: Array<{ pba: number; data: Uint8Array; seal: Packer | null }> = [];
-    if (claim) for (const it of claim.items) items.push({ pba: it.pba, data: it.data, seal: null });
-    for (const p of seals) items.push({ pba: p.pba, data: p.buf, seal: p });
-    if (seals.length > 0) items.sort((x, y) => x.pba - y.pba); // a claim's own items come in block order
+    // The blocks to write, by block number, in three reused parallel arrays (#12: an object
+    // per raw block and a sort with a comparator per chunk). Each list is in block order
+    // already (the allocator's cursor), so merging them is an insertion pass.
+    const pbas = this.wPba;
+    const datas = this.wData;
+    const sealOf = this.wSeal;
+    let n = 0;
+    if (claim) {
+      for (const it of claim.items) {
+        pbas[n] = it.pba;
+        datas[n] = it.data;
+        sealOf[n++] = null;
+      }
+    }
+    for (const p of seals) {
+      let k = n++;
+      for (; k > 0 && pbas[k - 1]! > p.pba; k--) {
+        pbas[k] = pbas[k - 1]!;
+        datas[k] = datas[k - 1]!;
+        sealOf[k] = sealOf[k - 1]!;
+      }
+      pbas[k] = p.pba;
+      datas[k] = p.buf;
+      sealOf[k] = p;
+    }
     const rawWrites: Promise<void>[] = [];
-    for (let i = 0; i < items.length; ) {
+    for (let i = 0; i < n; ) {
       let j = i + 1;
-      while (j < items.length && items[j]!.pba === items[i]!.pba + (j - i)) j++;
-      const first = items[i]!.data;
+      while (j < n && pbas[j] === pbas[i]! + (j - i)) j++;
+      const first = datas[i]!;
       let run = first;
       let gathered: Uint8Array | null = null;
       if (j - i > 1) {
         let adjacent = true; // raw blocks side by side in the request's own buffer: written from there
-        for (let k = i + 1; k < j && adjacent; k++) adjacent = items[k]!.data.buffer === first.buffer && items[k]!.data.byteOffset === first.byteOffset + (k - i) * BLOCK;
+        for (let k = i + 1; k < j && adjacent; k++) adjacent = datas[k]!.buffer === first.buffer && datas[k]!.byteOffset === first.byteOffset + (k - i) * BLOCK;
         if (adjacent) run = new Uint8Array(first.buffer, first.byteOffset, (j - i) * BLOCK);
         else {
           run = gathered = this.takeRun((j - i) * BLOCK);
-          for (let k = i; k < j; k++) run.set(items[k]!.data, (k - i) * BLOCK);
+          for (let k = i; k < j; k++) run.set(datas[k]!, (k - i) * BLOCK);
         }
       }
-      const write = this.backing.pwrite(run, items[i]!.pba * BLOCK);
+      const write = this.backing.pwrite(run, pbas[i]! * BLOCK);
       let sealed: Packer[] | null = null;
       let raw = false;
       for (let k = i; k < j; k++) {
-        const it = items[k]!;
-        if (it.seal) (sealed ??= []).push(it.seal);
+        const seal = sealOf[k];
+        if (seal) (sealed ??= []).push(seal);
         else {
           raw = true;
           // Recent blocks are the likeliest duplicates: keep copies so verifying them needs no read.
-          if (this.dedup) this.dataBlocks.put(it.pba, it.data);
+          if (this.dedup) this.dataBlocks.put(pbas[k]!, datas[k]!);
         }
       }
       if (raw) rawWrites.push(write);
@@ -395,6 +422,8 @@ export class DataStore {
       }
       i = j;
     }
+    datas.fill(NO_DATA, 0, n); // hold no request's buffer past the call
+    sealOf.fill(null, 0, n);
     return claim ? this.rawWritten(claim, rawWrites) : null;
   }
 

@@ -34,9 +34,19 @@ export interface Codec {
   readonly inline: boolean;
   /** What does the work, for stats and logs ("liblz4 1.9.4", "typescript", "zlib"). */
   readonly engine: string;
+  /**
+   * Compress blocks which[0..count) of `data` (whole 4 KiB blocks) in one call where the codec
+   * can (liblz4: one native call per chunk instead of one per block, #12): out[which[k]] is the
+   * fragment, or null (store raw). Absent: the caller compresses block by block.
+   */
+  compressBlocks?(data: Uint8Array, which: Int32Array, count: number, out: Array<Uint8Array | null | undefined>): void;
 }
 
 const scratch = new Uint8Array(MAX_FRAGMENT);
+/** compressBlocks' output: BATCH slots of MAX_FRAGMENT bytes (each block's LZ4 output is capped there), and their lengths. */
+const BATCH = 64;
+const batchOut = new Uint8Array(BATCH * MAX_FRAGMENT);
+const batchLengths = new Int32Array(BATCH);
 
 /** fragmentEquals by the parts: fragmentOf, decompress into a scratch block, compare (synchronous: the scratch is shared). */
 const verifyScratch = new Uint8Array(BLOCK);
@@ -102,6 +112,17 @@ const lz4Native: Codec | null = nativeLz4
       fragmentEquals: native?.lz4VerifyFragment
         ? (block, slot, data) => native!.lz4VerifyFragment!(block, data, slot, MAX_SLOTS) === 1
         : fragmentEqualsBy((fragment, out) => nativeLz4!.lz4Decompress(fragment, out) === out.length),
+      compressBlocks(data, which, count, out) {
+        for (let at = 0; at < count; at += BATCH) {
+          const c = Math.min(BATCH, count - at);
+          const w = at === 0 ? which : which.subarray(at, at + c);
+          nativeLz4!.lz4CompressBlocks(data, BLOCK, w, c, batchOut, MAX_FRAGMENT, batchLengths);
+          for (let k = 0; k < c; k++) {
+            const n = batchLengths[k]!;
+            out[w[k]!] = n === 0 ? null : keepFragment(batchOut.subarray(k * MAX_FRAGMENT, k * MAX_FRAGMENT + n));
+          }
+        }
+      },
       inline: true,
       engine: `liblz4 ${nativeLz4.lz4Version}`,
     }

@@ -228,7 +228,7 @@ export class Metadata {
   indexWarm(d: Uint32Array, k: number): Promise<unknown> | null {
     const no = this.indexPageNo(d[2 * k]!);
     if (this.cache.peek(no) || this.cache.isLoading(no)) return null;
-    return this.cache.get(no, PageType.Index).catch(() => undefined);
+    return this.cache.readAheadIndex(no, this.layout.indexStart, this.layout.indexStart + this.layout.indexPages);
   }
 
   /** Linear probing inside one page; entries are never deleted, so an empty slot ends a search. */

@@ -25,6 +25,11 @@ export interface Page {
   gen: number;
 }
 
+/** Index pages one read-ahead covers at most (64 KiB). */
+const READ_AHEAD = 16;
+/** Pages one write-back pwrite covers at most (256 KiB). */
+const WRITE_RUN = 64;
+
 const TYPE_NAME: Record<PageType, string> = {
   [PageType.Map]: 'map page',
   [PageType.Refcount]: 'refcount page',
@@ -103,6 +108,11 @@ export class PageCache {
   private async load(no: number, type: PageType): Promise<Page> {
     const buf = new Uint8Array(BLOCK);
     await this.dev.pread(buf, no * BLOCK);
+    return this.admit(no, type, buf);
+  }
+
+  /** A page just read: checked, and cached (a corrupt index page is reset, any other is an error). */
+  private admit(no: number, type: PageType, buf: Uint8Array): Page {
     const page: Page = { no, type, buf, view: viewOf(buf), state: 'clean', hot: false, gen: 0 };
     const problem = pageProblem(buf, type, no);
     if (problem) {
@@ -119,6 +129,42 @@ export class PageCache {
     }
     this.pages.set(no, page);
     return page;
+  }
+
+  /**
+   * Start reading index page `no` together with its neighbours in [first, end) that are
+   * neither cached nor being read, in one pread of at most READ_AHEAD pages (#12: a fresh
+   * volume read its ~200 index pages one pread each, in the first seconds of a sequential
+   * write, since fingerprints land on every page at random). Only while the cache has room
+   * for the whole run, so a read-ahead never evicts a page in use; otherwise the page alone.
+   * Index pages only: they are advisory, so a corrupt neighbour is reset like any index page.
+   * Each page gets its own 4 KiB (a view of the run's buffer would keep all of it alive).
+   * Resolves (never rejects) when the run is in; `get` on any page of it joins the read.
+   */
+  readAheadIndex(no: number, first: number, end: number): Promise<unknown> {
+    if (this.pages.has(no) || this.loading.has(no)) return Promise.resolve();
+    const room = this.capacity - this.pages.size - this.loading.size;
+    if (room < READ_AHEAD) return this.get(no, PageType.Index).catch(() => undefined);
+    // The aligned group of READ_AHEAD pages around `no`, cut at the index's ends and at the
+    // first page (on either side of `no`) already cached or being read.
+    const base = first + Math.floor((no - first) / READ_AHEAD) * READ_AHEAD;
+    let lo = no;
+    while (lo > base && lo - 1 >= first && !this.pages.has(lo - 1) && !this.loading.has(lo - 1)) lo--;
+    let hi = no + 1;
+    while (hi < base + READ_AHEAD && hi < end && !this.pages.has(hi) && !this.loading.has(hi)) hi++;
+    const n = hi - lo;
+    this.misses++;
+    const run = new Uint8Array(n * BLOCK);
+    const read = this.dev.pread(run, lo * BLOCK);
+    for (let k = 0; k < n; k++) {
+      const pageNo = lo + k;
+      const load = read
+        .then(() => this.admit(pageNo, PageType.Index, run.slice(k * BLOCK, (k + 1) * BLOCK)))
+        .finally(() => this.loading.delete(pageNo));
+      load.catch(() => {}); // a failed read is reported to whoever asks for the page (get)
+      this.loading.set(pageNo, load);
+    }
+    return read.catch(() => undefined);
   }
 
   markDirty(page: Page): void {
@@ -147,9 +193,39 @@ export class PageCache {
     }
   }
 
-  /** Write every committed-but-not-home page home (the caller flushes). */
+  /**
+   * Write every committed-but-not-home page home (the caller flushes), one pwrite per run of
+   * consecutive page numbers (at most WRITE_RUN pages) instead of one per page (#12: a
+   * checkpoint wrote its few hundred map, refcount and index pages a syscall each, on the
+   * request thread's time). Copies go out, as writeHome's do; a torn run is no worse than
+   * torn pages: every page in it has its image in the live journal until the checkpoint.
+   */
   async writeBack(): Promise<void> {
-    for (const p of this.pages.values()) if (p.state === 'unwritten') await this.writeHome(p);
+    const out: Page[] = [];
+    for (const p of this.pages.values()) if (p.state === 'unwritten') out.push(p);
+    out.sort((a, b) => a.no - b.no);
+    for (let i = 0; i < out.length; ) {
+      let j = i + 1;
+      while (j < out.length && j - i < WRITE_RUN && out[j]!.no === out[i]!.no + (j - i)) j++;
+      if (j - i === 1) await this.writeHome(out[i]!);
+      else {
+        const run = new Uint8Array((j - i) * BLOCK);
+        const gens: number[] = [];
+        for (let k = i; k < j; k++) {
+          const p = out[k]!;
+          gens.push(p.gen);
+          const copy = run.subarray((k - i) * BLOCK, (k - i + 1) * BLOCK);
+          copy.set(p.buf);
+          sealPage(copy);
+        }
+        await this.dev.pwrite(run, out[i]!.no * BLOCK);
+        for (let k = i; k < j; k++) {
+          const p = out[k]!;
+          if (p.gen === gens[k - i] && p.state === 'unwritten') p.state = 'clean';
+        }
+      }
+      i = j;
+    }
   }
 
   /**
