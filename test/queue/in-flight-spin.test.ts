@@ -224,25 +224,57 @@ test('an adaptive driver keeps spinning while a request is in flight whose compl
   await p.close();
 });
 
+/** The engine's side the poller sees: short io_uring I/O in flight (inFlight), and whether its eventfd wake-up is on. */
+function fakeEngine() {
+  const engine = {
+    kind: 'io_uring',
+    inFlight: 0,
+    onBusy: null as (() => void) | null,
+    woken: true,
+    poll: () => 0,
+    setSpinning(on: boolean): number {
+      engine.woken = !on;
+      return 0;
+    },
+  };
+  return engine;
+}
+
+/**
+ * A poller reaping a fake io_uring engine, its adaptive queue trained with
+ * `TRAIN` requests each in flight 1 ms against a zero budget: the queue's own
+ * waits say a spin does not pay.
+ */
+async function engineTrainedPoller(options: { engineSpinMaxUs: number; contention?: { contended(now: number): boolean; close(): void } }) {
+  const engine = fakeEngine();
+  const p = new Poller(0, engine as unknown as IoEngine, { contention: options.contention ?? noContention, engineSpinMaxUs: options.engineSpinMaxUs });
+  const q = new InFlightQueue();
+  p.add(q, 'adaptive');
+  for (let i = 1; i <= TRAIN; i++) {
+    q.submit();
+    await until(() => q.taken === i, 'a take');
+    await elapse(1);
+    q.complete();
+    await until(() => p.counters.sleeps === i, 'the idle sleep');
+  }
+  return { engine, p, q };
+}
+
+/** Submit one request with short engine I/O in flight; resolves once it is taken. */
+async function takeWithEngineIo(t: { engine: ReturnType<typeof fakeEngine>; q: InFlightQueue }): Promise<void> {
+  const taken = t.q.taken;
+  t.engine.inFlight = 1;
+  t.q.submit();
+  await until(() => t.q.taken === taken + 1, 'the take');
+}
+
 test('a polled queue keeps spinning while short io_uring I/O it reaps itself is in flight, however long its waits measured', async () => {
   // The engine's inFlight counts short transfers only (SPIN_MAX_BYTES): a sync write to a
   // file volume (~300 µs, over the budget) is reaped by this loop, so a spin saves the wake-up.
-  const engine = { kind: 'io_uring', inFlight: 0, onBusy: null, poll: () => 0, setSpinning: () => 0 };
-  const p = new Poller(0, engine as unknown as IoEngine, { contention: noContention });
-  const q = new InFlightQueue();
-  p.add(q, 'adaptive');
+  const t = await engineTrainedPoller({ engineSpinMaxUs: 60_000 });
+  const { engine, p, q } = t;
   try {
-    const TRAIN = 6;
-    for (let i = 1; i <= TRAIN; i++) {
-      q.submit();
-      await until(() => q.taken === i, 'a take');
-      await elapse(1);
-      q.complete();
-      await until(() => p.counters.sleeps === i, 'the idle sleep');
-    }
-    engine.inFlight = 1;
-    q.submit();
-    await until(() => q.taken === TRAIN + 1, 'the take after training');
+    await takeWithEngineIo(t);
     await elapse(20); // waits measured long: without the engine's I/O it would sleep at once
     assert.equal(p.spinningCount(), 1);
     engine.inFlight = 0; // only slow I/O left (RBD, a long transfer): the measured rule again
@@ -251,5 +283,78 @@ test('a polled queue keeps spinning while short io_uring I/O it reaps itself is 
     q.complete();
   } finally {
     p.stop(); // a failed assertion must not leave the poller turning the loop
+  }
+});
+
+test('a polled queue stops spinning for short io_uring I/O that has not completed within the engine spin bound, and sleeps with it in flight', async () => {
+  // A database compaction's 64 KiB write-through chunk on a busy disk: milliseconds (#10).
+  const t = await engineTrainedPoller({ engineSpinMaxUs: 2000 });
+  const { engine, p, q } = t;
+  try {
+    await takeWithEngineIo(t);
+    await until(() => p.spinningCount() === 0, 'a sleep once the bound ran out');
+    assert.equal(p.counters.engineSpinsStopped, 1);
+    assert.equal(q.inFlight, 1);
+    assert.equal(engine.woken, true, "the engine's eventfd brings the completion");
+  } finally {
+    p.stop();
+  }
+});
+
+test('after a spin for engine I/O ran out, the queue sleeps right after its next take, and spins for the one after that again', async () => {
+  const BOUND_US = 20_000;
+  const t = await engineTrainedPoller({ engineSpinMaxUs: BOUND_US });
+  const { p, q } = t;
+  try {
+    await takeWithEngineIo(t);
+    await until(() => p.spinningCount() === 0, 'a sleep once the bound ran out');
+    q.complete();
+    // The next take is skipped: asleep at its first idle pass, not after another bound's spin.
+    const idle = p.counters.idlePasses;
+    await takeWithEngineIo(t);
+    await until(() => p.spinningCount() === 0, 'a sleep after the skipped take');
+    assert.ok(p.counters.idlePasses - idle <= 1, `${p.counters.idlePasses - idle} idle passes after the skipped take`);
+    q.complete();
+    // The skip is over: the next one is spun for (well within the bound).
+    await takeWithEngineIo(t);
+    await elapse(2);
+    assert.equal(p.spinningCount(), 1);
+    q.complete();
+    assert.equal(p.counters.engineSpinsStopped, 1);
+  } finally {
+    p.stop();
+  }
+});
+
+test('a polled queue does not spin for short io_uring I/O while other threads want its core', async () => {
+  let contended = false;
+  const t = await engineTrainedPoller({ engineSpinMaxUs: 60_000, contention: { contended: () => contended, close() {} } });
+  const { p, q } = t;
+  try {
+    contended = true;
+    const idle = p.counters.idlePasses;
+    await takeWithEngineIo(t);
+    await until(() => p.spinningCount() === 0, 'a sleep while contended');
+    assert.ok(p.counters.idlePasses - idle <= 1, `${p.counters.idlePasses - idle} idle passes after the take`);
+    assert.equal(q.inFlight, 1);
+    q.complete();
+  } finally {
+    p.stop();
+  }
+});
+
+test('the loop spins for the engine alone at most the engine spin bound, then stops with its eventfd on', async () => {
+  const engine = fakeEngine();
+  const p = new Poller(0, engine as unknown as IoEngine, { contention: noContention, engineSpinMaxUs: 2000 });
+  try {
+    engine.inFlight = 1;
+    engine.onBusy!(); // an integrated function's I/O started: the engine asks the loop to run
+    await until(() => p.counters.engineSpinsStopped === 1, 'the loop to stop');
+    assert.equal(engine.woken, true);
+    const passes = p.counters.iterations;
+    await elapse(5);
+    assert.equal(p.counters.iterations, passes, 'no pass after the loop stopped');
+  } finally {
+    p.stop();
   }
 });
