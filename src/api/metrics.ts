@@ -172,6 +172,9 @@ export function prometheus(status: MetricsInput): string {
   e.add('storvisor_poller_sleeps_total', 'counter', 'times a queue stopped spinning and armed its doorbell', {}, p.sleeps);
   e.add('storvisor_poller_wakeups_total', 'counter', 'times a doorbell kick woke a sleeping queue', {}, p.wakeups);
   e.add('storvisor_poller_completions_polled_total', 'counter', 'backend completions reaped by the poller', {}, p.completionsPolled);
+  e.add('storvisor_poller_contended_sleeps_total', 'counter', 'sleeps taken because other threads wanted the poller\'s core', {}, p.contendedSleeps);
+  e.add('storvisor_poller_engine_held_passes_total', 'counter', 'passes spent spinning for short io_uring I/O a queue\'s own waits would not spin for', {}, p.engineHeldPasses);
+  e.add('storvisor_poller_engine_spins_stopped_total', 'counter', 'spins for short io_uring I/O stopped: contended, or past the bound without a completion', {}, p.engineSpinsStopped);
   e.add('storvisor_poller_spinning_queues', 'gauge', 'guest queues being spun on now', {}, p.spinning);
 
   const en = (status.engine ?? {}) as Record<string, unknown>;

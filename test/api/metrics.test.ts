@@ -96,3 +96,10 @@ test('label values are escaped and non-finite numbers are left out', () => {
   assert.match(text, /^storvisor_volume_size_bytes\{volume="a\\"b\\\\c\\nd"\} 4096$/m);
   assert.doesNotMatch(text, /NaN/);
 });
+
+test("the poller's contention and engine-spin counters are exported", () => {
+  const text = prometheus({ volumes: [], functions: [], cache: {}, poller: { contendedSleeps: 3, engineHeldPasses: 5, engineSpinsStopped: 7 } });
+  assert.match(text, /^storvisor_poller_contended_sleeps_total 3$/m);
+  assert.match(text, /^storvisor_poller_engine_held_passes_total 5$/m);
+  assert.match(text, /^storvisor_poller_engine_spins_stopped_total 7$/m);
+});
