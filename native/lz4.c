@@ -28,6 +28,7 @@
 #include <node_api.h>
 #include <zlib.h> /* crc32: the copy of zlib the node binary exports (its headers ship zlib.h) */
 
+#include "le.h"
 #include "napi-check.h"
 
 
@@ -116,8 +117,6 @@ static napi_value lz4_compress_blocks_js(napi_env env, napi_callback_info info) 
 #define PACK_HEADER 8u
 #define PACK_SLOT 8u
 
-static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
-static uint32_t le32(const uint8_t *p) { return le16(p) | (le16(p + 2) << 16); }
 
 /* Results of verify_fragment below 0: why the fragment cannot be read. */
 enum { VERIFY_BAD_MAGIC = -1, VERIFY_NO_SLOT = -2, VERIFY_OUTSIDE = -3, VERIFY_CRC = -4, VERIFY_UNDECODABLE = -5 };

@@ -20,6 +20,7 @@
 
 #include <node_api.h>
 
+#include "le.h"
 #include "napi-check.h"
 
 
@@ -30,25 +31,6 @@
 #define P5 0x27D4EB2F165667C5ULL
 
 static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-/* Little-endian loads through memcpy: any alignment, one mov on x86-64 and arm64. */
-static inline uint64_t le64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap64(v);
-#endif
-  return v;
-}
-
-static inline uint32_t le32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = __builtin_bswap32(v);
-#endif
-  return v;
-}
 
 static inline uint64_t xround(uint64_t acc, uint64_t input) {
   acc += input * P2;
