@@ -282,6 +282,10 @@ test('io_uring: a lone request is held for in its submitter\'s turn, and still c
   const buf = Buffer.alloc(4096);
   // More than one skip window (a hold that gives way to the test runner's own I/O makes the next few go without).
   for (let i = 0; i < 80; i++) {
+    // A turn of the loop first, as a server's next request comes in one: page-cache reads complete
+    // at submission, so without it all 80 run in one macrotask, and a wake-up that reached the loop
+    // before the test (tsx's loader thread) would stay pending and make every hold give way.
+    await new Promise((r) => setImmediate(r));
     const c = new Once();
     c.issuing = true;
     engine.read(fd, buf, 0, 4096, (i % 16) * 4096, c, i);
