@@ -210,3 +210,54 @@ test('after kill -9 during compactions under a SET load in always mode, every ac
   }
   assert.deepEqual(missing.slice(0, 10), []);
 });
+
+test('after kill -9 during a SET load in everysec mode, every key acknowledged a second before the kill is present', async (t) => {
+  // everysec gathers records for up to EVERYSEC_WRITE_MS before writing them (and flushes
+  // once a second): a killed process may lose what was acknowledged in that window, never more
+  // than the second everysec allows.
+  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-crash-everysec-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const image = join(dir, 'db.img');
+  const first = await startRunner(image, 'everysec');
+  t.after(() => first.child.kill('SIGKILL'));
+
+  /** Each acknowledged key with the time of its reply. */
+  const acknowledged = new Map<string, { value: string; at: number }>();
+  let killed = false;
+  const clients = await Promise.all(Array.from({ length: 8 }, () => RespClient.connect(first.port)));
+  const loads = clients.map(async (c, ci) => {
+    for (let i = 0; !killed && i < 1_000_000; i++) {
+      const key = `c${ci}:k${i}`;
+      const value = `value-${ci}-${i}-${'x'.repeat(i % 50)}`;
+      try {
+        assert.deepEqual(await c.call('SET', key, value), { status: 'OK' });
+        acknowledged.set(key, { value, at: performance.now() });
+      } catch {
+        return; // the server was killed mid-request
+      }
+    }
+  });
+  // Past one second of load, so that both bounds (the write window, the second) are exercised.
+  const start = performance.now();
+  while (performance.now() - start < 1500 && acknowledged.size < 2_000_000) await new Promise((r) => setTimeout(r, 50));
+  killed = true;
+  const killedAt = performance.now();
+  first.child.kill('SIGKILL');
+  await once(first.child, 'exit');
+  await Promise.all(loads);
+  clients.forEach((c) => c.close());
+
+  const second = await startRunner(image, 'everysec');
+  t.after(() => second.child.kill('SIGKILL'));
+  const c = await RespClient.connect(second.port);
+  t.after(() => c.close());
+  const old = [...acknowledged].filter(([, a]) => killedAt - a.at > 1000);
+  assert.ok(old.length > 0, 'no key was acknowledged a second before the kill');
+  const lost: string[] = [];
+  for (let i = 0; i < old.length; i += 1000) {
+    const part = old.slice(i, i + 1000);
+    const values = (await c.call('MGET', ...part.map(([k]) => k))) as (string | null)[];
+    part.forEach(([k, a], j) => values[j] !== a.value && lost.push(k));
+  }
+  assert.deepEqual(lost, []);
+});

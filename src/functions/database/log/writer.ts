@@ -29,6 +29,19 @@ export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
  * no Mutation: they are encoded as they are appended).
  */
 export const QUEUE_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * everysec writes the queue once it holds this many bytes, or once its oldest
+ * record has waited EVERYSEC_WRITE_MS, instead of at every event-loop turn:
+ * each write is a round trip to the device (on a FileBlockDevice a hand-off to
+ * the thread pool and a wake-up back, on a guest a queue request), and at -P1
+ * a turn's batch is a few dozen small SETs, so per-turn writes cost a SET more
+ * than its own encoding. everysec promises at most about a second of loss; the
+ * window adds at most EVERYSEC_WRITE_MS to it (a process killed loses what is
+ * not written yet, a host crash what is not flushed yet: each second's flush
+ * follows a write of everything queued).
+ */
+export const EVERYSEC_WRITE_BYTES = 512 * 1024;
+export const EVERYSEC_WRITE_MS = 20;
 /** A batch buffer starts this big and is kept between batches unless it is much larger than the batches written. */
 const STAGE_MIN_BYTES = 64 * 1024;
 const STAGE_KEEP_BYTES = 1024 * 1024;
@@ -88,6 +101,10 @@ export class LogWriter {
   private snapshotBytes: number;
   private dirtySince = 0;
   private everysecTimer: NodeJS.Timeout | null = null;
+  /** everysec: the queue is written when this fires (armed by the first record queued after a write). */
+  private windowTimer: NodeJS.Timeout | null = null;
+  /** everysec: write the queue now, whatever its size (the window ended, or someone waits for it). */
+  private writeDue = false;
   private flushing: Promise<void> | null = null;
   readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0 };
 
@@ -198,11 +215,34 @@ export class LogWriter {
     if (this.everysecTimer) clearInterval(this.everysecTimer);
     this.everysecTimer = null;
     await this.sync();
+    if (this.windowTimer) clearTimeout(this.windowTimer);
+    this.windowTimer = null;
   }
 
   private idle(): Promise<void> {
-    if (!this.running && this.stage.records === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    if ((!this.running && this.stage.records === 0) || (!this.running && this.failure)) return Promise.resolve();
+    const p = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    // Someone waits for the queue: everysec's window does not hold it back.
+    this.writeDue = true;
+    this.kick();
+    return p;
+  }
+
+  /** Should the pump write the queue now (rather than let everysec's window gather more)? */
+  private writeNow(): boolean {
+    if (this.stage.records === 0) return false;
+    // Waiters for idle() (sync, close, compaction) want the queue empty, as in `always`.
+    return this.options.appendfsync === 'always' || this.writeDue || this.idleWaiters.length > 0 || this.queueBytes >= EVERYSEC_WRITE_BYTES;
+  }
+
+  /** everysec: write the queue at the end of the window, if nothing writes it before. */
+  private armWindow(): void {
+    if (this.windowTimer !== null || this.failure) return;
+    this.windowTimer = setTimeout(() => {
+      this.windowTimer = null;
+      this.writeDue = true;
+      this.kick();
+    }, EVERYSEC_WRITE_MS);
   }
 
   private kick(): void {
@@ -216,6 +256,10 @@ export class LogWriter {
       });
     }
     if (this.running || this.failure) return;
+    if (!this.compactRequested && !this.writeNow()) {
+      if (this.stage.records > 0) this.armWindow();
+      return;
+    }
     this.running = true;
     // setImmediate, not a microtask: commands parsed from every socket in this
     // event loop turn join the first batch.
@@ -224,7 +268,7 @@ export class LogWriter {
 
   private async run(): Promise<void> {
     try {
-      while (!this.failure && (this.stage.records > 0 || this.compactRequested)) {
+      while (!this.failure && (this.writeNow() || this.compactRequested)) {
         const batchBytes = this.queueBytes;
         const batchShrinks = this.stage.shrinks;
         if (this.compactRequested || this.shouldCompact(batchBytes, batchShrinks)) {
@@ -232,6 +276,7 @@ export class LogWriter {
           await this.compact();
           continue;
         }
+        this.writeDue = false;
         await this.writeQueued();
       }
     } catch (err) {
@@ -240,6 +285,8 @@ export class LogWriter {
       this.options.onFailure(this.failure);
     } finally {
       this.running = false;
+      // What stays queued (everysec, under the write size) waits for its window.
+      if (this.stage.records > 0 && !this.failure) this.armWindow();
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }
