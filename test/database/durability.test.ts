@@ -1,7 +1,9 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import type { BlockDevice, WriteFlags } from '../../src/block/types.ts';
+import { Database } from '../../src/functions/database/database.ts';
+import { RespServer } from '../../src/functions/database/server.ts';
 import { RespClient, startDatabase, type Value } from './helpers.ts';
 
 /**
@@ -110,4 +112,72 @@ test('a client that disconnects while its write waits for the flush disturbs nob
   device.gated = false;
   device.release();
   assert.deepEqual(await other.call('GET', 'orphan'), 'x');
+});
+
+/** The database and its RESP server on `device`, with the log's gather bound `gatherMs` (always mode). */
+async function startWithGather(t: TestContext, device: BlockDevice, gatherMs: number): Promise<{ db: Database; port: number }> {
+  let server: RespServer | null = null;
+  const db = await Database.open(device, {
+    appendfsync: 'always',
+    gatherMs,
+    log: () => {},
+    onDurable: (seq) => server?.durable(seq),
+    onFailure: (err) => server?.durable(db.writer.durableSeq, err),
+  });
+  server = new RespServer(db, { db, appendfsync: 'always', log: () => {} });
+  const srv = server;
+  const { port } = await srv.listen('127.0.0.1', 0);
+  t.after(async () => {
+    await srv.close();
+    await db.close();
+  });
+  return { db, port };
+}
+
+test('writers released by a durable batch join the writes queued during it in one batch (group commit across cohorts)', async (t) => {
+  const device = new GatedDevice();
+  // A bound far past the test: the gather ends because the released writer came back, never by time.
+  const { db, port } = await startWithGather(t, device, 60_000);
+  const first = await RespClient.connect(port);
+  const queued = await Promise.all(Array.from({ length: 10 }, () => RespClient.connect(port)));
+  t.after(() => [first, ...queued].forEach((c) => c.close()));
+  device.gated = true;
+  const held = device.nextHeldWrite();
+  // The first writer comes back with its next write as soon as its first is answered.
+  const firstWriter = first.call('SET', 'first', '1').then(() => first.call('SET', 'first', '2'));
+  await held;
+  const base = { ...db.writer.counters };
+  const rest = queued.map((c, i) => c.call('SET', `queued${i}`, 'v'));
+  while (db.lastSeq < 11) await new Promise((r) => setImmediate(r));
+  device.gated = false;
+  device.release();
+  assert.deepEqual(await Promise.all(rest), Array(10).fill({ status: 'OK' }));
+  assert.deepEqual(await firstWriter, { status: 'OK' });
+  const w = db.writer.counters;
+  // The held batch (1 record), then the 10 queued during it together with the first writer's second: 2 writes, not 3.
+  assert.equal(w.batches - base.batches, 2);
+  assert.equal(w.records - base.records, 12);
+  assert.equal(w.gatherTimeouts - base.gatherTimeouts, 0);
+});
+
+test('writes queued behind a batch whose writers do not come back go out once the gather bound passes', async (t) => {
+  const device = new GatedDevice();
+  const { db, port } = await startWithGather(t, device, 20);
+  const first = await RespClient.connect(port);
+  const queued = await Promise.all(Array.from({ length: 5 }, () => RespClient.connect(port)));
+  t.after(() => [first, ...queued].forEach((c) => c.close()));
+  device.gated = true;
+  const held = device.nextHeldWrite();
+  const firstWrite = first.call('SET', 'first', '1');
+  await held;
+  const base = { ...db.writer.counters };
+  const rest = queued.map((c, i) => c.call('SET', `queued${i}`, 'v'));
+  while (db.lastSeq < 6) await new Promise((r) => setImmediate(r));
+  device.gated = false;
+  device.release();
+  assert.deepEqual(await firstWrite, { status: 'OK' });
+  // The first writer sends nothing more: the queued writes wait for the bound, then are written and answered.
+  assert.deepEqual(await Promise.all(rest), Array(5).fill({ status: 'OK' }));
+  assert.equal(db.writer.counters.gatherTimeouts - base.gatherTimeouts, 1);
+  assert.equal(db.writer.counters.records - base.records, 6);
 });
