@@ -49,12 +49,16 @@ export const EVERYSEC_WRITE_MS = 20;
  * write. Without it, 50 clients at -P1 split into two cohorts that never
  * merge (one waits for the write in flight while the other fills the next
  * batch): 24 records per write where redis-server, whose fsync blocks its
- * loop, gathers 46. A gather that times out (the released clients wrote
- * nothing: they read, or went away) turns gathering off for the next
- * GATHER_SKIP batches; one that holds GATHER_MAX_BYTES ends at once.
+ * loop, gathers 46. A gather that times out with fewer than half of the
+ * released writers back (they read, or went away) turns gathering off for
+ * the next GATHER_SKIP batches, twice as many after each such timeout in a
+ * row (up to GATHER_SKIP_MAX): a workload whose writers do not come back pays
+ * the bound about once per hundreds of batches. One that holds
+ * GATHER_MAX_BYTES ends at once.
  */
-const GATHER_MS = 1;
+const GATHER_MS = 2;
 const GATHER_SKIP = 8;
+const GATHER_SKIP_MAX = 256;
 const GATHER_MAX_BYTES = 1024 * 1024;
 /** A batch buffer starts this big and is kept between batches unless it is much larger than the batches written. */
 const STAGE_MIN_BYTES = 64 * 1024;
@@ -124,8 +128,12 @@ export class LogWriter {
   /** always: the next write waits until the queue holds this many records (or the gather timer fires). */
   private gatherTarget = 0;
   private gatherTimer: NodeJS.Timeout | null = null;
-  /** always: batches left to write without gathering (after a gather timed out). */
+  /** always: batches left to write without gathering (after a gather timed out), and how many the next timeout skips. */
   private gatherSkip = 0;
+  private gatherBackoff = GATHER_SKIP;
+  /** always: the queue's records when the gather began, and the records the batch before it released. */
+  private gatherBase = 0;
+  private gatherReleased = 0;
   private flushing: Promise<void> | null = null;
   readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0, gathers: 0, gatherTimeouts: 0 };
 
@@ -266,6 +274,7 @@ export class LogWriter {
     if (this.stage.records < this.gatherTarget && this.queueBytes < GATHER_MAX_BYTES) return true;
     clearTimeout(this.gatherTimer);
     this.gatherTimer = null;
+    this.gatherBackoff = GATHER_SKIP;
     return false;
   }
 
@@ -278,13 +287,18 @@ export class LogWriter {
       return;
     }
     this.counters.gathers++;
+    this.gatherBase = this.stage.records;
+    this.gatherReleased = released;
     this.gatherTarget = this.stage.records + released;
     this.gatherTimer = setTimeout(() => {
       this.gatherTimer = null;
       // Only a wait that held writes back counts (an idle log has nothing to gather).
       if (this.stage.records > 0) {
         this.counters.gatherTimeouts++;
-        this.gatherSkip = GATHER_SKIP;
+        if (2 * (this.stage.records - this.gatherBase) < this.gatherReleased) {
+          this.gatherSkip = this.gatherBackoff;
+          this.gatherBackoff = Math.min(2 * this.gatherBackoff, GATHER_SKIP_MAX);
+        } else this.gatherBackoff = GATHER_SKIP;
       }
       this.kick();
     }, ms);
