@@ -157,7 +157,7 @@ test('writers released by a durable batch join the writes queued during it in on
   // The held batch (1 record), then the 10 queued during it together with the first writer's second: 2 writes, not 3.
   assert.equal(w.batches - base.batches, 2);
   assert.equal(w.records - base.records, 12);
-  assert.equal(w.gatherTimeouts - base.gatherTimeouts, 0);
+  assert.equal(db.writer.gatherCounters.timeouts, 0);
 });
 
 test('writes queued behind a batch whose writers do not come back go out once the gather bound passes', async (t) => {
@@ -178,6 +178,6 @@ test('writes queued behind a batch whose writers do not come back go out once th
   assert.deepEqual(await firstWrite, { status: 'OK' });
   // The first writer sends nothing more: the queued writes wait for the bound, then are written and answered.
   assert.deepEqual(await Promise.all(rest), Array(5).fill({ status: 'OK' }));
-  assert.equal(db.writer.counters.gatherTimeouts - base.gatherTimeouts, 1);
+  assert.equal(db.writer.gatherCounters.timeouts, 1);
   assert.equal(db.writer.counters.records - base.records, 6);
 });

@@ -98,8 +98,8 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
         logRegionBytes: db.writer.regionSize,
         logCompactions: w.compactions,
         logFlushes: w.flushes,
-        logGathers: w.gathers,
-        logGatherTimeouts: w.gatherTimeouts,
+        logGathers: db.writer.gatherCounters.gathers,
+        logGatherTimeouts: db.writer.gatherCounters.timeouts,
         logFailed: db.writer.failed ? 1 : 0,
         activeExpireRunning: expirer !== null ? 1 : 0,
       };

@@ -56,10 +56,76 @@ export const EVERYSEC_WRITE_MS = 20;
  * the bound about once per hundreds of batches. One that holds
  * GATHER_MAX_BYTES ends at once.
  */
-const GATHER_MS = 2;
+export const GATHER_MS = 2;
 const GATHER_SKIP = 8;
 const GATHER_SKIP_MAX = 256;
 const GATHER_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The gather of `always` group commit (see GATHER_MS): after a durable batch,
+ * holds the next write until the queue also holds as many records as that
+ * batch released, or the bound passes. Shared by the log and the bench's
+ * RESP floor (which must commit the same way to be its ceiling).
+ */
+export class CommitGather {
+  readonly counters = { gathers: 0, timeouts: 0 };
+  private timer: NodeJS.Timeout | null = null;
+  private target = 0;
+  private base = 0;
+  private released = 0;
+  /** Batches left to write without a gather, and how many the next failed one skips. */
+  private skip = 0;
+  private backoff = GATHER_SKIP;
+
+  /** `queued()`: records queued now; `wake()`: called when a hold ends by time (the queue may be written). */
+  constructor(
+    private readonly ms: number,
+    private readonly queued: () => number,
+    private readonly wake: () => void,
+  ) {}
+
+  /** A batch that released `released` records is durable, with `queued` records waiting: hold the next write. */
+  begin(queued: number, released: number): void {
+    if (this.ms <= 0 || released === 0) return;
+    if (this.skip > 0) {
+      this.skip--;
+      return;
+    }
+    this.counters.gathers++;
+    this.base = queued;
+    this.released = released;
+    this.target = queued + released;
+    this.timer ??= setTimeout(this.expired, this.ms);
+  }
+
+  /** Is the next write still held, with `queued` records of `bytes` queued? */
+  holding(queued: number, bytes: number): boolean {
+    if (this.timer === null) return false;
+    if (queued < this.target && bytes < GATHER_MAX_BYTES) return true;
+    this.stop();
+    this.backoff = GATHER_SKIP;
+    return false;
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private readonly expired = (): void => {
+    this.timer = null;
+    const queued = this.queued();
+    // Only a hold that held writes back counts (an idle log has nothing to gather).
+    if (queued > 0) {
+      this.counters.timeouts++;
+      if (2 * (queued - this.base) < this.released) {
+        this.skip = this.backoff;
+        this.backoff = Math.min(2 * this.backoff, GATHER_SKIP_MAX);
+      } else this.backoff = GATHER_SKIP;
+    }
+    this.wake();
+  };
+}
 /** A batch buffer starts this big and is kept between batches unless it is much larger than the batches written. */
 const STAGE_MIN_BYTES = 64 * 1024;
 const STAGE_KEEP_BYTES = 1024 * 1024;
@@ -125,17 +191,14 @@ export class LogWriter {
   private windowTimer: NodeJS.Timeout | null = null;
   /** everysec: write the queue now, whatever its size (the window ended, or someone waits for it). */
   private writeDue = false;
-  /** always: the next write waits until the queue holds this many records (or the gather timer fires). */
-  private gatherTarget = 0;
-  private gatherTimer: NodeJS.Timeout | null = null;
-  /** always: batches left to write without gathering (after a gather timed out), and how many the next timeout skips. */
-  private gatherSkip = 0;
-  private gatherBackoff = GATHER_SKIP;
-  /** always: the queue's records when the gather began, and the records the batch before it released. */
-  private gatherBase = 0;
-  private gatherReleased = 0;
   private flushing: Promise<void> | null = null;
-  readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0, gathers: 0, gatherTimeouts: 0 };
+  /** always: the next write waits for the writers the last batch released (see CommitGather). */
+  private readonly gather: CommitGather;
+  readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0 };
+  /** Gathers begun, and those that ended by time (always). */
+  get gatherCounters(): { gathers: number; timeouts: number } {
+    return this.gather.counters;
+  }
 
   constructor(
     private readonly device: BlockDevice,
@@ -149,6 +212,7 @@ export class LogWriter {
     this.nextSeq = pos.nextSeq;
     this.stage = new Stage();
     this.spare = new Stage();
+    this.gather = new CommitGather(options.gatherMs ?? GATHER_MS, () => this.stage.records, () => this.kick());
     this.stage.startAt(pos.tail - pos.tailBlock.length, pos.tailBlock, 0, pos.tailBlock.length, pos.lastCrc, pos.nextSeq);
     // No kick: a log that is only read is never written.
     this.compactRequested = pos.compactFirst;
@@ -246,8 +310,7 @@ export class LogWriter {
     await this.sync();
     if (this.windowTimer) clearTimeout(this.windowTimer);
     this.windowTimer = null;
-    if (this.gatherTimer) clearTimeout(this.gatherTimer);
-    this.gatherTimer = null;
+    this.gather.stop();
   }
 
   private idle(): Promise<void> {
@@ -264,44 +327,8 @@ export class LogWriter {
     if (this.stage.records === 0) return false;
     // Waiters for idle() (sync, close, compaction) want the queue empty at once.
     if (this.idleWaiters.length > 0) return true;
-    if (this.options.appendfsync === 'always') return !this.gathering();
+    if (this.options.appendfsync === 'always') return !this.gather.holding(this.stage.records, this.queueBytes);
     return this.writeDue || this.queueBytes >= EVERYSEC_WRITE_BYTES;
-  }
-
-  /** always: is the next write still waiting for the writers the last batch released? */
-  private gathering(): boolean {
-    if (this.gatherTimer === null) return false;
-    if (this.stage.records < this.gatherTarget && this.queueBytes < GATHER_MAX_BYTES) return true;
-    clearTimeout(this.gatherTimer);
-    this.gatherTimer = null;
-    this.gatherBackoff = GATHER_SKIP;
-    return false;
-  }
-
-  /** always: a batch of `released` records is durable; gather the next write (see GATHER_MS). */
-  private startGather(released: number): void {
-    const ms = this.options.gatherMs ?? GATHER_MS;
-    if (ms <= 0) return;
-    if (this.gatherSkip > 0) {
-      this.gatherSkip--;
-      return;
-    }
-    this.counters.gathers++;
-    this.gatherBase = this.stage.records;
-    this.gatherReleased = released;
-    this.gatherTarget = this.stage.records + released;
-    this.gatherTimer = setTimeout(() => {
-      this.gatherTimer = null;
-      // Only a wait that held writes back counts (an idle log has nothing to gather).
-      if (this.stage.records > 0) {
-        this.counters.gatherTimeouts++;
-        if (2 * (this.stage.records - this.gatherBase) < this.gatherReleased) {
-          this.gatherSkip = this.gatherBackoff;
-          this.gatherBackoff = Math.min(2 * this.gatherBackoff, GATHER_SKIP_MAX);
-        } else this.gatherBackoff = GATHER_SKIP;
-      }
-      this.kick();
-    }, ms);
   }
 
   /** everysec: write the queue at the end of the window, if nothing writes it before. */
@@ -347,7 +374,7 @@ export class LogWriter {
         }
         this.writeDue = false;
         const released = await this.writeQueued();
-        if (this.options.appendfsync === 'always' && !this.failure) this.startGather(released);
+        if (this.options.appendfsync === 'always' && !this.failure) this.gather.begin(this.stage.records, released);
       }
     } catch (err) {
       this.failure = dbLogFailed(err);
