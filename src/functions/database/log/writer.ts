@@ -4,8 +4,9 @@ import { dbLogFailed, ioError, noSpace, type StorvisorError } from '../../../uti
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 import type { SnapshotSink, SnapshotSource, SnapshotStats } from '../store/snapshot.ts';
 
-/** Mutations that can only make the data set smaller. */
-const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
+/** Mutations that can only make the data set smaller: 1 at their op code (a table, not a Set probe per append). */
+const SHRINKING = new Uint8Array(256);
+for (const op of [Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb] as OpCode[]) SHRINKING[op] = 1;
 import { readTailBlock, type LogPosition } from './recovery.ts';
 import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, encodedRecordMutation, encodedRecordSize, recordSize, regionOffset, type Superblock } from './format.ts';
 
@@ -292,7 +293,7 @@ export class LogWriter {
   /** Queue one mutation (encoded at once into the next batch: it holds none of `m`'s buffers); returns its sequence number. */
   append(m: Mutation): number {
     this.stage.append(m, this.sb.blockSize);
-    if (SHRINKING.has(m.op)) this.stage.shrinks = true;
+    if (SHRINKING[m.op] === 1) this.stage.shrinks = true;
     this.appended++;
     this.kick();
     return this.appended;
