@@ -231,12 +231,13 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
     if (offset + bytes > region) offset = 0;
     const at = offset;
     offset += bytes;
+    const t0 = performance.now();
     device.pwrite(zero.subarray(0, bytes), at, { fua: always && !device.writeThrough }).then(
       () => {
         writing = false;
         batches++;
         for (const c of [...srv.waiting]) c.released(batch);
-        if (always) gather.begin(srv.batchCount, released);
+        if (always) gather.begin(srv.batchCount, released, performance.now() - t0);
         srv.commitSoon(true);
       },
       (err: Error) => {

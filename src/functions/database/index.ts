@@ -100,6 +100,7 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
         logFlushes: w.flushes,
         logGathers: db.writer.gatherCounters.gathers,
         logGatherTimeouts: db.writer.gatherCounters.timeouts,
+        logGatherSlow: db.writer.gatherCounters.slow,
         logFailed: db.writer.failed ? 1 : 0,
         activeExpireRunning: expirer !== null ? 1 : 0,
       };

@@ -44,18 +44,22 @@ export const QUEUE_MAX_BYTES = 16 * 1024 * 1024;
 export const EVERYSEC_WRITE_BYTES = 512 * 1024;
 export const EVERYSEC_WRITE_MS = 20;
 /**
- * `always` group commit across connections: once a batch is durable, the
- * next write waits (at most GATHER_MS) for the writers it released to come
- * back with their next write, so that the clients of both batches share one
- * write. Without it, 50 clients at -P1 split into two cohorts that never
- * merge (one waits for the write in flight while the other fills the next
- * batch): 24 records per write where redis-server, whose fsync blocks its
- * loop, gathers 46. A gather that times out with fewer than half of the
- * released writers back (they read, or went away) turns gathering off for
- * the next GATHER_SKIP batches, twice as many after each such timeout in a
- * row (up to GATHER_SKIP_MAX): a workload whose writers do not come back pays
- * the bound about once per hundreds of batches. One that holds
- * GATHER_MAX_BYTES ends at once.
+ * `always` group commit across connections. With one write in flight, 50
+ * clients at -P1 split into two cohorts that never merge: one waits for the
+ * write in flight while the other fills the next batch (24 records per write,
+ * where redis-server, whose fsync blocks its loop, gathers 46). The gather
+ * merges them: once a batch is durable, the next write waits (at most
+ * GATHER_MS) until the queue also holds as many records as that batch
+ * released. That pays only while the device is the bottleneck: the two
+ * cohorts overlap the write of one with the processing of the other, and the
+ * merged cohort cannot, so merging wins only when the released writers come
+ * back faster than a write takes (two cohorts: 25 records per write time L;
+ * merged: 50 per L + return time R; better iff R < L). When the main thread
+ * is busy (R, which includes executing the returning commands, exceeds L) or
+ * the writers do not come back (the bound passes), gathering is off for the
+ * next GATHER_SKIP batches, twice as many after each such gather in a row (up
+ * to GATHER_SKIP_MAX): a probe every few hundred batches at most. A gather
+ * that holds GATHER_MAX_BYTES ends at once.
  */
 export const GATHER_MS = 2;
 const GATHER_SKIP = 8;
@@ -63,17 +67,17 @@ const GATHER_SKIP_MAX = 256;
 const GATHER_MAX_BYTES = 1024 * 1024;
 
 /**
- * The gather of `always` group commit (see GATHER_MS): after a durable batch,
- * holds the next write until the queue also holds as many records as that
- * batch released, or the bound passes. Shared by the log and the bench's
- * RESP floor (which must commit the same way to be its ceiling).
+ * The gather of `always` group commit (see GATHER_MS), shared by the log and
+ * the bench's RESP floor (which must commit the same way to be its ceiling).
  */
 export class CommitGather {
-  readonly counters = { gathers: 0, timeouts: 0 };
+  /** Gathers begun; those that ended at their bound; those that did not pay (their writers came back slower than a write). */
+  readonly counters = { gathers: 0, timeouts: 0, slow: 0 };
   private timer: NodeJS.Timeout | null = null;
   private target = 0;
-  private base = 0;
-  private released = 0;
+  private started = 0;
+  /** Duration of the write that released the cohort (ms). */
+  private writeMs = 0;
   /** Batches left to write without a gather, and how many the next failed one skips. */
   private skip = 0;
   private backoff = GATHER_SKIP;
@@ -85,17 +89,17 @@ export class CommitGather {
     private readonly wake: () => void,
   ) {}
 
-  /** A batch that released `released` records is durable, with `queued` records waiting: hold the next write. */
-  begin(queued: number, released: number): void {
+  /** A write of `writeMs` that released `released` records is durable, with `queued` records waiting: hold the next write. */
+  begin(queued: number, released: number, writeMs: number): void {
     if (this.ms <= 0 || released === 0) return;
     if (this.skip > 0) {
       this.skip--;
       return;
     }
     this.counters.gathers++;
-    this.base = queued;
-    this.released = released;
     this.target = queued + released;
+    this.writeMs = writeMs;
+    this.started = performance.now();
     this.timer ??= setTimeout(this.expired, this.ms);
   }
 
@@ -104,7 +108,10 @@ export class CommitGather {
     if (this.timer === null) return false;
     if (queued < this.target && bytes < GATHER_MAX_BYTES) return true;
     this.stop();
-    this.backoff = GATHER_SKIP;
+    if (performance.now() - this.started > this.writeMs) {
+      this.counters.slow++;
+      this.fail();
+    } else this.backoff = GATHER_SKIP;
     return false;
   }
 
@@ -113,16 +120,17 @@ export class CommitGather {
     this.timer = null;
   }
 
+  private fail(): void {
+    this.skip = this.backoff;
+    this.backoff = Math.min(2 * this.backoff, GATHER_SKIP_MAX);
+  }
+
   private readonly expired = (): void => {
     this.timer = null;
-    const queued = this.queued();
     // Only a hold that held writes back counts (an idle log has nothing to gather).
-    if (queued > 0) {
+    if (this.queued() > 0) {
       this.counters.timeouts++;
-      if (2 * (queued - this.base) < this.released) {
-        this.skip = this.backoff;
-        this.backoff = Math.min(2 * this.backoff, GATHER_SKIP_MAX);
-      } else this.backoff = GATHER_SKIP;
+      this.fail();
     }
     this.wake();
   };
@@ -196,8 +204,8 @@ export class LogWriter {
   /** always: the next write waits for the writers the last batch released (see CommitGather). */
   private readonly gather: CommitGather;
   readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0 };
-  /** Gathers begun, and those that ended by time (always). */
-  get gatherCounters(): { gathers: number; timeouts: number } {
+  /** Gathers begun, those that ended by time, and those whose writers came back slower than a write (always). */
+  get gatherCounters(): { gathers: number; timeouts: number; slow: number } {
     return this.gather.counters;
   }
 
@@ -374,8 +382,9 @@ export class LogWriter {
           continue;
         }
         this.writeDue = false;
+        const t0 = performance.now();
         const released = await this.writeQueued();
-        if (this.options.appendfsync === 'always' && !this.failure) this.gather.begin(this.stage.records, released);
+        if (this.options.appendfsync === 'always' && !this.failure) this.gather.begin(this.stage.records, released, performance.now() - t0);
       }
     } catch (err) {
       this.failure = dbLogFailed(err);
