@@ -181,3 +181,20 @@ test('writes queued behind a batch whose writers do not come back go out once th
   assert.equal(db.writer.gatherCounters.timeouts, 1);
   assert.equal(db.writer.counters.records - base.records, 6);
 });
+
+test('on a device faster than its writers come back, the gather turns itself off and nothing waits for it', async (t) => {
+  // A memory device: a write takes microseconds, a client's next SET a socket round trip.
+  const { db, port } = await startWithGather(t, new MemoryBlockDevice(16 * 1024 * 1024), 50);
+  const clients = await Promise.all(Array.from({ length: 8 }, () => RespClient.connect(port)));
+  t.after(() => clients.forEach((c) => c.close()));
+  await Promise.all(
+    clients.map(async (c, ci) => {
+      for (let i = 0; i < 40; i++) assert.deepEqual(await c.call('SET', `k${ci}:${i}`, 'v'), { status: 'OK' });
+    }),
+  );
+  const g = db.writer.gatherCounters;
+  const batches = db.writer.counters.batches;
+  assert.ok(g.slow + g.timeouts >= 1, 'no gather was found not to pay');
+  // Off for 8 batches after the first that did not pay, then 16...: a small share of the batches gathered.
+  assert.ok(g.gathers <= batches / 4, `${g.gathers} gathers in ${batches} batches`);
+});
