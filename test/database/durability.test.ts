@@ -134,23 +134,38 @@ async function startWithGather(t: TestContext, device: BlockDevice, gatherMs: nu
   return { db, port };
 }
 
-test('writers released by a durable batch join the writes queued during it in one batch (group commit across cohorts)', async (t) => {
+/**
+ * A first writer's SET held in the device while `n` other clients each queue a SET
+ * behind it, then released: `then` is what the first writer does once answered.
+ */
+async function heldBehindFirst(
+  t: TestContext,
+  gatherMs: number,
+  n: number,
+  then: ((first: RespClient) => Promise<Value>) | null,
+): Promise<{ db: Database; base: Database['writer']['counters']; firstWriter: Promise<Value>; rest: Promise<Value>[] }> {
   const device = new GatedDevice();
-  // A bound far past the test: the gather ends because the released writer came back, never by time.
-  const { db, port } = await startWithGather(t, device, 60_000);
+  const { db, port } = await startWithGather(t, device, gatherMs);
   const first = await RespClient.connect(port);
-  const queued = await Promise.all(Array.from({ length: 10 }, () => RespClient.connect(port)));
+  const queued = await Promise.all(Array.from({ length: n }, () => RespClient.connect(port)));
   t.after(() => [first, ...queued].forEach((c) => c.close()));
   device.gated = true;
   const held = device.nextHeldWrite();
-  // The first writer comes back with its next write as soon as its first is answered.
-  const firstWriter = first.call('SET', 'first', '1').then(() => first.call('SET', 'first', '2'));
+  const answered = first.call('SET', 'first', '1');
+  const firstWriter = then === null ? answered : answered.then(() => then(first));
   await held;
   const base = { ...db.writer.counters };
   const rest = queued.map((c, i) => c.call('SET', `queued${i}`, 'v'));
-  while (db.lastSeq < 11) await new Promise((r) => setImmediate(r));
+  while (db.lastSeq < n + 1) await new Promise((r) => setImmediate(r));
   device.gated = false;
   device.release();
+  return { db, base, firstWriter, rest };
+}
+
+test('writers released by a durable batch join the writes queued during it in one batch (group commit across cohorts)', async (t) => {
+  // A bound far past the test: the gather ends because the released writer came back, never by time.
+  // The first writer comes back with its next write as soon as its first is answered.
+  const { db, base, firstWriter, rest } = await heldBehindFirst(t, 60_000, 10, (first) => first.call('SET', 'first', '2'));
   assert.deepEqual(await Promise.all(rest), Array(10).fill({ status: 'OK' }));
   assert.deepEqual(await firstWriter, { status: 'OK' });
   const w = db.writer.counters;
@@ -161,21 +176,8 @@ test('writers released by a durable batch join the writes queued during it in on
 });
 
 test('writes queued behind a batch whose writers do not come back go out once the gather bound passes', async (t) => {
-  const device = new GatedDevice();
-  const { db, port } = await startWithGather(t, device, 20);
-  const first = await RespClient.connect(port);
-  const queued = await Promise.all(Array.from({ length: 5 }, () => RespClient.connect(port)));
-  t.after(() => [first, ...queued].forEach((c) => c.close()));
-  device.gated = true;
-  const held = device.nextHeldWrite();
-  const firstWrite = first.call('SET', 'first', '1');
-  await held;
-  const base = { ...db.writer.counters };
-  const rest = queued.map((c, i) => c.call('SET', `queued${i}`, 'v'));
-  while (db.lastSeq < 6) await new Promise((r) => setImmediate(r));
-  device.gated = false;
-  device.release();
-  assert.deepEqual(await firstWrite, { status: 'OK' });
+  const { db, base, firstWriter, rest } = await heldBehindFirst(t, 20, 5, null);
+  assert.deepEqual(await firstWriter, { status: 'OK' });
   // The first writer sends nothing more: the queued writes wait for the bound, then are written and answered.
   assert.deepEqual(await Promise.all(rest), Array(5).fill({ status: 'OK' }));
   assert.equal(db.writer.gatherCounters.timeouts, 1);
