@@ -44,7 +44,7 @@ export interface BenchTarget {
   /** storvisor deployment or the peer. */
   kind: 'integrated' | 'guest/adaptive' | 'redis-server' | 'node floor';
   appendfsync: Fsync;
-  start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number; syscalls(): number }>;
+  start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number; syscalls(): number; logWrites?: () => number }>;
 }
 
 /** The database function inside this process on a FileBlockDevice (the bare-metal baseline). */
@@ -66,6 +66,7 @@ export function integratedTarget(appendfsync: Fsync): BenchTarget {
         port: fn.address.port,
         cpuSeconds: selfCpuSeconds,
         syscalls: () => processSyscalls('self'),
+        logWrites: () => Number(fn.stats?.().logBatches ?? NaN),
         async stop() {
           await fn.stop();
           await device.close();
@@ -108,6 +109,7 @@ export function floorTarget(appendfsync: Fsync): BenchTarget {
         port: floor.port,
         cpuSeconds: selfCpuSeconds,
         syscalls: () => processSyscalls('self'),
+        logWrites: floor.batches,
         async stop() {
           await floor.stop();
           await device.close();
@@ -166,6 +168,8 @@ export interface Row {
   cpuUs: number;
   /** Server read and write system calls per command (socket, log and disk together), over SET and GET. */
   syscallsPerCmd: number;
+  /** SET rows: SETs per log write (group commit size; NaN where the target does not count its writes). */
+  setsPerWrite: number;
 }
 
 /**
@@ -189,7 +193,7 @@ function requestsFor(pipeline: number): number {
   return Math.max(1000, Math.round((SECONDS * rate) / 1000) * 1000);
 }
 
-async function benchOne(port: number, tests: string, pipeline: number, size: number, requests: number, keyspace = 10_000): Promise<Omit<Row, 'target' | 'cpuUs' | 'syscallsPerCmd'>[]> {
+async function benchOne(port: number, tests: string, pipeline: number, size: number, requests: number, keyspace = 10_000): Promise<Omit<Row, 'target' | 'cpuUs' | 'syscallsPerCmd' | 'setsPerWrite'>[]> {
   const { stdout } = await run(
     'redis-benchmark',
     ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-c', '50', '-P', String(pipeline), '-d', String(size),
@@ -218,13 +222,16 @@ export async function benchDatabase(targets: BenchTarget[]): Promise<Row[]> {
             const requests = requestsFor(pipeline);
             const cpu0 = server.cpuSeconds();
             const sys0 = server.syscalls();
+            const writes0 = server.logWrites?.() ?? NaN;
             const got = await benchOne(server.port, 'set,get', pipeline, size, requests).catch((e: Error & { stderr?: string }) => {
               // Say which server and case failed: the suite runs eighteen of them.
               throw new Error(`${target.name}, SET/GET -P ${pipeline} -d ${size}: ${e.stderr?.trim() || e.message}`, { cause: e });
             });
             const cpuUs = ((server.cpuSeconds() - cpu0) * 1e6) / (2 * requests);
             const syscallsPerCmd = (server.syscalls() - sys0) / (2 * requests);
-            for (const row of got) rows.push({ ...row, target: target.name, cpuUs, syscallsPerCmd });
+            // GETs write nothing: every log write of the case carried SETs.
+            const setsPerWrite = requests / ((server.logWrites?.() ?? NaN) - writes0);
+            for (const row of got) rows.push({ ...row, target: target.name, cpuUs, syscallsPerCmd, setsPerWrite: row.test === 'SET' ? setsPerWrite : NaN });
           }
         }
       } finally {
@@ -327,7 +334,7 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
   }
   const cell = (target: BenchTarget | undefined, test: string, p: number, size: number) => {
     const rs = all.filter((x) => x.target === target?.name && x.test === test && x.pipeline === p && x.size === size);
-    return { rps: median(rs.map((x) => x.rps)), p99: median(rs.map((x) => x.p99)), cpuUs: median(rs.map((x) => x.cpuUs)), syscalls: median(rs.map((x) => x.syscallsPerCmd)), runs: rs.map((x) => Math.round(x.rps)) };
+    return { rps: median(rs.map((x) => x.rps)), p99: median(rs.map((x) => x.p99)), cpuUs: median(rs.map((x) => x.cpuUs)), syscalls: median(rs.map((x) => x.syscallsPerCmd)), setsPerWrite: median(rs.map((x) => x.setsPerWrite)), runs: rs.map((x) => Math.round(x.rps)) };
   };
   const out: string[] = [`# database bench: median of ${REPEATS} runs, about ${SECONDS} s per test (requests/s)`, ''];
   const json: Record<string, unknown>[] = [];
@@ -338,16 +345,16 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
       for (const p of [1, 16]) {
         for (const size of [100, 4096]) {
           const [i, g, x, f] = [integ, guest, redis, floor].map((t) => cell(t, test, p, size));
-          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 2), fmt(f.syscalls, 2), fmt(x.syscalls, 2)]);
+          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 2), fmt(f.syscalls, 2), fmt(x.syscalls, 2), fmt(i.setsPerWrite, 1), fmt(f.setsPerWrite, 1)]);
           json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x, nodeFloor: f });
         }
       }
     }
     out.push(`## appendfsync ${mode}`, '');
-    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd'], lines), '');
+    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd', 'integrated SETs/log write', 'floor SETs/write'], lines), '');
   }
-  out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests.', '');
-  out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store; under `everysec` the same pwrite without FUA, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
+  out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests; SETs/log write: the SET run\'s requests / the log\'s writes in the case (group commit size: in always, one FUA write each).', '');
+  out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store, and gathers as the log does; under `everysec` the same pwrite without FUA at the log\'s size or time window, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
 
   const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);
   const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')].filter(wanted);

@@ -4,8 +4,9 @@ import { dbLogFailed, ioError, noSpace, type StorvisorError } from '../../../uti
 import { Op, type Mutation, type OpCode } from '../store/mutations.ts';
 import type { SnapshotSink, SnapshotSource, SnapshotStats } from '../store/snapshot.ts';
 
-/** Mutations that can only make the data set smaller. */
-const SHRINKING = new Set<OpCode>([Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb]);
+/** Mutations that can only make the data set smaller: 1 at their op code (a table, not a Set probe per append). */
+const SHRINKING = new Uint8Array(256);
+for (const op of [Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb] as OpCode[]) SHRINKING[op] = 1;
 import { readTailBlock, type LogPosition } from './recovery.ts';
 import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, encodedRecordMutation, encodedRecordSize, recordSize, regionOffset, type Superblock } from './format.ts';
 
@@ -29,6 +30,111 @@ export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
  * no Mutation: they are encoded as they are appended).
  */
 export const QUEUE_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * everysec writes the queue once it holds this many bytes, or once its oldest
+ * record has waited EVERYSEC_WRITE_MS, instead of at every event-loop turn:
+ * each write is a round trip to the device (on a FileBlockDevice a hand-off to
+ * the thread pool and a wake-up back, on a guest a queue request), and at -P1
+ * a turn's batch is a few dozen small SETs, so per-turn writes cost a SET more
+ * than its own encoding. everysec promises at most about a second of loss; the
+ * window adds at most EVERYSEC_WRITE_MS to it (a process killed loses what is
+ * not written yet, a host crash what is not flushed yet: each second's flush
+ * follows a write of everything queued).
+ */
+export const EVERYSEC_WRITE_BYTES = 512 * 1024;
+export const EVERYSEC_WRITE_MS = 20;
+/**
+ * `always` group commit across connections. With one write in flight, 50
+ * clients at -P1 split into two cohorts that never merge: one waits for the
+ * write in flight while the other fills the next batch (24 records per write,
+ * where redis-server, whose fsync blocks its loop, gathers 46). The gather
+ * merges them: once a batch is durable, the next write waits (at most
+ * GATHER_MS) until the queue also holds as many records as that batch
+ * released. That pays only while the device is the bottleneck: the two
+ * cohorts overlap the write of one with the processing of the other, and the
+ * merged cohort cannot, so merging wins only when the released writers come
+ * back faster than a write takes (two cohorts: 25 records per write time L;
+ * merged: 50 per L + return time R; better iff R < L). When the main thread
+ * is busy (R, which includes executing the returning commands, exceeds L) or
+ * the writers do not come back (the bound passes), gathering is off for the
+ * next GATHER_SKIP batches, twice as many after each such gather in a row (up
+ * to GATHER_SKIP_MAX): a probe every few hundred batches at most. A gather
+ * that holds GATHER_MAX_BYTES ends at once.
+ */
+export const GATHER_MS = 2;
+const GATHER_SKIP = 8;
+const GATHER_SKIP_MAX = 256;
+const GATHER_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The gather of `always` group commit (see GATHER_MS), shared by the log and
+ * the bench's RESP floor (which must commit the same way to be its ceiling).
+ */
+export class CommitGather {
+  /** Gathers begun; those that ended at their bound; those that did not pay (their writers came back slower than a write). */
+  readonly counters = { gathers: 0, timeouts: 0, slow: 0 };
+  private timer: NodeJS.Timeout | null = null;
+  private target = 0;
+  private started = 0;
+  /** Duration of the write that released the cohort (ms). */
+  private writeMs = 0;
+  /** Batches left to write without a gather, and how many the next failed one skips. */
+  private skip = 0;
+  private backoff = GATHER_SKIP;
+
+  /** `queued()`: records queued now; `wake()`: called when a hold ends by time (the queue may be written). */
+  constructor(
+    private readonly ms: number,
+    private readonly queued: () => number,
+    private readonly wake: () => void,
+  ) {}
+
+  /** A write of `writeMs` that released `released` records is durable, with `queued` records waiting: hold the next write. */
+  begin(queued: number, released: number, writeMs: number): void {
+    if (this.ms <= 0 || released === 0) return;
+    if (this.skip > 0) {
+      this.skip--;
+      return;
+    }
+    this.counters.gathers++;
+    this.target = queued + released;
+    this.writeMs = writeMs;
+    this.started = performance.now();
+    this.timer ??= setTimeout(this.expired, this.ms);
+  }
+
+  /** Is the next write still held, with `queued` records of `bytes` queued? */
+  holding(queued: number, bytes: number): boolean {
+    if (this.timer === null) return false;
+    if (queued < this.target && bytes < GATHER_MAX_BYTES) return true;
+    this.stop();
+    if (performance.now() - this.started > this.writeMs) {
+      this.counters.slow++;
+      this.fail();
+    } else this.backoff = GATHER_SKIP;
+    return false;
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private fail(): void {
+    this.skip = this.backoff;
+    this.backoff = Math.min(2 * this.backoff, GATHER_SKIP_MAX);
+  }
+
+  private readonly expired = (): void => {
+    this.timer = null;
+    // Only a hold that held writes back counts (an idle log has nothing to gather).
+    if (this.queued() > 0) {
+      this.counters.timeouts++;
+      this.fail();
+    }
+    this.wake();
+  };
+}
 /** A batch buffer starts this big and is kept between batches unless it is much larger than the batches written. */
 const STAGE_MIN_BYTES = 64 * 1024;
 const STAGE_KEEP_BYTES = 1024 * 1024;
@@ -47,6 +153,8 @@ export interface LogWriterOptions {
   /** Called after a compaction, or after a batch that ends a backlog: writes that waited for room may be tried again. */
   onRoom?: () => void;
   log?: (msg: string) => void;
+  /** `always`: the longest the next write waits for the writers a batch released (ms; default GATHER_MS, 0: never). */
+  gatherMs?: number;
 }
 
 /**
@@ -88,8 +196,18 @@ export class LogWriter {
   private snapshotBytes: number;
   private dirtySince = 0;
   private everysecTimer: NodeJS.Timeout | null = null;
+  /** everysec: the queue is written when this fires (armed by the first record queued after a write). */
+  private windowTimer: NodeJS.Timeout | null = null;
+  /** everysec: write the queue now, whatever its size (the window ended, or someone waits for it). */
+  private writeDue = false;
   private flushing: Promise<void> | null = null;
+  /** always: the next write waits for the writers the last batch released (see CommitGather). */
+  private readonly gather: CommitGather;
   readonly counters = { batches: 0, records: 0, bytesWritten: 0, flushes: 0, compactions: 0, compactedBytes: 0 };
+  /** Gathers begun, those that ended by time, and those whose writers came back slower than a write (always). */
+  get gatherCounters(): { gathers: number; timeouts: number; slow: number } {
+    return this.gather.counters;
+  }
 
   constructor(
     private readonly device: BlockDevice,
@@ -103,6 +221,7 @@ export class LogWriter {
     this.nextSeq = pos.nextSeq;
     this.stage = new Stage();
     this.spare = new Stage();
+    this.gather = new CommitGather(options.gatherMs ?? GATHER_MS, () => this.stage.records, () => this.kick());
     this.stage.startAt(pos.tail - pos.tailBlock.length, pos.tailBlock, 0, pos.tailBlock.length, pos.lastCrc, pos.nextSeq);
     // No kick: a log that is only read is never written.
     this.compactRequested = pos.compactFirst;
@@ -182,7 +301,7 @@ export class LogWriter {
   /** Queue one mutation (encoded at once into the next batch: it holds none of `m`'s buffers); returns its sequence number. */
   append(m: Mutation): number {
     this.stage.append(m, this.sb.blockSize);
-    if (SHRINKING.has(m.op)) this.stage.shrinks = true;
+    if (SHRINKING[m.op] === 1) this.stage.shrinks = true;
     this.appended++;
     this.kick();
     return this.appended;
@@ -198,11 +317,37 @@ export class LogWriter {
     if (this.everysecTimer) clearInterval(this.everysecTimer);
     this.everysecTimer = null;
     await this.sync();
+    if (this.windowTimer) clearTimeout(this.windowTimer);
+    this.windowTimer = null;
+    this.gather.stop();
   }
 
   private idle(): Promise<void> {
-    if (!this.running && this.stage.records === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    if ((!this.running && this.stage.records === 0) || (!this.running && this.failure)) return Promise.resolve();
+    const p = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    // Someone waits for the queue: everysec's window does not hold it back.
+    this.writeDue = true;
+    this.kick();
+    return p;
+  }
+
+  /** Should the pump write the queue now (rather than let everysec's window gather more)? */
+  private writeNow(): boolean {
+    if (this.stage.records === 0) return false;
+    // Waiters for idle() (sync, close, compaction) want the queue empty at once.
+    if (this.idleWaiters.length > 0) return true;
+    if (this.options.appendfsync === 'always') return !this.gather.holding(this.stage.records, this.queueBytes);
+    return this.writeDue || this.queueBytes >= EVERYSEC_WRITE_BYTES;
+  }
+
+  /** everysec: write the queue at the end of the window, if nothing writes it before. */
+  private armWindow(): void {
+    if (this.windowTimer !== null || this.failure || this.options.appendfsync !== 'everysec') return;
+    this.windowTimer = setTimeout(() => {
+      this.windowTimer = null;
+      this.writeDue = true;
+      this.kick();
+    }, EVERYSEC_WRITE_MS);
   }
 
   private kick(): void {
@@ -216,6 +361,10 @@ export class LogWriter {
       });
     }
     if (this.running || this.failure) return;
+    if (!this.compactRequested && !this.writeNow()) {
+      if (this.stage.records > 0) this.armWindow();
+      return;
+    }
     this.running = true;
     // setImmediate, not a microtask: commands parsed from every socket in this
     // event loop turn join the first batch.
@@ -224,7 +373,7 @@ export class LogWriter {
 
   private async run(): Promise<void> {
     try {
-      while (!this.failure && (this.stage.records > 0 || this.compactRequested)) {
+      while (!this.failure && (this.writeNow() || this.compactRequested)) {
         const batchBytes = this.queueBytes;
         const batchShrinks = this.stage.shrinks;
         if (this.compactRequested || this.shouldCompact(batchBytes, batchShrinks)) {
@@ -232,7 +381,10 @@ export class LogWriter {
           await this.compact();
           continue;
         }
-        await this.writeQueued();
+        this.writeDue = false;
+        const t0 = performance.now();
+        const released = await this.writeQueued();
+        if (this.options.appendfsync === 'always' && !this.failure) this.gather.begin(this.stage.records, released, performance.now() - t0);
       }
     } catch (err) {
       this.failure = dbLogFailed(err);
@@ -240,6 +392,8 @@ export class LogWriter {
       this.options.onFailure(this.failure);
     } finally {
       this.running = false;
+      // What stays queued (everysec, under the write size) waits for its window.
+      if (this.stage.records > 0 && !this.failure) this.armWindow();
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }
@@ -248,10 +402,11 @@ export class LogWriter {
    * Write the queue as one batch to the active region and acknowledge it. `keep`
    * sees the written batch before its buffer is reused (and may take the buffer over).
    */
-  private async writeQueued(keep?: (batch: Stage) => void): Promise<void> {
+  private async writeQueued(keep?: (batch: Stage) => void): Promise<number> {
     const wasBacklogged = this.backlogged;
     const lastSeq = this.appended;
     const batch = this.take();
+    const records = batch.records;
     try {
       await this.writeStage(batch, true);
       keep?.(batch);
@@ -261,6 +416,7 @@ export class LogWriter {
     }
     this.acknowledge(lastSeq);
     if (wasBacklogged) this.options.onRoom?.();
+    return records;
   }
 
   /**
