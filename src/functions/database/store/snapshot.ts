@@ -1,7 +1,7 @@
 import type { Deque } from './deque.ts';
 import type { IndexedSet } from './indexed-set.ts';
 import type { Entry, Keyspace } from './keyspace.ts';
-import { mutationsForKey, touchedKeys, type Mutation } from './mutations.ts';
+import { Op, mutationsForKey, num, touchedKeys, type Mutation } from './mutations.ts';
 import type { SortedSet } from './sorted-set.ts';
 
 /** Collections with more elements than this are frozen (their element references copied) rather than written at once. */
@@ -9,7 +9,7 @@ const FREEZE_AT = 256;
 /** Records of a split collection stay about this size, so the clock is read every few hundred KiB at most. */
 const RECORD_BYTES = 64 * 1024;
 
-/** Receives the snapshot's mutations in order (the log writer encodes each as a record). */
+/** Receives the snapshot's mutations in order (the log writer encodes each as a record); `m` is valid only during the call (it may be reused). */
 export type SnapshotSink = (m: Mutation) => void;
 
 /** What the log writer drives: an incremental snapshot, advanced in slices. */
@@ -33,6 +33,7 @@ export interface SnapshotStats {
 }
 
 const now = () => performance.now();
+const EMPTY = Buffer.alloc(0);
 
 /**
  * A consistent snapshot of the keyspace as it was when the cursor was made
@@ -70,6 +71,8 @@ export class SnapshotCursor implements SnapshotSource {
   /** Keys between the walk and the cut that were written ahead of the walk. */
   private readonly early = new Set<string>();
   private readonly scratch: Buffer[] = [];
+  /** The SET of a string key, reused for every one (the sink does not keep it): no generator, object or array per key. */
+  private readonly setMutation: Mutation = { op: Op.Set, args: [EMPTY, EMPTY, EMPTY] };
   private done = false;
   readonly stats: SnapshotStats = { slices: 0, maxSliceMs: 0, early: 0, maxEarlyMs: 0, keys: 0, records: 0 };
 
@@ -140,7 +143,8 @@ export class SnapshotCursor implements SnapshotSource {
     this.stats.early++;
     if (!this.ks.isLive(e)) return;
     this.stats.keys++;
-    if (sizeOf(e) > FREEZE_AT) this.pending.push(mutationsForKey(k, frozen(e), RECORD_BYTES));
+    if (e.type === 'string') this.emitString(k, e);
+    else if (sizeOf(e) > FREEZE_AT) this.pending.push(mutationsForKey(k, frozen(e), RECORD_BYTES));
     else for (const m of mutationsForKey(k, e, RECORD_BYTES)) this.emit(m);
   }
 
@@ -170,7 +174,8 @@ export class SnapshotCursor implements SnapshotSource {
     this.walkedId = e.id;
     if (this.early.delete(k) || !this.ks.isLive(e)) return;
     this.stats.keys++;
-    if (sizeOf(e) > FREEZE_AT) this.current = mutationsForKey(k, frozen(e), RECORD_BYTES);
+    if (e.type === 'string') this.emitString(k, e);
+    else if (sizeOf(e) > FREEZE_AT) this.current = mutationsForKey(k, frozen(e), RECORD_BYTES);
     else {
       this.current = mutationsForKey(k, e, RECORD_BYTES);
       this.currentKey = k;
@@ -182,6 +187,16 @@ export class SnapshotCursor implements SnapshotSource {
     for (let r = this.current.next(); !r.done; r = this.current.next()) this.emit(r.value);
     this.current = null;
     this.currentKey = null;
+  }
+
+  /** A string key's one record, as mutationsForKey would give it (SET key value expireAt). */
+  private emitString(k: string, e: Entry & { type: 'string' }): void {
+    const args = this.setMutation.args;
+    args[0] = Buffer.from(k, 'latin1');
+    args[1] = e.data;
+    args[2] = num(e.expireAt);
+    this.emit(this.setMutation);
+    args[0] = args[1] = args[2] = EMPTY;
   }
 
   private emit(m: Mutation): void {
