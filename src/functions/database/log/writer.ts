@@ -29,6 +29,8 @@ export interface CompactionStats {
   /** From the pump's stop to the flip's end: writers that arrive in it wait for the flip. */
   flipMs: number;
   carriedRecords: number;
+  /** Records the flip's synchronous step encoded (carried and queued): the rest were encoded in slices before. */
+  flipRecords: number;
   /** The largest of maxSliceMs, maxEarlyMs, maxCatchUpMs and flipSyncMs. */
   longestStepMs: number;
 }
@@ -536,7 +538,7 @@ export class LogWriter {
         if (pumpError !== null) throw pumpError;
       }
     };
-    const steps = { catchUpSlices: 0, maxCatchUpMs: 0, flipSyncMs: 0 };
+    const steps = { catchUpSlices: 0, maxCatchUpMs: 0, flipSyncMs: 0, flipRecords: 0 };
     const t0 = performance.now();
     let tWritten = t0;
     let tailBlock: Buffer;
@@ -604,6 +606,7 @@ export class LogWriter {
       if (pumpError !== null) throw pumpError;
       // The flip's synchronous step: the pump's last batch and what queued since join the image.
       const s = performance.now();
+      const recordsBefore = seq;
       carry.drain(encode, Infinity);
       carriedRecords = carry.records;
       if (overflow !== null) throw overflow;
@@ -637,6 +640,7 @@ export class LogWriter {
       this.stage = after;
       this.batchId++;
       steps.flipSyncMs = performance.now() - s;
+      steps.flipRecords = seq - recordsBefore;
     } finally {
       source.close();
       carry.clear();
@@ -689,7 +693,8 @@ export class LogWriter {
       flipSyncMs: steps.flipSyncMs,
       maxLaneWaitMs: lane.maxLogWaitMs,
       flipMs: tFlipped - tStopped,
-      carriedRecords: carriedRecords,
+      carriedRecords,
+      flipRecords: steps.flipRecords,
       longestStepMs: longest,
     };
     this.counters.compactionMs += tFlipped - t0;

@@ -1,0 +1,123 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { WriteFlags } from '../../src/block/types.ts';
+import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
+import { Database } from '../../src/functions/database/database.ts';
+import { dispatch } from '../../src/functions/database/commands/table.ts';
+import { commandContext } from './helpers.ts';
+
+const b = (s: string) => Buffer.from(s);
+
+/**
+ * A memory device whose writes and flushes take a few event loop turns (so a
+ * compaction spans many turns of traffic), and that can keep a copy of its
+ * bytes after each write or flush: the volume as a kill -9 then would leave it.
+ */
+class CrashPointDevice extends MemoryBlockDevice {
+  /** Copies taken, each with the last sequence number acknowledged when it was taken. */
+  readonly points: { bytes: Uint8Array; acked: number }[] = [];
+  capture: (() => number) | null = null;
+
+  override async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+    await super.pwrite(buf, offset, flags);
+    this.take();
+  }
+
+  override async flush(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    await super.flush();
+    this.take();
+  }
+
+  private take(): void {
+    // A write-back device could lose what was written since the last flush: this one is
+    // write-through (every write is durable once it resolves), the strictest order test.
+    if (this.capture !== null) this.points.push({ bytes: this.bytes.slice(), acked: this.capture() });
+  }
+
+  copyOf(bytes: Uint8Array): MemoryBlockDevice {
+    const d = new MemoryBlockDevice(this.size, { blockSize: this.blockSize });
+    d.bytes.set(bytes);
+    return d;
+  }
+}
+
+test('records written beside a compaction are re-encoded in slices after the walk, the flip encoding only the last of them', async () => {
+  const device = new CrashPointDevice(16 << 20);
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  for (let i = 0; i < 12_000; i++) run('SET', `k${i}`, `v${i}-${'x'.repeat(100)}`);
+  await db.writer.sync();
+  const compaction = db.writer.compactNow();
+  let i = 0;
+  while (db.writer.counters.compactions === 0) {
+    for (let j = 0; j < 20; j++, i++) run('SET', `k${(i * 7) % 12_000}`, `during-${i}`);
+    await new Promise((r) => setImmediate(r));
+  }
+  await compaction;
+  await db.writer.sync();
+  const st = db.writer.lastCompaction!;
+  assert.ok(st.carriedRecords > 0, 'nothing was carried');
+  assert.ok(st.catchUpSlices >= 1, 'the carry was not encoded in slices');
+  assert.ok(st.flipRecords < st.carriedRecords, `the flip encoded ${st.flipRecords} of ${st.carriedRecords} carried records`);
+  const expected = new Map<string, string>();
+  for (let k = 0; k < 12_000; k++) expected.set(`k${k}`, String(dispatch(ctx, [b('GET'), b(`k${k}`)])));
+  const reopened = await Database.open(device.copyOf(device.bytes), options);
+  const rctx = commandContext(reopened);
+  assert.equal(reopened.replaySkipped, 0);
+  for (const [k, v] of expected) assert.equal(String(dispatch(rctx, [b('GET'), b(k)])), v, k);
+  await Promise.all([db.close(), reopened.close()]);
+});
+
+test('a crash at any write or flush of a compaction beside writes in always mode loses no acknowledged write', async () => {
+  const device = new CrashPointDevice(8 << 20);
+  let durable = 0;
+  const options = {
+    appendfsync: 'always' as const,
+    log: () => {},
+    onDurable: (seq: number) => {
+      durable = seq;
+    },
+    onFailure: () => {},
+  };
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  for (let i = 0; i < 4000; i++) run('SET', `pre${i}`, `p${i}-${'y'.repeat(60)}`);
+  await db.writer.sync();
+  /** Each write beside the compaction: its key and its sequence number (acknowledged once durable reaches it). */
+  const writes: { key: string; seq: number }[] = [];
+  device.capture = () => durable;
+  const compaction = db.writer.compactNow();
+  let i = 0;
+  while (db.writer.counters.compactions === 0) {
+    for (let j = 0; j < 8; j++, i++) {
+      run('SET', `w${i}`, `v${i}`);
+      writes.push({ key: `w${i}`, seq: db.lastSeq });
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  await compaction;
+  await db.writer.sync();
+  device.capture = null;
+  assert.ok(db.writer.lastCompaction!.carriedRecords > 0, 'nothing was carried');
+  assert.ok(device.points.length > 10, `only ${device.points.length} crash points`);
+  // Every point, or at most 40 spread over them all (each is a reopen of the volume).
+  const step = Math.max(1, Math.floor(device.points.length / 40));
+  for (let p = 0; p < device.points.length; p += step) {
+    const { bytes, acked } = device.points[p]!;
+    const crashed = await Database.open(device.copyOf(bytes), { ...options, onDurable: () => {} });
+    const cctx = commandContext(crashed);
+    for (const k of [0, 1999, 3999]) assert.equal(String(dispatch(cctx, [b('GET'), b(`pre${k}`)])), `p${k}-${'y'.repeat(60)}`, `crash point ${p}: pre${k}`);
+    for (const w of writes) {
+      if (w.seq > acked) break;
+      assert.equal(String(dispatch(cctx, [b('GET'), b(w.key)])), `v${w.key.slice(1)}`, `crash point ${p} of ${device.points.length}: ${w.key} (seq ${w.seq}, acknowledged ${acked}) lost`);
+    }
+    assert.equal(crashed.ks.size >= 4000, true);
+    await crashed.close();
+  }
+  await db.close();
+});
