@@ -31,6 +31,8 @@ export interface CompactionStats {
   carriedRecords: number;
   /** Records the flip's synchronous step encoded (carried and queued): the rest were encoded in slices before. */
   flipRecords: number;
+  /** The most memory the carried records held at once (what CARRY_MAX_BYTES bounds). */
+  carryPeakBytes: number;
   /** The largest of maxSliceMs, maxEarlyMs, maxCatchUpMs and flipSyncMs. */
   longestStepMs: number;
 }
@@ -458,13 +460,22 @@ export class LogWriter {
     // Carried records are kept as the bytes they were written as (re-encoded at the flip into the new chain).
     const carry = this.carry;
     carry.clear();
-    /** Keep the records of a batch written beside, but the first notCarried (the snapshot has them): the buffer itself. */
+    const steps = { catchUpSlices: 0, maxCatchUpMs: 0, flipSyncMs: 0, flipRecords: 0, carryPeakBytes: 0 };
+    /**
+     * Keep the records of a batch written beside, but the first notCarried (the snapshot has
+     * them): the buffer itself when they fill much of it, else a copy (a batch buffer is at
+     * least STAGE_MIN_BYTES: small batches adopted whole held ten times their records, and
+     * reached CARRY_MAX_BYTES, which stops the writes beside, within a few hundred batches).
+     */
     const keep = (batch: Stage): void => {
       let p = batch.prefix;
       for (; notCarried > 0 && p < batch.used; notCarried--) p += encodedRecordSize(batch.buf, p);
       if (p === batch.used) return;
-      carry.adopt(batch.buf, p, batch.used);
-      batch.buf = EMPTY;
+      if (!carry.copy(batch.buf, p, batch.used)) {
+        carry.adopt(batch.buf, p, batch.used);
+        batch.buf = EMPTY;
+      }
+      if (carry.retained > steps.carryPeakBytes) steps.carryPeakBytes = carry.retained;
     };
     let pumpStop = false;
     let pumpError: unknown = null;
@@ -538,8 +549,7 @@ export class LogWriter {
         if (pumpError !== null) throw pumpError;
       }
     };
-    const steps = { catchUpSlices: 0, maxCatchUpMs: 0, flipSyncMs: 0, flipRecords: 0 };
-    const t0 = performance.now();
+        const t0 = performance.now();
     let tWritten = t0;
     let tailBlock: Buffer;
     let imageBytes: number;
@@ -695,6 +705,7 @@ export class LogWriter {
       flipMs: tFlipped - tStopped,
       carriedRecords,
       flipRecords: steps.flipRecords,
+      carryPeakBytes: steps.carryPeakBytes,
       longestStepMs: longest,
     };
     this.counters.compactionMs += tFlipped - t0;
@@ -703,7 +714,7 @@ export class LogWriter {
       `database log compacted: ${imageBytes} live bytes in region ${next.activeRegion} (${carriedRecords} records carried, ${flipQueued} queued during the flip; ` +
         `${st.slices} slices, longest ${st.maxSliceMs.toFixed(2)} ms; ${st.early} keys saved ahead of the walk, longest ${st.maxEarlyMs.toFixed(2)} ms; ` +
         `carry encoded in ${steps.catchUpSlices} slices, longest ${steps.maxCatchUpMs.toFixed(2)} ms, flip's synchronous step ${steps.flipSyncMs.toFixed(2)} ms; ` +
-        `a log batch waited at most ${lane.maxLogWaitMs.toFixed(1)} ms for a chunk write; ` +
+        `a log batch waited at most ${lane.maxLogWaitMs.toFixed(1)} ms for a chunk write; carry peaked at ${steps.carryPeakBytes} bytes; ` +
         `snapshot and carry written in ${(tWritten - t0).toFixed(1)} ms, pump stopped ${(tStopped - tWritten).toFixed(1)} ms later, flip ${(tFlipped - tStopped).toFixed(1)} ms)`,
     );
   }
@@ -909,6 +920,9 @@ class ChunkedImage {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Carried batches of at most this many bytes are copied into shared blocks of CARRY_BLOCK bytes, not adopted. */
+const CARRY_COPY_MAX = 64 * 1024;
+const CARRY_BLOCK = 256 * 1024;
 
 /** A buffer of `len` bytes that must hold `need`: geometric (appends stay O(1) on average), in STAGE_MIN_BYTES steps. */
 function grownSize(len: number, need: number): number {
@@ -1018,7 +1032,7 @@ class Stage {
  * slice at a time, and lets each buffer go once its records are handed over.
  */
 class CarrySegments {
-  private segments: ({ buf: Buffer; from: number; to: number } | null)[] = [];
+  private segments: ({ buf: Buffer; from: number; to: number; cost: number } | null)[] = [];
   private head = 0;
   /** Bytes of the records not yet drained. */
   length = 0;
@@ -1029,9 +1043,37 @@ class CarrySegments {
 
   /** Take over `buf` (the caller gives it up) for its records in [from, to). */
   adopt(buf: Buffer, from: number, to: number): void {
-    this.segments.push({ buf, from, to });
+    this.push(buf, from, to, buf.length);
+  }
+
+  /** The block copies go to, and the bytes of it used. */
+  private block: Buffer = EMPTY;
+  private blockUsed = 0;
+
+  /**
+   * Copy the records in [from, to) of `buf` (which stays the caller's) when they
+   * are at most a quarter of it and CARRY_COPY_MAX; false when they should be
+   * adopted instead. Copies are packed in CARRY_BLOCK-byte blocks: they are
+   * counted at their size, and a block's unused tail (under CARRY_COPY_MAX) is
+   * not counted.
+   */
+  copy(buf: Buffer, from: number, to: number): boolean {
+    const n = to - from;
+    if (n > CARRY_COPY_MAX || n > buf.length >> 2) return false;
+    if (this.blockUsed + n > this.block.length) {
+      this.block = Buffer.allocUnsafe(CARRY_BLOCK);
+      this.blockUsed = 0;
+    }
+    buf.copy(this.block, this.blockUsed, from, to);
+    this.push(this.block, this.blockUsed, this.blockUsed + n, n);
+    this.blockUsed += n;
+    return true;
+  }
+
+  private push(buf: Buffer, from: number, to: number, cost: number): void {
+    this.segments.push({ buf, from, to, cost });
     this.length += to - from;
-    this.retained += buf.length;
+    this.retained += cost;
     for (let p = from; p < to; p += encodedRecordSize(buf, p)) this.records++;
   }
 
@@ -1051,7 +1093,7 @@ class CarrySegments {
         this.length -= size;
         if ((++n & 15) === 0 && seg.from < seg.to && performance.now() >= deadline) return false;
       }
-      this.retained -= seg.buf.length;
+      this.retained -= seg.cost;
       this.segments[this.head++] = null;
       if ((n & 15) === 0 && n > 0 && this.head < this.segments.length && performance.now() >= deadline) break;
     }
@@ -1068,5 +1110,7 @@ class CarrySegments {
     this.length = 0;
     this.retained = 0;
     this.records = 0;
+    this.block = EMPTY;
+    this.blockUsed = 0;
   }
 }
