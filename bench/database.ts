@@ -302,7 +302,8 @@ export interface CompactionRow {
   compacting: boolean;
   requests: number;
   seconds: number;
-  /** Compactions that ended in the window, and their mean length (ms; storvisor only). */
+  /** Compactions started in the window (BGREWRITEAOF answered "started"); those that ended in it, and their mean length (ms; storvisor only). */
+  started: number;
   compactions: number;
   compactionMs: number;
   rps: number;
@@ -355,12 +356,12 @@ export async function benchCompaction(targets: BenchTarget[], keys: number, repe
             const [row] = await benchOne(server.port, 'set', 1, 100, requests, keys);
             const seconds = (performance.now() - t0) / 1000;
             loop?.disable();
-            await bg?.stop();
+            const started = (await bg?.stop()) ?? 0;
             const after = await persistenceInfo(server.port);
             const compactions = Number(after.aof_rewrites) - Number(before.aof_rewrites);
             const ms = Number(after.log_compaction_ms_total) - Number(before.log_compaction_ms_total);
             rows.push({
-              target: target.name, repeat, pair, compacting, requests, seconds, compactions,
+              target: target.name, repeat, pair, compacting, requests, seconds, started, compactions,
               compactionMs: compactions > 0 ? ms / compactions : NaN,
               rps: row.rps, p50: row.p50, p99: row.p99, max: row.max,
               loopMaxMs: loop ? loop.max / 1e6 : NaN,
@@ -454,7 +455,7 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
       return {
         windows: w.length, rps: median(w.map((x) => x.rps)), p50: median(w.map((x) => x.p50)), p99: median(w.map((x) => x.p99)),
         max: median(w.map((x) => x.max)), worstMax: Math.max(...w.map((x) => x.max)), loopMaxMs: median(w.map((x) => x.loopMaxMs)),
-        compactions: median(w.map((x) => x.compactions)), compactionMs: median(w.map((x) => x.compactionMs).filter(Number.isFinite)), seconds: median(w.map((x) => x.seconds)),
+        started: median(w.map((x) => x.started)), compactions: median(w.map((x) => x.compactions)), compactionMs: median(w.map((x) => x.compactionMs).filter(Number.isFinite)), seconds: median(w.map((x) => x.seconds)),
       };
     });
     // Each pair's ratio: its two windows ran next to each other.
@@ -466,12 +467,12 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
     const ratio = median(ratios);
     const step = longestStep.get(t.name);
     clines.push([t.name, 'no', String(off.windows), fmt(off.seconds, 1), '-', '-', fmt(off.rps), fmt(off.p50, 3), fmt(off.p99, 3), fmt(off.max, 1), fmt(off.worstMax, 1), fmt(off.loopMaxMs, 1), '', '', '']);
-    clines.push([t.name, 'yes', String(on.windows), fmt(on.seconds, 1), fmt(on.compactions, 1), fmt(on.compactionMs, 0), fmt(on.rps), fmt(on.p50, 3), fmt(on.p99, 3), fmt(on.max, 1), fmt(on.worstMax, 1), fmt(on.loopMaxMs, 1),
+    clines.push([t.name, 'yes', String(on.windows), fmt(on.seconds, 1), `${fmt(on.started, 1)} / ${fmt(on.compactions, 1)}`, fmt(on.compactionMs, 0), fmt(on.rps), fmt(on.p50, 3), fmt(on.p99, 3), fmt(on.max, 1), fmt(on.worstMax, 1), fmt(on.loopMaxMs, 1),
       fmt(step ?? NaN, 2), fmt(ratio, 2), ratios.length ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : '-']);
     json.push({ compaction: t.name, without: off, with: on, pairRatios: ratios, ratio, longestStepMs: step ?? null });
   }
   out.push(`## SET -P 1, 100 B, ${keys} keys preloaded, windows without and with compaction (BGREWRITEAOF every 100 ms), appendfsync always`, '');
-  out.push(...table(['target', 'compacting', 'windows', 's per window', 'compactions per window', 'ms per compaction', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'worst max ms', 'event loop max delay ms', 'longest synchronous step ms', 'p99 with / without, median of pairs (target ≤ 2)', 'pair ratios min–max'], clines), '');
+  out.push(...table(['target', 'compacting', 'windows', 's per window', 'compactions started / ended per window', 'ms per compaction', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'worst max ms', 'event loop max delay ms', 'longest synchronous step ms', 'p99 with / without, median of pairs (target ≤ 2)', 'pair ratios min–max'], clines), '');
   out.push(`Windows of about ${SECONDS} s (requests from a warm-up run's rate), alternating without and with compaction, ${COMPACTION_PAIRS} pairs per target and repeat (order swapped every pair); a window without compaction starts once the last one ended. p50, p99, max, rates, compactions and event loop delay: median over windows; worst max: the largest over windows; p99 ratio: per pair of neighbouring windows, then the median. max ms is the longest a client waited for one reply; event loop max delay (integrated only, monitorEventLoopDelay in the process running the database) is the longest the database's loop was held; longest synchronous step: the longest snapshot slice, save ahead of the walk, carry slice or flip step of any compaction (INFO log_compaction_longest_step_ms; a slice longer than its 1 ms budget was preempted or hit by a GC pause).`, '');
   out.push(`${((Date.now() - started) / 1000).toFixed(0)} s in all.`);
 
