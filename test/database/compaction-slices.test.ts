@@ -121,3 +121,62 @@ test('a crash at any write or flush of a compaction beside writes in always mode
   }
   await db.close();
 });
+
+test('big collections the walk reads live are copied only when a mutation comes, and the snapshot holds them as they were at the cut', async () => {
+  const device = new MemoryBlockDevice(64 << 20);
+  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  const N = 40_000;
+  for (let i = 0; i < N; i += 1000) {
+    const idx = Array.from({ length: 1000 }, (_, j) => i + j);
+    run('RPUSH', 'list', ...idx.map((j) => `e${j}`));
+    run('HSET', 'hash', ...idx.flatMap((j) => [`f${j}`, `v${j}`]));
+    run('SADD', 'set', ...idx.map((j) => `m${j}`));
+    run('ZADD', 'zset', ...idx.flatMap((j) => [String(j), `z${j}`]));
+  }
+  await db.writer.sync();
+  let done = false;
+  const compaction = db.writer.compactNow().finally(() => (done = true));
+  for (let t = 0; !done; t++) {
+    run('LPOP', 'list');
+    run('RPUSH', 'list', `late${t}`);
+    run('HDEL', 'hash', `f${t}`);
+    run('HSET', 'hash', `f${N - 1 - t}`, `changed${t}`);
+    run('SREM', 'set', `m${t}`);
+    run('SADD', 'set', `late${t}`);
+    run('ZREM', 'zset', `z${t}`);
+    run('ZINCRBY', 'zset', '0.5', `z${N - 1 - t}`);
+    await new Promise((r) => setImmediate(r));
+  }
+  await compaction;
+  await db.writer.sync();
+  const st = db.writer.lastSnapshot!;
+  assert.ok(st.frozenMidWalk >= 1, 'no collection was mutated while the walk read it');
+  const dump = (d: Database) => {
+    const c = commandContext(d);
+    const q = (...args: string[]) => (dispatch(c, args.map(b)) as Buffer[]).map(String);
+    return {
+      list: q('LRANGE', 'list', '0', '-1'),
+      hash: q('HGETALL', 'hash'),
+      set: q('SMEMBERS', 'set').sort(),
+      zset: q('ZRANGE', 'zset', '0', '-1', 'WITHSCORES'),
+    };
+  };
+  const expected = dump(db);
+  const reopened = await Database.open(device, options);
+  assert.equal(reopened.replaySkipped, 0);
+  const got = dump(reopened);
+  assert.deepEqual(got.list, expected.list);
+  assert.deepEqual(new Map(pairs(got.hash)), new Map(pairs(expected.hash)));
+  assert.deepEqual(got.set, expected.set);
+  assert.deepEqual(got.zset, expected.zset);
+  await Promise.all([db.close(), reopened.close()]);
+});
+
+function pairs(xs: string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i < xs.length; i += 2) out.push([xs[i]!, xs[i + 1]!]);
+  return out;
+}
