@@ -7,6 +7,14 @@ import { dispatch } from '../../src/functions/database/commands/table.ts';
 import { commandContext } from './helpers.ts';
 
 const b = (s: string) => Buffer.from(s);
+const quiet = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
+
+/** A database on `device` with a command context and a string-argument runner. */
+async function openDb(device: MemoryBlockDevice, options: Parameters<typeof Database.open>[1] = quiet) {
+  const db = await Database.open(device, options);
+  const ctx = commandContext(db);
+  return { db, ctx, run: (...args: string[]) => dispatch(ctx, args.map(b)) };
+}
 
 /**
  * A memory device whose writes and flushes take a few event loop turns (so a
@@ -45,10 +53,7 @@ class CrashPointDevice extends MemoryBlockDevice {
 
 test('records written beside a compaction are re-encoded in slices after the walk, the flip encoding only the last of them', async () => {
   const device = new CrashPointDevice(16 << 20);
-  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
-  const db = await Database.open(device, options);
-  const ctx = commandContext(db);
-  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  const { db, ctx, run } = await openDb(device);
   for (let i = 0; i < 12_000; i++) run('SET', `k${i}`, `v${i}-${'x'.repeat(100)}`);
   await db.writer.sync();
   const compaction = db.writer.compactNow();
@@ -65,8 +70,7 @@ test('records written beside a compaction are re-encoded in slices after the wal
   assert.ok(st.flipRecords < st.carriedRecords, `the flip encoded ${st.flipRecords} of ${st.carriedRecords} carried records`);
   const expected = new Map<string, string>();
   for (let k = 0; k < 12_000; k++) expected.set(`k${k}`, String(dispatch(ctx, [b('GET'), b(`k${k}`)])));
-  const reopened = await Database.open(device.copyOf(device.bytes), options);
-  const rctx = commandContext(reopened);
+  const { db: reopened, ctx: rctx } = await openDb(device.copyOf(device.bytes));
   assert.equal(reopened.replaySkipped, 0);
   for (const [k, v] of expected) assert.equal(String(dispatch(rctx, [b('GET'), b(k)])), v, k);
   await Promise.all([db.close(), reopened.close()]);
@@ -83,9 +87,7 @@ test('a crash at any write or flush of a compaction beside writes in always mode
     },
     onFailure: () => {},
   };
-  const db = await Database.open(device, options);
-  const ctx = commandContext(db);
-  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  const { db, run } = await openDb(device, options);
   for (let i = 0; i < 4000; i++) run('SET', `pre${i}`, `p${i}-${'y'.repeat(60)}`);
   await db.writer.sync();
   /** Each write beside the compaction: its key and its sequence number (acknowledged once durable reaches it). */
@@ -124,10 +126,7 @@ test('a crash at any write or flush of a compaction beside writes in always mode
 
 test('big collections the walk reads live are copied only when a mutation comes, and the snapshot holds them as they were at the cut', async () => {
   const device = new MemoryBlockDevice(64 << 20);
-  const options = { appendfsync: 'always' as const, log: () => {}, onDurable: () => {}, onFailure: () => {} };
-  const db = await Database.open(device, options);
-  const ctx = commandContext(db);
-  const run = (...args: string[]) => dispatch(ctx, args.map(b));
+  const { db, run } = await openDb(device);
   const N = 40_000;
   for (let i = 0; i < N; i += 1000) {
     const idx = Array.from({ length: 1000 }, (_, j) => i + j);
@@ -165,7 +164,7 @@ test('big collections the walk reads live are copied only when a mutation comes,
     };
   };
   const expected = dump(db);
-  const reopened = await Database.open(device, options);
+  const { db: reopened } = await openDb(device);
   assert.equal(reopened.replaySkipped, 0);
   const got = dump(reopened);
   assert.deepEqual(got.list, expected.list);
