@@ -889,7 +889,6 @@ class ChunkedImage {
     if (this.spare.length < 2) this.spare.push(c);
   }
 
-  /** The partial last chunk, zero padded to a whole block (empty when there is none). */
   /** A copy of the last, partly filled block of the image (empty when it ends on a block boundary). */
   tailBlock(blockSize: number): Buffer {
     return Buffer.from(this.current.subarray(Math.floor(this.used / blockSize) * blockSize, this.used));
