@@ -7,16 +7,13 @@
  * bulk as long as the last SET's value (so 100 B and 4 KiB cases get replies
  * of their size) — no keyspace, no log, no copies of values.
  *
- * `always`: the group commit and nothing else. SET replies (and the replies
- * behind them on that connection) wait for a batch: one block-aligned pwrite
- * with FUA (an fdatasync on a FileBlockDevice) as large as the batch's values
- * would be, from one zeroed buffer; everything that arrives while a batch is
- * in flight joins the next one, which also gathers the writers the last batch
- * released, as the log does (CommitGather). Its rate is the ceiling for
- * `always` SET.
- * `everysec`: the same batch writes without FUA, the replies going out at
- * once; as the log, a batch is written once it holds EVERYSEC_WRITE_BYTES or
- * its first SET waited EVERYSEC_WRITE_MS.
+ * The group commit and nothing else. SET replies (and the replies behind
+ * them on that connection) wait for a batch: one block-aligned pwrite as large
+ * as the batch's values would be, from one zeroed buffer, with FUA (an
+ * fdatasync on a FileBlockDevice) in `always` and without in `everysec`;
+ * everything that arrives while a batch is in flight joins the next one, which
+ * also gathers the writers the last batch released, as the log does
+ * (CommitGather). Its rate is the ceiling for SET.
  *
  * Whatever a database does beyond this costs time this floor does not spend;
  * its rate is the ceiling of any database on this runtime and socket path.
@@ -26,7 +23,7 @@ import { TcpService, type ConnectionHandler, type TcpConnection } from '../../sr
 import { RespParser } from '../../src/functions/database/resp/parser.ts';
 import { ErrorReply, OK, PONG, ReplyWriter, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
 import { respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
-import { CommitGather, EVERYSEC_WRITE_BYTES, EVERYSEC_WRITE_MS, GATHER_MS } from '../../src/functions/database/log/writer.ts';
+import { CommitGather, GATHER_MS } from '../../src/functions/database/log/writer.ts';
 
 /** Bulk replies by length (one per size the bench uses). */
 const bulks = new Map<number, Buffer>();
@@ -44,7 +41,7 @@ const EMPTY_ARRAY: Reply[] = [];
 class FloorConnection implements ConnectionHandler {
   private readonly parser: RespParser;
   private readonly w = new ReplyWriter();
-  /** Replies behind a SET waiting for its batch (always). */
+  /** Replies behind a SET waiting for its batch. */
   private readonly held = new ReplyWriter();
   private heldBatch = 0;
   private heldBytes = 0;
@@ -87,11 +84,10 @@ class FloorConnection implements ConnectionHandler {
       this.srv.lastSize = args[2]!.length;
       reply = OK;
       if (this.srv.device !== null) {
-        // everysec writes the batch too (without FUA), as the log does, but answers at once.
+        // Both modes answer once the batch is written, as the log does (everysec without FUA).
         this.srv.batchBytes += args[1]!.length + args[2]!.length + RECORD_OVERHEAD;
         this.srv.batchCount++;
-        wrote = this.srv.always;
-        if (!wrote) this.srv.commitSoon();
+        wrote = true;
       }
     } else if (name.length === 3 && (name[0]! | 0x20) === 0x67) {
       reply = bulkOf(this.srv.lastSize);
@@ -165,24 +161,20 @@ export interface FloorServer {
 
 export interface RunningFloor {
   port: number;
-  /** Group-commit writes (always). */
+  /** Group-commit writes. */
   batches(): number;
   stop(): Promise<void>;
 }
 
 /**
  * Start the floor server on 127.0.0.1 port 0. With a device it writes SET
- * batches (pwrite, no data set); `always`, it answers SET only once the
- * group-commit write (with FUA) holding it is done; otherwise at once, as
- * `everysec` between its flushes.
+ * batches (pwrite, no data set) and answers SET only once the group-commit
+ * write holding it is done (with FUA when `always`, as `everysec` without).
  */
 export async function startFloor(device: BlockDevice | null, always = true): Promise<RunningFloor> {
   let writing = false;
   let scheduled = false;
   let batches = 0;
-  /** everysec: the window timer, and whether it ended (the batch is written whatever its size). */
-  let windowTimer: NodeJS.Timeout | null = null;
-  let windowDue = false;
   let stopped = false;
   let zero = Buffer.alloc(0);
   const bs = device?.blockSize ?? 4096;
@@ -198,23 +190,14 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
     waiting: new Set(),
     commitSoon(now = false) {
       if (writing || scheduled || srv.batchCount === 0) return;
-      if (always) {
-        if (gather.holding(srv.batchCount, srv.batchBytes)) return;
-      } else if (!windowDue && srv.batchBytes < EVERYSEC_WRITE_BYTES) {
-        windowTimer ??= setTimeout(() => {
-          windowTimer = null;
-          windowDue = true;
-          srv.commitSoon();
-        }, EVERYSEC_WRITE_MS);
-        return;
-      }
+      if (gather.holding(srv.batchCount, srv.batchBytes)) return;
       if (now) return commit();
       // As the log writer: the batch starts on the next turn, so commands read from every socket in this one join it.
       scheduled = true;
       setImmediate(commit);
     },
   };
-  const gather = new CommitGather(always ? GATHER_MS : 0, () => srv.batchCount, () => srv.commitSoon());
+  const gather = new CommitGather(GATHER_MS, () => srv.batchCount, () => srv.commitSoon());
   const commit = (): void => {
     scheduled = false;
     if (writing || stopped || srv.batchBytes === 0 || device === null) return;
@@ -224,9 +207,6 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
     const released = srv.batchCount;
     srv.batchBytes = 0;
     srv.batchCount = 0;
-    windowDue = false;
-    if (windowTimer !== null) clearTimeout(windowTimer);
-    windowTimer = null;
     if (zero.length < bytes) zero = Buffer.alloc(bytes);
     if (offset + bytes > region) offset = 0;
     const at = offset;
@@ -237,7 +217,7 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
         writing = false;
         batches++;
         for (const c of [...srv.waiting]) c.released(batch);
-        if (always) gather.begin(srv.batchCount, released, performance.now() - t0);
+        gather.begin(srv.batchCount, released, performance.now() - t0);
         srv.commitSoon(true);
       },
       (err: Error) => {
@@ -260,8 +240,6 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
       await service.stop();
       stopped = true;
       gather.stop();
-      if (windowTimer !== null) clearTimeout(windowTimer);
-      windowTimer = null;
     },
   };
 }

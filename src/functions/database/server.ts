@@ -11,8 +11,8 @@ import { respErrorOf } from './resp/errors.ts';
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
 export const OUTPUT_SOFT_LIMIT = 4 << 20;
 /**
- * Replies waiting for their write to be durable (appendfsync always) count as
- * in flight; beyond this many bytes of them, execution waits for the log.
+ * Replies waiting for their write (durable in appendfsync always, written in
+ * everysec) count as in flight; beyond this many bytes of them, execution waits for the log.
  */
 export const PENDING_REPLY_LIMIT = 16 << 20;
 /**
@@ -85,8 +85,10 @@ interface PendingReply {
  * One client connection: parse, execute one command at a time, and send
  * replies in order. Execution stops (the parser keeps the rest, and reading
  * pauses) once the client's unsent replies pass the soft limit, and goes on
- * when they drain. In `always` mode a reply that follows a write waits until
- * that write is durable, and every later reply on the connection waits behind it.
+ * when they drain. A reply that follows a write waits until the log has that
+ * write (durable in `always`; written to the device in `everysec`, as Redis
+ * writes its AOF before it replies, so that kill -9 loses nothing acknowledged
+ * in either mode), and every later reply on the connection waits behind it.
  */
 class Connection implements ClientState, ConnectionHandler {
   closeAfterReply = false;
@@ -227,7 +229,7 @@ class Connection implements ClientState, ConnectionHandler {
     }
     if (reply instanceof BlockReply) return false;
     const wrote = this.srv.db.lastSeq !== before;
-    this.unblock(reply, wrote && this.srv.options.appendfsync === 'always' ? this.srv.db.lastSeq : 0, true);
+    this.unblock(reply, wrote ? this.srv.db.lastSeq : 0, true);
     return true;
   }
 
@@ -276,7 +278,7 @@ class Connection implements ClientState, ConnectionHandler {
       return false;
     }
     const wrote = this.srv.db.lastSeq !== before;
-    this.queue(reply, wrote && this.srv.options.appendfsync === 'always' ? this.srv.db.lastSeq : 0);
+    this.queue(reply, wrote ? this.srv.db.lastSeq : 0);
     this.afterCommand();
     return this.blocked === null && !this.closeAfterReply && this.conn.canAccept();
   }

@@ -48,8 +48,8 @@ export interface CompactionStats {
 export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
 /**
  * Bytes of queued (encoded, not yet written) records past which new writes
- * wait for the log: everysec acknowledges before the write, so without it one
- * client pipelining large SETs could queue without end. The log's own memory
+ * wait for the log: one client pipelining large SETs must not queue without
+ * end while the device is slower than it. The log's own memory
  * is then at most this twice (the batch being written and the next one being
  * encoded, each ending with one record past the bound) plus CARRY_MAX_BYTES
  * during a compaction; queued records hold no other memory (no socket chunk,
@@ -57,20 +57,8 @@ export const CARRY_MAX_BYTES = 32 * 1024 * 1024;
  */
 export const QUEUE_MAX_BYTES = 16 * 1024 * 1024;
 /**
- * everysec writes the queue once it holds this many bytes, or once its oldest
- * record has waited EVERYSEC_WRITE_MS, instead of at every event-loop turn:
- * each write is a round trip to the device (on a FileBlockDevice a hand-off to
- * the thread pool and a wake-up back, on a guest a queue request), and at -P1
- * a turn's batch is a few dozen small SETs, so per-turn writes cost a SET more
- * than its own encoding. everysec promises at most about a second of loss; the
- * window adds at most EVERYSEC_WRITE_MS to it (a process killed loses what is
- * not written yet, a host crash what is not flushed yet: each second's flush
- * follows a write of everything queued).
- */
-export const EVERYSEC_WRITE_BYTES = 512 * 1024;
-export const EVERYSEC_WRITE_MS = 20;
-/**
- * `always` group commit across connections. With one write in flight, 50
+ * Group commit across connections (both modes: a reply waits for its batch's
+ * write, with FUA in always, without in everysec). With one write in flight, 50
  * clients at -P1 split into two cohorts that never merge: one waits for the
  * write in flight while the other fills the next batch (24 records per write,
  * where redis-server, whose fsync blocks its loop, gathers 46). The gather
@@ -93,7 +81,7 @@ const GATHER_SKIP_MAX = 256;
 const GATHER_MAX_BYTES = 1024 * 1024;
 
 /**
- * The gather of `always` group commit (see GATHER_MS), shared by the log and
+ * The gather of group commit (see GATHER_MS), shared by the log and
  * the bench's RESP floor (which must commit the same way to be its ceiling).
  */
 export class CommitGather {
@@ -172,14 +160,14 @@ export interface LogWriterOptions {
    * feeds `sink` the mutations that rebuild it, a slice per step().
    */
   snapshot: (sink: SnapshotSink) => SnapshotSource;
-  /** Called when records up to `seq` are durable (always mode) or written (everysec). */
+  /** Called when records up to `seq` are durable (always mode) or written, without a flush (everysec). */
   onDurable: (seq: number) => void;
   /** Called once if a write fails; the log is then failed for good. */
   onFailure: (err: Error) => void;
   /** Called after a compaction, or after a batch that ends a backlog: writes that waited for room may be tried again. */
   onRoom?: () => void;
   log?: (msg: string) => void;
-  /** `always`: the longest the next write waits for the writers a batch released (ms; default GATHER_MS, 0: never). */
+  /** The longest the next write waits for the writers a batch released (ms; default GATHER_MS, 0: never). */
   gatherMs?: number;
 }
 
@@ -222,12 +210,8 @@ export class LogWriter {
   private snapshotBytes: number;
   private dirtySince = 0;
   private everysecTimer: NodeJS.Timeout | null = null;
-  /** everysec: the queue is written when this fires (armed by the first record queued after a write). */
-  private windowTimer: NodeJS.Timeout | null = null;
-  /** everysec: write the queue now, whatever its size (the window ended, or someone waits for it). */
-  private writeDue = false;
   private flushing: Promise<void> | null = null;
-  /** always: the next write waits for the writers the last batch released (see CommitGather). */
+  /** The next write waits for the writers the last batch released (see CommitGather). */
   private readonly gather: CommitGather;
   readonly counters = {
     batches: 0,
@@ -240,7 +224,7 @@ export class LogWriter {
     compactionMs: 0,
     compactionLongestStepMs: 0,
   };
-  /** Gathers begun, those that ended by time, and those whose writers came back slower than a write (always). */
+  /** Gathers begun, those that ended by time, and those whose writers came back slower than a write (both modes). */
   get gatherCounters(): { gathers: number; timeouts: number; slow: number } {
     return this.gather.counters;
   }
@@ -353,37 +337,26 @@ export class LogWriter {
     if (this.everysecTimer) clearInterval(this.everysecTimer);
     this.everysecTimer = null;
     await this.sync();
-    if (this.windowTimer) clearTimeout(this.windowTimer);
-    this.windowTimer = null;
     this.gather.stop();
   }
 
   private idle(): Promise<void> {
     if ((!this.running && this.stage.records === 0) || (!this.running && this.failure)) return Promise.resolve();
     const p = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    // Someone waits for the queue: everysec's window does not hold it back.
-    this.writeDue = true;
     this.kick();
     return p;
   }
 
-  /** Should the pump write the queue now (rather than let everysec's window gather more)? */
+  /**
+   * Should the pump write the queue now (rather than gather the writers the last
+   * batch released)? In both modes replies wait for their batch's write (with
+   * FUA in always, without in everysec), so both gather alike.
+   */
   private writeNow(): boolean {
     if (this.stage.records === 0) return false;
     // Waiters for idle() (sync, close, compaction) want the queue empty at once.
     if (this.idleWaiters.length > 0) return true;
-    if (this.options.appendfsync === 'always') return !this.gather.holding(this.stage.records, this.queueBytes);
-    return this.writeDue || this.queueBytes >= EVERYSEC_WRITE_BYTES;
-  }
-
-  /** everysec: write the queue at the end of the window, if nothing writes it before. */
-  private armWindow(): void {
-    if (this.windowTimer !== null || this.failure || this.options.appendfsync !== 'everysec') return;
-    this.windowTimer = setTimeout(() => {
-      this.windowTimer = null;
-      this.writeDue = true;
-      this.kick();
-    }, EVERYSEC_WRITE_MS);
+    return !this.gather.holding(this.stage.records, this.queueBytes);
   }
 
   private kick(): void {
@@ -397,10 +370,7 @@ export class LogWriter {
       });
     }
     if (this.running || this.failure) return;
-    if (!this.compactRequested && !this.writeNow()) {
-      if (this.stage.records > 0) this.armWindow();
-      return;
-    }
+    if (!this.compactRequested && !this.writeNow()) return;
     this.running = true;
     // setImmediate, not a microtask: commands parsed from every socket in this
     // event loop turn join the first batch.
@@ -417,10 +387,9 @@ export class LogWriter {
           await this.compact();
           continue;
         }
-        this.writeDue = false;
         const t0 = performance.now();
         const released = await this.writeQueued();
-        if (this.options.appendfsync === 'always' && !this.failure) this.gather.begin(this.stage.records, released, performance.now() - t0);
+        if (!this.failure) this.gather.begin(this.stage.records, released, performance.now() - t0);
       }
     } catch (err) {
       this.failure = dbLogFailed(err);
@@ -428,8 +397,6 @@ export class LogWriter {
       this.options.onFailure(this.failure);
     } finally {
       this.running = false;
-      // What stays queued (everysec, under the write size) waits for its window.
-      if (this.stage.records > 0 && !this.failure) this.armWindow();
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }
