@@ -148,6 +148,12 @@ export class VirtioBlkDevice {
    * per write). See writebackFor().
    */
   private readonly unsyncedWrites: boolean;
+  /** Writes taken so far, and the last of them that a FLUSH in progress covers (see complete()). */
+  private writesTaken = 0;
+  private coveredWrites = 0;
+  private flushesInProgress = 0;
+  /** Completed writes held back for the FLUSH that covers them (head, used length pairs): see complete(). */
+  private readonly quietWrites: number[] = [];
   /** Writes taken in the current poll (groupSync), dispatched at its end. */
   private readonly taken: TakenWrite[] = [];
   /** Discard/write-zeroes limits this device offers (0: not offered; answered UNSUPP). */
@@ -320,16 +326,30 @@ export class VirtioBlkDevice {
       : this.unsyncedWrites ? this.writeUnsynced(request)
       : this.groupSync ? this.takeWrite(request)
       : this.dispatch(request);
+    let seq = 0;
     if (request.type === 'write') {
+      seq = ++this.writesTaken;
       this.inFlightWrites.add(op);
       const forget = () => this.inFlightWrites.delete(op);
       op.then(forget, forget);
+    } else if (request.type === 'flush') {
+      this.flushesInProgress++;
+      this.coveredWrites = this.writesTaken;
     }
     // The element is reused for the next chain: keep its head, not the element.
     const head = element.head;
     const finish = (code: number, usedLen: number, done: Request | null) => {
       try {
-        this.complete(head, status, code, usedLen, started, done);
+        if (request.type === 'flush') {
+          this.flushesInProgress--;
+          this.postQuietWrites();
+        }
+        // On a write-back queue, a write that a FLUSH taken after it covers is
+        // posted without a call: the guest waits for that flush (a FUA write
+        // is its chunks and a FLUSH), whose completion publishes both. One
+        // wake-up of the guest per FUA write instead of two.
+        const quiet = this.unsyncedWrites && seq !== 0 && seq <= this.coveredWrites && this.flushesInProgress > 0 && code === VIRTIO_BLK_S_OK;
+        this.complete(head, status, code, usedLen, started, done, quiet);
       } catch (err) {
         // A bug here must not become an unhandled rejection that kills the controller.
         this.queue.markBroken(`internal error: ${(err as Error)?.message ?? String(err)}`);
@@ -547,22 +567,36 @@ export class VirtioBlkDevice {
     }
   }
 
-  private complete(head: number, status: Uint8Array, code: number, usedLen: number, started: number, done: Request | null): void {
+  /** Post a completion; `quiet`: held back until the FLUSH covering it completes (postQuietWrites), then posted with it. */
+  private complete(head: number, status: Uint8Array, code: number, usedLen: number, started: number, done: Request | null, quiet = false): void {
     this.inFlightCount--;
     if (code !== VIRTIO_BLK_S_OK) this.counters.errors++;
     else if (done !== null) this.count(done);
     this.histogram.record((performance.now() - started) * 1000);
+    if (quiet) {
+      status[0] = code;
+      this.quietWrites.push(head, usedLen);
+      return;
+    }
     if (!this.queue.broken) {
       status[0] = code;
       this.queue.push(head, usedLen);
     }
     if (tracing) trace.mark(S.devPushed);
     // Completions that land in the same tick share one used.idx store and one call.
-    if (!this.flushScheduled) {
+    if (!quiet && !this.flushScheduled) {
       this.flushScheduled = true;
       // A then() on a settled promise, not queueMicrotask (which makes an AsyncResource per call).
       void SETTLED.then(this.flushBound);
     }
+  }
+
+  /** A FLUSH completed: post the writes held back for it, ahead of the flush itself (same used.idx store). */
+  private postQuietWrites(): void {
+    const q = this.quietWrites;
+    if (q.length === 0) return;
+    if (!this.queue.broken) for (let i = 0; i < q.length; i += 2) this.queue.push(q[i]!, q[i + 1]!);
+    q.length = 0;
   }
 
   private readDone(head: number, result: number): void {

@@ -10,7 +10,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtioBlkDevice, writebackFor } from '../../src/queue/blk-device.ts';
 import { VirtioBlkDriver } from '../../src/queue/blk-driver.ts';
-import { createRegion } from '../../src/queue/layout.ts';
+import { RegionViews, createRegion, regionLayout } from '../../src/queue/layout.ts';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import type { BlockDevice, WriteFlags } from '../../src/block/types.ts';
 import { StorvisorError, ioError } from '../../src/util/errors.ts';
@@ -102,7 +102,7 @@ function setup(backend: RecordingDevice, writeback: boolean) {
   const device = new VirtioBlkDevice({ region, backend, name: 'batch' });
   const driver = new VirtioBlkDriver({ region });
   const loop = runDeviceLoop(device, { mode: 'poll' });
-  return track({ device, driver, async close() { driver.close(); await loop.stop(); } });
+  return track({ region, device, driver, async close() { driver.close(); await loop.stop(); } });
 }
 
 /** The write's promise, and whether it has settled yet. */
@@ -140,6 +140,23 @@ test('a multi-chunk FUA write on a write-back queue is acknowledged only after o
   await w.done;
   assert.ok(index(backend.events, 'acknowledged') > index(backend.events, 'flushed'));
   assert.deepEqual(backend.memory.bytes.subarray(0, data.byteLength), data);
+});
+
+test('the chunks of a FUA write on a write-back queue are posted with its flush, so the guest is woken once', async () => {
+  const backend = new RecordingDevice(256 * 1024, true, true);
+  backend.holdFlush = true;
+  const { driver, region } = setup(backend, true);
+  const views = new RegionViews(region, regionLayout(region));
+  const before = Atomics.load(views.u16, views.usedIdx);
+  const w = watch(driver.pwrite(pattern(2 * CHUNK, 14), 0, { fua: true }), backend.events);
+  await backend.flushAsked();
+  await new Promise<void>((r) => setImmediate(r));
+  // Both chunks have completed, and nothing is visible to the guest yet.
+  assert.ok(backend.events.includes('wrote 0') && backend.events.includes(`wrote ${CHUNK}`));
+  assert.equal(Atomics.load(views.u16, views.usedIdx), before);
+  backend.letFlushGo();
+  await w.done;
+  assert.equal(Atomics.load(views.u16, views.usedIdx), (before + 3) & 0xffff);
 });
 
 test('a failed chunk fails the whole FUA write on a write-back queue', async () => {
