@@ -77,4 +77,11 @@ export const hasFastRead = (d: BlockDevice): d is FastReadDevice => typeof (d as
 export interface WriteFlags {
   /** Force unit access: durable before the promise resolves. */
   fua?: boolean;
+  /**
+   * The caller makes this write durable itself, by a flush() after it completes
+   * and before it acknowledges it to anyone: a write-through device may skip its
+   * per-write sync (several writes then share one sync). Ignored where a write
+   * cannot skip it, and never together with `fua`.
+   */
+  unsynced?: boolean;
 }

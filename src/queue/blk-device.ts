@@ -6,7 +6,7 @@
  */
 import { hasFastRead, type BlockDevice, type FastReadDevice, type IoTarget } from '../block/types.ts';
 import { capabilitiesOf } from '../block/device.ts';
-import { errnoOf, invalidArgument } from '../util/errors.ts';
+import { errnoOf, invalidArgument, ioError } from '../util/errors.ts';
 import { tracing, trace, S } from '../util/trace.ts';
 import {
   BLK_DISCARD_SEGMENT_BYTES,
@@ -52,6 +52,12 @@ export interface VirtioBlkDeviceStats {
   unsupported: number;
   bytesRead: number;
   bytesWritten: number;
+  /**
+   * Writes taken in one poll that shared one sync: each group's writes went
+   * without the backend's per-write sync and completed after one flush.
+   */
+  groupSyncs: number;
+  groupedWrites: number;
   inFlight: number;
   maxInFlight: number;
   /** Request latency (pop → completion) in µs: bucket i counts latencies in [2^(i-1), 2^i) µs (see util/histogram.ts). */
@@ -64,12 +70,20 @@ export interface VirtioBlkDeviceStats {
 }
 
 /** A validated request: what the backend will be asked to do. */
+type WriteRequest = { type: 'write'; offset: number; data: Uint8Array[]; bytes: number };
 type Request =
   | { type: 'read'; offset: number; data: Uint8Array[]; bytes: number }
-  | { type: 'write'; offset: number; data: Uint8Array[]; bytes: number }
+  | WriteRequest
   | { type: 'flush' }
   | { type: 'get-id'; data: Uint8Array[] }
   | { type: 'discard' | 'write-zeroes'; ranges: Array<{ offset: number; length: number }> };
+
+/** A write taken in this poll, waiting to be dispatched with the others at its end (see dispatchWrites). */
+interface TakenWrite {
+  request: WriteRequest;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
 
 /** Validation outcome: a request, or the status to answer with. */
 type Validated = { ok: true; request: Request } | { ok: false; status: number; reason: string };
@@ -118,12 +132,36 @@ export class VirtioBlkDevice {
       for (const resolve of this.drainWaiters.splice(0)) resolve();
     }
   };
+  /**
+   * The backend is write-through (every write durable when it completes) and can
+   * skip that sync for a write whose caller flushes (WriteFlags.unsynced): then
+   * the writes taken in one poll are written without it and completed together
+   * after one flush. A guest's large write arrives as many chunks of at most
+   * size_max, all published at once; made durable one by one, each chunk was a
+   * sync of its own (a journal commit and a disk cache flush each).
+   */
+  private readonly groupSync: boolean;
+  /**
+   * The region is write-back (the guest flushes where it needs durability) over
+   * a write-through backend that can skip its per-write sync: every write goes
+   * without it and FLUSH makes them durable (one sync per guest flush, not one
+   * per write). See writebackFor().
+   */
+  private readonly unsyncedWrites: boolean;
+  /** Writes taken so far, and the last of them that a FLUSH in progress covers (see complete()). */
+  private writesTaken = 0;
+  private coveredWrites = 0;
+  private flushesInProgress = 0;
+  /** Completed writes held back for the FLUSH that covers them (head, used length pairs): see complete(). */
+  private readonly quietWrites: number[] = [];
+  /** Writes taken in the current poll (groupSync), dispatched at its end. */
+  private readonly taken: TakenWrite[] = [];
   /** Discard/write-zeroes limits this device offers (0: not offered; answered UNSUPP). */
   private readonly maxDiscardSectors: number;
   private readonly maxWriteZeroesSectors: number;
   private readonly counters = {
     requests: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0,
-    errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, maxInFlight: 0,
+    errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, groupSyncs: 0, groupedWrites: 0, maxInFlight: 0,
   };
 
   constructor(options: VirtioBlkDeviceOptions) {
@@ -141,6 +179,9 @@ export class VirtioBlkDevice {
     this.id.set(new TextEncoder().encode(options.name).subarray(0, VIRTIO_BLK_ID_BYTES));
     this.kickSeen = Atomics.load(this.views.ctl, Ctl.kick);
     this.fastBackend = hasFastRead(options.backend) ? options.backend : null;
+    const deferrable = options.backend.writeThrough && deferredSync(options.backend);
+    this.unsyncedWrites = deferrable && this.layout.writeback;
+    this.groupSync = deferrable && !this.layout.writeback;
     this.headStatus = new Array<Uint8Array | null>(this.layout.queueSize).fill(null);
     this.headStarted = new Float64Array(this.layout.queueSize);
     this.headBytes = new Float64Array(this.layout.queueSize);
@@ -192,6 +233,7 @@ export class VirtioBlkDevice {
         }
         this.handle(element);
       }
+      if (this.taken.length > 0) this.dispatchWrites();
     } catch (err) {
       // Only a bug in this file can get here; contain it as a broken queue.
       this.queue.markBroken(`internal error: ${(err as Error)?.message ?? String(err)}`);
@@ -280,17 +322,34 @@ export class VirtioBlkDevice {
       }
       return;
     }
-    const op = this.dispatch(request);
+    const op = request.type !== 'write' ? this.dispatch(request)
+      : this.unsyncedWrites ? this.writeUnsynced(request)
+      : this.groupSync ? this.takeWrite(request)
+      : this.dispatch(request);
+    let seq = 0;
     if (request.type === 'write') {
+      seq = ++this.writesTaken;
       this.inFlightWrites.add(op);
       const forget = () => this.inFlightWrites.delete(op);
       op.then(forget, forget);
+    } else if (request.type === 'flush') {
+      this.flushesInProgress++;
+      this.coveredWrites = this.writesTaken;
     }
     // The element is reused for the next chain: keep its head, not the element.
     const head = element.head;
     const finish = (code: number, usedLen: number, done: Request | null) => {
       try {
-        this.complete(head, status, code, usedLen, started, done);
+        if (request.type === 'flush') {
+          this.flushesInProgress--;
+          this.postQuietWrites();
+        }
+        // On a write-back queue, a write that a FLUSH taken after it covers is
+        // posted without a call: the guest waits for that flush (a FUA write
+        // is its chunks and a FLUSH), whose completion publishes both. One
+        // wake-up of the guest per FUA write instead of two.
+        const quiet = this.unsyncedWrites && seq !== 0 && seq <= this.coveredWrites && this.flushesInProgress > 0 && code === VIRTIO_BLK_S_OK;
+        this.complete(head, status, code, usedLen, started, done, quiet);
       } catch (err) {
         // A bug here must not become an unhandled rejection that kills the controller.
         this.queue.markBroken(`internal error: ${(err as Error)?.message ?? String(err)}`);
@@ -419,6 +478,62 @@ export class VirtioBlkDevice {
     return offset + bytes <= this.capacity ? offset : null;
   }
 
+  /** A write for dispatchWrites at the end of this poll; settles when it is durable (or failed). */
+  private takeWrite(request: WriteRequest): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.taken.push({ request, resolve, reject });
+    });
+  }
+
+  /**
+   * The writes taken in this poll. A lone one goes as always (durable when it
+   * completes: one sync, no flush after). Several go without the per-write sync
+   * and then share one flush, begun once every one of them has completed; each
+   * completes only after that flush, so an acknowledged write is durable exactly
+   * as before. A failed write fails alone (the driver fails the guest's whole
+   * I/O when any of its chunks fails); a failed flush fails every write of the
+   * group, since none of them is known durable.
+   */
+  private dispatchWrites(): void {
+    const taken = this.taken.splice(0);
+    if (taken.length === 1) {
+      const w = taken[0]!;
+      this.dispatch(w.request).then(w.resolve, w.reject);
+      return;
+    }
+    this.counters.groupSyncs++;
+    this.counters.groupedWrites += taken.length;
+    const writes = taken.map((w) => this.writeUnsynced(w.request));
+    void Promise.allSettled(writes).then(async (results) => {
+      let flushed: unknown = null;
+      if (results.some((r) => r.status === 'fulfilled')) {
+        try {
+          await this.backend.flush();
+        } catch (err) {
+          flushed = err ?? ioError('flush failed');
+        }
+      }
+      for (let i = 0; i < taken.length; i++) {
+        const r = results[i]!;
+        if (r.status === 'rejected') taken[i]!.reject(r.reason);
+        else if (flushed !== null) taken[i]!.reject(flushed);
+        else taken[i]!.resolve();
+      }
+    });
+  }
+
+  /** A write without the backend's per-write sync (the caller flushes after it). */
+  private async writeUnsynced(request: WriteRequest): Promise<void> {
+    if (request.data.length === 1) return this.backend.pwrite(request.data[0]!, request.offset, UNSYNCED);
+    const ops: Promise<void>[] = [];
+    let offset = request.offset;
+    for (const seg of request.data) {
+      ops.push(this.backend.pwrite(seg, offset, UNSYNCED));
+      offset += seg.byteLength;
+    }
+    await settleAll(ops);
+  }
+
   private async dispatch(request: Exclude<Request, { type: 'get-id' }>): Promise<void> {
     switch (request.type) {
       case 'read':
@@ -452,22 +567,36 @@ export class VirtioBlkDevice {
     }
   }
 
-  private complete(head: number, status: Uint8Array, code: number, usedLen: number, started: number, done: Request | null): void {
+  /** Post a completion; `quiet`: held back until the FLUSH covering it completes (postQuietWrites), then posted with it. */
+  private complete(head: number, status: Uint8Array, code: number, usedLen: number, started: number, done: Request | null, quiet = false): void {
     this.inFlightCount--;
     if (code !== VIRTIO_BLK_S_OK) this.counters.errors++;
     else if (done !== null) this.count(done);
     this.histogram.record((performance.now() - started) * 1000);
+    if (quiet) {
+      status[0] = code;
+      this.quietWrites.push(head, usedLen);
+      return;
+    }
     if (!this.queue.broken) {
       status[0] = code;
       this.queue.push(head, usedLen);
     }
     if (tracing) trace.mark(S.devPushed);
     // Completions that land in the same tick share one used.idx store and one call.
-    if (!this.flushScheduled) {
+    if (!quiet && !this.flushScheduled) {
       this.flushScheduled = true;
       // A then() on a settled promise, not queueMicrotask (which makes an AsyncResource per call).
       void SETTLED.then(this.flushBound);
     }
+  }
+
+  /** A FLUSH completed: post the writes held back for it, ahead of the flush itself (same used.idx store). */
+  private postQuietWrites(): void {
+    const q = this.quietWrites;
+    if (q.length === 0) return;
+    if (!this.queue.broken) for (let i = 0; i < q.length; i += 2) this.queue.push(q[i]!, q[i + 1]!);
+    q.length = 0;
   }
 
   private readDone(head: number, result: number): void {
@@ -495,6 +624,27 @@ export class VirtioBlkDevice {
       case 'get-id': break;
     }
   }
+}
+
+const UNSYNCED = Object.freeze({ unsynced: true });
+
+/** Whether the backend can skip its per-write sync for a caller that flushes (a Volume on a file: see Volume.deferredSync). */
+function deferredSync(backend: BlockDevice): boolean {
+  return (backend as { deferredSync?: boolean }).deferredSync === true;
+}
+
+/**
+ * Whether a guest's region over `volume` should be write-back (Ctl.writeback):
+ * when the volume is (its writes are not durable until a flush), and when it is
+ * write-through but can skip the sync per write. Then the guest's writes cost no
+ * sync each and its flushes one each, as a function integrated on a file does
+ * (write, then fdatasync): every function flushes or writes with FUA where it
+ * needs durability. A write the guest has seen complete is on the disk (or in
+ * the host's page cache) either way, so it survives kill -9 of the guest or the
+ * controller; only its survival of a power loss waits for the flush.
+ */
+export function writebackFor(volume: BlockDevice): boolean {
+  return !volume.writeThrough || deferredSync(volume);
 }
 
 /** A settled promise to queue microtasks on. */

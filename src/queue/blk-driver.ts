@@ -174,6 +174,13 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
   private lastUsedIdx: number;
   private loopRunning = false;
   private kickScheduled = false;
+  /**
+   * A multi-chunk transfer is placing its chunks: they are published together
+   * when it is done (held counts them), so a spinning device takes them in one
+   * poll and can make them durable with one sync (see VirtioBlkDevice.groupSync).
+   */
+  private holding = false;
+  private held = 0;
   /** Fast-path jobs, reused. */
   private readonly jobs: Job[] = [];
   /** Index of the first job still waiting in `waiting` (a FIFO without Array.shift). */
@@ -389,8 +396,25 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     this.checkWrite(offset, buf.byteLength);
     if (buf.byteLength === 0) return;
     const end = offset + buf.byteLength;
+    const fill = (at: number, view: Uint8Array) => view.set(buf.subarray(at - offset, at - offset + view.byteLength));
     if (offset % SECTOR_BYTES === 0 && end % SECTOR_BYTES === 0) {
-      await this.transfer(VIRTIO_BLK_T_OUT, offset, end, (at, view) => view.set(buf.subarray(at - offset, at - offset + view.byteLength)));
+      if (flags?.fua && !this.writeThrough) {
+        // The chunks and the FLUSH in one publish: one round trip, not two. This
+        // device's FLUSH covers every write taken before it (VirtioBlkDevice
+        // waits for those in flight first), and the ring keeps our order: the
+        // FIFO places the flush after the last chunk. The write completes when
+        // all of them have, and fails if any did.
+        const outer = this.hold();
+        let writes: Promise<void>, flushed: Promise<void>;
+        try {
+          writes = this.transfer(VIRTIO_BLK_T_OUT, offset, end, fill);
+          flushed = this.enqueue({ type: VIRTIO_BLK_T_FLUSH, sector: 0, dataBytes: 0 });
+        } finally {
+          this.release(outer);
+        }
+        return allOrFirstError([writes, flushed]);
+      }
+      await this.transfer(VIRTIO_BLK_T_OUT, offset, end, fill);
     } else {
       await this.withRmwLock(() => this.writeUnaligned(buf, offset));
     }
@@ -447,16 +471,43 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
 
   // ---- request building ----
 
-  /** Move the sector-aligned range [start, end) in chunks of at most size_max, all queued at once. */
+  /**
+   * Move the sector-aligned range [start, end) in chunks of at most size_max, all
+   * queued at once. Chunks end on multiples of the chunk size: the volume splits
+   * its writes at its own 128 KiB boundaries, and a chunk across one is two
+   * backend writes.
+   */
   private transfer(type: number, start: number, end: number, copy: (at: number, view: Uint8Array) => void): Promise<void> {
     const ops: Promise<void>[] = [];
-    for (let at = start; at < end; at += this.chunkBytes) {
-      const bytes = Math.min(this.chunkBytes, end - at);
-      const chunkAt = at;
-      const bind = (view: Uint8Array) => copy(chunkAt, view);
-      ops.push(this.enqueue({ type, sector: at / SECTOR_BYTES, dataBytes: bytes, ...(type === VIRTIO_BLK_T_IN ? { extract: bind } : { fill: bind }) }));
+    const outer = this.hold();
+    try {
+      for (let at = start; at < end; ) {
+        const bytes = Math.min((Math.floor(at / this.chunkBytes) + 1) * this.chunkBytes, end) - at;
+        const chunkAt = at;
+        const bind = (view: Uint8Array) => copy(chunkAt, view);
+        ops.push(this.enqueue({ type, sector: at / SECTOR_BYTES, dataBytes: bytes, ...(type === VIRTIO_BLK_T_IN ? { extract: bind } : { fill: bind }) }));
+        at += bytes;
+      }
+    } finally {
+      this.release(outer);
     }
     return allOrFirstError(ops);
+  }
+
+  /** Hold publishing (see `holding`); returns whether a hold was already on, for release(). */
+  private hold(): boolean {
+    const outer = this.holding;
+    this.holding = true;
+    return outer;
+  }
+
+  /** End the outermost hold: publish what was placed meanwhile, with one avail.idx store and one kick. */
+  private release(outer: boolean): void {
+    if (outer) return;
+    this.holding = false;
+    const n = this.held;
+    this.held = 0;
+    if (!this.closed) this.publish(n);
   }
 
   private ranged(type: number, start: number, end: number, maxSectors: number): Promise<void> {
@@ -512,7 +563,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     }
     // Nothing waiting ahead of it (the usual case): place it at once, no FIFO round trip.
     if (this.waitHead === this.waiting.length && this.place(job)) {
-      this.publish(1);
+      this.publishOrHold(1);
       return;
     }
     this.waiting.push(job);
@@ -529,7 +580,12 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
     }
     // Emptied: start over at index 0 (the array keeps its storage).
     if (this.waitHead === this.waiting.length && this.waitHead > 0) this.waiting.length = this.waitHead = 0;
-    this.publish(submitted);
+    this.publishOrHold(submitted);
+  }
+
+  private publishOrHold(submitted: number): void {
+    if (this.holding) this.held += submitted;
+    else this.publish(submitted);
   }
 
   /** Take descriptors and a data buffer for the job and write its chain and ring entry (not yet published); false if either is short. */

@@ -194,6 +194,10 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
   get size(): number {
     return this.info.size;
   }
+  /** Writes flagged `unsynced` skip the per-write sync (the backend can write without O_DSYNC): see WriteFlags. */
+  get deferredSync(): boolean {
+    return this.backend.writeUnsynced !== undefined;
+  }
   get name(): string {
     return this.info.name;
   }
@@ -470,12 +474,14 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
     this.putBounce(i);
   }
 
-  async pwrite(buf: Uint8Array, offset: number, _flags?: WriteFlags): Promise<void> {
-    // FUA needs nothing extra: every backend write is O_DSYNC.
+  async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
+    // FUA needs nothing extra: every backend write is O_DSYNC. `unsynced` (not with
+    // FUA): the caller flushes before it acknowledges, so the sync may be skipped.
     this.admit(offset, buf.byteLength, true);
     const t0 = performance.now();
+    const unsynced = flags?.unsynced === true && flags.fua !== true;
     try {
-      await this.forEachPiece(offset, buf.byteLength, (pos, len, at) => this.writePiece(buf, at, pos, len));
+      await this.forEachPiece(offset, buf.byteLength, (pos, len, at) => this.writePiece(buf, at, pos, len, unsynced));
       this.counters.writes++;
       this.counters.bytesWritten += buf.byteLength;
       this.latency.write.record((performance.now() - t0) * 1000);
@@ -676,7 +682,7 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
 
 
   /** Write src[srcOffset..] to [pos, +len) (within one MAX_IO window), read-modify-write at the edges. */
-  private async writePiece(src: Uint8Array, srcOffset: number, pos: number, len: number): Promise<void> {
+  private async writePiece(src: Uint8Array, srcOffset: number, pos: number, len: number, unsynced = false): Promise<void> {
     const first = Math.floor(pos / BLOCK);
     const count = Math.floor((pos + len - 1) / BLOCK) - first + 1;
     await this.lock(first, count);
@@ -692,7 +698,8 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
       const gen = this.backendWriteBegin();
       if (tracing) trace.mark(S.volWrite);
       try {
-        await this.backend.write(this.bounce, base, count * BLOCK, first * BLOCK);
+        if (unsynced && this.backend.writeUnsynced) await this.backend.writeUnsynced(this.bounce, base, count * BLOCK, first * BLOCK);
+        else await this.backend.write(this.bounce, base, count * BLOCK, first * BLOCK);
       } catch (err) {
         // The disk's copy is unknown now: never serve the old data from cache.
         this.cache.invalidateRange(id, first, count);

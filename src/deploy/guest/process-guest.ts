@@ -8,6 +8,7 @@ import { LineChannel } from './line-channel.ts';
 import { guestEntry } from './entry.ts';
 import type { FromGuest, ToGuest } from './messages.ts';
 import { guestViolation } from '../../util/errors.ts';
+import { writebackFor } from '../../queue/blk-device.ts';
 
 /**
  * A process guest: the function runs in its own OS process (its own address
@@ -35,7 +36,7 @@ export class ProcessGuest extends ThreadGuest {
     const cfg = this.cfg;
     const region = createControllerRegion(
       cfg.name,
-      { queueSize: cfg.queueSize, dataBytes: cfg.memory, mode: cfg.notify, capacityBytes: this.volume.size, writeback: !this.volume.writeThrough },
+      { queueSize: cfg.queueSize, dataBytes: cfg.memory, mode: cfg.notify, capacityBytes: this.volume.size, writeback: writebackFor(this.volume) },
       { hugepages: cfg.hugepages ?? false, lock: true },
     );
     if (cfg.hugepages && !region.huge && this.lastHuge?.why !== region.hugeWhy) {

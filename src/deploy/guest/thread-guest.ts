@@ -5,7 +5,7 @@ import type { FunctionConfig } from '../../config/config.ts';
 import type { BlockDevice } from '../../block/types.ts';
 import type { Poller } from '../../queue/poller.ts';
 import { createRegion } from '../../queue/layout.ts';
-import { VirtioBlkDevice } from '../../queue/blk-device.ts';
+import { VirtioBlkDevice, writebackFor } from '../../queue/blk-device.ts';
 import { Restarter, restartStatus } from '../restart-policy.ts';
 import { StatsRequests } from '../stats-requests.ts';
 import type { Deployment, DeploymentState, DeploymentStatus } from '../types.ts';
@@ -117,8 +117,9 @@ export class ThreadGuest implements Deployment {
       dataBytes: cfg.memory,
       mode: cfg.notify,
       capacityBytes: this.volume.size,
-      // A virtual volume (another function's export) may cache writes: the guest must then flush.
-      writeback: !this.volume.writeThrough,
+      // A virtual volume (another function's export) may cache writes, and a file
+      // volume's writes need no sync each when the guest flushes: write-back then.
+      writeback: writebackFor(this.volume),
     });
     return { region, dispose: () => {} };
   }
