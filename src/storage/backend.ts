@@ -16,7 +16,7 @@ import { defaultEngine, errnoName, type IoEngine, type IoTarget } from './engine
  * past the end of the file reads zeroes.
  *
  * On filesystems without O_DIRECT (tmpfs) it falls back to buffered I/O with
- * O_DSYNC, says so once, and keeps the same durability. *
+ * O_DSYNC, says so once, and keeps the same durability.
  * writeUnsynced (a guest's writes on a write-back queue, made durable by its
  * flush) goes through a second, buffered descriptor without O_DSYNC: see unsyncedFd.
  */
