@@ -30,8 +30,12 @@ export const PONG = new SimpleString('PONG');
 
 const CRLF_BYTES = Buffer.from('\r\n');
 const EMPTY = Buffer.alloc(0);
-/** Bulk replies up to this size are copied into one buffer; larger ones are sent by reference. */
-const SMALL_BULK = 16 * 1024;
+/**
+ * Bulk replies up to this size are copied when encoded; larger ones are sent
+ * by reference. Stored strings up to it may be overwritten in place
+ * (store/keyspace.ts IN_PLACE_MAX): a reply never holds one of them.
+ */
+export const SMALL_BULK = 16 * 1024;
 const NULL_BULK = Buffer.from('$-1\r\n');
 const NULL_ARRAY_BYTES = Buffer.from('*-1\r\n');
 const OK_BYTES = Buffer.from('+OK\r\n');

@@ -1,6 +1,7 @@
 import { Deque } from './deque.ts';
 import { IndexedSet } from './indexed-set.ts';
 import { SortedSet } from './sorted-set.ts';
+import { SMALL_BULK } from '../resp/writer.ts';
 
 /**
  * The in-memory data set: keys (binary-safe, held as latin1 strings so each
@@ -15,6 +16,14 @@ import { SortedSet } from './sorted-set.ts';
  * of every command.
  */
 export const keyString = (b: Buffer): string => (b as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length);
+
+/**
+ * String values up to this size are overwritten in place by a SET of the same
+ * length. Replies copy bulks up to resp/writer.ts SMALL_BULK (16 KiB) into
+ * their slab when encoded and send larger ones by reference, so a stored
+ * Buffer that may be sent by reference is never written again.
+ */
+export const IN_PLACE_MAX = SMALL_BULK;
 
 export type Value =
   | { type: 'string'; data: Buffer }
@@ -103,6 +112,31 @@ export class Keyspace {
     if (old === undefined) this.scanOrder.push({ id: entry.id, key });
     if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
     return entry;
+  }
+
+  /**
+   * putString() of a copy of `src` (a view into a request or log chunk). A
+   * string entry without a TTL overwritten by a value of the same length (up
+   * to IN_PLACE_MAX) without a TTL takes the new bytes into its own Buffer:
+   * no allocation and no garbage per SET (a pipeline of 4 KiB SETs otherwise
+   * makes one ArrayBuffer, and a major GC every few MiB, per command).
+   * Callers must hold no stored string Buffer across a mutation: replies are
+   * encoded (copied, up to IN_PLACE_MAX) as soon as a command returns; the
+   * commands that return a value across a mutation (GETSET, SET ... GET) or
+   * hold replies for later (EXEC) copy it first (see commands/strings.ts).
+   */
+  putStringCopy(key: string, src: Buffer, expireAt: number): Entry {
+    const n = src.length;
+    if (n <= IN_PLACE_MAX && expireAt === 0) {
+      const old = this.map.get(key);
+      if (old !== undefined && old.type === 'string' && old.expireAt === 0 && old.data.length === n) {
+        old.data.set(src);
+        return old;
+      }
+    }
+    const c = Buffer.allocUnsafe(n);
+    c.set(src);
+    return this.putString(key, c, expireAt);
   }
 
   setExpire(entry: Entry, key: string, expireAt: number): void {

@@ -157,7 +157,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
   const a = m.args;
   switch (m.op) {
     case Op.Set: {
-      ks.putString(m.key ?? key(a[0]), own(a[1]), readNum(a[2]));
+      ks.putStringCopy(m.key ?? key(a[0]), a[1], readNum(a[2]));
       return 1;
     }
     case Op.MSet: {
