@@ -225,11 +225,13 @@ export class ReplyWriter {
   /**
    * Hand everything written since the last take to `send`, in order, with
    * the slab of each piece (as take, without lists in between: the send path
-   * of every flush). `send` must not write to this writer.
+   * of every flush), and whether it is the only piece (nothing to gather
+   * into one writev with it). `send` must not write to this writer.
    */
-  drain(send: (bytes: Buffer, owner: Slab | null) => void): void {
+  drain(send: (bytes: Buffer, owner: Slab | null, alone: boolean) => void): void {
     this.cut();
-    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i]);
+    const alone = this.count === 1;
+    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i], alone);
     this.clear();
   }
 
