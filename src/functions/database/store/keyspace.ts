@@ -99,19 +99,7 @@ export class Keyspace {
 
   /** put() of a string value without the Value object in between (SET's path). */
   putString(key: string, data: Buffer, expireAt: number): Entry {
-    const old = this.map.get(key);
-    // Overwriting a string without a TTL by one without: the entry is updated in place
-    // (no new entry, no second Map probe). Nothing keeps a string entry's data across a
-    // mutation (the snapshot saved the key before this ran; replies copied or hold the old Buffer).
-    if (old !== undefined && old.type === 'string' && old.expireAt === 0 && expireAt === 0) {
-      old.data = data;
-      return old;
-    }
-    const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
-    this.map.set(key, entry);
-    if (old === undefined) this.scanOrder.push({ id: entry.id, key });
-    if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
-    return entry;
+    return this.storeString(key, this.map.get(key), data, expireAt);
   }
 
   /**
@@ -127,16 +115,30 @@ export class Keyspace {
    */
   putStringCopy(key: string, src: Buffer, expireAt: number): Entry {
     const n = src.length;
-    if (n <= IN_PLACE_MAX && expireAt === 0) {
-      const old = this.map.get(key);
-      if (old !== undefined && old.type === 'string' && old.expireAt === 0 && old.data.length === n) {
-        old.data.set(src);
-        return old;
-      }
+    const old = this.map.get(key);
+    if (old !== undefined && n <= IN_PLACE_MAX && expireAt === 0 && old.type === 'string' && old.expireAt === 0 && old.data.length === n) {
+      old.data.set(src);
+      return old;
     }
     const c = Buffer.allocUnsafe(n);
     c.set(src);
-    return this.putString(key, c, expireAt);
+    return this.storeString(key, old, c, expireAt);
+  }
+
+  /** putString() with the entry now at key (one Map probe for the whole SET). */
+  private storeString(key: string, old: Entry | undefined, data: Buffer, expireAt: number): Entry {
+    // Overwriting a string without a TTL by one without: the entry is updated in place
+    // (no new entry, no second Map probe). Nothing keeps a string entry's data across a
+    // mutation (the snapshot saved the key before this ran; replies copied or hold the old Buffer).
+    if (old !== undefined && old.type === 'string' && old.expireAt === 0 && expireAt === 0) {
+      old.data = data;
+      return old;
+    }
+    const entry = { type: 'string', data, expireAt: 0, id: old?.id ?? this.nextId++ } as Entry;
+    this.map.set(key, entry);
+    if (old === undefined) this.scanOrder.push({ id: entry.id, key });
+    if (expireAt !== 0 || (old !== undefined && old.expireAt !== 0)) this.setExpire(entry, key, expireAt);
+    return entry;
   }
 
   setExpire(entry: Entry, key: string, expireAt: number): void {
