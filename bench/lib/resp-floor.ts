@@ -11,9 +11,12 @@
  * behind them on that connection) wait for a batch: one block-aligned pwrite
  * with FUA (an fdatasync on a FileBlockDevice) as large as the batch's values
  * would be, from one zeroed buffer; everything that arrives while a batch is
- * in flight joins the next one. Its rate is the ceiling for `always` SET.
- * `everysec`: the same batch writes without FUA (the log writes every record
- * in everysec too), the replies going out at once.
+ * in flight joins the next one, which also gathers the writers the last batch
+ * released, as the log does (CommitGather). Its rate is the ceiling for
+ * `always` SET.
+ * `everysec`: the same batch writes without FUA, the replies going out at
+ * once; as the log, a batch is written once it holds EVERYSEC_WRITE_BYTES or
+ * its first SET waited EVERYSEC_WRITE_MS.
  *
  * Whatever a database does beyond this costs time this floor does not spend;
  * its rate is the ceiling of any database on this runtime and socket path.
@@ -23,6 +26,7 @@ import { TcpService, type ConnectionHandler, type TcpConnection } from '../../sr
 import { RespParser } from '../../src/functions/database/resp/parser.ts';
 import { ErrorReply, OK, PONG, ReplyWriter, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
 import { respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
+import { CommitGather, EVERYSEC_WRITE_BYTES, EVERYSEC_WRITE_MS, GATHER_MS } from '../../src/functions/database/log/writer.ts';
 
 /** Bulk replies by length (one per size the bench uses). */
 const bulks = new Map<number, Buffer>();
@@ -85,6 +89,7 @@ class FloorConnection implements ConnectionHandler {
       if (this.srv.device !== null) {
         // everysec writes the batch too (without FUA), as the log does, but answers at once.
         this.srv.batchBytes += args[1]!.length + args[2]!.length + RECORD_OVERHEAD;
+        this.srv.batchCount++;
         wrote = this.srv.always;
         if (!wrote) this.srv.commitSoon();
       }
@@ -151,8 +156,11 @@ export interface FloorServer {
   /** The batch SETs join now; bytes its records would take. */
   batch: number;
   batchBytes: number;
+  /** SETs in the batch. */
+  batchCount: number;
   readonly waiting: Set<FloorConnection>;
-  commitSoon(): void;
+  /** A batch may be due: commit it on the next turn (`now`: at once, as the log does after a write). */
+  commitSoon(now?: boolean): void;
 }
 
 export interface RunningFloor {
@@ -172,6 +180,10 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
   let writing = false;
   let scheduled = false;
   let batches = 0;
+  /** everysec: the window timer, and whether it ended (the batch is written whatever its size). */
+  let windowTimer: NodeJS.Timeout | null = null;
+  let windowDue = false;
+  let stopped = false;
   let zero = Buffer.alloc(0);
   const bs = device?.blockSize ?? 4096;
   const region = device === null ? 0 : Math.min(device.size, 256 << 20);
@@ -182,32 +194,51 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
     lastSize: 3,
     batch: 1,
     batchBytes: 0,
+    batchCount: 0,
     waiting: new Set(),
-    commitSoon() {
-      // As the log writer: the batch starts on the next turn, so commands read from every socket in this one join it.
-      if (!writing && !scheduled) {
-        scheduled = true;
-        setImmediate(commit);
+    commitSoon(now = false) {
+      if (writing || scheduled || srv.batchCount === 0) return;
+      if (always) {
+        if (gather.holding(srv.batchCount, srv.batchBytes)) return;
+      } else if (!windowDue && srv.batchBytes < EVERYSEC_WRITE_BYTES) {
+        windowTimer ??= setTimeout(() => {
+          windowTimer = null;
+          windowDue = true;
+          srv.commitSoon();
+        }, EVERYSEC_WRITE_MS);
+        return;
       }
+      if (now) return commit();
+      // As the log writer: the batch starts on the next turn, so commands read from every socket in this one join it.
+      scheduled = true;
+      setImmediate(commit);
     },
   };
+  const gather = new CommitGather(always ? GATHER_MS : 0, () => srv.batchCount, () => srv.commitSoon());
   const commit = (): void => {
     scheduled = false;
-    if (writing || srv.batchBytes === 0 || device === null) return;
+    if (writing || stopped || srv.batchBytes === 0 || device === null) return;
     writing = true;
     const batch = srv.batch++;
     const bytes = Math.max(bs, Math.ceil(srv.batchBytes / bs) * bs);
+    const released = srv.batchCount;
     srv.batchBytes = 0;
+    srv.batchCount = 0;
+    windowDue = false;
+    if (windowTimer !== null) clearTimeout(windowTimer);
+    windowTimer = null;
     if (zero.length < bytes) zero = Buffer.alloc(bytes);
     if (offset + bytes > region) offset = 0;
     const at = offset;
     offset += bytes;
+    const t0 = performance.now();
     device.pwrite(zero.subarray(0, bytes), at, { fua: always && !device.writeThrough }).then(
       () => {
         writing = false;
         batches++;
         for (const c of [...srv.waiting]) c.released(batch);
-        commit();
+        if (always) gather.begin(srv.batchCount, released, performance.now() - t0);
+        srv.commitSoon(true);
       },
       (err: Error) => {
         writing = false;
@@ -222,5 +253,15 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
     handler: (conn) => new FloorConnection(conn, srv),
   });
   const { port } = await service.listen('127.0.0.1', 0);
-  return { port, batches: () => batches, stop: () => service.stop() };
+  return {
+    port,
+    batches: () => batches,
+    async stop() {
+      await service.stop();
+      stopped = true;
+      gather.stop();
+      if (windowTimer !== null) clearTimeout(windowTimer);
+      windowTimer = null;
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -30,45 +30,80 @@ async function startRunner(image: string, mode: string): Promise<{ child: ChildP
   return { child, port };
 }
 
-test('after kill -9 during a SET load in always mode, every acknowledged key is present', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-crash-'));
+/** A fresh image in a temporary folder (removed after the test), and the runner started on it. */
+async function firstRun(t: TestContext, name: string, mode: string): Promise<{ image: string; first: { child: ChildProcess; port: number } }> {
+  const dir = mkdtempSync(join(tmpdir(), `storvisor-db-${name}-`));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const image = join(dir, 'db.img');
-  const first = await startRunner(image, 'always');
+  const first = await startRunner(image, mode);
   t.after(() => first.child.kill('SIGKILL'));
+  return { image, first };
+}
+
+/**
+ * kill -9 the first runner, wait for the clients' loads to see it (`settled`) and close
+ * them, then start a second runner on the same image: a client of it.
+ */
+async function killAndRestart(
+  t: TestContext,
+  first: { child: ChildProcess },
+  settled: Promise<unknown>,
+  clients: RespClient[],
+  image: string,
+  mode: string,
+): Promise<RespClient> {
+  first.child.kill('SIGKILL');
+  await once(first.child, 'exit');
+  await settled;
+  clients.forEach((c) => c.close());
+  const second = await startRunner(image, mode);
+  t.after(() => second.child.kill('SIGKILL'));
+  const c = await RespClient.connect(second.port);
+  t.after(() => c.close());
+  return c;
+}
+
+/**
+ * Eight clients, each writing its own keys one after another (at most `count`) until
+ * `stop()` or the connection dies; `acked` sees each acknowledged SET.
+ */
+async function setLoad(
+  port: number,
+  count: number,
+  stop: () => boolean,
+  acked: (key: string, value: string) => void,
+): Promise<{ clients: RespClient[]; loads: Promise<void>[] }> {
+  const clients = await Promise.all(Array.from({ length: 8 }, () => RespClient.connect(port)));
+  const loads = clients.map(async (c, ci) => {
+    for (let i = 0; !stop() && i < count; i++) {
+      const key = `c${ci}:k${i}`;
+      const value = `value-${ci}-${i}-${'x'.repeat(i % 50)}`;
+      try {
+        assert.deepEqual(await c.call('SET', key, value), { status: 'OK' });
+      } catch {
+        return; // the server was killed mid-request: this one was never acknowledged
+      }
+      acked(key, value);
+    }
+  });
+  return { clients, loads };
+}
+
+test('after kill -9 during a SET load in always mode, every acknowledged key is present', async (t) => {
+  const { image, first } = await firstRun(t, 'crash', 'always');
 
   const acknowledged = new Map<string, string>();
   const KILL_AFTER = 400;
   let killed = false;
   let reachedTarget!: () => void;
   const target = new Promise<void>((resolve) => (reachedTarget = resolve));
-  const clients = await Promise.all(Array.from({ length: 8 }, () => RespClient.connect(first.port)));
-  // Each client writes its own keys one after another until the connection dies.
-  const loads = clients.map(async (c, ci) => {
-    for (let i = 0; !killed && i < 10_000; i++) {
-      const key = `c${ci}:k${i}`;
-      const value = `value-${ci}-${i}-${'x'.repeat(i % 50)}`;
-      try {
-        const reply = await c.call('SET', key, value);
-        assert.deepEqual(reply, { status: 'OK' });
-        acknowledged.set(key, value);
-        if (acknowledged.size >= KILL_AFTER) reachedTarget();
-      } catch {
-        return; // the server was killed mid-request: this one was never acknowledged
-      }
-    }
+  const { clients, loads } = await setLoad(first.port, 10_000, () => killed, (key, value) => {
+    acknowledged.set(key, value);
+    if (acknowledged.size >= KILL_AFTER) reachedTarget();
   });
   await target;
   killed = true;
-  first.child.kill('SIGKILL');
-  await once(first.child, 'exit');
-  await Promise.all(loads);
-  clients.forEach((c) => c.close());
-
-  const second = await startRunner(image, 'always');
-  t.after(() => second.child.kill('SIGKILL'));
-  const c = await RespClient.connect(second.port);
-  t.after(() => c.close());
+  const c = await killAndRestart(t, first, Promise.all(loads), clients, image, 'always');
   const keys = [...acknowledged.keys()];
   const values = (await c.call('MGET', ...keys)) as (string | null)[];
   const missing = keys.filter((k, i) => values[i] !== acknowledged.get(k));
@@ -77,11 +112,7 @@ test('after kill -9 during a SET load in always mode, every acknowledged key is 
 });
 
 test('after kill -9 during MULTI/EXEC load in always mode, every transaction is all there or not at all', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-crash-tx-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const image = join(dir, 'db.img');
-  const first = await startRunner(image, 'always');
-  t.after(() => first.child.kill('SIGKILL'));
+  const { image, first } = await firstRun(t, 'crash-tx', 'always');
 
   // Each client's transaction i writes i to its three keys and pushes i to its list:
   // a torn transaction would leave the keys disagreeing (or the list out of step).
@@ -114,15 +145,7 @@ test('after kill -9 during MULTI/EXEC load in always mode, every transaction is 
   });
   await target;
   killed = true;
-  first.child.kill('SIGKILL');
-  await once(first.child, 'exit');
-  await Promise.all(loads);
-  clients.forEach((c) => c.close());
-
-  const second = await startRunner(image, 'always');
-  t.after(() => second.child.kill('SIGKILL'));
-  const c = await RespClient.connect(second.port);
-  t.after(() => c.close());
+  const c = await killAndRestart(t, first, Promise.all(loads), clients, image, 'always');
   for (let ci = 0; ci < clients.length; ci++) {
     const [a, b, cc] = (await c.call('MGET', `t${ci}:a`, `t${ci}:b`, `t${ci}:c`)) as (string | null)[];
     const len = (await c.call('LLEN', `t${ci}:log`)) as number;
@@ -134,11 +157,7 @@ test('after kill -9 during MULTI/EXEC load in always mode, every transaction is 
 });
 
 test('after kill -9 during compactions under a SET load in always mode, every acknowledged and preloaded key is present', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'storvisor-db-crash-compact-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const image = join(dir, 'db.img');
-  const first = await startRunner(image, 'always');
-  t.after(() => first.child.kill('SIGKILL'));
+  const { image, first } = await firstRun(t, 'crash-compact', 'always');
   let compactions = 0;
   first.child.stderr!.on('data', (d: Buffer) => (compactions += d.toString().split('database log compacted').length - 1));
 
@@ -187,17 +206,8 @@ test('after kill -9 during compactions under a SET load in always mode, every ac
   })();
   await target;
   killed = true;
-  first.child.kill('SIGKILL');
-  await once(first.child, 'exit');
-  await Promise.all([...loads, rewrites]);
-  clients.forEach((c) => c.close());
-  loader.close();
+  const c = await killAndRestart(t, first, Promise.all([...loads, rewrites]), [...clients, loader], image, 'always');
   assert.ok(compactions >= 1, 'no compaction finished before the kill');
-
-  const second = await startRunner(image, 'always');
-  t.after(() => second.child.kill('SIGKILL'));
-  const c = await RespClient.connect(second.port);
-  t.after(() => c.close());
   for (let i = 0; i < PRELOAD; i++) if (!acknowledged.has(`pre:${i}`)) acknowledged.set(`pre:${i}`, `p${i}-${'z'.repeat(64)}`);
   const keys = [...acknowledged.keys()];
   const missing: string[] = [];
@@ -209,4 +219,31 @@ test('after kill -9 during compactions under a SET load in always mode, every ac
     });
   }
   assert.deepEqual(missing.slice(0, 10), []);
+});
+
+test('after kill -9 during a SET load in everysec mode, every key acknowledged a second before the kill is present', async (t) => {
+  // everysec gathers records for up to EVERYSEC_WRITE_MS before writing them (and flushes
+  // once a second): a killed process may lose what was acknowledged in that window, never more
+  // than the second everysec allows.
+  const { image, first } = await firstRun(t, 'crash-everysec', 'everysec');
+
+  /** Each acknowledged key with the time of its reply. */
+  const acknowledged = new Map<string, { value: string; at: number }>();
+  let killed = false;
+  const { clients, loads } = await setLoad(first.port, 1_000_000, () => killed, (key, value) => acknowledged.set(key, { value, at: performance.now() }));
+  // Past one second of load, so that both bounds (the write window, the second) are exercised.
+  const start = performance.now();
+  while (performance.now() - start < 1500 && acknowledged.size < 2_000_000) await new Promise((r) => setTimeout(r, 50));
+  killed = true;
+  const killedAt = performance.now();
+  const c = await killAndRestart(t, first, Promise.all(loads), clients, image, 'everysec');
+  const old = [...acknowledged].filter(([, a]) => killedAt - a.at > 1000);
+  assert.ok(old.length > 0, 'no key was acknowledged a second before the kill');
+  const lost: string[] = [];
+  for (let i = 0; i < old.length; i += 1000) {
+    const part = old.slice(i, i + 1000);
+    const values = (await c.call('MGET', ...part.map(([k]) => k))) as (string | null)[];
+    part.forEach(([k, a], j) => values[j] !== a.value && lost.push(k));
+  }
+  assert.deepEqual(lost, []);
 });

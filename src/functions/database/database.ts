@@ -14,6 +14,8 @@ export interface DatabaseOptions {
   onFailure: (err: Error) => void;
   /** A compaction finished or a backlog was written: room may have come for writes that waited. */
   onRoom?: () => void;
+  /** `always`: the longest a write waits for the writers the previous batch released (ms; see LogWriter). */
+  gatherMs?: number;
 }
 
 /**
@@ -50,6 +52,7 @@ export class Database {
       onDurable: options.onDurable,
       onFailure: options.onFailure,
       ...(options.onRoom ? { onRoom: options.onRoom } : {}),
+      ...(options.gatherMs !== undefined ? { gatherMs: options.gatherMs } : {}),
       log: options.log,
     });
     db = new Database(ks, writer, { formatted, replayed });

@@ -98,6 +98,9 @@ async function start(ctx: FunctionContext<DatabaseFunctionOptions>): Promise<Run
         logRegionBytes: db.writer.regionSize,
         logCompactions: w.compactions,
         logFlushes: w.flushes,
+        logGathers: db.writer.gatherCounters.gathers,
+        logGatherTimeouts: db.writer.gatherCounters.timeouts,
+        logGatherSlow: db.writer.gatherCounters.slow,
         logFailed: db.writer.failed ? 1 : 0,
         activeExpireRunning: expirer !== null ? 1 : 0,
       };

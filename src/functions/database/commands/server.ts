@@ -47,6 +47,12 @@ function info(ctx: CommandContext, a: Buffer[]): Reply {
       ['log_used_bytes', db.writer.usedBytes],
       ['log_region_bytes', db.writer.regionSize],
       ['log_compactions', db.writer.counters.compactions],
+      // Redis's names, so one client reads both: rewrites done and one running (or requested).
+      ['aof_rewrites', db.writer.counters.compactions],
+      ['aof_rewrite_in_progress', db.writer.compacting ? 1 : 0],
+      // How long compactions took in all, and the longest synchronous step of any (each stalls every client).
+      ['log_compaction_ms_total', db.writer.counters.compactionMs.toFixed(1)],
+      ['log_compaction_longest_step_ms', db.writer.counters.compactionLongestStepMs.toFixed(2)],
       ['log_failed', db.writer.failed ? 1 : 0],
     ],
     stats: Object.entries(stats),
