@@ -140,3 +140,21 @@ test('a string with a TTL, a SET with one, and strings over IN_PLACE_MAX are rep
   assert.equal((d as Buffer)[0], 1);
   assert.equal(e[0], 2);
 });
+
+test('an INCR that keeps the length keeps the TTL, and a GET before it in the same EXEC answers the old value', async (t) => {
+  const { port } = await startDatabase(t);
+  const c = await RespClient.connect(port);
+  t.after(() => c.close());
+  assert.deepEqual(await c.call('SET', 'n', '10', 'EX', '100'), { status: 'OK' });
+  assert.equal(await c.call('INCR', 'n'), 11);
+  assert.equal(await c.call('INCRBY', 'n', '88'), 99);
+  assert.equal(await c.call('INCR', 'n'), 100);
+  assert.equal(await c.call('GET', 'n'), '100');
+  const ttl = (await c.call('TTL', 'n')) as number;
+  assert.ok(ttl > 90 && ttl <= 100, `TTL kept: ${ttl}`);
+  assert.deepEqual(await c.call('MULTI'), { status: 'OK' });
+  await c.call('GET', 'n');
+  await c.call('INCR', 'n');
+  await c.call('GET', 'n');
+  assert.deepEqual(await c.call('EXEC'), ['100', 101, '101']);
+});
