@@ -7,7 +7,7 @@
   "targets": [
     {
       "target_name": "storvisor",
-      "sources": ["native/storvisor.c", "native/xxhash.c"],
+      "sources": ["native/storvisor.c", "native/xxhash.c", "native/crc32.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
       "conditions": [
         ["OS!='linux'", { "type": "none", "sources": [] }],

@@ -5,8 +5,10 @@
  *     100 B and 4 KiB values, against the database function integrated and in a
  *     guest (thread, adaptive notification), and against redis-server with
  *     appendonly yes, each in `always` and `everysec`, data on the same disk.
- *     Median of BENCH_REPEATS runs (targets alternate within a repeat); CPU per
- *     command is measured beside (this process for storvisor, /proc for redis-server).
+ *     Median of BENCH_REPEATS runs (targets alternate within a repeat). SET and GET
+ *     run separately, each with the server's CPU and read/write system calls per
+ *     command (this process for storvisor, /proc for redis-server), and, for the
+ *     servers in this process, JS heap bytes allocated and GC time per command.
  *  2. SET -P 1 latency (p50, p99, max) over a preloaded data set, in alternating
  *     windows without and with compaction beside the traffic (BGREWRITEAOF every
  *     100 ms, so one compaction after another), for storvisor integrated,
@@ -32,6 +34,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
+import { GCProfiler } from 'node:v8';
 import { FileBlockDevice } from '../src/block/file-device.ts';
 import database from '../src/functions/database/index.ts';
 import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
@@ -50,7 +53,7 @@ export interface BenchTarget {
   /** storvisor deployment or the peer. */
   kind: 'integrated' | 'guest/adaptive' | 'redis-server' | 'node floor';
   appendfsync: Fsync;
-  start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number; syscalls(): number; logWrites?: () => number }>;
+  start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number; syscalls(): number; logWrites?: () => number; inProcess?: boolean }>;
 }
 
 /** The database function inside this process on a FileBlockDevice (the bare-metal baseline). */
@@ -73,6 +76,7 @@ export function integratedTarget(appendfsync: Fsync): BenchTarget {
         cpuSeconds: selfCpuSeconds,
         syscalls: () => processSyscalls('self'),
         logWrites: () => Number(fn.stats?.().logBatches ?? NaN),
+        inProcess: true,
         async stop() {
           await fn.stop();
           await device.close();
@@ -116,6 +120,7 @@ export function floorTarget(appendfsync: Fsync): BenchTarget {
         cpuSeconds: selfCpuSeconds,
         syscalls: () => processSyscalls('self'),
         logWrites: floor.batches,
+        inProcess: true,
         async stop() {
           await floor.stop();
           await device.close();
@@ -170,12 +175,41 @@ export interface Row {
   p50: number;
   p99: number;
   max: number;
-  /** Server CPU per command (µs), over SET and GET together. */
+  /** Server CPU per command (µs) of this test. */
   cpuUs: number;
-  /** Server read and write system calls per command (socket, log and disk together), over SET and GET. */
+  /** Server read and write system calls per command (socket, log and disk together). */
   syscallsPerCmd: number;
+  /** JS heap bytes allocated per command (the server runs in this process: integrated, floor; else NaN). */
+  heapBytesPerCmd: number;
+  /** Garbage collection per command (µs; in-process servers, else NaN). */
+  gcUsPerCmd: number;
   /** SET rows: SETs per log write (group commit size; NaN where the target does not count its writes). */
   setsPerWrite: number;
+}
+
+/**
+ * JS heap bytes allocated and GC time in this isolate between start() and the
+ * returned function's call, from the GC profiler: what each collection found
+ * before it ran, less what the previous one left, plus the growth since the
+ * last. Counts, not rates: they hold on a loaded machine.
+ */
+export function heapMeter(): () => { bytes: number; gcUs: number } {
+  const profiler = new GCProfiler();
+  const used0 = process.memoryUsage().heapUsed;
+  profiler.start();
+  return () => {
+    const stats = profiler.stop()?.statistics ?? [];
+    const used1 = process.memoryUsage().heapUsed;
+    let bytes = 0;
+    let gcUs = 0;
+    let after = used0;
+    for (const st of stats) {
+      bytes += st.beforeGC.heapStatistics.usedHeapSize - after;
+      after = st.afterGC.heapStatistics.usedHeapSize;
+      gcUs += st.cost;
+    }
+    return { bytes: bytes + used1 - after, gcUs };
+  };
 }
 
 /**
@@ -199,7 +233,7 @@ function requestsFor(pipeline: number): number {
   return Math.max(1000, Math.round((SECONDS * rate) / 1000) * 1000);
 }
 
-async function benchOne(port: number, tests: string, pipeline: number, size: number, requests: number, keyspace = 10_000): Promise<Omit<Row, 'target' | 'cpuUs' | 'syscallsPerCmd' | 'setsPerWrite'>[]> {
+async function benchOne(port: number, tests: string, pipeline: number, size: number, requests: number, keyspace = 10_000): Promise<Omit<Row, 'target' | 'cpuUs' | 'syscallsPerCmd' | 'setsPerWrite' | 'heapBytesPerCmd' | 'gcUsPerCmd'>[]> {
   const { stdout } = await run(
     'redis-benchmark',
     ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-c', '50', '-P', String(pipeline), '-d', String(size),
@@ -226,18 +260,22 @@ export async function benchDatabase(targets: BenchTarget[]): Promise<Row[]> {
         for (const pipeline of [1, 16]) {
           for (const size of [100, 4096]) {
             const requests = requestsFor(pipeline);
-            const cpu0 = server.cpuSeconds();
-            const sys0 = server.syscalls();
-            const writes0 = server.logWrites?.() ?? NaN;
-            const got = await benchOne(server.port, 'set,get', pipeline, size, requests).catch((e: Error & { stderr?: string }) => {
-              // Say which server and case failed: the suite runs eighteen of them.
-              throw new Error(`${target.name}, SET/GET -P ${pipeline} -d ${size}: ${e.stderr?.trim() || e.message}`, { cause: e });
-            });
-            const cpuUs = ((server.cpuSeconds() - cpu0) * 1e6) / (2 * requests);
-            const syscallsPerCmd = (server.syscalls() - sys0) / (2 * requests);
-            // GETs write nothing: every log write of the case carried SETs.
-            const setsPerWrite = requests / ((server.logWrites?.() ?? NaN) - writes0);
-            for (const row of got) rows.push({ ...row, target: target.name, cpuUs, syscallsPerCmd, setsPerWrite: row.test === 'SET' ? setsPerWrite : NaN });
+            // GET after SET: the keys it reads exist, with values of this size.
+            for (const test of ['set', 'get']) {
+              const cpu0 = server.cpuSeconds();
+              const sys0 = server.syscalls();
+              const writes0 = server.logWrites?.() ?? NaN;
+              const heap = server.inProcess ? heapMeter() : null;
+              const got = await benchOne(server.port, test, pipeline, size, requests).catch((e: Error & { stderr?: string }) => {
+                // Say which server and case failed: the suite runs many of them.
+                throw new Error(`${target.name}, ${test.toUpperCase()} -P ${pipeline} -d ${size}: ${e.stderr?.trim() || e.message}`, { cause: e });
+              });
+              const cpuUs = ((server.cpuSeconds() - cpu0) * 1e6) / requests;
+              const syscallsPerCmd = (server.syscalls() - sys0) / requests;
+              const h = heap?.() ?? { bytes: NaN, gcUs: NaN };
+              const setsPerWrite = test === 'set' ? requests / ((server.logWrites?.() ?? NaN) - writes0) : NaN;
+              for (const row of got) rows.push({ ...row, target: target.name, cpuUs, syscallsPerCmd, setsPerWrite, heapBytesPerCmd: h.bytes / requests, gcUsPerCmd: h.gcUs / requests });
+            }
           }
         }
       } finally {
@@ -425,7 +463,16 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
   }
   const cell = (target: BenchTarget | undefined, test: string, p: number, size: number) => {
     const rs = all.filter((x) => x.target === target?.name && x.test === test && x.pipeline === p && x.size === size);
-    return { rps: median(rs.map((x) => x.rps)), p99: median(rs.map((x) => x.p99)), cpuUs: median(rs.map((x) => x.cpuUs)), syscalls: median(rs.map((x) => x.syscallsPerCmd)), setsPerWrite: median(rs.map((x) => x.setsPerWrite)), runs: rs.map((x) => Math.round(x.rps)) };
+    return {
+      rps: median(rs.map((x) => x.rps)),
+      p99: median(rs.map((x) => x.p99)),
+      cpuUs: median(rs.map((x) => x.cpuUs)),
+      syscalls: median(rs.map((x) => x.syscallsPerCmd)),
+      setsPerWrite: median(rs.map((x) => x.setsPerWrite)),
+      heapBytes: median(rs.map((x) => x.heapBytesPerCmd)),
+      gcUs: median(rs.map((x) => x.gcUsPerCmd)),
+      runs: rs.map((x) => Math.round(x.rps)),
+    };
   };
   const out: string[] = [`# database bench: median of ${REPEATS} runs, about ${SECONDS} s per test (requests/s)`, ''];
   const json: Record<string, unknown>[] = [];
@@ -436,15 +483,15 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
       for (const p of [1, 16]) {
         for (const size of [100, 4096]) {
           const [i, g, x, f] = [integ, guest, redis, floor].map((t) => cell(t, test, p, size));
-          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 2), fmt(f.syscalls, 2), fmt(x.syscalls, 2), fmt(i.setsPerWrite, 1), fmt(f.setsPerWrite, 1)]);
+          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 3), fmt(f.syscalls, 3), fmt(x.syscalls, 3), fmt(i.setsPerWrite, 1), fmt(f.setsPerWrite, 1), fmt(i.heapBytes), fmt(f.heapBytes), fmt(i.gcUs, 2), fmt(f.gcUs, 2)]);
           json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x, nodeFloor: f });
         }
       }
     }
     out.push(`## appendfsync ${mode}`, '');
-    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd', 'integrated SETs/log write', 'floor SETs/write'], lines), '');
+    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd', 'integrated SETs/log write', 'floor SETs/write', 'integrated heap B/cmd', 'floor heap B/cmd', 'integrated GC µs/cmd', 'floor GC µs/cmd'], lines), '');
   }
-  if (PARTS.includes('throughput')) out.push('redis-benchmark -c 50 -r 10000 (SET then GET in one invocation); CPU µs/cmd: server CPU over the SET and GET runs of a case / their requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests; SETs/log write: the SET run\'s requests / the log\'s writes in the case (group commit size: in always, one FUA write each).', '');
+  if (PARTS.includes('throughput')) out.push('redis-benchmark -c 50 -r 10000, SET then GET as separate runs; CPU µs/cmd: server CPU over the run / its requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests; SETs/log write: the SET run\'s requests / the log\'s writes during it (group commit size: in always, one FUA write each); heap B/cmd and GC µs/cmd: JS heap bytes allocated and GC time in this process (v8 GCProfiler) / the run\'s requests, for the servers that run in it (a thread guest allocates in its own heap). CPU depends on the machine\'s load; syscalls, heap bytes and GC per command much less.', '');
   if (PARTS.includes('throughput')) out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store, and gathers as the log does; under `everysec` the same pwrite without FUA at the log\'s size or time window, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
 
   const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);

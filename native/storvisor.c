@@ -1202,6 +1202,9 @@ void storvisor_lz4_init(napi_env env, napi_value exports);
 /* native/xxhash.c: XXH64 fingerprints and the zero-block test for the dedup volume (always built). */
 void storvisor_xxhash_init(napi_env env, napi_value exports);
 
+/* native/crc32.c: CRC-32 of a buffer range for the database log (always built). */
+napi_value storvisor_crc32_range(napi_env env, napi_callback_info info);
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
     {"ringCreate", NULL, ring_create, NULL, NULL, NULL, napi_default, NULL},
@@ -1231,6 +1234,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
     {"setThreadAffinity", NULL, set_thread_affinity, NULL, NULL, NULL, napi_default, NULL},
     {"setThreadNice", NULL, set_thread_nice, NULL, NULL, NULL, napi_default, NULL},
     {"setThreadScheduler", NULL, set_thread_scheduler, NULL, NULL, NULL, napi_default, NULL},
+    {"crc32Range", NULL, storvisor_crc32_range, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value rwf;

@@ -134,8 +134,8 @@ class FloorConnection implements ConnectionHandler {
   }
 
   /** As the database: each slab piece's write callback returns its slab to the pool. */
-  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
-    if (this.conn.sendable) this.conn.send(bytes, owner?.done);
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null, alone: boolean): void => {
+    if (this.conn.sendable) this.conn.send(bytes, owner?.done, alone);
     else owner?.release();
   };
 

@@ -56,6 +56,8 @@ export interface NativeAddon {
   /** policy 0 = SCHED_OTHER, 1 = SCHED_FIFO, 2 = SCHED_RR. */
   setThreadScheduler(tid: number, policy: number, rtPriority: number): void;
   readonly RWF_DSYNC: number;
+  /** zlib's crc32 of buf[offset, offset + length) from `seed` (native/crc32.c: PCLMULQDQ where the CPU has it). */
+  crc32Range?(buf: Uint8Array, offset: number, length: number, seed: number): number;
   // XXH64 (seed 0) and the zero-block test for dedup fingerprints (native/xxhash.c).
   /** out[0] = the digest's low 32 bits, out[1] = its high 32 bits. */
   xxh64Into?(src: Uint8Array, out: Uint32Array): void;

@@ -424,15 +424,17 @@ export class TcpConnection {
   }
 
   /**
-   * Queue a reply. Replies sent in the same tick (or turn) leave in one writev.
+   * Queue a reply. Replies sent in the same tick (or turn) leave in one writev;
+   * `alone` (the caller sends nothing else now) writes at once, uncorked.
    * A client whose queued replies pass `maxOutputBytes` is closed. `written`
    * is called once the socket is done with `bytes` (written, or failed), so
    * the caller may reuse them; not at all when they were never queued.
    */
-  send(bytes: Buffer, written?: (err?: Error | null) => void): void {
+  send(bytes: Buffer, written?: (err?: Error | null) => void, alone = false): void {
     const socket = this.socket;
     if (!this.sendable) return;
-    if (!this.corked) {
+    // `alone`: the caller's only buffer this turn, written at once (no cork, and no tick to lift it).
+    if (!this.corked && !alone) {
       this.corked = true;
       socket.cork();
       if (this.uncorkMode === 'tick') process.nextTick(uncork, this);

@@ -5,7 +5,9 @@ import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { Database } from '../../src/functions/database/database.ts';
 import { createHash } from 'node:crypto';
 import { openLog } from '../../src/functions/database/log/recovery.ts';
-import { LOG_VERSION, MAGIC, decodeSuperblock } from '../../src/functions/database/log/format.ts';
+import { LOG_VERSION, MAGIC, crc32Range, decodeSuperblock } from '../../src/functions/database/log/format.ts';
+import { crc32 } from 'node:zlib';
+import { native } from '../../src/native/addon.ts';
 import { Op, num } from '../../src/functions/database/store/mutations.ts';
 import { GOLDEN_EXPIRY, GOLDEN_SIZE, buildGoldenImage } from './fixtures/make-golden.ts';
 
@@ -121,3 +123,20 @@ for (const [name, image] of [['version 1', goldenV1], ['version 2', golden]] as 
     await db.close();
   });
 }
+
+test('record checksums are zlib crc32 of the range, for every length, offset and seed, natively where the addon is built', () => {
+  // The addon is part of the build here: a missing one must fail, not fall back unnoticed.
+  assert.equal(typeof native?.crc32Range, 'function', 'native crc32Range missing');
+  const buf = Buffer.alloc(9000);
+  let x = 0x12345678;
+  for (let i = 0; i < buf.length; i++) buf[i] = (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24;
+  for (const len of [0, 1, 15, 16, 63, 64, 127, 128, 129, 143, 144, 4096 + 37, 8192, 8999]) {
+    for (const from of [0, 1, 7, 16]) {
+      if (from + len > buf.length) continue;
+      for (const seed of [0, 0xffffffff, 0x9e3779b9]) {
+        assert.equal(crc32Range(buf, from, from + len, seed), crc32(buf.subarray(from, from + len), seed), `len ${len} from ${from} seed ${seed}`);
+      }
+    }
+  }
+  assert.throws(() => native!.crc32Range!(buf, 8990, 11, 0), RangeError);
+});

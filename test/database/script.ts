@@ -23,6 +23,10 @@ export const script: Step[] = [
   s('SET', 'k', 'v', 'PX', '-5'), s('SET', 'k', 'v', 'EX', '10', 'PX', '10'), s('SET', 'k', 'v', 'BOGUS'),
   s('SET', 'k', 'v4', 'GET'), s('SET', 'k', 'v5', 'EX', '100'), s('TTL', 'k'), s('SET', 'k', 'v6', 'KEEPTTL'), s('TTL', 'k'),
   s('SET', 'k', 'v7'), s('TTL', 'k'), s('GETSET', 'k', 'v8'), s('GETSET', 'nokey', 'x'), s('GET', 'nokey'),
+  // Same-length overwrites (stored in place): the old value a command returns, and replies held by EXEC, keep their bytes.
+  s('SET', 'ip', 'aaaa'), s('GETSET', 'ip', 'bbbb'), s('GET', 'ip'), s('SET', 'ip', 'cccc', 'GET'), s('GET', 'ip'),
+  s('MULTI'), s('GET', 'ip'), s('MGET', 'ip', 'nokey', 'ip'), s('GETEX', 'ip'), s('SET', 'ip', 'dddd'), s('GET', 'ip'), s('GETSET', 'ip', 'eeee'), s('SET', 'ip', 'ffff'), s('EXEC'),
+  s('GET', 'ip'), s('SET', 'ip', 'gggg', 'EX', '100'), s('SET', 'ip', 'hhhh'), s('TTL', 'ip'), s('GET', 'ip'), s('SET', 'ip', 'iiiii'), s('GET', 'ip'),
   s('MSET', 'a', '1', 'b', '2', 'c', '3'), s('MSET', 'a', '1', 'b'), s('MGET', 'a', 'b', 'zz', 'c'),
   s('INCR', 'a'), s('INCRBY', 'a', '10'), s('DECR', 'a'), s('DECRBY', 'a', '5'), s('INCR', 'fresh'), s('DECR', 'fresh2'),
   s('INCRBY', 'a', 'x'), s('INCRBY', 'a', '01'), s('INCR', 'k'), s('SET', 'big', '9223372036854775807'), s('INCR', 'big'),

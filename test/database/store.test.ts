@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { Database } from '../../src/functions/database/database.ts';
 import { globMatch } from '../../src/functions/database/store/glob.ts';
-import { Keyspace } from '../../src/functions/database/store/keyspace.ts';
+import { IN_PLACE_MAX, Keyspace } from '../../src/functions/database/store/keyspace.ts';
 import { Op, num } from '../../src/functions/database/store/mutations.ts';
 import { formatDouble } from '../../src/functions/database/commands/args.ts';
 import { waitFor } from '../net/helpers.ts';
@@ -107,4 +107,54 @@ test('scores are formatted as Redis 7.0 formats doubles (%.17g)', () => {
   assert.equal(formatDouble(123456789012345678), '1.2345678901234568e+17');
   assert.equal(formatDouble(1e20), '1e+20');
   assert.equal(formatDouble(-Infinity), '-inf');
+});
+
+test('a SET of the same length overwrites the stored string in its own Buffer, and any other SET stores a copy', () => {
+  const ks = new Keyspace();
+  const chunk = Buffer.from('xxaaaabbbbccccc');
+  const first = ks.putStringCopy('k', chunk.subarray(2, 6), 0).data as Buffer;
+  assert.equal(first.toString(), 'aaaa');
+  const same = ks.putStringCopy('k', chunk.subarray(6, 10), 0);
+  assert.equal(same.data, first, 'same length: the same Buffer, written over');
+  assert.equal(first.toString(), 'bbbb');
+  const longer = ks.putStringCopy('k', chunk.subarray(10, 15), 0).data as Buffer;
+  assert.notEqual(longer, first);
+  assert.equal(longer.toString(), 'ccccc');
+  chunk.fill(0x2e);
+  assert.equal((ks.get('k')!.data as Buffer).toString(), 'ccccc', 'no view of the request survives');
+});
+
+test('a string with a TTL, a SET with one, and strings over IN_PLACE_MAX are replaced, not overwritten in place', () => {
+  const ks = new Keyspace();
+  const a = ks.putStringCopy('t', Buffer.from('aaaa'), Date.now() + 60_000).data;
+  const b = ks.putStringCopy('t', Buffer.from('bbbb'), 0);
+  assert.notEqual(b.data, a);
+  assert.equal(b.expireAt, 0);
+  const c = ks.putStringCopy('t', Buffer.from('cccc'), Date.now() + 60_000);
+  assert.notEqual(c.data, b.data);
+  assert.equal((b.data as Buffer).toString(), 'bbbb');
+  const big = Buffer.alloc(IN_PLACE_MAX + 1, 1);
+  const d = ks.putStringCopy('big', big, 0).data;
+  const e = ks.putStringCopy('big', Buffer.alloc(IN_PLACE_MAX + 1, 2), 0).data as Buffer;
+  assert.notEqual(e, d, 'a large value may be in a reply sent by reference');
+  assert.equal((d as Buffer)[0], 1);
+  assert.equal(e[0], 2);
+});
+
+test('an INCR that keeps the length keeps the TTL, and a GET before it in the same EXEC answers the old value', async (t) => {
+  const { port } = await startDatabase(t);
+  const c = await RespClient.connect(port);
+  t.after(() => c.close());
+  assert.deepEqual(await c.call('SET', 'n', '10', 'EX', '100'), { status: 'OK' });
+  assert.equal(await c.call('INCR', 'n'), 11);
+  assert.equal(await c.call('INCRBY', 'n', '88'), 99);
+  assert.equal(await c.call('INCR', 'n'), 100);
+  assert.equal(await c.call('GET', 'n'), '100');
+  const ttl = (await c.call('TTL', 'n')) as number;
+  assert.ok(ttl > 90 && ttl <= 100, `TTL kept: ${ttl}`);
+  assert.deepEqual(await c.call('MULTI'), { status: 'OK' });
+  await c.call('GET', 'n');
+  await c.call('INCR', 'n');
+  await c.call('GET', 'n');
+  assert.deepEqual(await c.call('EXEC'), ['100', 101, '101']);
 });

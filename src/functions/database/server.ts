@@ -305,10 +305,10 @@ class Connection implements ClientState, ConnectionHandler {
       last.count++;
     } else {
       if (last !== null) this.pw.take(last.bytes, last.owners);
+      else this.srv.waiting.add(this); // in the set while anything is pending (released/dropPending take it out)
       this.pending.push({ seq, batch, bytes: [], owners: [], size, count: 1 });
     }
     this.conn.begin(size);
-    this.srv.waiting.add(this);
   }
 
   /** The log is durable up to `durable`: release the replies that waited for it. */
@@ -337,7 +337,7 @@ class Connection implements ClientState, ConnectionHandler {
 
   /**
    * Send what the writer holds: one slab piece per flush, plus large values by
-   * reference (corked per tick: one writev). Each slab piece's write callback
+   * reference (corked per tick: one writev; a lone piece is written at once). Each slab piece's write callback
    * returns its slab to the pool; a piece not sent releases it at once.
    */
   flushOut(): void {
@@ -346,8 +346,9 @@ class Connection implements ClientState, ConnectionHandler {
     this.w.drain(this.sendPiece);
   }
 
-  private readonly sendPiece = (bytes: Buffer, owner: Slab | null): void => {
-    if (!this.gone && this.conn.sendable) this.conn.send(bytes, owner?.done);
+  private readonly sendPiece = (bytes: Buffer, owner: Slab | null, alone: boolean): void => {
+    // A lone piece goes at once, unless more replies of this input may follow (a flush mid-parse, at FLUSH_BYTES: corked, they join it).
+    if (!this.gone && this.conn.sendable) this.conn.send(bytes, owner?.done, alone && !this.feeding);
     else owner?.release();
   };
 

@@ -14,10 +14,20 @@ export function stringEntry(ctx: CommandContext, key: Buffer): Entry | undefined
   return e;
 }
 
+/**
+ * A stored string as a reply. Replies are encoded (copied) as soon as the
+ * command returns, and a SET of the same length overwrites a stored string in
+ * place (Keyspace.putStringCopy), so the Buffer itself is the reply; inside
+ * EXEC the replies wait for the whole transaction, so it is copied.
+ */
+function lent(ctx: CommandContext, data: Buffer): Buffer {
+  return ctx.client.inExec ? Buffer.from(data) : data;
+}
+
 function get(ctx: CommandContext, a: Buffer[]): Reply {
   const e = stringEntry(ctx, a[1]);
   if (e instanceof ErrorReply) return e;
-  return e === undefined ? null : (e.data as Buffer);
+  return e === undefined ? null : lent(ctx, e.data as Buffer);
 }
 
 function set(ctx: CommandContext, a: Buffer[]): Reply {
@@ -54,7 +64,8 @@ function set(ctx: CommandContext, a: Buffer[]): Reply {
   const k = keyOf(a[1]);
   const old = ctx.db.ks.get(k);
   if (withGet && old !== undefined && old.type !== 'string') return WRONGTYPE;
-  const oldValue = old?.type === 'string' ? old.data : null;
+  // A copy: the SET below may overwrite the stored Buffer in place.
+  const oldValue = withGet && old?.type === 'string' ? Buffer.from(old.data) : null;
   if ((nx && old !== undefined) || (xx && old === undefined)) return withGet ? oldValue : null;
   if (keepTtl) ctx.db.mutate({ op: Op.SetKeepTtl, args: [a[1], a[2]] });
   else ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(expireAt)], key: k });
@@ -64,7 +75,8 @@ function set(ctx: CommandContext, a: Buffer[]): Reply {
 function getset(ctx: CommandContext, a: Buffer[]): Reply {
   const e = stringEntry(ctx, a[1]);
   if (e instanceof ErrorReply) return e;
-  const old = e === undefined ? null : (e.data as Buffer);
+  // A copy: the SET below may overwrite the stored Buffer in place.
+  const old = e === undefined ? null : Buffer.from(e.data as Buffer);
   ctx.db.mutate({ op: Op.Set, args: [a[1], a[2], num(0)] });
   return old;
 }
@@ -73,7 +85,7 @@ function mget(ctx: CommandContext, a: Buffer[]): Reply {
   const out: Reply[] = [];
   for (let i = 1; i < a.length; i++) {
     const e = ctx.db.ks.get(keyOf(a[i]));
-    out.push(e?.type === 'string' ? e.data : null);
+    out.push(e?.type === 'string' ? lent(ctx, e.data) : null);
   }
   return out;
 }
@@ -173,7 +185,7 @@ function getex(ctx: CommandContext, a: Buffer[]): Reply {
   const e = stringEntry(ctx, a[1]);
   if (e instanceof ErrorReply) return e;
   if (e === undefined) return null;
-  const value = e.data as Buffer;
+  const value = lent(ctx, e.data as Buffer);
   if (kind !== null) {
     if (at <= ctx.db.ks.now()) ctx.db.mutate({ op: Op.Del, args: [a[1]] });
     else ctx.db.mutate({ op: Op.PExpireAt, args: [a[1], num(at)] });

@@ -30,8 +30,12 @@ export const PONG = new SimpleString('PONG');
 
 const CRLF_BYTES = Buffer.from('\r\n');
 const EMPTY = Buffer.alloc(0);
-/** Bulk replies up to this size are copied into one buffer; larger ones are sent by reference. */
-const SMALL_BULK = 16 * 1024;
+/**
+ * Bulk replies up to this size are copied when encoded; larger ones are sent
+ * by reference. Stored strings up to it may be overwritten in place
+ * (store/keyspace.ts IN_PLACE_MAX): a reply never holds one of them.
+ */
+export const SMALL_BULK = 16 * 1024;
 const NULL_BULK = Buffer.from('$-1\r\n');
 const NULL_ARRAY_BYTES = Buffer.from('*-1\r\n');
 const OK_BYTES = Buffer.from('+OK\r\n');
@@ -221,11 +225,13 @@ export class ReplyWriter {
   /**
    * Hand everything written since the last take to `send`, in order, with
    * the slab of each piece (as take, without lists in between: the send path
-   * of every flush). `send` must not write to this writer.
+   * of every flush), and whether it is the only piece (nothing to gather
+   * into one writev with it). `send` must not write to this writer.
    */
-  drain(send: (bytes: Buffer, owner: Slab | null) => void): void {
+  drain(send: (bytes: Buffer, owner: Slab | null, alone: boolean) => void): void {
     this.cut();
-    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i]);
+    const alone = this.count === 1;
+    for (let i = 0; i < this.count; i++) send(this.parts[i], this.owners[i], alone);
     this.clear();
   }
 

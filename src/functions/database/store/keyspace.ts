@@ -1,6 +1,7 @@
 import { Deque } from './deque.ts';
 import { IndexedSet } from './indexed-set.ts';
 import { SortedSet } from './sorted-set.ts';
+import { SMALL_BULK } from '../resp/writer.ts';
 
 /**
  * The in-memory data set: keys (binary-safe, held as latin1 strings so each
@@ -15,6 +16,14 @@ import { SortedSet } from './sorted-set.ts';
  * of every command.
  */
 export const keyString = (b: Buffer): string => (b as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, b.length);
+
+/**
+ * String values up to this size are overwritten in place by a SET of the same
+ * length. Replies copy bulks up to resp/writer.ts SMALL_BULK (16 KiB) into
+ * their slab when encoded and send larger ones by reference, so a stored
+ * Buffer that may be sent by reference is never written again.
+ */
+export const IN_PLACE_MAX = SMALL_BULK;
 
 export type Value =
   | { type: 'string'; data: Buffer }
@@ -90,7 +99,34 @@ export class Keyspace {
 
   /** put() of a string value without the Value object in between (SET's path). */
   putString(key: string, data: Buffer, expireAt: number): Entry {
+    return this.storeString(key, this.map.get(key), data, expireAt);
+  }
+
+  /**
+   * putString() of a copy of `src` (a view into a request or log chunk). A
+   * string entry without a TTL overwritten by a value of the same length (up
+   * to IN_PLACE_MAX) without a TTL takes the new bytes into its own Buffer:
+   * no allocation and no garbage per SET (a pipeline of 4 KiB SETs otherwise
+   * makes one ArrayBuffer, and a major GC every few MiB, per command).
+   * Callers must hold no stored string Buffer across a mutation: replies are
+   * encoded (copied, up to IN_PLACE_MAX) as soon as a command returns; the
+   * commands that return a value across a mutation (GETSET, SET ... GET) or
+   * hold replies for later (EXEC) copy it first (see commands/strings.ts).
+   */
+  putStringCopy(key: string, src: Buffer, expireAt: number): Entry {
+    const n = src.length;
     const old = this.map.get(key);
+    if (old !== undefined && n <= IN_PLACE_MAX && expireAt === 0 && old.type === 'string' && old.expireAt === 0 && old.data.length === n) {
+      old.data.set(src);
+      return old;
+    }
+    const c = Buffer.allocUnsafe(n);
+    c.set(src);
+    return this.storeString(key, old, c, expireAt);
+  }
+
+  /** putString() with the entry now at key (one Map probe for the whole SET). */
+  private storeString(key: string, old: Entry | undefined, data: Buffer, expireAt: number): Entry {
     // Overwriting a string without a TTL by one without: the entry is updated in place
     // (no new entry, no second Map probe). Nothing keeps a string entry's data across a
     // mutation (the snapshot saved the key before this ran; replies copied or hold the old Buffer).

@@ -1,5 +1,5 @@
 import { badMutation, StorvisorError } from '../../../util/errors.ts';
-import { Keyspace, emptyValue, keyString, type Entry, type ValueType } from './keyspace.ts';
+import { IN_PLACE_MAX, Keyspace, emptyValue, keyString, type Entry, type ValueType } from './keyspace.ts';
 import type { ScoredMember } from './sorted-set.ts';
 
 /**
@@ -157,7 +157,7 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
   const a = m.args;
   switch (m.op) {
     case Op.Set: {
-      ks.putString(m.key ?? key(a[0]), own(a[1]), readNum(a[2]));
+      ks.putStringCopy(m.key ?? key(a[0]), a[1], readNum(a[2]));
       return 1;
     }
     case Op.MSet: {
@@ -167,7 +167,9 @@ export function applyMutation(ks: Keyspace, m: Mutation): number | Buffer[] | Sc
     case Op.SetKeepTtl: {
       const k = key(a[0]);
       const old = ks.get(k);
-      ks.put(k, { type: 'string', data: own(a[1]) }, old?.expireAt ?? 0);
+      // INCR and friends mostly keep the length: the bytes go into the stored Buffer (see putStringCopy).
+      if (old !== undefined && old.type === 'string' && old.data.length === a[1].length && a[1].length <= IN_PLACE_MAX) old.data.set(a[1]);
+      else ks.put(k, { type: 'string', data: own(a[1]) }, old?.expireAt ?? 0);
       return 1;
     }
     case Op.Del: {
