@@ -645,31 +645,44 @@ export class LogWriter {
     };
 
     let offset = regionOffset(next, next.activeRegion);
-    /** Write the image's full chunks, one at a time and only between log batches (see DeviceLane). */
-    const writeChunks = async (): Promise<void> => {
-      for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
-        if (overflow !== null) break;
-        await lane.acquire(false);
-        try {
-          // Beside the traffic, at most SNAPSHOT_UNFLUSHED_MAX of chunks are written but not yet
-          // durable: otherwise the next batch's FUA (an fdatasync of the whole backing file)
-          // would carry every chunk written since, and its clients would wait for that. A
-          // batch between two chunks makes the first durable with its own FUA, so under
-          // steady writes chunks need no flush of their own and each batch carries one chunk;
-          // without batches, a flush comes every few chunks. Without batches beside (the
-          // queue waits for the flip), one flush at the end is enough.
-          if (beside && chunkUnflushed > 0 && chunkUnflushed + c.length > SNAPSHOT_UNFLUSHED_MAX) {
-            await this.device.flush();
-            chunkUnflushed = 0;
+    /**
+     * Write the image's full chunks between log batches (see DeviceLane): one per
+     * turn of the lane during the walk, and all of them per turn in the carry's
+     * catch-up (`together`). There a batch of the pump's (at -P16 100 B, 50
+     * clients: ~125 KB) joins the carry between two turns, so one 64 KiB chunk
+     * per turn never caught up: the carry grew to CARRY_MAX_BYTES, which stopped
+     * the writers for seconds, and the new region began with ~50 MB carried.
+     */
+    const writeChunks = async (together = false): Promise<void> => {
+      let held = false;
+      try {
+        for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
+          if (overflow !== null) break;
+          if (!held) await lane.acquire(false);
+          held = together;
+          try {
+            // Beside the traffic, at most SNAPSHOT_UNFLUSHED_MAX of chunks are written but not yet
+            // durable: otherwise the next batch's FUA (an fdatasync of the whole backing file)
+            // would carry every chunk written since, and its clients would wait for that. A
+            // batch between two chunks makes the first durable with its own FUA, so under
+            // steady writes chunks need no flush of their own and each batch carries one chunk;
+            // without batches, a flush comes every few chunks. Without batches beside (the
+            // queue waits for the flip), one flush at the end is enough.
+            if (beside && chunkUnflushed > 0 && chunkUnflushed + c.length > SNAPSHOT_UNFLUSHED_MAX) {
+              await this.device.flush();
+              chunkUnflushed = 0;
+            }
+            await this.device.pwrite(c, offset);
+            if (!this.device.writeThrough) chunkUnflushed += c.length;
+          } finally {
+            if (!held) lane.release();
           }
-          await this.device.pwrite(c, offset);
-          if (!this.device.writeThrough) chunkUnflushed += c.length;
-        } finally {
-          lane.release();
+          offset += c.length;
+          image.recycle(c);
+          if (pumpError !== null) throw pumpError;
         }
-        offset += c.length;
-        image.recycle(c);
-        if (pumpError !== null) throw pumpError;
+      } finally {
+        if (held) lane.release();
       }
     };
         const t0 = performance.now();
@@ -704,14 +717,20 @@ export class LogWriter {
         crc = image.appendRecord(m, crc, seq++);
       };
       // Until one slice empties it: under steady traffic the pump carries a batch between
-      // two slices, so waiting for an empty carry would chase the traffic for good.
+      // two slices, so waiting for an empty carry would chase the traffic for good. Nor
+      // while the carry does not shrink from one turn to the next: at SET -P16 100 B a
+      // batch (~800 records) takes about one slice to encode, so the chase lasted seconds
+      // and carried ~300,000 records; the flip's step takes the rest (about a batch).
+      let before = Infinity;
       for (;;) {
+        if (carry.length >= before) break;
+        before = carry.length;
         const s = performance.now();
         const empty = carry.length === 0 || carry.drain(encode, s + SNAPSHOT_SLICE_MS);
         const ms = performance.now() - s;
         steps.catchUpSlices++;
         if (ms > steps.maxCatchUpMs) steps.maxCatchUpMs = ms;
-        await writeChunks();
+        await writeChunks(true);
         if (overflow !== null) throw overflow;
         if (pumpError !== null) throw pumpError;
         if (empty) break;
