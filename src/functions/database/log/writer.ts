@@ -646,46 +646,46 @@ export class LogWriter {
 
     let offset = regionOffset(next, next.activeRegion);
     /**
-     * Write the image's full chunks between log batches (see DeviceLane): with
-     * `together`, all of them in one turn of the lane (what one slice produced),
-     * else one per turn. Both the walk and the carry's catch-up write together:
-     * one 64 KiB chunk per turn, with a batch of the pump's (at -P16 100 B, 50
-     * clients: ~125 KB) between two turns, never caught up with the traffic. A
-     * 57 MB snapshot took ~900 turns and 2 s, its carry grew toward
-     * CARRY_MAX_BYTES (which stops the writers), and SET -P16 100 B after a 4 KiB
-     * fill ran at 94K/s with a 301 ms max (together: 126K/s, 61 ms), while the
-     * -P1 p99 with compaction stayed ≤ 2x (1.27 integrated, 1.85 guest).
+     * Write one piece of the image at `at` (the lane is ours). Beside the traffic, at
+     * most SNAPSHOT_UNFLUSHED_MAX of chunks are written but not yet durable: otherwise
+     * the next batch's FUA (an fdatasync of the whole backing file) would carry every
+     * chunk written since, and its clients would wait for that. A batch between two
+     * chunks makes the first durable with its own FUA, so under steady writes chunks
+     * need no flush of their own; without batches, a flush comes every few chunks.
+     * Without batches beside (the queue waits for the flip), one flush at the end is
+     * enough.
      */
-    const writeChunks = async (together = false): Promise<void> => {
-      let held = false;
+    const writePiece = async (piece: Buffer, at: number): Promise<void> => {
+      if (beside && chunkUnflushed > 0 && chunkUnflushed + piece.length > SNAPSHOT_UNFLUSHED_MAX) {
+        await this.device.flush();
+        chunkUnflushed = 0;
+      }
+      await this.device.pwrite(piece, at);
+      if (!this.device.writeThrough) chunkUnflushed += piece.length;
+    };
+    /**
+     * Write the image's full chunks (what one slice produced) in one turn of the
+     * lane, between log batches (see DeviceLane). One 64 KiB chunk per turn, with a
+     * batch of the pump's (at -P16 100 B, 50 clients: ~125 KB) between two turns,
+     * never caught up with the traffic: a 57 MB snapshot took ~900 turns and 2 s,
+     * its carry grew toward CARRY_MAX_BYTES (which stops the writers), and SET -P16
+     * 100 B after a 4 KiB fill ran at 94K/s with a 301 ms max (all in one turn:
+     * 126K/s, 61 ms), while the -P1 p99 with compaction stayed ≤ 2x (1.27
+     * integrated, 1.85 guest).
+     */
+    const writeChunks = async (): Promise<void> => {
+      let c = image.takeFull();
+      if (c === null || overflow !== null) return;
+      await lane.acquire(false);
       try {
-        for (let c = image.takeFull(); c !== null; c = image.takeFull()) {
-          if (overflow !== null) break;
-          if (!held) await lane.acquire(false);
-          held = together;
-          try {
-            // Beside the traffic, at most SNAPSHOT_UNFLUSHED_MAX of chunks are written but not yet
-            // durable: otherwise the next batch's FUA (an fdatasync of the whole backing file)
-            // would carry every chunk written since, and its clients would wait for that. A
-            // batch between two chunks makes the first durable with its own FUA, so under
-            // steady writes chunks need no flush of their own and each batch carries one chunk;
-            // without batches, a flush comes every few chunks. Without batches beside (the
-            // queue waits for the flip), one flush at the end is enough.
-            if (beside && chunkUnflushed > 0 && chunkUnflushed + c.length > SNAPSHOT_UNFLUSHED_MAX) {
-              await this.device.flush();
-              chunkUnflushed = 0;
-            }
-            await this.device.pwrite(c, offset);
-            if (!this.device.writeThrough) chunkUnflushed += c.length;
-          } finally {
-            if (!held) lane.release();
-          }
+        for (; c !== null && overflow === null; c = image.takeFull()) {
+          await writePiece(c, offset);
           offset += c.length;
           image.recycle(c);
           if (pumpError !== null) throw pumpError;
         }
       } finally {
-        if (held) lane.release();
+        lane.release();
       }
     };
         const t0 = performance.now();
@@ -697,7 +697,7 @@ export class LogWriter {
         const done = source.step(SNAPSHOT_SLICE_MS);
         // Full chunks go to the disk before the next slice: the walk never runs
         // ahead of the disk by more than one slice's worth.
-        await writeChunks(true);
+        await writeChunks();
         if (overflow !== null) throw overflow;
         if (pumpError !== null) throw pumpError;
         if (done) break;
@@ -733,7 +733,7 @@ export class LogWriter {
         const ms = performance.now() - s;
         steps.catchUpSlices++;
         if (ms > steps.maxCatchUpMs) steps.maxCatchUpMs = ms;
-        await writeChunks(true);
+        await writeChunks();
         if (overflow !== null) throw overflow;
         if (pumpError !== null) throw pumpError;
         if (empty) break;
@@ -745,12 +745,7 @@ export class LogWriter {
       if (partial.length > 0) {
         await lane.acquire(false);
         try {
-          if (beside && chunkUnflushed > 0 && chunkUnflushed + partial.length > SNAPSHOT_UNFLUSHED_MAX) {
-            await this.device.flush();
-            chunkUnflushed = 0;
-          }
-          await this.device.pwrite(partial, offset + image.writtenInCurrent);
-          if (!this.device.writeThrough) chunkUnflushed += partial.length;
+          await writePiece(partial, offset + image.writtenInCurrent);
         } finally {
           lane.release();
         }
