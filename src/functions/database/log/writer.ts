@@ -721,13 +721,19 @@ export class LogWriter {
       };
       // Until one slice empties it: under steady traffic the pump carries a batch between
       // two slices, so waiting for an empty carry would chase the traffic for good. Nor
-      // while the carry does not shrink from one turn to the next: at SET -P16 100 B a
-      // batch (~800 records) takes about one slice to encode, so the chase lasted seconds
-      // and carried ~300,000 records; the flip's step takes the rest (about a batch).
-      let before = Infinity;
+      // once the carry has not reached a new low for CATCH_UP_STALE_TURNS turns: at SET
+      // -P16 100 B a batch (~800 records) takes about one slice to encode, so the chase
+      // lasted seconds and carried ~300,000 records; the flip's step takes the rest (about
+      // a batch). Not one turn: a slice preempted or paused by a GC encodes a few records,
+      // and ending there left the whole carry to the flip.
+      let low = Infinity;
+      let stale = 0;
       for (;;) {
-        if (carry.length >= before) break;
-        before = carry.length;
+        if (carry.length < low) {
+          low = carry.length;
+          stale = 0;
+        } else if (++stale >= CATCH_UP_STALE_TURNS) break;
+        if (steps.catchUpSlices >= CATCH_UP_MAX_TURNS) break;
         const s = performance.now();
         const empty = carry.length === 0 || carry.drain(encode, s + SNAPSHOT_SLICE_MS);
         const ms = performance.now() - s;
@@ -921,6 +927,10 @@ const SNAPSHOT_UNFLUSHED_MAX = 256 << 10;
 const SNAPSHOT_CHUNK_WRITE_THROUGH = 64 << 10;
 /** Longest synchronous step of the snapshot walk (ms); the event loop runs between steps. */
 const SNAPSHOT_SLICE_MS = 1;
+/** Turns without a new low in the carry after which its catch-up leaves the rest to the flip. */
+const CATCH_UP_STALE_TURNS = 3;
+/** Most turns of catch-up: a carry that keeps finding new lows by a few records is chasing too. */
+const CATCH_UP_MAX_TURNS = 64;
 
 /**
  * The device during a compaction: log batches (the pump) and snapshot chunk
