@@ -92,3 +92,57 @@ test('acknowledged writes survive kill -9 of the controller, through the export 
   second.child.kill('SIGINT');
   await new Promise((r) => second.child.once('exit', r));
 });
+
+test('acknowledged plain writes survive kill -9 of the controller through an integrated nbd-export, and FUA writes through the export', async (t) => {
+  // Both volumes are write-back over NBD now: a plain WRITE's data is in the
+  // host's page cache when it is acknowledged, which a killed process cannot take back.
+  const dir = tempDir(t);
+  const config = join(dir, 'storvisor.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      dataDir: join(dir, 'data'),
+      cacheMiB: 8,
+      api: null,
+      nbd: { port: 0 },
+      volumes: [
+        { name: 'v', sizeMiB: 32 },
+        { name: 'iv', sizeMiB: 32 },
+      ],
+      functions: [{ name: 'i', function: 'nbd-export', volume: 'iv', deploy: 'integrated', options: { exportName: 'i' } }],
+    }),
+  );
+
+  const first = await startProcess(config);
+  t.after(() => first.child.kill('SIGKILL'));
+  const fua = await NbdClient.connect({ ...first.urls.get('v')!, exportName: 'v' });
+  const integrated = await NbdClient.connect({ ...first.urls.get('i')!, exportName: 'i' });
+  const fuaDevice = Object.assign(Object.create(fua) as NbdClient, { pwrite: (buf: Uint8Array, off: number) => fua.pwrite(buf, off, { fua: true }) });
+  const next = rng(11);
+  let total = 0;
+  let killed = false;
+  const onAck = () => {
+    if (++total === 600 && !killed) {
+      killed = true;
+      first.child.kill('SIGKILL');
+    }
+  };
+  const [a, b] = await Promise.all([
+    writeLoad(integrated, { blocks: shuffledBlocks(8192, next), depth: 16, onAck }),
+    writeLoad(fuaDevice, { blocks: shuffledBlocks(8192, next), depth: 16, onAck }),
+  ]);
+  assert.ok(killed, 'the controller was killed mid-load');
+  assert.ok(a.error && b.error, 'both loads saw the connection die');
+  assert.ok(a.acked.length > 50 && b.acked.length > 50, `acked ${a.acked.length} + ${b.acked.length}`);
+
+  const second = await startProcess(config);
+  t.after(() => second.child.kill('SIGKILL'));
+  const integrated2 = await NbdClient.connect({ ...second.urls.get('i')!, exportName: 'i' });
+  const direct2 = await NbdClient.connect({ ...second.urls.get('v')!, exportName: 'v' });
+  assert.deepEqual(await verifyBlocks(integrated2, a.acked), []);
+  assert.deepEqual(await verifyBlocks(direct2, b.acked), []);
+  await integrated2.close();
+  await direct2.close();
+  second.child.kill('SIGINT');
+  await new Promise((r) => second.child.once('exit', r));
+});
