@@ -22,25 +22,33 @@ function store(t: Parameters<typeof tempDir>[0]): VolumeStore {
   return s;
 }
 
-/** What the volume's image backend did since `before` (a stats() snapshot). */
-function delta(v: Volume, before: Record<string, number>) {
+/** What the volume's image backend did while `op` ran: its writes, those left to a flush, its fdatasyncs. */
+async function costOf(v: Volume, op: () => Promise<unknown>) {
+  const before = v.stats();
+  await op();
   const now = v.stats();
   const d = (k: string) => now[`backend_${k}`]! - before[`backend_${k}`]!;
   return { writes: d('writes'), unsynced: d('unsyncedWrites'), syncs: d('syncs') };
 }
 
+/** Whether `v` reads `expected` at block `b`. */
+async function reads(v: Volume, b: number, expected: Buffer): Promise<boolean> {
+  const buf = Buffer.alloc(B);
+  await v.pread(buf, b * B);
+  return buf.equals(expected);
+}
+
+const UNSYNCED = { unsynced: true };
+
 test('on a file volume a plain write costs no sync, a FUA write one O_DSYNC write, and a flush one fdatasync', async (t) => {
   const v = store(t).openVolume('v');
-  let before = v.stats();
-  await v.pwrite(block(1, 2), 1 * B, { unsynced: true });
-  assert.deepEqual(delta(v, before), { writes: 1, unsynced: 1, syncs: 0 });
-  before = v.stats();
-  await v.pwrite(block(2, 2), 2 * B, { fua: true });
-  assert.deepEqual(delta(v, before), { writes: 1, unsynced: 0, syncs: 0 });
-  before = v.stats();
-  await v.pwrite(block(3, 2), 3 * B, { unsynced: true });
-  await v.flush();
-  assert.deepEqual(delta(v, before), { writes: 1, unsynced: 1, syncs: 1 });
+  assert.deepEqual(await costOf(v, () => v.pwrite(block(1, 2), 1 * B, UNSYNCED)), { writes: 1, unsynced: 1, syncs: 0 });
+  assert.deepEqual(await costOf(v, () => v.pwrite(block(2, 2), 2 * B, { fua: true })), { writes: 1, unsynced: 0, syncs: 0 });
+  const writeAndFlush = async () => {
+    await v.pwrite(block(3, 2), 3 * B, UNSYNCED);
+    await v.flush();
+  };
+  assert.deepEqual(await costOf(v, writeAndFlush), { writes: 1, unsynced: 1, syncs: 1 });
 });
 
 test('an unsynced write to a block a snapshot shares copies the old data durably first, and only the new data is unsynced', async (t) => {
@@ -48,47 +56,29 @@ test('an unsynced write to a block a snapshot shares copies the old data durably
   const v = s.openVolume('v');
   await v.pwrite(block(5, 1), 5 * B);
   await s.snapshots.create('v', 'a');
-  const before = v.stats();
-  await v.pwrite(block(5, 2), 5 * B, { unsynced: true });
   // The image's write is the only unsynced one; the copy into the delta went O_DSYNC on the delta's own backend.
-  assert.deepEqual(delta(v, before), { writes: 1, unsynced: 1, syncs: 0 });
-  const buf = Buffer.alloc(B);
-  await s.openVolume('v@a').pread(buf, 5 * B);
-  assert.ok(buf.equals(block(5, 1)), 'the snapshot kept the old data');
-  await v.pread(buf, 5 * B);
-  assert.ok(buf.equals(block(5, 2)));
+  assert.deepEqual(await costOf(v, () => v.pwrite(block(5, 2), 5 * B, UNSYNCED)), { writes: 1, unsynced: 1, syncs: 0 });
+  assert.ok(await reads(s.openVolume('v@a'), 5, block(5, 1)), 'the snapshot kept the old data');
+  assert.ok(await reads(v, 5, block(5, 2)));
   // Later writes of the block copy nothing: unsynced as on a plain volume.
-  const again = v.stats();
-  await v.pwrite(block(5, 3), 5 * B, { unsynced: true });
-  assert.deepEqual(delta(v, again), { writes: 1, unsynced: 1, syncs: 0 });
+  assert.deepEqual(await costOf(v, () => v.pwrite(block(5, 3), 5 * B, UNSYNCED)), { writes: 1, unsynced: 1, syncs: 0 });
 });
 
 test('a clone\'s first unsynced write of a block is durable before its bit, and its later writes of the block are unsynced', async (t) => {
   const s = store(t);
-  const v = s.openVolume('v');
-  await v.pwrite(block(6, 1), 6 * B);
+  await s.openVolume('v').pwrite(block(6, 1), 6 * B);
   await s.snapshots.create('v', 'a');
   await s.snapshots.clone('v', 'a', 'c');
   const c = s.openVolume('c');
-  let before = c.stats();
-  await c.pwrite(block(6, 2), 6 * B, { unsynced: true });
-  assert.deepEqual(delta(c, before), { writes: 1, unsynced: 0, syncs: 0 });
-  before = c.stats();
-  await c.pwrite(block(6, 3), 6 * B, { unsynced: true });
-  assert.deepEqual(delta(c, before), { writes: 1, unsynced: 1, syncs: 0 });
-  const buf = Buffer.alloc(B);
-  await c.pread(buf, 6 * B);
-  assert.ok(buf.equals(block(6, 3)));
+  assert.deepEqual(await costOf(c, () => c.pwrite(block(6, 2), 6 * B, UNSYNCED)), { writes: 1, unsynced: 0, syncs: 0 });
+  assert.deepEqual(await costOf(c, () => c.pwrite(block(6, 3), 6 * B, UNSYNCED)), { writes: 1, unsynced: 1, syncs: 0 });
+  assert.ok(await reads(c, 6, block(6, 3)));
 });
 
 test('taking a snapshot makes the unsynced writes before it durable: one fdatasync', async (t) => {
   const s = store(t);
   const v = s.openVolume('v');
-  await v.pwrite(block(7, 2), 7 * B, { unsynced: true });
-  const before = v.stats();
-  await s.snapshots.create('v', 'a');
-  assert.equal(delta(v, before).syncs, 1);
-  const buf = Buffer.alloc(B);
-  await s.openVolume('v@a').pread(buf, 7 * B);
-  assert.ok(buf.equals(block(7, 2)));
+  await v.pwrite(block(7, 2), 7 * B, UNSYNCED);
+  assert.equal((await costOf(v, () => s.snapshots.create('v', 'a'))).syncs, 1);
+  assert.ok(await reads(s.openVolume('v@a'), 7, block(7, 2)));
 });
