@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parseConfig, type FunctionConfig, type NotifyMode } from '../src/config/config.ts';
 import { Controller } from '../src/controller/controller.ts';
-import { runFio, median, type FioResult } from './lib/fio.ts';
+import { runFio, median, durabilityArgs, durableLatency, type FioResult, type WriteDurability } from './lib/fio.ts';
 import { barChart } from './lib/chart.ts';
 import { childPids, cpuMeter, processCpuSeconds, statCpuSeconds } from './lib/cpu.ts';
 import { nbdkitTarget, prefill, type Target } from './lib/targets.ts';
@@ -42,14 +42,26 @@ interface Workload {
   qd: number;
   region: number;
   warm?: boolean;
+  /** A write row's durability, the same for every target (durabilityArgs). */
+  durability?: WriteDurability;
 }
+/**
+ * Two kinds of write row, so that every target is asked for the same
+ * durability: "write" is plain writes, which may complete in a volatile cache
+ * (NBD WRITE without FUA; buffered pwrite on the raw file), with one flush at
+ * the end; "durable write" has every write made durable by a flush of its own
+ * (NBD WRITE + FLUSH: fio's nbd engine cannot send FUA; O_DIRECT + O_DSYNC on
+ * the raw file).
+ */
 const WORKLOADS: Workload[] = [
   { name: 'read hit QD1', rw: 'randread', qd: 1, region: HOT, warm: true },
   { name: 'read hit QD32', rw: 'randread', qd: 32, region: HOT, warm: true },
   { name: 'read miss QD1', rw: 'randread', qd: 1, region: DATA },
   { name: 'read miss QD32', rw: 'randread', qd: 32, region: DATA },
-  { name: 'sync write QD1', rw: 'randwrite', qd: 1, region: DATA },
-  { name: 'sync write QD32', rw: 'randwrite', qd: 32, region: DATA },
+  { name: 'write QD1', rw: 'randwrite', qd: 1, region: DATA, durability: 'write-back' },
+  { name: 'write QD32', rw: 'randwrite', qd: 32, region: DATA, durability: 'write-back' },
+  { name: 'durable write QD1', rw: 'randwrite', qd: 1, region: DATA, durability: 'durable' },
+  { name: 'durable write QD32', rw: 'randwrite', qd: 32, region: DATA, durability: 'durable' },
 ];
 
 const fn = (name: string, deploy: FunctionConfig['deploy'], notify: NotifyMode, idle: FunctionConfig['idle'] = 'adaptive', more: Partial<FunctionConfig> = {}): FunctionConfig => ({
@@ -260,11 +272,12 @@ export async function blockBench(resultsDir: string): Promise<void> {
         for (const w of workloads) {
           const raw = target.name === 'fio raw file';
           const engine = raw ? [w.qd === 1 ? '--ioengine=psync' : '--ioengine=libaio'] : [];
-          const sync = raw && w.rw === 'randwrite' ? ['--sync=dsync'] : [];
-          const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...sync, ...reach];
+          // After the target's own arguments: the raw file's write-back row turns its O_DIRECT off.
+          const sync = w.durability !== undefined ? durabilityArgs(raw, w.durability) : [];
+          const common = ['--name=b', `--bs=4k`, `--iodepth=${w.qd}`, `--size=${w.region}`, '--norandommap', '--randrepeat=0', ...engine, ...reach, ...sync];
           // fio is spawned on every CPU this process started with, not on a pinned poller's core.
           if (w.warm) await withAffinity(undefined, () => runFio([...common, '--rw=read', '--iodepth=16']));
-          const engineKey = raw ? `${engine[0]}${sync.join('')}` : 'nbd';
+          const engineKey = `${raw ? engine[0] : 'nbd'}${sync.join('')}`;
           if (!fixedFio.has(engineKey)) {
             const one = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--io_size=4k']));
             fixedFio.set(engineKey, one.fioCpuSec);
@@ -275,7 +288,9 @@ export async function blockBench(resultsDir: string): Promise<void> {
           const sides = sideMeter(guestTids);
           const machine0 = machineJiffies();
           const poller0 = { ...controller.poller.counters };
-          const fio = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
+          const run = await withAffinity(undefined, () => runFio([...common, `--rw=${w.rw}`, '--time_based', `--runtime=${SECONDS}`]));
+          // A durable NBD write's latency is its WRITE's and its FLUSH's.
+          const fio = w.durability === 'durable' ? { ...run, ...durableLatency(run) } : run;
           // Server-side CPU per 1,000 requests (ms); fio on the raw file has no server.
           const side = sides();
           const perReq = (sec: number) => (raw ? NaN : (sec * 1e6) / Math.max(1, fio.ios));
@@ -318,6 +333,8 @@ export async function blockBench(resultsDir: string): Promise<void> {
     lines.push(`# block bench: 4 KiB, median of ${REPEATS} runs of ${SECONDS} s, cache ${CACHE / MiB} MiB, data ${DATA / MiB} MiB`);
     for (const w of workloads) {
       lines.push(`\n## ${w.name}\n`);
+      if (w.durability === 'write-back') lines.push('Plain writes (NBD WRITE without FUA; buffered pwrite on the raw file), which may complete in a volatile cache; one flush at the end.\n');
+      if (w.durability === 'durable') lines.push('Every write made durable by a flush of its own (NBD WRITE + FLUSH, since fio\'s nbd engine cannot send FUA; O_DIRECT + O_DSYNC on the raw file); p50/p99 are the write\'s plus its flush\'s.\n');
       // CPU µs per request by side (= ms per 1k): the controller's thread, the guest (its thread or process), the rest (GC helpers, pool).
       // total = fio (client) + this process + its children, per request; IOPS × total as a share of the cores: near 1.0, CPU-bound.
       // The machine's busy share beside it: well above ours, someone else had the cores (a shared machine).
@@ -360,9 +377,9 @@ export async function blockBench(resultsDir: string): Promise<void> {
       ['gateway / integrated, read miss QD1', ratio('gateway/NBD', 'integrated', 'read miss QD1')],
       ['process/poll / integrated, read miss QD1 (target >= 0.95)', ratio('process/poll', 'integrated', 'read miss QD1')],
       ['process/poll / integrated, read miss QD32 (target >= 0.95)', ratio('process/poll', 'integrated', 'read miss QD32')],
-      ['process/poll p50 / integrated p50, sync write QD1 (target <= 1.05)', latency('process/poll', 'integrated', 'sync write QD1')],
+      ['process/poll p50 / integrated p50, durable write QD1 (target <= 1.05)', latency('process/poll', 'integrated', 'durable write QD1')],
       ['ablation all on / integrated, read miss QD1 (target >= 0.95)', ratio('ablation: all on', 'integrated', 'read miss QD1')],
-      ['ablation all on p50 / integrated p50, sync write QD1 (target <= 1.05)', latency('ablation: all on', 'integrated', 'sync write QD1')],
+      ['ablation all on p50 / integrated p50, durable write QD1 (target <= 1.05)', latency('ablation: all on', 'integrated', 'durable write QD1')],
     ] as [string, number][];
     // Issue #8: adaptive picks the winner by itself, and polling pays in every row.
     for (const w of workloads) {

@@ -32,7 +32,7 @@ interface PlannedStep {
 }
 
 const STEPS: PlannedStep[] = [
-  { name: 'block', run: blockStep, plan: (c) => ({ steps: c.repeats * (3 + c.deployments.length) * 8, seconds: c.repeats * (3 + c.deployments.length) * 8 * c.seconds }) },
+  { name: 'block', run: blockStep, plan: (c) => ({ steps: c.repeats * (3 + c.deployments.length) * 10, seconds: c.repeats * (3 + c.deployments.length) * 10 * c.seconds }) },
   { name: 'idle', run: idleStep, plan: (c) => ({ steps: c.repeats * c.deployments.length, seconds: c.repeats * c.deployments.length * (c.quick ? 2 : 10) }) },
   { name: 'network', run: networkStep, plan: (c) => ({ steps: c.repeats * (2 * c.deployments.length + 3), seconds: c.repeats * (2 * c.deployments.length + 3) * c.seconds }) },
   { name: 'fileserver', run: fileserverStep, plan: (c) => ({ steps: c.repeats * (c.deployments.length + 3), seconds: c.repeats * (c.deployments.length + 3) * 2 * c.seconds }) },

@@ -78,10 +78,13 @@ export interface WriteFlags {
   /** Force unit access: durable before the promise resolves. */
   fua?: boolean;
   /**
-   * The caller makes this write durable itself, by a flush() after it completes
-   * and before it acknowledges it to anyone: a write-through device may skip its
-   * per-write sync (several writes then share one sync). Ignored where a write
-   * cannot skip it, and never together with `fua`.
+   * The write may stay volatile until a later flush(): a write-through device
+   * may skip its per-write sync (the write is then in the host's page cache, so
+   * it survives the controller's kill -9, and the next flush makes it durable).
+   * The caller either flushes before it acknowledges the write, or its own
+   * client was told the device is write-back (a guest's write-back queue, an
+   * NBD client, which flushes or writes with FUA where it needs durability).
+   * Ignored where a write cannot skip it, and never together with `fua`.
    */
   unsynced?: boolean;
 }

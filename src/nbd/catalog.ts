@@ -89,7 +89,9 @@ export function transmissionFlags(device: BlockDevice, structuredReplies: boolea
     if (can.trim) flags |= NBD_FLAG_SEND_TRIM;
     if (can.zeroes) flags |= NBD_FLAG_SEND_WRITE_ZEROES;
   }
-  // Every acknowledged write is already durable and visible: connections cannot disagree.
+  // Every acknowledged write is visible to every connection, and durable or made
+  // durable by any connection's FLUSH (a volume's plain WRITEs wait in the page
+  // cache of its one image file, and FLUSH is that file's fdatasync): connections cannot disagree.
   if (device.writeThrough) flags |= NBD_FLAG_CAN_MULTI_CONN;
   if (structuredReplies) flags |= NBD_FLAG_SEND_DF;
   return flags;

@@ -237,14 +237,15 @@ export class NbdConnection implements ConnectionHandler, LentReplyOwner, WriteRe
   /** A WRITE without a promise; false when it does not qualify (FUA on a write-back device, or declined). */
   private writeDirect(req: NbdRequest): boolean {
     if (validateRequest(req, this.limits!) !== 0) return false;
-    if ((req.flags & NBD_CMD_FLAG_FUA) !== 0 && !this.lender!.writeThrough) return false;
+    const fua = (req.flags & NBD_CMD_FLAG_FUA) !== 0;
+    if (fua && !this.lender!.writeThrough) return false;
     const op = this.writeOps.pop() ?? new WriteReply(this);
     op.cookieHigh = req.cookieHigh;
     op.cookieLow = req.cookieLow;
     op.length = req.length;
     op.early = undefined;
     op.starting = true;
-    const started = this.lender!.writeFrom(req.payload!, req.offset, op);
+    const started = this.lender!.writeFrom(req.payload!, req.offset, op, fua);
     op.starting = false;
     if (!started) {
       this.writeOps.push(op);

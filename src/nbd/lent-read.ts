@@ -22,7 +22,7 @@ export interface LentReadTarget {
 
 /** The receiver of one promise-free write (pooled by its owner). */
 export interface WriteTarget {
-  /** null: the write is done (durable if the device is write-through); else why it failed. May be called before writeFrom returns. */
+  /** null: the write is done (durable if FUA, else at the next flush); else why it failed. May be called before writeFrom returns. */
   writeDone(err: Error | null): void;
 }
 
@@ -44,10 +44,11 @@ export interface LentReadDevice extends BlockDevice {
    * Write `src` at `offset` without a promise (`src` must stay unchanged
    * until `target` hears back); false, with nothing
    * started, when the request does not qualify (the caller then uses pwrite).
-   * No FUA: only for devices whose acknowledged writes are durable, or writes
-   * that need no FUA.
+   * A plain write follows WriteFlags.unsynced (durable at the next flush where
+   * the device can defer its sync); `fua` only on a write-through device, which
+   * then has it durable before `target` hears back.
    */
-  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean;
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget, fua?: boolean): boolean;
 }
 
 export const hasLentRead = (d: BlockDevice): d is LentReadDevice => (d as Partial<LentReadDevice>).lending === d;

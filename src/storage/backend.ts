@@ -17,14 +17,18 @@ import { defaultEngine, errnoName, type IoEngine, type IoTarget } from './engine
  *
  * On filesystems without O_DIRECT (tmpfs) it falls back to buffered I/O with
  * O_DSYNC, says so once, and keeps the same durability.
- * writeUnsynced (a guest's writes on a write-back queue, made durable by its
- * flush) goes through a second, buffered descriptor without O_DSYNC: see unsyncedFd.
+ * writeUnsynced (a plain write from a guest's write-back queue or an NBD client,
+ * made durable by its flush) goes through a second, buffered descriptor without
+ * O_DSYNC: see unsyncedFd.
  */
 export interface BackendStats {
   reads: number;
   writes: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Of `writes`, those left to a later datasync (writeUnsynced); the rest were durable when they completed. */
+  unsyncedWrites: number;
+  /** fdatasyncs issued (concurrent datasync calls share them). */
   syncs: number;
   inFlight: number;
   maxInFlight: number;
@@ -48,8 +52,12 @@ export interface StorageBackend {
    * starts once it has completed. Optional: a Volume then uses write().
    */
   writeUnsynced?(buf: Uint8Array, at: number, length: number, position: number): Promise<void>;
-  /** write() without a promise: target.ioDone(tag, 0 or -errno). Optional: a Volume then uses write(). */
-  writeFrom?(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void;
+  /**
+   * write() without a promise: target.ioDone(tag, 0 or -errno). `unsynced`: as
+   * writeUnsynced (ignored by a backend without it: the write is then durable).
+   * Optional: a Volume then uses write().
+   */
+  writeFrom?(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number, unsynced?: boolean): void;
   datasync(): Promise<void>;
   /** Deallocate a range; false when it cannot (the caller writes zeroes). `mustZero`: it must read back as zeroes. */
   punchHole(position: number, length: number, mustZero?: boolean): boolean | Promise<boolean>;
@@ -93,6 +101,12 @@ export class PromiseTarget implements IoTarget {
 
 const EMPTY = new Uint8Array(0);
 
+interface SyncWaiters {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 /** An errno result as a StorvisorError that keeps the errno (ENOSPC must reach the client as ENOSPC) and no host path. */
 export function backendError(result: number, what: string): StorvisorError {
   const name = errnoName(result);
@@ -105,6 +119,7 @@ export class FileBackend implements StorageBackend {
     writes: 0,
     bytesRead: 0,
     bytesWritten: 0,
+    unsyncedWrites: 0,
     syncs: 0,
     inFlight: 0,
     maxInFlight: 0,
@@ -112,6 +127,9 @@ export class FileBackend implements StorageBackend {
   };
   private closed = false;
   private readonly pool: BackendOp[] = [];
+  /** An fdatasync in progress, and the callers waiting for the one after it (see datasync). */
+  private syncRunning = false;
+  private syncNext: SyncWaiters | null = null;
 
   private constructor(
     readonly path: string,
@@ -168,9 +186,12 @@ export class FileBackend implements StorageBackend {
     this.startOp(false, buf, at, length, position, target, tag);
   }
 
-  /** Write exactly `length` bytes; durable when target.ioDone(tag, 0) is called (O_DSYNC). */
-  writeFrom(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number): void {
-    this.startOp(true, buf, at, length, position, target, tag);
+  /**
+   * Write exactly `length` bytes; durable when target.ioDone(tag, 0) is called
+   * (O_DSYNC), or with `unsynced` through the buffered descriptor (writeUnsynced).
+   */
+  writeFrom(buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number, unsynced = false): void {
+    this.startOp(true, buf, at, length, position, target, tag, unsynced && this.fdUnsynced >= 0);
   }
 
   /** Write without O_DSYNC, buffered: durable after a datasync() begun once this has completed (fdatasync covers the file, whichever descriptor wrote). */
@@ -191,12 +212,45 @@ export class FileBackend implements StorageBackend {
       this.writeFrom(buf, at, length, position, new PromiseTarget(resolve, reject, `write [${position}, +${length})`), 0));
   }
 
+  /**
+   * Every write completed before this call durable (fdatasync covers the file,
+   * whichever descriptor wrote). Concurrent callers share syncs: one runs at a
+   * time, and a call made while one runs waits for the next, which every call
+   * made meanwhile joins (a sync already running may have begun before their
+   * writes completed, so it cannot answer for them). At depth, N flushes cost
+   * about two fdatasyncs, not N.
+   */
   datasync(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.syncNext !== null) return this.syncNext.promise;
+    if (!this.syncRunning) return this.startSync(null);
+    let resolve!: () => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.syncNext = { promise, resolve, reject };
+    return promise;
+  }
+
+  private startSync(joined: SyncWaiters | null): Promise<void> {
+    this.syncRunning = true;
     this.stats.syncs++;
-    return new Promise((resolve, reject) => {
-      if (this.closed) return resolve();
+    const p = new Promise<void>((resolve, reject) => {
       this.engine.datasync(this.fd, new PromiseTarget(resolve, reject, 'fdatasync'), 0);
     });
+    const next = (): void => {
+      this.syncRunning = false;
+      const waiting = this.syncNext;
+      this.syncNext = null;
+      if (waiting === null) return;
+      if (this.closed) return waiting.resolve();
+      this.startSync(waiting);
+    };
+    p.then(next, next);
+    if (joined !== null) p.then(joined.resolve, joined.reject);
+    return p;
   }
 
   private startOp(isWrite: boolean, buf: Uint8Array, at: number, length: number, position: number, target: IoTarget, tag: number, unsynced = false): void {
@@ -237,6 +291,7 @@ export class FileBackend implements StorageBackend {
     if (result < 0) s.errors++;
     else if (op.isWrite) {
       s.writes++;
+      if (op.unsynced) s.unsyncedWrites++;
       s.bytesWritten += op.length;
     } else {
       s.reads++;

@@ -396,7 +396,7 @@ interface Waiting {
 }
 
 export class RbdBackend implements StorageBackend {
-  readonly stats: BackendStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, syncs: 0, inFlight: 0, maxInFlight: 0, errors: 0 };
+  readonly stats: BackendStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, unsyncedWrites: 0, syncs: 0, inFlight: 0, maxInFlight: 0, errors: 0 };
   /**
    * For the CPU-per-op picture: event-loop wake-ups by the eventfd, completions
    * drained, librbd calls made (koffi), requests that waited for the in-flight bounds.

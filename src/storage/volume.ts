@@ -9,9 +9,15 @@ import { tracing, trace, S } from '../util/trace.ts';
 
 /**
  * A controller volume as a BlockDevice: range checks, the read cache, and the
- * sync write path (write-through: a write is acknowledged only once the backend
- * has it durable). Requests are cut into pieces of at most MAX_IO bytes on block
- * boundaries; each piece goes to disk through one aligned bounce buffer.
+ * write path. Write-through by default (a write is acknowledged only once the
+ * backend has it durable); a write flagged `unsynced` (WriteFlags: a guest's
+ * write-back queue, an NBD client's plain WRITE) skips the per-write sync where
+ * the backend can (deferredSync): it is in the host's page cache when it
+ * completes, so it survives kill -9 of the controller, and the next flush()
+ * (one fdatasync) makes it survive a power loss too. FUA writes and writes
+ * without the flag stay durable before they complete. Requests are cut into
+ * pieces of at most MAX_IO bytes on block boundaries; each piece goes to disk
+ * through one aligned bounce buffer.
  *
  * Consistency rules, for requests in flight at the same time:
  * - Writes (and zero/trim) take per-block locks in ascending block order, so two
@@ -32,6 +38,9 @@ export interface VolumeInfo {
   name: string;
   size: number;
 }
+
+const FUA: WriteFlags = Object.freeze({ fua: true });
+const UNSYNCED: WriteFlags = Object.freeze({ unsynced: true });
 
 /** Read runs never exceed one bounce buffer. */
 const RUN_BLOCKS = MAX_IO / BLOCK;
@@ -147,7 +156,8 @@ class BlockWrite implements IoTarget {
 
 /**
  * Trim punches holes (advisory: where the filesystem cannot, nothing is done);
- * zero punches holes or writes zeroes here; every write is O_DSYNC (FUA is free).
+ * zero punches holes or writes zeroes here; a write is O_DSYNC unless flagged
+ * `unsynced`, so FUA is free (and flush is one fdatasync).
  */
 const CAPABILITIES: BlockCapabilities = Object.freeze({ trim: true, zeroes: true, flush: true, fua: true, fastRead: true });
 
@@ -319,12 +329,13 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
 
   /**
    * A write without the NBD transmission's promises; its outcome to `target`.
-   * Every acknowledged write is durable (write-through), so FUA writes qualify
-   * too. One whole, aligned block whose lock is free, with a bounce buffer at
-   * hand, goes without any promise (the NBD export's 4 KiB WRITE); the rest
-   * takes pwrite.
+   * `fua`: durable before `target` hears of it; otherwise as a write flagged
+   * `unsynced` (in the page cache, durable at the next flush, where the backend
+   * can defer its sync). One whole, aligned block whose lock is free, with a
+   * bounce buffer at hand, goes without any promise (the NBD export's 4 KiB
+   * WRITE); the rest takes pwrite.
    */
-  writeFrom(src: Uint8Array, offset: number, target: WriteTarget): boolean {
+  writeFrom(src: Uint8Array, offset: number, target: WriteTarget, fua = false): boolean {
     const len = src.byteLength;
     if (!this.inRange(offset, len) || this.readOnly) return false;
     if (len === BLOCK && offset % BLOCK === 0 && this.backend.writeFrom !== undefined && this.freeBounce.length > 0) {
@@ -344,11 +355,11 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
         this.bounce.set(src, base);
         op.gen = this.backendWriteBegin();
         if (tracing) trace.mark(S.volWrite);
-        this.backend.writeFrom(this.bounce, base, BLOCK, offset, op, 0);
+        this.backend.writeFrom(this.bounce, base, BLOCK, offset, op, 0, !fua);
         return true;
       }
     }
-    this.pwrite(src, offset).then(
+    this.pwrite(src, offset, fua ? FUA : UNSYNCED).then(
       () => target.writeDone(null),
       (err: Error) => target.writeDone(err),
     );
@@ -475,8 +486,8 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
   }
 
   async pwrite(buf: Uint8Array, offset: number, flags?: WriteFlags): Promise<void> {
-    // FUA needs nothing extra: every backend write is O_DSYNC. `unsynced` (not with
-    // FUA): the caller flushes before it acknowledges, so the sync may be skipped.
+    // FUA needs nothing extra: a backend write is O_DSYNC unless `unsynced` (never
+    // with FUA), which leaves it to the next flush (see WriteFlags).
     this.admit(offset, buf.byteLength, true);
     const t0 = performance.now();
     const unsynced = flags?.unsynced === true && flags.fua !== true;
@@ -494,10 +505,16 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
     }
   }
 
+  /**
+   * Every write completed before this call durable: one fdatasync of the image,
+   * which covers the unsynced writes (whichever descriptor wrote them), hole
+   * punches and size changes. A snapshot's delta and map, and a clone's map,
+   * are written O_DSYNC, in the order the layers need (layered.ts), so nothing
+   * of theirs waits for it.
+   */
   async flush(): Promise<void> {
     this.checkOpen();
     this.counters.flushes++;
-    // Writes are already durable (O_DSYNC); the sync covers hole punches and size changes.
     await this.backend.datasync();
   }
 
@@ -541,7 +558,7 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     let syncError: unknown;
     try {
-      // Writes are O_DSYNC already; this covers hole punches and size changes.
+      // Unsynced writes, hole punches and size changes (the rest is O_DSYNC already).
       await this.backend.datasync();
     } catch (err) {
       syncError = err;

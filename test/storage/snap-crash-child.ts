@@ -8,12 +8,15 @@
  *   X <snap>                   a snapshot is about to be deleted
  *   D <snap>                   it was deleted
  * Writes to stdout (a pipe) are synchronous on Linux: a printed line happened.
+ * With a third argument `unsynced`, the writes are a write-back client's
+ * (WriteFlags.unsynced: an NBD client's plain WRITE), left in the page cache.
  */
 import { BlockCache } from '../../src/storage/block-cache.ts';
 import { VolumeStore } from '../../src/storage/volume-store.ts';
 import { B, block } from './helpers/blocks.ts';
 
-const [dir, blocksArg] = process.argv.slice(2);
+const [dir, blocksArg, mode] = process.argv.slice(2);
+const flags = mode === 'unsynced' ? { unsynced: true } : undefined;
 const blocks = Number(blocksArg);
 const s = new VolumeStore(dir!, new BlockCache(1 << 20));
 
@@ -25,7 +28,7 @@ async function writer(name: string, base: number, w: number): Promise<void> {
   for (let i = 0; ; i++) {
     const b = ((i * 13) % (blocks / 4)) * 4 + w;
     gen += 4;
-    await v.pwrite(block(b, gen), b * B);
+    await v.pwrite(block(b, gen), b * B, flags);
     say(`A ${name} ${b} ${gen}`);
   }
 }

@@ -40,11 +40,14 @@ interface Seen {
   deleted: Set<string>;
 }
 
+/** The child's writes: durable (O_DSYNC), or unsynced (left to a flush, as an NBD client's plain WRITE). */
+type Mode = 'durable' | 'unsynced';
+
 /** Run the child until it has acknowledged `acks` writes, then kill -9 it. */
-function runAndKill(dir: string, acks: number): Promise<Seen> {
+function runAndKill(dir: string, acks: number, mode: Mode): Promise<Seen> {
   const seen: Seen = { acked: { v: new Array(BLOCKS).fill(0), c: new Array(BLOCKS).fill(0) }, before: new Map(), taken: new Set(), deleting: new Set(), deleted: new Set() };
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(BLOCKS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(BLOCKS), mode], { stdio: ['ignore', 'pipe', 'pipe'] });
     let n = 0;
     let rest = '';
     let stderr = '';
@@ -77,8 +80,8 @@ function runAndKill(dir: string, acks: number): Promise<Seen> {
   });
 }
 
-for (const acks of [150, 700]) {
-  test(`kill -9 after ${acks} acknowledged writes leaves the volume, its snapshots and its clone consistent`, async (t) => {
+for (const [acks, mode] of [[150, 'durable'], [700, 'durable'], [700, 'unsynced']] as const) {
+  test(`kill -9 after ${acks} acknowledged ${mode === 'unsynced' ? 'unsynced ' : ''}writes leaves the volume, its snapshots and its clone consistent`, async (t) => {
     const dir = tempDir(t);
     let s = new VolumeStore(dir, new BlockCache(1 << 20));
     s.create('v', BLOCKS * B);
@@ -88,7 +91,7 @@ for (const acks of [150, 700]) {
     await s.snapshots.clone('v', 'base', 'c');
     await s.closeAll();
 
-    const seen = await runAndKill(dir, acks);
+    const seen = await runAndKill(dir, acks, mode);
     s = new VolumeStore(dir, new BlockCache(1 << 20));
     t.after(() => s.closeAll());
     const v = await gens(s.openVolume('v'));

@@ -27,7 +27,9 @@ import type { BlockMap } from './block-map.ts';
  * block reads the parent's data, as if the write had never been issued.
  *
  * Every step of both paths is durable before the next begins, so kill -9 at
- * any point leaves each block with either its old or its new content.
+ * any point leaves each block with either its old or its new content. The
+ * one step that may wait for a flush (writeUnsynced) is the last: the
+ * volume's own data, once no layer's map points past it.
  */
 export interface SnapLayer {
   name: string;
@@ -84,7 +86,9 @@ export class LayeredBackend implements VolumeBackend {
     readonly name: string,
     readonly raw: VolumeBackend,
     private readonly onClose: (b: LayeredBackend) => void,
-  ) {}
+  ) {
+    this.writeUnsynced = raw.writeUnsynced !== undefined ? (buf, at, length, position) => this.writeLayered(buf, at, length, position, true) : undefined;
+  }
 
   // ---- VolumeBackend (the volume's current content) ----------------------------
 
@@ -112,7 +116,23 @@ export class LayeredBackend implements VolumeBackend {
   }
 
   /** Whole blocks only (the volume reads and writes whole blocks): durable on resolve. */
-  async write(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
+  write(buf: Uint8Array, at: number, length: number, position: number): Promise<void> {
+    return this.writeLayered(buf, at, length, position, false);
+  }
+
+  /**
+   * write(), with the image's data left to the next datasync where no layer
+   * depends on it (present when the image's backend has writeUnsynced). The
+   * copy-on-write before it is durable as ever, so the snapshot keeps the old
+   * data whatever becomes of the new. A clone's first write of a block stays
+   * durable before its bit (a bit set over data still in the page cache could
+   * reach the disk first, and a power loss would expose the image's stale
+   * block instead of the parent's); once the bit is set, its later writes
+   * are unsynced too. Kill -9 loses none of them: the page cache has them.
+   */
+  readonly writeUnsynced: ((buf: Uint8Array, at: number, length: number, position: number) => Promise<void>) | undefined;
+
+  private async writeLayered(buf: Uint8Array, at: number, length: number, position: number, unsynced: boolean): Promise<void> {
     const first = position / BLOCK;
     const count = length / BLOCK;
     const epoch = this.epoch;
@@ -121,9 +141,11 @@ export class LayeredBackend implements VolumeBackend {
       await this.lock(first, count);
       try {
         await this.copyOnWrite(first, count);
-        await this.raw.write(buf, at, length, position);
         const own = this.own;
-        if (own !== null && !own.hasAll(first, count)) await own.set(first, count);
+        const owned = own === null || own.hasAll(first, count);
+        if (unsynced && owned) await this.raw.writeUnsynced!(buf, at, length, position);
+        else await this.raw.write(buf, at, length, position);
+        if (!owned) await own.set(first, count);
       } finally {
         this.unlock(first, count);
       }
@@ -458,7 +480,7 @@ export class LayeredBackend implements VolumeBackend {
   }
 }
 
-const ZERO_STATS = (): BackendStats => ({ reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, syncs: 0, inFlight: 0, maxInFlight: 0, errors: 0 });
+const ZERO_STATS = (): BackendStats => ({ reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, unsyncedWrites: 0, syncs: 0, inFlight: 0, maxInFlight: 0, errors: 0 });
 
 /** A snapshot as a read-only backend: what a Volume opened on `vol@snap` reads through. */
 class SnapshotView implements VolumeBackend {

@@ -245,6 +245,9 @@ export class Snapshots {
       }
       // Writes begun before it finish first, so the snapshot is one point in time.
       if (head) await head.barrier();
+      // Writes left to a flush (WriteFlags.unsynced) are durable before the snapshot
+      // is reported taken: it holds every write completed before it, power loss or not.
+      await this.heads.get(volume)?.raw.datasync();
       this.host.log(`volume ${volume}: snapshot ${snapshot} taken`);
       return this.get(volume, snapshot);
     });
