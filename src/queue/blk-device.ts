@@ -175,6 +175,8 @@ export class VirtioBlkDevice {
    */
   private unsyncedSent = 1;
   private unsyncedCovered = 0;
+  /** FLUSHes inside backend.flush() now (see `syncing`). */
+  private syncsInProgress = 0;
   /** Discard/write-zeroes limits this device offers (0: not offered; answered UNSUPP). */
   private readonly maxDiscardSectors: number;
   private readonly maxWriteZeroesSectors: number;
@@ -225,6 +227,15 @@ export class VirtioBlkDevice {
 
   get inFlight(): number {
     return this.inFlightCount;
+  }
+
+  /**
+   * FLUSHes in flight that are in the backend's sync (an fdatasync: a
+   * millisecond or more of the disk), for the poller: a queue whose requests
+   * in flight are all such is not worth a spin (see Poller).
+   */
+  get syncing(): number {
+    return this.syncsInProgress;
   }
 
   /** Requests the driver has made available and poll() has not taken yet (a cheap emptiness test). */
@@ -585,9 +596,19 @@ export class VirtioBlkDevice {
       this.counters.flushesElided++;
       return;
     }
-    await this.backend.flush();
+    await this.backendSync();
     // Every write sent before it had completed when the fdatasync began.
     if (sent > this.unsyncedCovered) this.unsyncedCovered = sent;
+  }
+
+  /** The backend's flush, counted in `syncing` while it runs. */
+  private async backendSync(): Promise<void> {
+    this.syncsInProgress++;
+    try {
+      await this.backend.flush();
+    } finally {
+      this.syncsInProgress--;
+    }
   }
 
   /** A write without the backend's per-write sync (the caller flushes after it). */
@@ -626,7 +647,7 @@ export class VirtioBlkDevice {
         if (this.unsyncedWrites) return this.flushUnsynced();
         // Cover every write dispatched before this flush, then make them durable.
         await Promise.allSettled([...this.inFlightWrites]);
-        await this.backend.flush();
+        await this.backendSync();
         return;
       case 'discard':
       case 'write-zeroes':

@@ -264,3 +264,17 @@ test('a one-chunk FUA write fails when its write fails, though its flush succeed
   // The driver goes on: the next one succeeds.
   await driver.pwrite(pattern(4096, 17), 0, { fua: true });
 });
+
+test('a flush in the backend sync is counted as syncing, and is then the only request in flight, for the poller', async () => {
+  const backend = new RecordingDevice(256 * 1024, true, true);
+  backend.holdFlush = true;
+  const { driver, device } = setup(backend, true);
+  const w = watch(driver.pwrite(pattern(2 * CHUNK, 18), 0, { fua: true }), backend.events);
+  await backend.flushAsked();
+  assert.equal(device.syncing, 1);
+  assert.equal(device.inFlight, 1, 'the chunks it covers completed and are held for it');
+  backend.letFlushGo();
+  await w.done;
+  assert.equal(device.syncing, 0);
+  assert.equal(device.inFlight, 0);
+});
