@@ -58,6 +58,13 @@ export interface VirtioBlkDeviceStats {
    */
   groupSyncs: number;
   groupedWrites: number;
+  /**
+   * Write-back queue over a file volume: lone writes taken with a FLUSH right
+   * after them (a one-chunk FUA write) written with the volume's own sync
+   * (O_DSYNC), and FLUSHes that then had nothing left to sync (no fdatasync).
+   */
+  syncedWrites: number;
+  flushesElided: number;
   inFlight: number;
   maxInFlight: number;
   /** Request latency (pop → completion) in µs: bucket i counts latencies in [2^(i-1), 2^i) µs (see util/histogram.ts). */
@@ -154,14 +161,28 @@ export class VirtioBlkDevice {
   private flushesInProgress = 0;
   /** Completed writes held back for the FLUSH that covers them (head, used length pairs): see complete(). */
   private readonly quietWrites: number[] = [];
-  /** Writes taken in the current poll (groupSync), dispatched at its end. */
+  /**
+   * Writes taken in the current poll, dispatched at its end (groupSync), or
+   * (unsyncedWrites) when a FLUSH is taken after them or at the poll's end.
+   */
   private readonly taken: TakenWrite[] = [];
+  /**
+   * unsyncedWrites: writes sent to the backend without a sync so far, and how
+   * many of the first of them a completed fdatasync covers. A FLUSH with none
+   * uncovered among those sent before it needs no fdatasync (see takenFlush).
+   * Starts at one uncovered: a guest before this one (a restart on the same
+   * volume) may have left writes no flush covered, so the first FLUSH syncs.
+   */
+  private unsyncedSent = 1;
+  private unsyncedCovered = 0;
+  /** FLUSHes inside backend.flush() now (see `syncing`). */
+  private syncsInProgress = 0;
   /** Discard/write-zeroes limits this device offers (0: not offered; answered UNSUPP). */
   private readonly maxDiscardSectors: number;
   private readonly maxWriteZeroesSectors: number;
   private readonly counters = {
     requests: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0,
-    errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, groupSyncs: 0, groupedWrites: 0, maxInFlight: 0,
+    errors: 0, unsupported: 0, bytesRead: 0, bytesWritten: 0, groupSyncs: 0, groupedWrites: 0, syncedWrites: 0, flushesElided: 0, maxInFlight: 0,
   };
 
   constructor(options: VirtioBlkDeviceOptions) {
@@ -206,6 +227,15 @@ export class VirtioBlkDevice {
 
   get inFlight(): number {
     return this.inFlightCount;
+  }
+
+  /**
+   * FLUSHes in flight that are in the backend's sync (an fdatasync: a
+   * millisecond or more of the disk), for the poller: a queue whose requests
+   * in flight are all such is not worth a spin (see Poller).
+   */
+  get syncing(): number {
+    return this.syncsInProgress;
   }
 
   /** Requests the driver has made available and poll() has not taken yet (a cheap emptiness test). */
@@ -322,9 +352,10 @@ export class VirtioBlkDevice {
       }
       return;
     }
+    // Write-back over a file volume: the writes taken before a FLUSH go out as it is taken (see sendTaken).
+    if (request.type === 'flush' && this.unsyncedWrites && this.taken.length > 0) this.sendTaken(true);
     const op = request.type !== 'write' ? this.dispatch(request)
-      : this.unsyncedWrites ? this.writeUnsynced(request)
-      : this.groupSync ? this.takeWrite(request)
+      : this.unsyncedWrites || this.groupSync ? this.takeWrite(request)
       : this.dispatch(request);
     let seq = 0;
     if (request.type === 'write') {
@@ -495,6 +526,7 @@ export class VirtioBlkDevice {
    * group, since none of them is known durable.
    */
   private dispatchWrites(): void {
+    if (this.unsyncedWrites) return this.sendTaken(false);
     const taken = this.taken.splice(0);
     if (taken.length === 1) {
       const w = taken[0]!;
@@ -520,6 +552,63 @@ export class VirtioBlkDevice {
         else taken[i]!.resolve();
       }
     });
+  }
+
+  /**
+   * Write-back over a file volume: send the writes taken since the last FLUSH
+   * (`flushNext`: one is being taken now; else at the end of a poll). A lone
+   * write of at most SYNCED_MAX_BYTES with a FLUSH right after it (a small
+   * database log batch: a one-chunk FUA write) is written with the volume's
+   * own sync, O_DSYNC, durable when it completes: one backend operation
+   * instead of a buffered write and an fdatasync after it (fio on this
+   * machine, 8 KiB sequential to a sparse file: 5,674 against 1,646 per
+   * second when the disk was quiet). The FLUSH then finds nothing uncovered
+   * and completes without a sync. Every other write goes unsynced, and the
+   * next FLUSH makes it durable with one fdatasync.
+   */
+  private sendTaken(flushNext: boolean): void {
+    const taken = this.taken;
+    if (flushNext && SYNCED_WRITES && taken.length === 1 && taken[0]!.request.bytes <= SYNCED_MAX_BYTES) {
+      const w = taken[0]!;
+      taken.length = 0;
+      this.counters.syncedWrites++;
+      this.dispatch(w.request).then(w.resolve, w.reject);
+      return;
+    }
+    for (let i = 0; i < taken.length; i++) {
+      const w = taken[i]!;
+      this.unsyncedSent++;
+      this.writeUnsynced(w.request).then(w.resolve, w.reject);
+    }
+    taken.length = 0;
+  }
+
+  /**
+   * A FLUSH on a write-back queue over a file volume: wait for the writes
+   * taken before it, then fdatasync only if one of the unsynced writes sent
+   * before it is not covered by a completed fdatasync yet (writes sent synced
+   * are durable when they complete).
+   */
+  private async flushUnsynced(): Promise<void> {
+    const sent = this.unsyncedSent;
+    await Promise.allSettled([...this.inFlightWrites]);
+    if (sent <= this.unsyncedCovered) {
+      this.counters.flushesElided++;
+      return;
+    }
+    await this.backendSync();
+    // Every write sent before it had completed when the fdatasync began.
+    if (sent > this.unsyncedCovered) this.unsyncedCovered = sent;
+  }
+
+  /** The backend's flush, counted in `syncing` while it runs. */
+  private async backendSync(): Promise<void> {
+    this.syncsInProgress++;
+    try {
+      await this.backend.flush();
+    } finally {
+      this.syncsInProgress--;
+    }
   }
 
   /** A write without the backend's per-write sync (the caller flushes after it). */
@@ -555,9 +644,10 @@ export class VirtioBlkDevice {
         return;
       }
       case 'flush':
+        if (this.unsyncedWrites) return this.flushUnsynced();
         // Cover every write dispatched before this flush, then make them durable.
         await Promise.allSettled([...this.inFlightWrites]);
-        await this.backend.flush();
+        await this.backendSync();
         return;
       case 'discard':
       case 'write-zeroes':
@@ -627,6 +717,17 @@ export class VirtioBlkDevice {
 }
 
 const UNSYNCED = Object.freeze({ unsynced: true });
+/**
+ * The largest lone write before a FLUSH sent synced. Measured through a file
+ * volume on this machine's ext4 (interleaved, median of 100 each, loaded
+ * disk), one O_DSYNC write against an unsynced write + fdatasync: 4 KiB 829
+ * / 1,134 µs, 8 KiB 1,743-1,861 / 1,605-1,865, 16 KiB 1,393 / 1,330, 32 KiB
+ * 1,312 / 961, 64 KiB 2,768-3,391 / 1,215-1,268. Small writes gain (and
+ * save a backend operation), large ones lose.
+ */
+const SYNCED_MAX_BYTES = 16 * 1024;
+/** STORVISOR_QUEUE_SYNCED_WRITES=0: every write on such a queue unsynced and every FLUSH an fdatasync (to compare). */
+const SYNCED_WRITES = process.env.STORVISOR_QUEUE_SYNCED_WRITES !== '0';
 
 /** Whether the backend can skip its per-write sync for a caller that flushes (a Volume on a file: see Volume.deferredSync). */
 function deferredSync(backend: BlockDevice): boolean {

@@ -58,6 +58,8 @@ export interface PolledQueue {
   readonly broken: boolean;
   /** Requests taken and not yet completed. */
   readonly inFlight: number;
+  /** Of those, flushes in the backend's sync (an fdatasync: milliseconds); none when absent. */
+  readonly syncing?: number;
 }
 
 interface Entry {
@@ -248,9 +250,18 @@ export class Poller {
     let declined = false;
     for (let k = 0; k < count; k++) {
       const entry = entries[(start + k) % count]!;
-      if (!entry.spinning) continue;
+      if (!entry.spinning) {
+        // Asleep while its flush syncs: the engine's eventfd brings the completion (no spin for it below).
+        if ((entry.queue.syncing ?? 0) > 0) declined = true;
+        continue;
+      }
       const n = entry.queue.poll(this.queueBudget);
       const inFlight = entry.queue.inFlight;
+      // Nothing in flight but flushes in their fdatasync (a millisecond or more
+      // of the disk): not worth a spin whatever the queue's waits say, as a
+      // wake-up costs tens of µs (#10: the loop spun 30-60 passes per database
+      // log batch through them).
+      const syncOnly = inFlight > 0 && inFlight === (entry.queue.syncing ?? 0);
       if (entry.engineHolding && entry.waits.seen + n > inFlight) {
         // A completion within the bound while spinning for the engine: worth it, start over.
         entry.engineHolding = false;
@@ -268,7 +279,7 @@ export class Poller {
       } else if (entry.queue.broken) {
         entry.spinning = false; // a broken queue is never serviced again
         continue;
-      } else if (inFlight > 0 && (entry.waits.wait.pays || this.engineHolds(entry, now))) {
+      } else if (inFlight > 0 && !syncOnly && (entry.waits.wait.pays || this.engineHolds(entry, now))) {
         // The guest's next request tends to follow a completion: the budget starts after the last one.
         // Short io_uring I/O in flight (a 4 KiB read or a sync write) is reaped by this very loop:
         // spinning for it saves a wake-up however the queue's waits measure, while it is worth it
@@ -277,14 +288,15 @@ export class Poller {
         entry.lastWork = now;
         if (!entry.waits.wait.pays) this.counters.engineHeldPasses++;
       } else if (entry.mode === 'adaptive') {
-        if (inFlight > 0 && this.engineWorth) declined = true;
+        if (inFlight > 0 && (this.engineWorth || syncOnly)) declined = true;
         // Idle, or waiting for completions too slow to spin for (InFlightWait):
         // the budget runs from the last request taken or completion seen.
         if (entry.waits.lastEvent > entry.lastWork) entry.lastWork = entry.waits.lastEvent;
         const contended = this.contention !== null && this.contention.contended(now);
         // After a take, with completions too slow to spin for in flight, the guest's next
-        // request follows a completion, not the take: sleep now (its kick wakes us).
-        const afterTake = inFlight > 0 && entry.waits.lastWasTake;
+        // request follows a completion, not the take: sleep now (its kick wakes us). So
+        // while only a flush's fdatasync is in flight: the writes it covers are held for it.
+        const afterTake = inFlight > 0 && (entry.waits.lastWasTake || syncOnly);
         if (contended || afterTake || (now - entry.lastWork) * 1000 > this.spinBudgetUs) {
           this.sleep(entry);
           if (!entry.spinning) {

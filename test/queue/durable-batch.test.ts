@@ -228,3 +228,53 @@ test('a guest queue is write-back over a volume that can defer its sync or that 
   assert.equal(writebackFor(new RecordingDevice(4096, false, false)), true);
   assert.equal(writebackFor(new RecordingDevice(4096, true, false)), false);
 });
+
+test('a one-chunk FUA write on a write-back queue is its write and a FLUSH in one publish, acknowledged only once both completed', async () => {
+  const backend = new RecordingDevice(256 * 1024, true, true);
+  backend.holdFlush = true;
+  const { driver, region } = setup(backend, true);
+  const views = new RegionViews(region, regionLayout(region));
+  const availBefore = Atomics.load(views.u16, views.availIdx);
+  const usedBefore = Atomics.load(views.u16, views.usedIdx);
+  const data = pattern(4096, 15);
+  const w = watch(driver.pwrite(data, 8192, { fua: true }), backend.events);
+  // Both requests were published together, before any of them completed.
+  assert.equal(Atomics.load(views.u16, views.availIdx), (availBefore + 2) & 0xffff);
+  await backend.flushAsked();
+  await new Promise<void>((r) => setImmediate(r));
+  // A small lone write before a FLUSH goes with the backend's own sync; the queue's first FLUSH still syncs.
+  assert.deepEqual(backend.events.filter((e) => e.startsWith('write ')), ['write 8192 4096']);
+  assert.ok(index(backend.events, 'wrote 8192') >= 0);
+  assert.equal(w.settled, false, 'not acknowledged while the flush is in progress');
+  assert.equal(Atomics.load(views.u16, views.usedIdx), usedBefore, 'the write is posted with its flush');
+  backend.letFlushGo();
+  await w.done;
+  assert.equal(Atomics.load(views.u16, views.usedIdx), (usedBefore + 2) & 0xffff);
+  assert.deepEqual(backend.memory.bytes.subarray(8192, 8192 + data.byteLength), data);
+});
+
+test('a one-chunk FUA write fails when its write fails, though its flush succeeds', async () => {
+  const backend = new RecordingDevice(256 * 1024, true, true);
+  backend.failWriteAt = 4096;
+  const { driver } = setup(backend, true);
+  const w = watch(driver.pwrite(pattern(4096, 16), 4096, { fua: true }), backend.events);
+  await assert.rejects(w.done, (err: unknown) => err instanceof StorvisorError && err.errno === 'EIO');
+  // Rejected only once its flush had completed too: nothing of it is still in flight.
+  assert.ok(index(backend.events, 'flushed') >= 0 && index(backend.events, 'flushed') < index(backend.events, 'rejected'));
+  // The driver goes on: the next one succeeds.
+  await driver.pwrite(pattern(4096, 17), 0, { fua: true });
+});
+
+test('a flush in the backend sync is counted as syncing, and is then the only request in flight, for the poller', async () => {
+  const backend = new RecordingDevice(256 * 1024, true, true);
+  backend.holdFlush = true;
+  const { driver, device } = setup(backend, true);
+  const w = watch(driver.pwrite(pattern(2 * CHUNK, 18), 0, { fua: true }), backend.events);
+  await backend.flushAsked();
+  assert.equal(device.syncing, 1);
+  assert.equal(device.inFlight, 1, 'the chunks it covers completed and are held for it');
+  backend.letFlushGo();
+  await w.done;
+  assert.equal(device.syncing, 0);
+  assert.equal(device.inFlight, 0);
+});

@@ -23,6 +23,8 @@ afterEach(closeOpenPairs);
 class InFlightQueue implements PolledQueue {
   pending = 0;
   inFlight = 0;
+  /** Of those in flight, flushes in their fdatasync (set by the test). */
+  syncing = 0;
   taken = 0;
   broken = false;
   kickEnabled = false;
@@ -354,6 +356,29 @@ test('the loop spins for the engine alone at most the engine spin bound, then st
     const passes = p.counters.iterations;
     await elapse(5);
     assert.equal(p.counters.iterations, passes, 'no pass after the loop stopped');
+  } finally {
+    p.stop();
+  }
+});
+
+test('a polled queue does not spin while its only request in flight is a flush in its fdatasync, however short the engine I/O looks', async () => {
+  // A database log batch's FLUSH on a file volume: the fdatasync takes a millisecond or more,
+  // a wake-up by the engine's eventfd tens of µs; the loop spun 30-60 passes per batch (#10).
+  const t = await engineTrainedPoller({ engineSpinMaxUs: 60_000_000 }); // the engine alone would hold it a minute
+  const { engine, p, q } = t;
+  try {
+    q.syncing = 1;
+    await takeWithEngineIo(t);
+    await until(() => p.spinningCount() === 0, 'a sleep with the sync in flight');
+    assert.equal(p.counters.engineSpinsStopped, 0, 'asleep before any engine spin bound ran out');
+    assert.equal(engine.woken, true, "the engine's eventfd brings the completion");
+    // Asleep, and no pass spins for the engine's I/O either.
+    const passes = p.counters.iterations;
+    await elapse(20);
+    assert.ok(p.counters.iterations <= passes + 1, `${p.counters.iterations - passes} passes while asleep`);
+    assert.equal(q.inFlight, 1);
+    q.syncing = 0;
+    q.complete();
   } finally {
     p.stop();
   }

@@ -1,7 +1,9 @@
 /**
  * A guest on a file volume (#10): its queue is write-back, its writes go to the
  * file without a sync each, and a FUA write is one fdatasync after all of its
- * chunks, where each chunk used to be an O_DSYNC write of its own.
+ * chunks, where each chunk used to be an O_DSYNC write of its own. A FUA write
+ * of one chunk (a database log batch) is one O_DSYNC write, and its FLUSH
+ * then has nothing to sync.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,4 +51,69 @@ test('a FUA write of four chunks on a file volume is four unsynced writes and on
     await loop.stop();
     await store.closeAll();
   }
+});
+
+/** A file volume, a write-back queue over it in poll mode, and its driver. */
+function fileQueue(t: { after(fn: () => Promise<void> | void): void }) {
+  const store = new VolumeStore(tempDir(t), new BlockCache(1 * MiB));
+  store.create('v', 8 * MiB);
+  const volume = store.openVolume('v');
+  const region = createRegion({ mode: 'poll', queueSize: 64, dataBytes: 4 * MiB, capacityBytes: volume.size, sizeMax: CHUNK, writeback: writebackFor(volume) });
+  const device = new VirtioBlkDevice({ region, backend: volume, name: 'v' });
+  const driver = new VirtioBlkDriver({ region });
+  const loop = runDeviceLoop(device, { mode: 'poll' });
+  t.after(async () => {
+    driver.close();
+    await loop.stop();
+    await store.closeAll();
+  });
+  const counts = () => {
+    const v = volume.stats();
+    const d = device.stats();
+    return { writes: v.backend_writes!, syncs: v.backend_syncs!, synced: d.syncedWrites, elided: d.flushesElided };
+  };
+  const fileBytes = async (offset: number, length: number) => {
+    const file = FileBackend.open(store.imagePath('v'), { direct: false, readOnly: true });
+    try {
+      const back = new Uint8Array(length);
+      await file.read(back, 0, length, offset);
+      return back;
+    } finally {
+      file.close();
+    }
+  };
+  return { driver, counts, fileBytes };
+}
+
+const delta = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k]! - a[k]!]));
+
+test('a one-chunk FUA write on a file volume is one synced write and no fdatasync, and reads back whole', async (t) => {
+  const q = fileQueue(t);
+  await q.driver.flush(); // the queue's first flush syncs whatever an earlier guest left
+  const before = q.counts();
+  const data = pattern(8192, 5);
+  await q.driver.pwrite(data, 1 * MiB, { fua: true });
+  assert.deepEqual(delta(before, q.counts()), { writes: 1, syncs: 0, synced: 1, elided: 1 });
+  assert.deepEqual(await q.fileBytes(1 * MiB, data.byteLength), data);
+});
+
+test('a FLUSH after an unsynced write syncs even when the FUA write just before it went synced', async (t) => {
+  const q = fileQueue(t);
+  await q.driver.flush();
+  const before = q.counts();
+  const first = pattern(4096, 6);
+  const second = pattern(4096, 7);
+  await q.driver.pwrite(first, 0);
+  await q.driver.pwrite(second, 4096, { fua: true });
+  assert.deepEqual(delta(before, q.counts()), { writes: 2, syncs: 1, synced: 1, elided: 0 });
+  assert.deepEqual(await q.fileBytes(0, 8192), new Uint8Array(Buffer.concat([first, second])));
+});
+
+test('the first FLUSH of a queue syncs with nothing written on it, and a FLUSH with nothing new since one that synced does not', async (t) => {
+  const q = fileQueue(t);
+  const before = q.counts();
+  await q.driver.flush();
+  assert.deepEqual(delta(before, q.counts()), { writes: 0, syncs: 1, synced: 0, elided: 0 });
+  await q.driver.flush();
+  assert.deepEqual(delta(before, q.counts()), { writes: 0, syncs: 1, synced: 0, elided: 1 });
 });

@@ -4,6 +4,8 @@ import { VirtioBlkDriver } from '../../queue/blk-driver.ts';
 import { loadFunction, parseOptions } from '../../functions/registry.ts';
 import type { GuestBootData, ToGuest, FromGuest } from './messages.ts';
 import type { RunningFunction } from '../../functions/types.ts';
+import { ProcField } from '../../native/proc-field.ts';
+import { GCProfiler } from 'node:v8';
 
 /**
  * The inside of a guest, thread or process alike: its block device is the
@@ -76,6 +78,46 @@ export function fullCollector(): (() => void) | null {
   }
 }
 
+/**
+ * The guest thread's own cost, for the stats message: its CPU time on the
+ * core (ns, /proc/thread-self/schedstat field 1, read on request only) and,
+ * with STORVISOR_GUEST_GC_STATS=1, its isolate's GC time and JS heap bytes
+ * allocated since start (v8 GCProfiler: what each collection found, less what
+ * the previous one left). A thread guest shares the process's CPU counters,
+ * so the controller cannot tell its share apart without this.
+ */
+class GuestCost {
+  private readonly cpu = new ProcField('/proc/thread-self/schedstat', 0, -1, 96);
+  private readonly gc: GCProfiler | null = process.env.STORVISOR_GUEST_GC_STATS === '1' ? new GCProfiler() : null;
+  private gcUs = 0;
+  private gcs = 0;
+  private allocated = 0;
+  private after = process.memoryUsage().heapUsed;
+
+  constructor() {
+    this.gc?.start();
+  }
+
+  stats(): Record<string, number> {
+    const out: Record<string, number> = { threadCpuNs: this.cpu.read() };
+    if (this.gc !== null) {
+      // Restarted at each read: the profiler keeps every collection until stopped.
+      for (const st of this.gc.stop()?.statistics ?? []) {
+        this.allocated += st.beforeGC.heapStatistics.usedHeapSize - this.after;
+        this.after = st.afterGC.heapStatistics.usedHeapSize;
+        this.gcUs += st.cost;
+        this.gcs++;
+      }
+      this.gc.start();
+      const used = process.memoryUsage().heapUsed;
+      out.gcUs = this.gcUs;
+      out.gcs = this.gcs;
+      out.heapAllocatedBytes = this.allocated + used - this.after;
+    }
+    return out;
+  }
+}
+
 export async function runGuest(data: GuestBootData, region: SharedArrayBuffer | ArrayBuffer, ch: GuestChannel): Promise<void> {
   const log = (msg: string) => ch.send({ type: 'log', msg });
   let running: RunningFunction | undefined;
@@ -102,12 +144,14 @@ export async function runGuest(data: GuestBootData, region: SharedArrayBuffer | 
   };
   setTimeout(checkBuffers, checkMs).unref();
   const driver = new VirtioBlkDriver({ region, spinBudgetUs: data.spinBudgetUs, idlePoll: data.idlePoll });
+  const cost = new GuestCost();
 
   ch.onMessage((m) => {
     if (m.type === 'stats') {
       const stats: Record<string, number> = {};
       for (const [k, v] of Object.entries(running?.stats() ?? {})) stats[`fn_${k}`] = v;
       for (const [k, v] of Object.entries(driver.stats())) stats[`driver_${k}`] = v as number;
+      for (const [k, v] of Object.entries(cost.stats())) stats[`guest_${k}`] = v;
       ch.send({ type: 'stats', id: m.id, stats });
     } else if (m.type === 'stop') {
       void (async () => {
