@@ -324,7 +324,13 @@ export class TcpConnection {
     const socket = this.socket;
     socket.on('data', (chunk: Buffer) => {
       if (this.stopping || this.closedFlag) return; // nothing sent after we stopped taking requests matters
-      this.guard(() => handler.data(chunk));
+      // guard() inline: no closure per read.
+      try {
+        handler.data(chunk);
+      } catch (err) {
+        this.service.failed(this, err);
+        this.destroy();
+      }
       this.updateReading();
     });
     socket.on('drain', () => {

@@ -2,7 +2,7 @@ import { TcpService, type ConnectionHandler, type TcpConnection, type TcpService
 import { Hub } from './commands/pubsub.ts';
 import { LOG_ROOM_KEY, dispatch, execute, lookup } from './commands/table.ts';
 import { unwatchAll } from './commands/transactions.ts';
-import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
+import { BlockReply, blockRepliesMade, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
 import { ErrorReply, ReplyWriter, type Reply, type Slab } from './resp/writer.ts';
@@ -263,6 +263,7 @@ class Connection implements ClientState, ConnectionHandler {
     if (this.gone || this.closeAfterReply || this.conn.isStopping) return false;
     this.srv.counters.commands++;
     const before = this.srv.db.lastSeq;
+    const blocks = blockRepliesMade();
     let reply: Reply | BlockReply;
     try {
       reply = dispatch(this.ctx, args);
@@ -271,14 +272,14 @@ class Connection implements ClientState, ConnectionHandler {
       this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
       reply = respErrorOf(err);
     }
-    if (reply instanceof BlockReply) {
+    if (blockRepliesMade() !== blocks && reply instanceof BlockReply) {
       this.srv.counters.commands--; // counted when answered
       this.block(args, reply);
       this.afterCommand();
       return false;
     }
     const wrote = this.srv.db.lastSeq !== before;
-    this.queue(reply, wrote ? this.srv.db.lastSeq : 0);
+    this.queue(reply as Reply, wrote ? this.srv.db.lastSeq : 0);
     this.afterCommand();
     return this.blocked === null && !this.closeAfterReply && this.conn.canAccept();
   }

@@ -330,8 +330,9 @@ export class RespParser {
       this.command(args);
     } finally {
       this.inCommand = outer;
-      // Drop the views, so a kept array does not hold the chunk they point into.
-      if (!outer && n <= REUSED_MAX) args.fill(EMPTY);
+      // Drop the views, so a kept array does not hold the chunk they point into
+      // (a loop: Array.prototype.fill is a C++ builtin call, per command).
+      if (!outer && n <= REUSED_MAX) for (let i = 0; i < n; i++) args[i] = EMPTY;
     }
     return p;
   }
@@ -369,7 +370,7 @@ export class RespParser {
 
 /** A fast-path parse gave up halfway: drop the views already in the array (-1, for the caller). */
 function abandon(args: Buffer[]): number {
-  args.fill(EMPTY);
+  for (let i = 0; i < args.length; i++) args[i] = EMPTY;
   return -1;
 }
 
