@@ -28,13 +28,20 @@ export interface ParserOptions {
    * command), checked at each bulk header before its bytes are buffered.
    */
   maxRequestBytes?: number;
+  /**
+   * The chunks fed are reused for the next read (TcpConnection.transientReads):
+   * whatever the parser keeps past feed() (a partial line or bulk, the
+   * arguments of an unfinished request, input kept while stopped) is copied.
+   * Commands still get views: they copy what they keep.
+   */
+  transient?: boolean;
 }
 
 export interface ParserEvents {
   /**
    * A complete command. Return false to stop: the parser keeps the rest until `resume()`.
    * The array is the parser's and is refilled for the next command: copy it to keep it
-   * (the Buffers are views of the received chunks and may be kept).
+   * (the Buffers are views of the received chunks: with `transient`, copy them to keep them too).
    */
   onCommand(args: Buffer[]): unknown;
   onError(message: string): void;
@@ -97,7 +104,10 @@ export class RespParser {
   ) {
     this.maxBulk = Math.min(options.maxBulkLength ?? BULK_MAX_DEFAULT, BULK_MAX_DEFAULT);
     this.maxRequest = options.maxRequestBytes ?? Infinity;
+    this.transient = options.transient ?? false;
   }
+
+  private readonly transient: boolean;
 
   /** Bytes held: the unfinished request plus input kept while stopped. */
   get bufferedBytes(): number {
@@ -132,11 +142,20 @@ export class RespParser {
   feed(chunk: Buffer): void {
     if (this.dead || chunk.length === 0) return;
     if (this.stopped) {
-      this.rest.push(chunk);
+      this.rest.push(this.transient ? Buffer.from(chunk) : chunk);
       this.restBytes += chunk.length;
       return;
     }
     this.run(chunk);
+    if (this.transient) this.detach(chunk.buffer);
+  }
+
+  /** Replace every view of `ab` the parser still holds by a copy (the buffer is about to be reused). */
+  private detach(ab: ArrayBufferLike): void {
+    copyViews(this.line, ab);
+    copyViews(this.bulkParts, ab);
+    copyViews(this.args, ab);
+    copyViews(this.rest, ab);
   }
 
   private run(chunk: Buffer): void {
@@ -384,6 +403,10 @@ export class RespParser {
     this.restBytes = 0;
     this.events.onError(message);
   }
+}
+
+function copyViews(list: Buffer[], ab: ArrayBufferLike): void {
+  for (let i = 0; i < list.length; i++) if (list[i].buffer === ab) list[i] = Buffer.from(list[i]);
 }
 
 /** A fast-path parse gave up halfway: drop the views already in the array (-1, for the caller). */
