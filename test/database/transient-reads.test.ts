@@ -6,7 +6,7 @@
  * reference) must be a copy. Each test overwrites the buffer between the read
  * that brought the bytes and their use.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { RespParser } from '../../src/functions/database/resp/parser.ts';
 import { ReplyWriter, SMALL_BULK, markTransient, type Slab } from '../../src/functions/database/resp/writer.ts';
@@ -88,14 +88,16 @@ test('a long bulk reply that is a view of the read buffer is copied, not held un
   for (const o of owners) o?.release();
 });
 
-test('a request split across reads while other clients read into the same buffer is stored intact', async (t) => {
+/** A database and two clients of it (closed after the test). */
+async function twoClients(t: TestContext): Promise<[RespClient, RespClient]> {
   const { port } = await startDatabase(t);
-  const slow = await RespClient.connect(port);
-  const busy = await RespClient.connect(port);
-  t.after(() => {
-    slow.close();
-    busy.close();
-  });
+  const clients: [RespClient, RespClient] = [await RespClient.connect(port), await RespClient.connect(port)];
+  t.after(() => clients.forEach((c) => c.close()));
+  return clients;
+}
+
+test('a request split across reads while other clients read into the same buffer is stored intact', async (t) => {
+  const [slow, busy] = await twoClients(t);
   const value = Buffer.alloc(3000, 0x62);
   const whole = encodeCommand(['SET', 'split', value]);
   slow.writeRaw(whole.subarray(0, 1500));
@@ -109,13 +111,7 @@ test('a request split across reads while other clients read into the same buffer
 });
 
 test('a MULTI queue keeps its arguments after later reads overwrite the shared buffer', async (t) => {
-  const { port } = await startDatabase(t);
-  const c = await RespClient.connect(port);
-  const other = await RespClient.connect(port);
-  t.after(() => {
-    c.close();
-    other.close();
-  });
+  const [c, other] = await twoClients(t);
   assert.deepEqual(await c.call('MULTI'), { status: 'OK' });
   assert.deepEqual(await c.call('SET', 'queued', 'kept-value'), { status: 'QUEUED' });
   assert.deepEqual(await other.call('SET', 'noise', 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz'), { status: 'OK' });
