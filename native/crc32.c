@@ -15,12 +15,14 @@
  *                                          throws RangeError when the range is not inside buf
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <zlib.h>
 
 #include <node_api.h>
 
 #include "napi-check.h"
+#include "le.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <emmintrin.h>
@@ -138,25 +140,85 @@ static uint32_t crc32_range(const uint8_t *p, size_t len, uint32_t seed) {
   return (uint32_t)crc32(seed, p, (uInt)len);
 }
 
-/* Registered in native/storvisor.c's property table. */
-napi_value storvisor_crc32_range(napi_env env, napi_callback_info info) {
+/*
+ * The (buf, a, b, seed) arguments of both exports as a byte range of buf:
+ * [a, a + b) when `b_is_length`, else [a, b). 0 when they are not a TypedArray
+ * and three numbers or the range is not inside buf (thrown, with `usage` or
+ * `name`), 1 otherwise.
+ */
+static int byte_range(napi_env env, napi_callback_info info, const char *name, const char *usage, int b_is_length, uint8_t **data,
+                      size_t *from, size_t *to, uint32_t *seed) {
   size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint8_t *data;
   size_t n;
-  double off, len;
-  uint32_t seed;
-  if (argc < 4 || !storvisor_typed_bytes(env, argv[0], &data, &n) || napi_get_value_double(env, argv[1], &off) != napi_ok ||
-      napi_get_value_double(env, argv[2], &len) != napi_ok || napi_get_value_uint32(env, argv[3], &seed) != napi_ok) {
-    napi_throw_type_error(env, NULL, "crc32Range(buf, offset, length, seed): a TypedArray and three numbers");
-    return NULL;
+  double a, b;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "N-API call failed");
+    return 0;
   }
-  if (!(off >= 0) || !(len >= 0) || off != (double)(size_t)off || len != (double)(size_t)len || off + len > (double)n) {
-    napi_throw_range_error(env, NULL, "crc32Range: the range is not inside the buffer");
+  if (argc < 4 || !storvisor_typed_bytes(env, argv[0], data, &n) || napi_get_value_double(env, argv[1], &a) != napi_ok ||
+      napi_get_value_double(env, argv[2], &b) != napi_ok || napi_get_value_uint32(env, argv[3], seed) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  double end = b_is_length ? a + b : b;
+  if (!(a >= 0) || !(b >= 0) || !(end >= a) || a != (double)(size_t)a || b != (double)(size_t)b || end > (double)n) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: the range is not inside the buffer", name);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  *from = (size_t)a;
+  *to = (size_t)end;
+  return 1;
+}
+
+/* Registered in native/storvisor.c's property table. */
+napi_value storvisor_crc32_range(napi_env env, napi_callback_info info) {
+  uint8_t *data;
+  size_t from, to;
+  uint32_t seed;
+  if (!byte_range(env, info, "crc32Range", "crc32Range(buf, offset, length, seed): a TypedArray and three numbers", 1, &data, &from, &to, &seed))
     return NULL;
+  napi_value out;
+  CHECK(env, napi_create_uint32(env, crc32_range(data + from, to - from, seed), &out));
+  return out;
+}
+
+/*
+ * crc32Records(buf, from, to, seed): seal the database log records that lie
+ * back to back in buf[from, to) (src/functions/database/log/format.ts,
+ * version 2: u32 crc, u32 payload length, then 8 + payload bytes). Each
+ * record's crc is the crc32 of its bytes after the crc field, seeded with the
+ * previous record's (the first with `seed`); it is stored little-endian in
+ * the record's first four bytes. Returns the last crc (the next seed). One
+ * call per batch instead of one per record.
+ */
+napi_value storvisor_crc32_records(napi_env env, napi_callback_info info) {
+  uint8_t *data;
+  size_t from, to;
+  uint32_t seed;
+  if (!byte_range(env, info, "crc32Records", "crc32Records(buf, from, to, seed): a TypedArray and three numbers", 0, &data, &from, &to, &seed))
+    return NULL;
+  size_t p = from, end = to;
+  while (p < end) {
+    /* A record is at least its 16-byte header and 5 payload bytes, and ends inside the range. */
+    if (end - p < 21) goto torn;
+    uint32_t payload = le32(data + p + 4);
+    if (payload < 5 || (size_t)payload > end - p - 16) goto torn;
+    size_t size = 16 + (size_t)payload;
+    uint32_t crc = crc32_range(data + p + 4, size - 4, seed);
+    data[p] = (uint8_t)crc;
+    data[p + 1] = (uint8_t)(crc >> 8);
+    data[p + 2] = (uint8_t)(crc >> 16);
+    data[p + 3] = (uint8_t)(crc >> 24);
+    seed = crc;
+    p += size;
   }
   napi_value out;
-  CHECK(env, napi_create_uint32(env, crc32_range(data + (size_t)off, (size_t)len, seed), &out));
+  CHECK(env, napi_create_uint32(env, seed, &out));
   return out;
+torn:
+  napi_throw_range_error(env, NULL, "crc32Records: a record does not end inside the range");
+  return NULL;
 }

@@ -1204,6 +1204,7 @@ void storvisor_xxhash_init(napi_env env, napi_value exports);
 
 /* native/crc32.c: CRC-32 of a buffer range for the database log (always built). */
 napi_value storvisor_crc32_range(napi_env env, napi_callback_info info);
+napi_value storvisor_crc32_records(napi_env env, napi_callback_info info);
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
@@ -1235,6 +1236,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
     {"setThreadNice", NULL, set_thread_nice, NULL, NULL, NULL, napi_default, NULL},
     {"setThreadScheduler", NULL, set_thread_scheduler, NULL, NULL, NULL, napi_default, NULL},
     {"crc32Range", NULL, storvisor_crc32_range, NULL, NULL, NULL, napi_default, NULL},
+    {"crc32Records", NULL, storvisor_crc32_records, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value rwf;

@@ -21,8 +21,8 @@
 import type { BlockDevice } from '../../src/block/types.ts';
 import { TcpService, type ConnectionHandler, type TcpConnection } from '../../src/net/tcp-service.ts';
 import { RespParser } from '../../src/functions/database/resp/parser.ts';
-import { ErrorReply, OK, PONG, ReplyWriter, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
-import { respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
+import { ErrorReply, OK, PONG, ReplyWriter, markTransient, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
+import { READ_BUFFER_BYTES, respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
 import { CommitGather, GATHER_MS } from '../../src/functions/database/log/writer.ts';
 
 /** Bulk replies by length (one per size the bench uses). */
@@ -55,7 +55,7 @@ class FloorConnection implements ConnectionHandler {
   ) {
     this.parser = new RespParser(
       { onCommand: (args) => this.onCommand(args), onError: () => this.conn.destroy() },
-      { maxRequestBytes: QUERY_BUFFER_LIMIT },
+      { maxRequestBytes: QUERY_BUFFER_LIMIT, transient: conn.transientReads },
     );
   }
 
@@ -226,9 +226,13 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
       },
     );
   };
+  // One read buffer for every client, as the database's server reads (no ArrayBuffer per read).
+  const readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  markTransient(readBuffer);
   const service = new TcpService({
     name: 'resp-floor',
     uncork: 'tick',
+    readBuffer,
     limits: respLimits(),
     handler: (conn) => new FloorConnection(conn, srv),
   });

@@ -58,6 +58,8 @@ export interface NativeAddon {
   readonly RWF_DSYNC: number;
   /** zlib's crc32 of buf[offset, offset + length) from `seed` (native/crc32.c: PCLMULQDQ where the CPU has it). */
   crc32Range?(buf: Uint8Array, offset: number, length: number, seed: number): number;
+  /** Seal the database log records in buf[from, to): each record's crc (chained from `seed`) into its first 4 bytes; returns the last. */
+  crc32Records?(buf: Uint8Array, from: number, to: number, seed: number): number;
   // XXH64 (seed 0) and the zero-block test for dedup fingerprints (native/xxhash.c).
   /** out[0] = the digest's low 32 bits, out[1] = its high 32 bits. */
   xxh64Into?(src: Uint8Array, out: Uint32Array): void;

@@ -97,11 +97,22 @@ export interface TcpServiceOptions {
   log?: (msg: string) => void;
   /** Prefix for log lines ("nbd", "rpc", "resp"). */
   name?: string;
+  /**
+   * Read every connection's input into this one buffer instead of a fresh
+   * 64 KiB ArrayBuffer per read (each of which is external memory that drives
+   * V8's major collections). The chunk `data()` gets is then valid only during
+   * the call: the handler copies whatever it keeps. Where this Node does not
+   * offer the hook for accepted sockets, reads allocate as before.
+   */
+  readBuffer?: Buffer;
 }
 
 /** The protocol side of one connection. Exceptions thrown here close that connection only. */
 export interface ConnectionHandler {
-  /** Bytes arrived. Take requests while `conn.canAccept()`; keep the rest (and report it with setBuffered). */
+  /**
+   * Bytes arrived. Take requests while `conn.canAccept()`; keep the rest (and report it with setBuffered).
+   * With `conn.transientReads` the chunk is overwritten by the next read: keep copies, not views.
+   */
   data(chunk: Buffer): void;
   /** There is room again (replies drained, requests finished): continue with what is buffered. */
   resume(): void;
@@ -207,7 +218,7 @@ export class TcpService {
       return;
     }
     this.counters.connections++;
-    const conn = new TcpConnection(socket, this, this.limits, this.opts.uncork ?? 'tick');
+    const conn = new TcpConnection(socket, this, this.limits, this.opts.uncork ?? 'tick', this.opts.readBuffer ?? null);
     this.connections.add(conn);
     try {
       conn.attach(this.opts.handler(conn));
@@ -309,24 +320,42 @@ export class TcpConnection {
     private readonly service: TcpService,
     private readonly limits: TcpServiceLimits,
     private readonly uncorkMode: 'tick' | 'turn',
+    private readonly readBuffer: Buffer | null = null,
   ) {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     this.queuedCap = limits.maxQueuedBytes;
+    // Before any read is delivered (that takes a turn of the event loop): the handler, made next, can ask.
+    const shared = readBuffer;
+    this.transientReads = shared !== null && readInto(socket, shared, (n) => this.onData(shared.subarray(0, n)));
     this.closedPromise = new Promise((resolve) => socket.once('close', () => {
       this.onClose();
       resolve();
     }));
   }
 
+  /**
+   * The chunks data() gets are views of the service's shared read buffer
+   * (TcpServiceOptions.readBuffer), overwritten by the next read: copy what is kept.
+   */
+  readonly transientReads: boolean;
+
+  private onData(chunk: Buffer): void {
+    if (this.stopping || this.closedFlag || this.handler === null) return; // nothing sent after we stopped taking requests matters
+    // guard() inline: no closure per read.
+    try {
+      this.handler.data(chunk);
+    } catch (err) {
+      this.service.failed(this, err);
+      this.destroy();
+    }
+    this.updateReading();
+  }
+
   /** @internal */
   attach(handler: ConnectionHandler): void {
     this.handler = handler;
     const socket = this.socket;
-    socket.on('data', (chunk: Buffer) => {
-      if (this.stopping || this.closedFlag) return; // nothing sent after we stopped taking requests matters
-      this.guard(() => handler.data(chunk));
-      this.updateReading();
-    });
+    if (!this.transientReads) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       this.observeQueued();
       this.wake();
@@ -598,6 +627,35 @@ export class TcpConnection {
       }
     }
   }
+}
+
+/**
+ * Make an accepted socket read into `buffer` and call `onRead(bytes)` instead
+ * of emitting 'data' with a fresh Buffer per read: what net.Socket's `onread`
+ * option does for client sockets, which net.Server does not pass on to the
+ * sockets it accepts (Node 20). It sets the same per-socket fields that
+ * option sets (found by their symbol descriptions) before the first read is
+ * delivered; pause() and resume() then stop and start the handle's reads as
+ * for any `onread` socket. False (nothing changed) when this Node's sockets
+ * lack those fields.
+ */
+function readInto(socket: Socket, buffer: Buffer, onRead: (bytes: number) => void): boolean {
+  const own = socket as unknown as Record<symbol, unknown>;
+  const symbols = Object.getOwnPropertySymbols(socket);
+  const kBuffer = symbols.find((x) => x.description === 'kBuffer');
+  const kBufferCb = symbols.find((x) => x.description === 'kBufferCb');
+  const kBufferGen = symbols.find((x) => x.description === 'kBufferGen');
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } | null })._handle;
+  if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined || own[kBuffer] !== null || own[kBufferGen] !== null) return false;
+  if (!handle || typeof handle.useUserBuffer !== 'function') return false;
+  handle.useUserBuffer(buffer);
+  own[kBuffer] = buffer;
+  own[kBufferCb] = (n: number) => {
+    onRead(n);
+    // Not false: reading is paused and resumed by the connection (updateReading), not by this return value.
+    return undefined;
+  };
+  return true;
 }
 
 function uncork(conn: TcpConnection): void {

@@ -5,7 +5,7 @@ import { MemoryBlockDevice } from '../../src/block/memory-device.ts';
 import { Database } from '../../src/functions/database/database.ts';
 import { createHash } from 'node:crypto';
 import { openLog } from '../../src/functions/database/log/recovery.ts';
-import { LOG_VERSION, MAGIC, crc32Range, decodeSuperblock } from '../../src/functions/database/log/format.ts';
+import { LOG_VERSION, MAGIC, crc32Range, decodeSuperblock, encodeRecord, encodeRecordBody, recordSize, sealRecords } from '../../src/functions/database/log/format.ts';
 import { crc32 } from 'node:zlib';
 import { native } from '../../src/native/addon.ts';
 import { Op, num } from '../../src/functions/database/store/mutations.ts';
@@ -139,4 +139,34 @@ test('record checksums are zlib crc32 of the range, for every length, offset and
     }
   }
   assert.throws(() => native!.crc32Range!(buf, 8990, 11, 0), RangeError);
+});
+
+test('records sealed in one call are byte for byte the records encoded one at a time', () => {
+  assert.ok(native?.crc32Records, 'the native addon must provide crc32Records');
+  const ms = [
+    { op: Op.Set, args: [Buffer.from('k'), Buffer.alloc(100, 7), num(0)] },
+    { op: Op.Del, args: [Buffer.from('gone')] },
+    { op: Op.Set, args: [Buffer.from('big'), Buffer.alloc(5000, 3), num(1234)] },
+  ];
+  const total = 9 + ms.reduce((n, m) => n + recordSize(m), 0);
+  const one = Buffer.alloc(total, 0xee);
+  const batch = Buffer.alloc(total, 0xee);
+  let crc = 0x12345678;
+  let p = 9;
+  for (const [i, m] of ms.entries()) {
+    crc = encodeRecord(m, one, p, crc, 40 + i);
+    encodeRecordBody(m, batch, p, 40 + i);
+    p += recordSize(m);
+  }
+  assert.equal(sealRecords(batch, 9, p, 0x12345678), crc);
+  assert.ok(batch.equals(one));
+});
+
+test('crc32Records refuses a range whose last record does not end inside it', () => {
+  const m = { op: Op.Set, args: [Buffer.from('k'), Buffer.from('v'), num(0)] };
+  const b = Buffer.alloc(recordSize(m));
+  encodeRecordBody(m, b, 0, 1);
+  assert.throws(() => native!.crc32Records!(b, 0, b.length - 1, 0), /does not end inside the range/);
+  assert.throws(() => native!.crc32Records!(b, 0, b.length + 1, 0), /not inside the buffer/);
+  assert.equal(native!.crc32Records!(b, 3, 3, 77), 77);
 });

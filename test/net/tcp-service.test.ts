@@ -175,3 +175,35 @@ test('the default connection limit leaves most descriptors to the rest of the pr
   const { defaultMaxConnections } = await import('../../src/net/tcp-service.ts');
   assert.deepEqual([defaultMaxConnections(300), defaultMaxConnections(1024), defaultMaxConnections(65536), defaultMaxConnections(20), defaultMaxConnections(null)], [37, 128, 128, 8, 128]);
 });
+
+test('with a readBuffer, every connection reads into that one buffer and says so (transientReads)', async (t) => {
+  const readBuffer = Buffer.alloc(64 * 1024);
+  const seen: { transient: boolean; shared: boolean; text: string }[] = [];
+  const service = new TcpService({
+    readBuffer,
+    handler: (conn) => ({
+      data(chunk: Buffer) {
+        seen.push({ transient: conn.transientReads, shared: chunk.buffer === readBuffer.buffer, text: chunk.toString('latin1') });
+        conn.send(Buffer.from(`got ${chunk.length}\n`));
+      },
+      resume() {},
+    }),
+  });
+  const { port } = await service.listen('127.0.0.1', 0);
+  t.after(() => service.stop());
+  const a = await open(port);
+  const b = await open(port);
+  t.after(() => {
+    a.destroy();
+    b.destroy();
+  });
+  for (const [s, text] of [[a, 'first'], [b, 'second']] as const) {
+    const reply = within(new Promise<Buffer>((r) => s.once('data', r)), 5000, 'a reply');
+    s.write(text);
+    assert.equal((await reply).toString(), `got ${text.length}\n`);
+  }
+  assert.deepEqual(seen, [
+    { transient: true, shared: true, text: 'first' },
+    { transient: true, shared: true, text: 'second' },
+  ]);
+});

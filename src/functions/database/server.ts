@@ -2,10 +2,10 @@ import { TcpService, type ConnectionHandler, type TcpConnection, type TcpService
 import { Hub } from './commands/pubsub.ts';
 import { LOG_ROOM_KEY, dispatch, execute, lookup } from './commands/table.ts';
 import { unwatchAll } from './commands/transactions.ts';
-import { BlockReply, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
+import { BlockReply, blockRepliesMade, type ClientState, type CommandContext, type CommandSpec, type PubSubState, type ServerInfo, type TransactionState } from './commands/types.ts';
 import type { Database } from './database.ts';
 import { RespParser } from './resp/parser.ts';
-import { ErrorReply, ReplyWriter, type Reply, type Slab } from './resp/writer.ts';
+import { ErrorReply, ReplyWriter, markTransient, type Reply, type Slab } from './resp/writer.ts';
 import { respErrorOf } from './resp/errors.ts';
 
 /** Stop executing a client's commands while this many reply bytes wait unsent (it is not reading). */
@@ -27,6 +27,14 @@ export const OUTPUT_HARD_LIMIT = 96 << 20;
  * and 128 MiB for all clients together).
  */
 export const QUERY_BUFFER_LIMIT = 64 << 20;
+/**
+ * Every client's input is read into one buffer of this size per server (as
+ * Node reads 64 KiB at a time): no ArrayBuffer per read, whose external
+ * memory drove a major collection every few hundred milliseconds at SET -P16
+ * 4 KiB. What a command or the parser keeps is copied (see RespParser's
+ * `transient`, ReplyWriter's markTransient); stored values were copies already.
+ */
+export const READ_BUFFER_BYTES = 64 * 1024;
 
 export interface RespServerOptions {
   db: Database;
@@ -123,7 +131,7 @@ class Connection implements ClientState, ConnectionHandler {
         onCommand: (args) => this.onCommand(args),
         onError: (message) => this.onProtocolError(message),
       },
-      { maxBulkLength: srv.options.maxBulkLength, maxRequestBytes: QUERY_BUFFER_LIMIT },
+      { maxBulkLength: srv.options.maxBulkLength, maxRequestBytes: QUERY_BUFFER_LIMIT, transient: conn.transientReads },
     );
   }
 
@@ -263,6 +271,7 @@ class Connection implements ClientState, ConnectionHandler {
     if (this.gone || this.closeAfterReply || this.conn.isStopping) return false;
     this.srv.counters.commands++;
     const before = this.srv.db.lastSeq;
+    const blocks = blockRepliesMade();
     let reply: Reply | BlockReply;
     try {
       reply = dispatch(this.ctx, args);
@@ -271,14 +280,14 @@ class Connection implements ClientState, ConnectionHandler {
       this.srv.options.log(`database command failed: ${(err as Error).stack ?? err}`);
       reply = respErrorOf(err);
     }
-    if (reply instanceof BlockReply) {
+    if (blockRepliesMade() !== blocks && reply instanceof BlockReply) {
       this.srv.counters.commands--; // counted when answered
       this.block(args, reply);
       this.afterCommand();
       return false;
     }
     const wrote = this.srv.db.lastSeq !== before;
-    this.queue(reply, wrote ? this.srv.db.lastSeq : 0);
+    this.queue(reply as Reply, wrote ? this.srv.db.lastSeq : 0);
     this.afterCommand();
     return this.blocked === null && !this.closeAfterReply && this.conn.canAccept();
   }
@@ -427,10 +436,13 @@ export class RespServer {
       stats: () => ({ total_connections_received: this.counters.connections, total_commands_processed: this.counters.commands }),
       pubsub: new Hub(),
     };
+    const readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    markTransient(readBuffer);
     this.service = new TcpService({
       name: 'resp',
       log: options.log,
       uncork: 'tick',
+      readBuffer,
       limits: respLimits(options.limits),
       handler: (conn) => {
         this.counters.connections++;

@@ -25,9 +25,10 @@ function lent(ctx: CommandContext, data: Buffer): Buffer {
 }
 
 function get(ctx: CommandContext, a: Buffer[]): Reply {
-  const e = stringEntry(ctx, a[1]);
-  if (e instanceof ErrorReply) return e;
-  return e === undefined ? null : lent(ctx, e.data as Buffer);
+  const e = ctx.db.ks.get(keyOf(a[1]));
+  if (e === undefined) return null;
+  // The type test stringEntry makes, without its `instanceof` on the result.
+  return e.type === 'string' ? lent(ctx, e.data) : WRONGTYPE;
 }
 
 function set(ctx: CommandContext, a: Buffer[]): Reply {

@@ -144,11 +144,12 @@ const subscribedOnly = (name: string) =>
  * the client must wait (BLPOP and friends).
  */
 export function dispatch(ctx: CommandContext, args: Buffer[]): Reply | BlockReply {
-  const spec = lookup(args);
+  // lookup() inline: no `instanceof ErrorReply` per command (a generic builtin call).
+  const spec = findSpec(args[0]);
   const c = ctx.client;
-  if (spec instanceof ErrorReply) {
+  if (spec === undefined || (spec.arity > 0 && args.length !== spec.arity) || args.length < -spec.arity) {
     if (c.tx.active) c.tx.failed = true;
-    return spec;
+    return spec === undefined ? unknownCommand(args) : arityError(spec.name);
   }
   if ((c.pubsub.channels.size > 0 || c.pubsub.patterns.size > 0) && !spec.pubsubOk) return subscribedOnly(spec.name);
   if (c.tx.active && !spec.noQueue) {

@@ -8,7 +8,7 @@ import type { SnapshotSink, SnapshotSource, SnapshotStats } from '../store/snaps
 const SHRINKING = new Uint8Array(256);
 for (const op of [Op.Del, Op.LPop, Op.RPop, Op.HDel, Op.SRem, Op.ZRem, Op.ZPopMin, Op.FlushDb] as OpCode[]) SHRINKING[op] = 1;
 import { readTailBlock, type LogPosition } from './recovery.ts';
-import { LOG_VERSION, chainSeed, encodeRecord, encodeSuperblock, encodedRecordMutation, encodedRecordSize, recordSize, regionOffset, type Superblock } from './format.ts';
+import { LOG_VERSION, chainSeed, encodeRecord, encodeRecordBody, encodeSuperblock, encodedRecordMutation, encodedRecordSize, recordSize, regionOffset, sealRecords, type Superblock } from './format.ts';
 
 export type AppendFsync = 'always' | 'everysec';
 
@@ -470,6 +470,7 @@ export class LogWriter {
     if (this.sb.version !== LOG_VERSION) throw ioError(`database log: refusing to append to a version ${this.sb.version} region`);
     if (batch.blockStart + batch.prefix !== this.tail) throw ioError(`database log: a batch staged at ${batch.blockStart + batch.prefix} does not follow the tail at ${this.tail}`);
     const bs = this.sb.blockSize;
+    batch.seal();
     const end = Math.ceil(batch.used / bs) * bs;
     batch.buf.fill(0, batch.used, end);
     const buf = batch.buf.subarray(0, end);
@@ -1093,8 +1094,14 @@ class Stage {
   used = 0;
   records = 0;
   shrinks = false;
-  crc = 0;
   seq = 0;
+  /**
+   * Records are appended without their crc and sealed (crcs written, chained)
+   * in one native call when the batch is taken or written: records before
+   * `sealedTo` have theirs, and `sealedCrc` is the last of them.
+   */
+  private sealedTo = 0;
+  private sealedCrc = 0;
   private startCrc = 0;
   private startSeq = 0;
   /** Being written: its bytes must not change until release. */
@@ -1125,18 +1132,32 @@ class Stage {
     this.used = this.prefix;
     this.records = 0;
     this.shrinks = false;
-    this.crc = this.startCrc;
+    this.sealedTo = this.prefix;
+    this.sealedCrc = this.startCrc;
     this.seq = this.startSeq;
   }
 
-  /** Encode `m` as the next record. */
+  /** Encode `m` as the next record (its crc is written by seal()). */
   append(m: Mutation, blockSize: number): void {
     const size = recordSize(m);
     const need = Math.ceil((this.used + size) / blockSize) * blockSize;
     if (need > this.buf.length) this.grow(need);
-    this.crc = encodeRecord(m, this.buf, this.used, this.crc, this.seq++, size);
+    encodeRecordBody(m, this.buf, this.used, this.seq++, size);
     this.used += size;
     this.records++;
+  }
+
+  /** Write the crcs of the records appended since the last seal: the bytes are then what the region holds. */
+  seal(): void {
+    if (this.sealedTo === this.used) return;
+    this.sealedCrc = sealRecords(this.buf, this.sealedTo, this.used, this.sealedCrc);
+    this.sealedTo = this.used;
+  }
+
+  /** The crc chain after the last record (the next record's seed): seals first. */
+  get crc(): number {
+    this.seal();
+    return this.sealedCrc;
   }
 
   /** The records as mutations (views of this buffer: use them before it changes). */

@@ -28,19 +28,40 @@ export interface ParserOptions {
    * command), checked at each bulk header before its bytes are buffered.
    */
   maxRequestBytes?: number;
+  /**
+   * The chunks fed are reused for the next read (TcpConnection.transientReads):
+   * whatever the parser keeps past feed() (a partial line or bulk, the
+   * arguments of an unfinished request, input kept while stopped) is copied.
+   * Commands still get views: they copy what they keep.
+   */
+  transient?: boolean;
 }
 
 export interface ParserEvents {
   /**
    * A complete command. Return false to stop: the parser keeps the rest until `resume()`.
    * The array is the parser's and is refilled for the next command: copy it to keep it
-   * (the Buffers are views of the received chunks and may be kept).
+   * (the Buffers are views of the received chunks: with `transient`, copy them to keep them too).
    */
   onCommand(args: Buffer[]): unknown;
   onError(message: string): void;
 }
 
 const CR = 13;
+/**
+ * Node's Buffer class (what subarray and Buffer.from make: the same object
+ * shape), exposed as Buffer[Symbol.species]: argument views are made with it
+ * directly.
+ */
+type ViewClass = new (ab: ArrayBufferLike, offset: number, length: number) => Buffer;
+const FastBuffer: ViewClass = (() => {
+  const species = (Buffer as unknown as { [Symbol.species]?: ViewClass })[Symbol.species];
+  if (typeof species === 'function' && Buffer.isBuffer(new species(new ArrayBuffer(1), 0, 1))) return species;
+  // Not this Node's layout: Buffer.from makes the same view (a function called with `new` returning an object).
+  return function (ab: ArrayBufferLike, offset: number, length: number) {
+    return Buffer.from(ab as ArrayBuffer, offset, length);
+  } as unknown as ViewClass;
+})();
 /** Argument counts the fast path keeps an array for (GET is 2, SET 3, MSET of 3 pairs 7). */
 const REUSED_MAX = 8;
 const EMPTY = Buffer.alloc(0);
@@ -83,7 +104,10 @@ export class RespParser {
   ) {
     this.maxBulk = Math.min(options.maxBulkLength ?? BULK_MAX_DEFAULT, BULK_MAX_DEFAULT);
     this.maxRequest = options.maxRequestBytes ?? Infinity;
+    this.transient = options.transient ?? false;
   }
+
+  private readonly transient: boolean;
 
   /** Bytes held: the unfinished request plus input kept while stopped. */
   get bufferedBytes(): number {
@@ -118,15 +142,28 @@ export class RespParser {
   feed(chunk: Buffer): void {
     if (this.dead || chunk.length === 0) return;
     if (this.stopped) {
-      this.rest.push(chunk);
+      this.rest.push(this.transient ? Buffer.from(chunk) : chunk);
       this.restBytes += chunk.length;
       return;
     }
     this.run(chunk);
+    if (this.transient) this.detach(chunk.buffer);
+  }
+
+  /** Replace every view of `ab` the parser still holds by a copy (the buffer is about to be reused). */
+  private detach(ab: ArrayBufferLike): void {
+    copyViews(this.line, ab);
+    copyViews(this.bulkParts, ab);
+    copyViews(this.args, ab);
+    copyViews(this.rest, ab);
   }
 
   private run(chunk: Buffer): void {
     let pos = 0;
+    // The fast path makes its argument views from these, read once per chunk: Buffer's subarray reads
+    // `.buffer` per call, which the optimizing compiler leaves to a generic load (a C++ builtin) for socket chunks.
+    const ab = chunk.buffer;
+    const base = chunk.byteOffset;
     while (pos < chunk.length && !this.dead) {
       if (this.stopped) {
         this.rest.unshift(chunk.subarray(pos));
@@ -138,7 +175,7 @@ export class RespParser {
           const b = chunk[pos];
           if (b === 0x2a /* '*' */) {
             // Most requests arrive whole in one chunk: parse those in place.
-            const end = this.wholeCommand(chunk, pos);
+            const end = this.wholeCommand(chunk, pos, ab, base);
             if (end > 0) {
               pos = end;
               break;
@@ -283,7 +320,7 @@ export class RespParser {
    * incomplete or anything is unusual: the general path then parses it from
    * the start (and finds any error with its exact Redis text).
    */
-  private wholeCommand(chunk: Buffer, pos: number): number {
+  private wholeCommand(chunk: Buffer, pos: number, ab: ArrayBufferLike, base: number): number {
     const len = chunk.length;
     let p = pos + 1;
     // The count: 1 to 7 digits, no leading zero, at most MULTIBULK_MAX.
@@ -322,7 +359,7 @@ export class RespParser {
       if (p + 1 >= len || chunk[p] !== CR || chunk[p + 1] !== LF) return abandon(args);
       p += 2;
       if (p + size + 2 > len || chunk[p + size] !== CR || chunk[p + size + 1] !== LF) return abandon(args);
-      args[i] = i === 0 ? this.nameAt(chunk, p, size) : chunk.subarray(p, p + size);
+      args[i] = i === 0 ? this.nameAt(chunk, p, size) : new FastBuffer(ab, base + p, size);
       p += size + 2;
     }
     this.inCommand = true;
@@ -330,8 +367,9 @@ export class RespParser {
       this.command(args);
     } finally {
       this.inCommand = outer;
-      // Drop the views, so a kept array does not hold the chunk they point into.
-      if (!outer && n <= REUSED_MAX) args.fill(EMPTY);
+      // Drop the views, so a kept array does not hold the chunk they point into
+      // (a loop: Array.prototype.fill is a C++ builtin call, per command).
+      if (!outer && n <= REUSED_MAX) for (let i = 0; i < n; i++) args[i] = EMPTY;
     }
     return p;
   }
@@ -367,9 +405,13 @@ export class RespParser {
   }
 }
 
+function copyViews(list: Buffer[], ab: ArrayBufferLike): void {
+  for (let i = 0; i < list.length; i++) if (list[i].buffer === ab) list[i] = Buffer.from(list[i]);
+}
+
 /** A fast-path parse gave up halfway: drop the views already in the array (-1, for the caller). */
 function abandon(args: Buffer[]): number {
-  args.fill(EMPTY);
+  for (let i = 0; i < args.length; i++) args[i] = EMPTY;
   return -1;
 }
 

@@ -87,6 +87,19 @@ export function encodeReplyToBuffer(reply: Reply): Buffer {
   return Buffer.concat(out);
 }
 
+/**
+ * Memory reused for the next socket read (the RESP server's shared read
+ * buffer): replies are sent by reference only from memory not in here.
+ */
+const transientBuffers = new WeakSet<ArrayBufferLike>();
+let anyTransient = false;
+
+/** `buf` is overwritten by later reads: a bulk reply that is a view of it is copied, not held. */
+export function markTransient(buf: Buffer): void {
+  transientBuffers.add(buf.buffer);
+  anyTransient = true;
+}
+
 /** Size of a reply slab (slabs of this size are pooled; a reply larger than one gets its own buffer). */
 export const SLAB_BYTES = 64 * 1024;
 /**
@@ -303,7 +316,8 @@ export class ReplyWriter {
     const n = b.length;
     if (n > SMALL_BULK) {
       this.ascii(`$${n}\r\n`);
-      this.append(b);
+      // Held until written: a view of a read buffer that the next read overwrites (an argument echoed back) is copied.
+      this.append(anyTransient && transientBuffers.has(b.buffer) ? Buffer.from(b) : b);
       this.raw(CRLF_BYTES);
       return;
     }
