@@ -51,7 +51,7 @@ type Fsync = 'always' | 'everysec';
 export interface BenchTarget {
   name: string;
   /** storvisor deployment or the peer. */
-  kind: 'integrated' | 'guest/adaptive' | 'redis-server' | 'node floor';
+  kind: 'integrated' | 'guest/adaptive' | 'redis-server' | 'node floor' | 'map floor';
   appendfsync: Fsync;
   start(dir: string): Promise<{ port: number; stop(): Promise<void>; cpuSeconds(): number; syscalls(): number; logWrites?: () => number; inProcess?: boolean }>;
 }
@@ -105,16 +105,18 @@ export function guestTarget(appendfsync: Fsync): BenchTarget {
  * RESP parser and reply writer as integrated, SET answered +OK and GET a fixed
  * bulk, no keyspace and no log; in `always` the group-commit write with FUA of
  * each batch on the same kind of device, no store. The ceiling of any database
- * on this runtime and socket path.
+ * on this runtime and socket path. `keyspace`: the map floor, the same plus a
+ * Map from key strings to values (the ceiling of a keyspace kept in a V8 Map).
  */
-export function floorTarget(appendfsync: Fsync): BenchTarget {
+export function floorTarget(appendfsync: Fsync, keyspace = false): BenchTarget {
+  const kind = keyspace ? 'map floor' : 'node floor';
   return {
-    name: `node floor ${appendfsync}`,
-    kind: 'node floor',
+    name: `${kind} ${appendfsync}`,
+    kind,
     appendfsync,
     async start(dir) {
-      const device = await FileBlockDevice.open(join(dir, `floor-${appendfsync}.img`), 512 * 1024 * 1024);
-      const floor = await startFloor(device, appendfsync === 'always');
+      const device = await FileBlockDevice.open(join(dir, `${keyspace ? 'map-' : ''}floor-${appendfsync}.img`), 512 * 1024 * 1024);
+      const floor = await startFloor(device, appendfsync === 'always', keyspace);
       return {
         port: floor.port,
         cpuSeconds: selfCpuSeconds,
@@ -453,7 +455,7 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
   }
   const started = Date.now();
   const modes: Fsync[] = ['always', 'everysec'];
-  const targets = modes.flatMap((m) => [integratedTarget(m), guestTarget(m), redisTarget(m), floorTarget(m)]).filter(wanted);
+  const targets = modes.flatMap((m) => [integratedTarget(m), guestTarget(m), redisTarget(m), floorTarget(m), floorTarget(m, true)]).filter(wanted);
   const all: Row[] = [];
   for (let r = 0; r < (PARTS.includes('throughput') ? REPEATS : 0); r++) {
     // Alternate the order between repeats so no target always runs first.
@@ -477,22 +479,22 @@ export async function databaseSuite(resultsDir: string): Promise<void> {
   const out: string[] = [`# database bench: median of ${REPEATS} runs, about ${SECONDS} s per test (requests/s)`, ''];
   const json: Record<string, unknown>[] = [];
   for (const mode of PARTS.includes('throughput') ? modes : []) {
-    const [integ, guest, redis, floor] = (['integrated', 'guest/adaptive', 'redis-server', 'node floor'] as const).map((k) => targets.find((t) => t.appendfsync === mode && t.kind === k));
+    const [integ, guest, redis, floor, mapFloor] = (['integrated', 'guest/adaptive', 'redis-server', 'node floor', 'map floor'] as const).map((k) => targets.find((t) => t.appendfsync === mode && t.kind === k));
     const lines: string[][] = [];
     for (const test of ['SET', 'GET']) {
       for (const p of [1, 16]) {
         for (const size of [100, 4096]) {
-          const [i, g, x, f] = [integ, guest, redis, floor].map((t) => cell(t, test, p, size));
-          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 3), fmt(f.syscalls, 3), fmt(x.syscalls, 3), fmt(i.setsPerWrite, 1), fmt(f.setsPerWrite, 1), fmt(i.heapBytes), fmt(f.heapBytes), fmt(i.gcUs, 2), fmt(f.gcUs, 2)]);
-          json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x, nodeFloor: f });
+          const [i, g, x, f, m] = [integ, guest, redis, floor, mapFloor].map((t) => cell(t, test, p, size));
+          lines.push([test, `-P ${p} ${size} B`, fmt(i.rps), fmt(g.rps), fmt(x.rps), fmt(f.rps), fmt(m.rps), fmt(i.rps / x.rps, 2), fmt(g.rps / i.rps, 2), fmt(i.rps / f.rps, 2), fmt(f.rps / x.rps, 2), fmt(m.rps / x.rps, 2), fmt(i.rps / m.rps, 2), fmt(i.p99, 3), fmt(x.p99, 3), fmt(i.cpuUs, 1), fmt(f.cpuUs, 1), fmt(m.cpuUs, 1), fmt(x.cpuUs, 1), fmt(i.syscalls, 3), fmt(f.syscalls, 3), fmt(x.syscalls, 3), fmt(i.setsPerWrite, 1), fmt(f.setsPerWrite, 1), fmt(i.heapBytes), fmt(f.heapBytes), fmt(i.gcUs, 2), fmt(f.gcUs, 2)]);
+          json.push({ appendfsync: mode, test, pipeline: p, size, integrated: i, guestAdaptive: g, redisServer: x, nodeFloor: f, mapFloor: m });
         }
       }
     }
     out.push(`## appendfsync ${mode}`, '');
-    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd', 'integrated SETs/log write', 'floor SETs/write', 'integrated heap B/cmd', 'floor heap B/cmd', 'integrated GC µs/cmd', 'floor GC µs/cmd'], lines), '');
+    out.push(...table(['test', 'case', 'integrated', 'guest/adaptive', 'redis-server', 'node floor', 'map floor', 'integrated / redis (target ≥ 1.0)', 'guest / integrated (target ≥ 0.95)', 'integrated / floor', 'floor / redis', 'map floor / redis', 'integrated / map floor', 'integrated p99 ms', 'redis p99 ms', 'integrated CPU µs/cmd', 'floor CPU µs/cmd', 'map floor CPU µs/cmd', 'redis CPU µs/cmd', 'integrated syscalls/cmd', 'floor syscalls/cmd', 'redis syscalls/cmd', 'integrated SETs/log write', 'floor SETs/write', 'integrated heap B/cmd', 'floor heap B/cmd', 'integrated GC µs/cmd', 'floor GC µs/cmd'], lines), '');
   }
   if (PARTS.includes('throughput')) out.push('redis-benchmark -c 50 -r 10000, SET then GET as separate runs; CPU µs/cmd: server CPU over the run / its requests (storvisor and the floor: this whole process, including the controller; redis-server: its process); syscalls/cmd: read and write system calls (/proc/PID/io syscr + syscw: socket reads and writes, log writes and syncs of data) / those requests; SETs/log write: the SET run\'s requests / the log\'s writes during it (group commit size: in always, one FUA write each); heap B/cmd and GC µs/cmd: JS heap bytes allocated and GC time in this process (v8 GCProfiler) / the run\'s requests, for the servers that run in it (a thread guest allocates in its own heap). CPU depends on the machine\'s load; syscalls, heap bytes and GC per command much less.', '');
-  if (PARTS.includes('throughput')) out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store, and gathers as the log does; under `everysec` the same pwrite without FUA at the log\'s size or time window, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs.', '');
+  if (PARTS.includes('throughput')) out.push('node floor (bench/lib/resp-floor.ts): the integrated process model, TcpService, RESP parser and reply writer, answering SET +OK and GET a fixed bulk, with no keyspace and no log; under `always` each batch of SETs waits for one group-commit pwrite with FUA (fdatasync) as large as its records, no store, and gathers as the log does; under `everysec` the same pwrite without FUA at the log\'s size or time window, replies at once. Its rate is the ceiling of any database on this runtime and socket path: floor / redis well under 1 is the runtime\'s limit, integrated / floor what the database itself costs. map floor: the same plus a keyspace as a plain JS program keeps one (a Map from key strings to value bytes: SET stores a copy, GET replies with it), still no log records and no commands: map floor / redis is the ceiling of a database whose keys live in a V8 Map, integrated / map floor what the rest of the database costs.', '');
 
   const keys = Number(process.env.BENCH_DB_KEYS ?? 100_000);
   const compactionTargets = [integratedTarget('always'), guestTarget('always'), redisTarget('always')].filter(wanted);

@@ -17,6 +17,12 @@
  *
  * Whatever a database does beyond this costs time this floor does not spend;
  * its rate is the ceiling of any database on this runtime and socket path.
+ *
+ * The "map floor" (`keyspace`) adds only a keyspace as a plain JS program keeps
+ * one: a Map from the key as a string to the value's bytes, SET storing a copy
+ * (overwriting in place when the length is the same, as the database does) and
+ * GET replying with the stored bytes. Its rate is the ceiling of any database
+ * that keeps its keys in a V8 Map: what the keyspace lookup itself costs.
  */
 import type { BlockDevice } from '../../src/block/types.ts';
 import { TcpService, type ConnectionHandler, type TcpConnection } from '../../src/net/tcp-service.ts';
@@ -24,6 +30,7 @@ import { RespParser } from '../../src/functions/database/resp/parser.ts';
 import { ErrorReply, OK, PONG, ReplyWriter, markTransient, type Reply, type Slab } from '../../src/functions/database/resp/writer.ts';
 import { READ_BUFFER_BYTES, respLimits, QUERY_BUFFER_LIMIT } from '../../src/functions/database/server.ts';
 import { CommitGather, GATHER_MS } from '../../src/functions/database/log/writer.ts';
+import { keyString } from '../../src/functions/database/store/keyspace.ts';
 
 /** Bulk replies by length (one per size the bench uses). */
 const bulks = new Map<number, Buffer>();
@@ -37,6 +44,14 @@ function bulkOf(n: number): Buffer {
 const RECORD_OVERHEAD = 48;
 
 const EMPTY_ARRAY: Reply[] = [];
+
+/** The map floor's SET: a copy of the value (the read buffer is reused), in place when the length is the same. */
+function store(map: Map<string, Buffer>, key: Buffer, value: Buffer): void {
+  const k = keyString(key);
+  const old = map.get(k);
+  if (old !== undefined && old.length === value.length) old.set(value);
+  else map.set(k, Buffer.from(value));
+}
 
 class FloorConnection implements ConnectionHandler {
   private readonly parser: RespParser;
@@ -82,6 +97,7 @@ class FloorConnection implements ConnectionHandler {
     if (name.length === 3 && (name[0]! | 0x20) === 0x73 && args.length >= 3) {
       // SET key value
       this.srv.lastSize = args[2]!.length;
+      if (this.srv.map !== null) store(this.srv.map, args[1]!, args[2]!);
       reply = OK;
       if (this.srv.device !== null) {
         // Both modes answer once the batch is written, as the log does (everysec without FUA).
@@ -90,7 +106,7 @@ class FloorConnection implements ConnectionHandler {
         wrote = true;
       }
     } else if (name.length === 3 && (name[0]! | 0x20) === 0x67) {
-      reply = bulkOf(this.srv.lastSize);
+      reply = this.srv.map !== null ? (this.srv.map.get(keyString(args[1]!)) ?? null) : bulkOf(this.srv.lastSize);
     } else if (name.length === 4 && (name[0]! | 0x20) === 0x70) {
       reply = PONG;
     } else if (name.length === 6 && (name[0]! | 0x20) === 0x63) {
@@ -147,6 +163,8 @@ class FloorConnection implements ConnectionHandler {
 
 export interface FloorServer {
   readonly device: BlockDevice | null;
+  /** The map floor's keyspace; null for the plain floor. */
+  readonly map: Map<string, Buffer> | null;
   readonly always: boolean;
   lastSize: number;
   /** The batch SETs join now; bytes its records would take. */
@@ -170,8 +188,9 @@ export interface RunningFloor {
  * Start the floor server on 127.0.0.1 port 0. With a device it writes SET
  * batches (pwrite, no data set) and answers SET only once the group-commit
  * write holding it is done (with FUA when `always`, as `everysec` without).
+ * `keyspace`: the map floor (SET stores in a Map, GET reads from it).
  */
-export async function startFloor(device: BlockDevice | null, always = true): Promise<RunningFloor> {
+export async function startFloor(device: BlockDevice | null, always = true, keyspace = false): Promise<RunningFloor> {
   let writing = false;
   let scheduled = false;
   let batches = 0;
@@ -182,6 +201,7 @@ export async function startFloor(device: BlockDevice | null, always = true): Pro
   let offset = 0;
   const srv: FloorServer = {
     device,
+    map: keyspace ? new Map() : null,
     always,
     lastSize: 3,
     batch: 1,
