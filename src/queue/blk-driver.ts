@@ -13,7 +13,7 @@ import type { WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import type { Lease, LentReadDevice, LentReadTarget, WriteTarget } from '../nbd/lent-read.ts';
 import { StorvisorError, invalidArgument, ioError, notSupported, shutDown } from '../util/errors.ts';
-import { tracing, trace, S, STAGES } from '../util/trace.ts';
+import { tracing, trace, S } from '../util/trace.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { SpinBudget } from './spin-budget.ts';
 import { InFlightWait } from './in-flight-wait.ts';
@@ -944,8 +944,7 @@ export class VirtioBlkDriver extends BlockDeviceBase implements LentReadDevice {
  * NBD connection started keeps its row.
  */
 function tracePublished(fromIdle: boolean): void {
-  const ring = trace as unknown as { row: number; times: Float64Array };
-  if (fromIdle && (ring.row < 0 || !Number.isNaN(ring.times[ring.row * STAGES.length + S.drvPublished]!))) trace.start(S.drvPublished);
+  if (fromIdle && trace.met(S.drvPublished)) trace.start(S.drvPublished);
   else trace.mark(S.drvPublished);
 }
 

@@ -93,6 +93,11 @@ export class TraceRing {
     this.markAt(stage, this.now());
   }
 
+  /** Has the current request already reached `stage` (true when no request is open)? */
+  met(stage: number): boolean {
+    return this.row < 0 || !Number.isNaN(this.times[this.row * W + stage]!);
+  }
+
   /** ...at `ms` (CLOCK_MONOTONIC ms, e.g. taken in C). */
   markAt(stage: number, ms: number): void {
     if (this.row < 0) return;
