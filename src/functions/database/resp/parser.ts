@@ -367,9 +367,8 @@ export class RespParser {
       this.command(args);
     } finally {
       this.inCommand = outer;
-      // Drop the views, so a kept array does not hold the chunk they point into
-      // (a loop: Array.prototype.fill is a C++ builtin call, per command).
-      if (!outer && n <= REUSED_MAX) for (let i = 0; i < n; i++) args[i] = EMPTY;
+      // Drop the views, so a kept array does not hold the chunk they point into.
+      if (!outer && n <= REUSED_MAX) dropViews(args, n);
     }
     return p;
   }
@@ -411,8 +410,13 @@ function copyViews(list: Buffer[], ab: ArrayBufferLike): void {
 
 /** A fast-path parse gave up halfway: drop the views already in the array (-1, for the caller). */
 function abandon(args: Buffer[]): number {
-  for (let i = 0; i < args.length; i++) args[i] = EMPTY;
+  dropViews(args, args.length);
   return -1;
+}
+
+/** Clear the first `n` argument views (a loop: Array.prototype.fill is a C++ builtin call, per command). */
+function dropViews(args: Buffer[], n: number): void {
+  for (let i = 0; i < n; i++) args[i] = EMPTY;
 }
 
 /** Parse "<digits>\r" (or "-1\r") as Redis's string2ll does; null if malformed. */
