@@ -88,3 +88,7 @@ export interface WriteFlags {
    */
   unsynced?: boolean;
 }
+
+/** The flag sets hot write paths pass, shared and frozen: no object per write. */
+export const FUA_WRITE: WriteFlags = Object.freeze({ fua: true });
+export const UNSYNCED_WRITE: WriteFlags = Object.freeze({ unsynced: true });

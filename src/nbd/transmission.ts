@@ -1,4 +1,4 @@
-import type { BlockDevice, WriteFlags } from '../block/types.ts';
+import { FUA_WRITE, UNSYNCED_WRITE, type BlockDevice } from '../block/types.ts';
 import { nbdErrorOf } from './error-map.ts';
 import type { NbdRequest } from './request-parser.ts';
 import { simpleReadReply, simpleReply, structuredErrorReply, structuredReadReply } from './replies.ts';
@@ -15,8 +15,6 @@ import {
   NBD_CMD_WRITE_ZEROES,
 } from './protocol.ts';
 
-const FUA: WriteFlags = Object.freeze({ fua: true });
-const UNSYNCED: WriteFlags = Object.freeze({ unsynced: true });
 
 const COMMAND_NAMES: Record<number, string> = {
   [NBD_CMD_READ]: 'read',
@@ -84,7 +82,7 @@ export class Transmission {
       case NBD_CMD_WRITE:
         // NBD's rule: a plain WRITE may stay volatile until a FLUSH, a FUA one may
         // not. A device that cannot defer its per-write sync ignores `unsynced`.
-        await this.device.pwrite(req.payload!, req.offset, fua ? FUA : UNSYNCED);
+        await this.device.pwrite(req.payload!, req.offset, fua ? FUA_WRITE : UNSYNCED_WRITE);
         this.stats.writes++;
         this.stats.bytesWritten += req.length;
         break;

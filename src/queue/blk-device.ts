@@ -4,7 +4,7 @@
  * capacity before the backend sees it; a bad request is answered with
  * IOERR/UNSUPP in its status byte and never reaches the backend.
  */
-import { hasFastRead, type BlockDevice, type FastReadDevice, type IoTarget } from '../block/types.ts';
+import { UNSYNCED_WRITE, hasFastRead, type BlockDevice, type FastReadDevice, type IoTarget } from '../block/types.ts';
 import { capabilitiesOf } from '../block/device.ts';
 import { errnoOf, invalidArgument, ioError } from '../util/errors.ts';
 import { tracing, trace, S } from '../util/trace.ts';
@@ -613,11 +613,11 @@ export class VirtioBlkDevice {
 
   /** A write without the backend's per-write sync (the caller flushes after it). */
   private async writeUnsynced(request: WriteRequest): Promise<void> {
-    if (request.data.length === 1) return this.backend.pwrite(request.data[0]!, request.offset, UNSYNCED);
+    if (request.data.length === 1) return this.backend.pwrite(request.data[0]!, request.offset, UNSYNCED_WRITE);
     const ops: Promise<void>[] = [];
     let offset = request.offset;
     for (const seg of request.data) {
-      ops.push(this.backend.pwrite(seg, offset, UNSYNCED));
+      ops.push(this.backend.pwrite(seg, offset, UNSYNCED_WRITE));
       offset += seg.byteLength;
     }
     await settleAll(ops);
@@ -716,7 +716,6 @@ export class VirtioBlkDevice {
   }
 }
 
-const UNSYNCED = Object.freeze({ unsynced: true });
 /**
  * The largest lone write before a FLUSH sent synced. Measured through a file
  * volume on this machine's ext4 (interleaved, median of 100 each, loaded

@@ -1,4 +1,4 @@
-import type { WriteFlags } from '../block/types.ts';
+import { FUA_WRITE, UNSYNCED_WRITE, type WriteFlags } from '../block/types.ts';
 import { BlockDeviceBase, type BlockCapabilities } from '../block/device.ts';
 import { Histogram } from '../util/histogram.ts';
 import { BLOCK, BlockCache, cacheKey } from './block-cache.ts';
@@ -38,9 +38,6 @@ export interface VolumeInfo {
   name: string;
   size: number;
 }
-
-const FUA: WriteFlags = Object.freeze({ fua: true });
-const UNSYNCED: WriteFlags = Object.freeze({ unsynced: true });
 
 /** Read runs never exceed one bounce buffer. */
 const RUN_BLOCKS = MAX_IO / BLOCK;
@@ -359,7 +356,7 @@ export class Volume extends BlockDeviceBase implements LentReadDevice {
         return true;
       }
     }
-    this.pwrite(src, offset, fua ? FUA : UNSYNCED).then(
+    this.pwrite(src, offset, fua ? FUA_WRITE : UNSYNCED_WRITE).then(
       () => target.writeDone(null),
       (err: Error) => target.writeDone(err),
     );

@@ -1,4 +1,4 @@
-import type { BlockDevice } from '../../../block/types.ts';
+import { FUA_WRITE, type BlockDevice } from '../../../block/types.ts';
 import type { BlockAllocator } from './alloc.ts';
 import { ensureBlock, lookupBlock, worstCaseBlocks, type BlockReader } from './blockmap.ts';
 import type { Inode } from './inode.ts';
@@ -20,7 +20,6 @@ const MAX_RUN_BLOCKS = 256;
 const MAX_RUN_BYTES = MAX_RUN_BLOCKS * BLOCK_SIZE;
 /** Blocks one extent allocation hands out at most. */
 const MAX_EXTENT = 8192;
-const FUA = { fua: true } as const;
 
 /** Pages fbs[i..j) as one buffer: a view of their slab when they sit together in it, else a copy. */
 function runView(pages: Map<number, Uint8Array>, fbs: number[], i: number, j: number): Uint8Array {
@@ -307,7 +306,7 @@ export class FileData {
       }
       prevPhys = p;
     }
-    const flags = this.device.writeThrough ? undefined : FUA;
+    const flags = this.device.writeThrough ? undefined : FUA_WRITE;
     if (!runs) {
       await this.device.pwrite(data, runPhys, flags);
       this.counters.dataWrites++;
