@@ -34,7 +34,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { GCProfiler } from 'node:v8';
+import { HeapMeter } from '../src/util/heap-meter.ts';
 import { FileBlockDevice } from '../src/block/file-device.ts';
 import database from '../src/functions/database/index.ts';
 import { DEPLOYMENTS, startDeployment } from './lib/deployment.ts';
@@ -189,28 +189,12 @@ export interface Row {
   setsPerWrite: number;
 }
 
-/**
- * JS heap bytes allocated and GC time in this isolate between start() and the
- * returned function's call, from the GC profiler: what each collection found
- * before it ran, less what the previous one left, plus the growth since the
- * last. Counts, not rates: they hold on a loaded machine.
- */
+/** JS heap bytes allocated and GC time in this process between this call and the returned function's (HeapMeter). */
 export function heapMeter(): () => { bytes: number; gcUs: number } {
-  const profiler = new GCProfiler();
-  const used0 = process.memoryUsage().heapUsed;
-  profiler.start();
+  const meter = new HeapMeter();
   return () => {
-    const stats = profiler.stop()?.statistics ?? [];
-    const used1 = process.memoryUsage().heapUsed;
-    let bytes = 0;
-    let gcUs = 0;
-    let after = used0;
-    for (const st of stats) {
-      bytes += st.beforeGC.heapStatistics.usedHeapSize - after;
-      after = st.afterGC.heapStatistics.usedHeapSize;
-      gcUs += st.cost;
-    }
-    return { bytes: bytes + used1 - after, gcUs };
+    const { bytes, gcUs } = meter.stop();
+    return { bytes, gcUs };
   };
 }
 

@@ -5,7 +5,7 @@ import { loadFunction, parseOptions } from '../../functions/registry.ts';
 import type { GuestBootData, ToGuest, FromGuest } from './messages.ts';
 import type { RunningFunction } from '../../functions/types.ts';
 import { ProcField } from '../../native/proc-field.ts';
-import { GCProfiler } from 'node:v8';
+import { HeapMeter } from '../../util/heap-meter.ts';
 
 /**
  * The inside of a guest, thread or process alike: its block device is the
@@ -88,31 +88,15 @@ export function fullCollector(): (() => void) | null {
  */
 class GuestCost {
   private readonly cpu = new ProcField('/proc/thread-self/schedstat', 0, -1, 96);
-  private readonly gc: GCProfiler | null = process.env.STORVISOR_GUEST_GC_STATS === '1' ? new GCProfiler() : null;
-  private gcUs = 0;
-  private gcs = 0;
-  private allocated = 0;
-  private after = process.memoryUsage().heapUsed;
-
-  constructor() {
-    this.gc?.start();
-  }
+  private readonly heap: HeapMeter | null = process.env.STORVISOR_GUEST_GC_STATS === '1' ? new HeapMeter() : null;
 
   stats(): Record<string, number> {
     const out: Record<string, number> = { threadCpuNs: this.cpu.read() };
-    if (this.gc !== null) {
-      // Restarted at each read: the profiler keeps every collection until stopped.
-      for (const st of this.gc.stop()?.statistics ?? []) {
-        this.allocated += st.beforeGC.heapStatistics.usedHeapSize - this.after;
-        this.after = st.afterGC.heapStatistics.usedHeapSize;
-        this.gcUs += st.cost;
-        this.gcs++;
-      }
-      this.gc.start();
-      const used = process.memoryUsage().heapUsed;
-      out.gcUs = this.gcUs;
-      out.gcs = this.gcs;
-      out.heapAllocatedBytes = this.allocated + used - this.after;
+    if (this.heap !== null) {
+      const { bytes, gcUs, gcs } = this.heap.read();
+      out.gcUs = gcUs;
+      out.gcs = gcs;
+      out.heapAllocatedBytes = bytes;
     }
     return out;
   }
