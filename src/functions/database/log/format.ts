@@ -202,9 +202,11 @@ export const sealRecords: (buf: Buffer, from: number, to: number, seed: number) 
     ? nativeSeal
     : (buf, from, to, seed) => {
         let crc = seed;
-        for (let p = from; p < to; p += encodedRecordSize(buf, p)) {
-          crc = crc32Range(buf, p + 4, p + encodedRecordSize(buf, p), crc);
+        for (let p = from; p < to; ) {
+          const size = encodedRecordSize(buf, p);
+          crc = crc32Range(buf, p + 4, p + size, crc);
           u32(buf, p, crc);
+          p += size;
         }
         return crc;
       };
